@@ -1,0 +1,313 @@
+"""The BLS12-381 G1 group behind one small interface, with two backends.
+
+`arkworks` (py-arkworks-bls12381, Rust) is the fast default; `py_ecc` is the
+pure-Python reference. Both produce byte-identical encodings (checked by the
+shared vectors in tests/vectors/), so a proof made with one verifies with the
+other.
+
+Everything above this module works with `Point` (an immutable group element,
+always in the prime-order subgroup) and plain Python ints for scalars, reduced
+mod `ORDER`. The only ways to obtain a Point are the generator, the identity,
+hash_to_curve, arithmetic on Points, and `Point.from_bytes`, which enforces the
+full decoding rules: length, canonical encoding, on-curve, subgroup, and the
+identity only when the caller allows it. That invariant is what lets `msm` use
+the backends' unchecked multi-scalar multiplication safely.
+
+Select the backend with `use_backend("py_ecc")` or the environment variable
+`ORETRACE_CURVE_BACKEND` (read once, at import).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from .errors import DecodeError
+
+#: The prime order r of G1 (and of the scalar field).
+ORDER = 0x73EDA753299D7D483339D80809A1D80553BDA402FFFE5BFEFFFFFFFF00000001
+POINT_BYTES = 48
+SCALAR_BYTES = 32
+_IDENTITY_ENCODING = bytes([0xC0]) + bytes(47)
+
+
+class Backend(Protocol):
+    """What a curve library must provide. Native points are opaque here."""
+
+    name: str
+
+    def generator(self) -> Any: ...
+    def identity(self) -> Any: ...
+    def add(self, a: Any, b: Any) -> Any: ...
+    def neg(self, a: Any) -> Any: ...
+    def mul(self, a: Any, k: int) -> Any: ...
+    def msm(self, points: Sequence[Any], scalars: Sequence[int]) -> Any: ...
+    def eq(self, a: Any, b: Any) -> bool: ...
+    def encode(self, a: Any) -> bytes: ...
+    def decode(self, data: bytes) -> Any: ...
+    def hash_to_curve(self, msg: bytes, dst: bytes) -> Any: ...
+
+
+class ArkworksBackend:
+    name = "arkworks"
+
+    def __init__(self) -> None:
+        from py_arkworks_bls12381 import G1Point, Scalar
+
+        self._P = G1Point
+        self._S = Scalar
+
+    def generator(self):
+        return self._P()
+
+    def identity(self):
+        return self._P.identity()
+
+    def add(self, a, b):
+        return a + b
+
+    def neg(self, a):
+        return -a
+
+    def mul(self, a, k):
+        # Scalar(int) silently reduces and rejects negatives: reduce here first.
+        return a * self._S(k % ORDER)
+
+    def msm(self, points, scalars):
+        # multiexp_unchecked truncates on a length mismatch and skips subgroup
+        # checks: lengths are asserted by the caller, points are all validated.
+        return self._P.multiexp_unchecked(list(points), [self._S(k % ORDER) for k in scalars])
+
+    def eq(self, a, b):
+        return a == b
+
+    def encode(self, a):
+        return bytes(a.to_compressed_bytes())
+
+    def decode(self, data):
+        try:
+            return self._P.from_compressed_bytes(data)  # on-curve and subgroup checked
+        except Exception as exc:  # the binding raises plain exceptions
+            raise DecodeError("point", f"not a valid compressed G1 point in the subgroup ({exc})") from None
+
+    def hash_to_curve(self, msg, dst):
+        return self._P.hash_to_curve(msg, dst)
+
+
+class PyEccBackend:
+    name = "py_ecc"
+
+    def __init__(self) -> None:
+        import hashlib
+
+        from py_ecc import optimized_bls12_381 as curve
+        from py_ecc.bls import point_compression
+        from py_ecc.bls.hash_to_curve import hash_to_G1
+
+        self._c = curve
+        self._pc = point_compression
+        self._h2c = lambda msg, dst: hash_to_G1(msg, dst, hashlib.sha256)
+
+    def generator(self):
+        return self._c.G1
+
+    def identity(self):
+        return self._c.Z1
+
+    def add(self, a, b):
+        return self._c.add(a, b)
+
+    def neg(self, a):
+        return self._c.neg(a)
+
+    def mul(self, a, k):
+        k %= ORDER  # multiply(P, negative) recurses forever
+        return self._c.Z1 if k == 0 else self._c.multiply(a, k)
+
+    def msm(self, points, scalars):
+        acc = self._c.Z1
+        for p, k in zip(points, scalars, strict=True):
+            acc = self._c.add(acc, self.mul(p, k))
+        return acc
+
+    def eq(self, a, b):
+        return self._c.eq(a, b)
+
+    def encode(self, a):
+        return self._pc.compress_G1(a).to_bytes(POINT_BYTES, "big")
+
+    def decode(self, data):
+        try:
+            point = self._pc.decompress_G1(int.from_bytes(data, "big"))
+        except ValueError as exc:
+            raise DecodeError("point", str(exc)) from None
+        # decompress_G1 checks the curve equation only; the subgroup is ours to check.
+        if not self._c.is_inf(self._c.multiply(point, ORDER)):
+            raise DecodeError("point", "not in the prime-order subgroup")
+        return point
+
+    def hash_to_curve(self, msg, dst):
+        return self._h2c(msg, dst)
+
+
+_BACKENDS = {"arkworks": ArkworksBackend, "py_ecc": PyEccBackend}
+_instances: dict[str, Backend] = {}
+_active: Backend
+
+
+def get_backend(name: str) -> Backend:
+    if name not in _BACKENDS:
+        raise ValueError(f"unknown curve backend {name!r}; choose one of {sorted(_BACKENDS)}")
+    if name not in _instances:
+        _instances[name] = _BACKENDS[name]()
+    return _instances[name]
+
+
+def use_backend(name: str) -> None:
+    """Make `name` the backend for all new Points. Existing Points keep theirs."""
+    global _active
+    _active = get_backend(name)
+
+
+def backend() -> Backend:
+    return _active
+
+
+use_backend(os.environ.get("ORETRACE_CURVE_BACKEND", "arkworks"))
+
+
+class Point:
+    """An element of the prime-order subgroup of BLS12-381 G1. Immutable."""
+
+    __slots__ = ("_b", "_v", "_enc")
+
+    def __init__(self, b: Backend, value: Any, encoding: bytes | None = None):
+        self._b = b
+        self._v = value
+        self._enc = encoding
+
+    # construction -------------------------------------------------------
+    @classmethod
+    def generator(cls) -> Point:
+        return cls(_active, _active.generator())
+
+    @classmethod
+    def identity(cls) -> Point:
+        return cls(_active, _active.identity(), _IDENTITY_ENCODING)
+
+    @classmethod
+    def hash_to_curve(cls, msg: bytes, dst: bytes) -> Point:
+        """RFC 9380 BLS12381G1_XMD:SHA-256_SSWU_RO_ under the given DST."""
+        if len(dst) > 255:
+            raise ValueError("DST longer than 255 bytes")
+        return cls(_active, _active.hash_to_curve(msg, dst))
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, allow_identity: bool = False) -> Point:
+        """Strict decoding of a 48-byte compressed point from outside."""
+        if not isinstance(data, (bytes, bytearray)) or len(data) != POINT_BYTES:
+            raise DecodeError("point", f"expected {POINT_BYTES} bytes")
+        data = bytes(data)
+        if data == _IDENTITY_ENCODING:
+            if not allow_identity:
+                raise DecodeError("point", "the identity is not allowed here")
+            return cls.identity()
+        value = _active.decode(data)
+        point = cls(_active, value)
+        if point.to_bytes() != data:
+            raise DecodeError("point", "non-canonical encoding")
+        if point.is_identity():
+            raise DecodeError("point", "the identity is not allowed here")
+        return point
+
+    @classmethod
+    def from_hex(cls, text: str, *, allow_identity: bool = False) -> Point:
+        try:
+            raw = bytes.fromhex(text)
+        except (ValueError, TypeError):
+            raise DecodeError("point", "not hexadecimal") from None
+        return cls.from_bytes(raw, allow_identity=allow_identity)
+
+    # arithmetic ---------------------------------------------------------
+    def _same(self, other: Point) -> Any:
+        if not isinstance(other, Point):
+            return NotImplemented
+        if other._b is not self._b:
+            raise ValueError("points from different curve backends cannot be mixed")
+        return other._v
+
+    def __add__(self, other: Point) -> Point:
+        return Point(self._b, self._b.add(self._v, self._same(other)))
+
+    def __sub__(self, other: Point) -> Point:
+        return Point(self._b, self._b.add(self._v, self._b.neg(self._same(other))))
+
+    def __neg__(self) -> Point:
+        return Point(self._b, self._b.neg(self._v))
+
+    def __mul__(self, k: int) -> Point:
+        if not isinstance(k, int):
+            return NotImplemented
+        return Point(self._b, self._b.mul(self._v, k))
+
+    __rmul__ = __mul__
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Point):
+            return NotImplemented
+        return self._b.eq(self._v, self._same(other))
+
+    def __hash__(self) -> int:
+        return hash(self.to_bytes())
+
+    def is_identity(self) -> bool:
+        return self.to_bytes() == _IDENTITY_ENCODING
+
+    # encoding -----------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        if self._enc is None:
+            self._enc = self._b.encode(self._v)
+        return self._enc
+
+    def hex(self) -> str:
+        return self.to_bytes().hex()
+
+    def __repr__(self) -> str:
+        return f"Point({self.hex()[:16]}…)"
+
+
+def msm(points: Sequence[Point], scalars: Sequence[int]) -> Point:
+    """sum(k_i * P_i) in one multi-scalar multiplication (native on arkworks)."""
+    if len(points) != len(scalars):
+        raise ValueError(f"msm: {len(points)} points but {len(scalars)} scalars")
+    if not points:
+        return Point.identity()
+    b = points[0]._b
+    if any(p._b is not b for p in points):
+        raise ValueError("points from different curve backends cannot be mixed")
+    return Point(b, b.msm([p._v for p in points], scalars))
+
+
+def scalar_to_bytes(k: int) -> bytes:
+    """32-byte big-endian encoding of a scalar, reduced mod ORDER."""
+    return (k % ORDER).to_bytes(SCALAR_BYTES, "big")
+
+
+def scalar_from_bytes(data: bytes) -> int:
+    """Strict decoding: exactly 32 bytes, big-endian, canonical (< ORDER)."""
+    if not isinstance(data, (bytes, bytearray)) or len(data) != SCALAR_BYTES:
+        raise DecodeError("scalar", f"expected {SCALAR_BYTES} bytes")
+    k = int.from_bytes(data, "big")
+    if k >= ORDER:
+        raise DecodeError("scalar", "non-canonical (not below the group order)")
+    return k
+
+
+def random_scalar() -> int:
+    """A uniformly random non-zero scalar from the OS CSPRNG."""
+    while True:
+        k = secrets.randbelow(ORDER)
+        if k:
+            return k

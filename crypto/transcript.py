@@ -1,0 +1,120 @@
+"""Fiat-Shamir transcripts with domain separation that cannot be forgotten.
+
+A `Transcript` is a running SHA-512 over length-prefixed, labelled fields:
+
+    absorb(label, data) = u32be(len(label)) || label || u64be(len(data)) || data
+
+It starts with the protocol id (`PROTOCOL`, versioned), the caller's statement
+label and the caller's context (lot ids, signer, network id, ...), so that a
+proof made for one statement or context can never be replayed under another.
+Every proof then absorbs its own domain separator, its parameters and *all* of
+its public inputs (commitments and the generators it uses) before it draws a
+challenge. The verifier recomputes every challenge itself; no challenge is
+ever read from a proof (the "Frozen Heart" family of breaks).
+
+Challenges are derived by wide reduction: 64 bytes of SHA-512 reduced mod the
+group order (bias < 2^-256). The challenge itself is absorbed back, so two
+challenges with the same label differ.
+
+`rng(witness)` follows Merlin's TranscriptRng: prover nonces come from the
+transcript state, the secret witness *and* fresh OS randomness, so they neither
+leak the witness (public-only derivation) nor depend on a good OS RNG alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from collections.abc import Iterable
+
+from .group import ORDER, Point, scalar_to_bytes
+
+PROTOCOL = b"oretrace/v1"
+
+
+def _frame(label: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(label)) + label + struct.pack(">Q", len(data)) + data
+
+
+class Transcript:
+    """A Fiat-Shamir transcript bound to a statement and its context."""
+
+    __slots__ = ("_h",)
+
+    def __init__(self, statement: bytes, context: bytes):
+        self._h = hashlib.sha512()
+        self._absorb(b"protocol", PROTOCOL)
+        self._absorb(b"statement", statement)
+        self._absorb(b"context", context)
+
+    def _absorb(self, label: bytes, data: bytes) -> None:
+        self._h.update(_frame(label, data))
+
+    def clone(self) -> Transcript:
+        twin = Transcript.__new__(Transcript)
+        twin._h = self._h.copy()
+        return twin
+
+    def domain_separator(self, name: bytes) -> None:
+        self._absorb(b"dom-sep", name)
+
+    def append_message(self, label: bytes, data: bytes) -> None:
+        self._absorb(label, data)
+
+    def append_u64(self, label: bytes, value: int) -> None:
+        self._absorb(label, struct.pack(">Q", value))
+
+    def append_point(self, label: bytes, point: Point) -> None:
+        self._absorb(label, point.to_bytes())
+
+    def append_points(self, label: bytes, points: Iterable[Point]) -> None:
+        points = list(points)
+        self.append_u64(label + b".len", len(points))
+        for p in points:
+            self._absorb(label, p.to_bytes())
+
+    def append_scalar(self, label: bytes, k: int) -> None:
+        self._absorb(label, scalar_to_bytes(k))
+
+    def challenge_scalar(self, label: bytes) -> int:
+        """A non-zero challenge, bound to everything absorbed so far."""
+        counter = 0
+        while True:
+            h = self._h.copy()
+            h.update(_frame(b"challenge", label + struct.pack(">I", counter)))
+            c = int.from_bytes(h.digest(), "big") % ORDER
+            if c:
+                self._absorb(b"challenge-out", label + scalar_to_bytes(c))
+                return c
+            counter += 1  # probability 2^-255: never in practice
+
+    def rng(self, witness: Iterable[int | bytes]) -> TranscriptRng:
+        """A nonce generator bound to this transcript, the witness and OS randomness."""
+        h = self._h.copy()
+        for w in witness:
+            data = w if isinstance(w, bytes) else scalar_to_bytes(w)
+            h.update(_frame(b"witness", data))
+        h.update(_frame(b"os-rng", os.urandom(32)))
+        return TranscriptRng(h.digest())
+
+
+class TranscriptRng:
+    """Deterministic stream of scalars from a 64-byte seed (see Transcript.rng)."""
+
+    __slots__ = ("_seed", "_counter")
+
+    def __init__(self, seed: bytes):
+        self._seed = seed
+        self._counter = 0
+
+    def scalar(self) -> int:
+        while True:
+            self._counter += 1
+            d = hashlib.sha512(self._seed + struct.pack(">Q", self._counter)).digest()
+            k = int.from_bytes(d, "big") % ORDER
+            if k:
+                return k
+
+    def scalars(self, n: int) -> list[int]:
+        return [self.scalar() for _ in range(n)]
