@@ -1,0 +1,223 @@
+"""Prover side: build publication payloads from openings (pure, no I/O).
+
+The SDK calls these with the openings it holds, then signs the payload with
+`ledger.envelope.sign(..., nonce=<the same nonce>)`. The nonce is an input
+because lot, attestation and claim ids derive from it and every proof context
+binds them, so the ids must be known before proving. A builder raises
+`crypto.errors.ProvingError` when asked to prove something false (an amount
+outside [0, 2^64), an issuance beyond capacity, outputs exceeding inputs, a
+claim that does not hold): the honest path cannot produce a payload the rules
+would reject for a false statement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from crypto.bulletproofs import prove_range
+from crypto.claims import prove_in_range, prove_nonnegative, prove_share
+from crypto.errors import ProvingError
+from crypto.pedersen import Opening, commit_opening
+from crypto.sigma import prove_zero
+
+from . import statements as st
+from .models import (
+    ORIGIN_CLASSES,
+    AttestSite,
+    ClaimKind,
+    Issue,
+    OutputLot,
+    PublishClaim,
+    SiteInfo,
+    Transfer,
+    Transform,
+)
+from .openings import capacity_plaintext, lots_plaintext, seal
+
+ClassOpenings = Mapping[str, Opening]  # origin class -> opening; a missing class is Opening.zero()
+
+
+@dataclass(frozen=True)
+class PlannedOutput:
+    """An output lot the transformer wants to create: its product and per-class openings."""
+
+    product: str
+    openings: ClassOpenings
+
+
+def _hex_points(openings: ClassOpenings) -> dict[str, str]:
+    return {k: commit_opening(o).hex() for k, o in openings.items()}
+
+
+def build_attestation(
+    network: str,
+    signer: str,
+    nonce: str,
+    *,
+    site: SiteInfo,
+    valid_from: datetime,
+    valid_until: datetime,
+    capacity: Opening,
+    operator_sealing_key: str,
+) -> AttestSite:
+    """Auditor: attest a site's class and commit to its capacity for [valid_from, valid_until)."""
+    att_id = st.attestation_id(network, signer, nonce)
+    return AttestSite(
+        site=site,
+        valid_from=valid_from,
+        valid_until=valid_until,
+        capacity_commitment=commit_opening(capacity).hex(),
+        capacity_opening_sealed=seal(capacity_plaintext(att_id, capacity), operator_sealing_key),
+    )
+
+
+def build_issue(
+    network: str,
+    signer: str,
+    nonce: str,
+    *,
+    site_id: str,
+    origin_class: str,
+    attestation_id: str,
+    seq: int,
+    opening: Opening,
+    issued_before: Opening,
+    capacity: Opening,
+    product: str,
+    owner_sealing_key: str,
+) -> Issue:
+    """Site operator: issue a lot of `opening.value` grams.
+
+    `issued_before` opens the cumulative commitment of issuances 0..seq-1 under
+    the attestation (Opening.zero() for seq 0); `capacity` opens the attested
+    capacity. ProvingError if the issuance would exceed the capacity.
+    """
+    lot_id = st.issued_lot_id(network, signer, nonce)
+    cumulative = issued_before + opening
+    headroom = capacity - cumulative
+    if headroom.value < 0:
+        raise ProvingError(f"issuance exceeds the attested capacity by {-headroom.value} g")
+    range_proof, (commitment,) = prove_range(
+        st.issuance_range_transcript(network, signer, lot_id, attestation_id, seq), [opening], st.RANGE_BITS
+    )
+    capacity_proof = prove_nonnegative(
+        st.capacity_transcript(network, signer, lot_id, attestation_id, seq), commit_opening(headroom), headroom
+    )
+    return Issue(
+        site_id=site_id,
+        attestation_id=attestation_id,
+        commitment=commitment.hex(),
+        seq=seq,
+        cumulative=commit_opening(cumulative).hex(),
+        range_proof=range_proof.to_bytes().hex(),
+        capacity_proof=capacity_proof.to_bytes().hex(),
+        product=product,
+        opening_sealed_to_owner=seal(lots_plaintext({lot_id: {origin_class: opening}}), owner_sealing_key),
+    )
+
+
+def build_transfer(*, lot_id: str, to: str, openings: ClassOpenings, receiver_sealing_key: str) -> Transfer:
+    """Owner: hand a lot to `to`, sealing its openings to the receiver."""
+    return Transfer(
+        lot_id=lot_id,
+        to=to,
+        opening_sealed_to_receiver=seal(lots_plaintext({lot_id: openings}), receiver_sealing_key),
+    )
+
+
+def build_transform(
+    network: str,
+    signer: str,
+    nonce: str,
+    *,
+    process: str,
+    inputs: Mapping[str, ClassOpenings],
+    outputs: Sequence[PlannedOutput],
+    owner_sealing_key: str,
+) -> Transform:
+    """Owner: consume `inputs` (lot id -> openings, in payload order), create `outputs`.
+
+    The loss per class is whatever the inputs hold beyond the outputs, committed
+    with a fresh blinding; ProvingError if outputs exceed inputs in some class.
+    """
+    input_ids = list(inputs)
+    out_ids = st.output_lot_ids(network, signer, nonce, len(outputs))
+    in_openings = [inputs[i] for i in input_ids]
+    out_openings = [o.openings for o in outputs]
+
+    present = {k for item in [*in_openings, *out_openings] for k in item}
+    surpluses = st.class_balances(in_openings, out_openings, {}, Opening.zero())
+    loss: dict[str, Opening] = {}
+    for k, surplus in zip(ORIGIN_CLASSES, surpluses, strict=True):
+        if surplus.value < 0:
+            raise ProvingError(f"outputs exceed inputs in class {k} by {-surplus.value} g")
+        if k in present:
+            loss[k] = Opening.fresh(surplus.value)
+
+    # Per class, inputs - outputs - loss opens to (0, rho_k): its commitment is rho_k*H.
+    rhos = st.class_balances(in_openings, out_openings, loss, Opening.zero())
+    balance_proof = prove_zero(
+        st.transform_balance_transcript(network, signer, nonce, input_ids, out_ids),
+        [commit_opening(r) for r in rhos],
+        [r.blinding for r in rhos],
+    )
+    values = st.transform_range_values(out_openings, loss, Opening.zero())
+    range_proof, _ = prove_range(
+        st.transform_range_transcript(network, signer, nonce, input_ids, out_ids), values, st.RANGE_BITS
+    )
+    return Transform(
+        process=process,
+        inputs=input_ids,
+        outputs=[OutputLot(commitments=_hex_points(plan.openings), product=plan.product) for plan in outputs],
+        loss=_hex_points(loss),
+        balance_proof=balance_proof.to_bytes().hex(),
+        range_proof=range_proof.to_bytes().hex(),
+        openings_sealed_to_owner=seal(lots_plaintext(dict(zip(out_ids, out_openings))), owner_sealing_key),
+    )
+
+
+def build_claim(
+    network: str,
+    signer: str,
+    nonce: str,
+    *,
+    lot_id: str,
+    kind: ClaimKind,
+    openings: ClassOpenings | None = None,
+    origin_class: str | None = None,
+    p: int | None = None,
+    q: int | None = None,
+    low: int | None = None,
+    high: int | None = None,
+) -> PublishClaim:
+    """Owner: a claim about one of its lots. Share and amount claims need the lot's openings."""
+    kind = ClaimKind(kind)
+    params = st.claim_params(kind, origin_class, p, q, low, high)
+    proof = None
+    if kind is not ClaimKind.ancestry_excludes:
+        if openings is None:
+            raise ProvingError(f"a {kind.value} claim needs the lot's openings")
+        if kind is not ClaimKind.amount_in_range and origin_class not in ORIGIN_CLASSES:
+            raise ProvingError(f"a {kind.value} claim needs an origin class, one of {', '.join(ORIGIN_CLASSES)}")
+        transcript = st.claim_transcript(network, signer, st.claim_id(network, signer, nonce), lot_id, kind, params)
+        per_class = st.per_class(openings, Opening.zero())
+        if kind is ClaimKind.amount_in_range:
+            total = sum(per_class, Opening.zero())
+            proof = prove_in_range(transcript, commit_opening(total), total, low, high)
+        else:
+            points = [commit_opening(o) for o in per_class]
+            index = ORIGIN_CLASSES.index(origin_class)
+            at_least = kind is ClaimKind.share_at_least
+            proof = prove_share(transcript, points, per_class, index, p, q, at_least)
+    return PublishClaim(
+        lot_id=lot_id,
+        kind=kind,
+        origin_class=origin_class,
+        p=p,
+        q=q,
+        low=low,
+        high=high,
+        proof=None if proof is None else proof.to_bytes().hex(),
+    )

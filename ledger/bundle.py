@@ -1,0 +1,240 @@
+"""Disclosure bundles: a claim with everything needed to check it offline.
+
+A bundle is JSON:
+
+    {"format": "oretrace-bundle/v1", "network": ..., "claim_id": ..., "lot_id": ...,
+     "events": [<Envelope.to_json()>, ...]}          # in ledger order, ending with the claim
+
+Its events must be (the API selects them; `assemble` only packs them):
+
+1. the registry events (register_organization, rotate_key, revoke_key) of
+   every organisation involved: the signers of the events below, the
+   receivers of their transfers and the operators of their sites
+   (`involved_organizations`);
+2. the attest_site events of every site where an ancestry lot was issued;
+3. the whole capacity chain of those attestations: every issue event under
+   them, seq 0 up to the last one the ancestry relies on (sequence numbers
+   and cumulative commitments chain, so a gap fails the replay);
+4. every event up to the claim that creates, transfers or consumes an
+   ancestry lot (the claimed lot and every lot upstream of it);
+5. the publish_claim event itself, last.
+
+`verify_bundle` trusts nothing but the root public key. It replays the events
+through the same `ledger.rules.apply` the server runs (offline policy: no
+clock), into a `MemoryView`, checks that no guard (nonce, consumption,
+custody step, issuance step) is used twice, verifies all range proofs of the
+bundle in one batch, and finally checks that the named claim was accepted.
+A bundle holds commitments, proofs, signatures and sealed ciphertexts: no
+amount and no blinding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from . import statements as st
+from .envelope import Envelope, parse_envelope
+from .errors import Rejection
+from .models import AttestSite, Claim, ClaimKind, PublishClaim, Transfer
+from .proofs import BatchCollector
+from .rules import Policy, apply
+from .view import OPERATOR, MemoryView, apply_effects_to_view
+
+BUNDLE_FORMAT = "oretrace-bundle/v1"
+
+
+# --------------------------------------------------------------------------- assembling
+
+
+def involved_organizations(events: Iterable[Envelope]) -> set[str]:
+    """Organisations whose registry events a bundle of these events needs."""
+    orgs: set[str] = set()
+    for env in events:
+        orgs.add(env.signer)
+        match env.payload:
+            case Transfer(to=receiver):
+                orgs.add(receiver)
+            case AttestSite(site=site):
+                orgs.add(site.operator)
+    orgs.discard(OPERATOR)  # anchored by the root key, not by a registry event
+    return orgs
+
+
+def assemble(events: list[Envelope], claim_id: str, network: str) -> dict[str, Any]:
+    """Pack events (in ledger order) into a bundle for `claim_id`.
+
+    Duplicates are dropped and events after the claim cut off: they cannot
+    matter to it, and a later transformation of the claimed lot would pull in
+    lots outside its ancestry. ValueError if the claim is not among the events.
+    """
+    ordered: list[Envelope] = []
+    seen: set[str] = set()
+    for env in events:
+        if env.event_id in seen:
+            continue
+        seen.add(env.event_id)
+        ordered.append(env)
+        if isinstance(env.payload, PublishClaim) and st.claim_id(env.network, env.signer, env.nonce) == claim_id:
+            return {
+                "format": BUNDLE_FORMAT,
+                "network": network,
+                "claim_id": claim_id,
+                "lot_id": env.payload.lot_id,
+                "events": [e.to_json() for e in ordered],
+            }
+    raise ValueError(f"claim {claim_id} is not among the {len(ordered)} events given")
+
+
+# --------------------------------------------------------------------------- verifying
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class VerificationReport:
+    ok: bool
+    claim: dict[str, Any]
+    checks: list[Check] = field(default_factory=list)
+    events: int = 0
+    range_proofs: int = 0
+    sigma_proofs: int = 0
+    summary: str = ""
+
+    def failed(self) -> Check | None:
+        return next((c for c in self.checks if not c.ok), None)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Failed(Exception):
+    def __init__(self, name: str, detail: str):
+        self.check = Check(name, False, detail)
+
+
+def verify_bundle(bundle: Any, root_public_key_hex: str) -> VerificationReport:
+    """Check a disclosure bundle offline against the root key. Never raises: failures are in the report."""
+    report = VerificationReport(ok=False, claim={})
+    try:
+        _verify(bundle, root_public_key_hex, report)
+        report.ok = True
+    except _Failed as failure:
+        report.checks.append(failure.check)
+    except Exception as exc:  # fail closed on anything unforeseen in hostile input
+        report.checks.append(Check("internal", False, f"verification aborted: {type(exc).__name__}: {exc}"))
+    report.summary = _summary(report)
+    return report
+
+
+def _verify(bundle: Any, root_public_key_hex: str, report: VerificationReport) -> None:
+    network, claim_id, lot_id, raw_events = _read_format(bundle)
+    report.claim = {"claim_id": claim_id, "lot_id": lot_id}
+    report.checks.append(Check("format", True, f"{BUNDLE_FORMAT} on network {network}"))
+
+    envelopes = []
+    for i, raw in enumerate(raw_events):
+        try:
+            envelopes.append(parse_envelope(raw))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(x) for x in first["loc"]) or "envelope"
+            raise _Failed("decode", f"event {i}: {where}: {first['msg']}") from None
+    report.events = len(envelopes)
+    report.checks.append(Check("decode", True, f"{len(envelopes)} signed envelopes"))
+
+    view = MemoryView()
+    proofs = BatchCollector()
+    policy = Policy(network=network, root_public_key=root_public_key_hex)
+    first_use: dict[tuple[str, str], int] = {}
+    for i, env in enumerate(envelopes):
+        label = f"event {i} ({env.payload.type} {env.event_id})"
+        proofs.scope = f"{label}: "
+        try:
+            effects = apply(env, view, policy, proofs)
+        except Rejection as rejection:
+            raise _Failed("rules", f"{label}: {rejection.code.value}: {rejection.message}") from None
+        for guard in effects.guards:
+            key = (guard.namespace, guard.key)
+            if key in first_use:
+                raise _Failed(
+                    "uniqueness",
+                    f"{label}: {guard.reason} ({guard.namespace} {guard.key}, first by event {first_use[key]})",
+                )
+            first_use[key] = i
+        apply_effects_to_view(view, effects)
+    report.range_proofs, report.sigma_proofs = proofs.range_proofs, proofs.sigma_proofs
+    report.checks.append(
+        Check("rules", True, "every event is signed by a registered, unrevoked key and obeys the ledger rules")
+    )
+    report.checks.append(Check("uniqueness", True, "no nonce reused, no lot consumed, transferred or issued twice"))
+
+    try:
+        proofs.verify()
+    except Rejection as rejection:
+        raise _Failed("range proofs", rejection.message) from None
+    report.checks.append(Check("range proofs", True, f"{proofs.range_proofs} range proofs verified in one batch"))
+
+    claim = view.claims.get(claim_id)
+    if claim is None:
+        raise _Failed("claim", f"claim {claim_id} is not published by any event of the bundle")
+    if claim.lot_id != lot_id:
+        raise _Failed("claim", f"claim {claim_id} is about lot {claim.lot_id}, the bundle names lot {lot_id}")
+    owner = view.organization(claim.owner)
+    report.claim = _claim_summary(claim, owner.name if owner else claim.owner)
+    report.checks.append(Check("claim", True, f"{report.claim['statement']} holds for lot {lot_id}"))
+
+
+def _read_format(bundle: Any) -> tuple[str, str, str, list[Any]]:
+    if not isinstance(bundle, dict):
+        raise _Failed("format", "a bundle is a JSON object")
+    if bundle.get("format") != BUNDLE_FORMAT:
+        raise _Failed("format", f"format is {bundle.get('format')!r}, expected {BUNDLE_FORMAT!r}")
+    for name in ("network", "claim_id", "lot_id"):
+        if not isinstance(bundle.get(name), str):
+            raise _Failed("format", f"{name}: must be a string")
+    events = bundle.get("events")
+    if not isinstance(events, list) or not events:
+        raise _Failed("format", "events: must be a non-empty list")
+    return bundle["network"], bundle["claim_id"], bundle["lot_id"], events
+
+
+def describe_claim(claim: Claim) -> str:
+    """The claim in words, e.g. "recycled share >= 16/100 (16%)"."""
+    match claim.kind:
+        case ClaimKind.ancestry_excludes:
+            return f"no {claim.origin_class} origin anywhere upstream"
+        case ClaimKind.share_at_most | ClaimKind.share_at_least:
+            op = "<=" if claim.kind is ClaimKind.share_at_most else ">="
+            return f"{claim.origin_class} share {op} {claim.p}/{claim.q} ({100 * claim.p / claim.q:g}%)"
+        case ClaimKind.amount_in_range:
+            return f"contained cobalt between {claim.low} g and {claim.high} g"
+    raise AssertionError(claim.kind)
+
+
+def _claim_summary(claim: Claim, owner_name: str) -> dict[str, Any]:
+    return {
+        **claim.model_dump(mode="json", exclude_none=True),
+        "owner_name": owner_name,
+        "statement": describe_claim(claim),
+    }
+
+
+def _summary(report: VerificationReport) -> str:
+    failed = report.failed()
+    if failed is not None:
+        return f"INVALID: {failed.name}: {failed.detail}"
+    c = report.claim
+    return (
+        f"VALID: {c['statement']}, claimed by {c['owner_name']} for lot {c['lot_id']} ({c['claim_id']}); "
+        f"{report.events} events replayed, {report.range_proofs} range proofs batched, "
+        f"{report.sigma_proofs} balance proofs"
+    )

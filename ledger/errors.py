@@ -1,0 +1,40 @@
+"""Typed rejections: every refused publication says which rule and why."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Code(str, Enum):
+    MALFORMED = "MALFORMED"  # schema violation, bad point or scalar encoding
+    WRONG_NETWORK = "WRONG_NETWORK"
+    STALE_TIMESTAMP = "STALE_TIMESTAMP"
+    REPLAYED_NONCE = "REPLAYED_NONCE"
+    UNKNOWN_SIGNER = "UNKNOWN_SIGNER"
+    UNKNOWN_KEY = "UNKNOWN_KEY"
+    REVOKED_KEY = "REVOKED_KEY"
+    BAD_SIGNATURE = "BAD_SIGNATURE"
+    WRONG_ROLE = "WRONG_ROLE"
+    UNKNOWN_ORGANIZATION = "UNKNOWN_ORGANIZATION"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
+    SITE_NOT_FOUND = "SITE_NOT_FOUND"
+    SITE_MISMATCH = "SITE_MISMATCH"
+    ATTESTATION_NOT_FOUND = "ATTESTATION_NOT_FOUND"
+    ATTESTATION_EXPIRED = "ATTESTATION_EXPIRED"
+    ISSUANCE_OUT_OF_SEQUENCE = "ISSUANCE_OUT_OF_SEQUENCE"
+    LOT_NOT_FOUND = "LOT_NOT_FOUND"
+    NOT_OWNER = "NOT_OWNER"
+    LOT_CONSUMED = "LOT_CONSUMED"
+    BAD_PROOF = "BAD_PROOF"
+    INVALID_CLAIM = "INVALID_CLAIM"
+    CLAIM_DOES_NOT_HOLD = "CLAIM_DOES_NOT_HOLD"
+    CONFLICT = "CONFLICT"  # lost a race against a concurrent publication
+
+
+class Rejection(Exception):
+    """A publication (or a bundle item) breaks a rule. Nothing is written."""
+
+    def __init__(self, code: Code, message: str):
+        self.code = code
+        self.message = message
+        super().__init__(f"{code.value}: {message}")

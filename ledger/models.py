@@ -1,0 +1,297 @@
+"""The domain model: who may publish what, and what the ledger remembers.
+
+Two kinds of models live here:
+
+* **Payloads** are what publishers sign (inside an `Envelope`). They carry
+  commitments and proofs as hex strings; the rules decode them strictly.
+  Payload models forbid unknown fields, so a signature never covers data the
+  server would silently drop.
+* **Records** are the ledger state derived from accepted payloads (lots,
+  organisations, sites, attestations, claims). The API stores them; the rules
+  read them through a `LedgerView`.
+
+Amounts are integer grams of *contained cobalt* (not gross mass), in
+[0, 2^64). They never appear here in plaintext: only Pedersen commitments and
+sealed openings (ciphertext readable by one organisation) do.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: Versioned, fixed list of origin classes. A lot carries one commitment per class.
+ORIGIN_CLASSES_VERSION = 1
+ORIGIN_CLASSES: tuple[str, ...] = ("industrial", "artisanal", "recycled")
+
+OriginClass = Literal["industrial", "artisanal", "recycled"]
+PointHex = Annotated[str, Field(pattern=r"^[0-9a-f]{96}$", description="48-byte compressed G1 point, hex")]
+KeyHex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="32-byte public key, hex")]
+ProofHex = Annotated[str, Field(pattern=r"^([0-9a-f]{2})+$", max_length=64_000)]
+Sealed = Annotated[str, Field(min_length=1, max_length=200_000, description="libsodium sealed box, base64")]
+Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+Country = Annotated[str, Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")]
+Text = Annotated[str, Field(max_length=200)]
+
+
+class Role(str, Enum):
+    operator = "operator"
+    auditor = "auditor"
+    mine = "mine"
+    trader = "trader"
+    refiner = "refiner"
+    cathode = "cathode"
+    cell = "cell"
+    recycler = "recycler"
+    oem = "oem"
+
+
+#: Roles that may hold custody of lots.
+CUSTODIAN_ROLES = frozenset({Role.mine, Role.trader, Role.refiner, Role.cathode, Role.cell, Role.recycler, Role.oem})
+#: Roles that may operate an issuing site (material enters the system there).
+ISSUER_ROLES = frozenset({Role.mine, Role.recycler})
+#: Roles that may transform (refine, split, merge, convert) lots.
+TRANSFORMER_ROLES = frozenset({Role.trader, Role.refiner, Role.cathode, Role.cell, Role.recycler})
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- payloads
+
+
+class KeyEntry(Strict):
+    key_id: Ident
+    public_key: KeyHex
+
+
+class RegisterOrganization(Strict):
+    """Operator-signed registry entry: an organisation, its roles and keys."""
+
+    type: Literal["register_organization"] = "register_organization"
+    org_id: Ident
+    name: Text
+    country: Country
+    roles: list[Role] = Field(min_length=1, max_length=4)
+    signing_keys: list[KeyEntry] = Field(min_length=1, max_length=8)
+    sealing_key: KeyHex
+
+
+class RotateKey(Strict):
+    """Operator-signed: add a signing key (and optionally replace the sealing key)."""
+
+    type: Literal["rotate_key"] = "rotate_key"
+    org_id: Ident
+    new_key: KeyEntry
+    sealing_key: KeyHex | None = None
+
+
+class RevokeKey(Strict):
+    """Operator-signed: envelopes by this key dated at or after revocation are invalid."""
+
+    type: Literal["revoke_key"] = "revoke_key"
+    org_id: Ident
+    key_id: Ident
+    reason: Text = ""
+
+
+class Location(Strict):
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+
+
+class SiteInfo(Strict):
+    site_id: Ident
+    operator: Ident  # org_id of the organisation running the site
+    name: Text
+    country: Country
+    region: Text
+    location: Location
+    origin_class: OriginClass
+
+
+class AttestSite(Strict):
+    """Auditor-signed: the site's origin class and its committed capacity for a period.
+
+    The capacity opening is sealed to the site operator, who needs it to prove
+    every issuance stays within capacity. The attestation id is derived from the
+    envelope (see `ledger.encoding.derive_id`, prefix "att").
+    """
+
+    type: Literal["attest_site"] = "attest_site"
+    site: SiteInfo
+    valid_from: datetime
+    valid_until: datetime
+    capacity_commitment: PointHex
+    capacity_opening_sealed: Sealed
+
+
+class Issue(Strict):
+    """Site operator: material enters the system as a new lot of the site's class.
+
+    `seq` numbers the issuances under one attestation (0, 1, 2, ...) and
+    `cumulative` is the sum of their commitments including this one; the
+    capacity proof shows capacity - cumulative is in [0, 2^64).
+    The new lot id is derive_id("lot", network, signer, nonce, 0).
+    """
+
+    type: Literal["issue"] = "issue"
+    site_id: Ident
+    attestation_id: Ident
+    commitment: PointHex
+    seq: int = Field(ge=0)
+    cumulative: PointHex
+    range_proof: ProofHex
+    capacity_proof: ProofHex
+    product: Text
+    opening_sealed_to_owner: Sealed
+
+
+class Transfer(Strict):
+    """Current owner: custody of an unconsumed lot moves to another organisation."""
+
+    type: Literal["transfer"] = "transfer"
+    lot_id: Ident
+    to: Ident
+    opening_sealed_to_receiver: Sealed
+
+
+class OutputLot(Strict):
+    commitments: dict[OriginClass, PointHex]
+    product: Text
+
+
+class Transform(Strict):
+    """Owner: consume input lots, create output lots, with per-class mass balance.
+
+    For every class k: sum(in C_k) - sum(out C_k) - loss_k = rho_k * H, shown by
+    `balance_proof` (one ZeroProof over the classes in ORIGIN_CLASSES order), and
+    every output and loss amount is in [0, 2^64), shown by one aggregated
+    `range_proof` over (output 0 classes..., output 1 classes..., loss classes...).
+    Output lot i has id derive_id("lot", network, signer, nonce, i).
+    """
+
+    type: Literal["transform"] = "transform"
+    process: Literal["refine", "split", "merge", "convert"]
+    inputs: list[Ident] = Field(min_length=1, max_length=32)
+    outputs: list[OutputLot] = Field(min_length=1, max_length=20)
+    loss: dict[OriginClass, PointHex]
+    balance_proof: ProofHex
+    range_proof: ProofHex
+    openings_sealed_to_owner: Sealed
+
+
+class ClaimKind(str, Enum):
+    ancestry_excludes = "ancestry_excludes"
+    share_at_most = "share_at_most"
+    share_at_least = "share_at_least"
+    amount_in_range = "amount_in_range"
+
+
+class PublishClaim(Strict):
+    """Owner: a claim about one lot, checkable by anyone from a disclosure bundle.
+
+    ancestry_excludes(origin_class): no proof; follows from the verified DAG.
+    share_at_most / share_at_least(origin_class, p, q): q*v_k <= / >= p*sum(v).
+    amount_in_range(low, high): low <= sum(v) <= high.
+    The claim id is derive_id("clm", network, signer, nonce, 0).
+    """
+
+    type: Literal["publish_claim"] = "publish_claim"
+    lot_id: Ident
+    kind: ClaimKind
+    origin_class: OriginClass | None = None
+    p: int | None = Field(default=None, ge=0, lt=2**16)
+    q: int | None = Field(default=None, gt=0, lt=2**16)
+    low: int | None = Field(default=None, ge=0, lt=2**64)
+    high: int | None = Field(default=None, ge=0, lt=2**64)
+    proof: ProofHex | None = None
+
+
+Payload = Annotated[
+    RegisterOrganization | RotateKey | RevokeKey | AttestSite | Issue | Transfer | Transform | PublishClaim,
+    Field(discriminator="type"),
+]
+
+
+# --------------------------------------------------------------------------- records
+
+
+class SigningKeyRecord(Strict):
+    key_id: str
+    public_key: str
+    added_at: datetime
+    revoked_at: datetime | None = None
+
+
+class Organization(Strict):
+    org_id: str
+    name: str
+    country: str
+    roles: list[Role]
+    signing_keys: list[SigningKeyRecord]
+    sealing_key: str
+    registered_by_event: str
+
+
+class Site(Strict):
+    site_id: str
+    operator: str
+    name: str
+    country: str
+    region: str
+    location: Location
+    origin_class: str
+
+
+class Attestation(Strict):
+    attestation_id: str
+    site_id: str
+    auditor: str
+    origin_class: str
+    valid_from: datetime
+    valid_until: datetime
+    capacity_commitment: str
+    event_id: str
+
+
+class IssuanceMark(Strict):
+    """The latest issuance under an attestation: what the next one chains onto."""
+
+    attestation_id: str
+    seq: int
+    cumulative: str
+    event_id: str
+
+
+class Lot(Strict):
+    lot_id: str
+    owner: str
+    issuer: str  # who created it (issuing site operator or transformer)
+    commitments: dict[str, str]  # origin class -> point hex; a missing class commits to 0
+    product: str
+    created_by_event: str
+    created_at: datetime
+    parents: list[str] = []  # input lots of the transformation that created it
+    site_id: str | None = None  # for issued lots
+    origin_class: str | None = None  # for issued lots
+    consumed_by_event: str | None = None
+    custody_seq: int = 0  # number of transfers so far
+
+
+class Claim(Strict):
+    claim_id: str
+    lot_id: str
+    owner: str
+    kind: ClaimKind
+    origin_class: str | None = None
+    p: int | None = None
+    q: int | None = None
+    low: int | None = None
+    high: int | None = None
+    event_id: str
+    created_at: datetime

@@ -1,0 +1,573 @@
+"""The validation rules: what makes a signed publication acceptable.
+
+`apply(envelope, view, policy, proofs)` is a pure function. It either raises a
+`Rejection` (code + a message naming the rule and the field) and nothing
+happens, or returns the `Effects` the store writes in one transaction. The
+server runs it against a snapshot prefetched for `references(envelope)`; an
+offline verifier runs the very same function over the events of a disclosure
+bundle (see `ledger.bundle`). Range proofs go to the `proofs` sink (verified
+at once, or batched); sigma proofs are verified immediately.
+
+Concurrency is not this module's business: every rule emits the guards
+(unique keys) that make a race lose at commit time.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from crypto.bulletproofs import MAX_AGGREGATION, RangeStatement
+from crypto.claims import in_range_batch_statement, nonnegative_batch_statement, share_batch_statement
+from crypto.errors import ProofError
+from crypto.group import Point
+
+from . import statements as st
+from .effects import CustodyMove, Effects, Guard, SealedOpening
+from .envelope import Envelope, signature_is_valid
+from .errors import Code, Rejection
+from .models import (
+    CUSTODIAN_ROLES,
+    ISSUER_ROLES,
+    ORIGIN_CLASSES,
+    TRANSFORMER_ROLES,
+    Attestation,
+    AttestSite,
+    Claim,
+    ClaimKind,
+    IssuanceMark,
+    Issue,
+    Lot,
+    Organization,
+    PublishClaim,
+    RegisterOrganization,
+    RevokeKey,
+    Role,
+    RotateKey,
+    SigningKeyRecord,
+    Site,
+    Transfer,
+    Transform,
+)
+from .proofs import ProofSink, decode_point, decode_range_proof, decode_zero_proof
+from .view import OPERATOR, LedgerView, References
+
+ROOT_KEY_ID = "root"
+DEFAULT_CLOCK_SKEW = timedelta(minutes=5)
+
+#: Which origin classes a site may have, by the issuing role of its operator.
+SITE_CLASSES_BY_ROLE: dict[Role, frozenset[str]] = {
+    Role.mine: frozenset({"industrial", "artisanal"}),
+    Role.recycler: frozenset({"recycled"}),
+}
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What the rules need from outside the ledger.
+
+    Online, `now` is the server clock and envelopes dated further than
+    `max_clock_skew` (default 5 minutes) from it are refused, which bounds how
+    far a stolen key can back-date. Offline (`now=None`) freshness is skipped:
+    a bundle is replayed long after the fact.
+    """
+
+    network: str
+    root_public_key: str
+    now: datetime | None = None
+    max_clock_skew: timedelta | None = None
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def references(envelope: Envelope) -> References:
+    """The ids `apply` will look up for this envelope, for the store to prefetch."""
+    p = envelope.payload
+    refs = References(organizations={envelope.signer})
+    match p:
+        case RegisterOrganization() | RotateKey() | RevokeKey():
+            refs.organizations.add(p.org_id)
+        case AttestSite():
+            refs.organizations.add(p.site.operator)
+            refs.sites.add(p.site.site_id)
+        case Issue():
+            refs.sites.add(p.site_id)
+            refs.attestations.add(p.attestation_id)  # and its issuance mark
+        case Transfer():
+            refs.organizations.add(p.to)
+            refs.lots.add(p.lot_id)
+        case Transform():
+            refs.lots.update(p.inputs)
+        case PublishClaim():
+            refs.lots.add(p.lot_id)
+            if p.kind is ClaimKind.ancestry_excludes:
+                refs.ancestry.add(p.lot_id)
+    return refs
+
+
+def apply(envelope: Envelope, view: LedgerView, policy: Policy, proofs: ProofSink) -> Effects:
+    """Validate one publication; its Effects, or Rejection. Never writes anything."""
+    signer_org = _authenticate(envelope, view, policy)
+    rule = _RULES[type(envelope.payload)]
+    effects = rule(envelope, envelope.payload, signer_org, view, proofs)
+    effects.guards.insert(0, Guard("nonce", f"{envelope.signer}:{envelope.nonce}", "nonce already used"))
+    return effects
+
+
+def ancestry(view: LedgerView, lot_id: str) -> list[Lot]:
+    """The lot and every lot upstream of it (each once, breadth-first); LOT_NOT_FOUND if any is missing."""
+    found: dict[str, Lot] = {}
+    queue = deque([lot_id])
+    while queue:
+        current = queue.popleft()
+        if current in found:
+            continue
+        lot = view.lot(current)
+        if lot is None:
+            where = "" if current == lot_id else f" (an ancestor of {lot_id})"
+            raise Rejection(Code.LOT_NOT_FOUND, f"lot {current}{where} is not in the ledger")
+        found[current] = lot
+        queue.extend(lot.parents)
+    return list(found.values())
+
+
+# --------------------------------------------------------------------------- common checks
+
+
+def _authenticate(envelope: Envelope, view: LedgerView, policy: Policy) -> Organization | None:
+    """Network, freshness, signer, key and signature. The signer's Organization (None for the operator)."""
+    if envelope.network != policy.network:
+        raise Rejection(
+            Code.WRONG_NETWORK, f"envelope is for network {envelope.network!r}, this ledger is {policy.network!r}"
+        )
+    _require_aware("timestamp", envelope.timestamp)
+    if policy.now is not None:
+        skew = DEFAULT_CLOCK_SKEW if policy.max_clock_skew is None else policy.max_clock_skew
+        if abs(envelope.timestamp - policy.now) > skew:
+            raise Rejection(
+                Code.STALE_TIMESTAMP,
+                f"timestamp {envelope.timestamp.isoformat()} is more than {skew} away from the server clock",
+            )
+    if envelope.signer == OPERATOR:
+        if envelope.key_id != ROOT_KEY_ID:
+            raise Rejection(Code.UNKNOWN_KEY, f"the operator signs with key {ROOT_KEY_ID!r} only")
+        org, public_key = None, policy.root_public_key
+    else:
+        org = view.organization(envelope.signer)
+        if org is None:
+            raise Rejection(Code.UNKNOWN_SIGNER, f"organisation {envelope.signer} is not registered")
+        key = _signing_key(org, envelope.key_id)
+        if key is None:
+            raise Rejection(Code.UNKNOWN_KEY, f"{org.org_id} has no key {envelope.key_id!r}")
+        if key.revoked_at is not None and envelope.timestamp >= key.revoked_at:
+            raise Rejection(
+                Code.REVOKED_KEY, f"key {key.key_id!r} of {org.org_id} was revoked at {key.revoked_at.isoformat()}"
+            )
+        public_key = key.public_key
+    if not signature_is_valid(envelope, public_key):
+        raise Rejection(
+            Code.BAD_SIGNATURE, f"signature does not verify under key {envelope.key_id!r} of {envelope.signer}"
+        )
+    return org
+
+
+def _signing_key(org: Organization, key_id: str) -> SigningKeyRecord | None:
+    return next((k for k in org.signing_keys if k.key_id == key_id), None)
+
+
+def _require_aware(field_name: str, value: datetime) -> None:
+    if value.tzinfo is None:
+        raise Rejection(Code.MALFORMED, f"{field_name}: must carry a time zone")
+
+
+def _require_operator(envelope: Envelope, action: str) -> None:
+    if envelope.signer != OPERATOR:
+        raise Rejection(Code.WRONG_ROLE, f"only the network operator may {action}")
+
+
+def _require_role(org: Organization | None, roles: frozenset[Role], action: str) -> Organization:
+    if org is None or not roles.intersection(org.roles):
+        who = OPERATOR if org is None else org.org_id
+        needed = ", ".join(sorted(r.value for r in roles))
+        raise Rejection(Code.WRONG_ROLE, f"{who} may not {action}: that needs one of the roles {needed}")
+    return org
+
+
+def _require_org(view: LedgerView, org_id: str) -> Organization:
+    org = view.organization(org_id)
+    if org is None:
+        raise Rejection(Code.UNKNOWN_ORGANIZATION, f"organisation {org_id} is not registered")
+    return org
+
+
+def _require_own_unconsumed_lot(view: LedgerView, lot_id: str, signer: str) -> Lot:
+    lot = view.lot(lot_id)
+    if lot is None:
+        raise Rejection(Code.LOT_NOT_FOUND, f"lot {lot_id} does not exist")
+    if lot.owner != signer:
+        raise Rejection(Code.NOT_OWNER, f"lot {lot_id} is held by {lot.owner}, not {signer}")
+    if lot.consumed_by_event is not None:
+        raise Rejection(Code.LOT_CONSUMED, f"lot {lot_id} was already consumed by {lot.consumed_by_event}")
+    return lot
+
+
+def _lot_points(lot: Lot) -> dict[str, Point]:
+    return {
+        k: decode_point(f"lot {lot.lot_id} commitment {k}", c, allow_identity=True) for k, c in lot.commitments.items()
+    }
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def _register_organization(env: Envelope, p: RegisterOrganization, _org, view: LedgerView, _proofs) -> Effects:
+    _require_operator(env, "register organisations")
+    if p.org_id == OPERATOR or view.organization(p.org_id) is not None:
+        raise Rejection(Code.ALREADY_EXISTS, f"organisation {p.org_id} already exists")
+    if Role.operator in p.roles:
+        raise Rejection(Code.WRONG_ROLE, "the operator role belongs to the root key and cannot be granted")
+    if len(set(p.roles)) != len(p.roles):
+        raise Rejection(Code.MALFORMED, "roles: listed twice")
+    key_ids = [k.key_id for k in p.signing_keys]
+    if len(set(key_ids)) != len(key_ids):
+        raise Rejection(Code.MALFORMED, "signing_keys: a key id is listed twice")
+    org = Organization(
+        org_id=p.org_id,
+        name=p.name,
+        country=p.country,
+        roles=p.roles,
+        signing_keys=[
+            SigningKeyRecord(key_id=k.key_id, public_key=k.public_key, added_at=env.timestamp) for k in p.signing_keys
+        ],
+        sealing_key=p.sealing_key,
+        registered_by_event=env.event_id,
+    )
+    return Effects(env, p.type, organizations=[org])
+
+
+def _rotate_key(env: Envelope, p: RotateKey, _org, view: LedgerView, _proofs) -> Effects:
+    _require_operator(env, "add keys")
+    org = _require_org(view, p.org_id)
+    if _signing_key(org, p.new_key.key_id) is not None:
+        raise Rejection(Code.ALREADY_EXISTS, f"{org.org_id} already has a key {p.new_key.key_id!r}")
+    new_key = SigningKeyRecord(key_id=p.new_key.key_id, public_key=p.new_key.public_key, added_at=env.timestamp)
+    updated = org.model_copy(
+        update={"signing_keys": [*org.signing_keys, new_key], "sealing_key": p.sealing_key or org.sealing_key}
+    )
+    return Effects(env, p.type, organizations=[updated])
+
+
+def _revoke_key(env: Envelope, p: RevokeKey, _org, view: LedgerView, _proofs) -> Effects:
+    _require_operator(env, "revoke keys")
+    org = _require_org(view, p.org_id)
+    key = _signing_key(org, p.key_id)
+    if key is None:
+        raise Rejection(Code.UNKNOWN_KEY, f"{org.org_id} has no key {p.key_id!r}")
+    if key.revoked_at is not None:
+        raise Rejection(Code.REVOKED_KEY, f"key {p.key_id!r} of {org.org_id} was already revoked")
+    revoked = key.model_copy(update={"revoked_at": env.timestamp})
+    keys = [revoked if k.key_id == p.key_id else k for k in org.signing_keys]
+    return Effects(env, p.type, organizations=[org.model_copy(update={"signing_keys": keys})])
+
+
+# --------------------------------------------------------------------------- sites
+
+
+def _attest_site(env: Envelope, p: AttestSite, org, view: LedgerView, _proofs) -> Effects:
+    auditor = _require_role(org, frozenset({Role.auditor}), "attest sites")
+    info = p.site
+    operator = _require_org(view, info.operator)
+    if operator.org_id == auditor.org_id:
+        raise Rejection(Code.WRONG_ROLE, f"{auditor.org_id} cannot attest site {info.site_id}, which it operates")
+    allowed = frozenset().union(*(SITE_CLASSES_BY_ROLE.get(r, frozenset()) for r in operator.roles))
+    if info.origin_class not in allowed:
+        raise Rejection(
+            Code.WRONG_ROLE,
+            f"site {info.site_id} of class {info.origin_class} cannot be operated by {operator.org_id}"
+            f" (roles {', '.join(r.value for r in operator.roles)}): mines operate industrial or artisanal"
+            " sites, recyclers recycled ones",
+        )
+    _require_aware("valid_from", p.valid_from)
+    _require_aware("valid_until", p.valid_until)
+    if not p.valid_from < p.valid_until:
+        raise Rejection(Code.MALFORMED, "valid_from: must be before valid_until")
+    decode_point("capacity_commitment", p.capacity_commitment)
+
+    site = Site(**info.model_dump())
+    known = view.site(info.site_id)
+    if known is not None and known != site:
+        differing = sorted(f for f in Site.model_fields if getattr(known, f) != getattr(site, f))
+        raise Rejection(
+            Code.SITE_MISMATCH, f"site {info.site_id} is already attested with a different {', '.join(differing)}"
+        )
+    attestation = Attestation(
+        attestation_id=st.attestation_id(env.network, env.signer, env.nonce),
+        site_id=info.site_id,
+        auditor=auditor.org_id,
+        origin_class=info.origin_class,
+        valid_from=p.valid_from,
+        valid_until=p.valid_until,
+        capacity_commitment=p.capacity_commitment,
+        event_id=env.event_id,
+    )
+    return Effects(
+        env,
+        p.type,
+        sites=[site] if known is None else [],
+        attestations=[attestation],
+        sealed=[SealedOpening(operator.org_id, (), p.capacity_opening_sealed, env.event_id)],
+    )
+
+
+# --------------------------------------------------------------------------- lots
+
+
+def _issue(env: Envelope, p: Issue, org, view: LedgerView, proofs: ProofSink) -> Effects:
+    issuer = _require_role(org, ISSUER_ROLES, "issue lots")
+    site = view.site(p.site_id)
+    if site is None:
+        raise Rejection(Code.SITE_NOT_FOUND, f"site {p.site_id} has never been attested")
+    if site.operator != issuer.org_id:
+        raise Rejection(Code.WRONG_ROLE, f"only {site.operator}, the operator of site {site.site_id}, may issue there")
+    attestation = view.attestation(p.attestation_id)
+    if attestation is None:
+        raise Rejection(Code.ATTESTATION_NOT_FOUND, f"attestation {p.attestation_id} does not exist")
+    if attestation.site_id != site.site_id:
+        raise Rejection(
+            Code.SITE_MISMATCH, f"attestation {attestation.attestation_id} is for site {attestation.site_id}"
+        )
+    if not attestation.valid_from <= env.timestamp < attestation.valid_until:
+        raise Rejection(
+            Code.ATTESTATION_EXPIRED,
+            f"attestation {attestation.attestation_id} is valid from {attestation.valid_from.isoformat()}"
+            f" until {attestation.valid_until.isoformat()}, not at {env.timestamp.isoformat()}",
+        )
+    mark = view.issuance_mark(attestation.attestation_id)
+    expected_seq = 0 if mark is None else mark.seq + 1
+    if p.seq != expected_seq:
+        raise Rejection(
+            Code.ISSUANCE_OUT_OF_SEQUENCE,
+            f"seq: attestation {attestation.attestation_id} expects issuance {expected_seq}, got {p.seq}",
+        )
+    commitment = decode_point("commitment", p.commitment)
+    cumulative = decode_point("cumulative", p.cumulative)
+    previous = Point.identity() if mark is None else decode_point("previous cumulative", mark.cumulative)
+    if cumulative != previous + commitment:
+        raise Rejection(
+            Code.ISSUANCE_OUT_OF_SEQUENCE,
+            f"cumulative: is not the cumulative of issuances 0..{p.seq - 1} of attestation"
+            f" {attestation.attestation_id} plus this commitment",
+        )
+    capacity = decode_point("attestation capacity_commitment", attestation.capacity_commitment)
+
+    lot_id = st.issued_lot_id(env.network, env.signer, env.nonce)
+    proofs.check_range(
+        "range proof",
+        RangeStatement(
+            st.issuance_range_transcript(env.network, env.signer, lot_id, attestation.attestation_id, p.seq),
+            (commitment,),
+            decode_range_proof("range_proof", p.range_proof),
+            st.RANGE_BITS,
+        ),
+        "the issued amount is not proven to lie in [0, 2^64)",
+    )
+    proofs.check_range(
+        "capacity proof",
+        nonnegative_batch_statement(
+            st.capacity_transcript(env.network, env.signer, lot_id, attestation.attestation_id, p.seq),
+            capacity - cumulative,
+            decode_range_proof("capacity_proof", p.capacity_proof),
+        ),
+        "issuance exceeds the attested capacity or the proof is invalid",
+    )
+    lot = Lot(
+        lot_id=lot_id,
+        owner=issuer.org_id,
+        issuer=issuer.org_id,
+        commitments={site.origin_class: p.commitment},
+        product=p.product,
+        created_by_event=env.event_id,
+        created_at=env.timestamp,
+        site_id=site.site_id,
+        origin_class=site.origin_class,
+    )
+    return Effects(
+        env,
+        p.type,
+        lot_ids=[lot_id],
+        guards=[Guard("issuance", f"{attestation.attestation_id}:{p.seq}", "issuance sequence number already used")],
+        issuance_mark=IssuanceMark(
+            attestation_id=attestation.attestation_id, seq=p.seq, cumulative=p.cumulative, event_id=env.event_id
+        ),
+        new_lots=[lot],
+        sealed=[SealedOpening(issuer.org_id, (lot_id,), p.opening_sealed_to_owner, env.event_id)],
+    )
+
+
+def _transfer(env: Envelope, p: Transfer, _org, view: LedgerView, _proofs) -> Effects:
+    lot = _require_own_unconsumed_lot(view, p.lot_id, env.signer)
+    receiver = _require_org(view, p.to)
+    _require_role(receiver, CUSTODIAN_ROLES, "hold lots")
+    if receiver.org_id == env.signer:
+        raise Rejection(Code.MALFORMED, f"to: {env.signer} already holds lot {lot.lot_id}")
+    custody_seq = lot.custody_seq + 1
+    return Effects(
+        env,
+        p.type,
+        lot_ids=[lot.lot_id],
+        guards=[Guard("custody", f"{lot.lot_id}:{custody_seq}", "lot was already transferred by its owner")],
+        custody_moves=[CustodyMove(lot.lot_id, env.signer, receiver.org_id, custody_seq)],
+        sealed=[SealedOpening(receiver.org_id, (lot.lot_id,), p.opening_sealed_to_receiver, env.event_id)],
+    )
+
+
+def _transform(env: Envelope, p: Transform, org, view: LedgerView, proofs: ProofSink) -> Effects:
+    owner = _require_role(org, TRANSFORMER_ROLES, "transform lots")
+    if len(set(p.inputs)) != len(p.inputs):
+        raise Rejection(Code.MALFORMED, "inputs: a lot is listed twice")
+    inputs = [_require_own_unconsumed_lot(view, lot_id, owner.org_id) for lot_id in p.inputs]
+    in_points = [_lot_points(lot) for lot in inputs]
+    # A missing class or the identity both commit to 0 with blinding 0: allowed for outputs and loss.
+    out_points = [
+        {k: decode_point(f"outputs[{i}].commitments.{k}", c, allow_identity=True) for k, c in out.commitments.items()}
+        for i, out in enumerate(p.outputs)
+    ]
+    loss_points = {k: decode_point(f"loss.{k}", c, allow_identity=True) for k, c in p.loss.items()}
+    values = st.transform_range_values(out_points, loss_points, Point.identity())
+    if len(values) > MAX_AGGREGATION:
+        raise Rejection(Code.MALFORMED, f"outputs: {len(values)} range values exceed the maximum of {MAX_AGGREGATION}")
+
+    out_ids = st.output_lot_ids(env.network, env.signer, env.nonce, len(p.outputs))
+    proofs.check_zero(
+        "balance proof",
+        st.transform_balance_transcript(env.network, env.signer, env.nonce, p.inputs, out_ids),
+        st.class_balances(in_points, out_points, loss_points, Point.identity()),
+        decode_zero_proof("balance_proof", p.balance_proof),
+        "outputs exceed inputs in some class or the proof is invalid",
+    )
+    proofs.check_range(
+        "range proof",
+        RangeStatement(
+            st.transform_range_transcript(env.network, env.signer, env.nonce, p.inputs, out_ids),
+            tuple(values),
+            decode_range_proof("range_proof", p.range_proof),
+            st.RANGE_BITS,
+        ),
+        "an output or loss amount is not proven to lie in [0, 2^64)",
+    )
+    new_lots = [
+        Lot(
+            lot_id=lot_id,
+            owner=owner.org_id,
+            issuer=owner.org_id,
+            commitments=dict(out.commitments),
+            product=out.product,
+            created_by_event=env.event_id,
+            created_at=env.timestamp,
+            parents=list(p.inputs),
+        )
+        for lot_id, out in zip(out_ids, p.outputs, strict=True)
+    ]
+    return Effects(
+        env,
+        p.type,
+        lot_ids=[*p.inputs, *out_ids],
+        guards=[Guard("consume", lot_id, f"lot {lot_id} was already consumed") for lot_id in p.inputs],
+        new_lots=new_lots,
+        consumed=list(p.inputs),
+        sealed=[SealedOpening(owner.org_id, tuple(out_ids), p.openings_sealed_to_owner, env.event_id)],
+    )
+
+
+# --------------------------------------------------------------------------- claims
+
+#: The parameters each claim kind takes (all of them required, no others allowed).
+CLAIM_PARAMETERS: dict[ClaimKind, frozenset[str]] = {
+    ClaimKind.ancestry_excludes: frozenset({"origin_class"}),
+    ClaimKind.share_at_most: frozenset({"origin_class", "p", "q", "proof"}),
+    ClaimKind.share_at_least: frozenset({"origin_class", "p", "q", "proof"}),
+    ClaimKind.amount_in_range: frozenset({"low", "high", "proof"}),
+}
+
+
+def _publish_claim(env: Envelope, p: PublishClaim, _org, view: LedgerView, proofs: ProofSink) -> Effects:
+    """A claim about a lot its signer currently holds.
+
+    Share and amount claims are range proofs on linear combinations of the
+    lot's class commitments. Share claims are sound only because every class
+    amount of the lot is already proven to lie in [0, 2^64) upstream (by the
+    issuance or transformation range proof that created the lot; transfers
+    never change commitments) and p, q < 2^16: then p*sum(v) - q*v_k cannot
+    wrap around the group order, and a 64-bit range proof on it proves the
+    integer inequality. Amount claims need no such precondition.
+    """
+    lot = _require_own_unconsumed_lot(view, p.lot_id, env.signer)
+    _check_claim_parameters(p)
+    claim_id = st.claim_id(env.network, env.signer, env.nonce)
+    if p.kind is ClaimKind.ancestry_excludes:
+        for ancestor in ancestry(view, lot.lot_id):
+            if ancestor.origin_class == p.origin_class:
+                origin = "was" if ancestor.lot_id == lot.lot_id else f"descends from lot {ancestor.lot_id},"
+                raise Rejection(
+                    Code.CLAIM_DOES_NOT_HOLD,
+                    f"lot {lot.lot_id} {origin} issued at {p.origin_class} site {ancestor.site_id}",
+                )
+    else:
+        params = st.claim_params(p.kind, p.origin_class, p.p, p.q, p.low, p.high)
+        transcript = st.claim_transcript(env.network, env.signer, claim_id, lot.lot_id, p.kind, params)
+        per_class = st.per_class(_lot_points(lot), Point.identity())
+        proof = decode_range_proof("proof", p.proof)
+        try:
+            if p.kind is ClaimKind.amount_in_range:
+                total = sum(per_class, Point.identity())
+                statement = in_range_batch_statement(transcript, total, p.low, p.high, proof)
+            else:
+                index = ORIGIN_CLASSES.index(p.origin_class)
+                at_least = p.kind is ClaimKind.share_at_least
+                statement = share_batch_statement(transcript, per_class, index, p.p, p.q, at_least, proof)
+        except ProofError as exc:
+            raise Rejection(Code.INVALID_CLAIM, exc.reason) from None
+        proofs.check_range("claim proof", statement, f"the lot does not satisfy {p.kind.value} or the proof is invalid")
+    claim = Claim(
+        claim_id=claim_id,
+        lot_id=lot.lot_id,
+        owner=env.signer,
+        kind=p.kind,
+        origin_class=p.origin_class,
+        p=p.p,
+        q=p.q,
+        low=p.low,
+        high=p.high,
+        event_id=env.event_id,
+        created_at=env.timestamp,
+    )
+    return Effects(env, p.type, lot_ids=[lot.lot_id], claims=[claim])
+
+
+def _check_claim_parameters(p: PublishClaim) -> None:
+    expected = CLAIM_PARAMETERS[p.kind]
+    given = {name for name in ("origin_class", "p", "q", "low", "high", "proof") if getattr(p, name) is not None}
+    if missing := expected - given:
+        raise Rejection(Code.INVALID_CLAIM, f"{p.kind.value} needs {', '.join(sorted(missing))}")
+    if extra := given - expected:
+        raise Rejection(Code.INVALID_CLAIM, f"{p.kind.value} takes no {', '.join(sorted(extra))}")
+    if p.q is not None and not p.p <= p.q:
+        raise Rejection(Code.INVALID_CLAIM, f"p/q = {p.p}/{p.q} is not a share in [0, 1]")
+    if p.low is not None and not p.low <= p.high:
+        raise Rejection(Code.INVALID_CLAIM, f"low {p.low} is above high {p.high}")
+
+
+_Rule = Callable[[Envelope, object, Organization | None, LedgerView, ProofSink], Effects]
+_RULES: dict[type, _Rule] = {
+    RegisterOrganization: _register_organization,
+    RotateKey: _rotate_key,
+    RevokeKey: _revoke_key,
+    AttestSite: _attest_site,
+    Issue: _issue,
+    Transfer: _transfer,
+    Transform: _transform,
+    PublishClaim: _publish_claim,
+}

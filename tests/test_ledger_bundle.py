@@ -1,0 +1,251 @@
+"""Disclosure bundles: assembled from the required events, verified offline, broken by any tampering."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+from test_ledger_world import AMOUNTS, World, base_world
+
+from ledger.bundle import BUNDLE_FORMAT, assemble, involved_organizations, verify_bundle
+from ledger.envelope import Envelope, parse_envelope, sign
+from ledger.rules import ancestry
+
+REGISTRY = {"register_organization", "rotate_key", "revoke_key"}
+
+
+def required_events(w: World, claim_id: str) -> list[Envelope]:
+    """The event set docs/ledger.md prescribes, selected the way the API does (here from the in-memory log)."""
+    index = next(i for i, e in enumerate(w.log) if any(c.claim_id == claim_id for c in e.claims))
+    log = w.log[: index + 1]
+    lots = {lot.lot_id for lot in ancestry(w.view, w.view.claims[claim_id].lot_id)}
+    touching = [e for e in log if lots & set(e.lot_ids)]
+    last_seq: dict[str, int] = {}
+    for e in touching:
+        if e.event_type == "issue":
+            p = e.envelope.payload
+            last_seq[p.attestation_id] = max(p.seq, last_seq.get(p.attestation_id, 0))
+    chains = [
+        e
+        for e in log
+        if e.event_type == "issue" and e.envelope.payload.seq <= last_seq.get(e.envelope.payload.attestation_id, -1)
+    ]
+    attests = [e for e in log if any(a.attestation_id in last_seq for a in e.attestations)]
+    core = {e.event_id for e in [*touching, *chains, *attests]}
+    orgs = involved_organizations(e.envelope for e in log if e.event_id in core)
+    registry = {e.event_id for e in log if e.event_type in REGISTRY and e.envelope.payload.org_id in orgs}
+    return [e.envelope for e in log if e.event_id in core | registry]
+
+
+@pytest.fixture(scope="module")
+def chain() -> World:
+    """Read-only here: the shared chain itself, not a copy."""
+    return base_world()
+
+
+@pytest.fixture(scope="module")
+def root_hex(chain: World) -> str:
+    return chain.policy.root_public_key
+
+
+@pytest.fixture(scope="module")
+def clean_bundle(chain: World) -> dict:
+    claim_id = chain.names["CLAIM_CLEAN"]
+    return assemble(required_events(chain, claim_id), claim_id, chain.policy.network)
+
+
+@pytest.fixture(scope="module")
+def share_bundle(chain: World) -> dict:
+    claim_id = chain.names["CLAIM_SHARE"]
+    return assemble(required_events(chain, claim_id), claim_id, chain.policy.network)
+
+
+def failed(bundle: dict, root_hex: str, check: str, *fragments: str):
+    report = verify_bundle(bundle, root_hex)
+    assert not report.ok
+    failure = report.failed()
+    assert failure.name == check, report.summary
+    for fragment in fragments:
+        assert fragment in failure.detail, failure.detail
+    assert report.summary.startswith(f"INVALID: {check}")
+    return report
+
+
+# --------------------------------------------------------------------------- valid bundles
+
+
+def test_ancestry_claim_bundle_verifies(chain: World, clean_bundle: dict, root_hex: str):
+    report = verify_bundle(clean_bundle, root_hex)
+    assert report.ok, report.summary
+    assert [c.name for c in report.checks] == ["format", "decode", "rules", "uniqueness", "range proofs", "claim"]
+    assert report.claim["kind"] == "ancestry_excludes" and report.claim["lot_id"] == chain.names["CLEAN"]
+    assert report.summary.startswith("VALID: no artisanal origin anywhere upstream, claimed by Oem")
+    # issuances A1 and R1 (range + capacity each) and the transformation: all in one batch
+    assert (report.range_proofs, report.sigma_proofs) == (5, 1)
+    types = [e["payload"]["type"] for e in clean_bundle["events"]]
+    assert types.count("register_organization") == 5  # not mine-b: it is nowhere upstream
+    assert clean_bundle["format"] == BUNDLE_FORMAT and types[-1] == "publish_claim"
+
+
+def test_share_claim_bundle_verifies(share_bundle: dict, root_hex: str):
+    report = verify_bundle(share_bundle, root_hex)
+    assert report.ok, report.summary
+    assert report.claim["statement"] == "recycled share >= 16/100 (16%)"
+    assert report.range_proofs == 6
+
+
+def test_a_bundle_with_every_event_up_to_the_claim_verifies_too(chain: World, root_hex: str):
+    bundle = assemble(chain.events, chain.names["CLAIM_CLEAN"], chain.policy.network)
+    assert bundle["events"][-1]["payload"]["type"] == "publish_claim"  # later events are cut off
+    assert verify_bundle(bundle, root_hex).ok
+
+
+def test_every_required_event_is_necessary(clean_bundle: dict, root_hex: str):
+    for i in range(len(clean_bundle["events"]) - 1):
+        bundle = {**clean_bundle, "events": clean_bundle["events"][:i] + clean_bundle["events"][i + 1 :]}
+        report = verify_bundle(bundle, root_hex)
+        assert not report.ok and report.failed().name == "rules", (i, report.summary)
+
+
+def test_bundle_reveals_no_amount_or_blinding(chain: World, clean_bundle: dict, share_bundle: dict):
+    text = json.dumps([clean_bundle, share_bundle])
+    secrets_ = set(AMOUNTS.values())
+    for openings in chain.openings.values():
+        for o in openings.values():
+            secrets_ |= {o.value, o.blinding}
+    for opening in chain.capacity.values():
+        secrets_ |= {opening.value, opening.blinding}
+    for secret in secrets_:
+        assert str(secret) not in text
+        assert format(secret, "064x") not in text and format(secret, "x") not in text
+
+
+# --------------------------------------------------------------------------- tampering
+
+
+def tampered(bundle: dict, index: int, edit) -> dict:
+    bundle = copy.deepcopy(bundle)
+    edit(bundle["events"][index])
+    return bundle
+
+
+def resigned(chain: World, bundle: dict, index: int, edit) -> dict:
+    """Tamper with the payload, then re-sign as the original signer: only the proofs can object."""
+    bundle = copy.deepcopy(bundle)
+    env = parse_envelope(bundle["events"][index])
+    payload = env.payload.model_dump(mode="json")
+    edit(payload)
+    fresh = sign(
+        type(env.payload).model_validate(payload),
+        network=env.network, signer=env.signer, key_id=env.key_id, nonce=env.nonce, timestamp=env.timestamp,
+        signing_key=chain.orgs[env.signer].signing,
+    )  # fmt: skip
+    bundle["events"][index] = fresh.to_json()
+    return bundle
+
+
+def index_of(bundle: dict, event_type: str, nth: int = 0) -> int:
+    return [i for i, e in enumerate(bundle["events"]) if e["payload"]["type"] == event_type][nth]
+
+
+def flip_byte(hex_text: str, offset: int) -> str:
+    raw = bytearray(bytes.fromhex(hex_text))
+    raw[offset] ^= 0x01
+    return raw.hex()
+
+
+TAU_X_LAST_BYTE = 4 * 48 + 31  # a scalar of the range proof: still canonical when flipped
+
+
+def test_any_signed_field_changed_breaks_the_signature(clean_bundle: dict, root_hex: str):
+    i = index_of(clean_bundle, "issue")
+    edits = [
+        lambda e: e["payload"].update(product="conflict-free ore"),
+        lambda e: e["payload"].update(range_proof=flip_byte(e["payload"]["range_proof"], TAU_X_LAST_BYTE)),
+        lambda e: e.update(timestamp="2025-03-01T09:00:00Z"),
+    ]
+    for edit in edits:
+        failed(tampered(clean_bundle, i, edit), root_hex, "rules", f"event {i}", "BAD_SIGNATURE")
+
+
+def test_a_resigned_bad_range_proof_is_named_by_the_batch(chain: World, clean_bundle: dict, root_hex: str):
+    i = index_of(clean_bundle, "issue", 1)
+    bundle = resigned(
+        chain, clean_bundle, i, lambda p: p.update(range_proof=flip_byte(p["range_proof"], TAU_X_LAST_BYTE))
+    )
+    failed(bundle, root_hex, "range proofs", f"event {i} (issue", "range proof")
+
+
+def test_a_resigned_bad_claim_proof_is_named(chain: World, share_bundle: dict, root_hex: str):
+    i = len(share_bundle["events"]) - 1
+    bundle = resigned(chain, share_bundle, i, lambda p: p.update(proof=flip_byte(p["proof"], TAU_X_LAST_BYTE)))
+    failed(bundle, root_hex, "range proofs", f"event {i} (publish_claim", "claim proof")
+    bundle = resigned(chain, share_bundle, i, lambda p: p.update(p=50))  # a stronger claim with the same proof
+    failed(bundle, root_hex, "range proofs", "claim proof", "share_at_least")
+
+
+def test_a_resigned_bad_balance_proof_is_named(chain: World, clean_bundle: dict, root_hex: str):
+    i = index_of(clean_bundle, "transform")
+    bundle = resigned(
+        chain,
+        clean_bundle,
+        i,
+        lambda p: p.update(balance_proof=flip_byte(p["balance_proof"], len(p["balance_proof"]) // 2 - 1)),
+    )
+    failed(bundle, root_hex, "rules", f"event {i} (transform", "BAD_PROOF", "balance proof")
+
+
+def test_reordering_breaks_the_replay(clean_bundle: dict, root_hex: str):
+    events = clean_bundle["events"]
+    t = index_of(clean_bundle, "transform")
+    swapped = events[: t - 1] + [events[t], events[t - 1]] + events[t + 1 :]
+    failed({**clean_bundle, "events": swapped}, root_hex, "rules")
+    registry_last = events[1:] + events[:1]
+    failed({**clean_bundle, "events": registry_last}, root_hex, "rules", "UNKNOWN_SIGNER")
+
+
+def test_a_repeated_event_is_caught(clean_bundle: dict, root_hex: str):
+    events = clean_bundle["events"]
+    failed({**clean_bundle, "events": events + events[-1:]}, root_hex, "uniqueness", "nonce already used")
+
+
+def test_network_root_and_claim_must_match(chain: World, clean_bundle: dict, share_bundle: dict, root_hex: str):
+    failed({**clean_bundle, "network": "other-net"}, root_hex, "rules", "WRONG_NETWORK")
+    other_root = "ab" * 32
+    failed(clean_bundle, other_root, "rules", "event 0", "BAD_SIGNATURE")
+    failed({**clean_bundle, "claim_id": chain.names["CLAIM_SHARE"]}, root_hex, "claim", "not published")
+    failed({**share_bundle, "lot_id": chain.names["A2"]}, root_hex, "claim", chain.names["A2"])
+
+
+@pytest.mark.parametrize(
+    "junk, check",
+    [
+        ([], "format"),
+        ("bundle", "format"),
+        ({"format": "oretrace-bundle/v0"}, "format"),
+        ({"format": BUNDLE_FORMAT, "network": "n", "claim_id": "c", "lot_id": "l", "events": {}}, "format"),
+        ({"format": BUNDLE_FORMAT, "network": "n", "claim_id": "c", "lot_id": 7, "events": [{}]}, "format"),
+        ({"format": BUNDLE_FORMAT, "network": "n", "claim_id": "c", "lot_id": "l", "events": [{}]}, "decode"),
+        ({"format": BUNDLE_FORMAT, "network": "n", "claim_id": "c", "lot_id": "l", "events": [17]}, "decode"),
+    ],
+)
+def test_malformed_bundles_fail_without_raising(junk, check, root_hex: str):
+    report = verify_bundle(junk, root_hex)
+    assert not report.ok and report.failed().name == check, report.summary
+
+
+def test_malformed_event_is_named(clean_bundle: dict, root_hex: str):
+    bundle = tampered(clean_bundle, 3, lambda e: e["payload"].update(unexpected="field"))
+    failed(bundle, root_hex, "decode", "event 3", "unexpected")
+
+
+# --------------------------------------------------------------------------- assembling
+
+
+def test_assemble_drops_duplicates_and_needs_the_claim(chain: World):
+    events = required_events(chain, chain.names["CLAIM_CLEAN"])
+    bundle = assemble(events[:3] + events, chain.names["CLAIM_CLEAN"], chain.policy.network)
+    assert len(bundle["events"]) == len(events)
+    with pytest.raises(ValueError, match="not among"):
+        assemble(events[:-1], chain.names["CLAIM_CLEAN"], chain.policy.network)
