@@ -31,7 +31,7 @@ from .bulletproofs import RangeProof, RangeStatement, prove_range, verify_range
 from .errors import ProofError, ProvingError
 from .generators import G
 from .group import Point
-from .pedersen import Opening, commit_opening
+from .pedersen import Opening, add, commit_opening
 from .transcript import Transcript
 
 #: Claim range proofs are all 64-bit.
@@ -66,11 +66,22 @@ def share_statement(commitments: Sequence[Point], index: int, p: int, q: int, at
     at most:  p*sum(C) - q*C_index   commits to p*sum(v) - q*v_index  (>= 0 iff v_index/sum(v) <= p/q)
     at least: q*C_index - p*sum(C)   commits to q*v_index - p*sum(v)  (>= 0 iff v_index/sum(v) >= p/q)
     """
-    total = Point.identity()
-    for c in commitments:
-        total = total + c
-    point = total * p - commitments[index] * q
+    point = add(commitments) * p - commitments[index] * q
     return -point if at_least else point
+
+
+def nonempty_statement(commitments: Sequence[Point]) -> Point:
+    """sum(C) - G: its value is non-negative iff sum(v) >= 1.
+
+    Without it a share claim on an empty lot holds vacuously (0 <= p*0 and
+    0 >= p*0 alike), so "recycled >= 16 %" could be shown for zero grams.
+    """
+    return add(commitments) - G()
+
+
+def share_statements(commitments: Sequence[Point], index: int, p: int, q: int, at_least: bool) -> list[Point]:
+    """The two points a share proof shows non-negative: the share inequality and a non-empty total."""
+    return [share_statement(commitments, index, p, q, at_least), nonempty_statement(commitments)]
 
 
 def _in_range_error(low: object, high: object) -> str | None:
@@ -188,7 +199,8 @@ def prove_share(
 ) -> RangeProof:
     """Prove v_index/sum(v) <= p/q (or >= with at_least), i.e. q*v_index <= p*sum(v).
 
-    One 64-bit proof (m = 1) on `share_statement(...)`.
+    One aggregated 64-bit proof (m = 2) on `share_statements(...)`: the share
+    inequality and sum(v) >= 1 (a share of nothing proves nothing).
 
     Soundness precondition: every v_i is already known to be in [0, 2^64)
     (proven elsewhere, e.g. by the range proofs that created the commitments).
@@ -215,12 +227,14 @@ def prove_share(
     diff = total.scale(p) - openings[index].scale(q)
     if at_least:
         diff = Opening.zero() - diff
+    if total.value < 1:
+        raise ProvingError("share claim: the values sum to zero, so no share can be shown")
     if diff.value < 0:
         raise ProvingError("share claim: the claim is false")
     if diff.value >= VALUE_BOUND:
         raise ProvingError("share claim: true, but the difference is too large for a 64-bit proof")
     _bind_share(transcript, commitments, index, p, q, at_least)
-    return _prove(transcript, [share_statement(commitments, index, p, q, at_least)], [diff])
+    return _prove(transcript, share_statements(commitments, index, p, q, at_least), [diff, total - Opening(1, 0)])
 
 
 def share_batch_statement(
@@ -240,7 +254,7 @@ def share_batch_statement(
     if any(not isinstance(c, Point) for c in commitments):
         raise ProofError("share", "commitments must be Points")
     _bind_share(transcript, commitments, index, p, q, at_least)
-    return RangeStatement(transcript, (share_statement(commitments, index, p, q, at_least),), proof, BITS)
+    return RangeStatement(transcript, tuple(share_statements(commitments, index, p, q, at_least)), proof, BITS)
 
 
 def verify_share(

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from crypto.bulletproofs import RangeProof, batch_verify_range, verify_range
+from crypto.bulletproofs import RangeProof, batch_verify_range, prove_range, verify_range
 from crypto.claims import (
     in_range_batch_statement,
     nonnegative_batch_statement,
@@ -168,13 +168,12 @@ def share_cases(draw):
     p = draw(st.integers(min_value=0, max_value=q))
     at_least = draw(st.booleans())
     holds = q * vs[index] >= p * sum(vs) if at_least else q * vs[index] <= p * sum(vs)
-    assume(holds)
+    assume(holds and sum(vs) > 0)
     return vs, index, p, q, at_least
 
 
 @SETTINGS
 @given(share_cases())
-@example(([0, 0, 0], 0, 16, 100, True))
 @example(([0, MAX, 0], 1, 1, 1, True))
 @example(([MAX], 0, 1, 1, False))
 @example(([MAX - 1, 1], 1, 1, 2**16 - 1, False))
@@ -184,6 +183,18 @@ def test_share_complete(case):
     cs = [commit_opening(o) for o in ops]
     proof = prove_share(T(), cs, ops, index, p, q, at_least)
     verify_share(T(), cs, index, p, q, at_least, RangeProof.from_bytes(proof.to_bytes()))
+
+
+def test_share_of_an_empty_total_is_refused_and_cannot_be_forged():
+    # 0 >= 16/100 * 0 holds vacuously; a share of nothing must prove nothing.
+    ops = [Opening.fresh(0), Opening.fresh(0)]
+    cs = [commit_opening(o) for o in ops]
+    with pytest.raises(ProvingError, match="sum to zero"):
+        prove_share(T(), cs, ops, 1, 16, 100, True)
+    # The inequality alone (a 1-value proof on share_statement) does not pass as a share proof.
+    inequality_only, _ = prove_range(T(), [Opening.zero() - (ops[0] + ops[1]).scale(16) + ops[1].scale(100)])
+    with pytest.raises(ProofError):
+        verify_share(T(), cs, 1, 16, 100, True, inequality_only)
 
 
 @pytest.fixture(scope="module")
@@ -225,7 +236,7 @@ def test_share_other_commitments_or_context_fails(share_proof):
 def test_share_tampered_fields_fail(share_proof):
     ops, cs, proof = share_proof
     cases = tampered_proofs(proof)
-    assert len(cases) == 4 + 3 + 2 * 6 + 2  # m = 1: 6 rounds
+    assert len(cases) == 4 + 3 + 2 * 7 + 2  # m = 2: 7 rounds
     for name, bad in cases:
         with pytest.raises(ProofError):
             verify_share(T(), cs, 2, 16, 100, True, bad)
