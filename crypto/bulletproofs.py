@@ -407,7 +407,7 @@ def _prove_inner_product(
     generator p is the sum of the original G_i with i mod N_k = p, each with
     a running coefficient cg[i] (ch[i] for H, starting at y^-i). So L_k and
     R_k are MSMs over N original generators plus G, and no single scalar
-    multiplications are spent on folding (those cost ~10x an MSM term here).
+    multiplications are spent on folding (those cost ~4-8x an MSM term here).
     """
     N = len(a)
     cg = [1] * N

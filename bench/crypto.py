@@ -1,0 +1,272 @@
+"""Cryptography benchmark: Bulletproofs range proofs, batching, backends.
+
+    python bench/crypto.py --quick --json bench/results/crypto.json   # < 3 min
+    python bench/crypto.py --json bench/results/crypto.json           # more repetitions
+
+Writes flat dotted keys (medians in milliseconds unless the key says
+otherwise), every ratio measured within this one run:
+
+  range.m{1,16}.{prove_ms,verify_ms,bytes}   64-bit proofs over m values
+  range.m1.decode_ms                         RangeProof.from_bytes (subgroup checks)
+  batch.n64.{one_by_one_ms,batched_ms,speedup}  64 proofs (m = 1, n = 64)
+  backend.py_ecc_over_arkworks.verify_m1     py_ecc verify / arkworks verify
+  floor.m{1,16}.verify_over_msm              verify / one native arkworks MSM with
+                                             the same number of points as the
+                                             verifier's MSM (random full scalars)
+  msm.native.{size}_ms                       those native MSMs
+  group.arkworks.*                           a few primitive operations
+  raw.<metric>                               every sample, ms
+  machine.*                                  python, cpu, backend versions, load,
+                                             other_cores_busy_during_run (noise indicator)
+
+Run it on an otherwise idle machine: a second CPU-bound job slows everything
+down 1.5-2x on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import gc
+import importlib.metadata
+import json
+import os
+import platform
+import secrets
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from crypto.bulletproofs import (  # noqa: E402
+    RangeProof,
+    RangeStatement,
+    batch_verify_range,
+    prove_range,
+    verify_range,
+)
+from crypto.generators import bulletproof_generators  # noqa: E402
+from crypto.group import ORDER, Point, use_backend  # noqa: E402
+from crypto.pedersen import Opening  # noqa: E402
+from crypto.transcript import Transcript  # noqa: E402
+
+STATEMENT = b"bench/range"
+
+
+def transcript(i: int = 0) -> Transcript:
+    return Transcript(STATEMENT, b"bench-context-%d" % i)
+
+
+def samples(fn, reps: int, warmup: int = 1) -> list[float]:
+    """Wall-clock samples of fn() in ms (GC disabled while timing)."""
+    for _ in range(warmup):
+        fn()
+    out = []
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(reps):
+            t = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - t) * 1e3)
+    finally:
+        gc.enable()
+    return out
+
+
+def verifier_msm_points(n: int, m: int) -> int:
+    """Points in verify_range's single MSM: 2nm + 2 log2(nm) + m + 5 (A is added outside)."""
+    nm = n * m
+    return 2 * nm + 2 * (nm.bit_length() - 1) + m + 5
+
+
+def native_msm(size: int):
+    """A closure running one arkworks multiexp of `size` generator points with
+    random full-size scalars, exactly as the backend calls it."""
+    from py_arkworks_bls12381 import G1Point, Scalar
+
+    Gs, Hs = bulletproof_generators((size + 1) // 2)
+    points = [p._v for p in [*Gs, *Hs][:size]]
+    scalars = [Scalar.from_be_bytes(secrets.randbelow(ORDER).to_bytes(32, "big")) for _ in range(size)]
+    assert len(points) == len(scalars) == size
+    return lambda: G1Point.multiexp_unchecked(points, scalars)
+
+
+def _cpu_busy_seconds() -> float | None:
+    """Busy CPU seconds of the whole machine so far (all cores), from /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_info() -> dict:
+    info = {
+        "machine.python": sys.version.split()[0],
+        "machine.implementation": platform.python_implementation(),
+        "machine.platform": platform.platform(),
+        "machine.cpu_count": os.cpu_count(),
+        "machine.py_arkworks_bls12381": importlib.metadata.version("py-arkworks-bls12381"),
+        "machine.py_ecc": importlib.metadata.version("py-ecc"),
+        "machine.date_utc": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["machine.cpu_model"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        info["machine.loadavg_1m_at_start"] = os.getloadavg()[0]
+    except OSError:
+        pass
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True)
+        info["machine.git_commit"] = head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return info
+
+
+def run(quick: bool) -> dict:
+    scale = 1 if quick else 3
+    out: dict = machine_info()
+    out["config.quick"] = quick
+    raw: dict[str, list[float]] = {}
+
+    def record(key: str, values: list[float]) -> float:
+        raw[key] = [round(v, 4) for v in values]
+        med = statistics.median(values)
+        out[key] = round(med, 4)
+        print(f"  {key:<44} {med:10.3f}   (n={len(values)})", flush=True)
+        return med
+
+    use_backend("arkworks")
+    print("warming up generators ...", flush=True)
+    bulletproof_generators(64 * 16)
+
+    # --- primitives ------------------------------------------------------
+    print("group primitives (arkworks)", flush=True)
+    k = secrets.randbelow(ORDER)
+    P = Point.hash_to_curve(b"bench", b"BENCH-DST")
+    enc = P.to_bytes()
+    record("group.arkworks.mul_ms", samples(lambda: P * k, 200 * scale))
+    record("group.arkworks.decode_ms", samples(lambda: Point.from_bytes(enc), 200 * scale))
+
+    # --- single proofs ---------------------------------------------------
+    results = {}
+    for m, prove_reps, verify_reps in ((1, 15, 60), (16, 4, 15)):
+        print(f"range proofs, n = 64, m = {m}", flush=True)
+        openings = [Opening.fresh(secrets.randbelow(2**64)) for _ in range(m)]
+        proof, commitments = prove_range(transcript(), openings)
+        data = proof.to_bytes()
+        out[f"range.m{m}.bytes"] = len(data)
+        assert len(data) == RangeProof.size(64, m)
+        record(f"range.m{m}.prove_ms", samples(lambda: prove_range(transcript(), openings), prove_reps * scale))
+        verify_range(transcript(), commitments, proof)  # must pass before timing
+        v = record(
+            f"range.m{m}.verify_ms",
+            samples(lambda: verify_range(transcript(), commitments, proof), verify_reps * scale),
+        )
+        if m == 1:
+            record("range.m1.decode_ms", samples(lambda: RangeProof.from_bytes(data), 100 * scale))
+        size = verifier_msm_points(64, m)
+        out[f"floor.m{m}.msm_points"] = size
+        msm_med = record(f"msm.native.{size}_ms", samples(native_msm(size), verify_reps * scale))
+        out[f"floor.m{m}.verify_over_msm"] = round(v / msm_med, 4)
+        results[m] = (proof, commitments, v)
+
+    # --- batch -----------------------------------------------------------
+    print("batch of 64 proofs (n = 64, m = 1)", flush=True)
+    statements = []
+    for i in range(64):
+        p, cs = prove_range(transcript(i), [Opening.fresh(secrets.randbelow(2**64))])
+        statements.append(RangeStatement(transcript(i), tuple(cs), p, 64))
+
+    def one_by_one():
+        for s in statements:
+            verify_range(s.transcript.clone(), s.commitments, s.proof, s.n)
+
+    batch_verify_range(statements)
+    a = record("batch.n64.one_by_one_ms", samples(one_by_one, 3 * scale))
+    b = record("batch.n64.batched_ms", samples(lambda: batch_verify_range(statements), 7 * scale))
+    out["batch.n64.speedup"] = round(a / b, 3)
+    batch_points = 2 * 64 + 2 + 64 * (4 + 12 + 1)
+    out["batch.n64.msm_points"] = batch_points
+    bm = record(f"msm.native.{batch_points}_ms", samples(native_msm(batch_points), 7 * scale))
+    out["floor.batch_n64.batched_over_msm"] = round(b / bm, 4)
+
+    # --- py_ecc reference ------------------------------------------------
+    print("py_ecc reference backend, m = 1", flush=True)
+    proof, commitments, ark_verify = results[1]
+    data = proof.to_bytes()
+    encoded = [c.to_bytes() for c in commitments]
+    use_backend("py_ecc")
+    try:
+        py_proof = RangeProof.from_bytes(data)
+        py_commitments = [Point.from_bytes(c) for c in encoded]
+        assert py_proof.to_bytes() == data
+        py_verify = record(
+            "backend.py_ecc.verify_m1_ms",
+            samples(lambda: verify_range(transcript(), py_commitments, py_proof), 3 * scale),
+        )
+    finally:
+        use_backend("arkworks")
+    out["backend.py_ecc_over_arkworks.verify_m1"] = round(py_verify / ark_verify, 2)
+
+    try:
+        out["machine.loadavg_1m_at_end"] = os.getloadavg()[0]
+    except OSError:
+        pass
+    for key, values in raw.items():
+        out[f"raw.{key}"] = values
+    # ratios last so that they are easy to spot
+    print("ratios", flush=True)
+    for key in (
+        "floor.m1.verify_over_msm",
+        "floor.m16.verify_over_msm",
+        "floor.batch_n64.batched_over_msm",
+        "batch.n64.speedup",
+        "backend.py_ecc_over_arkworks.verify_m1",
+    ):
+        print(f"  {key:<44} {out[key]:10.3f}")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions (under 3 minutes on 2 cores)")
+    ap.add_argument("--json", metavar="PATH", help="write the results as JSON here")
+    args = ap.parse_args()
+    started = time.perf_counter()
+    busy0, own0 = _cpu_busy_seconds(), time.process_time()
+    out = run(args.quick)
+    wall = time.perf_counter() - started
+    out["config.wall_s"] = round(wall, 1)
+    busy1, own1 = _cpu_busy_seconds(), time.process_time()
+    if busy0 is not None and busy1 is not None:
+        # Average number of cores other processes kept busy while we ran: 0 on
+        # an idle machine; near 1 means a competing job (expect slower numbers).
+        out["machine.other_cores_busy_during_run"] = round(max(0.0, (busy1 - busy0) - (own1 - own0)) / wall, 2)
+        print(f"other processes kept {out['machine.other_cores_busy_during_run']} cores busy on average")
+    print(f"done in {out['config.wall_s']} s")
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
