@@ -1,0 +1,1 @@
+"""The oretrace server: settings, embedded database, MongoDB store, ingestion, Starlette app."""

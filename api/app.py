@@ -1,0 +1,358 @@
+"""The Starlette application: `/graphql` (Strawberry, GraphiQL on GET text/html)
+and `/healthz`, behind an ASGI request-body limit.
+
+GraphQL over HTTP (https://graphql.github.io/graphql-over-http/):
+
+* `Accept: application/graphql-response+json` is honoured: the response has
+  that media type, and a request that fails before execution (syntax error,
+  validation error, a depth / alias / token limit) gets **400** with the
+  GraphQL errors in the body; malformed HTTP requests get 4xx with a JSON
+  `errors` body too.
+* Otherwise (`application/json`, `*/*`, or no Accept header) the classic
+  behaviour is kept: `application/json`, 200 for any well-formed request.
+* An Accept header naming neither type (nor a wildcard) gets 406.
+* Mutations over GET are refused with **405** (`Allow: POST`); queries over
+  GET are allowed. Batching and websockets are off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from cross_web import HTTPException
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from strawberry.asgi import GraphQL
+from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.types.execution import PreExecutionError
+from strawberry.types.unset import UNSET
+
+from resolvers.context import Context
+from resolvers.schema import build_schema
+
+from .embedded import EmbeddedDatabase
+from .service import Ingestion
+from .settings import Settings
+from .store import Store
+
+log = logging.getLogger("oretrace.api")
+
+GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
+APPLICATION_JSON = "application/json"
+
+
+# --------------------------------------------------------------------------- content negotiation
+
+
+def negotiate(accept: str | None) -> str | None:
+    """The response media type for an Accept header, or None if neither is acceptable.
+
+    No header, `*/*` or `application/*` alone -> application/json (legacy clients).
+    Both named with equal q -> application/graphql-response+json.
+    """
+    if accept is None or not accept.strip():
+        return APPLICATION_JSON
+    quality: dict[str, float] = {}
+    for item in accept.split(","):
+        parts = [p.strip() for p in item.split(";")]
+        media = parts[0].lower()
+        if not media:
+            continue
+        q = 1.0
+        for param in parts[1:]:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        quality[media] = max(q, quality.get(media, 0.0))
+
+    def q_of(media: str) -> tuple[float, int]:
+        if media in quality:
+            return quality[media], 2
+        if "application/*" in quality:
+            return quality["application/*"], 1
+        if "*/*" in quality:
+            return quality["*/*"], 0
+        return 0.0, -1
+
+    q_gr, specific_gr = q_of(GRAPHQL_RESPONSE_JSON)
+    q_js, specific_js = q_of(APPLICATION_JSON)
+    if q_gr <= 0 and q_js <= 0:
+        return None
+    if q_gr > q_js:
+        return GRAPHQL_RESPONSE_JSON
+    if q_js > q_gr:
+        return APPLICATION_JSON
+    # equal quality: an explicit graphql-response+json wins; wildcards mean legacy JSON
+    return GRAPHQL_RESPONSE_JSON if specific_gr == 2 else APPLICATION_JSON
+
+
+# --------------------------------------------------------------------------- body size limit
+
+
+class BodySizeLimit:
+    """Refuse request bodies above `max_bytes` with 413 before the app sees them.
+
+    Checks Content-Length first, then counts the streamed bytes (chunked
+    uploads have no Content-Length). The body is buffered (it is at most
+    `max_bytes`) and replayed to the app.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = JSONResponse(
+            {"errors": [{"message": f"request body exceeds the limit of {self.max_bytes} bytes"}]},
+            status_code=413,
+            headers={"Connection": "close"},
+        )
+        await response(scope, receive, send)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await PlainTextResponse("invalid Content-Length", status_code=400)(scope, receive, send)
+                    return
+                if declared > self.max_bytes:
+                    await self._reject(scope, receive, send)
+                    return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if len(body) > self.max_bytes:
+                await self._reject(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+# --------------------------------------------------------------------------- runtime
+
+
+@dataclass
+class Runtime:
+    """What the app holds between startup and shutdown."""
+
+    settings: Settings
+    store: Store | None = None
+    ingestion: Ingestion | None = None
+    embedded: EmbeddedDatabase | None = None
+    owns_store: bool = True
+
+    def attach(self, store: Store, *, owned: bool) -> None:
+        self.store = store
+        self.ingestion = Ingestion(store, self.settings)
+        self.owns_store = owned
+
+    async def start(self) -> None:
+        if self.store is not None:  # injected (tests, embedding applications)
+            await self.store.ensure_indexes()
+            await self.ingestion.start()
+            return
+        uri = self.settings.mongodb_uri
+        if not uri:
+            self.embedded = EmbeddedDatabase(
+                self.settings.data_dir,
+                log_level=self.settings.embedded_log_level,
+                startup_timeout=self.settings.embedded_startup_timeout,
+            )
+            uri = await self.embedded.astart()
+            log.info("embedded database (pid %s) at %s, data in %s", self.embedded.pid, uri, self.embedded.storage_path)
+            _write_embedded_info(self.embedded)
+        store = await Store.connect(uri, self.settings.database)
+        try:
+            await store.ensure_indexes()
+        except Exception:
+            await store.close()
+            await self.stop()
+            raise
+        self.attach(store, owned=True)
+        await self.ingestion.start()
+
+    async def stop(self) -> None:
+        if self.ingestion is not None:
+            await asyncio.to_thread(self.ingestion.close)
+        if self.store is not None and self.owns_store:
+            await self.store.close()
+            self.store = None
+            self.ingestion = None
+        if self.embedded is not None:
+            await self.embedded.astop()
+            _remove_embedded_info(self.embedded)
+            self.embedded = None
+
+
+def _write_embedded_info(db: EmbeddedDatabase) -> None:
+    try:
+        (db.data_dir / "embedded.json").write_text(
+            json.dumps({"pid": db.pid, "uri": db.uri, "storage_path": str(db.storage_path)}) + "\n"
+        )
+    except OSError:  # pragma: no cover - informational only
+        pass
+
+
+def _remove_embedded_info(db: EmbeddedDatabase) -> None:
+    try:
+        (db.data_dir / "embedded.json").unlink()
+    except OSError:
+        pass
+
+
+# --------------------------------------------------------------------------- GraphQL view
+
+
+class GraphQLView(GraphQL):
+    """Strawberry's ASGI view + GraphQL-over-HTTP status codes and media types."""
+
+    def __init__(self, runtime: Runtime, **kwargs: Any) -> None:
+        super().__init__(
+            build_schema(runtime.settings.limits),
+            graphql_ide="graphiql",
+            allow_queries_via_get=True,
+            subscription_protocols=(),
+            **kwargs,
+        )
+        self.runtime = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await PlainTextResponse("Not Found", status_code=404)(scope, receive, send)
+            return
+        request = Request(scope=scope, receive=receive)
+        try:
+            response = await self.run(request)
+        except HTTPException as exc:
+            response = self._error_response(request, exc.status_code, exc.reason)
+        await response(scope, receive, send)
+
+    def _error_response(self, request: Request, status: int, reason: str) -> Response:
+        headers = {"Allow": "GET, POST"} if status == 405 else {}
+        media = getattr(request.state, "media", None) or negotiate(request.headers.get("accept"))
+        if media == GRAPHQL_RESPONSE_JSON:
+            return Response(
+                json.dumps({"errors": [{"message": reason}]}),
+                status_code=status,
+                media_type=GRAPHQL_RESPONSE_JSON,
+                headers=headers,
+            )
+        return PlainTextResponse(reason, status_code=status, headers=headers)
+
+    async def run(self, request, context=UNSET, root_value=UNSET):  # type: ignore[override]
+        if not self.should_render_graphql_ide(self.request_adapter_class(request)):
+            media = negotiate(request.headers.get("accept"))
+            if media is None:
+                raise HTTPException(
+                    406, f"Not Acceptable: this endpoint answers {GRAPHQL_RESPONSE_JSON} or {APPLICATION_JSON}"
+                )
+            request.state.media = media
+        return await super().run(request, context, root_value)
+
+    async def execute_single(self, request, request_adapter, sub_response, context, root_value, request_data):  # type: ignore[override]
+        try:
+            return await super().execute_single(
+                request=request,
+                request_adapter=request_adapter,
+                sub_response=sub_response,
+                context=context,
+                root_value=root_value,
+                request_data=request_data,
+            )
+        except HTTPException as exc:
+            if isinstance(exc.__cause__, InvalidOperationTypeError) and request_adapter.method == "GET":
+                raise HTTPException(405, "mutations are not allowed over GET: use POST") from exc
+            raise
+
+    async def get_sub_response(self, request: Request) -> Response:
+        sub_response = await super().get_sub_response(request)
+        sub_response.oretrace_media = getattr(request.state, "media", None)  # type: ignore[attr-defined]
+        request.state.sub_response = sub_response
+        return sub_response
+
+    async def get_context(self, request: Request, response: Response) -> Context:  # type: ignore[override]
+        runtime = self.runtime
+        if runtime.store is None or runtime.ingestion is None:
+            raise HTTPException(503, "the database is not connected yet")
+        return Context.create(runtime.store, runtime.ingestion, runtime.settings, request, response)
+
+    async def process_result(self, request: Request, result) -> Any:  # type: ignore[override]
+        data = await super().process_result(request, result)
+        if getattr(request.state, "media", None) == GRAPHQL_RESPONSE_JSON and isinstance(result, PreExecutionError):
+            # a request error: execution never started, so no `data` entry, and 400
+            data.pop("data", None)
+            request.state.sub_response.status_code = 400
+        return data
+
+    def create_response(self, response_data, sub_response: Response) -> Response:  # type: ignore[override]
+        response = super().create_response(response_data, sub_response)
+        media = getattr(sub_response, "oretrace_media", None)
+        if media:
+            response.headers["content-type"] = f"{media}; charset=utf-8"
+        return response
+
+
+# --------------------------------------------------------------------------- app factory
+
+
+def create_app(settings: Settings | None = None, *, store: Store | None = None) -> Starlette:
+    """The ASGI app. With `store`, use that (already connected) store and leave
+    its lifecycle to the caller; otherwise the lifespan connects to MONGODB_URI
+    or starts the embedded database, and stops it on shutdown."""
+    settings = settings or Settings.from_env()
+    settings.require_root_public_key()  # fail at startup, not at the first publication
+    runtime = Runtime(settings)
+    if store is not None:
+        runtime.attach(store, owned=False)
+    view = GraphQLView(runtime)
+
+    async def healthz(request: Request) -> Response:
+        if runtime.store is not None and await runtime.store.ping():
+            return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "unavailable", "reason": "database does not answer"}, status_code=503)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = Starlette(
+        routes=[Route("/graphql", view), Route("/healthz", healthz, methods=["GET"])],
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_bytes)
+    return app

@@ -1,0 +1,267 @@
+"""The embedded database: SecantusDB (`secantusd-py`) as a CHILD PROCESS on loopback.
+
+Why a child process and not in-process: the daemon is pure Python and would
+share the API's GIL (every query would compete with proof verification), and
+SecantusDB is GPL-2.0, so it stays an optional, separately running component
+(the `embedded` extra). The API only speaks the MongoDB wire protocol to it.
+
+Lifecycle:
+
+* `start()` / `astart()` picks a free loopback port (unless one is given),
+  launches `secantusd-py --host 127.0.0.1 --port P --storage-path DATA/db
+  --log-level WARNING --config DATA/secantusd.toml` (an explicit, empty config
+  file turns off the daemon's auto-discovery of ./secantusd.toml and
+  ~/.secantus/), and waits until it answers `serverStatus` with ITS pid (so
+  another server already holding the port is never mistaken for ours). On
+  timeout, or if the daemon exits early (e.g. the port is taken), `EmbeddedDatabaseError` carries the tail of its log
+  (DATA/secantusd.log).
+* `stop()` / `astop()`: SIGTERM (the daemon closes WiredTiger cleanly), wait,
+  then SIGKILL.
+* Dying with the parent: on Linux the child is started with
+  `prctl(PR_SET_PDEATHSIG, SIGTERM)` in `preexec_fn`, so even a SIGKILLed API
+  process takes its database down with it (no orphan holding the port and the
+  WiredTiger lock). Caveat of PDEATHSIG: it fires when the *thread* that
+  forked the child exits, so the daemon must be spawned from a long-lived
+  thread (the main thread / event-loop thread) - never from a worker-pool
+  thread; `astart()` spawns in the calling (event-loop) thread and only waits
+  asynchronously. On other platforms this safety net is absent and `stop()`
+  must be called (the app's lifespan does).
+* The child runs in its own session (process group), so a Ctrl-C in a
+  terminal reaches the API first, which then stops the database in order.
+* The data directory persists: restarting on the same directory keeps data.
+
+The daemon advertises itself as a single-node replica set, so multi-document
+transactions work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pymongo import AsyncMongoClient, MongoClient
+from pymongo.errors import PyMongoError
+
+_PR_SET_PDEATHSIG = 1
+LOG_NAME = "secantusd.log"
+CONFIG_NAME = "secantusd.toml"
+
+
+class EmbeddedDatabaseError(RuntimeError):
+    """The embedded database could not be started (message includes its log tail)."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _daemon_executable() -> str:
+    """`secantusd-py` next to this interpreter (the venv), else on PATH."""
+    candidate = Path(sys.executable).with_name("secantusd-py")
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("secantusd-py")
+    if not found:
+        raise EmbeddedDatabaseError(
+            "secantusd-py not found: install the embedded extra (pip install 'oretrace[embedded]') "
+            "or set MONGODB_URI to a MongoDB replica set"
+        )
+    return found
+
+
+def _die_with_parent(parent_pid: int) -> None:  # runs in the child between fork and exec
+    os.setsid()
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent_pid:  # the parent already died before prctl took effect
+            os._exit(1)
+
+
+class EmbeddedDatabase:
+    """One `secantusd-py` child process serving `storage_path` on loopback."""
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        log_level: str = "WARNING",
+        startup_timeout: float = 30.0,
+        extra_args: list[str] | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.storage_path = self.data_dir / "db"
+        self.log_path = self.data_dir / LOG_NAME
+        self.host = host
+        self._requested_port = port
+        self.port: int | None = None
+        self.log_level = log_level
+        self.startup_timeout = startup_timeout
+        self.extra_args = list(extra_args or [])
+        self.process: subprocess.Popen[bytes] | None = None
+
+    # ------------------------------------------------------------------ info
+
+    @property
+    def uri(self) -> str:
+        if self.port is None:
+            raise EmbeddedDatabaseError("the embedded database is not started")
+        return f"mongodb://{self.host}:{self.port}/?directConnection=true"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
+
+    # ------------------------------------------------------------------ start
+
+    def _spawn(self) -> None:
+        if self.running():
+            raise EmbeddedDatabaseError("the embedded database is already running")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        config = self.data_dir / CONFIG_NAME
+        if not config.exists():
+            config.write_text("# oretrace: settings come from the command line\n")
+        self.port = self._requested_port or free_port(self.host)
+        argv = [
+            _daemon_executable(),
+            "--config", str(config),
+            "--host", self.host,
+            "--port", str(self.port),
+            "--storage-path", str(self.storage_path),
+            "--log-level", self.log_level,
+            *self.extra_args,
+        ]  # fmt: skip
+        parent = os.getpid()
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n--- oretrace: starting {' '.join(argv)}\n".encode())
+            log.flush()
+            self.process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=lambda: _die_with_parent(parent),  # noqa: PLW1509 - documented above
+                close_fds=True,
+            )
+
+    def _failure(self, why: str) -> EmbeddedDatabaseError:
+        return EmbeddedDatabaseError(
+            f"embedded database ({self.storage_path}) {why}; last lines of {self.log_path}:\n{self.log_tail()}"
+        )
+
+    def _is_ours(self, status: dict) -> bool:
+        """The server answering on the port is our child, not another one holding the port."""
+        pid = status.get("pid")
+        return pid is None or int(pid) == self.process.pid
+
+    def _exited_early(self) -> bool:
+        return self.process is not None and self.process.poll() is not None
+
+    def start(self) -> str:
+        """Start and wait until it answers (blocking). Returns the connection URI."""
+        for attempt in range(3):
+            self._spawn()
+            deadline = time.monotonic() + self.startup_timeout
+            client = MongoClient(self.uri, serverSelectionTimeoutMS=250, connectTimeoutMS=250)
+            try:
+                while time.monotonic() < deadline:
+                    if self._exited_early():
+                        break
+                    try:
+                        if self._is_ours(client.admin.command("serverStatus")):
+                            return self.uri
+                    except PyMongoError:
+                        pass
+                    time.sleep(0.05)
+            finally:
+                client.close()
+            if not self._exited_early():
+                self.stop()
+                raise self._failure(f"did not answer within {self.startup_timeout:.0f} s")
+            if self._requested_port is not None or attempt == 2:
+                raise self._failure(f"exited with code {self.process.returncode}")
+            # a free port found by bind(0) can be taken before the daemon binds it: retry
+        raise self._failure("could not start")  # pragma: no cover
+
+    async def astart(self) -> str:
+        """Start from the event-loop thread (see PDEATHSIG caveat) and wait without blocking."""
+        for attempt in range(3):
+            self._spawn()
+            deadline = time.monotonic() + self.startup_timeout
+            client: AsyncMongoClient = AsyncMongoClient(
+                self.uri, serverSelectionTimeoutMS=250, connectTimeoutMS=250
+            )
+            try:
+                while time.monotonic() < deadline:
+                    if self._exited_early():
+                        break
+                    try:
+                        if self._is_ours(await client.admin.command("serverStatus")):
+                            return self.uri
+                    except PyMongoError:
+                        pass
+                    await asyncio.sleep(0.05)
+            finally:
+                await client.close()
+            if not self._exited_early():
+                await self.astop()
+                raise self._failure(f"did not answer within {self.startup_timeout:.0f} s")
+            if self._requested_port is not None or attempt == 2:
+                raise self._failure(f"exited with code {self.process.returncode}")
+        raise self._failure("could not start")  # pragma: no cover
+
+    # ------------------------------------------------------------------ stop
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM, wait up to `timeout`, then SIGKILL. Idempotent."""
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+    async def astop(self, timeout: float = 15.0) -> None:
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while process.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if process.poll() is None:
+            process.kill()
+            while process.poll() is None:
+                await asyncio.sleep(0.05)
+
+    def __enter__(self) -> EmbeddedDatabase:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,101 @@
+"""Run the API under uvicorn, programmatically.
+
+    serve(host="127.0.0.1", port=8000, data_dir="./oretrace-data", root_public_key=...)
+
+is what `oretrace serve` calls. `python -m api.server --help` does the same
+from a shell (used by the tests that restart a real server process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from .app import create_app
+from .settings import Settings
+from .store import Store
+
+
+def make_config(
+    settings: Settings,
+    host: str,
+    port: int,
+    *,
+    store: Store | None = None,
+    log_level: str = "info",
+    access_log: bool = True,
+    **uvicorn_options: Any,
+) -> uvicorn.Config:
+    app = create_app(settings, store=store)
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": log_level,
+        "access_log": access_log,
+        "lifespan": "on",
+        "timeout_graceful_shutdown": 10,
+        "server_header": False,
+        "proxy_headers": False,
+    }
+    options.update(uvicorn_options)
+    return uvicorn.Config(app, **options)
+
+
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    settings: Settings | None = None,
+    root_public_key: str | None = None,
+    network: str | None = None,
+    mongodb_uri: str | None = None,
+    database: str | None = None,
+    log_level: str = "info",
+    **uvicorn_options: Any,
+) -> None:
+    """Serve until SIGINT/SIGTERM; the lifespan starts and stops the embedded database.
+
+    Explicit arguments override the environment (see api.settings)."""
+    settings = settings or Settings.from_env(
+        data_dir=Path(data_dir) if data_dir is not None else None,
+        root_public_key=root_public_key,
+        network=network,
+        mongodb_uri=mongodb_uri,
+        database=database,
+    )
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = make_config(settings, host, port, log_level=log_level, **uvicorn_options)
+    uvicorn.Server(config).run()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m api.server", description="Run the oretrace GraphQL API.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--data-dir", default=None, help="embedded database directory (ORETRACE_DATA_DIR)")
+    parser.add_argument("--root-public-key", default=None, help="hex Ed25519 key (ORETRACE_ROOT_PUBLIC_KEY)")
+    parser.add_argument("--network", default=None)
+    parser.add_argument("--mongodb-uri", default=None)
+    parser.add_argument("--database", default=None)
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    serve(
+        args.host,
+        args.port,
+        args.data_dir,
+        root_public_key=args.root_public_key,
+        network=args.network,
+        mongodb_uri=args.mongodb_uri,
+        database=args.database,
+        log_level=args.log_level,
+    )
+
+
+if __name__ == "__main__":
+    main()

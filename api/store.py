@@ -1,0 +1,817 @@
+"""MongoDB persistence through pymongo's native async API (`AsyncMongoClient`).
+
+Documents are plain JSON (`model_dump(mode="json")` of the ledger records, with
+the record id duplicated as `_id`) and are re-validated with the ledger models
+on the way out, so a hand-edited or corrupted document fails loudly instead of
+flowing into a bundle.
+
+Collections and what makes them safe:
+
+| collection       | _id                    | notes                                                   |
+|------------------|------------------------|---------------------------------------------------------|
+| organizations    | org id                 | upserted whole by registry events                        |
+| sites            | site id                | insert-if-absent                                         |
+| attestations     | attestation id         | by site                                                  |
+| issuance_marks   | attestation id         | latest (seq, cumulative) of each attestation             |
+| lots             | lot id                 | owner / consumed / class / parents indexes               |
+| events           | event id               | the signed envelope + `seq` (ledger order) + query keys  |
+| claims           | claim id               | by lot                                                   |
+| sealed_openings  | "<event id>:<i>"       | by recipient                                             |
+| nonces           | "<signer>:<nonce>"...  | the `nonce` guards: a replay is a duplicate key          |
+| guards           | "<namespace>:<key>"    | every other guard (consume, custody, issuance, ...)      |
+| counters         | "events"               | allocator of the event `seq`                             |
+
+`apply_effects` writes one accepted publication in ONE multi-document
+transaction; the unique `_id` of the guard documents is what makes double
+consumption, forked custody and nonce replay impossible even under races
+between API replicas (the loser's transaction fails with a duplicate key and
+nothing of it is written).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument, WriteConcern
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
+from pymongo.read_concern import ReadConcern
+from pymongo.read_preferences import ReadPreference
+
+from ledger.effects import Effects, Guard
+from ledger.envelope import Envelope, parse_envelope
+from ledger.errors import Code, Rejection
+from ledger.models import Attestation, Claim, IssuanceMark, Lot, Organization, Site
+from ledger.view import MemoryView, References
+
+log = logging.getLogger("oretrace.store")
+
+M = TypeVar("M", bound=BaseModel)
+
+COLLECTIONS = (
+    "organizations",
+    "sites",
+    "attestations",
+    "issuance_marks",
+    "lots",
+    "events",
+    "claims",
+    "sealed_openings",
+    "nonces",
+    "guards",
+    "counters",
+)
+REGISTRY_TYPES = ("register_organization", "rotate_key", "revoke_key")
+DUPLICATE_KEY = 11000
+MAX_TRANSACTION_ATTEMPTS = 10
+MAX_COMMIT_ATTEMPTS = 5
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def encode_cursor(doc_id: str) -> str:
+    return base64.urlsafe_b64encode(doc_id.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    """Opaque cursor -> last _id. ValueError on garbage."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        value = base64.urlsafe_b64decode(padded.encode("ascii")).decode()
+    except (binascii.Error, UnicodeError, ValueError) as exc:
+        raise ValueError(f"invalid cursor {cursor!r}") from exc
+    if not value or len(value) > 200:
+        raise ValueError(f"invalid cursor {cursor!r}")
+    return value
+
+
+def to_doc(record: BaseModel, doc_id: str) -> dict[str, Any]:
+    return {"_id": doc_id, **record.model_dump(mode="json")}
+
+
+def from_doc(model: type[M], doc: dict[str, Any]) -> M:
+    """A record from its document; store-private fields (`_id`, `_rev`) are dropped."""
+    data = {k: v for k, v in doc.items() if not k.startswith("_")}
+    return model.model_validate(data)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class SnapshotView(MemoryView):
+    """The prefetched state the rules read, plus the revision of each organisation
+    document read, so that writing the updated record can check nobody changed it
+    in between (optimistic concurrency: a lost race is CONFLICT, not a lost update)."""
+
+    org_revisions: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Page:
+    """One page of a connection, sorted by _id."""
+
+    items: list[Any]
+    cursors: list[str]
+    has_next: bool
+
+    @property
+    def end_cursor(self) -> str | None:
+        return self.cursors[-1] if self.cursors else None
+
+
+@dataclass
+class ProvenanceGraph:
+    root: Lot
+    nodes: list[Lot]  # root first, then by depth
+    edges: list[tuple[str, str]]  # (parent, child), both in nodes
+    truncated: bool  # some parents lie deeper than max_depth
+    depth: int  # levels fetched beyond the root
+    round_trips: int
+
+
+@dataclass(frozen=True)
+class StoredSealedOpening:
+    recipient: str
+    lot_ids: list[str]
+    ciphertext: str
+    event_id: str
+    seq: int
+
+
+@dataclass
+class EventRecord:
+    event_id: str
+    seq: int
+    type: str
+    signer: str
+    lot_ids: list[str]
+    accepted_at: str
+    envelope: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.event_id,
+            "seq": self.seq,
+            "type": self.type,
+            "signer": self.signer,
+            "lotIds": self.lot_ids,
+            "acceptedAt": self.accepted_at,
+            "envelope": self.envelope,
+        }
+
+
+@dataclass
+class AppliedEvent:
+    event_id: str
+    seq: int
+    accepted_at: datetime
+    attempts: int = 1
+
+
+class _Abort(Exception):
+    """Raised inside the transaction body: abort and reject."""
+
+    def __init__(self, rejection: Rejection) -> None:
+        super().__init__(rejection.message)
+        self.rejection = rejection
+
+
+@dataclass
+class StoreStats:
+    transactions: int = 0
+    transient_retries: int = 0
+    commit_retries: int = 0
+    rejections: dict[str, int] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- store
+
+
+class Store:
+    def __init__(self, client: AsyncMongoClient, database: str, *, owns_client: bool = True) -> None:
+        self.client = client
+        self.db = client[database]
+        self.database = database
+        self._owns_client = owns_client
+        self.stats = StoreStats()
+        c = self.db
+        self.organizations = c.organizations
+        self.sites = c.sites
+        self.attestations = c.attestations
+        self.issuance_marks = c.issuance_marks
+        self.lots = c.lots
+        self.events = c.events
+        self.claims = c.claims
+        self.sealed_openings = c.sealed_openings
+        self.nonces = c.nonces
+        self.guards = c.guards
+        self.counters = c.counters
+
+    @classmethod
+    async def connect(cls, uri: str, database: str, **client_options: Any) -> Store:
+        options: dict[str, Any] = {
+            "appname": "oretrace",
+            "serverSelectionTimeoutMS": 10_000,
+            "retryWrites": True,
+        }
+        options.update(client_options)
+        client: AsyncMongoClient = AsyncMongoClient(uri, **options)
+        return cls(client, database)
+
+    async def close(self) -> None:
+        if self._owns_client:
+            await self.client.close()
+
+    async def ping(self, timeout: float = 2.0) -> bool:
+        try:
+            await asyncio.wait_for(self.client.admin.command("ping"), timeout)
+        except (PyMongoError, TimeoutError, OSError):
+            return False
+        return True
+
+    async def ensure_indexes(self) -> None:
+        """One index per query path (idempotent)."""
+        a = ASCENDING
+        await asyncio.gather(
+            # lots: connection filters (each sorted by _id for the cursor), DAG walks
+            self.lots.create_index([("owner", a), ("consumed_by_event", a), ("_id", a)], name="owner_consumed_id"),
+            self.lots.create_index([("consumed_by_event", a), ("_id", a)], name="consumed_id"),
+            self.lots.create_index([("origin_class", a), ("_id", a)], name="class_id"),
+            self.lots.create_index([("parents", a)], name="parents"),
+            self.lots.create_index([("site_id", a)], name="site"),
+            # events: by lot, by ledger order, by subject (registry / attestation chain / claim)
+            self.events.create_index([("seq", a)], unique=True, name="seq"),
+            self.events.create_index([("lot_ids", a), ("seq", a)], name="lot_ids_seq"),
+            self.events.create_index([("org_id", a), ("seq", a)], sparse=True, name="org_seq"),
+            self.events.create_index(
+                [("attestation_id", a), ("issuance_seq", a)], sparse=True, name="attestation_issuance"
+            ),
+            self.events.create_index([("claim_id", a)], sparse=True, name="claim"),
+            self.claims.create_index([("lot_id", a), ("created_at", a)], name="lot_created"),
+            self.sealed_openings.create_index([("recipient", a), ("seq", a)], name="recipient_seq"),
+            self.attestations.create_index([("site_id", a), ("valid_from", a)], name="site_from"),
+            self.sites.create_index([("origin_class", a), ("_id", a)], name="class_id"),
+            self.sites.create_index([("operator", a)], name="operator"),
+        )
+
+    # ------------------------------------------------------------------ writes
+
+    async def _next_seq(self) -> int:
+        """Ledger order. Allocated before the transaction (no hot document inside it).
+
+        An event's dependencies were committed before it was validated, so they
+        always hold a smaller seq: sorting by seq is a valid replay order.
+        Aborted publications leave gaps, which is harmless.
+        """
+        doc = await self.counters.find_one_and_update(
+            {"_id": "events"},
+            {"$inc": {"value": 1}},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+        return int(doc["value"])
+
+    @staticmethod
+    def _event_doc(effects: Effects, seq: int, accepted_at: datetime) -> dict[str, Any]:
+        env = effects.envelope
+        payload = env.payload
+        doc: dict[str, Any] = {
+            "_id": env.event_id,
+            "seq": seq,
+            "type": effects.event_type,
+            "signer": env.signer,
+            "key_id": env.key_id,
+            "nonce": env.nonce,
+            "lot_ids": list(effects.lot_ids),
+            "accepted_at": accepted_at.isoformat().replace("+00:00", "Z"),
+            "envelope": env.to_json(),
+        }
+        org_id = getattr(payload, "org_id", None)
+        if org_id:
+            doc["org_id"] = org_id
+        if effects.event_type == "attest_site":
+            doc["site_id"] = payload.site.site_id
+            if effects.attestations:
+                doc["attestation_id"] = effects.attestations[0].attestation_id
+        elif effects.event_type == "issue":
+            doc["site_id"] = payload.site_id
+            doc["attestation_id"] = payload.attestation_id
+            doc["issuance_seq"] = payload.seq
+        elif effects.event_type == "transfer":
+            doc["receiver"] = payload.to
+        if effects.claims:
+            doc["claim_id"] = effects.claims[0].claim_id
+        return doc
+
+    async def apply_effects(self, effects: Effects, view: SnapshotView | None = None) -> AppliedEvent:
+        """Write one accepted publication atomically, or raise Rejection and write nothing.
+
+        `view` is the snapshot the rules read (from `prefetch`): organisation
+        records are then written only if unchanged since (their `_rev`), so a
+        concurrent key rotation cannot silently undo a revocation. Without a
+        view (tests, tools) organisations are upserted unconditionally."""
+        seq = await self._next_seq()
+        accepted_at = _now()
+        event_doc = self._event_doc(effects, seq, accepted_at)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self._run_transaction(effects, event_doc, seq, view)
+            except _Abort as abort:
+                code = abort.rejection.code.value
+                self.stats.rejections[code] = self.stats.rejections.get(code, 0) + 1
+                raise abort.rejection from None
+            except PyMongoError as exc:
+                if exc.has_error_label("TransientTransactionError") and attempt < MAX_TRANSACTION_ATTEMPTS:
+                    self.stats.transient_retries += 1
+                    await asyncio.sleep(random.uniform(0, min(0.2, 0.005 * 2**attempt)))
+                    continue
+                raise
+            self.stats.transactions += 1
+            return AppliedEvent(effects.event_id, seq, accepted_at, attempt)
+
+    async def _run_transaction(
+        self, effects: Effects, event_doc: dict[str, Any], seq: int, view: SnapshotView | None
+    ) -> None:
+        async with self.client.start_session() as session:
+            await session.start_transaction(
+                read_concern=ReadConcern("snapshot"),
+                write_concern=WriteConcern("majority"),
+                read_preference=ReadPreference.PRIMARY,
+            )
+            try:
+                await self._transaction_body(session, effects, event_doc, seq, view)
+            except BaseException:
+                if session.in_transaction:
+                    try:
+                        await session.abort_transaction()
+                    except PyMongoError:  # the server may have aborted it already
+                        pass
+                raise
+            for commit_attempt in range(1, MAX_COMMIT_ATTEMPTS + 1):
+                try:
+                    await session.commit_transaction()
+                    return
+                except PyMongoError as exc:
+                    if exc.has_error_label("UnknownTransactionCommitResult") and commit_attempt < MAX_COMMIT_ATTEMPTS:
+                        self.stats.commit_retries += 1
+                        continue
+                    raise
+
+    async def _insert_guards(self, session, guards: Sequence[Guard], event_id: str) -> None:
+        nonce_guards = [g for g in guards if g.namespace == "nonce"]
+        other_guards = [g for g in guards if g.namespace != "nonce"]
+        for collection, batch, make_id in (
+            (self.nonces, nonce_guards, lambda g: g.key),
+            (self.guards, other_guards, lambda g: f"{g.namespace}:{g.key}"),
+        ):
+            if not batch:
+                continue
+            docs = [
+                {"_id": make_id(g), "namespace": g.namespace, "key": g.key, "reason": g.reason, "event_id": event_id}
+                for g in batch
+            ]
+            try:
+                await collection.insert_many(docs, ordered=True, session=session)
+            except BulkWriteError as exc:
+                errors = exc.details.get("writeErrors", [])
+                dup = next((e for e in errors if e.get("code") == DUPLICATE_KEY), None)
+                if dup is None:
+                    raise
+                guard = batch[dup["index"]]
+                code = Code.REPLAYED_NONCE if guard.namespace == "nonce" else Code.CONFLICT
+                raise _Abort(Rejection(code, guard.reason)) from None
+            except DuplicateKeyError:
+                guard = batch[0] if len(batch) == 1 else None
+                if guard is None:
+                    raise _Abort(Rejection(Code.CONFLICT, "a concurrent publication won the race")) from None
+                code = Code.REPLAYED_NONCE if guard.namespace == "nonce" else Code.CONFLICT
+                raise _Abort(Rejection(code, guard.reason)) from None
+
+    async def _transaction_body(
+        self, session, effects: Effects, event_doc: dict[str, Any], seq: int, view: SnapshotView | None
+    ) -> None:
+        event_id = effects.event_id
+        s = session
+        await self._insert_guards(s, effects.guards, event_id)
+        try:
+            await self.events.insert_one(event_doc, session=s)
+        except DuplicateKeyError:
+            raise _Abort(Rejection(Code.REPLAYED_NONCE, f"event {event_id} was already accepted")) from None
+        for org in effects.organizations:
+            await self._write_organization(s, org, view)
+        for site in effects.sites:
+            # the rules emit a site only when they saw none: a concurrent attestation
+            # of the same new site (possibly with another class) must lose, not be merged
+            try:
+                await self.sites.insert_one(to_doc(site, site.site_id), session=s)
+            except DuplicateKeyError:
+                raise _Abort(
+                    Rejection(Code.CONFLICT, f"site {site.site_id} was attested concurrently by another publication")
+                ) from None
+        if effects.attestations:
+            await self._insert_all(
+                s, self.attestations, [to_doc(a, a.attestation_id) for a in effects.attestations], "attestation"
+            )
+        if effects.issuance_mark is not None:
+            mark = effects.issuance_mark
+            await self.issuance_marks.replace_one(
+                {"_id": mark.attestation_id}, to_doc(mark, mark.attestation_id), upsert=True, session=s
+            )
+        if effects.new_lots:
+            await self._insert_all(s, self.lots, [to_doc(lot, lot.lot_id) for lot in effects.new_lots], "lot")
+        if effects.consumed:
+            wanted = list(dict.fromkeys(effects.consumed))
+            result = await self.lots.update_many(
+                {"_id": {"$in": wanted}, "consumed_by_event": None},
+                {"$set": {"consumed_by_event": event_id}},
+                session=s,
+            )
+            if result.modified_count != len(wanted):
+                raise _Abort(
+                    Rejection(
+                        Code.CONFLICT,
+                        f"input lot(s) {', '.join(wanted)} were consumed by a concurrent publication",
+                    )
+                )
+        for move in effects.custody_moves:
+            result = await self.lots.update_one(
+                {
+                    "_id": move.lot_id,
+                    "owner": move.from_owner,
+                    "custody_seq": move.custody_seq - 1,
+                    "consumed_by_event": None,
+                },
+                {"$set": {"owner": move.to_owner, "custody_seq": move.custody_seq}},
+                session=s,
+            )
+            if result.modified_count != 1:
+                raise _Abort(
+                    Rejection(Code.CONFLICT, f"custody of lot {move.lot_id} changed concurrently (transfer lost the race)")
+                )
+        if effects.claims:
+            await self._insert_all(s, self.claims, [to_doc(c, c.claim_id) for c in effects.claims], "claim")
+        if effects.sealed:
+            docs = [
+                {
+                    "_id": f"{event_id}:{i}",
+                    "recipient": sealed.recipient,
+                    "lot_ids": list(sealed.lot_ids),
+                    "ciphertext": sealed.ciphertext,
+                    "event_id": sealed.event_id,
+                    "seq": seq,
+                }
+                for i, sealed in enumerate(effects.sealed)
+            ]
+            await self._insert_all(s, self.sealed_openings, docs, "sealed opening")
+
+    async def _write_organization(self, session, org: Organization, view: SnapshotView | None) -> None:
+        if view is None:
+            current = await self.organizations.find_one({"_id": org.org_id}, {"_rev": 1}, session=session)
+            rev = (current or {}).get("_rev", 0) + 1
+            await self.organizations.replace_one(
+                {"_id": org.org_id}, {**to_doc(org, org.org_id), "_rev": rev}, upsert=True, session=session
+            )
+            return
+        expected = view.org_revisions.get(org.org_id)
+        if expected is None:  # the rules saw no such organisation: this is a registration
+            try:
+                await self.organizations.insert_one({**to_doc(org, org.org_id), "_rev": 1}, session=session)
+            except DuplicateKeyError:
+                raise _Abort(
+                    Rejection(Code.CONFLICT, f"organisation {org.org_id} was registered by a concurrent publication")
+                ) from None
+            return
+        rev_filter: Any = expected if expected else {"$in": [0, None]}  # documents written before `_rev`
+        result = await self.organizations.replace_one(
+            {"_id": org.org_id, "_rev": rev_filter}, {**to_doc(org, org.org_id), "_rev": expected + 1}, session=session
+        )
+        if result.matched_count != 1:
+            raise _Abort(
+                Rejection(Code.CONFLICT, f"organisation {org.org_id} was changed by a concurrent publication")
+            )
+
+    @staticmethod
+    async def _insert_all(session, collection, docs: list[dict[str, Any]], what: str) -> None:
+        try:
+            await collection.insert_many(docs, ordered=True, session=session)
+        except (BulkWriteError, DuplicateKeyError) as exc:
+            details = getattr(exc, "details", None) or {}
+            errors = details.get("writeErrors", [])
+            if isinstance(exc, BulkWriteError) and not any(e.get("code") == DUPLICATE_KEY for e in errors):
+                raise
+            index = errors[0]["index"] if errors else 0
+            raise _Abort(Rejection(Code.ALREADY_EXISTS, f"{what} {docs[index]['_id']} already exists")) from None
+
+    # ------------------------------------------------------------------ ingestion reads
+
+    async def prefetch(self, refs: References) -> SnapshotView:
+        """The ledger state an envelope's rule reads: one `$in` query per collection
+        (run concurrently), plus one `$in` query per ancestry level if the rule
+        needs whole ancestries (`refs.ancestry`)."""
+        view = SnapshotView()
+
+        async def orgs() -> None:
+            wanted = list(dict.fromkeys(refs.organizations))
+            if not wanted:
+                return
+            for doc in await self.organizations.find({"_id": {"$in": wanted}}).to_list(None):
+                view.organizations[doc["_id"]] = from_doc(Organization, doc)
+                view.org_revisions[doc["_id"]] = int(doc.get("_rev", 0))
+
+        async def sites() -> None:
+            view.sites.update(await self.sites_by_ids(refs.sites))
+
+        async def attestations() -> None:
+            view.attestations.update(await self.attestations_by_ids(refs.attestations))
+
+        async def marks() -> None:
+            view.issuance_marks.update(await self.issuance_marks_by_ids(refs.attestations))
+
+        async def lots() -> None:
+            view.lots.update(await self.lots_by_ids(refs.lots))
+
+        async def ancestry() -> None:
+            roots = set(getattr(refs, "ancestry", None) or ())
+            if roots:
+                view.lots.update(await self.ancestry_lots(roots))
+
+        await asyncio.gather(orgs(), sites(), attestations(), marks(), lots(), ancestry())
+        return view
+
+    async def _by_ids(self, collection, model: type[M], ids: Iterable[str]) -> dict[str, M]:
+        wanted = list(dict.fromkeys(i for i in ids if isinstance(i, str)))
+        if not wanted:
+            return {}
+        docs = await collection.find({"_id": {"$in": wanted}}).to_list(None)
+        return {doc["_id"]: from_doc(model, doc) for doc in docs}
+
+    async def organizations_by_ids(self, ids: Iterable[str]) -> dict[str, Organization]:
+        return await self._by_ids(self.organizations, Organization, ids)
+
+    async def sites_by_ids(self, ids: Iterable[str]) -> dict[str, Site]:
+        return await self._by_ids(self.sites, Site, ids)
+
+    async def attestations_by_ids(self, ids: Iterable[str]) -> dict[str, Attestation]:
+        return await self._by_ids(self.attestations, Attestation, ids)
+
+    async def issuance_marks_by_ids(self, ids: Iterable[str]) -> dict[str, IssuanceMark]:
+        return await self._by_ids(self.issuance_marks, IssuanceMark, ids)
+
+    async def lots_by_ids(self, ids: Iterable[str]) -> dict[str, Lot]:
+        return await self._by_ids(self.lots, Lot, ids)
+
+    async def claims_by_ids(self, ids: Iterable[str]) -> dict[str, Claim]:
+        return await self._by_ids(self.claims, Claim, ids)
+
+    async def ancestry_lots(self, roots: Iterable[str], max_depth: int | None = None) -> dict[str, Lot]:
+        """The lots in `roots` and all their ancestors: one `$in` query per DAG level."""
+        found: dict[str, Lot] = {}
+        frontier = list(dict.fromkeys(roots))
+        depth = 0
+        while frontier and (max_depth is None or depth <= max_depth):
+            level = await self.lots_by_ids(frontier)
+            found.update(level)
+            frontier = list(
+                dict.fromkeys(p for lot in level.values() for p in lot.parents if p not in found)
+            )
+            depth += 1
+        return found
+
+    # ------------------------------------------------------------------ resolver reads
+
+    async def claims_by_lot_ids(self, lot_ids: Iterable[str]) -> dict[str, list[Claim]]:
+        wanted = list(dict.fromkeys(lot_ids))
+        out: dict[str, list[Claim]] = {lot_id: [] for lot_id in wanted}
+        if not wanted:
+            return out
+        cursor = self.claims.find({"lot_id": {"$in": wanted}}).sort([("lot_id", ASCENDING), ("created_at", ASCENDING)])
+        for doc in await cursor.to_list(None):
+            out[doc["lot_id"]].append(from_doc(Claim, doc))
+        return out
+
+    async def attestations_by_site_ids(self, site_ids: Iterable[str]) -> dict[str, list[Attestation]]:
+        wanted = list(dict.fromkeys(site_ids))
+        out: dict[str, list[Attestation]] = {site_id: [] for site_id in wanted}
+        if not wanted:
+            return out
+        cursor = self.attestations.find({"site_id": {"$in": wanted}}).sort(
+            [("site_id", ASCENDING), ("valid_from", ASCENDING)]
+        )
+        for doc in await cursor.to_list(None):
+            out[doc["site_id"]].append(from_doc(Attestation, doc))
+        return out
+
+    async def _page(self, collection, model: type[M], query: dict[str, Any], first: int, after: str | None) -> Page:
+        if after is not None:
+            query = {**query, "_id": {"$gt": decode_cursor(after)}}
+        docs = await collection.find(query).sort("_id", ASCENDING).limit(first + 1).to_list(None)
+        has_next = len(docs) > first
+        docs = docs[:first]
+        return Page([from_doc(model, d) for d in docs], [encode_cursor(d["_id"]) for d in docs], has_next)
+
+    async def list_lots(
+        self,
+        *,
+        first: int,
+        after: str | None = None,
+        owner: str | None = None,
+        origin_class: str | None = None,
+        consumed: bool | None = None,
+    ) -> Page:
+        query: dict[str, Any] = {}
+        if owner is not None:
+            query["owner"] = owner
+        if origin_class is not None:
+            query["origin_class"] = origin_class
+        if consumed is not None:
+            query["consumed_by_event"] = {"$ne": None} if consumed else None
+        return await self._page(self.lots, Lot, query, first, after)
+
+    async def list_organizations(self, *, first: int, after: str | None = None) -> Page:
+        return await self._page(self.organizations, Organization, {}, first, after)
+
+    async def list_sites(self, *, first: int, after: str | None = None, origin_class: str | None = None) -> Page:
+        query = {"origin_class": origin_class} if origin_class is not None else {}
+        return await self._page(self.sites, Site, query, first, after)
+
+    async def attestation(self, attestation_id: str) -> Attestation | None:
+        return (await self.attestations_by_ids([attestation_id])).get(attestation_id)
+
+    async def event(self, event_id: str) -> EventRecord | None:
+        doc = await self.events.find_one({"_id": event_id})
+        return self._event_record(doc) if doc else None
+
+    @staticmethod
+    def _event_record(doc: dict[str, Any]) -> EventRecord:
+        return EventRecord(
+            event_id=doc["_id"],
+            seq=doc["seq"],
+            type=doc["type"],
+            signer=doc["signer"],
+            lot_ids=list(doc.get("lot_ids", [])),
+            accepted_at=doc["accepted_at"],
+            envelope=doc["envelope"],
+        )
+
+    async def sealed_openings_for(self, recipient: str, limit: int = 10_000) -> list[StoredSealedOpening]:
+        cursor = self.sealed_openings.find({"recipient": recipient}).sort("seq", ASCENDING).limit(limit)
+        return [
+            StoredSealedOpening(d["recipient"], list(d["lot_ids"]), d["ciphertext"], d["event_id"], d["seq"])
+            for d in await cursor.to_list(None)
+        ]
+
+    # ------------------------------------------------------------------ provenance
+
+    async def provenance(self, lot_id: str, max_depth: int) -> ProvenanceGraph | None:
+        """The ancestry DAG of a lot, breadth-first with ONE `$in` query per level.
+
+        Round trips = 1 + number of levels fetched (<= 1 + max_depth), whatever
+        the width of the DAG; each lot is fetched once even when it is reached by
+        several paths. `truncated` is true when some parents lie beyond max_depth.
+        """
+        round_trips = 1
+        root = (await self.lots_by_ids([lot_id])).get(lot_id)
+        if root is None:
+            return None
+        found: dict[str, Lot] = {root.lot_id: root}
+        frontier = [p for p in dict.fromkeys(root.parents)]
+        depth = 0
+        while frontier and depth < max_depth:
+            level = await self.lots_by_ids(frontier)
+            round_trips += 1
+            depth += 1
+            found.update(level)
+            frontier = list(dict.fromkeys(p for lot in level.values() for p in lot.parents if p not in found))
+        edges = [(parent, lot.lot_id) for lot in found.values() for parent in lot.parents if parent in found]
+        return ProvenanceGraph(
+            root=root,
+            nodes=list(found.values()),
+            edges=edges,
+            truncated=bool(frontier),
+            depth=depth,
+            round_trips=round_trips,
+        )
+
+    async def provenance_graphlookup(self, lot_id: str, max_depth: int) -> ProvenanceGraph | None:
+        """Same result with `$graphLookup` (one round trip); kept for the benchmark."""
+        pipeline = [
+            {"$match": {"_id": lot_id}},
+            {
+                "$graphLookup": {
+                    "from": self.lots.name,
+                    "startWith": "$parents",
+                    "connectFromField": "parents",
+                    "connectToField": "_id",
+                    "as": "ancestors",
+                    "maxDepth": max(0, max_depth - 1),
+                    "depthField": "_depth",
+                }
+            },
+        ]
+        if max_depth <= 0:
+            pipeline = pipeline[:1]
+        docs = await (await self.lots.aggregate(pipeline)).to_list(None)
+        if not docs:
+            return None
+        doc = docs[0]
+        ancestors = doc.pop("ancestors", [])
+        root = from_doc(Lot, doc)
+        found: dict[str, Lot] = {root.lot_id: root}
+        ancestors.sort(key=lambda d: d["_depth"])
+        for a in ancestors:
+            a.pop("_depth", None)
+            found.setdefault(a["_id"], from_doc(Lot, a))
+        truncated = any(p not in found for lot in found.values() for p in lot.parents)
+        edges = [(parent, lot.lot_id) for lot in found.values() for parent in lot.parents if parent in found]
+        return ProvenanceGraph(root, list(found.values()), edges, truncated, max_depth, 1)
+
+    # ------------------------------------------------------------------ disclosure bundles
+
+    async def bundle_events(self, lot_id: str, claim_id: str) -> list[Envelope]:
+        """Every signed event a verifier needs to check `claim_id` on `lot_id` offline,
+        in ledger order (`seq`): the claim, the lot's whole ancestry (issuances,
+        transfers, transformations), the attestations of the issuing sites with
+        the full capacity chain (every issuance under those attestations up to
+        the highest seq used), and the registry entries of every organisation
+        involved. Bounded round trips: ancestry levels + 5.
+        """
+        claim = (await self.claims_by_ids([claim_id])).get(claim_id)
+        if claim is None:
+            raise Rejection(Code.INVALID_CLAIM, f"claim {claim_id} not found")
+        if claim.lot_id != lot_id:
+            raise Rejection(Code.INVALID_CLAIM, f"claim {claim_id} is about lot {claim.lot_id}, not {lot_id}")
+        claim_doc = await self.events.find_one({"_id": claim.event_id})
+        if claim_doc is None:  # pragma: no cover - written in the same transaction
+            raise Rejection(Code.INVALID_CLAIM, f"the event of claim {claim_id} is missing")
+        ancestry = await self.ancestry_lots([lot_id])
+        if lot_id not in ancestry:
+            raise Rejection(Code.LOT_NOT_FOUND, f"lot {lot_id} not found")
+
+        docs: dict[str, dict[str, Any]] = {claim_doc["_id"]: claim_doc}
+        lot_events = await self.events.find(
+            {"lot_ids": {"$in": list(ancestry)}, "type": {"$ne": "publish_claim"}}
+        ).to_list(None)
+        docs.update((d["_id"], d) for d in lot_events)
+
+        # attestations and capacity chains of the issuances in the ancestry
+        highest: dict[str, int] = {}
+        for d in lot_events:
+            if d["type"] == "issue":
+                att = d["attestation_id"]
+                highest[att] = max(highest.get(att, -1), d["issuance_seq"])
+        if highest:
+            chain = await self.events.find(
+                {
+                    "$or": [
+                        {"attestation_id": att, "type": "attest_site"} for att in highest
+                    ]
+                    + [
+                        {"attestation_id": att, "type": "issue", "issuance_seq": {"$lte": top}}
+                        for att, top in highest.items()
+                    ]
+                }
+            ).to_list(None)
+            docs.update((d["_id"], d) for d in chain)
+
+        # registry entries of every organisation involved
+        orgs: set[str] = set()
+        for d in docs.values():
+            orgs.add(d["signer"])
+            if d.get("receiver"):
+                orgs.add(d["receiver"])
+        orgs.update(lot.owner for lot in ancestry.values())
+        orgs.update(lot.issuer for lot in ancestry.values())
+        registry = await self.events.find(
+            {"org_id": {"$in": sorted(orgs)}, "type": {"$in": list(REGISTRY_TYPES)}}
+        ).to_list(None)
+        docs.update((d["_id"], d) for d in registry)
+
+        ordered = sorted(docs.values(), key=lambda d: d["seq"])
+        return [parse_envelope(d["envelope"]) for d in ordered]
+
+    # ------------------------------------------------------------------ maintenance
+
+    async def snapshot(self) -> dict[str, list[dict[str, Any]]]:
+        """Every document of every collection, sorted by _id (tests: 'nothing was written')."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        for name in COLLECTIONS:
+            if name == "counters":  # the seq allocator advances even for rejected publications
+                continue
+            out[name] = await self.db[name].find().sort("_id", ASCENDING).to_list(None)
+        return out
+
+    async def drop(self) -> None:
+        await self.client.drop_database(self.database)

@@ -1,0 +1,1 @@
+"""GraphQL layer: Strawberry types, thin resolvers, DataLoaders, federation v2."""

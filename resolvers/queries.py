@@ -1,0 +1,176 @@
+"""Query resolvers: argument checks, then one call into the store / loaders."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import strawberry
+from strawberry.scalars import JSON
+
+from ledger.errors import Rejection
+
+from .context import Info
+from .errors import PublicError, bad_input, from_rejection
+from .types import (
+    Attestation,
+    Claim,
+    Connection,
+    Lot,
+    Organization,
+    OriginClass,
+    Provenance,
+    ProvenanceEdge,
+    SealedOpening,
+    Site,
+    load_lot,
+    load_organization,
+    load_site,
+)
+
+DEFAULT_PAGE = 20
+
+
+def _page_size(info: Info, first: int) -> int:
+    limit = info.context.settings.limits.max_page_size
+    if not 1 <= first <= limit:
+        raise bad_input(f"first must be between 1 and {limit} (got {first})")
+    return first
+
+
+def _cursor_error(exc: ValueError) -> PublicError:
+    return bad_input(str(exc))
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="A lot by id (null if unknown).")
+    async def lot(self, info: Info, id: strawberry.ID) -> Lot | None:
+        return await load_lot(info, id)
+
+    @strawberry.field(description="Lots sorted by id, with cursor pagination and filters.")
+    async def lots(
+        self,
+        info: Info,
+        first: int = DEFAULT_PAGE,
+        after: str | None = None,
+        owner: strawberry.ID | None = None,
+        origin_class: Annotated[
+            OriginClass | None, strawberry.argument(description="Issued lots of this class.")
+        ] = None,
+        consumed: bool | None = None,
+    ) -> Connection[Lot]:
+        try:
+            page = await info.context.store.list_lots(
+                first=_page_size(info, first),
+                after=after,
+                owner=owner,
+                origin_class=origin_class.value if origin_class else None,
+                consumed=consumed,
+            )
+        except ValueError as exc:
+            raise _cursor_error(exc) from None
+        info.context.loaders.prime_lots(page.items)
+        return Connection.build([Lot.from_record(r) for r in page.items], page.cursors, page.has_next)
+
+    @strawberry.field
+    async def organization(self, info: Info, id: strawberry.ID) -> Organization | None:
+        return await load_organization(info, id)
+
+    @strawberry.field
+    async def organizations(
+        self, info: Info, first: int = DEFAULT_PAGE, after: str | None = None
+    ) -> Connection[Organization]:
+        try:
+            page = await info.context.store.list_organizations(first=_page_size(info, first), after=after)
+        except ValueError as exc:
+            raise _cursor_error(exc) from None
+        info.context.loaders.prime_organizations(page.items)
+        return Connection.build([Organization.from_record(r) for r in page.items], page.cursors, page.has_next)
+
+    @strawberry.field
+    async def site(self, info: Info, id: strawberry.ID) -> Site | None:
+        return await load_site(info, id)
+
+    @strawberry.field
+    async def sites(
+        self,
+        info: Info,
+        first: int = DEFAULT_PAGE,
+        after: str | None = None,
+        origin_class: OriginClass | None = None,
+    ) -> Connection[Site]:
+        try:
+            page = await info.context.store.list_sites(
+                first=_page_size(info, first),
+                after=after,
+                origin_class=origin_class.value if origin_class else None,
+            )
+        except ValueError as exc:
+            raise _cursor_error(exc) from None
+        info.context.loaders.prime_sites(page.items)
+        return Connection.build([Site.from_record(r) for r in page.items], page.cursors, page.has_next)
+
+    @strawberry.field
+    async def attestation(self, info: Info, id: strawberry.ID) -> Attestation | None:
+        record = await info.context.loaders.attestation.load(id)
+        return Attestation.from_record(record) if record else None
+
+    @strawberry.field(
+        description="The ancestry DAG of a lot (one database round trip per level). "
+        "maxDepth defaults to the server's limit."
+    )
+    async def provenance(self, info: Info, lot_id: strawberry.ID, max_depth: int | None = None) -> Provenance | None:
+        limit = info.context.settings.limits.max_provenance_depth
+        depth = limit if max_depth is None else max_depth
+        if not 0 <= depth <= limit:
+            raise bad_input(f"maxDepth must be between 0 and {limit} (got {depth})")
+        graph = await info.context.store.provenance(lot_id, depth)
+        if graph is None:
+            return None
+        info.context.loaders.prime_lots(graph.nodes)
+        nodes = [Lot.from_record(n) for n in graph.nodes]
+        return Provenance(
+            root=nodes[0],
+            nodes=nodes,
+            edges=[ProvenanceEdge(parent=strawberry.ID(p), child=strawberry.ID(c)) for p, c in graph.edges],
+            truncated=graph.truncated,
+            depth=graph.depth,
+        )
+
+    @strawberry.field(description="Claims published on a lot, oldest first.")
+    async def claims(self, info: Info, lot_id: strawberry.ID) -> list[Claim]:
+        records = await info.context.loaders.claims_by_lot.load(lot_id)
+        return [Claim.from_record(c) for c in records]
+
+    @strawberry.field(
+        description="A self-contained disclosure bundle for a claim on a lot: verify it offline "
+        "with the network's root public key (`oretrace verify`)."
+    )
+    async def disclosure_bundle(
+        self, info: Info, lot_id: strawberry.ID, claim_id: strawberry.ID
+    ) -> JSON | None:
+        from ledger.bundle import assemble
+
+        try:
+            events = await info.context.store.bundle_events(lot_id, claim_id)
+            return assemble(events, claim_id, info.context.settings.network)
+        except Rejection as rejection:
+            raise from_rejection(rejection) from None
+
+    @strawberry.field(description="Openings sealed to an organisation (ciphertext only), oldest first.")
+    async def sealed_openings(self, info: Info, recipient: strawberry.ID) -> list[SealedOpening]:
+        records = await info.context.store.sealed_openings_for(recipient)
+        return [
+            SealedOpening(
+                recipient=strawberry.ID(r.recipient),
+                lot_ids=[strawberry.ID(x) for x in r.lot_ids],
+                ciphertext=r.ciphertext,
+                event_id=strawberry.ID(r.event_id),
+            )
+            for r in records
+        ]
+
+    @strawberry.field(description="An accepted event: {id, seq, type, signer, lotIds, acceptedAt, envelope}.")
+    async def event(self, info: Info, id: strawberry.ID) -> JSON | None:
+        record = await info.context.store.event(id)
+        return record.to_json() if record else None

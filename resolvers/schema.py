@@ -1,0 +1,85 @@
+"""The federation v2 schema. `python -m resolvers.schema > schema.graphql` exports the SDL."""
+
+from __future__ import annotations
+
+import sys
+
+import strawberry
+from strawberry.schema.config import StrawberryConfig
+from graphql import GraphQLError
+from graphql.language import FieldNode
+from graphql.validation import ValidationContext, ValidationRule
+from strawberry.extensions import AddValidationRules, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.extensions.query_depth_limiter import determine_depth, get_fragments, get_queries_and_mutations
+
+from api.settings import Limits
+
+from .errors import MaskUnexpectedErrors, log_errors
+from .mutations import Mutation
+from .queries import Query
+from .types import SCALARS, Lot, Organization, Site
+
+
+def _entity_aware_depth_rule(max_depth: int) -> type[ValidationRule]:
+    """Strawberry's depth rule, except that a gateway's root `_entities` field does
+    not count. A router puts a client's whole Lot selection under
+    `_entities(...) { ... on Lot { <selection> } }`; without this the wrapper
+    would cost the client one level it never asked for. Raising the limit for
+    everybody instead would give direct clients that level too."""
+
+    class EntityAwareDepthRule(ValidationRule):
+        def __init__(self, context: ValidationContext) -> None:
+            document = context.document
+            fragments = get_fragments(document.definitions)
+            for name, operation in get_queries_and_mutations(document.definitions).items():
+                for selection in operation.selection_set.selections:
+                    is_entities = isinstance(selection, FieldNode) and selection.name.value == "_entities"
+                    determine_depth(
+                        node=selection,
+                        fragments=fragments,
+                        depth_so_far=-1 if is_entities else 0,
+                        max_depth=max_depth,
+                        context=context,
+                        operation_name=name,
+                        should_ignore=None,
+                    )
+            super().__init__(context)
+
+    return EntityAwareDepthRule
+
+
+class DepthLimiter(QueryDepthLimiter):
+    """QueryDepthLimiter that leaves room for a federation gateway's `_entities` wrapper."""
+
+    def __init__(self, max_depth: int) -> None:
+        AddValidationRules.__init__(self, [_entity_aware_depth_rule(max_depth)])
+
+
+class OretraceSchema(strawberry.federation.Schema):
+    def process_errors(self, errors: list[GraphQLError], execution_context=None) -> None:
+        log_errors(errors)
+
+
+def build_schema(limits: Limits | None = None) -> OretraceSchema:
+    limits = limits or Limits()
+    return OretraceSchema(
+        query=Query,
+        mutation=Mutation,
+        types=[Lot, Organization, Site],
+        federation_version="2.11",
+        config=StrawberryConfig(scalar_map=SCALARS),
+        extensions=[
+            lambda: DepthLimiter(max_depth=limits.max_query_depth),
+            lambda: MaxAliasesLimiter(max_alias_count=limits.max_aliases),
+            lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
+            MaskUnexpectedErrors,
+        ],
+    )
+
+
+def sdl() -> str:
+    return build_schema().as_str() + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(sdl())

@@ -1,0 +1,369 @@
+"""GraphQL object types. Entities (federation `@key(fields: "id")`): Lot,
+Organization, Site. Each type wraps a ledger record; relations resolve through
+the per-request DataLoaders. Relations to entities are nullable where absence
+is possible (a gateway would otherwise null the whole parent)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Generic, NewType, TypeVar
+
+import strawberry
+
+from ledger import models as m
+from ledger.models import ORIGIN_CLASSES
+
+from .context import Info
+
+# --------------------------------------------------------------------------- scalars and enums
+
+UInt64 = NewType("UInt64", int)
+#: Registered through StrawberryConfig.scalar_map (see resolvers.schema).
+SCALARS = {
+    UInt64: strawberry.scalar(
+        name="UInt64",
+        serialize=str,
+        parse_value=int,
+        description="An unsigned 64-bit integer, as a decimal string (beyond GraphQL's 32-bit Int).",
+    )
+}
+
+
+@strawberry.enum(description="Origin classes (versioned list; a lot carries one commitment per class).")
+class OriginClass(Enum):
+    industrial = "industrial"
+    artisanal = "artisanal"
+    recycled = "recycled"
+
+
+assert tuple(c.value for c in OriginClass) == ORIGIN_CLASSES
+
+Role = strawberry.enum(
+    Enum("Role", {role.name: role.value for role in m.Role}),  # a copy: the ledger stays GraphQL-free
+    description="Roles an organisation holds in the network.",
+)
+ClaimKind = strawberry.enum(
+    Enum("ClaimKind", {kind.name: kind.value for kind in m.ClaimKind}),
+    description="Kinds of claims verifiable from a disclosure bundle.",
+)
+
+
+def origin_class(value: str | None) -> OriginClass | None:
+    return OriginClass(value) if value is not None else None
+
+
+# --------------------------------------------------------------------------- organisations
+
+
+@strawberry.type
+class SigningKey:
+    key_id: str
+    public_key: str = strawberry.field(description="Ed25519 public key, hex.")
+    added_at: datetime
+    revoked_at: datetime | None
+
+
+@strawberry.federation.type(keys=["id"], description="A registered organisation (mine, trader, refiner, OEM, ...).")
+class Organization:
+    id: strawberry.ID
+    name: str
+    country: str
+    roles: list[Role]  # type: ignore[valid-type]
+    signing_keys: list[SigningKey]
+    sealing_key: str = strawberry.field(description="X25519 public key (hex) openings are sealed to.")
+    registered_by_event: strawberry.ID
+
+    @classmethod
+    def from_record(cls, org: m.Organization) -> Organization:
+        return cls(
+            id=strawberry.ID(org.org_id),
+            name=org.name,
+            country=org.country,
+            roles=[Role(r.value) for r in org.roles],
+            signing_keys=[
+                SigningKey(key_id=k.key_id, public_key=k.public_key, added_at=k.added_at, revoked_at=k.revoked_at)
+                for k in org.signing_keys
+            ],
+            sealing_key=org.sealing_key,
+            registered_by_event=strawberry.ID(org.registered_by_event),
+        )
+
+    @classmethod
+    async def resolve_reference(cls, info: Info, id: strawberry.ID) -> Organization | None:
+        return await load_organization(info, id)
+
+
+async def load_organization(info: Info, org_id: str | None) -> Organization | None:
+    if org_id is None:
+        return None
+    record = await info.context.loaders.organization.load(org_id)
+    return Organization.from_record(record) if record else None
+
+
+# --------------------------------------------------------------------------- sites and attestations
+
+
+@strawberry.type
+class IssuanceMark:
+    seq: int = strawberry.field(description="Seq of the latest issuance under the attestation.")
+    cumulative: str = strawberry.field(description="Commitment to the cumulative issued amount (hex point).")
+    event_id: strawberry.ID
+
+
+@strawberry.type(description="An auditor's signed statement of a site's origin class and committed capacity.")
+class Attestation:
+    id: strawberry.ID
+    origin_class: OriginClass
+    valid_from: datetime
+    valid_until: datetime
+    capacity_commitment: str
+    event_id: strawberry.ID
+    auditor_id: strawberry.Private[str]
+    site_id: strawberry.Private[str]
+
+    @classmethod
+    def from_record(cls, att: m.Attestation) -> Attestation:
+        return cls(
+            id=strawberry.ID(att.attestation_id),
+            origin_class=OriginClass(att.origin_class),
+            valid_from=att.valid_from,
+            valid_until=att.valid_until,
+            capacity_commitment=att.capacity_commitment,
+            event_id=strawberry.ID(att.event_id),
+            auditor_id=att.auditor,
+            site_id=att.site_id,
+        )
+
+    @strawberry.field
+    async def auditor(self, info: Info) -> Organization | None:
+        return await load_organization(info, self.auditor_id)
+
+    @strawberry.field
+    async def site(self, info: Info) -> Site | None:
+        return await load_site(info, self.site_id)
+
+    @strawberry.field(description="The latest issuance under this attestation (null before the first).")
+    async def last_issuance(self, info: Info) -> IssuanceMark | None:
+        mark = await info.context.loaders.issuance_mark.load(str(self.id))
+        if mark is None:
+            return None
+        return IssuanceMark(seq=mark.seq, cumulative=mark.cumulative, event_id=strawberry.ID(mark.event_id))
+
+
+@strawberry.federation.type(keys=["id"], description="A mine or recycling site where material enters the system.")
+class Site:
+    id: strawberry.ID
+    name: str
+    country: str
+    region: str
+    latitude: float
+    longitude: float
+    origin_class: OriginClass
+    operator_id: strawberry.Private[str]
+
+    @classmethod
+    def from_record(cls, site: m.Site) -> Site:
+        return cls(
+            id=strawberry.ID(site.site_id),
+            name=site.name,
+            country=site.country,
+            region=site.region,
+            latitude=site.location.lat,
+            longitude=site.location.lon,
+            origin_class=OriginClass(site.origin_class),
+            operator_id=site.operator,
+        )
+
+    @strawberry.field
+    async def operator(self, info: Info) -> Organization | None:
+        return await load_organization(info, self.operator_id)
+
+    @strawberry.field
+    async def attestations(self, info: Info) -> list[Attestation]:
+        records = await info.context.loaders.attestations_by_site.load(str(self.id))
+        return [Attestation.from_record(a) for a in records]
+
+    @classmethod
+    async def resolve_reference(cls, info: Info, id: strawberry.ID) -> Site | None:
+        return await load_site(info, id)
+
+
+async def load_site(info: Info, site_id: str | None) -> Site | None:
+    if site_id is None:
+        return None
+    record = await info.context.loaders.site.load(site_id)
+    return Site.from_record(record) if record else None
+
+
+# --------------------------------------------------------------------------- lots and claims
+
+
+@strawberry.type
+class ClassCommitment:
+    origin_class: OriginClass
+    commitment: str = strawberry.field(description="Pedersen commitment v*G + r*H (48-byte compressed point, hex).")
+
+
+@strawberry.type(description="A claim about a lot, checkable offline from its disclosure bundle.")
+class Claim:
+    id: strawberry.ID
+    lot_id: strawberry.ID
+    kind: ClaimKind  # type: ignore[valid-type]
+    origin_class: OriginClass | None
+    p: int | None
+    q: int | None
+    low: UInt64 | None  # type: ignore[valid-type]
+    high: UInt64 | None  # type: ignore[valid-type]
+    event_id: strawberry.ID
+    created_at: datetime
+    owner_id: strawberry.Private[str]
+
+    @classmethod
+    def from_record(cls, claim: m.Claim) -> Claim:
+        return cls(
+            id=strawberry.ID(claim.claim_id),
+            lot_id=strawberry.ID(claim.lot_id),
+            kind=ClaimKind(claim.kind.value),
+            origin_class=origin_class(claim.origin_class),
+            p=claim.p,
+            q=claim.q,
+            low=claim.low,
+            high=claim.high,
+            event_id=strawberry.ID(claim.event_id),
+            created_at=claim.created_at,
+            owner_id=claim.owner,
+        )
+
+    @strawberry.field
+    async def owner(self, info: Info) -> Organization | None:
+        return await load_organization(info, self.owner_id)
+
+
+@strawberry.federation.type(keys=["id"], description="A lot of cobalt-bearing material with committed per-class amounts.")
+class Lot:
+    id: strawberry.ID
+    product: str
+    commitments: list[ClassCommitment]
+    origin_class: OriginClass | None = strawberry.field(description="For issued lots: the site's class.")
+    consumed: bool
+    consumed_by_event: strawberry.ID | None
+    custody_seq: int = strawberry.field(description="Number of custody transfers so far.")
+    created_at: datetime
+    created_by_event: strawberry.ID
+    parent_ids: list[strawberry.ID]
+    record: strawberry.Private[m.Lot]
+
+    @classmethod
+    def from_record(cls, lot: m.Lot) -> Lot:
+        return cls(
+            id=strawberry.ID(lot.lot_id),
+            product=lot.product,
+            commitments=[
+                ClassCommitment(origin_class=OriginClass(k), commitment=lot.commitments[k]) for k in ORIGIN_CLASSES if k in lot.commitments
+            ],
+            origin_class=origin_class(lot.origin_class),
+            consumed=lot.consumed_by_event is not None,
+            consumed_by_event=strawberry.ID(lot.consumed_by_event) if lot.consumed_by_event else None,
+            custody_seq=lot.custody_seq,
+            created_at=lot.created_at,
+            created_by_event=strawberry.ID(lot.created_by_event),
+            parent_ids=[strawberry.ID(p) for p in lot.parents],
+            record=lot,
+        )
+
+    @strawberry.field
+    async def owner(self, info: Info) -> Organization | None:
+        return await load_organization(info, self.record.owner)
+
+    @strawberry.field(description="Who created the lot: the issuing site's operator or the transformer.")
+    async def issuer(self, info: Info) -> Organization | None:
+        return await load_organization(info, self.record.issuer)
+
+    @strawberry.field(description="Input lots of the transformation that created this lot.")
+    async def parents(self, info: Info) -> list[Lot]:
+        records = await info.context.loaders.lot.load_many(self.record.parents)
+        return [Lot.from_record(r) for r in records if r is not None]
+
+    @strawberry.field(description="For issued lots: the issuing site.")
+    async def site(self, info: Info) -> Site | None:
+        return await load_site(info, self.record.site_id)
+
+    @strawberry.field
+    async def claims(self, info: Info) -> list[Claim]:
+        records = await info.context.loaders.claims_by_lot.load(self.record.lot_id)
+        return [Claim.from_record(c) for c in records]
+
+    @classmethod
+    async def resolve_reference(cls, info: Info, id: strawberry.ID) -> Lot | None:
+        return await load_lot(info, id)
+
+
+async def load_lot(info: Info, lot_id: str) -> Lot | None:
+    record = await info.context.loaders.lot.load(lot_id)
+    return Lot.from_record(record) if record else None
+
+
+# --------------------------------------------------------------------------- provenance, openings, results
+
+
+@strawberry.type
+class ProvenanceEdge:
+    parent: strawberry.ID
+    child: strawberry.ID
+
+
+@strawberry.type(description="The ancestry DAG of a lot, breadth-first up to maxDepth levels.")
+class Provenance:
+    root: Lot
+    nodes: list[Lot] = strawberry.field(description="The root first, then its ancestors level by level.")
+    edges: list[ProvenanceEdge] = strawberry.field(description="parent -> child, both in nodes.")
+    truncated: bool = strawberry.field(description="True when some ancestors lie deeper than maxDepth.")
+    depth: int = strawberry.field(description="Levels of ancestors fetched.")
+
+
+@strawberry.type(description="Lot openings sealed to one organisation (ciphertext only).")
+class SealedOpening:
+    recipient: strawberry.ID
+    lot_ids: list[strawberry.ID]
+    ciphertext: str = strawberry.field(description="libsodium sealed box, base64.")
+    event_id: strawberry.ID
+
+
+@strawberry.type(description="An accepted publication.")
+class PublishResult:
+    event_id: strawberry.ID
+    type: str
+    lot_ids: list[strawberry.ID] = strawberry.field(description="Lots created by the event (issue, transform).")
+    claim_id: strawberry.ID | None
+    attestation_id: strawberry.ID | None
+
+
+# --------------------------------------------------------------------------- connections
+
+N = TypeVar("N")
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    end_cursor: str | None
+
+
+@strawberry.type
+class Edge(Generic[N]):
+    cursor: str
+    node: N
+
+
+@strawberry.type
+class Connection(Generic[N]):
+    edges: list[Edge[N]]
+    page_info: PageInfo
+
+    @classmethod
+    def build(cls, nodes: list[N], cursors: list[str], has_next: bool) -> Connection[N]:
+        return cls(
+            edges=[Edge(cursor=c, node=n) for c, n in zip(cursors, nodes, strict=True)],
+            page_info=PageInfo(has_next_page=has_next, end_cursor=cursors[-1] if cursors else None),
+        )
