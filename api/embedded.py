@@ -9,18 +9,23 @@ Lifecycle:
 
 * `start()` / `astart()` picks a free loopback port (unless one is given),
   launches `secantusd-py --host 127.0.0.1 --port P --storage-path DATA/db
-  --log-level WARNING --config DATA/secantusd.toml` (an explicit, empty config
+  --log-level WARNING --sync-on-commit --config DATA/secantusd.toml` (an explicit, empty config
   file turns off the daemon's auto-discovery of ./secantusd.toml and
   ~/.secantus/), and waits until it answers `serverStatus` with ITS pid (so
   another server already holding the port is never mistaken for ours). On
   timeout, or if the daemon exits early (e.g. the port is taken), `EmbeddedDatabaseError` carries the tail of its log
   (DATA/secantusd.log).
 * `stop()` / `astop()`: SIGTERM (the daemon closes WiredTiger cleanly), wait,
-  then SIGKILL.
+  then SIGKILL. The wait matters: the daemon's SIGTERM handler can deadlock
+  (seen here with secantusdb 0.7.0b3: the handler calls Event.set() while the
+  interrupted main thread holds the same Event's lock inside Event.wait()).
 * Dying with the parent: on Linux the child is started with
-  `prctl(PR_SET_PDEATHSIG, SIGTERM)` in `preexec_fn`, so even a SIGKILLed API
+  `prctl(PR_SET_PDEATHSIG, SIGKILL)` in `preexec_fn`, so even a SIGKILLed API
   process takes its database down with it (no orphan holding the port and the
-  WiredTiger lock). Caveat of PDEATHSIG: it fires when the *thread* that
+  WiredTiger lock). SIGKILL, not SIGTERM, because nobody is left to escalate
+  after the deadlock above; it loses nothing committed, since the daemon runs
+  WiredTiger with its journal on (`log=(enabled=true)`) and recovers from it
+  at the next start (the restart test kills it this way). Caveat of PDEATHSIG: it fires when the *thread* that
   forked the child exits, so the daemon must be spawned from a long-lived
   thread (the main thread / event-loop thread) - never from a worker-pool
   thread; `astart()` spawns in the calling (event-loop) thread and only waits
@@ -83,7 +88,7 @@ def _die_with_parent(parent_pid: int) -> None:  # runs in the child between fork
     os.setsid()
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent_pid:  # the parent already died before prctl took effect
             os._exit(1)
 
@@ -151,6 +156,9 @@ class EmbeddedDatabase:
             "--port", str(self.port),
             "--storage-path", str(self.storage_path),
             "--log-level", self.log_level,
+            # An acknowledged publication must survive a crash: fsync the
+            # journal at every commit (the daemon's default buffers it).
+            "--sync-on-commit",
             *self.extra_args,
         ]  # fmt: skip
         parent = os.getpid()
