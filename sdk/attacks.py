@@ -1,0 +1,165 @@
+"""Dishonest provers, for the demo and the tests: what a launderer would try.
+
+The honest `Publisher` refuses to prove a false statement. These functions
+build the payload a cheater would send instead, with every proof *well
+formed* and every signature valid, so that only the server's soundness checks
+stand between the cheater and the ledger:
+
+* `forge_issue_smaller_amount`: commit to a large issuance but compute the
+  capacity proof as if a small amount had been issued. The range proof is
+  valid for a different point than `capacity - cumulative`: BAD_PROOF.
+* `forge_issue_stale_cumulative`: chain the issuance onto a stale cumulative
+  (as if the earlier issuances of the period had not happened), so that the
+  capacity proof itself is true for the stale total: the server recomputes
+  the chain and refuses it (ISSUANCE_OUT_OF_SEQUENCE).
+* `forge_inflated_transform`: a refiner declares more output than it
+  consumed. The outputs' and loss' range proof is valid (all amounts are
+  non-negative), but the balance proof was made for the honest outputs, so it
+  does not verify for the inflated ones: BAD_PROOF.
+
+Nothing here is used by the SDK's normal paths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from crypto.bulletproofs import prove_range
+from crypto.claims import prove_nonnegative
+from crypto.group import Point
+from crypto.pedersen import Opening, commit_opening
+from crypto.sigma import prove_zero
+from ledger import statements as st
+from ledger.builders import PlannedOutput
+from ledger.envelope import Envelope
+from ledger.models import ORIGIN_CLASSES, Issue, OutputLot, Transform
+from ledger.openings import lots_plaintext, seal
+
+from .publisher import Publisher, new_nonce
+
+
+def _points(openings: Mapping[str, Opening]) -> dict[str, Point]:
+    return {k: commit_opening(o) for k, o in openings.items()}
+
+
+async def _issue_context(pub: Publisher, attestation_id: str) -> tuple[int, Opening, str, Opening]:
+    seq, issued_before, origin_class = await pub._issuance_state(attestation_id)
+    return seq, issued_before, origin_class, pub.wallet.capacity(attestation_id).opening
+
+
+async def forge_issue_smaller_amount(
+    pub: Publisher, *, site_id: str, attestation_id: str, amount_g: int, pretend_g: int, product: str
+) -> Envelope:
+    """Issue `amount_g`, with a capacity proof computed for `pretend_g` (which fits the capacity)."""
+    seq, issued_before, origin_class, capacity = await _issue_context(pub, attestation_id)
+    nonce = new_nonce()
+    lot_id = st.issued_lot_id(pub.network, pub.org_id, nonce)
+    real = Opening.fresh(amount_g)
+    pretend = Opening(pretend_g, real.blinding)
+    range_proof, (commitment,) = prove_range(
+        st.issuance_range_transcript(pub.network, pub.org_id, lot_id, attestation_id, seq), [real], st.RANGE_BITS
+    )
+    fake_headroom = capacity - (issued_before + pretend)
+    capacity_proof = prove_nonnegative(
+        st.capacity_transcript(pub.network, pub.org_id, lot_id, attestation_id, seq),
+        commit_opening(fake_headroom),
+        fake_headroom,
+    )
+    payload = Issue(
+        site_id=site_id,
+        attestation_id=attestation_id,
+        commitment=commitment.hex(),
+        seq=seq,
+        cumulative=commit_opening(issued_before + real).hex(),  # honest chain: only the proof lies
+        range_proof=range_proof.to_bytes().hex(),
+        capacity_proof=capacity_proof.to_bytes().hex(),
+        product=product,
+        opening_sealed_to_owner=seal(lots_plaintext({lot_id: {origin_class: real}}), pub.wallet.sealing_public_hex),
+    )
+    return pub.sign(payload, nonce)
+
+
+async def forge_issue_stale_cumulative(
+    pub: Publisher, *, site_id: str, attestation_id: str, amount_g: int, product: str
+) -> Envelope:
+    """Issue `amount_g` on top of a stale (zero) cumulative: the proof is true, the chain is not."""
+    seq, _issued_before, origin_class, capacity = await _issue_context(pub, attestation_id)
+    nonce = new_nonce()
+    lot_id = st.issued_lot_id(pub.network, pub.org_id, nonce)
+    real = Opening.fresh(amount_g)
+    range_proof, (commitment,) = prove_range(
+        st.issuance_range_transcript(pub.network, pub.org_id, lot_id, attestation_id, seq), [real], st.RANGE_BITS
+    )
+    stale_cumulative = real  # pretends nothing was issued before in the period
+    headroom = capacity - stale_cumulative
+    capacity_proof = prove_nonnegative(
+        st.capacity_transcript(pub.network, pub.org_id, lot_id, attestation_id, seq),
+        commit_opening(headroom),
+        headroom,
+    )
+    payload = Issue(
+        site_id=site_id,
+        attestation_id=attestation_id,
+        commitment=commitment.hex(),
+        seq=seq,
+        cumulative=commit_opening(stale_cumulative).hex(),
+        range_proof=range_proof.to_bytes().hex(),
+        capacity_proof=capacity_proof.to_bytes().hex(),
+        product=product,
+        opening_sealed_to_owner=seal(lots_plaintext({lot_id: {origin_class: real}}), pub.wallet.sealing_public_hex),
+    )
+    return pub.sign(payload, nonce)
+
+
+def forge_inflated_transform(
+    pub: Publisher,
+    *,
+    process: str,
+    inputs: Sequence[str],
+    honest_outputs: Sequence[PlannedOutput],
+    inflate_g: Mapping[str, int],
+) -> Envelope:
+    """Declare outputs larger than the honest ones by `inflate_g` grams per class (on output 0).
+
+    The balance proof is the honest one (made for the honest outputs); the range
+    proof covers the inflated outputs and the honest loss and is valid.
+    """
+    network, signer = pub.network, pub.org_id
+    nonce = new_nonce()
+    in_openings = [pub.wallet.lot(i).openings for i in inputs]
+    out_ids = st.output_lot_ids(network, signer, nonce, len(honest_outputs))
+    honest = [dict(o.openings) for o in honest_outputs]
+    surplus = st.class_balances(in_openings, honest, {}, Opening.zero())
+    present = {k for item in [*in_openings, *honest] for k in item}
+    loss = {k: Opening.fresh(s.value) for k, s in zip(ORIGIN_CLASSES, surplus) if k in present}
+    rhos = st.class_balances(in_openings, honest, loss, Opening.zero())
+    honest_points = st.class_balances(
+        [_points(o) for o in in_openings], [_points(o) for o in honest], _points(loss), Point.identity()
+    )
+    balance_proof = prove_zero(
+        st.transform_balance_transcript(network, signer, nonce, list(inputs), out_ids),
+        honest_points,
+        [r.blinding for r in rhos],
+    )
+    inflated = [dict(o) for o in honest]
+    for k, extra in inflate_g.items():
+        base = inflated[0].get(k, Opening.zero())
+        inflated[0][k] = Opening(base.value + extra, base.blinding)
+    range_proof, _ = prove_range(
+        st.transform_range_transcript(network, signer, nonce, list(inputs), out_ids),
+        st.transform_range_values(inflated, loss, Opening.zero()),
+        st.RANGE_BITS,
+    )
+    payload = Transform(
+        process=process,
+        inputs=list(inputs),
+        outputs=[
+            OutputLot(commitments={k: p.hex() for k, p in _points(o).items()}, product=plan.product)
+            for plan, o in zip(honest_outputs, inflated)
+        ],
+        loss={k: p.hex() for k, p in _points(loss).items()},
+        balance_proof=balance_proof.to_bytes().hex(),
+        range_proof=range_proof.to_bytes().hex(),
+        openings_sealed_to_owner=seal(lots_plaintext(dict(zip(out_ids, inflated))), pub.wallet.sealing_public_hex),
+    )
+    return pub.sign(payload, nonce)

@@ -1,0 +1,225 @@
+"""Async GraphQL client for the oretrace API.
+
+One method per mutation (each takes a signed `Envelope`) and the queries the
+CLI and the demo need. Errors become typed exceptions:
+
+* `ApiRejection(code, message)`: the server refused a publication or a query
+  for a domain reason; `code` is a `ledger.errors.Code` value (or a limit /
+  request-error code) taken from the GraphQL error's `extensions.code`.
+* `ApiError`: anything else (transport failure, HTTP error, masked internal
+  error, a response that is not GraphQL).
+
+The HTTP transport is injectable, so tests run the client against the ASGI app
+in-process (`httpx.ASGITransport`) or against a real server over TCP.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from ledger.envelope import Envelope
+from ledger.errors import Code
+
+
+class ApiError(Exception):
+    """Transport failure, HTTP error or an unexpected GraphQL error."""
+
+
+class ApiRejection(ApiError):
+    """The server refused the request with a typed reason (`extensions.code`)."""
+
+    def __init__(self, code: str, message: str, *, path: list | None = None):
+        self.code = code
+        self.message = message
+        self.path = path
+        super().__init__(f"{code}: {message}")
+
+    @property
+    def ledger_code(self) -> Code | None:
+        try:
+            return Code(self.code)
+        except ValueError:
+            return None
+
+
+PUBLISH_FIELDS = "eventId type lotIds claimId attestationId"
+
+MUTATIONS = {
+    "register_organization": "registerOrganization",
+    "rotate_key": "rotateKey",
+    "revoke_key": "revokeKey",
+    "attest_site": "attestSite",
+    "issue": "issueLot",
+    "transfer": "transferLot",
+    "transform": "transformLots",
+    "publish_claim": "publishClaim",
+}
+
+LOT_FIELDS = """
+  id owner { id name } issuer { id } product originClass consumed
+  commitments { originClass commitment }
+  site { id name }
+  createdAt
+"""
+
+
+class Client:
+    """GraphQL over HTTP. Use as `async with Client(url) as c: ...`."""
+
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:8000/graphql",
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = 120.0,
+        headers: dict[str, str] | None = None,
+    ):
+        self.url = url
+        self._http = httpx.AsyncClient(
+            transport=transport,
+            timeout=timeout,
+            headers={"accept": "application/graphql-response+json, application/json", **(headers or {})},
+        )
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # ---------------------------------------------------------------- core
+    async def execute(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Run one GraphQL operation; return `data` or raise a typed exception."""
+        body: dict[str, Any] = {"query": query}
+        if variables:
+            body["variables"] = variables
+        try:
+            response = await self._http.post(self.url, json=body)
+        except httpx.HTTPError as exc:
+            raise ApiError(f"cannot reach {self.url}: {exc.__class__.__name__}: {exc}") from exc
+        try:
+            payload = response.json()
+        except ValueError:
+            raise ApiError(f"HTTP {response.status_code} from {self.url}: {response.text[:300]!r}") from None
+        if not isinstance(payload, dict):
+            raise ApiError(f"HTTP {response.status_code}: not a GraphQL response")
+        errors = payload.get("errors") or []
+        if errors:
+            first = errors[0] if isinstance(errors[0], dict) else {"message": str(errors[0])}
+            code = (first.get("extensions") or {}).get("code")
+            message = first.get("message", "")
+            if code and code != "INTERNAL_SERVER_ERROR":
+                raise ApiRejection(str(code), message, path=first.get("path"))
+            raise ApiError(f"GraphQL error (HTTP {response.status_code}): {message}")
+        if response.status_code >= 400:
+            raise ApiError(f"HTTP {response.status_code} from {self.url}: {response.text[:300]!r}")
+        data = payload.get("data")
+        if data is None:
+            raise ApiError("GraphQL response without data")
+        return data
+
+    # ----------------------------------------------------------- mutations
+    async def publish(self, envelope: Envelope) -> dict[str, Any]:
+        """Submit any signed envelope through the mutation for its payload type."""
+        field = MUTATIONS[envelope.payload.type]
+        query = f"mutation($e: JSON!) {{ {field}(envelope: $e) {{ {PUBLISH_FIELDS} }} }}"
+        data = await self.execute(query, {"e": envelope.to_json()})
+        return data[field]
+
+    async def register_organization(self, envelope: Envelope) -> dict[str, Any]:
+        return await self.publish(envelope)
+
+    async def rotate_key(self, envelope: Envelope) -> dict[str, Any]:
+        return await self.publish(envelope)
+
+    async def revoke_key(self, envelope: Envelope) -> dict[str, Any]:
+        return await self.publish(envelope)
+
+    async def attest_site(self, envelope: Envelope) -> dict[str, Any]:
+        return await self.publish(envelope)
+
+    async def issue_lot(self, envelope: Envelope) -> dict[str, Any]:
+        return await self.publish(envelope)
+
+    async def transfer_lot(self, envelope: Envelope) -> dict[str, Any]:
+        return await self.publish(envelope)
+
+    async def transform_lots(self, envelope: Envelope) -> dict[str, Any]:
+        return await self.publish(envelope)
+
+    async def publish_claim(self, envelope: Envelope) -> dict[str, Any]:
+        return await self.publish(envelope)
+
+    # -------------------------------------------------------------- queries
+    async def organization(self, org_id: str) -> dict[str, Any] | None:
+        q = "query($id: ID!) { organization(id: $id) { id name country roles sealingKey } }"
+        return (await self.execute(q, {"id": org_id}))["organization"]
+
+    async def attestation(self, attestation_id: str) -> dict[str, Any] | None:
+        q = """query($id: ID!) { attestation(id: $id) {
+                 id site { id } originClass validFrom validUntil capacityCommitment
+                 lastIssuance { seq cumulative } } }"""
+        return (await self.execute(q, {"id": attestation_id}))["attestation"]
+
+    async def last_issuance(self, attestation_id: str) -> dict[str, Any] | None:
+        q = "query($id: ID!) { attestation(id: $id) { id lastIssuance { seq cumulative } } }"
+        att = (await self.execute(q, {"id": attestation_id}))["attestation"]
+        if att is None:
+            raise ApiRejection(Code.ATTESTATION_NOT_FOUND.value, f"no attestation {attestation_id}")
+        return att["lastIssuance"]
+
+    async def lot(self, lot_id: str) -> dict[str, Any] | None:
+        q = f"query($id: ID!) {{ lot(id: $id) {{ {LOT_FIELDS} }} }}"
+        return (await self.execute(q, {"id": lot_id}))["lot"]
+
+    async def lots(self, *, owner: str | None = None, consumed: bool | None = None, first: int = 100) -> list[dict]:
+        """Every lot matching the filters, following the cursor pagination."""
+        q = f"""query($first: Int!, $after: String, $owner: ID, $consumed: Boolean) {{
+                  lots(first: $first, after: $after, owner: $owner, consumed: $consumed) {{
+                    edges {{ cursor node {{ {LOT_FIELDS} }} }}
+                    pageInfo {{ hasNextPage endCursor }} }} }}"""
+        out: list[dict] = []
+        after = None
+        while True:
+            variables: dict[str, Any] = {"first": first, "after": after, "owner": owner, "consumed": consumed}
+            conn = (await self.execute(q, variables))["lots"]
+            out.extend(edge["node"] for edge in conn["edges"])
+            if not conn["pageInfo"]["hasNextPage"]:
+                return out
+            after = conn["pageInfo"]["endCursor"]
+
+    async def provenance(self, lot_id: str, max_depth: int = 50) -> dict[str, Any]:
+        q = """query($id: ID!, $d: Int) { provenance(lotId: $id, maxDepth: $d) {
+                 root { id } truncated depth
+                 nodes { id product originClass site { id name region } owner { id name } }
+                 edges { parent child } } }"""
+        return (await self.execute(q, {"id": lot_id, "d": max_depth}))["provenance"]
+
+    async def claims(self, lot_id: str) -> list[dict[str, Any]]:
+        q = "query($id: ID!) { claims(lotId: $id) { id kind originClass p q low high } }"
+        return (await self.execute(q, {"id": lot_id}))["claims"]
+
+    async def disclosure_bundle(self, lot_id: str, claim_id: str) -> dict[str, Any]:
+        q = "query($l: ID!, $c: ID!) { disclosureBundle(lotId: $l, claimId: $c) }"
+        return (await self.execute(q, {"l": lot_id, "c": claim_id}))["disclosureBundle"]
+
+    async def sealed_openings(self, recipient: str) -> list[dict[str, Any]]:
+        q = "query($r: ID!) { sealedOpenings(recipient: $r) { recipient lotIds ciphertext eventId } }"
+        return (await self.execute(q, {"r": recipient}))["sealedOpenings"]
+
+    async def event(self, event_id: str) -> dict[str, Any] | None:
+        q = "query($id: ID!) { event(id: $id) }"
+        return (await self.execute(q, {"id": event_id}))["event"]
+
+    async def healthy(self) -> bool:
+        base = self.url.rsplit("/graphql", 1)[0]
+        try:
+            r = await self._http.get(base + "/healthz")
+        except httpx.HTTPError:
+            return False
+        return r.status_code == 200

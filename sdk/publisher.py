@@ -1,0 +1,475 @@
+"""Publishing: from a wallet's openings to accepted events on the server.
+
+`Publisher(wallet, client)` builds each payload with the pure builders of
+`ledger.builders` (which prove: range, capacity, balance, claim proofs), signs
+it with the wallet's key, submits it through the GraphQL client, and only
+after the server accepted it updates the wallet (new lots and their openings,
+spent inputs) and saves it. A refused publication leaves the wallet as it was.
+
+Proving is CPU-bound: it runs in a worker thread, so an application (or the
+demo, which may host the server in the same process) keeps its event loop
+responsive.
+
+The honest prover refuses to prove something false: an issuance beyond the
+attested capacity, outputs exceeding inputs, a share claim that does not hold.
+It raises `ProvingRefused` before anything is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from crypto.errors import ProvingError
+from crypto.pedersen import Opening, commit_opening
+from ledger.builders import (
+    PlannedOutput,
+    build_attestation,
+    build_claim,
+    build_issue,
+    build_transfer,
+    build_transform,
+)
+from ledger.envelope import Envelope, sign
+from ledger.models import (
+    ORIGIN_CLASSES,
+    ClaimKind,
+    KeyEntry,
+    Location,
+    RegisterOrganization,
+    Role,
+    SiteInfo,
+)
+from ledger.view import OPERATOR
+
+from .client import ApiRejection, Client
+from .wallet import LotEntry, Wallet, WalletError
+
+ROOT_KEY_ID = "root"
+
+
+class ProvingRefused(Exception):
+    """The wallet's prover will not prove a false statement (nothing was sent)."""
+
+
+def new_nonce() -> str:
+    return secrets.token_hex(16)
+
+
+@dataclass(frozen=True)
+class Published:
+    """What the server answered for an accepted publication."""
+
+    event_id: str
+    type: str
+    lot_ids: list[str]
+    claim_id: str | None = None
+    attestation_id: str | None = None
+
+    @classmethod
+    def from_result(cls, r: Mapping[str, Any]) -> Published:
+        return cls(
+            event_id=r["eventId"],
+            type=r["type"],
+            lot_ids=list(r.get("lotIds") or []),
+            claim_id=r.get("claimId"),
+            attestation_id=r.get("attestationId"),
+        )
+
+
+def proportional_outputs(
+    inputs: Sequence[Mapping[str, Opening]],
+    totals: Sequence[int],
+    products: Sequence[str],
+) -> list[PlannedOutput]:
+    """Outputs of the given total grams, each with the inputs' class mix (mass-balance allocation).
+
+    Per class, output i gets floor(total_i * input_k / input_total); whatever is
+    left over (rounding and process losses) becomes the loss. Fresh blindings.
+    ProvingRefused if the outputs would need more than the inputs hold.
+    """
+    available = {k: sum(o.get(k, Opening.zero()).value for o in inputs) for k in ORIGIN_CLASSES}
+    grand = sum(available.values())
+    if sum(totals) > grand:
+        raise ProvingRefused(f"outputs of {sum(totals)} g exceed the {grand} g of cobalt in the inputs")
+    planned: list[PlannedOutput] = []
+    used = dict.fromkeys(ORIGIN_CLASSES, 0)
+    for total, product in zip(totals, products, strict=True):
+        shares = {k: total * available[k] // grand if grand else 0 for k in ORIGIN_CLASSES}
+        # hand the rounding remainder to the largest class that still has material
+        short = total - sum(shares.values())
+        for k in sorted(ORIGIN_CLASSES, key=lambda c: -available[c]):
+            room = available[k] - used[k] - shares[k]
+            take = min(room, short)
+            if take > 0:
+                shares[k] += take
+                short -= take
+        for k in ORIGIN_CLASSES:
+            used[k] += shares[k]
+        planned.append(
+            PlannedOutput(product, {k: Opening.fresh(v) for k, v in shares.items() if available[k] > 0})
+        )
+    return planned
+
+
+class Publisher:
+    """Acts for one organisation: its wallet signs, the client submits."""
+
+    def __init__(self, wallet: Wallet, client: Client, *, autosave: bool = True):
+        self.wallet = wallet
+        self.client = client
+        self.autosave = autosave and wallet.path is not None
+        self._sealing_keys: dict[str, str] = {}
+
+    # ---------------------------------------------------------------- basics
+    @property
+    def org_id(self) -> str:
+        return self.wallet.org_id
+
+    @property
+    def network(self) -> str:
+        return self.wallet.network
+
+    def sign(self, payload, nonce: str) -> Envelope:
+        return sign(
+            payload,
+            network=self.wallet.network,
+            signer=self.wallet.org_id,
+            key_id=self.wallet.key_id,
+            signing_key=self.wallet.signing_key,
+            nonce=nonce,
+        )
+
+    async def submit(self, envelope: Envelope) -> Published:
+        return Published.from_result(await self.client.publish(envelope))
+
+    def _save(self) -> None:
+        if self.autosave:
+            self.wallet.save()
+
+    async def sealing_key_of(self, org_id: str) -> str:
+        if org_id not in self._sealing_keys:
+            org = await self.client.organization(org_id)
+            if org is None:
+                raise ApiRejection("UNKNOWN_ORGANIZATION", f"organisation {org_id} is not registered")
+            self._sealing_keys[org_id] = org["sealingKey"]
+        return self._sealing_keys[org_id]
+
+    async def held(self, lot_id: str) -> LotEntry:
+        """The wallet's entry for a lot, learning incoming transfers from the server if needed."""
+        if lot_id not in self.wallet.lots:
+            await sync(self.wallet, self.client)
+            self._save()
+        return self.wallet.lot(lot_id)
+
+    @staticmethod
+    async def _prove(fn, /, **kwargs):
+        try:
+            return await asyncio.to_thread(fn, **kwargs)
+        except ProvingError as exc:
+            raise ProvingRefused(str(getattr(exc, "reason", None) or exc)) from None
+
+    # ------------------------------------------------------------- operator
+    async def register_organization(
+        self,
+        org_id: str,
+        name: str,
+        country: str,
+        roles: Sequence[str],
+        signing_public_key: str,
+        sealing_public_key: str,
+        key_id: str = "k1",
+    ) -> Published:
+        """Operator only: enter an organisation and its keys in the registry."""
+        if self.wallet.org_id != OPERATOR:
+            raise WalletError("only the network operator's wallet can register organisations")
+        payload = RegisterOrganization(
+            org_id=org_id,
+            name=name,
+            country=country,
+            roles=[Role(r) for r in roles],
+            signing_keys=[KeyEntry(key_id=key_id, public_key=signing_public_key)],
+            sealing_key=sealing_public_key,
+        )
+        return await self.submit(self.sign(payload, new_nonce()))
+
+    async def register_wallet(self, other: Wallet, roles: Sequence[str] | None = None) -> Published:
+        """Operator only: register the organisation owning `other` (name/country/roles from its meta)."""
+        meta = other.meta
+        return await self.register_organization(
+            other.org_id,
+            meta.get("name", other.org_id),
+            meta.get("country", "ZZ"),
+            list(roles or meta.get("roles", [])),
+            other.signing_public_hex,
+            other.sealing_public_hex,
+            other.key_id,
+        )
+
+    # -------------------------------------------------------------- auditor
+    async def attest_site(
+        self,
+        *,
+        site_id: str,
+        operator: str,
+        name: str,
+        country: str,
+        region: str,
+        lat: float,
+        lon: float,
+        origin_class: str,
+        valid_from: datetime,
+        valid_until: datetime,
+        capacity_g: int,
+    ) -> Published:
+        """Auditor: attest a site's origin class and commit to its capacity (sealed to the operator)."""
+        nonce = new_nonce()
+        site = SiteInfo(
+            site_id=site_id,
+            operator=operator,
+            name=name,
+            country=country,
+            region=region,
+            location=Location(lat=lat, lon=lon),
+            origin_class=origin_class,
+        )
+        payload = await self._prove(
+            build_attestation,
+            network=self.network,
+            signer=self.org_id,
+            nonce=nonce,
+            site=site,
+            valid_from=valid_from,
+            valid_until=valid_until,
+            capacity=Opening.fresh(capacity_g),
+            operator_sealing_key=await self.sealing_key_of(operator),
+        )
+        return await self.submit(self.sign(payload, nonce))
+
+    # ----------------------------------------------------------------- mine
+    async def _issuance_state(self, attestation_id: str) -> tuple[int, Opening, str]:
+        """(next seq, opening of the cumulative so far, origin class), checked against the server."""
+        att = await self.client.attestation(attestation_id)
+        if att is None:
+            raise ApiRejection("ATTESTATION_NOT_FOUND", f"attestation {attestation_id} does not exist")
+        mark = att["lastIssuance"]
+        for attempt in range(2):
+            count, issued_before = self.wallet.cumulative_opening(attestation_id)
+            if mark is None and count == 0:
+                return 0, Opening.zero(), att["originClass"]
+            if mark is not None and count == mark["seq"] + 1 and commit_opening(issued_before).hex() == mark["cumulative"]:
+                return count, issued_before, att["originClass"]
+            if attempt == 0:
+                await sync(self.wallet, self.client)  # another device issued: learn its openings
+        raise WalletError(
+            f"the wallet's issuances under {attestation_id} do not match the server's cumulative commitment"
+            " (run `oretrace wallet restore`)"
+        )
+
+    async def issue(self, *, site_id: str, attestation_id: str, amount_g: int, product: str) -> Published:
+        """Issue a lot of `amount_g` grams of contained cobalt at one of the organisation's sites."""
+        if attestation_id not in self.wallet.capacities:
+            await sync(self.wallet, self.client)
+        capacity = self.wallet.capacity(attestation_id)
+        seq, issued_before, origin_class = await self._issuance_state(attestation_id)
+        headroom = capacity.opening.value - issued_before.value
+        if amount_g > headroom:
+            raise ProvingRefused(
+                f"issuing {amount_g:,} g would exceed the attested capacity of site {site_id}:"
+                f" only {max(headroom, 0):,} g left in the period (attestation {attestation_id})"
+            )
+        opening = Opening.fresh(amount_g)
+        nonce = new_nonce()
+        payload = await self._prove(
+            build_issue,
+            network=self.network,
+            signer=self.org_id,
+            nonce=nonce,
+            site_id=site_id,
+            origin_class=origin_class,
+            attestation_id=attestation_id,
+            seq=seq,
+            opening=opening,
+            issued_before=issued_before,
+            capacity=capacity.opening,
+            product=product,
+            owner_sealing_key=self.wallet.sealing_public_hex,
+        )
+        result = await self.submit(self.sign(payload, nonce))
+        self.wallet.add_lot(
+            LotEntry(result.lot_ids[0], {origin_class: opening}, product, attestation_id=attestation_id, issue_seq=seq)
+        )
+        self._save()
+        return result
+
+    # ---------------------------------------------------------------- owner
+    async def transfer(self, lot_id: str, to: str) -> Published:
+        """Hand a lot to another organisation, sealing its openings to the receiver."""
+        entry = await self.held(lot_id)
+        payload = build_transfer(
+            lot_id=lot_id, to=to, openings=entry.openings, receiver_sealing_key=await self.sealing_key_of(to)
+        )
+        result = await self.submit(self.sign(payload, new_nonce()))
+        self.wallet.mark_spent([lot_id])
+        self._save()
+        return result
+
+    async def transform(self, process: str, inputs: Sequence[str], outputs: Sequence[PlannedOutput]) -> Published:
+        """Consume `inputs` (own, unconsumed lots) and create `outputs`; the rest is the loss."""
+        in_openings = {lot_id: (await self.held(lot_id)).openings for lot_id in inputs}
+        nonce = new_nonce()
+        payload = await self._prove(
+            build_transform,
+            network=self.network,
+            signer=self.org_id,
+            nonce=nonce,
+            process=process,
+            inputs=in_openings,
+            outputs=list(outputs),
+            owner_sealing_key=self.wallet.sealing_public_hex,
+        )
+        result = await self.submit(self.sign(payload, nonce))
+        self.wallet.mark_spent(inputs)
+        for lot_id, plan in zip(result.lot_ids, outputs, strict=True):
+            self.wallet.add_lot(LotEntry(lot_id, dict(plan.openings), plan.product))
+        self._save()
+        return result
+
+    async def transform_proportional(
+        self, process: str, inputs: Sequence[str], outputs: Sequence[tuple[str, int]]
+    ) -> Published:
+        """Transform into outputs of given (product, grams), each with the inputs' class mix."""
+        in_openings = [(await self.held(i)).openings for i in inputs]
+        planned = proportional_outputs(in_openings, [g for _, g in outputs], [p for p, _ in outputs])
+        return await self.transform(process, inputs, planned)
+
+    async def claim(
+        self,
+        lot_id: str,
+        kind: str | ClaimKind,
+        *,
+        origin_class: str | None = None,
+        p: int | None = None,
+        q: int | None = None,
+        low: int | None = None,
+        high: int | None = None,
+    ) -> Published:
+        """Publish a claim on one of the organisation's lots (proven when it needs a proof)."""
+        kind = ClaimKind(kind)
+        openings = None if kind is ClaimKind.ancestry_excludes else (await self.held(lot_id)).openings
+        nonce = new_nonce()
+        payload = await self._prove(
+            build_claim,
+            network=self.network,
+            signer=self.org_id,
+            nonce=nonce,
+            lot_id=lot_id,
+            kind=kind,
+            openings=openings,
+            origin_class=origin_class,
+            p=p,
+            q=q,
+            low=low,
+            high=high,
+        )
+        return await self.submit(self.sign(payload, nonce))
+
+
+# --------------------------------------------------------------------------- syncing and restoring
+
+
+@dataclass
+class SyncReport:
+    sealed: int = 0  # sealed openings addressed to the organisation
+    lots: int = 0  # lot openings learnt
+    capacities: int = 0  # capacity openings learnt
+    unreadable: int = 0  # ciphertexts that would not open (e.g. sealed to a rotated-out key)
+    held: int = 0  # lots currently held and unconsumed
+
+
+async def sync(wallet: Wallet, client: Client, *, progress=None, full: bool = False) -> SyncReport:
+    """Learn from the server every opening sealed to this organisation.
+
+    Fetches `sealedOpenings(recipient)`, opens each box with the wallet's X25519
+    key (`ledger.openings.unseal`), and adds lot openings (with, for issued
+    lots, the attestation and sequence number read from the issuing event) and
+    capacity openings (with the site read from the attestation event). Then
+    marks as spent every lot the organisation no longer holds unconsumed.
+    `full=True` re-reads everything (restore); otherwise known items are skipped.
+    `progress(done, total)` is called as items are processed.
+    """
+    from ledger.openings import SealedOpeningError, capacity_openings, lot_openings, unseal
+
+    report = SyncReport()
+    records = await client.sealed_openings(wallet.org_id)
+    report.sealed = len(records)
+    for n, record in enumerate(records, 1):
+        lot_ids = list(record.get("lotIds") or [])
+        known = lot_ids and all(x in wallet.lots for x in lot_ids)
+        if known and not full:
+            if progress:
+                progress(n, len(records))
+            continue
+        try:
+            plaintext = unseal(record["ciphertext"], wallet.sealing_key)
+        except SealedOpeningError:
+            report.unreadable += 1
+            continue
+        if "capacity" in plaintext:
+            for att_id, opening in capacity_openings(plaintext).items():
+                if att_id in wallet.capacities and not full:
+                    continue
+                event = await client.event(record["eventId"])
+                site_id = _payload(event).get("site", {}).get("site_id", "")
+                wallet.add_capacity(att_id, site_id, opening)
+                report.capacities += 1
+        else:
+            openings = lot_openings(plaintext)
+            payload = _payload(await client.event(record["eventId"]))
+            for lot_id, classes in openings.items():
+                previous = wallet.lots.get(lot_id)
+                entry = LotEntry(lot_id, dict(classes), previous.product if previous else "")
+                if payload.get("type") == "issue":
+                    entry.attestation_id = payload.get("attestation_id")
+                    entry.issue_seq = payload.get("seq")
+                    entry.product = payload.get("product", entry.product)
+                elif payload.get("type") == "transform":
+                    index = _output_index(lot_id, record, payload)
+                    if index is not None:
+                        entry.product = payload["outputs"][index].get("product", entry.product)
+                wallet.add_lot(entry)
+                report.lots += 1
+        if progress:
+            progress(n, len(records))
+    held_lots = await client.lots(owner=wallet.org_id, consumed=False)
+    held = {lot["id"] for lot in held_lots}
+    report.held = len(held)
+    for lot_id, entry in wallet.lots.items():
+        entry.spent = lot_id not in held
+    for lot in held_lots:
+        if lot["id"] in wallet.lots and not wallet.lots[lot["id"]].product:
+            wallet.lots[lot["id"]].product = lot.get("product", "")
+    return report
+
+
+def _payload(event: Mapping[str, Any] | None) -> dict[str, Any]:
+    if not event:
+        return {}
+    envelope = event.get("envelope") or {}
+    return envelope.get("payload") or {}
+
+
+def _output_index(lot_id: str, record: Mapping[str, Any], payload: Mapping[str, Any]) -> int | None:
+    ids = list(record.get("lotIds") or [])
+    if lot_id in ids and len(ids) == len(payload.get("outputs", [])):
+        return ids.index(lot_id)
+    return None
+
+
+async def restore(wallet: Wallet, client: Client, *, progress=None) -> SyncReport:
+    """Rebuild a wallet's openings from its keys and the server (lost laptop)."""
+    return await sync(wallet, client, progress=progress, full=True)
