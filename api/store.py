@@ -593,25 +593,23 @@ class Store:
     # ------------------------------------------------------------------ resolver reads
 
     async def claims_by_lot_ids(self, lot_ids: Iterable[str]) -> dict[str, list[Claim]]:
-        wanted = list(dict.fromkeys(lot_ids))
-        out: dict[str, list[Claim]] = {lot_id: [] for lot_id in wanted}
-        if not wanted:
-            return out
-        cursor = self.claims.find({"lot_id": {"$in": wanted}}).sort([("lot_id", ASCENDING), ("created_at", ASCENDING)])
-        for doc in await cursor.to_list(None):
-            out[doc["lot_id"]].append(from_doc(Claim, doc))
-        return out
+        return await self._grouped_by(self.claims, Claim, "lot_id", lot_ids, "created_at")
 
     async def attestations_by_site_ids(self, site_ids: Iterable[str]) -> dict[str, list[Attestation]]:
-        wanted = list(dict.fromkeys(site_ids))
-        out: dict[str, list[Attestation]] = {site_id: [] for site_id in wanted}
+        return await self._grouped_by(self.attestations, Attestation, "site_id", site_ids, "valid_from")
+
+    async def _grouped_by(
+        self, collection, model: type[M], key: str, ids: Iterable[str], order: str
+    ) -> dict[str, list[M]]:
+        """The documents whose `key` is one of `ids`, per id (every id present, oldest
+        first by `order`): one `$in` query serves a whole DataLoader batch."""
+        wanted = list(dict.fromkeys(ids))
+        out: dict[str, list[M]] = {i: [] for i in wanted}
         if not wanted:
             return out
-        cursor = self.attestations.find({"site_id": {"$in": wanted}}).sort(
-            [("site_id", ASCENDING), ("valid_from", ASCENDING)]
-        )
+        cursor = collection.find({key: {"$in": wanted}}).sort([(key, ASCENDING), (order, ASCENDING)])
         for doc in await cursor.to_list(None):
-            out[doc["site_id"]].append(from_doc(Attestation, doc))
+            out[doc[key]].append(from_doc(model, doc))
         return out
 
     async def _page(self, collection, model: type[M], query: dict[str, Any], first: int, after: str | None) -> Page:
@@ -706,7 +704,8 @@ class Store:
         )
 
     async def provenance_graphlookup(self, lot_id: str, max_depth: int) -> ProvenanceGraph | None:
-        """Same result with `$graphLookup` (one round trip); kept for the benchmark."""
+        """Same result with `$graphLookup` (one round trip): slower than `provenance` on
+        the embedded database, kept for a remote MongoDB where latency favours it (docs/api.md)."""
         pipeline = [
             {"$match": {"_id": lot_id}},
             {

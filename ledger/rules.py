@@ -15,14 +15,16 @@ Concurrency is not this module's business: every rule emits the guards
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from crypto.bulletproofs import MAX_AGGREGATION, RangeStatement
 from crypto.claims import in_range_batch_statement, nonnegative_batch_statement, share_batch_statement
 from crypto.errors import ProofError
 from crypto.group import Point
+from crypto.transcript import Transcript
 
 from . import statements as st
 from .effects import CustodyMove, Effects, Guard, SealedOpening
@@ -214,6 +216,30 @@ def _require_own_unconsumed_lot(view: LedgerView, lot_id: str, signer: str) -> L
     return lot
 
 
+def _check_amounts_in_range(
+    proofs: ProofSink, transcript: Transcript, amounts: Sequence[Point], range_proof: str, meaning: str
+) -> None:
+    """The payload's `range_proof`: every committed amount a lot-creating event introduces is in [0, 2^64)."""
+    statement = RangeStatement(transcript, tuple(amounts), decode_range_proof("range_proof", range_proof), st.RANGE_BITS)
+    proofs.check_range("range proof", statement, meaning)
+
+
+def _created_lot(
+    env: Envelope, creator: Organization, lot_id: str, commitments: dict[str, str], product: str, **origin: Any
+) -> Lot:
+    """A lot created by `env`: its signer both issues and holds it (`origin`: site or parents)."""
+    return Lot(
+        lot_id=lot_id,
+        owner=creator.org_id,
+        issuer=creator.org_id,
+        commitments=commitments,
+        product=product,
+        created_by_event=env.event_id,
+        created_at=env.timestamp,
+        **origin,
+    )
+
+
 def _lot_points(lot: Lot) -> dict[str, Point]:
     return {
         k: decode_point(f"lot {lot.lot_id} commitment {k}", c, allow_identity=True) for k, c in lot.commitments.items()
@@ -364,14 +390,11 @@ def _issue(env: Envelope, p: Issue, org, view: LedgerView, proofs: ProofSink) ->
     capacity = decode_point("attestation capacity_commitment", attestation.capacity_commitment)
 
     lot_id = st.issued_lot_id(env.network, env.signer, env.nonce)
-    proofs.check_range(
-        "range proof",
-        RangeStatement(
-            st.issuance_range_transcript(env.network, env.signer, lot_id, attestation.attestation_id, p.seq),
-            (commitment,),
-            decode_range_proof("range_proof", p.range_proof),
-            st.RANGE_BITS,
-        ),
+    _check_amounts_in_range(
+        proofs,
+        st.issuance_range_transcript(env.network, env.signer, lot_id, attestation.attestation_id, p.seq),
+        [commitment],
+        p.range_proof,
         "the issued amount is not proven to lie in [0, 2^64)",
     )
     proofs.check_range(
@@ -383,14 +406,12 @@ def _issue(env: Envelope, p: Issue, org, view: LedgerView, proofs: ProofSink) ->
         ),
         "issuance exceeds the attested capacity or the proof is invalid",
     )
-    lot = Lot(
-        lot_id=lot_id,
-        owner=issuer.org_id,
-        issuer=issuer.org_id,
-        commitments={site.origin_class: p.commitment},
-        product=p.product,
-        created_by_event=env.event_id,
-        created_at=env.timestamp,
+    lot = _created_lot(
+        env,
+        issuer,
+        lot_id,
+        {site.origin_class: p.commitment},
+        p.product,
         site_id=site.site_id,
         origin_class=site.origin_class,
     )
@@ -448,27 +469,15 @@ def _transform(env: Envelope, p: Transform, org, view: LedgerView, proofs: Proof
         decode_zero_proof("balance_proof", p.balance_proof),
         "outputs exceed inputs in some class or the proof is invalid",
     )
-    proofs.check_range(
-        "range proof",
-        RangeStatement(
-            st.transform_range_transcript(env.network, env.signer, env.nonce, p.inputs, out_ids),
-            tuple(values),
-            decode_range_proof("range_proof", p.range_proof),
-            st.RANGE_BITS,
-        ),
+    _check_amounts_in_range(
+        proofs,
+        st.transform_range_transcript(env.network, env.signer, env.nonce, p.inputs, out_ids),
+        values,
+        p.range_proof,
         "an output or loss amount is not proven to lie in [0, 2^64)",
     )
     new_lots = [
-        Lot(
-            lot_id=lot_id,
-            owner=owner.org_id,
-            issuer=owner.org_id,
-            commitments=dict(out.commitments),
-            product=out.product,
-            created_by_event=env.event_id,
-            created_at=env.timestamp,
-            parents=list(p.inputs),
-        )
+        _created_lot(env, owner, lot_id, dict(out.commitments), out.product, parents=list(p.inputs))
         for lot_id, out in zip(out_ids, p.outputs, strict=True)
     ]
     return Effects(

@@ -82,29 +82,22 @@ def transform_balance_transcript(
     network: str, signer: str, nonce: str, input_ids: Sequence[str], output_lot_ids: Sequence[str]
 ) -> Transcript:
     """Per class, inputs - outputs - loss commits to zero (knowledge of rho_k)."""
-    return _transcript(
-        TRANSFORM_BALANCE,
-        "transform",
-        network,
-        signer,
-        nonce=nonce,
-        inputs=list(input_ids),
-        outputs=list(output_lot_ids),
-    )
+    return _transform_transcript(TRANSFORM_BALANCE, network, signer, nonce, input_ids, output_lot_ids)
 
 
 def transform_range_transcript(
     network: str, signer: str, nonce: str, input_ids: Sequence[str], output_lot_ids: Sequence[str]
 ) -> Transcript:
     """Every output and loss amount is in [0, 2^64) (one aggregated proof)."""
+    return _transform_transcript(TRANSFORM_RANGE, network, signer, nonce, input_ids, output_lot_ids)
+
+
+def _transform_transcript(
+    statement: bytes, network: str, signer: str, nonce: str, input_ids: Sequence[str], output_lot_ids: Sequence[str]
+) -> Transcript:
+    """Both proofs of a transformation bind the same facts; only the label differs."""
     return _transcript(
-        TRANSFORM_RANGE,
-        "transform",
-        network,
-        signer,
-        nonce=nonce,
-        inputs=list(input_ids),
-        outputs=list(output_lot_ids),
+        statement, "transform", network, signer, nonce=nonce, inputs=list(input_ids), outputs=list(output_lot_ids)
     )
 
 

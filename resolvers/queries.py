@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
 
 import strawberry
 from strawberry.scalars import JSON
 
+from api.store import Page
 from ledger.errors import Rejection
 
 from .context import Info
-from .errors import PublicError, bad_input, from_rejection
+from .errors import bad_input, from_rejection
 from .types import (
     Attestation,
     Claim,
@@ -22,6 +24,7 @@ from .types import (
     ProvenanceEdge,
     SealedOpening,
     Site,
+    load_attestation,
     load_lot,
     load_organization,
     load_site,
@@ -37,8 +40,27 @@ def _page_size(info: Info, first: int) -> int:
     return first
 
 
-def _cursor_error(exc: ValueError) -> PublicError:
-    return bad_input(str(exc))
+async def _connection(
+    info: Info,
+    list_page: Callable[..., Awaitable[Page]],
+    prime: Callable[[list[Any]], None],
+    node: type[Lot] | type[Organization] | type[Site],
+    first: int,
+    after: str | None,
+    **filters: Any,
+) -> Connection:
+    """One page of a store listing as a Connection. The page's records prime
+    the loaders, so the nodes' relations resolve without refetching them."""
+    try:
+        page = await list_page(first=_page_size(info, first), after=after, **filters)
+    except ValueError as exc:  # a malformed `after` cursor
+        raise bad_input(str(exc)) from None
+    prime(page.items)
+    return Connection.build([node.from_record(r) for r in page.items], page.cursors, page.has_next)
+
+
+def _class_value(origin_class: OriginClass | None) -> str | None:
+    return origin_class.value if origin_class else None
 
 
 @strawberry.type
@@ -59,18 +81,17 @@ class Query:
         ] = None,
         consumed: bool | None = None,
     ) -> Connection[Lot]:
-        try:
-            page = await info.context.store.list_lots(
-                first=_page_size(info, first),
-                after=after,
-                owner=owner,
-                origin_class=origin_class.value if origin_class else None,
-                consumed=consumed,
-            )
-        except ValueError as exc:
-            raise _cursor_error(exc) from None
-        info.context.loaders.prime_lots(page.items)
-        return Connection.build([Lot.from_record(r) for r in page.items], page.cursors, page.has_next)
+        return await _connection(
+            info,
+            info.context.store.list_lots,
+            info.context.loaders.prime_lots,
+            Lot,
+            first,
+            after,
+            owner=owner,
+            origin_class=_class_value(origin_class),
+            consumed=consumed,
+        )
 
     @strawberry.field
     async def organization(self, info: Info, id: strawberry.ID) -> Organization | None:
@@ -80,12 +101,9 @@ class Query:
     async def organizations(
         self, info: Info, first: int = DEFAULT_PAGE, after: str | None = None
     ) -> Connection[Organization]:
-        try:
-            page = await info.context.store.list_organizations(first=_page_size(info, first), after=after)
-        except ValueError as exc:
-            raise _cursor_error(exc) from None
-        info.context.loaders.prime_organizations(page.items)
-        return Connection.build([Organization.from_record(r) for r in page.items], page.cursors, page.has_next)
+        return await _connection(
+            info, info.context.store.list_organizations, info.context.loaders.prime_organizations, Organization, first, after
+        )
 
     @strawberry.field
     async def site(self, info: Info, id: strawberry.ID) -> Site | None:
@@ -99,21 +117,19 @@ class Query:
         after: str | None = None,
         origin_class: OriginClass | None = None,
     ) -> Connection[Site]:
-        try:
-            page = await info.context.store.list_sites(
-                first=_page_size(info, first),
-                after=after,
-                origin_class=origin_class.value if origin_class else None,
-            )
-        except ValueError as exc:
-            raise _cursor_error(exc) from None
-        info.context.loaders.prime_sites(page.items)
-        return Connection.build([Site.from_record(r) for r in page.items], page.cursors, page.has_next)
+        return await _connection(
+            info,
+            info.context.store.list_sites,
+            info.context.loaders.prime_sites,
+            Site,
+            first,
+            after,
+            origin_class=_class_value(origin_class),
+        )
 
     @strawberry.field
     async def attestation(self, info: Info, id: strawberry.ID) -> Attestation | None:
-        record = await info.context.loaders.attestation.load(id)
-        return Attestation.from_record(record) if record else None
+        return await load_attestation(info, id)
 
     @strawberry.field(
         description="The ancestry DAG of a lot (one database round trip per level). "

@@ -10,11 +10,15 @@ from enum import Enum
 from typing import Generic, NewType, TypeVar
 
 import strawberry
+from strawberry.dataloader import DataLoader
 
 from ledger import models as m
 from ledger.models import ORIGIN_CLASSES
 
 from .context import Info
+
+#: A node type built from a ledger record (Lot, Organization, Site, Attestation).
+NodeT = TypeVar("NodeT")
 
 # --------------------------------------------------------------------------- scalars and enums
 
@@ -51,6 +55,15 @@ ClaimKind = strawberry.enum(
 
 def origin_class(value: str | None) -> OriginClass | None:
     return OriginClass(value) if value is not None else None
+
+
+async def _load_node(loader: DataLoader, node_type: type[NodeT], record_id: str | None) -> NodeT | None:
+    """The node wrapping a record fetched through a per-request loader (batched,
+    cached); None when there is no id (an optional relation) or no such record."""
+    if record_id is None:
+        return None
+    record = await loader.load(record_id)
+    return node_type.from_record(record) if record else None
 
 
 # --------------------------------------------------------------------------- organisations
@@ -95,10 +108,7 @@ class Organization:
 
 
 async def load_organization(info: Info, org_id: str | None) -> Organization | None:
-    if org_id is None:
-        return None
-    record = await info.context.loaders.organization.load(org_id)
-    return Organization.from_record(record) if record else None
+    return await _load_node(info.context.loaders.organization, Organization, org_id)
 
 
 # --------------------------------------------------------------------------- sites and attestations
@@ -190,10 +200,11 @@ class Site:
 
 
 async def load_site(info: Info, site_id: str | None) -> Site | None:
-    if site_id is None:
-        return None
-    record = await info.context.loaders.site.load(site_id)
-    return Site.from_record(record) if record else None
+    return await _load_node(info.context.loaders.site, Site, site_id)
+
+
+async def load_attestation(info: Info, attestation_id: str) -> Attestation | None:
+    return await _load_node(info.context.loaders.attestation, Attestation, attestation_id)
 
 
 # --------------------------------------------------------------------------- lots and claims
@@ -300,8 +311,7 @@ class Lot:
 
 
 async def load_lot(info: Info, lot_id: str) -> Lot | None:
-    record = await info.context.loaders.lot.load(lot_id)
-    return Lot.from_record(record) if record else None
+    return await _load_node(info.context.loaders.lot, Lot, lot_id)
 
 
 # --------------------------------------------------------------------------- provenance, openings, results

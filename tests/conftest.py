@@ -1,10 +1,12 @@
-"""Shared fixtures: the embedded database, a store per test module, a running app,
-and `LedgerWorld`, a small builder of signed publications.
+"""Shared fixtures: the curve backend, the embedded database, a store per test
+module, a running app, and `LedgerWorld`, a small builder of signed publications.
 
 Fixtures (reuse them; all async ones run on the session event loop):
 
 | fixture        | scope    | yields                                                                |
 |----------------|----------|-----------------------------------------------------------------------|
+| py_ecc         | function | nothing; the test runs on the pure-Python curve backend               |
+| curve          | function | each name in CURVE_BACKENDS in turn, that backend active (params)     |
 | embedded_db    | session  | `api.embedded.EmbeddedDatabase`, started on 127.0.0.1 (tmp data dir)  |
 | mongo_uri      | session  | its connection URI                                                    |
 | root_key       | session  | the network operator's `nacl.signing.SigningKey` (trust root)          |
@@ -25,6 +27,10 @@ Fixtures (reuse them; all async ones run on the session event loop):
 openings each organisation holds so later transformations can prove balance.
 Publish an envelope with `await publish(envelope)` (the ingestion service,
 no HTTP) or through the `gql` fixture's mutations.
+
+`with curve_backend(name):` switches the curve backend inside a test; like the
+two backend fixtures it always restores arkworks, the backend every other test
+expects.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ import os
 import secrets
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -52,8 +58,40 @@ from api.embedded import EmbeddedDatabase
 from api.service import Ingestion
 from api.settings import Settings
 from api.store import Store
+from crypto.group import use_backend
 
 NETWORK = "oretrace-test"
+
+
+# --------------------------------------------------------------------------- curve backends
+
+CURVE_BACKENDS = ("arkworks", "py_ecc")
+DEFAULT_CURVE_BACKEND = "arkworks"
+
+
+@contextlib.contextmanager
+def curve_backend(name: str) -> Iterator[str]:
+    """Make `name` the active curve backend for the block, then restore the
+    default even on failure: the backend is process-wide state."""
+    use_backend(name)
+    try:
+        yield name
+    finally:
+        use_backend(DEFAULT_CURVE_BACKEND)
+
+
+@pytest.fixture
+def py_ecc() -> Iterator[None]:
+    """Run the test on the pure-Python backend."""
+    with curve_backend("py_ecc"):
+        yield
+
+
+@pytest.fixture(params=CURVE_BACKENDS)
+def curve(request) -> Iterator[str]:
+    """Run the test once per backend; yields the backend's name."""
+    with curve_backend(request.param) as name:
+        yield name
 
 
 # --------------------------------------------------------------------------- database and app

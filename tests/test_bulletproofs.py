@@ -44,16 +44,6 @@ def prove(values, n=64, context=CONTEXT):
     return proof, commitments, openings
 
 
-@pytest.fixture
-def py_ecc():
-    """Run a test on the pure-Python backend; always restore arkworks."""
-    use_backend("py_ecc")
-    try:
-        yield
-    finally:
-        use_backend("arkworks")
-
-
 @pytest.fixture(scope="module")
 def single():
     """One honest 64-bit proof (m = 1), shared by the tampering tests."""

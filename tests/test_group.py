@@ -5,26 +5,16 @@ from __future__ import annotations
 import pytest
 from py_ecc.optimized_bls12_381 import field_modulus as FIELD_MODULUS
 
+from conftest import CURVE_BACKENDS, curve_backend
 from crypto import group
 from crypto.errors import DecodeError
 from crypto.generators import H
 from crypto.group import ORDER, Point, msm, scalar_from_bytes, scalar_to_bytes, use_backend
 
-BACKENDS = ("arkworks", "py_ecc")
 COMPRESSED = 0x80
 INFINITY = 0x40
 SIGN = 0x20
 IDENTITY = bytes([COMPRESSED | INFINITY]) + bytes(47)
-
-
-@pytest.fixture(params=BACKENDS)
-def curve(request):
-    """Run the test under one backend; always restore the default afterwards."""
-    use_backend(request.param)
-    try:
-        yield request.param
-    finally:
-        use_backend("arkworks")
 
 
 def _is_square(a: int) -> bool:
@@ -71,12 +61,11 @@ def _subgroup_point_with_small_x() -> tuple[int, int]:
 
 def test_backends_encode_identically():
     encodings = {}
-    for name in BACKENDS:
-        use_backend(name)
-        g = Point.generator()
-        points = [g, g * 2, g * (ORDER - 1), H(), H() * 12345 + g * 7, Point.identity(), g - g]
-        encodings[name] = [p.to_bytes() for p in points]
-    use_backend("arkworks")
+    for name in CURVE_BACKENDS:
+        with curve_backend(name):
+            g = Point.generator()
+            points = [g, g * 2, g * (ORDER - 1), H(), H() * 12345 + g * 7, Point.identity(), g - g]
+            encodings[name] = [p.to_bytes() for p in points]
     assert encodings["arkworks"] == encodings["py_ecc"]
     assert encodings["arkworks"][5] == IDENTITY == encodings["arkworks"][6]
 
@@ -211,8 +200,7 @@ def test_msm_length_mismatch_raises(curve):
 def test_mixing_backends_raises():
     use_backend("arkworks")
     a = Point.generator()
-    use_backend("py_ecc")
-    try:
+    with curve_backend("py_ecc"):
         b = Point.generator()
         with pytest.raises(ValueError):
             a + b
@@ -222,6 +210,4 @@ def test_mixing_backends_raises():
             _ = a == b
         with pytest.raises(ValueError):
             msm([a, b], [1, 1])
-    finally:
-        use_backend("arkworks")
     assert group.backend().name == "arkworks"

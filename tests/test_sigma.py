@@ -36,16 +36,6 @@ def T(statement: bytes = STATEMENT, context: bytes = CONTEXT) -> Transcript:
     return Transcript(statement, context)
 
 
-@pytest.fixture
-def py_ecc():
-    """Switch to the pure-Python backend; always restore arkworks."""
-    use_backend("py_ecc")
-    try:
-        yield
-    finally:
-        use_backend("arkworks")
-
-
 # --------------------------------------------------------------------------- opening
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import curve_backend
 from crypto.bulletproofs import RangeProof, batch_verify_range, verify_range
 from crypto.claims import (
     in_range_batch_statement,
@@ -26,13 +27,12 @@ from crypto.claims import (
 )
 from crypto.errors import DecodeError, ProofError
 from crypto.generators import DST, G, H, bulletproof_generators
-from crypto.group import Point, scalar_from_bytes, use_backend
+from crypto.group import Point, scalar_from_bytes
 from crypto.pedersen import commit
 from crypto.sigma import OpeningProof, ZeroProof, verify_opening, verify_zero
 from crypto.transcript import Transcript
 
 VECTORS = Path(__file__).parent / "vectors"
-BACKENDS = ("arkworks", "py_ecc")
 
 
 def _load(name: str) -> dict:
@@ -50,16 +50,6 @@ GENERATORS = _load("generators.json")
 COMMITMENTS = _load("commitments.json")
 ENCODINGS = _load("encodings.json")
 PROOFS = _load("proofs.json")["proofs"]
-
-
-@pytest.fixture(params=BACKENDS)
-def curve(request):
-    """Run the test under one backend; always restore arkworks afterwards."""
-    use_backend(request.param)
-    try:
-        yield request.param
-    finally:
-        use_backend("arkworks")
 
 
 def _transcript(case: dict, context: str | None = None) -> Transcript:
@@ -185,10 +175,7 @@ def test_sigma_proofs_reproduced_on_py_ecc():
     so stored proofs it verifies were, in effect, made by both backends."""
     mv = _make_vectors()
     stored = {c["kind"]: c for c in PROOFS}
-    use_backend("py_ecc")
-    try:
+    with curve_backend("py_ecc"):
         for make in mv.SIGMA_CASES:
             case = make()
             assert case == stored[case["kind"]]
-    finally:
-        use_backend("arkworks")
