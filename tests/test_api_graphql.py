@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from conftest import Chain, build_chain
+from conftest import AttestationState, Chain, build_chain
 from ledger.bundle import verify_bundle
 from ledger.openings import unseal
 
@@ -341,3 +341,60 @@ async def test_rejected_registry_mutations(gql, store, world, chain, cast) -> No
     forged_root = world.sign(RevokeKey(org_id="trader2", key_id="k1"), "operator", key=world.members["trader"].signing_key)
     await expect_rejection(gql, store, forged_root, "BAD_SIGNATURE")
     await expect_rejection(gql, store, world.register("trader2", "trader"), "ALREADY_EXISTS")
+
+
+async def test_rejected_issuance_beyond_capacity(gql, gql_publish, store, world, chain, cast) -> None:
+    """The laundering path: more cobalt declared at a site than its audited capacity."""
+    import dataclasses
+
+    from crypto.errors import ProvingError
+    from crypto.pedersen import Opening
+
+    env, small_site = world.attest("auditor", "mine", "small-site", capacity=100)
+    await gql_publish(env)
+    await gql_publish(world.issue(small_site, 60)[0])
+    with pytest.raises(ProvingError):  # an honest wallet cannot prove 120 <= 100
+        world.issue(small_site, 60, record=False)
+    # A forger proves against a larger capacity opening than the auditor committed to.
+    att = world.attestations[small_site]
+    real_capacity = att.capacity
+    world.attestations[small_site] = dataclasses.replace(att, capacity=Opening(10**6, real_capacity.blinding))
+    try:
+        forged, _ = world.issue(small_site, 60, record=False)
+    finally:
+        world.attestations[small_site] = att
+    await expect_rejection(gql, store, forged, "BAD_PROOF", match="capacity")
+
+
+async def test_rejected_expired_attestation(gql, gql_publish, store, world, chain, cast) -> None:
+    from crypto.pedersen import Opening
+    from ledger import statements as st
+    from ledger.builders import build_attestation
+    from ledger.models import Location, SiteInfo
+
+    nonce = world.nonce()
+    capacity = Opening.fresh(10**6)
+    site = SiteInfo(site_id="old-site", operator="mine", name="Old site", country="CD", region="Lualaba",
+                    location=Location(lat=-10.7, lon=25.5), origin_class="industrial")  # fmt: skip
+    now = datetime.now(UTC)
+    payload = build_attestation(world.network, "auditor", nonce, site=site, valid_from=now - timedelta(days=400),
+                                valid_until=now - timedelta(days=35), capacity=capacity,
+                                operator_sealing_key=world.members["mine"].sealing_public)  # fmt: skip
+    await gql_publish(world.sign(payload, "auditor", nonce=nonce))
+    att_id = st.attestation_id(world.network, "auditor", nonce)
+    world.attestations[att_id] = AttestationState(att_id, "old-site", "industrial", "mine", capacity, Opening.zero())
+    env, _ = world.issue(att_id, 10, record=False)
+    await expect_rejection(gql, store, env, "ATTESTATION_EXPIRED", match=att_id)
+
+
+async def test_rejected_outputs_exceeding_inputs(gql, store, world, chain, cast) -> None:
+    """A refiner declaring more cobalt out than went in: the balance proof cannot hold."""
+    from crypto.generators import G
+    from crypto.group import Point
+
+    honest, _ = world.transform("trader2", [cast["trader2_lot"]])
+    output = honest.payload.outputs[0]
+    inflated_commitment = (Point.from_hex(output.commitments["industrial"]) + G() * 5_000).hex()
+    inflated = output.model_copy(update={"commitments": {**output.commitments, "industrial": inflated_commitment}})
+    forged = world.sign(honest.payload.model_copy(update={"outputs": [inflated]}), "trader2")
+    await expect_rejection(gql, store, forged, "BAD_PROOF", match="balance")
