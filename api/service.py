@@ -78,13 +78,16 @@ def _apply_in_worker(envelope, view, policy):
         return "rejected", (rejection.code.value, rejection.message)
 
 
-def _die_with_parent() -> None:
-    """Pool initializer: a SIGKILLed server must not leave verifier processes behind
-    (Linux PR_SET_PDEATHSIG, as for the embedded database; see api.embedded)."""
+def _init_verifier_process() -> None:
+    """Pool initializer. A SIGKILLed server must not leave verifier processes behind
+    (Linux PR_SET_PDEATHSIG, as for the embedded database; see api.embedded), and a
+    terminal's Ctrl-C, which reaches the whole process group, is the server's to
+    handle: it shuts the pool down in order."""
     import ctypes
     import signal
     import sys
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
 
@@ -128,7 +131,7 @@ class Verifier:
     def _process_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_die_with_parent
+                self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_verifier_process
             )
         return self._pool
 

@@ -10,17 +10,7 @@ import pytest
 from conftest import AttestationState, Chain, build_chain
 from ledger.bundle import verify_bundle
 from ledger.openings import unseal
-
-MUTATIONS = {
-    "register_organization": "registerOrganization",
-    "rotate_key": "rotateKey",
-    "revoke_key": "revokeKey",
-    "attest_site": "attestSite",
-    "issue": "issueLot",
-    "transfer": "transferLot",
-    "transform": "transformLots",
-    "publish_claim": "publishClaim",
-}
+from sdk.client import MUTATIONS  # the SDK's payload type -> mutation map is the contract under test
 
 
 def mutation_for(payload_type: str) -> str:
