@@ -98,6 +98,13 @@ def negotiate(accept: str | None) -> str | None:
     return GRAPHQL_RESPONSE_JSON if specific_gr == 2 else APPLICATION_JSON
 
 
+def request_error_code(message: str) -> str:
+    """The code of an error raised before execution (the document was refused)."""
+    if message.startswith("Syntax Error") or "Parsing aborted" in message:  # the token limit stops the parser
+        return "GRAPHQL_PARSE_FAILED"
+    return "GRAPHQL_VALIDATION_FAILED"
+
+
 # --------------------------------------------------------------------------- body size limit
 
 
@@ -308,6 +315,14 @@ class GraphQLView(GraphQL):
 
     async def process_result(self, request: Request, result) -> Any:  # type: ignore[override]
         data = await super().process_result(request, result)
+        if isinstance(result, PreExecutionError):
+            # request errors get a code too, so clients can type them (the SDK raises
+            # ApiRejection for any coded error): Apollo's GRAPHQL_PARSE_FAILED /
+            # GRAPHQL_VALIDATION_FAILED, the latter covering the depth / alias / cost limits
+            for error in data.get("errors") or ():
+                extensions = error.setdefault("extensions", {}) or {}
+                extensions.setdefault("code", request_error_code(error.get("message", "")))
+                error["extensions"] = extensions
         if getattr(request.state, "media", None) == GRAPHQL_RESPONSE_JSON and isinstance(result, PreExecutionError):
             # a request error: execution never started, so no `data` entry, and 400
             data.pop("data", None)

@@ -433,9 +433,14 @@ class Store:
         if effects.new_lots:
             await self._insert_all(s, self.lots, [to_doc(lot, lot.lot_id) for lot in effects.new_lots], "lot")
         if effects.consumed:
+            # Consumption and transfer of one lot share no guard: the filter must also
+            # pin the custody the rules saw (owner = signer, custody_seq), or a transfer
+            # committed after validation would be followed by the consumption of the
+            # lot the buyer now holds. Both write the lot, so a transfer committing
+            # during this transaction is a write conflict (retried, then CONFLICT).
             wanted = list(dict.fromkeys(effects.consumed))
             result = await self.lots.update_many(
-                {"_id": {"$in": wanted}, "consumed_by_event": None},
+                {"$or": [self._custody_filter(effects, lot_id, view) for lot_id in wanted], "consumed_by_event": None},
                 {"$set": {"consumed_by_event": event_id}},
                 session=s,
             )
@@ -443,7 +448,7 @@ class Store:
                 raise _Abort(
                     Rejection(
                         Code.CONFLICT,
-                        f"input lot(s) {', '.join(wanted)} were consumed by a concurrent publication",
+                        f"input lot(s) {', '.join(wanted)} were consumed or transferred by a concurrent publication",
                     )
                 )
         for move in effects.custody_moves:
@@ -462,6 +467,22 @@ class Store:
                     Rejection(Code.CONFLICT, f"custody of lot {move.lot_id} changed concurrently (transfer lost the race)")
                 )
         if effects.claims:
+            # A claim is its lot's current owner's: re-check the custody the rules saw
+            # with a WRITE to the lot (a read would not conflict with a transfer or a
+            # transformation committing meanwhile; a write does).
+            for claim in effects.claims:
+                result = await self.lots.update_one(
+                    {**self._custody_filter(effects, claim.lot_id, view), "consumed_by_event": None},
+                    {"$set": {"_last_claim_event": event_id}},
+                    session=s,
+                )
+                if result.modified_count != 1:
+                    raise _Abort(
+                        Rejection(
+                            Code.CONFLICT,
+                            f"lot {claim.lot_id} was transferred or consumed by a concurrent publication",
+                        )
+                    )
             await self._insert_all(s, self.claims, [to_doc(c, c.claim_id) for c in effects.claims], "claim")
         if effects.sealed:
             docs = [
@@ -476,6 +497,16 @@ class Store:
                 for i, sealed in enumerate(effects.sealed)
             ]
             await self._insert_all(s, self.sealed_openings, docs, "sealed opening")
+
+    @staticmethod
+    def _custody_filter(effects: Effects, lot_id: str, view: SnapshotView | None) -> dict[str, Any]:
+        """The lot as the rules saw it: held by the signer, at the custody step of the
+        snapshot (without a snapshot - tests, tools - at any step)."""
+        query: dict[str, Any] = {"_id": lot_id, "owner": effects.envelope.signer}
+        seen = view.lots.get(lot_id) if view is not None else None
+        if seen is not None:
+            query["custody_seq"] = seen.custody_seq
+        return query
 
     async def _write_organization(self, session, org: Organization, view: SnapshotView | None) -> None:
         if view is None:
@@ -798,8 +829,9 @@ class Store:
         ).to_list(None)
         docs.update((d["_id"], d) for d in registry)
 
-        ordered = sorted(docs.values(), key=lambda d: d["seq"])
-        return [parse_envelope(d["envelope"]) for d in ordered]
+        ordered = [d["envelope"] for d in sorted(docs.values(), key=lambda d: d["seq"])]
+        # re-validating hundreds of envelopes (proof fields included) is CPU work: not on the event loop
+        return await asyncio.to_thread(lambda: [parse_envelope(raw) for raw in ordered])
 
     # ------------------------------------------------------------------ maintenance
 

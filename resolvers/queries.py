@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -169,9 +170,10 @@ class Query:
 
         try:
             events = await info.context.store.bundle_events(lot_id, claim_id)
-            return assemble(events, claim_id, info.context.settings.network)
         except Rejection as rejection:
             raise from_rejection(rejection) from None
+        # packing (and serialising) every event of a whole ancestry is CPU work: off the event loop
+        return await asyncio.to_thread(assemble, events, claim_id, info.context.settings.network)
 
     @strawberry.field(description="Openings sealed to an organisation (ciphertext only), oldest first.")
     async def sealed_openings(self, info: Info, recipient: strawberry.ID) -> list[SealedOpening]:

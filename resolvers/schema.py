@@ -7,7 +7,7 @@ import sys
 import strawberry
 from strawberry.schema.config import StrawberryConfig
 from graphql import GraphQLError
-from graphql.language import FieldNode
+from graphql.language import FieldNode, FragmentSpreadNode, InlineFragmentNode, OperationDefinitionNode, SelectionSetNode
 from graphql.validation import ValidationContext, ValidationRule
 from strawberry.extensions import AddValidationRules, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
 from strawberry.extensions.query_depth_limiter import determine_depth, get_fragments, get_queries_and_mutations
@@ -48,6 +48,55 @@ def _entity_aware_depth_rule(max_depth: int) -> type[ValidationRule]:
     return EntityAwareDepthRule
 
 
+#: Root fields whose cost grows with the data, not with the query text, and how many
+#: of each one operation may execute: `disclosureBundle` walks a lot's whole ancestry
+#: and reads every event behind it, `provenance` does up to 1 + maxDepth round trips.
+#: Without a cap, aliases would multiply that work (15 aliases = 15 bundles) in one
+#: request. Clients send one request per bundle / provenance walk.
+COSTLY_ROOT_FIELDS: dict[str, int] = {"disclosureBundle": 1, "provenance": 1}
+
+
+def _costly_fields_rule(budget: dict[str, int]) -> type[ValidationRule]:
+    """At most budget[name] executions of each costly root field per operation.
+
+    Counted as distinct response keys (alias or name) among the operation's root
+    fields, fragments and inline fragments expanded: fields sharing a response key
+    are merged by GraphQL and execute once, so `{ ...F ...F }` costs what F costs."""
+
+    class CostlyRootFieldsRule(ValidationRule):
+        def enter_operation_definition(self, node: OperationDefinitionNode, *_args) -> None:
+            fragments = get_fragments(self.context.document.definitions)
+            keys: dict[str, set[str]] = {name: set() for name in budget}
+            seen_fragments: set[str] = set()
+
+            def walk(selection_set: SelectionSetNode) -> None:
+                for selection in selection_set.selections:
+                    if isinstance(selection, FieldNode):
+                        name = selection.name.value
+                        if name in keys:
+                            keys[name].add(selection.alias.value if selection.alias else name)
+                    elif isinstance(selection, InlineFragmentNode):
+                        walk(selection.selection_set)
+                    elif isinstance(selection, FragmentSpreadNode):
+                        fragment_name = selection.name.value
+                        if fragment_name not in seen_fragments and fragment_name in fragments:
+                            seen_fragments.add(fragment_name)  # also stops fragment cycles
+                            walk(fragments[fragment_name].selection_set)
+
+            walk(node.selection_set)
+            for name, found in keys.items():
+                if len(found) > budget[name]:
+                    self.report_error(
+                        GraphQLError(
+                            f"at most {budget[name]} {name} field(s) per operation ({len(found)} found):"
+                            " send one request each",
+                            [node],
+                        )
+                    )
+
+    return CostlyRootFieldsRule
+
+
 class DepthLimiter(QueryDepthLimiter):
     """QueryDepthLimiter that leaves room for a federation gateway's `_entities` wrapper."""
 
@@ -72,6 +121,7 @@ def build_schema(limits: Limits | None = None) -> OretraceSchema:
             lambda: DepthLimiter(max_depth=limits.max_query_depth),
             lambda: MaxAliasesLimiter(max_alias_count=limits.max_aliases),
             lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
+            lambda: AddValidationRules([_costly_fields_rule(COSTLY_ROOT_FIELDS)]),
             MaskUnexpectedErrors,
         ],
     )

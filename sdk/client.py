@@ -5,7 +5,8 @@ CLI and the demo need. Errors become typed exceptions:
 
 * `ApiRejection(code, message)`: the server refused a publication or a query
   for a domain reason; `code` is a `ledger.errors.Code` value (or a limit /
-  request-error code) taken from the GraphQL error's `extensions.code`.
+  request-error code: GRAPHQL_PARSE_FAILED, GRAPHQL_VALIDATION_FAILED, the
+  query limits included) taken from the GraphQL error's `extensions.code`.
 * `ApiError`: anything else (transport failure, HTTP error, masked internal
   error, a response that is not GraphQL).
 

@@ -388,3 +388,31 @@ async def test_rejected_outputs_exceeding_inputs(gql, store, world, chain, cast)
     inflated = output.model_copy(update={"commitments": {**output.commitments, "industrial": inflated_commitment}})
     forged = world.sign(honest.payload.model_copy(update={"outputs": [inflated]}), "trader2")
     await expect_rejection(gql, store, forged, "BAD_PROOF", match="balance")
+
+
+async def test_disclosure_bundle_work_runs_off_the_event_loop(gql, chain: Chain, monkeypatch) -> None:
+    """Parsing every event of an ancestry and packing the bundle is CPU work: a worker thread's."""
+    import threading
+
+    import api.store
+    import ledger.bundle
+
+    loop_thread = threading.get_ident()
+    threads: dict[str, set[int]] = {"parse": set(), "assemble": set()}
+    real_parse, real_assemble = api.store.parse_envelope, ledger.bundle.assemble
+
+    def parse(raw):
+        threads["parse"].add(threading.get_ident())
+        return real_parse(raw)
+
+    def assemble(*args):
+        threads["assemble"].add(threading.get_ident())
+        return real_assemble(*args)
+
+    monkeypatch.setattr(api.store, "parse_envelope", parse)
+    monkeypatch.setattr(ledger.bundle, "assemble", assemble)
+    body = await gql("query($l: ID!, $c: ID!) { disclosureBundle(lotId: $l, claimId: $c) }",
+                     {"l": chain.refined[0], "c": chain.claim_id})  # fmt: skip
+    assert body["data"]["disclosureBundle"]["claim_id"] == chain.claim_id
+    assert threads["parse"] and threads["assemble"], threads
+    assert loop_thread not in threads["parse"] | threads["assemble"], threads

@@ -223,3 +223,49 @@ def test_import_layers() -> None:
         assert api_modules <= {"api.store", "api.service", "api.settings"}, (path, api_modules)
     for path in (root / "ledger").glob("*.py"):
         assert not any(m.split(".")[0] in ("api", "resolvers", "sdk", "pymongo") for m in imports(path)), path
+
+
+async def test_costly_root_fields_are_capped_per_operation(client: httpx.AsyncClient) -> None:
+    """Aliases must not multiply the data-sized work of disclosureBundle / provenance."""
+    bundle = 'disclosureBundle(lotId: "x", claimId: "y")'
+    one = await client.post("/graphql", json={"query": f"{{ {bundle} }}"}, headers={"accept": GR})
+    assert one.status_code == 200 and one.json()["errors"][0]["extensions"]["code"] == "INVALID_CLAIM"
+    for query in (
+        f"{{ a: {bundle} b: {bundle} }}",
+        f"{{ a: {bundle} ...F }} fragment F on Query {{ b: {bundle} }}",
+        f"{{ ... on Query {{ a: {bundle} }} b: {bundle} }}",
+        '{ a: provenance(lotId: "x") { depth } b: provenance(lotId: "y") { depth } }',
+    ):
+        response = await client.post("/graphql", json={"query": query}, headers={"accept": GR})
+        assert response.status_code == 400, (query, response.text)
+        assert "per operation" in response.json()["errors"][0]["message"], response.json()
+    # one field spelt twice under one response key executes once (GraphQL merges it): allowed
+    merged = await client.post(
+        "/graphql", json={"query": f"{{ {bundle} ...F ...F }} fragment F on Query {{ {bundle} }}"}, headers={"accept": GR}
+    )
+    assert merged.status_code == 200, merged.text
+    # a fragment cycle is reported by graphql-core's own rule, not looped on
+    cyclic = await client.post("/graphql", json={"query": "{ ...A } fragment A on Query { ...B } fragment B on Query { ...A }"})
+    assert "errors" in cyclic.json()
+
+
+async def test_request_errors_carry_a_code_and_the_sdk_types_them(app, api_settings: Settings) -> None:
+    """Parse and validation errors (limits included) answer a readable message AND a code,
+    so the SDK raises ApiRejection for them, as docs/sdk.md promises."""
+    from sdk.client import ApiRejection, Client
+
+    limit = api_settings.limits.max_query_depth
+    cases = [
+        ("{ lot(id: ", "GRAPHQL_PARSE_FAILED", "Syntax Error"),
+        ("{ nope }", "GRAPHQL_VALIDATION_FAILED", "Cannot query field"),
+        (nested(limit + 1), "GRAPHQL_VALIDATION_FAILED", "exceeds maximum operation depth"),
+    ]
+    async with Client("http://test/graphql", transport=httpx.ASGITransport(app=app)) as sdk:
+        for query, code, message in cases:
+            with pytest.raises(ApiRejection) as info:
+                await sdk.execute(query)
+            assert info.value.code == code and message in info.value.message, (query, info.value)
+    # the classic application/json answer carries the same codes
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        body = (await client.post("/graphql", json={"query": "{ nope }"})).json()
+    assert body["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"

@@ -327,3 +327,72 @@ async def test_concurrent_attestations_of_a_new_site(store: Store, world, publis
     site = (await store.sites_by_ids(["contested-site"]))["contested-site"]
     attestations = (await store.attestations_by_site_ids(["contested-site"]))["contested-site"]
     assert [a.origin_class for a in attestations] == [site.origin_class]  # never a mismatched pair
+
+
+async def _validated(ingestion, envelope):
+    """Run the rules on the current snapshot and return (effects, view) WITHOUT writing:
+    the state a publication was validated against before a concurrent one commits."""
+    from ledger import rules
+
+    view = await ingestion.store.prefetch(rules.references(envelope))
+    return await ingestion.verifier.apply(envelope, view, ingestion.policy()), view
+
+
+async def _owned_lot(world, publish, prefix: str) -> str:
+    await publish(world.register(f"{prefix}-auditor", "auditor"))
+    await publish(world.register(f"{prefix}-mine", "mine"))
+    await publish(world.register(f"{prefix}-refiner", "refiner"))
+    await publish(world.register(f"{prefix}-buyer", "trader"))
+    env, att = world.attest(f"{prefix}-auditor", f"{prefix}-mine", f"{prefix}-site")
+    await publish(env)
+    env, lot_id = world.issue(att, 1_000_000)
+    await publish(env)
+    await publish(world.transfer(f"{prefix}-mine", lot_id, f"{prefix}-refiner"))
+    return lot_id
+
+
+async def test_transform_loses_to_a_transfer_that_committed_after_its_validation(
+    store: Store, world, publish, ingestion
+) -> None:
+    """Transfer and transform of one lot by its owner share no guard: the consumption
+    must still check, inside the transaction, that the signer owns the lot, or the
+    owner could hand the lot to a buyer and consume it into its own outputs too."""
+    lot_id = await _owned_lot(world, publish, "tt")
+    transform_env, _ = world.transform("tt-refiner", [lot_id])
+    effects, view = await _validated(ingestion, transform_env)  # validated: tt-refiner owns the lot
+    await publish(world.transfer("tt-refiner", lot_id, "tt-buyer"))  # ... then the transfer commits
+    before = await store.snapshot()
+    with pytest.raises(Rejection) as info:
+        await store.apply_effects(effects, view)
+    assert info.value.code is Code.CONFLICT
+    assert await store.snapshot() == before
+    final = (await store.lots_by_ids([lot_id]))[lot_id]
+    assert (final.owner, final.consumed_by_event) == ("tt-buyer", None)
+
+
+async def test_claim_loses_to_a_transfer_that_committed_after_its_validation(
+    store: Store, world, publish, ingestion
+) -> None:
+    """A claim is published by the lot's current owner: a transfer committed between
+    validation and write makes it a claim by a former owner, which must not land."""
+    lot_id = await _owned_lot(world, publish, "tc")
+    claim_env, _ = world.claim_excludes("tc-refiner", lot_id)
+    effects, view = await _validated(ingestion, claim_env)
+    await publish(world.transfer("tc-refiner", lot_id, "tc-buyer"))
+    before = await store.snapshot()
+    with pytest.raises(Rejection) as info:
+        await store.apply_effects(effects, view)
+    assert info.value.code is Code.CONFLICT
+    assert await store.snapshot() == before
+
+
+async def test_transfer_and_transform_of_one_lot_race(store: Store, world, publish) -> None:
+    """Both validated concurrently against the same state: at most one lands."""
+    for round_ in range(3):
+        lot_id = await _owned_lot(world, publish, f"tr{round_}")
+        transform_env, _ = world.transform(f"tr{round_}-refiner", [lot_id])
+        transfer_env = world.transfer(f"tr{round_}-refiner", lot_id, f"tr{round_}-buyer")
+        results = await asyncio.gather(publish(transform_env), publish(transfer_env), return_exceptions=True)
+        assert sum(not isinstance(r, BaseException) for r in results) == 1, results
+        final = (await store.lots_by_ids([lot_id]))[lot_id]
+        assert (final.owner == f"tr{round_}-buyer") != (final.consumed_by_event is not None), final
