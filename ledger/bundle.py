@@ -37,6 +37,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from . import statements as st
+from .effects import Effects
 from .envelope import Envelope, parse_envelope
 from .errors import Rejection
 from .models import AttestSite, Claim, ClaimKind, PublishClaim, Transfer
@@ -121,11 +122,18 @@ class _Failed(Exception):
         self.check = Check(name, False, detail)
 
 
-def verify_bundle(bundle: Any, root_public_key_hex: str) -> VerificationReport:
-    """Check a disclosure bundle offline against the root key. Never raises: failures are in the report."""
+def verify_bundle(bundle: Any, root_public_key_hex: str, *, network: str | None = None) -> VerificationReport:
+    """Check a disclosure bundle offline against the root key. Never raises: failures are in the report.
+
+    `network`, if given, is the network the verifier expects: a bundle naming any
+    other one fails the `format` check. Without it the bundle's own `network`
+    field is trusted, so one root key used for several networks (say a test and a
+    production network) would let a test-network bundle verify; pin it whenever
+    the root key is not unique to one network.
+    """
     report = VerificationReport(ok=False, claim={})
     try:
-        _verify(bundle, root_public_key_hex, report)
+        _verify(bundle, root_public_key_hex, report, network)
         report.ok = True
     except _Failed as failure:
         report.checks.append(failure.check)
@@ -135,8 +143,10 @@ def verify_bundle(bundle: Any, root_public_key_hex: str) -> VerificationReport:
     return report
 
 
-def _verify(bundle: Any, root_public_key_hex: str, report: VerificationReport) -> None:
+def _verify(bundle: Any, root_public_key_hex: str, report: VerificationReport, expected_network: str | None) -> None:
     network, claim_id, lot_id, raw_events = _read_format(bundle)
+    if expected_network is not None and network != expected_network:
+        raise _Failed("format", f"network: the bundle is for {network!r}, the verifier expects {expected_network!r}")
     report.claim = {"claim_id": claim_id, "lot_id": lot_id}
     report.checks.append(Check("format", True, f"{BUNDLE_FORMAT} on network {network}"))
 
@@ -162,12 +172,12 @@ def _verify(bundle: Any, root_public_key_hex: str, report: VerificationReport) -
             effects = apply(env, view, policy, proofs)
         except Rejection as rejection:
             raise _Failed("rules", f"{label}: {rejection.code.value}: {rejection.message}") from None
-        for guard in effects.guards:
-            key = (guard.namespace, guard.key)
+        for namespace, key_text, reason in _unique_keys(effects):
+            key = (namespace, key_text)
             if key in first_use:
                 raise _Failed(
                     "uniqueness",
-                    f"{label}: {guard.reason} ({guard.namespace} {guard.key}, first by event {first_use[key]})",
+                    f"{label}: {reason} ({namespace} {key_text}, first by event {first_use[key]})",
                 )
             first_use[key] = i
         apply_effects_to_view(view, effects)
@@ -191,6 +201,24 @@ def _verify(bundle: Any, root_public_key_hex: str, report: VerificationReport) -
     owner = view.organization(claim.owner)
     report.claim = _claim_summary(claim, owner.name if owner else claim.owner)
     report.checks.append(Check("claim", True, f"{report.claim['statement']} holds for lot {lot_id}"))
+
+
+def _unique_keys(effects: Effects) -> list[tuple[str, str, str]]:
+    """The keys an event must be the first to use within a bundle: its guards, and
+    the ids of the records it creates.
+
+    The server gets the second half from its unique `_id`s (a second lot, attestation
+    or claim with an existing id fails to insert). A replay into a `MemoryView` would
+    instead silently *overwrite* the first record, e.g. replace an artisanal lot by a
+    clean one under the same id and so launder every descendant's ancestry. Ids are
+    96-bit truncated hashes of (network, signer, nonce, index): a publisher can grind a
+    collision between two of its own nonces with about 2^48 hashes.
+    """
+    keys = [(g.namespace, g.key, g.reason) for g in effects.guards]
+    keys += [("lot", lot.lot_id, "lot id already created") for lot in effects.new_lots]
+    keys += [("attestation", a.attestation_id, "attestation id already created") for a in effects.attestations]
+    keys += [("claim", c.claim_id, "claim id already created") for c in effects.claims]
+    return keys
 
 
 def _read_format(bundle: Any) -> tuple[str, str, str, list[Any]]:

@@ -365,6 +365,15 @@ def _issue(env: Envelope, p: Issue, org, view: LedgerView, proofs: ProofSink) ->
         raise Rejection(
             Code.SITE_MISMATCH, f"attestation {attestation.attestation_id} is for site {attestation.site_id}"
         )
+    if attestation.origin_class != site.origin_class:
+        # The lot takes the site's class, the capacity is the attestation's: they must
+        # be about the same class (sites are immutable, so this holds unless a store
+        # merged two concurrent first attestations of a site; never rely on that).
+        raise Rejection(
+            Code.SITE_MISMATCH,
+            f"attestation {attestation.attestation_id} attests class {attestation.origin_class},"
+            f" site {site.site_id} is {site.origin_class}",
+        )
     if not attestation.valid_from <= env.timestamp < attestation.valid_until:
         raise Rejection(
             Code.ATTESTATION_EXPIRED,

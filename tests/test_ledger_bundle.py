@@ -10,6 +10,7 @@ from test_ledger_world import AMOUNTS, World, base_world
 
 from ledger.bundle import BUNDLE_FORMAT, assemble, involved_organizations, verify_bundle
 from ledger.envelope import Envelope, parse_envelope, sign
+from ledger.models import ClaimKind
 from ledger.rules import ancestry
 
 REGISTRY = {"register_organization", "rotate_key", "revoke_key"}
@@ -249,3 +250,62 @@ def test_assemble_drops_duplicates_and_needs_the_claim(chain: World):
     assert len(bundle["events"]) == len(events)
     with pytest.raises(ValueError, match="not among"):
         assemble(events[:-1], chain.names["CLAIM_CLEAN"], chain.policy.network)
+
+
+def test_the_verifier_can_pin_the_network(chain: World, clean_bundle: dict, root_hex: str):
+    """One root key may serve several networks: a verifier that names its network refuses the others."""
+    assert verify_bundle(clean_bundle, root_hex, network=chain.policy.network).ok
+    report = verify_bundle(clean_bundle, root_hex, network="production")
+    assert not report.ok and report.failed().name == "format", report.summary
+    assert "'production'" in report.failed().detail and chain.policy.network in report.failed().detail
+
+
+def _transform_with_nonce(w: World, owner: str, inputs: list[str], outputs: list[dict[str, int]], nonce: str):
+    """World.transform with a caller-chosen nonce (so a test can make its lot id collide)."""
+    from crypto.pedersen import Opening
+    from ledger import builders
+
+    planned = [builders.PlannedOutput("cobalt sulphate", {k: Opening.fresh(v) for k, v in o.items()}) for o in outputs]
+    payload = builders.build_transform(
+        w.policy.network,
+        owner,
+        nonce,
+        process="refine",
+        inputs={lot_id: w.openings[lot_id] for lot_id in inputs},
+        outputs=planned,
+        owner_sealing_key=w.orgs[owner].sealing_public,
+    )
+    w.submit(w.sign(payload, owner, nonce))
+    return planned
+
+
+def test_a_lot_id_created_twice_is_caught(monkeypatch, root_hex: str):
+    """Lot ids are 96-bit truncated hashes: a publisher can grind two of its nonces to one
+    lot id (~2^48 hashes). The server's unique _id refuses the second lot; a bundle
+    replay must too, or the second creation silently replaces the first and launders
+    the ancestry: here an artisanal lot becomes "industrial only" under the same id."""
+    import secrets
+
+    from ledger import statements as st
+
+    w = base_world().fork()
+    n = w.names
+    laundered = secrets.token_hex(16)
+    real = st.derive_id
+    collide: dict[str, str] = {}
+
+    def grinded(prefix, network, signer, nonce, index=0):
+        if prefix == "lot" and nonce in collide:
+            return collide[nonce]
+        return real(prefix, network, signer, nonce, index)
+
+    monkeypatch.setattr(st, "derive_id", grinded)
+    (dirty_child,) = w.transform("refiner", [n["DIRTY"]], [{"artisanal": AMOUNTS["DIRTY.artisanal"]}])
+    w.transfer(n["A2"], "refiner")
+    collide[laundered] = dirty_child  # the ground collision: another nonce, the same lot id
+    planned = _transform_with_nonce(w, "refiner", [n["A2"]], [{"industrial": AMOUNTS["A2"]}], laundered)
+    w.openings[dirty_child] = dict(planned[0].openings)
+    claim_id = w.claim(dirty_child, ClaimKind.ancestry_excludes, origin_class="artisanal")
+
+    bundle = assemble(w.events, claim_id, w.policy.network)
+    failed(bundle, root_hex, "uniqueness", "lot id already created", dirty_child)

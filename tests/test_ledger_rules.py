@@ -297,6 +297,17 @@ def test_issuance_rules(chain: World):
     rejected(chain, chain.sign(unknown_site, "mine-a", nonce), Code.SITE_NOT_FOUND, "site-z")
 
 
+def test_issuance_needs_an_attestation_of_the_site_class(chain: World):
+    """The lot takes the site's class and the capacity is the attestation's: an attestation
+    of another class (a store that merged two concurrent first attestations of one site
+    could hold one) must not lend its capacity to this site's issuances."""
+    att_id = chain.sites["site-a"][2]
+    chain.view.attestations[att_id] = chain.view.attestations[att_id].model_copy(update={"origin_class": "artisanal"})
+    nonce = secrets.token_hex(16)
+    payload, _ = chain.build_issue("site-a", 5_000, nonce)
+    rejected(chain, chain.sign(payload, "mine-a", nonce), Code.SITE_MISMATCH, "attests class artisanal", "industrial")
+
+
 def test_issuance_outside_the_attested_period(chain: World):
     nonce = secrets.token_hex(16)
     payload, _ = chain.build_issue("site-a", 5_000, nonce)
