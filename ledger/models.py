@@ -28,6 +28,9 @@ ORIGIN_CLASSES_VERSION = 1
 ORIGIN_CLASSES: tuple[str, ...] = ("industrial", "artisanal", "recycled")
 
 OriginClass = Literal["industrial", "artisanal", "recycled"]
+#: Integers in signed JSON stay within I-JSON's exact range: RFC 8785 refuses
+#: larger ones, so they could never be signed. 2^53 - 1 g is 9 billion tonnes.
+JSON_SAFE_MAX = 2**53 - 1
 PointHex = Annotated[str, Field(pattern=r"^[0-9a-f]{96}$", description="48-byte compressed G1 point, hex")]
 KeyHex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="32-byte public key, hex")]
 ProofHex = Annotated[str, Field(pattern=r"^([0-9a-f]{2})+$", max_length=64_000)]
@@ -143,7 +146,7 @@ class Issue(Strict):
     site_id: Ident
     attestation_id: Ident
     commitment: PointHex
-    seq: int = Field(ge=0)
+    seq: int = Field(ge=0, le=JSON_SAFE_MAX)
     cumulative: PointHex
     range_proof: ProofHex
     capacity_proof: ProofHex
@@ -207,8 +210,8 @@ class PublishClaim(Strict):
     origin_class: OriginClass | None = None
     p: int | None = Field(default=None, ge=0, lt=2**16)
     q: int | None = Field(default=None, gt=0, lt=2**16)
-    low: int | None = Field(default=None, ge=0, lt=2**64)
-    high: int | None = Field(default=None, ge=0, lt=2**64)
+    low: int | None = Field(default=None, ge=0, le=JSON_SAFE_MAX)
+    high: int | None = Field(default=None, ge=0, le=JSON_SAFE_MAX)
     proof: ProofHex | None = None
 
 

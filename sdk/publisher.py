@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from crypto.errors import ProvingError
+from crypto.errors import DecodeError, ProvingError
+from crypto.group import Point
 from crypto.pedersen import Opening, commit_opening
 from ledger.builders import (
     PlannedOutput,
@@ -388,6 +389,7 @@ class SyncReport:
     lots: int = 0  # lot openings learnt
     capacities: int = 0  # capacity openings learnt
     unreadable: int = 0  # ciphertexts that would not open (e.g. sealed to a rotated-out key)
+    mismatched: int = 0  # lot openings that do not open the lot's published commitments: ignored
     held: int = 0  # lots currently held and unconsumed
 
 
@@ -431,6 +433,11 @@ async def sync(wallet: Wallet, client: Client, *, progress=None, full: bool = Fa
             openings = lot_openings(plaintext)
             payload = _payload(await client.event(record["eventId"]))
             for lot_id, classes in openings.items():
+                # A sender controls the plaintext: never let it name another lot, or
+                # overwrite good openings with ones that do not open the commitments.
+                if lot_id not in lot_ids or not _opens(await client.lot(lot_id), classes):
+                    report.mismatched += 1
+                    continue
                 previous = wallet.lots.get(lot_id)
                 entry = LotEntry(lot_id, dict(classes), previous.product if previous else "")
                 if payload.get("type") == "issue":
@@ -454,6 +461,22 @@ async def sync(wallet: Wallet, client: Client, *, progress=None, full: bool = Fa
         if lot["id"] in wallet.lots and not wallet.lots[lot["id"]].product:
             wallet.lots[lot["id"]].product = lot.get("product", "")
     return report
+
+
+def _opens(lot: Mapping[str, Any] | None, classes: Mapping[str, Opening]) -> bool:
+    """Do these openings open the lot's published per-class commitments (absent = 0)?"""
+    if lot is None:
+        return False
+    try:
+        published = {
+            c["originClass"]: Point.from_hex(c["commitment"], allow_identity=True) for c in lot["commitments"]
+        }
+    except DecodeError:
+        return False
+    return all(
+        commit_opening(classes.get(k, Opening.zero())) == published.get(k, Point.identity())
+        for k in set(published) | set(classes)
+    )
 
 
 def _payload(event: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -200,6 +200,33 @@ async def test_wallet_restore_reproduces_lost_openings(chain, tmp_path):
     assert r.lot_ids
 
 
+async def test_sync_ignores_openings_that_do_not_open_the_lot(chain, tmp_path):
+    """A sender controls what it seals: it must not overwrite the receiver's openings
+    of another lot, nor plant openings that do not open the published commitments."""
+    from crypto.pedersen import Opening
+    from ledger.models import Transfer
+    from ledger.openings import lots_plaintext, seal
+    from sdk.publisher import restore, new_nonce
+
+    trader = Wallet.load(chain["dir"] / "trader.json")
+    victim = chain["lots"]["outputs"][1]  # the trader's own lot
+    honest = trader.lots[victim].openings
+    mine = Wallet.load(chain["dir"] / "mine.json")
+    lot_b = chain["lots"]["b"]
+    forged_plaintext = lots_plaintext({victim: {"industrial": Opening(1, 1)}, lot_b: {"industrial": Opening(5, 5)}})
+    payload = Transfer(lot_id=lot_b, to="cli-trader",
+                       opening_sealed_to_receiver=seal(forged_plaintext, trader.sealing_public_hex))  # fmt: skip
+    async with Client(chain["url"]) as client:
+        await Publisher(mine, client).submit(Publisher(mine, client).sign(payload, new_nonce()))
+        path = tmp_path / "trader.json"
+        trader.save(path)
+        restored = Wallet.load(path)
+        report = await restore(restored, client)
+    assert report.mismatched == 2  # the lot it may not name, and the wrong opening of lot_b
+    assert restored.lots[victim].openings == honest
+    assert lot_b not in restored.lots
+
+
 async def test_lots_command_shows_decrypted_amounts(chain, monkeypatch):
     import sdk.cli
 
