@@ -148,6 +148,9 @@ def verify(
     bundle: Annotated[Path, typer.Argument(help="A disclosure bundle (JSON).", show_default=False)],
     root_key: Annotated[str | None, typer.Option("--root-key", help="The network operator's root public key (hex).")] = None,
     root_key_file: Annotated[Path | None, typer.Option("--root-key-file", help="File holding the root public key.")] = None,
+    network: Annotated[
+        str | None, typer.Option("--network", help="Accept only bundles of this network (when one root key serves several).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Verify a disclosure bundle offline. Exit 0: the claim is proven; 1: it is not; 2: unreadable input."""
@@ -167,10 +170,10 @@ def verify(
 
     started = time.perf_counter()
     if as_json:
-        report = verify_bundle(data, key)
+        report = verify_bundle(data, key, network=network)
     else:
         with err.status("Replaying the bundle's events and verifying every proof..."):
-            report = verify_bundle(data, key)
+            report = verify_bundle(data, key, network=network)
     elapsed = time.perf_counter() - started
 
     if as_json:

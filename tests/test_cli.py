@@ -265,3 +265,10 @@ async def test_wallet_save_is_atomic_and_private(tmp_path):
     assert mode(path) == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["w.json"]  # no temporary file left behind
     assert Wallet.load(path).signing_seed == w.signing_seed
+
+
+async def test_verify_can_pin_the_network(chain):
+    r = runner.invoke(app, ["verify", str(chain["bundle"]), "--root-key", chain["root"], "--network", "production"])
+    assert r.exit_code == 1, r.output
+    r = runner.invoke(app, ["verify", str(chain["bundle"]), "--root-key", chain["root"], "--network", "oretrace-test"])
+    assert r.exit_code == 0, r.output
