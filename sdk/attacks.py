@@ -47,36 +47,57 @@ async def _issue_context(pub: Publisher, attestation_id: str) -> tuple[int, Open
     return seq, issued_before, origin_class, pub.wallet.capacity(attestation_id).opening
 
 
-async def forge_issue_smaller_amount(
-    pub: Publisher, *, site_id: str, attestation_id: str, amount_g: int, pretend_g: int, product: str
+def _forged_issue(
+    pub: Publisher,
+    *,
+    site_id: str,
+    attestation_id: str,
+    seq: int,
+    origin_class: str,
+    product: str,
+    real: Opening,
+    cumulative: Opening,
+    proven_headroom: Opening,
 ) -> Envelope:
-    """Issue `amount_g`, with a capacity proof computed for `pretend_g` (which fits the capacity)."""
-    seq, issued_before, origin_class, capacity = await _issue_context(pub, attestation_id)
+    """An issuance of `real` declaring `cumulative`, whose capacity proof is made for
+    `proven_headroom` (the honest prover would use capacity - cumulative)."""
     nonce = new_nonce()
     lot_id = st.issued_lot_id(pub.network, pub.org_id, nonce)
-    real = Opening.fresh(amount_g)
-    pretend = Opening(pretend_g, real.blinding)
     range_proof, (commitment,) = prove_range(
         st.issuance_range_transcript(pub.network, pub.org_id, lot_id, attestation_id, seq), [real], st.RANGE_BITS
     )
-    fake_headroom = capacity - (issued_before + pretend)
     capacity_proof = prove_nonnegative(
         st.capacity_transcript(pub.network, pub.org_id, lot_id, attestation_id, seq),
-        commit_opening(fake_headroom),
-        fake_headroom,
+        commit_opening(proven_headroom),
+        proven_headroom,
     )
     payload = Issue(
         site_id=site_id,
         attestation_id=attestation_id,
         commitment=commitment.hex(),
         seq=seq,
-        cumulative=commit_opening(issued_before + real).hex(),  # honest chain: only the proof lies
+        cumulative=commit_opening(cumulative).hex(),
         range_proof=range_proof.to_bytes().hex(),
         capacity_proof=capacity_proof.to_bytes().hex(),
         product=product,
         opening_sealed_to_owner=seal(lots_plaintext({lot_id: {origin_class: real}}), pub.wallet.sealing_public_hex),
     )
     return pub.sign(payload, nonce)
+
+
+async def forge_issue_smaller_amount(
+    pub: Publisher, *, site_id: str, attestation_id: str, amount_g: int, pretend_g: int, product: str
+) -> Envelope:
+    """Issue `amount_g`, with a capacity proof computed for `pretend_g` (which fits the capacity)."""
+    seq, issued_before, origin_class, capacity = await _issue_context(pub, attestation_id)
+    real = Opening.fresh(amount_g)
+    pretend = Opening(pretend_g, real.blinding)
+    return _forged_issue(
+        pub, site_id=site_id, attestation_id=attestation_id, seq=seq, origin_class=origin_class, product=product,
+        real=real,
+        cumulative=issued_before + real,  # honest chain: only the proof lies
+        proven_headroom=capacity - (issued_before + pretend),
+    )  # fmt: skip
 
 
 async def forge_issue_stale_cumulative(
@@ -84,31 +105,12 @@ async def forge_issue_stale_cumulative(
 ) -> Envelope:
     """Issue `amount_g` on top of a stale (zero) cumulative: the proof is true, the chain is not."""
     seq, _issued_before, origin_class, capacity = await _issue_context(pub, attestation_id)
-    nonce = new_nonce()
-    lot_id = st.issued_lot_id(pub.network, pub.org_id, nonce)
     real = Opening.fresh(amount_g)
-    range_proof, (commitment,) = prove_range(
-        st.issuance_range_transcript(pub.network, pub.org_id, lot_id, attestation_id, seq), [real], st.RANGE_BITS
-    )
     stale_cumulative = real  # pretends nothing was issued before in the period
-    headroom = capacity - stale_cumulative
-    capacity_proof = prove_nonnegative(
-        st.capacity_transcript(pub.network, pub.org_id, lot_id, attestation_id, seq),
-        commit_opening(headroom),
-        headroom,
-    )
-    payload = Issue(
-        site_id=site_id,
-        attestation_id=attestation_id,
-        commitment=commitment.hex(),
-        seq=seq,
-        cumulative=commit_opening(stale_cumulative).hex(),
-        range_proof=range_proof.to_bytes().hex(),
-        capacity_proof=capacity_proof.to_bytes().hex(),
-        product=product,
-        opening_sealed_to_owner=seal(lots_plaintext({lot_id: {origin_class: real}}), pub.wallet.sealing_public_hex),
-    )
-    return pub.sign(payload, nonce)
+    return _forged_issue(
+        pub, site_id=site_id, attestation_id=attestation_id, seq=seq, origin_class=origin_class, product=product,
+        real=real, cumulative=stale_cumulative, proven_headroom=capacity - stale_cumulative,
+    )  # fmt: skip
 
 
 def forge_inflated_transform(
