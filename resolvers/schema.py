@@ -11,10 +11,12 @@ from graphql.language import FieldNode, FragmentSpreadNode, InlineFragmentNode, 
 from graphql.validation import ValidationContext, ValidationRule
 from strawberry.extensions import AddValidationRules, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
 from strawberry.extensions.query_depth_limiter import determine_depth, get_fragments, get_queries_and_mutations
+from strawberry.federation.schema import FederationAny
+from strawberry.types import Info
 
 from api.settings import Limits
 
-from .errors import MaskUnexpectedErrors, log_errors
+from .errors import MaskUnexpectedErrors, PublicError, bad_input, log_errors
 from .mutations import Mutation
 from .queries import Query
 from .types import SCALARS, Lot, Organization, Site
@@ -104,9 +106,47 @@ class DepthLimiter(QueryDepthLimiter):
         AddValidationRules.__init__(self, [_entity_aware_depth_rule(max_depth)])
 
 
+#: The federation entities (`@key(fields: "id")`) a router may ask `_entities` for.
+ENTITY_TYPES: tuple[type, ...] = (Lot, Organization, Site)
+ENTITY_TYPE_NAMES = frozenset(t.__name__ for t in ENTITY_TYPES)
+
+
+def _check_representation(representation: object) -> dict[str, object] | PublicError:
+    """A copy of a valid `_entities` representation (`{__typename, id}` of an entity
+    type, the id as a string), or the BAD_USER_INPUT error saying what is wrong.
+
+    `_Any` accepts any JSON value; Strawberry's resolver would pop `__typename` from
+    it, look the name up in its type map and pass the other keys to
+    `resolve_reference` as keyword arguments, so a malformed representation failed
+    the whole batch (or its item) with an unexpected, masked error."""
+    if not isinstance(representation, dict):
+        return bad_input("a representation must be an object with __typename and id")
+    type_name = representation.get("__typename")
+    if not isinstance(type_name, str) or type_name not in ENTITY_TYPE_NAMES:
+        return bad_input(f"__typename must be one of {', '.join(sorted(ENTITY_TYPE_NAMES))}")
+    extra = sorted(str(k) for k in representation if k not in ("__typename", "id"))
+    if extra:
+        return bad_input(f"unexpected representation field(s) for {type_name}: {', '.join(extra)[:200]}")
+    entity_id = representation.get("id")
+    if isinstance(entity_id, int) and not isinstance(entity_id, bool):  # an ID input may be an int
+        entity_id = str(entity_id)
+    if not isinstance(entity_id, str):
+        return bad_input(f"a {type_name} representation needs an id (string)")
+    return {"__typename": type_name, "id": entity_id}
+
+
 class OretraceSchema(strawberry.federation.Schema):
     def process_errors(self, errors: list[GraphQLError], execution_context=None) -> None:
         log_errors(errors)
+
+    def entities_resolver(self, info: Info, representations: list[FederationAny]) -> list[FederationAny]:
+        """Strawberry's `_entities` resolver, behind a check of every representation:
+        a malformed one becomes a typed BAD_USER_INPUT error at its index (its entry
+        null), and the others still resolve, in order."""
+        checked = [_check_representation(r) for r in representations]
+        valid = [r for r in checked if not isinstance(r, PublicError)]
+        resolved = iter(super().entities_resolver(info, valid) if valid else ())
+        return [r if isinstance(r, PublicError) else next(resolved) for r in checked]  # type: ignore[misc]
 
 
 def build_schema(limits: Limits | None = None) -> OretraceSchema:

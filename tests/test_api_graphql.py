@@ -189,6 +189,34 @@ async def test_unexpected_errors_are_masked(gql, store, monkeypatch) -> None:
     assert "hunter2" not in str(body)
 
 
+async def test_malformed_entity_representations_are_bad_input(gql, chain: Chain, caplog) -> None:
+    """`_Any` accepts any JSON value: a malformed representation (found by fuzzing:
+    `false`, no or an unknown `__typename`, extra keys, a non-string id) is a typed
+    BAD_USER_INPUT error at its index, not a masked internal error that fails the
+    whole batch, and the valid representations around it still resolve in order."""
+    reps = [
+        False,
+        {"__typename": "Lot", "id": chain.refined[0]},
+        {"id": "x"},
+        {"__typename": [], "id": "x"},
+        {"__typename": "Attestation", "id": chain.attestation_id},
+        {"__typename": "Query", "id": "x"},
+        {"__typename": "Lot", "id": chain.issued[0], "owner": "mine"},
+        {"__typename": "Site", "id": ["x"]},
+        {"__typename": "Organization", "id": None},
+        {"__typename": "Organization", "id": "mine"},
+    ]
+    with caplog.at_level("ERROR", logger="oretrace.graphql"):
+        body = await gql("query($r: [_Any!]!) { _entities(representations: $r) { ... on Lot { id } ... on Organization { id } } }",
+                         {"r": reps})  # fmt: skip
+    assert not caplog.records, [r.getMessage() for r in caplog.records]
+    assert [e and e["id"] for e in body["data"]["_entities"]] == [None, chain.refined[0], *[None] * 7, "mine"]
+    errors = {tuple(e["path"]): e for e in body["errors"]}
+    assert sorted(errors) == [("_entities", i) for i in (0, 2, 3, 4, 5, 6, 7, 8)]
+    assert {e["extensions"]["code"] for e in errors.values()} == {"BAD_USER_INPUT"}
+    assert "owner" in errors[("_entities", 6)]["message"]
+
+
 # --------------------------------------------------------------------------- rejections write nothing
 
 
