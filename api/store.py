@@ -780,7 +780,7 @@ class Store:
         """
         claim = (await self.claims_by_ids([claim_id])).get(claim_id)
         if claim is None:
-            raise Rejection(Code.INVALID_CLAIM, f"claim {claim_id} not found")
+            raise Rejection(Code.INVALID_CLAIM, f"claim {claim_id!r} not found")
         if claim.lot_id != lot_id:
             raise Rejection(Code.INVALID_CLAIM, f"claim {claim_id} is about lot {claim.lot_id}, not {lot_id}")
         claim_doc = await self.events.find_one({"_id": claim.event_id})
@@ -788,7 +788,7 @@ class Store:
             raise Rejection(Code.INVALID_CLAIM, f"the event of claim {claim_id} is missing")
         ancestry = await self.ancestry_lots([lot_id])
         if lot_id not in ancestry:
-            raise Rejection(Code.LOT_NOT_FOUND, f"lot {lot_id} not found")
+            raise Rejection(Code.LOT_NOT_FOUND, f"lot {lot_id!r} not found")
 
         docs: dict[str, dict[str, Any]] = {claim_doc["_id"]: claim_doc}
         lot_events = await self.events.find(
