@@ -94,11 +94,36 @@ def build_issue(
     the attestation (Opening.zero() for seq 0); `capacity` opens the attested
     capacity. ProvingError if the issuance would exceed the capacity.
     """
-    lot_id = st.issued_lot_id(network, signer, nonce)
     cumulative = issued_before + opening
     headroom = capacity - cumulative
     if headroom.value < 0:
         raise ProvingError(f"issuance exceeds the attested capacity by {-headroom.value} g")
+    return prove_issue(
+        network, signer, nonce, site_id=site_id, origin_class=origin_class, attestation_id=attestation_id, seq=seq,
+        opening=opening, cumulative=cumulative, headroom=headroom, product=product,
+        owner_sealing_key=owner_sealing_key,
+    )  # fmt: skip
+
+
+def prove_issue(
+    network: str,
+    signer: str,
+    nonce: str,
+    *,
+    site_id: str,
+    origin_class: str,
+    attestation_id: str,
+    seq: int,
+    opening: Opening,
+    cumulative: Opening,
+    headroom: Opening,
+    product: str,
+    owner_sealing_key: str,
+) -> Issue:
+    """Prove and pack an issuance exactly as told: `cumulative` is declared and the
+    capacity proof is made for `headroom`. `build_issue` derives both honestly; the
+    demo's cheaters (sdk.attacks) lie through them, and the rules catch the lie."""
+    lot_id = st.issued_lot_id(network, signer, nonce)
     range_proof, (commitment,) = prove_range(
         st.issuance_range_transcript(network, signer, lot_id, attestation_id, seq), [opening], st.RANGE_BITS
     )

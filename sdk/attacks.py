@@ -25,14 +25,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from crypto.bulletproofs import prove_range
-from crypto.claims import prove_nonnegative
 from crypto.group import Point
 from crypto.pedersen import Opening, commit_opening
 from crypto.sigma import prove_zero
 from ledger import statements as st
-from ledger.builders import PlannedOutput
+from ledger.builders import PlannedOutput, prove_issue
 from ledger.envelope import Envelope
-from ledger.models import ORIGIN_CLASSES, Issue, OutputLot, Transform
+from ledger.models import ORIGIN_CLASSES, OutputLot, Transform
 from ledger.openings import lots_plaintext, seal
 
 from .publisher import Publisher, new_nonce
@@ -47,41 +46,10 @@ async def _issue_context(pub: Publisher, attestation_id: str) -> tuple[int, Open
     return seq, issued_before, origin_class, pub.wallet.capacity(attestation_id).opening
 
 
-def _forged_issue(
-    pub: Publisher,
-    *,
-    site_id: str,
-    attestation_id: str,
-    seq: int,
-    origin_class: str,
-    product: str,
-    real: Opening,
-    cumulative: Opening,
-    proven_headroom: Opening,
-) -> Envelope:
-    """An issuance of `real` declaring `cumulative`, whose capacity proof is made for
-    `proven_headroom` (the honest prover would use capacity - cumulative)."""
+def _signed_issue(pub: Publisher, attestation_id: str, **claimed) -> Envelope:
     nonce = new_nonce()
-    lot_id = st.issued_lot_id(pub.network, pub.org_id, nonce)
-    range_proof, (commitment,) = prove_range(
-        st.issuance_range_transcript(pub.network, pub.org_id, lot_id, attestation_id, seq), [real], st.RANGE_BITS
-    )
-    capacity_proof = prove_nonnegative(
-        st.capacity_transcript(pub.network, pub.org_id, lot_id, attestation_id, seq),
-        commit_opening(proven_headroom),
-        proven_headroom,
-    )
-    payload = Issue(
-        site_id=site_id,
-        attestation_id=attestation_id,
-        commitment=commitment.hex(),
-        seq=seq,
-        cumulative=commit_opening(cumulative).hex(),
-        range_proof=range_proof.to_bytes().hex(),
-        capacity_proof=capacity_proof.to_bytes().hex(),
-        product=product,
-        opening_sealed_to_owner=seal(lots_plaintext({lot_id: {origin_class: real}}), pub.wallet.sealing_public_hex),
-    )
+    payload = prove_issue(pub.network, pub.org_id, nonce, attestation_id=attestation_id,
+                          owner_sealing_key=pub.wallet.sealing_public_hex, **claimed)  # fmt: skip
     return pub.sign(payload, nonce)
 
 
@@ -92,11 +60,10 @@ async def forge_issue_smaller_amount(
     seq, issued_before, origin_class, capacity = await _issue_context(pub, attestation_id)
     real = Opening.fresh(amount_g)
     pretend = Opening(pretend_g, real.blinding)
-    return _forged_issue(
-        pub, site_id=site_id, attestation_id=attestation_id, seq=seq, origin_class=origin_class, product=product,
-        real=real,
+    return _signed_issue(
+        pub, attestation_id, site_id=site_id, seq=seq, origin_class=origin_class, product=product, opening=real,
         cumulative=issued_before + real,  # honest chain: only the proof lies
-        proven_headroom=capacity - (issued_before + pretend),
+        headroom=capacity - (issued_before + pretend),
     )  # fmt: skip
 
 
@@ -107,9 +74,9 @@ async def forge_issue_stale_cumulative(
     seq, _issued_before, origin_class, capacity = await _issue_context(pub, attestation_id)
     real = Opening.fresh(amount_g)
     stale_cumulative = real  # pretends nothing was issued before in the period
-    return _forged_issue(
-        pub, site_id=site_id, attestation_id=attestation_id, seq=seq, origin_class=origin_class, product=product,
-        real=real, cumulative=stale_cumulative, proven_headroom=capacity - stale_cumulative,
+    return _signed_issue(
+        pub, attestation_id, site_id=site_id, seq=seq, origin_class=origin_class, product=product, opening=real,
+        cumulative=stale_cumulative, headroom=capacity - stale_cumulative,
     )  # fmt: skip
 
 
