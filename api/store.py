@@ -695,12 +695,22 @@ class Store:
             envelope=doc["envelope"],
         )
 
-    async def sealed_openings_for(self, recipient: str, limit: int = 10_000) -> list[StoredSealedOpening]:
-        cursor = self.sealed_openings.find({"recipient": recipient}).sort("seq", ASCENDING).limit(limit)
-        return [
+    async def list_sealed_openings(self, *, recipient: str, first: int, after: str | None = None) -> Page:
+        """Openings sealed to `recipient`, in ledger order (the cursor encodes `seq`)."""
+        query: dict[str, Any] = {"recipient": recipient}
+        if after is not None:
+            try:
+                query["seq"] = {"$gt": int(decode_cursor(after))}
+            except ValueError:
+                raise ValueError(f"invalid cursor {after!r}") from None
+        docs = await self.sealed_openings.find(query).sort("seq", ASCENDING).limit(first + 1).to_list(None)
+        has_next = len(docs) > first
+        docs = docs[:first]
+        items = [
             StoredSealedOpening(d["recipient"], list(d["lot_ids"]), d["ciphertext"], d["event_id"], d["seq"])
-            for d in await cursor.to_list(None)
+            for d in docs
         ]
+        return Page(items, [encode_cursor(str(d["seq"])) for d in docs], has_next)
 
     # ------------------------------------------------------------------ provenance
 

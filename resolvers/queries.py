@@ -44,8 +44,8 @@ def _page_size(info: Info, first: int) -> int:
 async def _connection(
     info: Info,
     list_page: Callable[..., Awaitable[Page]],
-    prime: Callable[[list[Any]], None],
-    node: type[Lot] | type[Organization] | type[Site],
+    prime: Callable[[list[Any]], None] | None,
+    node: type[Lot] | type[Organization] | type[Site] | type[SealedOpening],
     first: int,
     after: str | None,
     **filters: Any,
@@ -56,7 +56,8 @@ async def _connection(
         page = await list_page(first=_page_size(info, first), after=after, **filters)
     except ValueError as exc:  # a malformed `after` cursor
         raise bad_input(str(exc)) from None
-    prime(page.items)
+    if prime is not None:
+        prime(page.items)
     return Connection.build([node.from_record(r) for r in page.items], page.cursors, page.has_next)
 
 
@@ -176,17 +177,12 @@ class Query:
         return await asyncio.to_thread(assemble, events, claim_id, info.context.settings.network)
 
     @strawberry.field(description="Openings sealed to an organisation (ciphertext only), oldest first.")
-    async def sealed_openings(self, info: Info, recipient: strawberry.ID) -> list[SealedOpening]:
-        records = await info.context.store.sealed_openings_for(recipient)
-        return [
-            SealedOpening(
-                recipient=strawberry.ID(r.recipient),
-                lot_ids=[strawberry.ID(x) for x in r.lot_ids],
-                ciphertext=r.ciphertext,
-                event_id=strawberry.ID(r.event_id),
-            )
-            for r in records
-        ]
+    async def sealed_openings(
+        self, info: Info, recipient: strawberry.ID, first: int = DEFAULT_PAGE, after: str | None = None
+    ) -> Connection[SealedOpening]:
+        return await _connection(
+            info, info.context.store.list_sealed_openings, None, SealedOpening, first, after, recipient=recipient
+        )
 
     @strawberry.field(description="An accepted event: {id, seq, type, signer, lotIds, acceptedAt, envelope}.")
     async def event(self, info: Info, id: strawberry.ID) -> JSON | None:

@@ -339,6 +339,15 @@ class SealedOpening:
     ciphertext: str = strawberry.field(description="libsodium sealed box, base64.")
     event_id: strawberry.ID
 
+    @classmethod
+    def from_record(cls, r) -> SealedOpening:
+        return cls(
+            recipient=strawberry.ID(r.recipient),
+            lot_ids=[strawberry.ID(x) for x in r.lot_ids],
+            ciphertext=r.ciphertext,
+            event_id=strawberry.ID(r.event_id),
+        )
+
 
 @strawberry.type(description="An accepted publication.")
 class PublishResult:

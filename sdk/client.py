@@ -184,11 +184,14 @@ class Client:
                   lots(first: $first, after: $after, owner: $owner, consumed: $consumed) {{
                     edges {{ cursor node {{ {LOT_FIELDS} }} }}
                     pageInfo {{ hasNextPage endCursor }} }} }}"""
+        return await self._all_pages(q, "lots", {"first": first, "owner": owner, "consumed": consumed})
+
+    async def _all_pages(self, query: str, field: str, variables: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every node of a connection, following `after` cursors until the last page."""
         out: list[dict] = []
         after = None
         while True:
-            variables: dict[str, Any] = {"first": first, "after": after, "owner": owner, "consumed": consumed}
-            conn = (await self.execute(q, variables))["lots"]
+            conn = (await self.execute(query, {**variables, "after": after}))[field]
             out.extend(edge["node"] for edge in conn["edges"])
             if not conn["pageInfo"]["hasNextPage"]:
                 return out
@@ -209,9 +212,12 @@ class Client:
         q = "query($l: ID!, $c: ID!) { disclosureBundle(lotId: $l, claimId: $c) }"
         return (await self.execute(q, {"l": lot_id, "c": claim_id}))["disclosureBundle"]
 
-    async def sealed_openings(self, recipient: str) -> list[dict[str, Any]]:
-        q = "query($r: ID!) { sealedOpenings(recipient: $r) { recipient lotIds ciphertext eventId } }"
-        return (await self.execute(q, {"r": recipient}))["sealedOpenings"]
+    async def sealed_openings(self, recipient: str, *, first: int = 100) -> list[dict[str, Any]]:
+        """Every opening sealed to `recipient`, oldest first (all pages)."""
+        q = """query($r: ID!, $first: Int!, $after: String) {
+                 sealedOpenings(recipient: $r, first: $first, after: $after) {
+                   edges { node { recipient lotIds ciphertext eventId } } pageInfo { hasNextPage endCursor } } }"""
+        return await self._all_pages(q, "sealedOpenings", {"r": recipient, "first": first})
 
     async def event(self, event_id: str) -> dict[str, Any] | None:
         q = "query($id: ID!) { event(id: $id) }"

@@ -155,8 +155,20 @@ async def test_disclosure_bundle_verifies_offline(gql, chain: Chain, api_setting
 
 
 async def test_sealed_openings_and_events(gql, chain: Chain, world) -> None:
-    body = await gql('{ sealedOpenings(recipient: "trader") { recipient lotIds ciphertext eventId } }')
-    sealed = body["data"]["sealedOpenings"]
+    page = '{ sealedOpenings(recipient: "trader", first: %d%s) { edges { node { recipient lotIds ciphertext eventId } } pageInfo { hasNextPage endCursor } } }'
+    body = await gql(page % (100, ""))
+    sealed = [e["node"] for e in body["data"]["sealedOpenings"]["edges"]]
+    assert len(sealed) >= 3 and not body["data"]["sealedOpenings"]["pageInfo"]["hasNextPage"]
+    # one at a time, following the cursor, gives the same list in the same (ledger) order
+    paged, after = [], ""
+    while True:
+        conn = (await gql(page % (1, after)))["data"]["sealedOpenings"]
+        paged += [e["node"] for e in conn["edges"]]
+        if not conn["pageInfo"]["hasNextPage"]:
+            break
+        after = ', after: "%s"' % conn["pageInfo"]["endCursor"]
+    assert paged == sealed
+    assert error_code(await gql(page % (1, ', after: "bm90LWEtc2Vx"'))) == "BAD_USER_INPUT"  # "not-a-seq"
     lot_ids = {x for s in sealed for x in s["lotIds"]}
     assert set(chain.issued) | set(chain.refined) <= lot_ids
     plaintext = unseal(sealed[-1]["ciphertext"], world.members["trader"].sealing_key)
