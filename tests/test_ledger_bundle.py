@@ -260,25 +260,6 @@ def test_the_verifier_can_pin_the_network(chain: World, clean_bundle: dict, root
     assert "'production'" in report.failed().detail and chain.policy.network in report.failed().detail
 
 
-def _transform_with_nonce(w: World, owner: str, inputs: list[str], outputs: list[dict[str, int]], nonce: str):
-    """World.transform with a caller-chosen nonce (so a test can make its lot id collide)."""
-    from crypto.pedersen import Opening
-    from ledger import builders
-
-    planned = [builders.PlannedOutput("cobalt sulphate", {k: Opening.fresh(v) for k, v in o.items()}) for o in outputs]
-    payload = builders.build_transform(
-        w.policy.network,
-        owner,
-        nonce,
-        process="refine",
-        inputs={lot_id: w.openings[lot_id] for lot_id in inputs},
-        outputs=planned,
-        owner_sealing_key=w.orgs[owner].sealing_public,
-    )
-    w.submit(w.sign(payload, owner, nonce))
-    return planned
-
-
 def test_a_lot_id_created_twice_is_caught(monkeypatch, root_hex: str):
     """Lot ids are 96-bit truncated hashes: a publisher can grind two of its nonces to one
     lot id (~2^48 hashes). The server's unique _id refuses the second lot; a bundle
@@ -303,8 +284,7 @@ def test_a_lot_id_created_twice_is_caught(monkeypatch, root_hex: str):
     (dirty_child,) = w.transform("refiner", [n["DIRTY"]], [{"artisanal": AMOUNTS["DIRTY.artisanal"]}])
     w.transfer(n["A2"], "refiner")
     collide[laundered] = dirty_child  # the ground collision: another nonce, the same lot id
-    planned = _transform_with_nonce(w, "refiner", [n["A2"]], [{"industrial": AMOUNTS["A2"]}], laundered)
-    w.openings[dirty_child] = dict(planned[0].openings)
+    assert w.transform("refiner", [n["A2"]], [{"industrial": AMOUNTS["A2"]}], nonce=laundered) == [dirty_child]
     claim_id = w.claim(dirty_child, ClaimKind.ancestry_excludes, origin_class="artisanal")
 
     bundle = assemble(w.events, claim_id, w.policy.network)

@@ -188,8 +188,10 @@ class World:
         )
         return self.submit(self.sign(payload, owner))
 
-    def transform(self, owner: str, inputs: list[str], outputs: list[dict[str, int]]) -> list[str]:
-        nonce = secrets.token_hex(16)
+    def transform(
+        self, owner: str, inputs: list[str], outputs: list[dict[str, int]], nonce: str | None = None
+    ) -> list[str]:
+        nonce = nonce or secrets.token_hex(16)
         planned = [
             builders.PlannedOutput("cobalt sulphate", {k: Opening.fresh(v) for k, v in out.items()}) for out in outputs
         ]
