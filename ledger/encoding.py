@@ -10,6 +10,7 @@ cannot squat or collide with somebody else's ids.
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 import rfc8785
@@ -30,3 +31,101 @@ def derive_id(prefix: str, network: str, signer: str, nonce: str, index: int = 0
         {"kind": prefix, "network": network, "signer": signer, "nonce": nonce, "index": index}
     )
     return f"{prefix}_{hashlib.sha256(b'oretrace/id/v1' + material).hexdigest()[:24]}"
+
+
+# --------------------------------------------------------------------------- strict JSON reading
+
+#: Deepest nesting accepted in any JSON document read from outside (request
+#: bodies, envelopes, bundles). The deepest honest document, a disclosure
+#: bundle, nests 7 levels.
+MAX_JSON_DEPTH = 64
+#: Longest integer literal accepted (2^64 has 20 digits; I-JSON's exact range
+#: 2^53 has 16). Longer literals are refused before Python converts them.
+MAX_INT_DIGITS = 40
+
+
+class StrictJSONError(ValueError):
+    """A JSON text outside I-JSON (RFC 7493): unparsable, a duplicate member
+    name, a lone surrogate, NaN or Infinity, an over-long integer, or nesting
+    deeper than allowed. The message says what and where, for the user."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise StrictJSONError(f"{name} is not a JSON number (RFC 8259 section 6)")
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise StrictJSONError(f"an integer of {len(text.lstrip('-'))} digits (at most {MAX_INT_DIGITS})")
+    return int(text)
+
+
+def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise StrictJSONError(f"duplicate member name {key!r} (RFC 7493 section 2.3)")
+        result[key] = value
+    return result
+
+
+def _has_lone_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _short(path: str, limit: int = 80) -> str:
+    return path if len(path) <= limit else path[: limit - 3] + "..."
+
+
+def check_i_json(value: Any, *, max_depth: int = MAX_JSON_DEPTH) -> None:
+    """Walk parsed JSON iteratively: nesting at most `max_depth`, no lone
+    surrogate in any string or member name (RFC 7493 section 2.1).
+    StrictJSONError naming the path otherwise."""
+    stack: list[tuple[Any, int, str]] = [(value, 1, "$")]
+    while stack:
+        node, depth, path = stack.pop()
+        if isinstance(node, dict | list) and depth > max_depth:
+            raise StrictJSONError(f"nested deeper than {max_depth} levels at {_short(path)}")
+        if isinstance(node, dict):
+            for key, item in node.items():
+                if _has_lone_surrogate(key):
+                    raise StrictJSONError(f"a member name at {_short(path)} holds a lone UTF-16 surrogate")
+                stack.append((item, depth + 1, f"{path}.{key}"))
+        elif isinstance(node, list):
+            stack.extend((item, depth + 1, f"{path}[{i}]") for i, item in enumerate(node))
+        elif isinstance(node, str) and _has_lone_surrogate(node):
+            raise StrictJSONError(f"the string at {_short(path)} holds a lone UTF-16 surrogate")
+
+
+def loads_strict(data: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Parse an I-JSON text (RFC 7493) from outside.
+
+    bytes must be UTF-8. Raises StrictJSONError (a ValueError) for anything
+    that is not I-JSON or nests deeper than `max_depth`; never RecursionError.
+    Cost is linear in the input size."""
+    if isinstance(data, bytes | bytearray):
+        try:
+            data = bytes(data).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise StrictJSONError(f"not UTF-8 at byte {exc.start}") from None
+    try:
+        value = json.loads(
+            data,
+            object_pairs_hook=_object_without_duplicates,
+            parse_int=_parse_int,
+            parse_constant=_reject_constant,
+        )
+    except RecursionError:
+        raise StrictJSONError(f"nested deeper than {max_depth} levels") from None
+    except json.JSONDecodeError as exc:
+        raise StrictJSONError(f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except ValueError as exc:  # raised by our hooks (StrictJSONError) or int() limits
+        if isinstance(exc, StrictJSONError):
+            raise
+        raise StrictJSONError(str(exc)) from None
+    check_i_json(value, max_depth=max_depth)
+    return value
