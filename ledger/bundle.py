@@ -2,8 +2,13 @@
 
 A bundle is JSON:
 
-    {"format": "oretrace-bundle/v1", "network": ..., "claim_id": ..., "lot_id": ...,
-     "events": [<Envelope.to_json()>, ...]}          # in ledger order, ending with the claim
+    {"format": "oretrace-bundle/v2", "network": ..., "claim_id": ..., "lot_id": ...,
+     "events": [<Envelope.to_json()>, ...],         # in ledger order, ending with the claim
+     "log": {...}}                                  # optional: transparency-log checkpoint and proofs
+
+Any other top-level member is refused. A v1 bundle (the same layout under
+"oretrace-bundle/v1", whose envelopes predate the strict decoder) is refused
+with "protocol v1 bundle; use oretrace < 0.2".
 
 Its events must be (the API selects them; `assemble` only packs them):
 
@@ -22,8 +27,12 @@ Its events must be (the API selects them; `assemble` only packs them):
 `verify_bundle` trusts nothing but the root public key. It replays the events
 through the same `ledger.rules.apply` the server runs (offline policy: no
 clock), into a `MemoryView`, checks that no guard (nonce, consumption,
-custody step, issuance step) is used twice, verifies all range proofs of the
-bundle in one batch, and finally checks that the named claim was accepted.
+custody step, issuance step) is used twice, then checks revocation against the
+*final* registry (an event dated at or after its key's revocation fails wherever
+it stands in the bundle: listing it before the revocation event does not help),
+verifies all range proofs of the bundle in one batch, and finally checks that
+the named claim was accepted. The report also says what the claim means
+(`ClaimMeaning`: ISO 22095 chain-of-custody model, sites, transformers).
 A bundle holds commitments, proofs, signatures and sealed ciphertexts: no
 amount and no blinding.
 """
@@ -34,18 +43,20 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pydantic import ValidationError
-
 from . import statements as st
 from .effects import Effects
-from .envelope import Envelope, parse_envelope
+from .envelope import Envelope, MalformedEnvelope, parse_envelope
 from .errors import Rejection
-from .models import AttestSite, Claim, ClaimKind, PublishClaim, Transfer
+from .models import AttestSite, Claim, ClaimKind, PublishClaim, Transfer, timestamp_text
 from .proofs import BatchCollector
-from .rules import Policy, apply
+from .rules import Policy, ancestry, apply
 from .view import OPERATOR, MemoryView, apply_effects_to_view
 
-BUNDLE_FORMAT = "oretrace-bundle/v1"
+BUNDLE_FORMAT = "oretrace-bundle/v2"
+V1_FORMAT = "oretrace-bundle/v1"
+V1_REFUSAL = "protocol v1 bundle; use oretrace < 0.2"
+#: Top-level members of a v2 bundle; "log" belongs to the transparency log.
+_MEMBERS = frozenset({"format", "network", "claim_id", "lot_id", "events", "log"})
 
 
 # --------------------------------------------------------------------------- assembling
@@ -109,6 +120,7 @@ class VerificationReport:
     range_proofs: int = 0
     sigma_proofs: int = 0
     summary: str = ""
+    meaning: dict[str, Any] = field(default_factory=dict)
 
     def failed(self) -> Check | None:
         return next((c for c in self.checks if not c.ok), None)
@@ -154,10 +166,8 @@ def _verify(bundle: Any, root_public_key_hex: str, report: VerificationReport, e
     for i, raw in enumerate(raw_events):
         try:
             envelopes.append(parse_envelope(raw))
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(x) for x in first["loc"]) or "envelope"
-            raise _Failed("decode", f"event {i}: {where}: {first['msg']}") from None
+        except MalformedEnvelope as exc:
+            raise _Failed("decode", f"event {i}: MALFORMED: {exc}") from None
     report.events = len(envelopes)
     report.checks.append(Check("decode", True, f"{len(envelopes)} signed envelopes"))
 
@@ -183,9 +193,13 @@ def _verify(bundle: Any, root_public_key_hex: str, report: VerificationReport, e
         apply_effects_to_view(view, effects)
     report.range_proofs, report.sigma_proofs = proofs.range_proofs, proofs.sigma_proofs
     report.checks.append(
-        Check("rules", True, "every event is signed by a registered, unrevoked key and obeys the ledger rules")
+        Check("rules", True, "every event is signed by a registered key and obeys the ledger rules")
     )
     report.checks.append(Check("uniqueness", True, "no nonce reused, no lot consumed, transferred or issued twice"))
+    _check_revocations(envelopes, view)
+    report.checks.append(
+        Check("revocation", True, "no event is dated at or after the revocation of its signing key")
+    )
 
     try:
         proofs.verify()
@@ -200,7 +214,92 @@ def _verify(bundle: Any, root_public_key_hex: str, report: VerificationReport, e
         raise _Failed("claim", f"claim {claim_id} is about lot {claim.lot_id}, the bundle names lot {lot_id}")
     owner = view.organization(claim.owner)
     report.claim = _claim_summary(claim, owner.name if owner else claim.owner)
+    report.meaning = claim_meaning(claim, view)
     report.checks.append(Check("claim", True, f"{report.claim['statement']} holds for lot {lot_id}"))
+
+
+def _check_revocations(envelopes: list[Envelope], view: MemoryView) -> None:
+    """Against the registry as it stands after the whole replay: an event signed by a
+    key and dated at or after that key's revocation fails, wherever the bundle lists it
+    (the replay alone only catches events listed after the revocation)."""
+    for i, env in enumerate(envelopes):
+        if env.signer == OPERATOR:
+            continue
+        org = view.organization(env.signer)
+        key = next((k for k in org.signing_keys if k.key_id == env.key_id), None) if org else None
+        if key is not None and key.revoked_at is not None and env.timestamp >= key.revoked_at:
+            raise _Failed(
+                "revocation",
+                f"event {i} ({env.payload.type} {env.event_id}): REVOKED_KEY: signed by key {env.key_id!r} of"
+                f" {env.signer} on {timestamp_text(env.timestamp)}, at or after its revocation on"
+                f" {timestamp_text(key.revoked_at)}",
+            )
+
+
+# --------------------------------------------------------------------------- what a claim means
+
+#: ISO 22095:2020 chain-of-custody models, as named in the report.
+IDENTITY_PRESERVED = "identity preserved"
+SEGREGATION = "segregation"
+MASS_BALANCE = "mass balance"
+
+
+def claim_meaning(claim: Claim, view: MemoryView) -> dict[str, Any]:
+    """What a verified claim rests on, for the report (a JSON-ready dict):
+
+    * `model`: the ISO 22095 chain-of-custody model: "mass balance" for share
+      claims (the per-class amounts of a mixed lot are a book allocation made by
+      each transformer under the balance proofs, not its physical content);
+      "identity preserved" when every issued ancestor comes from a single site;
+      otherwise "segregation" (the lot's ancestry, as a whole, is kept apart from
+      everything outside it);
+    * `wording`: how to read the statement ("book share (mass balance)" for shares);
+    * `sites`: every site where an ancestor was issued: site_id, name, country,
+      region, origin_class, operator, operator_name;
+    * `transformers`: every organisation that transformed material upstream
+      (org_id, name, country): the refiners etc. an OEM lists in due diligence.
+    """
+    lots = ancestry(view, claim.lot_id)
+    sites: dict[str, dict[str, Any]] = {}
+    transformers: dict[str, dict[str, Any]] = {}
+    for lot in lots:
+        if lot.site_id is not None:
+            site = view.site(lot.site_id)
+            if site is not None and site.site_id not in sites:
+                operator = view.organization(site.operator)
+                sites[site.site_id] = {
+                    "site_id": site.site_id, "name": site.name, "country": site.country, "region": site.region,
+                    "origin_class": site.origin_class, "operator": site.operator,
+                    "operator_name": operator.name if operator else site.operator,
+                }  # fmt: skip
+        elif lot.parents and lot.issuer not in transformers:
+            org = view.organization(lot.issuer)
+            transformers[lot.issuer] = {
+                "org_id": lot.issuer,
+                "name": org.name if org else lot.issuer,
+                "country": org.country if org else "",
+            }
+    identity_preserved = len(sites) == 1
+    if claim.kind in (ClaimKind.share_at_most, ClaimKind.share_at_least):
+        model = MASS_BALANCE
+        wording = (
+            f"book share (mass balance): of the contained cobalt booked to this lot, the {claim.origin_class} share"
+            " is as stated; it is an allocation under the balance proofs, not the physical content of the lot"
+        )
+    else:
+        model = IDENTITY_PRESERVED if identity_preserved else SEGREGATION
+        wording = (
+            "the material of this lot comes from the single site below"
+            if identity_preserved
+            else "the statement holds for the lot's whole recorded ancestry, the sites and transformers below"
+        )
+    return {
+        "model": model,
+        "identity_preserved": identity_preserved,
+        "wording": wording,
+        "sites": sorted(sites.values(), key=lambda s: s["site_id"]),
+        "transformers": sorted(transformers.values(), key=lambda t: t["org_id"]),
+    }
 
 
 def _unique_keys(effects: Effects) -> list[tuple[str, str, str]]:
@@ -224,11 +323,16 @@ def _unique_keys(effects: Effects) -> list[tuple[str, str, str]]:
 def _read_format(bundle: Any) -> tuple[str, str, str, list[Any]]:
     if not isinstance(bundle, dict):
         raise _Failed("format", "a bundle is a JSON object")
+    if bundle.get("format") == V1_FORMAT:
+        raise _Failed("format", V1_REFUSAL)
     if bundle.get("format") != BUNDLE_FORMAT:
         raise _Failed("format", f"format is {bundle.get('format')!r}, expected {BUNDLE_FORMAT!r}")
     for name in ("network", "claim_id", "lot_id"):
         if not isinstance(bundle.get(name), str):
             raise _Failed("format", f"{name}: must be a string")
+    unknown = sorted(set(bundle) - _MEMBERS)
+    if unknown:
+        raise _Failed("format", f"unknown member(s) {', '.join(map(repr, unknown))}")
     events = bundle.get("events")
     if not isinstance(events, list) or not events:
         raise _Failed("format", "events: must be a non-empty list")

@@ -9,6 +9,22 @@ key id, nonce, timestamp), prefixed with a domain tag:
 so a signature cannot be replayed on another network, attributed to another
 signer or key, or re-dated; and the (signer, nonce) pair is unique in the
 ledger, so the same envelope cannot be accepted twice.
+
+One signed event has one byte form and one id. `parse_envelope` is the strict
+decoder that the server and the offline verifier share: it accepts a received
+envelope (a JSON object, already read with `ledger.encoding.loads_strict`, so
+without duplicate member names) only if
+
+* it validates against the models (no unknown field anywhere, every pattern);
+* re-serialising the decoded envelope gives back exactly what was received,
+  compared as RFC 8785 bytes: every field in its canonical spelling
+  (timestamps `YYYY-MM-DDTHH:MM:SSZ`, integers as JSON numbers, hex lowercase,
+  optional fields omitted rather than null, fields with a default present).
+
+Then the signature is checked over the canonical bytes of the received envelope
+(they are the bytes `signed_message` rebuilds) and the event id is derived from
+them. Anything else is `MalformedEnvelope` naming the field. The SDK may build
+payloads leniently (pydantic coercion) before signing, never after.
 """
 
 from __future__ import annotations
@@ -19,10 +35,10 @@ from typing import Any
 
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from .encoding import canonical_json, sha256_hex
-from .models import Ident, Payload
+from .encoding import StrictJSONError, canonical_json, check_i_json, sha256_hex
+from .models import Ident, Payload, Timestamp, timestamp_text
 
 ENVELOPE_DOMAIN = b"oretrace/envelope/v1\n"
 _payload_adapter: TypeAdapter = TypeAdapter(Payload)
@@ -35,7 +51,7 @@ class Envelope(BaseModel):
     signer: Ident
     key_id: Ident
     nonce: str = Field(pattern=r"^[0-9a-f]{32}$")
-    timestamp: datetime
+    timestamp: Timestamp
     payload: Payload
     signature: str = Field(pattern=r"^[0-9a-f]{128}$")
 
@@ -51,19 +67,13 @@ class Envelope(BaseModel):
         return self.model_dump(mode="json", exclude_none=True)
 
 
-def _timestamp_text(ts: datetime) -> str:
-    if ts.tzinfo is None:
-        raise ValueError("timestamps must carry a time zone")
-    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def signed_message(network: str, signer: str, key_id: str, nonce: str, timestamp: datetime, payload) -> bytes:
     body = {
         "network": network,
         "signer": signer,
         "key_id": key_id,
         "nonce": nonce,
-        "timestamp": _timestamp_text(timestamp),
+        "timestamp": timestamp_text(timestamp),
         "payload": payload.model_dump(mode="json", exclude_none=True),
     }
     return ENVELOPE_DOMAIN + canonical_json(body)
@@ -102,6 +112,75 @@ def signature_is_valid(envelope: Envelope, public_key_hex: str) -> bool:
     return True
 
 
-def parse_envelope(data: dict[str, Any]) -> Envelope:
-    """Strict parsing of an envelope received from outside (pydantic ValidationError on bad input)."""
-    return Envelope.model_validate(data)
+class MalformedEnvelope(ValueError):
+    """A received envelope is not in the one accepted byte form. `field` is the
+    dotted path of the offending member ("payload.p", "timestamp", "envelope")."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+def _path(loc: tuple) -> str:
+    # pydantic puts the discriminator tag ("issue") in the location of union members
+    parts = [str(x) for x in loc]
+    if len(parts) >= 2 and parts[0] == "payload":
+        parts = [parts[0], *parts[2:]]
+    return ".".join(parts) or "envelope"
+
+
+def _first_difference(received: Any, canonical: Any, path: str) -> tuple[str, str] | None:
+    """(path, what differs) between the received JSON and the re-serialised one, or None."""
+    if isinstance(received, dict) and isinstance(canonical, dict):
+        for key in sorted(received.keys() | canonical.keys()):
+            where = f"{path}.{key}" if path else key
+            if key not in canonical:
+                return where, "null or not part of the canonical form (omit it)"
+            if key not in received:
+                return where, f"missing (its canonical form is {_show(canonical[key])})"
+            found = _first_difference(received[key], canonical[key], where)
+            if found:
+                return found
+        return None
+    if isinstance(received, list) and isinstance(canonical, list) and len(received) == len(canonical):
+        for i, (a, b) in enumerate(zip(received, canonical, strict=True)):
+            found = _first_difference(a, b, f"{path}[{i}]")
+            if found:
+                return found
+        return None
+    if type(received) is type(canonical) and canonical_json(received) == canonical_json(canonical):
+        return None
+    return path or "envelope", f"not in canonical form: received {_show(received)}, canonical {_show(canonical)}"
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    text = canonical_json(value).decode("utf-8", "replace") if not isinstance(value, float) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def parse_envelope(data: Any) -> Envelope:
+    """Strictly decode an envelope received from outside (see the module doc).
+
+    `data` is the parsed JSON object (read it with `loads_strict`, which refuses
+    duplicate member names). Returns the Envelope whose `to_json()` has exactly
+    the canonical bytes of `data`; raises MalformedEnvelope (a ValueError) naming
+    the first offending field otherwise. The signature is not checked here
+    (`ledger.rules` does it, against the registry)."""
+    if not isinstance(data, dict):
+        raise MalformedEnvelope("envelope", "must be a JSON object")
+    try:
+        check_i_json(data)
+        received = canonical_json(data)
+    except StrictJSONError as exc:
+        raise MalformedEnvelope("envelope", str(exc)) from None
+    except Exception as exc:  # rfc8785 refuses integers beyond 2^53 and non-JSON values
+        raise MalformedEnvelope("envelope", f"not canonicalisable JSON (RFC 8785): {exc}") from None
+    try:
+        envelope = Envelope.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise MalformedEnvelope(_path(first["loc"]), first["msg"]) from None
+    if canonical_json(envelope.to_json()) != received:
+        where, what = _first_difference(data, envelope.to_json(), "") or ("envelope", "not in canonical form")
+        raise MalformedEnvelope(where, what)
+    return envelope

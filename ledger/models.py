@@ -17,11 +17,11 @@ sealed openings (ciphertext readable by one organisation) do.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
 
 #: Versioned, fixed list of origin classes. A lot carries one commitment per class.
 ORIGIN_CLASSES_VERSION = 1
@@ -38,6 +38,25 @@ Sealed = Annotated[str, Field(min_length=1, max_length=200_000, description="lib
 Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 Country = Annotated[str, Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")]
 Text = Annotated[str, Field(max_length=200)]
+
+
+def timestamp_text(ts: datetime) -> str:
+    """The one spelling of a signed timestamp: UTC, whole seconds, "YYYY-MM-DDTHH:MM:SSZ"."""
+    if ts.tzinfo is None:
+        raise ValueError("timestamps must carry a time zone")
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _utc_whole_seconds(ts: datetime) -> datetime:
+    if ts.tzinfo is None:
+        raise ValueError("timestamps must carry a time zone (write them as YYYY-MM-DDTHH:MM:SSZ)")
+    return ts.astimezone(UTC).replace(microsecond=0)
+
+
+#: A signed instant. Built leniently (any aware datetime; converted to UTC, the
+#: fraction of a second dropped), serialised as "YYYY-MM-DDTHH:MM:SSZ"; a received
+#: envelope spelling it any other way fails `parse_envelope`'s round trip.
+Timestamp = Annotated[datetime, AfterValidator(_utc_whole_seconds), PlainSerializer(timestamp_text, when_used="json")]
 
 
 class Role(str, Enum):
@@ -127,8 +146,8 @@ class AttestSite(Strict):
 
     type: Literal["attest_site"] = "attest_site"
     site: SiteInfo
-    valid_from: datetime
-    valid_until: datetime
+    valid_from: Timestamp
+    valid_until: Timestamp
     capacity_commitment: PointHex
     capacity_opening_sealed: Sealed
 

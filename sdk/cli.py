@@ -3,6 +3,7 @@
     oretrace serve [--demo] [--host H] [--port P] [--data-dir D]
     oretrace demo --out DIR [--size full|small]
     oretrace verify BUNDLE [--root-key HEX | --root-key-file F] [--json]
+    oretrace trust add NETWORK KEY | list | remove NETWORK
     oretrace keys --org ORG --wallet W.json [--name ... --country .. --role ...]
     oretrace register REQUEST.json --wallet operator.json          (network operator)
     oretrace attest --wallet auditor.json --site ... --capacity-g N (auditor)
@@ -110,37 +111,17 @@ def _grams(g: int) -> str:
     return f"{g} g"
 
 
-# --------------------------------------------------------------------------- verify
+# --------------------------------------------------------------------------- verify and trust
 
+#: `verify` exit codes: 0 proven, 1 not proven, 2 unreadable input or no anchor,
+#: 3 the only root key in sight lies next to the bundle (never an anchor).
+EXIT_BESIDE_KEY = 3
 
-def _read_root_key(root_key: str | None, root_key_file: Path | None, bundle_path: Path) -> tuple[str, str]:
-    """(root key hex, where it came from); exit 2 if none or malformed."""
-    if root_key and root_key_file:
-        _fail("give either --root-key or --root-key-file, not both", 2)
-    source = ""
-    if root_key:
-        text, source = root_key, "--root-key"
-    elif root_key_file:
-        try:
-            text, source = root_key_file.read_text(), str(root_key_file)
-        except OSError as exc:
-            _fail(f"cannot read the root key file {root_key_file}: {exc.strerror}", 2)
-    else:
-        beside = bundle_path.parent / "root-key.hex"
-        if beside.is_file():
-            text, source = beside.read_text(), f"{beside} (found next to the bundle)"
-        elif os.environ.get("ORETRACE_ROOT_PUBLIC_KEY"):
-            text, source = os.environ["ORETRACE_ROOT_PUBLIC_KEY"], "ORETRACE_ROOT_PUBLIC_KEY"
-        else:
-            _fail(
-                "no root public key: pass --root-key HEX or --root-key-file FILE (the network operator's published"
-                " Ed25519 key), or put root-key.hex next to the bundle",
-                2,
-            )
-    text = text.strip().lower()
-    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
-        _fail(f"the root public key from {source} is not 64 hexadecimal characters", 2)
-    return text, source
+trust_app = typer.Typer(
+    help="Pinned trust anchors: the root public key of each network, for `oretrace verify`.",
+    no_args_is_help=True,
+)
+app.add_typer(trust_app, name="trust")
 
 
 @app.command()
@@ -153,80 +134,109 @@ def verify(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Verify a disclosure bundle offline. Exit 0: the claim is proven; 1: it is not; 2: unreadable input."""
+    """Verify a disclosure bundle offline.
+
+    The root key comes from --root-key / --root-key-file, else ORETRACE_ROOT_PUBLIC_KEY,
+    else the trust store (`oretrace trust add NETWORK KEY`); a root-key.hex next to the
+    bundle is never used. Exit 0: the claim is proven; 1: it is not; 2: unreadable input
+    or no trust anchor; 3: the only key found lies next to the bundle."""
     from ledger.bundle import verify_bundle
 
+    from .report import UnreadableBundle, json_report, print_report, read_bundle_file
+    from .terminal import plain_console, safe
+    from .trust_store import BESIDE_KEY_NAME, BesideKeyOnly, TrustStoreError, resolve_anchor
+
+    out, errors = plain_console(), plain_console(stderr=True)
     try:
-        data = json.loads(bundle.read_text())
-    except FileNotFoundError:
-        _fail(f"{bundle}: no such file", 2)
-    except (OSError, UnicodeDecodeError) as exc:
-        _fail(f"{bundle}: cannot read it ({exc})", 2)
-    except json.JSONDecodeError as exc:
-        _fail(f"{bundle}: not JSON ({exc.msg} at line {exc.lineno})", 2)
-    if not isinstance(data, dict):
-        _fail(f"{bundle}: not a disclosure bundle (a JSON object is expected)", 2)
-    key, source = _read_root_key(root_key, root_key_file, bundle)
+        data = read_bundle_file(bundle)
+        bundle_network = data.get("network") if isinstance(data.get("network"), str) else None
+        anchor = resolve_anchor(root_key=root_key, root_key_file=root_key_file, network=network,
+                                bundle_network=bundle_network, bundle_path=bundle)  # fmt: skip
+    except BesideKeyOnly as exc:
+        errors.print(f"[bold red]error:[/] {safe(exc)}")
+        raise typer.Exit(EXIT_BESIDE_KEY) from None
+    except (UnreadableBundle, TrustStoreError) as exc:
+        errors.print(f"[bold red]error:[/] {safe(exc)}")
+        raise typer.Exit(2) from None
+    beside = bundle.parent / BESIDE_KEY_NAME
+    try:
+        ignored = beside if beside.read_text().strip().lower() != anchor.root_public_key else None
+    except (OSError, UnicodeDecodeError):
+        ignored = None
 
     started = time.perf_counter()
     if as_json:
-        report = verify_bundle(data, key, network=network)
+        report = verify_bundle(data, anchor.root_public_key, network=anchor.network)
     else:
-        with err.status("Replaying the bundle's events and verifying every proof..."):
-            report = verify_bundle(data, key, network=network)
+        with errors.status("Replaying the bundle's events and verifying every proof..."):
+            report = verify_bundle(data, anchor.root_public_key, network=anchor.network)
     elapsed = time.perf_counter() - started
-
     if as_json:
-        out = report.to_json()
-        out.update(bundle=str(bundle), root_key=key, root_key_source=source, seconds=round(elapsed, 3))
-        print(json.dumps(out, indent=2))
-        raise typer.Exit(0 if report.ok else 1)
-    _print_report(report, bundle, key, source, elapsed)
+        document = json_report(report, bundle, anchor, elapsed)
+        if ignored is not None:
+            document["ignored_key_file"] = str(ignored)
+        print(json.dumps(document, indent=2))
+    else:
+        print_report(out, report, bundle, anchor, elapsed, ignored)
     raise typer.Exit(0 if report.ok else 1)
 
 
-def _print_report(report, bundle: Path, key: str, source: str, elapsed: float) -> None:
-    console.print(f"[bold]Bundle[/] {bundle}")
-    console.print(f"[bold]Trust anchor[/] root key {key[:16]}… from {source}")
-    if "next to the bundle" in source:
-        console.print(
-            "  [yellow]note:[/] this key came with the bundle; check it against the network operator's published key"
-            " (or pass --root-key)."
-        )
-    table = Table(show_header=True, header_style="bold")
-    table.add_column("check")
-    table.add_column("result")
-    table.add_column("detail", overflow="fold")
-    for check in report.checks:
-        table.add_row(check.name, "[green]pass[/]" if check.ok else "[bold red]FAIL[/]", check.detail)
-    console.print(table)
-    claim = report.claim or {}
-    if report.ok:
-        body = (
-            f"[bold green]PROVEN[/]: {claim.get('statement')}, for lot {claim.get('lot_id')},"
-            f" claimed by {claim.get('owner_name')} ({claim.get('owner')}).\n\n"
-            f"All {report.events} events behind this lot (registrations, site attestations, issuances, transfers,"
-            " transformations, the claim) are signed by keys that chain to the root key and obey the ledger rules:"
-            " every issuance stayed within its site's audited capacity, no lot was consumed twice, every"
-            f" transformation balances per origin class, and {report.range_proofs} range proofs verified in one"
-            " batch.\n\n"
-            "What it rests on: the root key you trusted, and the auditor's attestation of each site's origin class"
-            " and capacity. What it does not reveal: any amount (the bundle holds commitments, proofs and signatures"
-            " only)."
-        )
-        console.print(Panel(body, title="verified offline", expand=False))
-    else:
-        failed = [c for c in report.checks if not c.ok]
-        lines = "\n".join(f"  - {c.name}: {c.detail}" for c in failed)
-        body = (
-            f"[bold red]NOT PROVEN[/]: claim {claim.get('claim_id', '?')} on lot {claim.get('lot_id', '?')}.\n\n"
-            f"Failed check(s):\n{lines}\n\n"
-            "Nothing in this bundle can be relied on: it was altered, is incomplete, or was not issued under this"
-            " root key."
-        )
-        console.print(Panel(body, title="verification failed", expand=False))
-    console.print(f"[dim]{elapsed:.2f} s[/]")
+@trust_app.command("add")
+def trust_add(
+    network: Annotated[str, typer.Argument(help="The network name, as in its bundles' \"network\" field.")],
+    key: Annotated[str, typer.Argument(help="Its operator's root public key (64 hex), obtained from the operator.")],
+    replace: Annotated[bool, typer.Option("--replace", help="Replace a different key already pinned for NETWORK.")] = False,
+) -> None:
+    """Pin NETWORK's root public key in the trust store (check it with the operator first)."""
+    from .terminal import plain_console, safe
+    from .trust_store import TrustStoreError, add_anchor, trust_store_path
 
+    try:
+        changed = add_anchor(network, key, replace=replace)
+    except TrustStoreError as exc:
+        plain_console(stderr=True).print(f"[bold red]error:[/] {safe(exc)}")
+        raise typer.Exit(2) from None
+    verb = "pinned" if changed else "already pinned"
+    plain_console().print(f"{safe(network)}: root key {key.strip().lower()} {verb} in {safe(trust_store_path())}")
+
+
+@trust_app.command("list")
+def trust_list(as_json: Annotated[bool, typer.Option("--json", help="Print the anchors as JSON.")] = False) -> None:
+    """List the pinned networks and their root keys."""
+    from .terminal import plain_console, safe
+    from .trust_store import TrustStoreError, load_anchors, trust_store_path
+
+    try:
+        anchors = load_anchors()
+    except TrustStoreError as exc:
+        plain_console(stderr=True).print(f"[bold red]error:[/] {safe(exc)}")
+        raise typer.Exit(2) from None
+    if as_json:
+        print(json.dumps({"trust_store": str(trust_store_path()), "anchors": anchors}, indent=2))
+        return
+    console_ = plain_console()
+    if not anchors:
+        console_.print(f"no pinned networks in {safe(trust_store_path())}; add one with: oretrace trust add NETWORK KEY")
+        return
+    for name, value in sorted(anchors.items()):
+        console_.print(f"{safe(name)}  {value}")
+
+
+@trust_app.command("remove")
+def trust_remove(network: Annotated[str, typer.Argument(help="The network to unpin.")]) -> None:
+    """Unpin NETWORK (exit 1 if it was not pinned)."""
+    from .terminal import plain_console, safe
+    from .trust_store import TrustStoreError, remove_anchor
+
+    try:
+        removed = remove_anchor(network)
+    except TrustStoreError as exc:
+        plain_console(stderr=True).print(f"[bold red]error:[/] {safe(exc)}")
+        raise typer.Exit(2) from None
+    if not removed:
+        plain_console(stderr=True).print(f"[bold red]error:[/] network {safe(network)} is not pinned")
+        raise typer.Exit(1)
+    plain_console().print(f"{safe(network)}: unpinned")
 
 # --------------------------------------------------------------------------- serve / demo
 

@@ -96,18 +96,19 @@ async def test_verify_json_report(chain):
     assert report["root_key_source"] == "--root-key"
 
 
-async def test_verify_root_key_file_and_default_next_to_bundle(chain, tmp_path):
+async def test_verify_root_key_file_and_never_the_key_next_to_bundle(chain, tmp_path):
     key_file = tmp_path / "op.hex"
     key_file.write_text(chain["root"] + "\n")
     r = runner.invoke(app, ["verify", str(chain["bundle"]), "--root-key-file", str(key_file)])
     assert r.exit_code == 0, r.output
-    # without a flag, root-key.hex next to the bundle is used, and the output says so
+    # without a flag, root-key.hex next to the bundle is named and refused (exit 3), never used
     copy = tmp_path / "bundle.json"
     copy.write_text(chain["bundle"].read_text())
     (tmp_path / "root-key.hex").write_text(chain["root"])
-    r = runner.invoke(app, ["verify", str(copy)], env={"ORETRACE_ROOT_PUBLIC_KEY": ""})
-    assert r.exit_code == 0, r.output
-    assert "next to the bundle" in r.output
+    env = {"ORETRACE_ROOT_PUBLIC_KEY": None, "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    r = runner.invoke(app, ["verify", str(copy)], env=env)
+    assert r.exit_code == 3, r.output
+    assert "next to the bundle" in r.output and "oretrace trust add" in r.output
 
 
 async def test_verify_tampered_bundle_exits_1(chain, tmp_path):

@@ -79,7 +79,7 @@ def failed(bundle: dict, root_hex: str, check: str, *fragments: str):
 def test_ancestry_claim_bundle_verifies(chain: World, clean_bundle: dict, root_hex: str):
     report = verify_bundle(clean_bundle, root_hex)
     assert report.ok, report.summary
-    assert [c.name for c in report.checks] == ["format", "decode", "rules", "uniqueness", "range proofs", "claim"]
+    assert [c.name for c in report.checks] == ["format", "decode", "rules", "uniqueness", "revocation", "range proofs", "claim"]
     assert report.claim["kind"] == "ancestry_excludes" and report.claim["lot_id"] == chain.names["CLEAN"]
     assert report.summary.startswith("VALID: no artisanal origin anywhere upstream, claimed by Oem")
     # issuances A1 and R1 (range + capacity each) and the transformation: all in one batch

@@ -1,0 +1,273 @@
+"""`oretrace verify` takes its trust anchor from the user, never from the bundle
+(issue 7 points 1, 9, 10; issue 8 item 4; issue 10 item 6).
+
+Bundles come from the in-memory ledger world of test_ledger_world (the same
+rules the server runs); a second world built the same way is a wholly
+fabricated network: same network name and organisation ids, its own root key.
+Every CLI call runs with its own XDG_CONFIG_HOME and an explicit
+ORETRACE_ROOT_PUBLIC_KEY, so no user configuration leaks in.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+from test_ledger_bundle import required_events
+from test_ledger_world import base_world, build_world
+from typer.testing import CliRunner
+
+from ledger.bundle import assemble
+from sdk.cli import EXIT_BESIDE_KEY, app
+from sdk.trust_store import TRUST_STORE_FORMAT, load_anchors
+
+runner = CliRunner()
+
+
+def bundle_of(world, claim_name: str) -> dict:
+    claim_id = world.names[claim_name]
+    return assemble(required_events(world, claim_id), claim_id, world.policy.network)
+
+
+@pytest.fixture(scope="module")
+def genuine():
+    w = base_world()
+    return {"root": w.policy.root_public_key, "network": w.policy.network,
+            "clean": bundle_of(w, "CLAIM_CLEAN"), "share": bundle_of(w, "CLAIM_SHARE")}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def fabricated():
+    w = build_world()  # a new root key: the attacker's own network under the genuine name
+    return {"root": w.policy.root_public_key, "clean": bundle_of(w, "CLAIM_CLEAN")}
+
+
+def write(path: Path, bundle: dict, beside_key: str | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(bundle))
+    if beside_key is not None:
+        (path.parent / "root-key.hex").write_text(beside_key + "\n")
+    return path
+
+
+def run(args: list[str], config: Path, env_key: str | None = None):
+    env = {"XDG_CONFIG_HOME": str(config), "ORETRACE_ROOT_PUBLIC_KEY": env_key}
+    return runner.invoke(app, args, env=env)
+
+
+# --------------------------------------------------------------------------- point 1: the pinned anchor
+
+
+def test_fabricated_network_with_its_own_key_beside_is_refused(genuine, fabricated, tmp_path):
+    assert fabricated["root"] != genuine["root"]
+    path = write(tmp_path / "b" / "claim.json", fabricated["clean"], beside_key=fabricated["root"])
+    config = tmp_path / "config"
+    # genuine key in the environment
+    r = run(["verify", str(path)], config, env_key=genuine["root"])
+    assert r.exit_code == 1, r.output
+    assert "NOT PROVEN" in r.output and "BAD_SIGNATURE" in r.output
+    assert "ignored" in r.output and "root-key.hex" in r.output
+    r = run(["verify", str(path), "--json"], config, env_key=genuine["root"])
+    assert r.exit_code == 1
+    report = json.loads(r.stdout)
+    assert report["ok"] is False
+    assert report["trust_anchor"] == {"root_public_key": genuine["root"], "source": "ORETRACE_ROOT_PUBLIC_KEY",
+                                      "network": None}  # fmt: skip
+    assert report["ignored_key_file"].endswith("root-key.hex")
+    # genuine key in the trust store, nothing in the environment
+    assert run(["trust", "add", genuine["network"], genuine["root"]], config).exit_code == 0
+    r = run(["verify", str(path), "--json"], config)
+    assert r.exit_code == 1, r.output
+    assert json.loads(r.stdout)["trust_anchor"]["source"].startswith("trust store")
+
+
+@pytest.mark.parametrize("holder", ["fabricated", "genuine"])
+def test_key_beside_the_bundle_alone_is_never_an_anchor(genuine, fabricated, tmp_path, holder):
+    """Even the right key, if it only lies next to the bundle, is refused (exit 3, one-line instruction)."""
+    source = {"fabricated": fabricated, "genuine": genuine}[holder]
+    path = write(tmp_path / "b" / "claim.json", source["clean"], beside_key=source["root"])
+    for extra in ([], ["--json"]):
+        r = run(["verify", str(path), *extra], tmp_path / "config")
+        assert r.exit_code == EXIT_BESIDE_KEY, r.output
+        assert "root-key.hex" in r.output and "oretrace trust add" in r.output
+        assert "PROVEN" not in r.output
+
+
+def test_no_anchor_at_all_exits_2_with_the_instruction(genuine, tmp_path):
+    path = write(tmp_path / "claim.json", genuine["clean"])
+    r = run(["verify", str(path)], tmp_path / "config")
+    assert r.exit_code == 2
+    assert f"oretrace trust add {genuine['network']} KEY" in r.output
+
+
+def test_trust_store_anchor_proves_and_the_report_names_it(genuine, tmp_path):
+    config = tmp_path / "config"
+    path = write(tmp_path / "claim.json", genuine["clean"])
+    r = run(["trust", "add", genuine["network"], genuine["root"].upper()], config)
+    assert r.exit_code == 0, r.output
+    store = config / "oretrace" / "trust.json"
+    assert json.loads(store.read_text())["format"] == TRUST_STORE_FORMAT
+    assert load_anchors(store) == {genuine["network"]: genuine["root"]}
+    assert store.stat().st_mode & 0o077 == 0
+    r = run(["verify", str(path)], config)
+    assert r.exit_code == 0, r.output
+    assert "PROVEN" in r.output and "trust store" in r.output and genuine["root"] in r.output
+    r = run(["verify", str(path), "--json"], config)
+    anchor = json.loads(r.stdout)["trust_anchor"]
+    assert anchor["root_public_key"] == genuine["root"] and anchor["network"] == genuine["network"]
+    # a pin for another network does not serve this one
+    other = tmp_path / "config2"
+    assert run(["trust", "add", "another-net", genuine["root"]], other).exit_code == 0
+    assert run(["verify", str(path)], other).exit_code == 2
+
+
+def test_trust_add_list_remove(genuine, fabricated, tmp_path):
+    config = tmp_path / "config"
+    net = genuine["network"]
+    assert run(["trust", "add", net, genuine["root"]], config).exit_code == 0
+    assert "already pinned" in run(["trust", "add", net, genuine["root"]], config).output
+    # a different key for a pinned network needs --replace
+    r = run(["trust", "add", net, fabricated["root"]], config)
+    assert r.exit_code == 2 and "--replace" in r.output
+    assert load_anchors(config / "oretrace" / "trust.json")[net] == genuine["root"]
+    listed = json.loads(run(["trust", "list", "--json"], config).stdout)
+    assert listed["anchors"] == {net: genuine["root"]}
+    assert run(["trust", "add", net, fabricated["root"], "--replace"], config).exit_code == 0
+    assert load_anchors(config / "oretrace" / "trust.json")[net] == fabricated["root"]
+    assert run(["trust", "remove", net], config).exit_code == 0
+    assert run(["trust", "remove", net], config).exit_code == 1
+    assert load_anchors(config / "oretrace" / "trust.json") == {}
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["trust", "add", "net", "abc"], "64 hexadecimal"),
+        (["trust", "add", "bad net!", "00" * 32], "network name"),
+        (["trust", "add", "net", "zz" * 32], "64 hexadecimal"),
+    ],
+)
+def test_trust_add_refuses_bad_input(tmp_path, args, fragment):
+    r = run(args, tmp_path / "config")
+    assert r.exit_code == 2 and fragment in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "config" / "oretrace" / "trust.json").exists()
+
+
+@pytest.mark.parametrize("content", [b"{\"format\": 1", b"\x00\x01binary", b"[]", b'{"format": "x", "anchors": 7}'])
+def test_broken_trust_store_exits_2(genuine, tmp_path, content):
+    config = tmp_path / "config"
+    (config / "oretrace").mkdir(parents=True)
+    (config / "oretrace" / "trust.json").write_bytes(content)
+    path = write(tmp_path / "claim.json", genuine["clean"])
+    r = run(["verify", str(path)], config)
+    assert r.exit_code == 2 and "trust store" in r.output and "Traceback" not in r.output
+
+
+# --------------------------------------------------------------------------- unreadable input: exit 2
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "nested deeper"),
+        (b'{"format": ' + b"9" * 5000 + b"}", "digits"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00", "not UTF-8"),
+        (b'{"format": "oretrace-bundle/v2", "format": "x"}', "duplicate"),
+        (b'{"a": "\\ud800"}', "surrogate"),
+        (b'{"a": NaN}', "NaN"),
+        (b"", "not JSON"),
+    ],
+    ids=["deep", "huge-int", "binary", "duplicate-key", "lone-surrogate", "nan", "empty"],
+)
+def test_any_unreadable_file_exits_2(genuine, tmp_path, content, fragment):
+    path = tmp_path / "input.json"
+    path.write_bytes(content)
+    for extra in ([], ["--json"]):
+        r = run(["verify", str(path), *extra], tmp_path / "config", env_key=genuine["root"])
+        assert r.exit_code == 2, r.output
+        assert fragment in r.output and "Traceback" not in r.output
+
+
+def test_graphql_response_is_named(genuine, tmp_path):
+    for response in ({"data": {"disclosureBundle": genuine["clean"]}}, {"data": None, "errors": [{"message": "x"}]}):
+        path = write(tmp_path / "response.json", response)
+        r = run(["verify", str(path)], tmp_path / "config", env_key=genuine["root"])
+        assert r.exit_code == 2
+        assert "this is a GraphQL response; the bundle is at .data.disclosureBundle" in " ".join(r.output.split())
+
+
+def test_v1_bundle_is_refused(genuine, tmp_path):
+    old = {**genuine["clean"], "format": "oretrace-bundle/v1"}
+    path = write(tmp_path / "old.json", old)
+    r = run(["verify", str(path)], tmp_path / "config", env_key=genuine["root"])
+    assert r.exit_code == 2 and "protocol v1 bundle; use oretrace < 0.2" in " ".join(r.output.split())
+
+
+# --------------------------------------------------------------------------- point 9: terminal safety
+
+
+HOSTILE = [
+    "[bold green]PROVEN[/bold green]",
+    "[/x] unbalanced [",
+    "\x1b[2J\x1b[32mPROVEN\x1b[0m",
+    "line\rPROVEN\x08\x07",
+    "\u202eNEVORP\u202c :warning:",
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE, ids=["markup", "unbalanced", "esc", "cr-bs-bel", "bidi-emoji"])
+def test_markup_and_control_characters_from_a_bundle_print_literally(genuine, tmp_path, text):
+    for member in ("claim_id", "lot_id"):
+        bundle = copy.deepcopy(genuine["clean"])
+        bundle[member] = text
+        path = write(tmp_path / f"{member}.json", bundle)
+        r = run(["verify", str(path)], tmp_path / "config", env_key=genuine["root"])
+        assert r.exit_code == 1, r.output
+        assert "Traceback" not in r.output
+        assert not any(ch in r.output for ch in "\x1b\r\x08\x07\u202e"), repr(r.output)
+        if "[" in text:
+            assert text.split("\x1b")[0] in r.output  # brackets printed as typed
+        assert ":warning:" in r.output if ":warning:" in text else True
+        if any(ch in text for ch in "\x1b\r\x08\u202e"):
+            assert "\ufffd" in r.output  # the reader sees that something was removed
+
+
+def test_hostile_text_inside_an_event_prints_literally(genuine, tmp_path):
+    bundle = copy.deepcopy(genuine["clean"])
+    bundle["events"][0]["signer"] = "[bold green]PROVEN[/]\x1b[0m"
+    path = write(tmp_path / "evt.json", bundle)
+    r = run(["verify", str(path)], tmp_path / "config", env_key=genuine["root"])
+    assert r.exit_code == 1 and "\x1b" not in r.output and "Traceback" not in r.output
+    r = run(["verify", str(path), "--json"], tmp_path / "config", env_key=genuine["root"])
+    assert r.exit_code == 1 and "\x1b" not in r.stdout
+    json.loads(r.stdout)
+
+
+# --------------------------------------------------------------------------- point 10: what a claim means
+
+
+def test_share_claim_report_says_book_share_and_lists_sites(genuine, tmp_path):
+    path = write(tmp_path / "share.json", genuine["share"])
+    r = run(["verify", str(path)], tmp_path / "config", env_key=genuine["root"])
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())
+    assert "book share (mass balance)" in text and "not the physical content" in text
+    assert "ISO 22095): mass balance" in text
+    report = json.loads(run(["verify", str(path), "--json"], tmp_path / "config", env_key=genuine["root"]).stdout)
+    meaning = report["meaning"]
+    assert meaning["model"] == "mass balance"
+    classes = {s["origin_class"] for s in meaning["sites"]}
+    assert {"industrial", "recycled"} <= classes
+    for site in meaning["sites"]:
+        assert site["name"] and site["country"] and site["region"] and site["site_id"] in text
+    assert [t["org_id"] for t in meaning["transformers"]] == ["refiner"]
+    assert meaning["identity_preserved"] is False
+
+
+def test_ancestry_claim_report_names_model_and_transformers(genuine, tmp_path):
+    path = write(tmp_path / "clean.json", genuine["clean"])
+    report = json.loads(run(["verify", str(path), "--json"], tmp_path / "config", env_key=genuine["root"]).stdout)
+    assert report["ok"] and report["meaning"]["model"] == "segregation"
+    assert report["meaning"]["transformers"][0]["name"]
