@@ -1,13 +1,24 @@
 """Sealed openings: how amounts and blindings travel to the one party allowed to read them.
 
-The server stores only ciphertext. The plaintext is RFC 8785 canonical JSON:
+The server stores only ciphertext. The plaintext is canonical JSON (RFC 8785
+key order and spacing; being ASCII-only with integers below 2^64, it is what
+`json.dumps(sort_keys=True, separators=(",", ":"))` writes):
 
     {"v": 1, "lots": {lot_id: {origin_class: {"value": int, "blinding": hex32}}}}
     {"v": 1, "capacity": {attestation_id: {"value": int, "blinding": hex32}}}
 
 the first for lot openings (issuance, transfer, transformation), the second
 for the capacity an auditor attests (sealed to the site operator, who needs it
-for every capacity proof). It is encrypted with a libsodium sealed box
+for every capacity proof).
+
+Fixed length: boxes are public (every bundle carries them), so the plaintext
+is padded with ASCII spaces (0x20) after the JSON to the length it would have
+if every value were 2^64 - 1 (20 digits). The box length then depends only on
+the plaintext's structure (which lot and attestation ids, which origin
+classes: all public in the envelope), never on an amount: issuing 0 g, 7 g,
+10^6 g or 2^64 - 1 g gives boxes of one length. A transformation's box still
+shows its number of outputs and classes, as its envelope does. `unseal`
+refuses a plaintext not padded exactly so. It is encrypted with a libsodium sealed box
 (X25519 + XSalsa20-Poly1305, anonymous sender) to the recipient's registered
 sealing key and travels base64-encoded. Authenticity comes from the envelope
 signature around it, not from the box.
@@ -27,7 +38,7 @@ from nacl.public import PrivateKey, PublicKey, SealedBox
 from crypto.group import ORDER
 from crypto.pedersen import Opening
 
-from .encoding import canonical_json
+from .encoding import StrictJSONError, loads_strict
 from .models import ORIGIN_CLASSES
 
 OPENINGS_VERSION = 1
@@ -57,13 +68,35 @@ def capacity_plaintext(attestation_id: str, capacity: Opening) -> dict[str, Any]
     return {"v": OPENINGS_VERSION, "capacity": {attestation_id: _opening_json(capacity)}}
 
 
+def _at_max(node: Any) -> Any:
+    """`node` with every opening's value replaced by the longest one, 2^64 - 1."""
+    if isinstance(node, dict):
+        if set(node) == {"value", "blinding"}:
+            return {**node, "value": MAX_AMOUNT - 1}
+        return {k: _at_max(v) for k, v in node.items()}
+    return node
+
+
+def _plaintext_bytes(plaintext: dict[str, Any]) -> bytes:
+    # RFC 8785 for this ASCII-only shape (sorted keys, no whitespace), except that
+    # integers up to 2^64 - 1 are written in full: RFC 8785 stops at 2^53.
+    return json.dumps(plaintext, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+def padded_plaintext(plaintext: dict[str, Any]) -> bytes:
+    """The sealed bytes: canonical JSON of `plaintext` (sorted keys, no whitespace,
+    integers in full), space-padded to the length of its all-maximal twin."""
+    body = _plaintext_bytes(plaintext)
+    return body + b" " * (len(_plaintext_bytes(_at_max(plaintext))) - len(body))
+
+
 def seal(plaintext: dict[str, Any], x25519_public_key_hex: str) -> str:
-    """Encrypt canonical JSON of `plaintext` to the recipient; base64 ciphertext."""
+    """Encrypt the padded canonical JSON of `plaintext` to the recipient; base64 ciphertext."""
     try:
         box = SealedBox(PublicKey(bytes.fromhex(x25519_public_key_hex)))
     except (ValueError, TypeError, NaclCryptoError) as exc:
         raise SealedOpeningError(f"recipient key: not a 32-byte X25519 public key in hex ({exc})") from None
-    return base64.b64encode(box.encrypt(canonical_json(plaintext))).decode("ascii")
+    return base64.b64encode(box.encrypt(padded_plaintext(plaintext))).decode("ascii")
 
 
 def unseal(ciphertext: str, x25519_private_key: PrivateKey | str) -> dict[str, Any]:
@@ -77,10 +110,12 @@ def unseal(ciphertext: str, x25519_private_key: PrivateKey | str) -> dict[str, A
     except (binascii.Error, ValueError, TypeError, NaclCryptoError) as exc:
         raise SealedOpeningError(f"cannot open the sealed box (wrong key or corrupted ciphertext: {exc})") from None
     try:
-        plaintext = json.loads(data)
-    except ValueError:
-        raise SealedOpeningError("sealed plaintext is not JSON") from None
+        plaintext = loads_strict(data)
+    except StrictJSONError as exc:
+        raise SealedOpeningError(f"sealed plaintext is not JSON ({exc})") from None
     _validate(plaintext)
+    if data != padded_plaintext(plaintext):
+        raise SealedOpeningError("sealed plaintext is not canonical JSON padded to its fixed length")
     return plaintext
 
 

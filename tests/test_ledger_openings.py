@@ -42,7 +42,8 @@ def test_lot_openings_round_trip_as_canonical_json():
         },
     }
     sealed = seal(plaintext, PUBLIC)
-    assert SealedBox(KEY).decrypt(base64.b64decode(sealed)) == canonical_json(plaintext)
+    body = canonical_json(plaintext)  # then spaces: the width of two 20-digit values instead of "5" and "0"
+    assert SealedBox(KEY).decrypt(base64.b64decode(sealed)) == body + b" " * 38
     assert lot_openings(unseal(sealed, KEY)) == lots
     assert lot_openings(unseal(sealed, bytes(KEY).hex())) == lots  # the key may be given as hex
 
@@ -86,3 +87,33 @@ def test_amounts_outside_the_range_cannot_be_sealed():
 def test_malformed_plaintexts_are_refused(plaintext, message):
     with pytest.raises(SealedOpeningError, match=message):
         unseal(raw_seal(json.dumps(plaintext).encode()), KEY)
+
+
+# --------------------------------------------------------------------------- fixed length (issue 7 point 3)
+
+AMOUNTS_OF_EVERY_SIZE = (0, 7, 10**6, 2**64 - 1)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda v: lots_plaintext({"lot_" + "a" * 24: {"industrial": Opening(v, 3)}}),  # issuance
+        lambda v: lots_plaintext({"lot_" + "b" * 24: {"industrial": Opening(v, 5), "recycled": Opening(v // 2, 6)}}),
+        lambda v: lots_plaintext({"lot_" + "c" * 24: {"artisanal": Opening(v, 7)},
+                                  "lot_" + "d" * 24: {"artisanal": Opening(v // 3, 8)}}),  # fmt: skip
+        lambda v: capacity_plaintext("att_" + "e" * 24, Opening(v, 9)),
+    ],
+    ids=["issue", "transfer-two-classes", "transform-two-outputs", "capacity"],
+)
+def test_box_length_does_not_depend_on_the_amount(make):
+    lengths = {len(seal(make(v), PUBLIC)) for v in AMOUNTS_OF_EVERY_SIZE}
+    assert len(lengths) == 1, lengths
+    for v in AMOUNTS_OF_EVERY_SIZE:  # and every box still opens to exactly its plaintext
+        assert unseal(seal(make(v), PUBLIC), KEY) == make(v)
+
+
+@pytest.mark.parametrize("padding", [b"", b" ", b" " * 100, b"\n" * 14])
+def test_a_plaintext_not_padded_to_its_fixed_length_is_refused(padding):
+    body = canonical_json(lots_plaintext({"l": {"industrial": Opening(7, 1)}}))
+    with pytest.raises(SealedOpeningError, match="padded"):
+        unseal(raw_seal(body + padding), KEY)
