@@ -2,10 +2,16 @@
 
 Every organisation and site here is FICTIONAL; regions, product types and
 orders of magnitude follow public figures (sources and assumptions in
-docs/demo.md). All amounts are integer grams of *contained cobalt*: product
-names carry the gross-product conversions only as descriptions.
+docs/demo.md). All amounts are integer grams of *contained cobalt*.
 
-Conversions used for product descriptions (see docs/demo.md):
+Product texts are public (they are signed in clear into every envelope and
+bundle), so they name the product and nothing else: no mass, no volume, no
+grade. A grade with a lot's own amount would give its gross mass; with the
+demo's bundles it would give the recycled share the claims keep hidden. The
+product functions take the amount only so the demo's call sites read as what
+was shipped; they never write it.
+
+Conversions used for the demo's amounts (see docs/demo.md):
 * cobalt hydroxide Co(OH)2 intermediate: ~30-40 % Co (35 % used here);
 * cobalt sulfate heptahydrate CoSO4*7H2O: 20.96 % Co (58.93 / 281.10);
 * NMC811 cathode LiNi0.8Mn0.1Co0.1O2: ~6.1 % Co (5.89 / 97.3);
@@ -20,9 +26,6 @@ from datetime import UTC, datetime
 T = 1_000_000  # grams in a tonne
 KG = 1_000
 
-HYDROXIDE_CO = 0.35
-SULFATE_CO = 58.93 / 281.10  # 0.2096
-NMC811_CO = 5.89 / 97.3  # 0.0605
 PACK_KWH = 75
 PACK_CO_G = 6_500  # grams of cobalt in one 75 kWh NMC811 pack (illustrative)
 
@@ -92,24 +95,23 @@ def attestation_period(now: datetime | None = None) -> tuple[datetime, datetime]
 
 
 def hydroxide(grams_co: int) -> str:
-    return f"cobalt hydroxide, {grams_co / HYDROXIDE_CO / T:,.1f} t at 35 % Co (dry)"
+    return "cobalt hydroxide (dry)"
 
 
 def sulfate(grams_co: int) -> str:
-    return f"cobalt sulfate heptahydrate, {grams_co / SULFATE_CO / T:,.1f} t (20.96 % Co)"
+    return "cobalt sulfate heptahydrate"
 
 
 def cathode(grams_co: int) -> str:
-    return f"NMC811 cathode active material, {grams_co / NMC811_CO / T:,.1f} t (6.1 % Co)"
+    return "NMC811 cathode active material"
 
 
 def cells(grams_co: int) -> str:
-    packs = grams_co / PACK_CO_G
-    return f"NMC811 cells for {packs:,.0f} x {PACK_KWH} kWh packs"
+    return f"NMC811 cells for {PACK_KWH} kWh EV packs"
 
 
 def black_mass(grams_co: int) -> str:
-    return f"black mass from end-of-life packs ({grams_co / T:,.1f} t contained Co)"
+    return "black mass from end-of-life packs"
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ from ledger.models import (
 from ledger.view import OPERATOR
 
 from .client import ApiRejection, Client
+from .public_text import quantity_in
 from .wallet import LotEntry, Wallet, WalletError
 
 ROOT_KEY_ID = "root"
@@ -55,6 +56,22 @@ ROOT_KEY_ID = "root"
 
 class ProvingRefused(Exception):
     """The wallet's prover will not prove a false statement (nothing was sent)."""
+
+
+class PublicQuantity(ProvingRefused):
+    """A product text states a mass, volume or percentage (nothing was sent)."""
+
+
+def check_product_text(text: str, *, allow_public_quantity: bool = False) -> None:
+    """PublicQuantity if `text` states a quantity (see sdk.public_text) and that was not
+    explicitly allowed: product texts are public, in every envelope and bundle."""
+    found = None if allow_public_quantity else quantity_in(text)
+    if found is not None:
+        raise PublicQuantity(
+            f"the product text {text!r} states {found!r}: product texts are public (every bundle shows them)"
+            " and would reveal what the commitments hide; remove it, or pass allow_public_quantity=True"
+            " (--allow-public-quantity) if it is meant to be public"
+        )
 
 
 def new_nonce() -> str:
@@ -271,8 +288,12 @@ class Publisher:
             " (run `oretrace wallet restore`)"
         )
 
-    async def issue(self, *, site_id: str, attestation_id: str, amount_g: int, product: str) -> Published:
-        """Issue a lot of `amount_g` grams of contained cobalt at one of the organisation's sites."""
+    async def issue(
+        self, *, site_id: str, attestation_id: str, amount_g: int, product: str, allow_public_quantity: bool = False
+    ) -> Published:
+        """Issue a lot of `amount_g` grams of contained cobalt at one of the organisation's sites.
+        `product` is public text: PublicQuantity if it states a quantity, unless `allow_public_quantity`."""
+        check_product_text(product, allow_public_quantity=allow_public_quantity)
         if attestation_id not in self.wallet.capacities:
             await sync(self.wallet, self.client)
         capacity = self.wallet.capacity(attestation_id)
@@ -319,8 +340,13 @@ class Publisher:
         self._save()
         return result
 
-    async def transform(self, process: str, inputs: Sequence[str], outputs: Sequence[PlannedOutput]) -> Published:
-        """Consume `inputs` (own, unconsumed lots) and create `outputs`; the rest is the loss."""
+    async def transform(
+        self, process: str, inputs: Sequence[str], outputs: Sequence[PlannedOutput], *, allow_public_quantity: bool = False
+    ) -> Published:
+        """Consume `inputs` (own, unconsumed lots) and create `outputs`; the rest is the loss.
+        Output products are public text: PublicQuantity if one states a quantity, unless `allow_public_quantity`."""
+        for plan in outputs:
+            check_product_text(plan.product, allow_public_quantity=allow_public_quantity)
         in_openings = {lot_id: (await self.held(lot_id)).openings for lot_id in inputs}
         nonce = new_nonce()
         payload = await self._prove(
@@ -341,12 +367,15 @@ class Publisher:
         return result
 
     async def transform_proportional(
-        self, process: str, inputs: Sequence[str], outputs: Sequence[tuple[str, int]]
-    ) -> Published:
+        self, process: str, inputs: Sequence[str], outputs: Sequence[tuple[str, int]], *,
+        allow_public_quantity: bool = False,
+    ) -> Published:  # fmt: skip
         """Transform into outputs of given (product, grams), each with the inputs' class mix."""
+        for product, _ in outputs:
+            check_product_text(product, allow_public_quantity=allow_public_quantity)
         in_openings = [(await self.held(i)).openings for i in inputs]
         planned = proportional_outputs(in_openings, [g for _, g in outputs], [p for p, _ in outputs])
-        return await self.transform(process, inputs, planned)
+        return await self.transform(process, inputs, planned, allow_public_quantity=allow_public_quantity)
 
     async def claim(
         self,
