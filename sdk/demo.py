@@ -127,6 +127,9 @@ def make_wallets(network: str = D.NETWORK, root_seed: bytes | None = None) -> di
         else:
             w = Wallet.generate(actor.org_id, network, name=actor.name, country=actor.country, roles=list(actor.roles))
         wallets[actor.org_id] = w
+    root = wallets[OPERATOR].signing_public_hex
+    for w in wallets.values():  # every wallet pins the root key when it is created (sdk.registry)
+        w.root_public_key = root
     return wallets
 
 

@@ -36,19 +36,25 @@ from ledger.builders import (
     build_transform,
 )
 from ledger.envelope import Envelope, sign
+from ledger import statements as st
 from ledger.models import (
     ORIGIN_CLASSES,
+    AttestSite,
     ClaimKind,
+    Issue,
     KeyEntry,
     Location,
     RegisterOrganization,
     Role,
     SiteInfo,
+    Transfer,
+    Transform,
 )
 from ledger.view import OPERATOR
 
 from .client import ApiRejection, Client
 from .public_text import quantity_in
+from .registry import Registry, UntrustedAnswer
 from .wallet import LotEntry, Wallet, WalletError
 
 ROOT_KEY_ID = "root"
@@ -141,7 +147,7 @@ class Publisher:
         self.wallet = wallet
         self.client = client
         self.autosave = autosave and wallet.path is not None
-        self._sealing_keys: dict[str, str] = {}
+        self._registry: Registry | None = None
 
     # ---------------------------------------------------------------- basics
     @property
@@ -169,13 +175,17 @@ class Publisher:
         if self.autosave:
             self.wallet.save()
 
+    @property
+    def registry(self) -> Registry:
+        """The network's registry as the wallet's pinned root key vouches for it."""
+        if self._registry is None:
+            self._registry = Registry(self.client, self.network, self.wallet.pinned_root_key)
+        return self._registry
+
     async def sealing_key_of(self, org_id: str) -> str:
-        if org_id not in self._sealing_keys:
-            org = await self.client.organization(org_id)
-            if org is None:
-                raise ApiRejection("UNKNOWN_ORGANIZATION", f"organisation {org_id} is not registered")
-            self._sealing_keys[org_id] = org["sealingKey"]
-        return self._sealing_keys[org_id]
+        """`org_id`'s sealing key from its root-signed registration (UntrustedAnswer if the
+        server shows another; ApiRejection UNKNOWN_ORGANIZATION if it knows none)."""
+        return await self.registry.sealing_key(org_id)
 
     async def held(self, lot_id: str) -> LotEntry:
         """The wallet's entry for a lot, learning incoming transfers from the server if needed."""
@@ -418,70 +428,105 @@ class SyncReport:
     lots: int = 0  # lot openings learnt
     capacities: int = 0  # capacity openings learnt
     unreadable: int = 0  # ciphertexts that would not open (e.g. sealed to a rotated-out key)
-    mismatched: int = 0  # lot openings that do not open the lot's published commitments: ignored
+    mismatched: int = 0  # openings that do not open their own envelope's commitments: ignored
     held: int = 0  # lots currently held and unconsumed
 
 
-async def sync(wallet: Wallet, client: Client, *, progress=None, full: bool = False) -> SyncReport:
-    """Learn from the server every opening sealed to this organisation.
+def sealed_box_of(env: Envelope) -> tuple[str, str, list[str]] | None:
+    """(recipient, box, ids the box may open) of the sealed opening a signed envelope carries:
+    issue and transform to the signer (the new lot ids), transfer to the receiver (the lot),
+    attest_site to the site operator (the attestation id). None for other payloads."""
+    p = env.payload
+    match p:
+        case Issue():
+            return env.signer, p.opening_sealed_to_owner, [st.issued_lot_id(env.network, env.signer, env.nonce)]
+        case Transform():
+            ids = st.output_lot_ids(env.network, env.signer, env.nonce, len(p.outputs))
+            return env.signer, p.openings_sealed_to_owner, ids
+        case Transfer():
+            return p.to, p.opening_sealed_to_receiver, [p.lot_id]
+        case AttestSite():
+            return p.site.operator, p.capacity_opening_sealed, [st.attestation_id(env.network, env.signer, env.nonce)]
+    return None
 
-    Fetches `sealedOpenings(recipient)`, opens each box with the wallet's X25519
-    key (`ledger.openings.unseal`), and adds lot openings (with, for issued
-    lots, the attestation and sequence number read from the issuing event) and
-    capacity openings (with the site read from the attestation event). Then
-    marks as spent every lot the organisation no longer holds unconsumed.
-    `full=True` re-reads everything (restore); otherwise known items are skipped.
-    `progress(done, total)` is called as items are processed.
+
+async def sync(wallet: Wallet, client: Client, *, progress=None, full: bool = False) -> SyncReport:
+    """Learn from the server every opening sealed to this organisation, trusting it for nothing.
+
+    For each `sealedOpenings(recipient)` record the signed event is fetched and
+    verified against the wallet's pinned root key (`sdk.registry`); the box is
+    taken from that envelope (the record's copy must be byte-identical) and
+    opened with the wallet's X25519 key. A lot opening is accepted only if it
+    opens the commitments of a lot that envelope itself creates or transfers
+    (issue: its commitment, under the verified attestation's class; transform:
+    the output's commitments; transfer: the commitments of the lot's verified
+    creating event); a capacity opening only from an attest_site event naming
+    this organisation as the site's operator, and only if it opens that
+    attestation's capacity commitment. Openings that fail are counted as
+    `mismatched` (a sender's fault) and ignored. Lots no longer held
+    unconsumed are then marked spent.
+
+    UntrustedAnswer (nothing changed in the wallet) if the server's answers do
+    not match what the root key vouches for. `full=True` re-reads everything
+    (restore). `progress(done, total)` is called as items are processed.
     """
     from ledger.openings import SealedOpeningError, capacity_openings, lot_openings, unseal
 
+    registry = Registry(client, wallet.network, wallet.pinned_root_key)
     report = SyncReport()
+    lot_entries: list[LotEntry] = []
+    capacities: list[tuple[str, str, Opening]] = []
     records = await client.sealed_openings(wallet.org_id)
     report.sealed = len(records)
     for n, record in enumerate(records, 1):
+        if progress:
+            progress(n - 1, len(records))
         lot_ids = list(record.get("lotIds") or [])
-        known = lot_ids and all(x in wallet.lots for x in lot_ids)
-        if known and not full:
-            if progress:
-                progress(n, len(records))
+        if lot_ids and all(x in wallet.lots for x in lot_ids) and not full:
             continue
+        env = await registry.verified_event(str(record.get("eventId")))
+        carried = sealed_box_of(env)
+        if carried is None or carried[0] != wallet.org_id:
+            raise UntrustedAnswer(f"event {env.event_id}, listed as sealed to {wallet.org_id}, carries no box for it")
+        _, box, ids = carried
+        if record.get("ciphertext") != box:
+            raise UntrustedAnswer(f"the sealed box served for event {env.event_id} is not the one its signed envelope carries")
         try:
-            plaintext = unseal(record["ciphertext"], wallet.sealing_key)
+            plaintext = unseal(box, wallet.sealing_key)
         except SealedOpeningError:
             report.unreadable += 1
             continue
-        if "capacity" in plaintext:
-            for att_id, opening in capacity_openings(plaintext).items():
-                if att_id in wallet.capacities and not full:
-                    continue
-                event = await client.event(record["eventId"])
-                site_id = _payload(event).get("site", {}).get("site_id", "")
-                wallet.add_capacity(att_id, site_id, opening)
-                report.capacities += 1
-        else:
-            openings = lot_openings(plaintext)
-            payload = _payload(await client.event(record["eventId"]))
-            for lot_id, classes in openings.items():
-                # A sender controls the plaintext: never let it name another lot, or
-                # overwrite good openings with ones that do not open the commitments.
-                if lot_id not in lot_ids or not _opens(await client.lot(lot_id), classes):
+        p = env.payload
+        if isinstance(p, AttestSite):
+            for att_id, opening in capacity_openings(plaintext).items() if "capacity" in plaintext else []:
+                if att_id != ids[0] or not _opens_points({"c": p.capacity_commitment}, {"c": opening}):
                     report.mismatched += 1
                     continue
-                previous = wallet.lots.get(lot_id)
-                entry = LotEntry(lot_id, dict(classes), previous.product if previous else "")
-                if payload.get("type") == "issue":
-                    entry.attestation_id = payload.get("attestation_id")
-                    entry.issue_seq = payload.get("seq")
-                    entry.product = payload.get("product", entry.product)
-                elif payload.get("type") == "transform":
-                    index = _output_index(lot_id, record, payload)
-                    if index is not None:
-                        entry.product = payload["outputs"][index].get("product", entry.product)
-                wallet.add_lot(entry)
-                report.lots += 1
-        if progress:
-            progress(n, len(records))
+                if full or att_id not in wallet.capacities:
+                    capacities.append((att_id, p.site.site_id, opening))
+                    report.capacities += 1
+            continue
+        if "lots" not in plaintext:
+            report.mismatched += 1  # e.g. a capacity opening in a transfer's box: never accepted
+            continue
+        for lot_id, classes in lot_openings(plaintext).items():
+            if lot_id not in ids or not _opens_points(await _own_commitments(registry, env, lot_id), classes):
+                report.mismatched += 1
+                continue
+            previous = wallet.lots.get(lot_id)
+            entry = LotEntry(lot_id, dict(classes), previous.product if previous else "")
+            if isinstance(p, Issue):
+                entry.attestation_id, entry.issue_seq, entry.product = p.attestation_id, p.seq, p.product
+            elif isinstance(p, Transform):
+                entry.product = p.outputs[ids.index(lot_id)].product
+            lot_entries.append(entry)
+            report.lots += 1
     held_lots = await client.lots(owner=wallet.org_id, consumed=False)
+    # every check passed: now change the wallet
+    for att_id, site_id, opening in capacities:
+        wallet.add_capacity(att_id, site_id, opening)
+    for entry in lot_entries:
+        wallet.add_lot(entry)
     held = {lot["id"] for lot in held_lots}
     report.held = len(held)
     for lot_id, entry in wallet.lots.items():
@@ -489,37 +534,33 @@ async def sync(wallet: Wallet, client: Client, *, progress=None, full: bool = Fa
     for lot in held_lots:
         if lot["id"] in wallet.lots and not wallet.lots[lot["id"]].product:
             wallet.lots[lot["id"]].product = lot.get("product", "")
+    if progress:
+        progress(len(records), len(records))
     return report
 
 
-def _opens(lot: Mapping[str, Any] | None, classes: Mapping[str, Opening]) -> bool:
-    """Do these openings open the lot's published per-class commitments (absent = 0)?"""
-    if lot is None:
-        return False
+async def _own_commitments(registry: Registry, env: Envelope, lot_id: str) -> dict[str, str]:
+    """The per-class commitments of `lot_id` as the signed envelope `env` (or, for a
+    transfer, the verified event that created the lot) states them."""
+    p = env.payload
+    if isinstance(p, Issue):
+        return {(await registry.attestation(p.attestation_id)).payload.site.origin_class: p.commitment}
+    if isinstance(p, Transform):
+        ids = st.output_lot_ids(env.network, env.signer, env.nonce, len(p.outputs))
+        return dict(p.outputs[ids.index(lot_id)].commitments)
+    return await registry.lot_commitments(lot_id)
+
+
+def _opens_points(published_hex: Mapping[str, str], classes: Mapping[str, Opening]) -> bool:
+    """Do these openings open the published per-class commitments (absent = 0)?"""
     try:
-        published = {
-            c["originClass"]: Point.from_hex(c["commitment"], allow_identity=True) for c in lot["commitments"]
-        }
+        published = {k: Point.from_hex(v, allow_identity=True) for k, v in published_hex.items()}
     except DecodeError:
         return False
     return all(
         commit_opening(classes.get(k, Opening.zero())) == published.get(k, Point.identity())
         for k in set(published) | set(classes)
     )
-
-
-def _payload(event: Mapping[str, Any] | None) -> dict[str, Any]:
-    if not event:
-        return {}
-    envelope = event.get("envelope") or {}
-    return envelope.get("payload") or {}
-
-
-def _output_index(lot_id: str, record: Mapping[str, Any], payload: Mapping[str, Any]) -> int | None:
-    ids = list(record.get("lotIds") or [])
-    if lot_id in ids and len(ids) == len(payload.get("outputs", [])):
-        return ids.index(lot_id)
-    return None
 
 
 async def restore(wallet: Wallet, client: Client, *, progress=None) -> SyncReport:

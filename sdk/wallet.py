@@ -10,6 +10,10 @@ A wallet holds
   openings of the issuances made under each attestation (their sum opens the
   attestation's running `cumulative` commitment).
 
+It also pins its network's root public key (`root_public_key`, hex) when it is
+created: every key and sealed box the SDK takes from the server is checked
+against it (`sdk.registry`). An operator wallet's pin is its own root key.
+
 The server never sees any of this in plaintext. Everything the wallet learns is
 also on the server, sealed to the organisation (issuances, transformations and
 transfers seal the openings to the owner; attestations seal the capacity
@@ -129,10 +133,16 @@ class Wallet:
     capacities: dict[str, CapacityEntry] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)  # name, roles, country: informative only
     path: Path | None = None
+    root_public_key: str | None = None  # the network's pinned root key (64 lowercase hex)
 
     # ------------------------------------------------------------------ keys
     @classmethod
-    def generate(cls, org_id: str, network: str, key_id: str = "k1", **meta: Any) -> Wallet:
+    def generate(
+        cls, org_id: str, network: str, key_id: str = "k1", *, root_public_key: str | None = None, **meta: Any
+    ) -> Wallet:
+        """New keys for `org_id` on `network`, pinning `root_public_key` (the operator's
+        published root key; WalletError if it is not 64 hex). Without one, the wallet
+        can sign but refuses anything that needs the server's word checked."""
         return cls(
             org_id=org_id,
             network=network,
@@ -140,6 +150,20 @@ class Wallet:
             signing_seed=secrets.token_bytes(32),
             sealing_secret=bytes(PrivateKey.generate()),
             meta=dict(meta),
+            root_public_key=_root_key(root_public_key),
+        )
+
+    @property
+    def pinned_root_key(self) -> str:
+        """The root key to check the server against: the pin, or an operator wallet's own
+        key. WalletError if the wallet pins none (created before pinning existed)."""
+        if self.root_public_key is not None:
+            return self.root_public_key
+        if self.org_id == "operator" and self.key_id == "root":
+            return self.signing_public_hex
+        raise WalletError(
+            f"the wallet of {self.org_id} pins no root public key for network {self.network}, so it cannot check"
+            " the server's answers; set \"root_public_key\" in the wallet file to the operator's published key"
         )
 
     @property
@@ -232,6 +256,7 @@ class Wallet:
             "signing_public_key": self.signing_public_hex,
             "sealing_public_key": self.sealing_public_hex,
             "meta": self.meta,
+            **({"root_public_key": self.root_public_key} if self.root_public_key is not None else {}),
             "lots": {k: e.to_json() for k, e in sorted(self.lots.items())},
             "capacities": {k: c.to_json() for k, c in sorted(self.capacities.items())},
         }
@@ -251,6 +276,7 @@ class Wallet:
                 sealing_secret=bytes.fromhex(d["sealing_key"]),
                 meta=dict(d.get("meta", {})),
                 path=path,
+                root_public_key=_root_key(d.get("root_public_key")),
             )
         except (KeyError, ValueError, TypeError) as exc:
             raise WalletError(f"not a wallet file: {exc}") from None
@@ -281,7 +307,16 @@ class Wallet:
 
     def keys_only(self) -> Wallet:
         """A copy with the keys and nothing else (what a lost laptop leaves you with)."""
-        return Wallet(self.org_id, self.network, self.key_id, self.signing_seed, self.sealing_secret, meta=dict(self.meta))
+        return Wallet(self.org_id, self.network, self.key_id, self.signing_seed, self.sealing_secret,
+                      meta=dict(self.meta), root_public_key=self.root_public_key)  # fmt: skip
+
+
+def _root_key(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) != 64 or any(c not in "0123456789abcdef" for c in value.lower()):
+        raise WalletError("root_public_key must be 64 hexadecimal characters (the operator's Ed25519 key)")
+    return value.lower()
 
 
 def write_private_json(path: str | os.PathLike, data: Any) -> None:

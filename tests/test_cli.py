@@ -38,10 +38,11 @@ async def chain(live_server, api_settings, root_key: SigningKey, tmp_path_factor
     d = tmp_path_factory.mktemp("cli")
     operator = Wallet.generate("operator", net, key_id="root")
     operator.signing_seed = bytes(root_key)
+    root = root_key.verify_key.encode().hex()
     w = {
-        "auditor": Wallet.generate("cli-auditor", net, name="Auditor", country="CD", roles=["auditor"]),
-        "mine": Wallet.generate("cli-mine", net, name="Mine", country="CD", roles=["mine"]),
-        "trader": Wallet.generate("cli-trader", net, name="Trader", country="CH", roles=["trader"]),
+        "auditor": Wallet.generate("cli-auditor", net, root_public_key=root, name="Auditor", country="CD", roles=["auditor"]),
+        "mine": Wallet.generate("cli-mine", net, root_public_key=root, name="Mine", country="CD", roles=["mine"]),
+        "trader": Wallet.generate("cli-trader", net, root_public_key=root, name="Trader", country="CH", roles=["trader"]),
     }
     for name, wallet in w.items():
         wallet.save(d / f"{name}.json")

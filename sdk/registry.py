@@ -1,0 +1,172 @@
+"""The SDK trusts the server for nothing: every key and box is checked against the root key.
+
+A wallet pins its network's root public key when it is created
+(`Wallet.root_public_key`). `Registry` answers, for that network:
+
+* `organization(org_id)`: the organisation as its **root-signed registration
+  event** states it (signing keys, sealing key, roles). The server's
+  `organization { sealingKey registeredByEvent }` only says where to look: the
+  event is fetched, strictly decoded (`ledger.envelope.parse_envelope`), its id
+  recomputed, its operator signature checked under the pinned root key; a
+  server-reported sealing key that differs from the signed one is refused.
+* `verified_event(event_id)`: a signed envelope, strictly decoded, whose id
+  is the one asked for and whose signature verifies under a signing key of the
+  signer's verified registration.
+* `lot_commitments(lot_id)`: a lot's per-class commitments read from the
+  verified event that created it (issue: the class from the verified
+  attestation; transform: the output's commitments).
+
+Limit: rotate_key events are not served by the API (there is no query listing
+an organisation's registry events), so a key or sealing key added by rotation
+cannot be verified and is refused with `UntrustedAnswer`, never taken on the
+server's word.
+
+Every refusal is `UntrustedAnswer` (the message says what the server got
+wrong); callers make no change before all checks of an operation passed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ledger import statements as st
+from ledger.envelope import Envelope, MalformedEnvelope, parse_envelope, signature_is_valid
+from ledger.models import AttestSite, Issue, RegisterOrganization, Transform
+from ledger.rules import ROOT_KEY_ID
+from ledger.view import OPERATOR
+
+from .client import ApiError, ApiRejection, Client
+
+
+class UntrustedAnswer(ApiError):
+    """The server's answer does not match what the root key vouches for. Nothing was changed.
+    An ApiError: the CLI reports it in one line (exit 2), like any fault of the API."""
+
+    def __init__(self, what: str):
+        self.what = what
+        super().__init__(f"the server's answer cannot be trusted: {what}")
+
+
+@dataclass(frozen=True)
+class RegisteredOrganization:
+    """An organisation as its root-signed registration states it."""
+
+    org_id: str
+    name: str
+    roles: tuple[str, ...]
+    signing_keys: dict[str, str]  # key id -> Ed25519 public key hex
+    sealing_key: str  # X25519 public key hex
+    event_id: str  # the register_organization event ("" for the operator)
+
+
+_ORG_QUERY = "query($id: ID!) { organization(id: $id) { id sealingKey registeredByEvent } }"
+_LOT_QUERY = "query($id: ID!) { lot(id: $id) { id createdByEvent } }"
+_ATTESTATION_QUERY = "query($id: ID!) { attestation(id: $id) { id eventId } }"
+
+
+class Registry:
+    """Verified registry and events of one network, for one wallet's pinned root key."""
+
+    def __init__(self, client: Client, network: str, root_public_key: str):
+        self.client = client
+        self.network = network
+        self.root_public_key = root_public_key
+        self._orgs: dict[str, RegisteredOrganization] = {}
+        self._events: dict[str, Envelope] = {}
+
+    async def organization(self, org_id: str) -> RegisteredOrganization:
+        """The verified registration of `org_id`. ApiRejection UNKNOWN_ORGANIZATION if the
+        server knows none; UntrustedAnswer if what it shows is not root-signed."""
+        if org_id in self._orgs:
+            return self._orgs[org_id]
+        if org_id == OPERATOR:
+            org = RegisteredOrganization(OPERATOR, "network operator", ("operator",),
+                                         {ROOT_KEY_ID: self.root_public_key}, "", "")  # fmt: skip
+            self._orgs[org_id] = org
+            return org
+        answer = (await self.client.execute(_ORG_QUERY, {"id": org_id})).get("organization")
+        if answer is None:
+            raise ApiRejection("UNKNOWN_ORGANIZATION", f"organisation {org_id} is not registered")
+        event_id = str(answer.get("registeredByEvent"))
+        env = await self._envelope(event_id)
+        p = env.payload
+        if env.signer != OPERATOR or env.key_id != ROOT_KEY_ID or not isinstance(p, RegisterOrganization):
+            raise UntrustedAnswer(f"event {event_id}, given as {org_id}'s registration, is not an operator registration")
+        if p.org_id != org_id:
+            raise UntrustedAnswer(f"event {event_id}, given as {org_id}'s registration, registers {p.org_id}")
+        if not signature_is_valid(env, self.root_public_key):
+            raise UntrustedAnswer(f"the registration {event_id} of {org_id} is not signed by the pinned root key")
+        if answer.get("sealingKey") != p.sealing_key:
+            raise UntrustedAnswer(
+                f"the server gives {org_id}'s sealing key as {answer.get('sealingKey')!r}; its root-signed"
+                f" registration {event_id} says {p.sealing_key} (a key from a rotation cannot be verified: the API"
+                " serves no rotation events)"
+            )
+        org = RegisteredOrganization(
+            org_id, p.name, tuple(r.value for r in p.roles), {k.key_id: k.public_key for k in p.signing_keys},
+            p.sealing_key, event_id,
+        )  # fmt: skip
+        self._orgs[org_id] = org
+        return org
+
+    async def sealing_key(self, org_id: str) -> str:
+        """The X25519 key to seal to `org_id`, from its root-signed registration."""
+        return (await self.organization(org_id)).sealing_key
+
+    async def verified_event(self, event_id: str) -> Envelope:
+        """The envelope of `event_id`, decoded strictly and signed by a registered key of its signer."""
+        if event_id in self._events:
+            return self._events[event_id]
+        env = await self._envelope(event_id)
+        signer = await self.organization(env.signer)
+        public_key = signer.signing_keys.get(env.key_id)
+        if public_key is None:
+            raise UntrustedAnswer(
+                f"event {event_id} is signed with key {env.key_id!r} of {env.signer}, which its root-signed"
+                " registration does not hold"
+            )
+        if not signature_is_valid(env, public_key):
+            raise UntrustedAnswer(f"event {event_id}: the signature does not verify under {env.signer}'s key")
+        self._events[event_id] = env
+        return env
+
+    async def lot_commitments(self, lot_id: str) -> dict[str, str]:
+        """{origin class: commitment hex} of `lot_id` (absent class = 0) from its verified creating event."""
+        answer = (await self.client.execute(_LOT_QUERY, {"id": lot_id})).get("lot")
+        if answer is None:
+            raise UntrustedAnswer(f"the server does not know lot {lot_id}, which a signed event names")
+        env = await self.verified_event(str(answer.get("createdByEvent")))
+        match env.payload:
+            case Issue() as p if st.issued_lot_id(env.network, env.signer, env.nonce) == lot_id:
+                attestation = await self.attestation(p.attestation_id)
+                return {attestation.payload.site.origin_class: p.commitment}
+            case Transform() as p:
+                ids = st.output_lot_ids(env.network, env.signer, env.nonce, len(p.outputs))
+                if lot_id in ids:
+                    return dict(p.outputs[ids.index(lot_id)].commitments)
+        raise UntrustedAnswer(f"event {env.event_id}, given as the creation of lot {lot_id}, does not create it")
+
+    async def attestation(self, attestation_id: str) -> Envelope:
+        """The verified attest_site event of `attestation_id`."""
+        answer = (await self.client.execute(_ATTESTATION_QUERY, {"id": attestation_id})).get("attestation")
+        if answer is None:
+            raise UntrustedAnswer(f"the server does not know attestation {attestation_id}, which a signed event names")
+        env = await self.verified_event(str(answer.get("eventId")))
+        if not isinstance(env.payload, AttestSite) or st.attestation_id(env.network, env.signer, env.nonce) != attestation_id:
+            raise UntrustedAnswer(f"event {env.event_id}, given as attestation {attestation_id}, does not create it")
+        return env
+
+    async def _envelope(self, event_id: str) -> Envelope:
+        event: Any = await self.client.event(event_id)
+        if not isinstance(event, dict) or not isinstance(event.get("envelope"), dict):
+            raise UntrustedAnswer(f"the server has no envelope for event {event_id}")
+        try:
+            env = parse_envelope(event["envelope"])
+        except MalformedEnvelope as exc:
+            raise UntrustedAnswer(f"event {event_id}: the envelope is malformed ({exc})") from None
+        if env.event_id != event_id:
+            raise UntrustedAnswer(f"the envelope served as event {event_id} is event {env.event_id}")
+        if env.network != self.network:
+            raise UntrustedAnswer(f"event {event_id} is for network {env.network!r}, the wallet's is {self.network!r}")
+        return env

@@ -1,0 +1,275 @@
+"""The SDK trusts the server for nothing (issue 7 points 2 and 5).
+
+A real server on the embedded database holds a small chain (auditor, mine,
+trader; an attested site, issued lots, a transfer). The SDK then talks to it
+through a lying GraphQL endpoint: an httpx transport in front of the real
+server that forwards every request and rewrites chosen answers (a swapped
+sealing key, a swapped box, a re-pointed registration, a tampered envelope).
+Each lie makes the SDK refuse with UntrustedAnswer, publishes nothing and
+leaves every wallet unchanged; the same calls through the honest endpoint work.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from nacl.public import PrivateKey
+from nacl.signing import SigningKey
+
+from crypto.pedersen import Opening
+from ledger.models import Transfer
+from ledger.openings import capacity_plaintext, lots_plaintext, seal
+from sdk.client import Client
+from sdk.demo_data import attestation_period
+from sdk.publisher import Publisher, new_nonce, restore, sync
+from sdk.registry import UntrustedAnswer
+from sdk.wallet import Wallet, WalletError
+
+ATTACKER = PrivateKey.generate()
+ATTACKER_PUBLIC = bytes(ATTACKER.public_key).hex()
+
+Rewrite = Callable[[str, dict[str, Any], dict[str, Any]], dict[str, Any]]
+
+
+class LyingTransport(httpx.AsyncBaseTransport):
+    """Forwards to the real server; `rewrite(query, variables, response)` may change the answer."""
+
+    def __init__(self, rewrite: Rewrite):
+        self.rewrite = rewrite
+        self.upstream = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content or b"{}")
+        response = await self.upstream.handle_async_request(request)
+        raw = await response.aread()
+        await response.aclose()
+        answer = self.rewrite(body.get("query", ""), body.get("variables") or {}, json.loads(raw))
+        return httpx.Response(response.status_code, json=answer)
+
+    async def aclose(self) -> None:
+        await self.upstream.aclose()
+
+
+@pytest.fixture(scope="module")
+async def net(live_server, api_settings, root_key: SigningKey, tmp_path_factory):
+    network = api_settings.network
+    root = root_key.verify_key.encode().hex()
+    d = tmp_path_factory.mktemp("trust")
+    operator = Wallet.generate("operator", network, key_id="root")
+    operator.signing_seed = bytes(root_key)
+    w = {
+        "auditor": Wallet.generate("tr-auditor", network, root_public_key=root, name="Auditor", country="CD", roles=["auditor"]),
+        "mine": Wallet.generate("tr-mine", network, root_public_key=root, name="Mine", country="CD", roles=["mine"]),
+        "trader": Wallet.generate("tr-trader", network, root_public_key=root, name="Trader", country="CH", roles=["trader"]),
+    }  # fmt: skip
+    url = f"{live_server}/graphql"
+    async with Client(url) as client:
+        op = Publisher(operator, client)
+        for wallet in w.values():
+            await op.register_wallet(wallet)
+        start, end = attestation_period()
+        att = await Publisher(w["auditor"], client).attest_site(
+            site_id="tr-site", operator="tr-mine", name="Trust pit", country="CD", region="Lualaba",
+            lat=-10.7, lon=25.5, origin_class="industrial", valid_from=start, valid_until=end, capacity_g=10**9,
+        )  # fmt: skip
+        mine = Publisher(w["mine"], client)
+        lots = [
+            (await mine.issue(site_id="tr-site", attestation_id=att.attestation_id, amount_g=g, product="hydroxide")).lot_ids[0]
+            for g in (7_000, 5_000, 3_000)
+        ]  # fmt: skip
+        await mine.transfer(lots[0], "tr-trader")
+        await sync(w["trader"], client)
+    for name, wallet in w.items():
+        wallet.save(d / f"{name}.json")
+    return {"url": url, "dir": d, "att": att.attestation_id, "lots": lots, "root": root}
+
+
+def wallet(net, name: str) -> Wallet:
+    return Wallet.load(net["dir"] / f"{name}.json")
+
+
+def lying(net, rewrite: Rewrite) -> Client:
+    return Client(net["url"], transport=LyingTransport(rewrite))
+
+
+async def owner_of(net, lot_id: str) -> str:
+    async with Client(net["url"]) as client:
+        return (await client.lot(lot_id))["owner"]["id"]
+
+
+# --------------------------------------------------------------------------- lies about keys
+
+
+def swap_sealing_key(query, variables, answer):
+    if "organization(" in query and answer.get("data", {}).get("organization"):
+        answer["data"]["organization"]["sealingKey"] = ATTACKER_PUBLIC
+    return answer
+
+
+@pytest.mark.parametrize("lie", ["sealing-key", "registration-of-another", "unsigned-registration"])
+async def test_transfer_refuses_a_sealing_key_the_root_does_not_vouch_for(net, lie):
+    mine = wallet(net, "mine")
+    before = mine.to_json()
+    async with Client(net["url"]) as honest:
+        auditor_registration = (await honest.execute(
+            'query { organization(id: "tr-auditor") { registeredByEvent } }'))["organization"]["registeredByEvent"]  # fmt: skip
+
+    def rewrite(query, variables, answer):
+        org = (answer.get("data") or {}).get("organization")
+        if "organization(" not in query or not org or variables.get("id") != "tr-trader":
+            return answer
+        if lie == "sealing-key":
+            org["sealingKey"] = ATTACKER_PUBLIC
+        elif lie == "registration-of-another":
+            org["registeredByEvent"] = auditor_registration
+        return answer
+
+    from ledger.envelope import parse_envelope, sign
+
+    async with Client(net["url"]) as honest:
+        trader_registration = (await honest.execute(
+            'query { organization(id: "tr-trader") { registeredByEvent } }'))["organization"]["registeredByEvent"]  # fmt: skip
+        genuine = parse_envelope((await honest.event(trader_registration))["envelope"])
+    fake = sign(genuine.payload.model_copy(update={"sealing_key": ATTACKER_PUBLIC}), network=genuine.network,
+                signer="operator", key_id="root", signing_key=SigningKey.generate())  # fmt: skip
+
+    def forge_event(query, variables, answer):
+        """Serve a registration of tr-trader with the attacker's sealing key, signed by a non-root key."""
+        data = answer.get("data") or {}
+        if "organization(" in query and variables.get("id") == "tr-trader" and data.get("organization"):
+            data["organization"].update(sealingKey=ATTACKER_PUBLIC, registeredByEvent=fake.event_id)
+        if "event(" in query and variables.get("id") == fake.event_id:
+            data["event"] = {"id": fake.event_id, "type": "register_organization", "envelope": fake.to_json()}
+        return answer
+
+    chosen = forge_event if lie == "unsigned-registration" else rewrite
+    async with lying(net, chosen) as client:
+        with pytest.raises(UntrustedAnswer) as caught:
+            await Publisher(mine, client, autosave=False).transfer(net["lots"][1], "tr-trader")
+    expected = {"sealing-key": "sealing key", "registration-of-another": "registers tr-auditor",
+                "unsigned-registration": "not signed by the pinned root key"}[lie]  # fmt: skip
+    assert expected in str(caught.value)
+    assert mine.to_json() == before
+    assert await owner_of(net, net["lots"][1]) == "tr-mine"  # nothing was published
+
+
+async def test_attestation_refuses_a_swapped_operator_sealing_key(net):
+    auditor = wallet(net, "auditor")
+    start, end = attestation_period()
+    async with lying(net, swap_sealing_key) as client:
+        with pytest.raises(UntrustedAnswer, match="sealing key"):
+            await Publisher(auditor, client, autosave=False).attest_site(
+                site_id="tr-site-2", operator="tr-mine", name="Second pit", country="CD", region="Lualaba",
+                lat=-10.7, lon=25.5, origin_class="industrial", valid_from=start, valid_until=end, capacity_g=10**6,
+            )  # fmt: skip
+    async with Client(net["url"]) as client:
+        assert await client.execute('query { site(id: "tr-site-2") { id } }') == {"site": None}
+
+
+async def test_the_honest_endpoint_still_works(net):
+    mine = wallet(net, "mine")
+    async with Client(net["url"]) as client:
+        assert (await Publisher(mine, client).sealing_key_of("tr-trader")) == wallet(net, "trader").sealing_public_hex
+
+
+# --------------------------------------------------------------------------- lies about boxes
+
+
+def trader_box_lie(kind: str) -> Rewrite:
+    def rewrite(query, variables, answer):
+        data = answer.get("data") or {}
+        if "sealedOpenings(" in query and data.get("sealedOpenings"):
+            for edge in data["sealedOpenings"]["edges"]:
+                node = edge["node"]
+                if kind == "box":  # a box the attacker made, with an opening of its choice
+                    node["ciphertext"] = seal(lots_plaintext({node["lotIds"][0]: {"industrial": Opening(1, 1)}}),
+                                              wallet_sealing["tr-trader"])  # fmt: skip
+        if kind == "envelope" and "event(" in query and data.get("event"):
+            env = data["event"]["envelope"]
+            if env["payload"]["type"] == "transfer":
+                env["payload"]["opening_sealed_to_receiver"] = seal(
+                    lots_plaintext({env["payload"]["lot_id"]: {"industrial": Opening(1, 1)}}), wallet_sealing["tr-trader"]
+                )
+        return answer
+
+    return rewrite
+
+
+wallet_sealing: dict[str, str] = {}
+
+
+@pytest.mark.parametrize("kind", ["box", "envelope"])
+@pytest.mark.parametrize("full", [False, True], ids=["sync", "restore"])
+async def test_sync_refuses_a_box_not_carried_by_its_signed_envelope(net, kind, full):
+    trader = wallet(net, "trader")
+    wallet_sealing["tr-trader"] = trader.sealing_public_hex
+    target = trader.keys_only() if full else trader
+    before = target.to_json()
+    async with lying(net, trader_box_lie(kind)) as client:
+        with pytest.raises(UntrustedAnswer):
+            await (restore(target, client) if full else sync(target, client, full=True))
+    assert target.to_json() == before
+
+
+async def test_restore_through_the_honest_endpoint_gets_every_opening(net):
+    trader = wallet(net, "trader")
+    fresh = trader.keys_only()
+    async with Client(net["url"]) as client:
+        report = await restore(fresh, client)
+    assert report.mismatched == 0 and report.unreadable == 0
+    assert {k: e.openings for k, e in fresh.lots.items()} == {k: e.openings for k, e in trader.lots.items()}
+
+
+# --------------------------------------------------------------------------- point 5: capacity only from attest_site
+
+
+async def test_capacity_opening_in_a_transfer_box_is_never_taken(net, tmp_path):
+    """A counterparty seals "capacity = 1 g" into a transfer to the mine; after a
+    restore the mine's capacity is still the auditor's, and it can keep issuing."""
+    trader, mine = wallet(net, "trader"), wallet(net, "mine")
+    genuine = mine.capacity(net["att"]).opening
+    forged = seal(capacity_plaintext(net["att"], Opening(1, 1)), mine.sealing_public_hex)
+    async with Client(net["url"]) as client:
+        pub = Publisher(trader, client, autosave=False)
+        await pub.submit(pub.sign(Transfer(lot_id=net["lots"][0], to="tr-mine", opening_sealed_to_receiver=forged),
+                                  new_nonce()))  # fmt: skip
+        restored = mine.keys_only()
+        restored.save(tmp_path / "mine.json")
+        report = await restore(restored, client)
+        assert report.mismatched >= 1
+        assert restored.capacity(net["att"]).opening == genuine
+        r = await Publisher(restored, client).issue(site_id="tr-site", attestation_id=net["att"], amount_g=1_000,
+                                                    product="hydroxide")  # fmt: skip
+    assert r.lot_ids
+
+
+# --------------------------------------------------------------------------- the pin itself
+
+
+def test_root_key_pin_round_trips_and_is_checked(tmp_path):
+    w = Wallet.generate("x-org", "net", root_public_key="AB" * 32)
+    assert w.root_public_key == "ab" * 32
+    w.save(tmp_path / "w.json")
+    assert json.loads((tmp_path / "w.json").read_text())["root_public_key"] == "ab" * 32
+    assert Wallet.load(tmp_path / "w.json").root_public_key == "ab" * 32
+    assert w.keys_only().root_public_key == "ab" * 32
+    for bad in ("abc", "zz" * 32, 7):
+        with pytest.raises(WalletError, match="root_public_key"):
+            Wallet.generate("x-org", "net", root_public_key=bad)
+    with pytest.raises(WalletError, match="pins no root public key"):
+        Wallet.generate("x-org", "net").pinned_root_key
+    op = Wallet.generate("operator", "net", key_id="root")
+    assert op.pinned_root_key == op.signing_public_hex
+
+
+async def test_a_wallet_without_a_pin_refuses_to_trust_the_server(net):
+    unpinned = copy.deepcopy(wallet(net, "mine"))
+    unpinned.root_public_key = None
+    async with Client(net["url"]) as client:
+        with pytest.raises(WalletError, match="pins no root public key"):
+            await sync(unpinned, client)
