@@ -242,17 +242,19 @@ def _check_revocations(envelopes: list[Envelope], view: MemoryView) -> None:
 IDENTITY_PRESERVED = "identity preserved"
 SEGREGATION = "segregation"
 MASS_BALANCE = "mass balance"
+NO_MODEL = "none (quantity statement)"
 
 
 def claim_meaning(claim: Claim, view: MemoryView) -> dict[str, Any]:
     """What a verified claim rests on, for the report (a JSON-ready dict):
 
-    * `model`: the ISO 22095 chain-of-custody model: "mass balance" for share
-      claims (the per-class amounts of a mixed lot are a book allocation made by
-      each transformer under the balance proofs, not its physical content);
-      "identity preserved" when every issued ancestor comes from a single site;
-      otherwise "segregation" (the lot's ancestry, as a whole, is kept apart from
-      everything outside it);
+    * `model`: the ISO 22095 chain-of-custody model (docs/ledger.md section 5):
+      "mass balance" for share claims (the per-class amounts of a mixed lot are a
+      book allocation made by each transformer under the balance proofs, not its
+      physical content); for ancestry claims "identity preserved" when every
+      issued ancestor comes from a single site, otherwise "segregation"; none for
+      amount claims (a quantity statement);
+    * `identity_preserved`: every issued ancestor comes from a single site;
     * `wording`: how to read the statement ("book share (mass balance)" for shares);
     * `sites`: every site where an ancestor was issued: site_id, name, country,
       region, origin_class, operator, operator_name;
@@ -286,12 +288,15 @@ def claim_meaning(claim: Claim, view: MemoryView) -> dict[str, Any]:
             f"book share (mass balance): of the contained cobalt booked to this lot, the {claim.origin_class} share"
             " is as stated; it is an allocation under the balance proofs, not the physical content of the lot"
         )
+    elif claim.kind is ClaimKind.amount_in_range:
+        model = NO_MODEL
+        wording = "a quantity statement about this one lot (contained cobalt, in grams), not about its origin"
     else:
         model = IDENTITY_PRESERVED if identity_preserved else SEGREGATION
         wording = (
-            "the material of this lot comes from the single site below"
+            "the material of this lot comes from the single site below and was never mixed with other material"
             if identity_preserved
-            else "the statement holds for the lot's whole recorded ancestry, the sites and transformers below"
+            else f"no {claim.origin_class} material entered the lot's recorded ancestry at any step"
         )
     return {
         "model": model,

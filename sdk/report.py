@@ -123,8 +123,8 @@ def _proven_text(report: VerificationReport) -> str:
         f"  - {safe(t['name'])} ({safe(t['org_id'])}), {safe(t['country'])}" for t in meaning.get("transformers", [])
     )
     model = safe(meaning.get("model", "?"))
-    if meaning.get("identity_preserved") and meaning.get("model") != "mass balance":
-        model += " (every issued ancestor comes from a single site)"
+    if meaning.get("identity_preserved") and meaning.get("model") != "identity preserved":
+        model += "; identity preserved: every issued ancestor comes from a single site"
     return (
         f"[bold green]PROVEN[/]: {safe(claim.get('statement'))}, for lot {safe(claim.get('lot_id'))},"
         f" claimed by {safe(claim.get('owner_name'))} ({safe(claim.get('owner'))}).\n\n"
