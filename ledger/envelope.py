@@ -170,17 +170,32 @@ def parse_envelope(data: Any) -> Envelope:
         raise MalformedEnvelope("envelope", "must be a JSON object")
     try:
         check_i_json(data)
-        received = canonical_json(data)
     except StrictJSONError as exc:
         raise MalformedEnvelope("envelope", str(exc)) from None
-    except Exception as exc:  # rfc8785 refuses integers beyond 2^53 and non-JSON values
-        raise MalformedEnvelope("envelope", f"not canonicalisable JSON (RFC 8785): {exc}") from None
     try:
         envelope = Envelope.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         raise MalformedEnvelope(_path(first["loc"]), first["msg"]) from None
-    if canonical_json(envelope.to_json()) != received:
-        where, what = _first_difference(data, envelope.to_json(), "") or ("envelope", "not in canonical form")
+    dumped = envelope.to_json()
+    if _identical(data, dumped):  # same JSON values of the same types: same RFC 8785 bytes
+        return envelope
+    try:
+        received = canonical_json(data)
+    except Exception as exc:  # rfc8785 refuses integers beyond 2^53 and non-JSON values
+        raise MalformedEnvelope("envelope", f"not canonicalisable JSON (RFC 8785): {exc}") from None
+    if canonical_json(dumped) != received:
+        where, what = _first_difference(data, dumped, "") or ("envelope", "not in canonical form")
         raise MalformedEnvelope(where, what)
     return envelope
+
+
+def _identical(a: Any, b: Any) -> bool:
+    """Equal JSON values of equal Python types all the way down (so 1 is not 1.0 or True)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_identical(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_identical(x, y) for x, y in zip(a, b, strict=True))
+    return a == b

@@ -94,7 +94,7 @@ RESPELLINGS = [
     ("publish_claim", "payload.low", lambda v: None, "payload.low"),
     ("transfer", "payload.extra", lambda v: "x", "payload.extra"),
     ("transfer", "extra", lambda v: 1, "extra"),
-    ("issue", "payload.seq", lambda v: 2**60, "envelope"),
+    ("issue", "payload.seq", lambda v: 2**60, "payload.seq"),
     ("attest_site", "payload.site.location.lat", lambda v: str(v), "payload.site.location.lat"),
 ]
 
