@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
+import re
+from itertools import accumulate, count
 from typing import Any
 
 import rfc8785
@@ -77,6 +80,28 @@ def _has_lone_surrogate(text: str) -> bool:
     return False
 
 
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+#: '[' and '{' step +1, ']' and '}' step -1, as byte values 2 and 0 (one is subtracted per step).
+_STEPS = bytes.maketrans(b"[{]}", b"\x02\x02\x00\x00")
+
+
+def _nested_deeper_than(text: str, max_depth: int) -> bool:
+    """Does `text` open more than `max_depth` arrays/objects at once (strings skipped)?
+
+    Checked before json.loads: its C scanner recurses once per level and, when a
+    library has raised the recursion limit (py_ecc sets 100,000), overflows the C
+    stack on deep input (a segmentation fault, not a RecursionError). Linear time,
+    in C-level loops (regular expressions, accumulate)."""
+    if text.count("[") + text.count("{") <= max_depth:
+        return False
+    brackets = _NOT_BRACKETS.sub("", _JSON_STRING.sub("", text))
+    if brackets.count("[") + brackets.count("{") <= max_depth:
+        return False
+    steps = brackets.encode("ascii").translate(_STEPS)
+    return max(map(operator.sub, accumulate(steps), count(1))) > max_depth
+
+
 def _short(path: str, limit: int = 80) -> str:
     return path if len(path) <= limit else path[: limit - 3] + "..."
 
@@ -112,6 +137,8 @@ def loads_strict(data: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
             data = bytes(data).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise StrictJSONError(f"not UTF-8 at byte {exc.start}") from None
+    if _nested_deeper_than(data, max_depth):
+        raise StrictJSONError(f"nested deeper than {max_depth} levels")
     try:
         value = json.loads(
             data,

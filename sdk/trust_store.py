@@ -24,8 +24,10 @@ and refuses with exit code 3 (`BesideKeyOnly`).
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -116,8 +118,6 @@ def load_anchors(path: Path | None = None) -> dict[str, str]:
 
 
 def _save(anchors: dict[str, str], added: dict[str, str], path: Path) -> None:
-    import json
-
     document = {
         "format": TRUST_STORE_FORMAT,
         "anchors": {n: {"root_public_key": k, "added_at": added.get(n, "")} for n, k in sorted(anchors.items())},
@@ -186,7 +186,7 @@ def resolve_anchor(
     network: str | None,
     bundle_network: str | None,
     bundle_path: Path,
-    environ: dict[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
     store_path: Path | None = None,
 ) -> Anchor:
     """The trust anchor for verifying the bundle at `bundle_path` (see the module doc for the order).

@@ -271,3 +271,22 @@ def test_ancestry_claim_report_names_model_and_transformers(genuine, tmp_path):
     report = json.loads(run(["verify", str(path), "--json"], tmp_path / "config", env_key=genuine["root"]).stdout)
     assert report["ok"] and report["meaning"]["model"] == "segregation"
     assert report["meaning"]["transformers"][0]["name"]
+
+
+@pytest.mark.parametrize("content", [b"[" * 200_000, b'{"a": ' * 100_000 + b"1" + b"}" * 100_000])
+def test_deep_nesting_exits_2_even_with_a_raised_recursion_limit(genuine, tmp_path, content):
+    """py_ecc raises the recursion limit to 100,000 when imported (the py_ecc curve
+    backend does so); json's C scanner then overflowed the C stack on deep input and
+    the process died with a segmentation fault. Run in a subprocess so a crash is a
+    failure, not the end of the test session."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "deep.json"
+    path.write_bytes(content)
+    code = "import py_ecc, sys; from sdk.cli import app; sys.argv = ['oretrace'] + sys.argv[1:]; app()"
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "XDG_CONFIG_HOME": str(tmp_path),
+           "ORETRACE_ROOT_PUBLIC_KEY": genuine["root"], "PATH": "/usr/bin:/bin"}  # fmt: skip
+    r = subprocess.run([sys.executable, "-c", code, "verify", str(path)], env=env, capture_output=True, timeout=300)
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    assert b"nested deeper" in r.stderr + r.stdout and b"Traceback" not in r.stderr
