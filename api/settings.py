@@ -14,6 +14,9 @@
 | ORETRACE_MAX_CLOCK_SKEW_SECONDS | 300            | envelope timestamp tolerance                         |
 | ORETRACE_MAX_PAGE_SIZE       | 100               | largest `first` of a connection                      |
 | ORETRACE_MAX_PROVENANCE_DEPTH| 256               | largest `maxDepth` of `provenance`                   |
+| ORETRACE_MAX_QUERY_COST     | 10000             | cost budget of one operation (QUERY_TOO_COSTLY above) |
+| ORETRACE_MAX_ENTITIES        | 100               | representations per `_entities` request              |
+| ORETRACE_MAX_PROVENANCE_NODES| 1000              | lots one `provenance` answer lists (then truncated)  |
 | ORETRACE_VERIFY_MODE         | thread            | proof verification in worker `thread`s or `process`es |
 | ORETRACE_VERIFY_WORKERS      | CPU count         | verification workers                                 |
 
@@ -39,6 +42,9 @@ _ENV_LIMITS = {
     "max_clock_skew_seconds": "ORETRACE_MAX_CLOCK_SKEW_SECONDS",
     "max_page_size": "ORETRACE_MAX_PAGE_SIZE",
     "max_provenance_depth": "ORETRACE_MAX_PROVENANCE_DEPTH",
+    "max_query_cost": "ORETRACE_MAX_QUERY_COST",
+    "max_entities": "ORETRACE_MAX_ENTITIES",
+    "max_provenance_nodes": "ORETRACE_MAX_PROVENANCE_NODES",
 }
 
 
@@ -56,6 +62,10 @@ class Limits(BaseModel):
     max_clock_skew_seconds: int = Field(default=300, ge=0)
     max_page_size: int = Field(default=100, gt=0)
     max_provenance_depth: int = Field(default=256, ge=0)
+    #: resolvers.query_budget: cost units (about one object built / one loader key each)
+    max_query_cost: int = Field(default=10_000, gt=0)
+    max_entities: int = Field(default=100, gt=0)
+    max_provenance_nodes: int = Field(default=1000, gt=0)
 
     @property
     def max_clock_skew(self) -> timedelta:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 
 import strawberry
 from strawberry.schema.config import StrawberryConfig
 from graphql import GraphQLError
 from graphql.language import FieldNode, FragmentSpreadNode, InlineFragmentNode, OperationDefinitionNode, SelectionSetNode
-from graphql.validation import ValidationContext, ValidationRule
-from strawberry.extensions import AddValidationRules, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
-from strawberry.extensions.query_depth_limiter import determine_depth, get_fragments, get_queries_and_mutations
+from graphql.validation import ValidationRule
+from strawberry.schema.schema import validate_document
+from strawberry.extensions import AddValidationRules, MaxTokensLimiter, SchemaExtension
+from strawberry.extensions.query_depth_limiter import get_fragments
 from strawberry.federation.schema import FederationAny
 from strawberry.types import Info
 
@@ -18,36 +20,9 @@ from api.settings import Limits
 
 from .errors import MaskUnexpectedErrors, PublicError, bad_input, log_errors
 from .mutations import Mutation
+from .query_budget import analyse
 from .queries import Query
 from .types import SCALARS, Lot, Organization, Site
-
-
-def _entity_aware_depth_rule(max_depth: int) -> type[ValidationRule]:
-    """Strawberry's depth rule, except that a gateway's root `_entities` field does
-    not count. A router puts a client's whole Lot selection under
-    `_entities(...) { ... on Lot { <selection> } }`; without this the wrapper
-    would cost the client one level it never asked for. Raising the limit for
-    everybody instead would give direct clients that level too."""
-
-    class EntityAwareDepthRule(ValidationRule):
-        def __init__(self, context: ValidationContext) -> None:
-            document = context.document
-            fragments = get_fragments(document.definitions)
-            for name, operation in get_queries_and_mutations(document.definitions).items():
-                for selection in operation.selection_set.selections:
-                    is_entities = isinstance(selection, FieldNode) and selection.name.value == "_entities"
-                    determine_depth(
-                        node=selection,
-                        fragments=fragments,
-                        depth_so_far=-1 if is_entities else 0,
-                        max_depth=max_depth,
-                        context=context,
-                        operation_name=name,
-                        should_ignore=None,
-                    )
-            super().__init__(context)
-
-    return EntityAwareDepthRule
 
 
 #: Root fields whose cost grows with the data, not with the query text, and how many
@@ -99,11 +74,28 @@ def _costly_fields_rule(budget: dict[str, int]) -> type[ValidationRule]:
     return CostlyRootFieldsRule
 
 
-class DepthLimiter(QueryDepthLimiter):
-    """QueryDepthLimiter that leaves room for a federation gateway's `_entities` wrapper."""
+class OperationBudget(SchemaExtension):
+    """Validation, then the limits of `resolvers.query_budget` (depth, aliases,
+    cost, `_entities` size) on the operation about to run, with its variables.
 
-    def __init__(self, max_depth: int) -> None:
-        AddValidationRules.__init__(self, [_entity_aware_depth_rule(max_depth)])
+    Replaces Strawberry's depth and alias limiters, which walk every fragment
+    spread along every path (exponential in the number of fragments) and raise
+    KeyError on an unknown fragment. Runs graphql-core's validation itself
+    first, so the analysis only ever sees a valid document (known fragments,
+    no cycles); both are linear-time in the document size (bounded by the
+    token limit), so they stay on the event loop."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+
+    def on_validate(self) -> Iterator[None]:
+        context = self.execution_context
+        if context.pre_execution_errors is None and context.graphql_document is not None:
+            errors = validate_document(context.schema._schema, context.graphql_document, tuple(context.validation_rules))
+            if not errors:
+                errors = analyse(context.graphql_document, context.operation_name, context.variables, self.limits)
+            context.pre_execution_errors = errors
+        yield
 
 
 #: The federation entities (`@key(fields: "id")`) a router may ask `_entities` for.
@@ -158,8 +150,7 @@ def build_schema(limits: Limits | None = None) -> OretraceSchema:
         federation_version="2.11",
         config=StrawberryConfig(scalar_map=SCALARS),
         extensions=[
-            lambda: DepthLimiter(max_depth=limits.max_query_depth),
-            lambda: MaxAliasesLimiter(max_alias_count=limits.max_aliases),
+            lambda: OperationBudget(limits),
             lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
             lambda: AddValidationRules([_costly_fields_rule(COSTLY_ROOT_FIELDS)]),
             MaskUnexpectedErrors,
