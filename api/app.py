@@ -36,7 +36,9 @@ from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types.execution import PreExecutionError
 from strawberry.types.unset import UNSET
 
+from ledger.encoding import StrictJSONError, loads_strict
 from resolvers.context import Context
+from resolvers.errors import is_unexpected, mask
 from resolvers.schema import build_schema
 
 from .embedded import EmbeddedDatabase
@@ -98,6 +100,18 @@ def negotiate(accept: str | None) -> str | None:
     return GRAPHQL_RESPONSE_JSON if specific_gr == 2 else APPLICATION_JSON
 
 
+def http_error_code(status: int) -> str:
+    """`extensions.code` of a request refused at the HTTP level."""
+    return {
+        400: "BAD_REQUEST",
+        405: "METHOD_NOT_ALLOWED",
+        406: "NOT_ACCEPTABLE",
+        413: "PAYLOAD_TOO_LARGE",
+        429: "RATE_LIMITED",
+        503: "SERVICE_UNAVAILABLE",
+    }.get(status, "BAD_REQUEST" if status < 500 else "INTERNAL_SERVER_ERROR")
+
+
 def request_error_code(message: str) -> str:
     """The code of an error raised before execution (the document was refused)."""
     if message.startswith("Syntax Error") or "Parsing aborted" in message:  # the token limit stops the parser
@@ -122,7 +136,7 @@ class BodySizeLimit:
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = JSONResponse(
-            {"errors": [{"message": f"request body exceeds the limit of {self.max_bytes} bytes"}]},
+            {"errors": [{"message": f"request body exceeds the limit of {self.max_bytes} bytes", "extensions": {"code": http_error_code(413)}}]},
             status_code=413,
             headers={"Connection": "close"},
         )
@@ -137,7 +151,7 @@ class BodySizeLimit:
                 try:
                     declared = int(value)
                 except ValueError:
-                    await PlainTextResponse("invalid Content-Length", status_code=400)(scope, receive, send)
+                    await JSONResponse({"errors": [{"message": "invalid Content-Length", "extensions": {"code": http_error_code(400)}}]}, status_code=400)(scope, receive, send)
                     return
                 if declared > self.max_bytes:
                     await self._reject(scope, receive, send)
@@ -265,16 +279,32 @@ class GraphQLView(GraphQL):
         await response(scope, receive, send)
 
     def _error_response(self, request: Request, status: int, reason: str) -> Response:
+        """A request refused before GraphQL runs: always a JSON body with one
+        GraphQL error, in the negotiated media type (application/json when the
+        Accept header named neither)."""
         headers = {"Allow": "GET, POST"} if status == 405 else {}
-        media = getattr(request.state, "media", None) or negotiate(request.headers.get("accept"))
-        if media == GRAPHQL_RESPONSE_JSON:
-            return Response(
-                json.dumps({"errors": [{"message": reason}]}),
-                status_code=status,
-                media_type=GRAPHQL_RESPONSE_JSON,
-                headers=headers,
-            )
-        return PlainTextResponse(reason, status_code=status, headers=headers)
+        media = getattr(request.state, "media", None) or negotiate(request.headers.get("accept")) or APPLICATION_JSON
+        return Response(
+            json.dumps({"errors": [{"message": reason, "extensions": {"code": http_error_code(status)}}]}),
+            status_code=status,
+            media_type=media,
+            headers=headers,
+        )
+
+    def decode_json(self, data: str | bytes) -> object:
+        """Every JSON text from a client (the POST body, the `variables` and
+        `extensions` of a GET) through the one I-JSON reader: a 400 naming the
+        fault for bad UTF-8, duplicate member names, lone surrogates, NaN,
+        over-long integers or nesting deeper than 64 (never a RecursionError)."""
+        try:
+            value = loads_strict(data)
+        except StrictJSONError as exc:
+            raise HTTPException(400, f"the request is not valid I-JSON (RFC 7493): {str(exc)[:200]}") from None
+        if value is None:
+            return {}  # `null`: no query (400 below) for a body, no variables for a GET parameter
+        if not isinstance(value, dict):
+            raise HTTPException(400, "expected a JSON object ({query, variables, operationName, extensions})")
+        return value
 
     async def run(self, request, context=UNSET, root_value=UNSET):  # type: ignore[override]
         if not self.should_render_graphql_ide(self.request_adapter_class(request)):
@@ -314,6 +344,10 @@ class GraphQLView(GraphQL):
         return Context.create(runtime.store, runtime.ingestion, runtime.settings, request, response)
 
     async def process_result(self, request: Request, result) -> Any:  # type: ignore[override]
+        if result.errors:
+            # an exception escaping a schema extension (parse / validation hooks) skips
+            # MaskUnexpectedErrors: mask it here too, never show its text
+            result.errors = [mask(e) if is_unexpected(e) else e for e in result.errors]
         data = await super().process_result(request, result)
         if isinstance(result, PreExecutionError):
             # request errors get a code too, so clients can type them (the SDK raises

@@ -104,10 +104,9 @@ EMPTY = Summary()
 
 class _Analyser:
     def __init__(self, fragments: Mapping[str, FragmentDefinitionNode], variables: Mapping[str, Any],
-                 defaults: Mapping[str, Any], limits: Limits) -> None:  # fmt: skip
+                 limits: Limits) -> None:  # fmt: skip
         self.fragments = fragments
         self.variables = variables
-        self.defaults = defaults
         self.limits = limits
         self.memo: dict[str, Summary] = {}
         self.entities: list[tuple[FieldNode, int]] = []
@@ -116,8 +115,7 @@ class _Analyser:
 
     def _value(self, node: ValueNode | None) -> Any:
         if isinstance(node, VariableNode):
-            name = node.name.value
-            return self.variables[name] if name in self.variables else self.defaults.get(name)
+            return self.variables.get(node.name.value)
         if isinstance(node, IntValueNode):
             return int(node.value)
         if isinstance(node, ListValueNode):
@@ -214,22 +212,15 @@ def operation_of(document: DocumentNode, operation_name: str | None) -> Operatio
     return next((o for o in operations if o.name and o.name.value == operation_name), None)
 
 
-def analyse(document: DocumentNode, operation_name: str | None, variables: Mapping[str, Any] | None,
+def analyse(operation: OperationDefinitionNode, document: DocumentNode, variables: Mapping[str, Any],
             limits: Limits) -> list[GraphQLError]:  # fmt: skip
-    """The limit errors of the operation that will execute (empty: within every
-    limit). Depth and aliases give GRAPHQL_VALIDATION_FAILED errors (the
-    messages of Strawberry's limiters); cost and `_entities` size give
-    `QueryTooCostly`. Linear in the size of `document`."""
-    operation = operation_of(document, operation_name)
-    if operation is None:
-        return []  # graphql-core reports the missing / ambiguous operation
+    """The limit errors of `operation` (empty: within every limit), given its
+    coerced `variables` (defaults applied). Depth and aliases give
+    GRAPHQL_VALIDATION_FAILED errors (the messages of Strawberry's limiters);
+    cost and `_entities` size give `QueryTooCostly`. Linear in the size of
+    `document`, which must have passed validation."""
     fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
-    defaults = {
-        v.variable.name.value: analyser_default
-        for v in operation.variable_definitions or ()
-        if (analyser_default := _literal(v.default_value)) is not None
-    }
-    analyser = _Analyser(fragments, variables or {}, defaults, limits)
+    analyser = _Analyser(fragments, variables, limits)
     summary = analyser.selection_set(operation.selection_set)
     errors: list[GraphQLError] = []
     name = operation.name.value if operation.name else "anonymous"
@@ -254,14 +245,6 @@ def analyse(document: DocumentNode, operation_name: str | None, variables: Mappi
             )
         )
     return errors
-
-
-def _literal(node: ValueNode | None) -> Any:
-    if isinstance(node, IntValueNode):
-        return int(node.value)
-    if isinstance(node, ListValueNode):
-        return node.values
-    return None
 
 
 def _shown(n: int) -> str:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import strawberry
 from strawberry.schema.config import StrawberryConfig
 from graphql import GraphQLError
+from graphql.execution.values import get_variable_values
 from graphql.language import FieldNode, FragmentSpreadNode, InlineFragmentNode, OperationDefinitionNode, SelectionSetNode
 from graphql.validation import ValidationRule
 from strawberry.schema.schema import validate_document
@@ -20,7 +21,8 @@ from api.settings import Limits
 
 from .errors import MaskUnexpectedErrors, PublicError, bad_input, log_errors
 from .mutations import Mutation
-from .query_budget import analyse
+from .identifiers import IDENTIFIER_RULE, IdentifierLiteralRule, identifier_variable_errors, is_identifier
+from .query_budget import analyse, operation_of
 from .queries import Query
 from .types import SCALARS, Lot, Organization, Site
 
@@ -74,16 +76,20 @@ def _costly_fields_rule(budget: dict[str, int]) -> type[ValidationRule]:
     return CostlyRootFieldsRule
 
 
-class OperationBudget(SchemaExtension):
-    """Validation, then the limits of `resolvers.query_budget` (depth, aliases,
-    cost, `_entities` size) on the operation about to run, with its variables.
+class PreExecutionChecks(SchemaExtension):
+    """Everything a request must pass before a resolver runs, in order:
+    graphql-core's validation (with `IdentifierLiteralRule` and the costly
+    root fields rule), coercion of the variables (BAD_USER_INPUT, so a bad
+    variable is a request error: 400 under graphql-response+json), identifier
+    variables, then the limits of `resolvers.query_budget` (depth, aliases,
+    cost, `_entities` size) computed with the coerced variables.
 
     Replaces Strawberry's depth and alias limiters, which walk every fragment
     spread along every path (exponential in the number of fragments) and raise
-    KeyError on an unknown fragment. Runs graphql-core's validation itself
-    first, so the analysis only ever sees a valid document (known fragments,
-    no cycles); both are linear-time in the document size (bounded by the
-    token limit), so they stay on the event loop."""
+    KeyError on an unknown fragment: the analysis only ever sees a valid
+    document (known fragments, no cycles). Each step is linear in the
+    document (bounded by the token limit) or in the variables (bounded by the
+    body limit), so they stay on the event loop (measured: bench/abuse.py)."""
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
@@ -91,11 +97,20 @@ class OperationBudget(SchemaExtension):
     def on_validate(self) -> Iterator[None]:
         context = self.execution_context
         if context.pre_execution_errors is None and context.graphql_document is not None:
-            errors = validate_document(context.schema._schema, context.graphql_document, tuple(context.validation_rules))
-            if not errors:
-                errors = analyse(context.graphql_document, context.operation_name, context.variables, self.limits)
-            context.pre_execution_errors = errors
+            context.pre_execution_errors = self._errors(context)
         yield
+
+    def _errors(self, context) -> list[GraphQLError]:
+        schema, document = context.schema._schema, context.graphql_document
+        errors = validate_document(schema, document, tuple(context.validation_rules))
+        operation = operation_of(document, context.operation_name)
+        if errors or operation is None:
+            return errors  # graphql-core reports a missing or ambiguous operation
+        coerced = get_variable_values(schema, operation.variable_definitions or (), context.variables or {}, max_errors=10)
+        if isinstance(coerced, list):
+            return [GraphQLError(e.message, e.nodes, extensions={"code": "BAD_USER_INPUT"}) for e in coerced]
+        values = coerced.coerced
+        return identifier_variable_errors(schema, operation, values) or analyse(operation, document, values, self.limits)
 
 
 #: The federation entities (`@key(fields: "id")`) a router may ask `_entities` for.
@@ -124,6 +139,8 @@ def _check_representation(representation: object) -> dict[str, object] | PublicE
         entity_id = str(entity_id)
     if not isinstance(entity_id, str):
         return bad_input(f"a {type_name} representation needs an id (string)")
+    if not is_identifier(entity_id):
+        return bad_input(f"the id of a {type_name} representation is {IDENTIFIER_RULE}")
     return {"__typename": type_name, "id": entity_id}
 
 
@@ -150,9 +167,9 @@ def build_schema(limits: Limits | None = None) -> OretraceSchema:
         federation_version="2.11",
         config=StrawberryConfig(scalar_map=SCALARS),
         extensions=[
-            lambda: OperationBudget(limits),
+            lambda: PreExecutionChecks(limits),
             lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
-            lambda: AddValidationRules([_costly_fields_rule(COSTLY_ROOT_FIELDS)]),
+            lambda: AddValidationRules([IdentifierLiteralRule, _costly_fields_rule(COSTLY_ROOT_FIELDS)]),
             MaskUnexpectedErrors,
         ],
     )

@@ -224,8 +224,9 @@ def test_analysis_counts_the_expanded_document(n: int) -> None:
     """Cost grows with the paths through fragments, computed without walking them."""
     limits = Limits(max_query_cost=10**100, max_aliases=10**100, max_query_depth=10**6)
     document = graphql.parse(diamond_fan_out(n, 'lot(id: "x") { id }'))
-    assert analyse(document, None, {}, limits) == []
-    errors = analyse(document, None, {}, Limits(max_query_cost=2 ** (n + 1) - 1))
+    operation = document.definitions[0]
+    assert analyse(operation, document, {}, limits) == []
+    errors = analyse(operation, document, {}, Limits(max_query_cost=2 ** (n + 1) - 1))
     assert errors and errors[0].extensions["cost"] == min(2 ** (n + 1), 2**63 - 1)
 
 
@@ -267,3 +268,151 @@ async def test_entities_cost_multiplies_the_selection(http) -> None:
     deep = "query($r: [_Any!]!) { _entities(representations: $r) { ... on Lot { " + nest("parents", 2) + " } } }"
     (response,) = await while_healthy(http, [post(http, deep, {"r": entities(cap)})])
     assert codes(response) == ["QUERY_TOO_COSTLY"], json.dumps(response.json())[:300]
+
+
+# --------------------------------------------------------------------------- 4. unparsable bodies
+
+
+def deep_array(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+UNPARSABLE_BODIES = {
+    "nested-1000": deep_array(1000),
+    "nested-100000": deep_array(100_000),
+    "nested-object": b'{"query": "{ __typename }", "variables": ' + b'{"a":' * 5000 + b"1" + b"}" * 5000 + b"}",
+    "nested-variables": b'{"query": "{ __typename }", "variables": {"x": ' + deep_array(3000) + b"}}",
+    "int-5000-digits": b'{"query": "{ __typename }", "variables": {"x": ' + b"9" * 5000 + b"}}",
+    "int-top-level": b"9" * 5000,
+    "duplicate-query": b'{"query": "{ __typename }", "query": "mutation { x }"}',
+    "duplicate-variable": b'{"query": "query($x: ID!) { lot(id: $x) { id } }", "variables": {"x": "a", "x": "b"}}',
+    "lone-surrogate": b'{"query": "query($x: ID!) { lot(id: $x) { id } }", "variables": {"x": "\\ud800"}}',
+    "lone-surrogate-key": b'{"query": "{ __typename }", "variables": {"\\udfff": 1}}',
+    "bad-utf8": b'{"query": "{ lot(id: \\"\xff\xfe\\") { id } }"}',
+    "nan": b'{"query": "{ __typename }", "variables": {"x": NaN}}',
+    "infinity": b'{"query": "{ __typename }", "variables": {"x": -Infinity}}',
+    "truncated": b'{"query": "{ __typename }"',
+    "empty": b"",
+    "not-json": b"query { __typename }",
+    "top-level-array": b'[{"query": "{ __typename }"}]',
+    "top-level-string": b'"{ __typename }"',
+    "top-level-number": b"42",
+    "top-level-null": b"null",
+    "query-not-string": b'{"query": 42}',
+    "variables-not-object": b'{"query": "{ __typename }", "variables": [1]}',
+    "operation-name-not-string": b'{"query": "{ __typename }", "operationName": 42}',
+}
+
+
+@pytest.mark.parametrize("accept", [None, GR])
+@pytest.mark.parametrize("name", sorted(UNPARSABLE_BODIES))
+async def test_unparsable_body_is_a_400_with_a_json_error(http, name: str, accept: str | None, caplog) -> None:
+    headers = {"content-type": "application/json", **({"accept": accept} if accept else {})}
+    requests = [http.post("/graphql", content=UNPARSABLE_BODIES[name], headers=headers) for _ in range(3)]
+    for response in await while_healthy(http, requests):
+        assert response.status_code == 400, (response.status_code, response.text[:300])
+        assert response.headers["content-type"].startswith(accept or "application/json")
+        (error,) = response.json()["errors"]
+        assert error["extensions"]["code"] in ("BAD_REQUEST", "GRAPHQL_PARSE_FAILED"), error
+        assert "Traceback" not in response.text and "Error(" not in response.text
+    assert "Traceback" not in caplog.text
+
+
+GET_PARAMS = {
+    "variables-nested": {"query": "{ __typename }", "variables": deep_array(2000).decode()},
+    "variables-duplicate": {"query": "query($x: ID!) { lot(id: $x) { id } }", "variables": '{"x": "a", "x": "b"}'},
+    "variables-big-int": {"query": "{ __typename }", "variables": '{"x": ' + "1" * 5000 + "}"},
+    "variables-not-json": {"query": "{ __typename }", "variables": "{x: 1}"},
+    "variables-array": {"query": "{ __typename }", "variables": "[1, 2]"},
+    "extensions-nested": {"query": "{ __typename }", "extensions": deep_array(2000).decode()},
+    "extensions-nan": {"query": "{ __typename }", "extensions": '{"a": NaN}'},
+}
+
+
+@pytest.mark.parametrize("name", sorted(GET_PARAMS))
+async def test_unparsable_get_parameters_are_a_400(http, name: str, caplog) -> None:
+    requests = [http.get("/graphql", params=GET_PARAMS[name], headers={"accept": "application/json"}) for _ in range(3)]
+    for response in await while_healthy(http, requests):
+        assert response.status_code == 400, (response.status_code, response.text[:300])
+        assert response.json()["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
+    assert "Traceback" not in caplog.text
+
+
+async def test_a_null_variables_parameter_means_none(http) -> None:
+    response = await http.get("/graphql", params={"query": "{ __typename }", "variables": "null"}, headers={"accept": "application/json"})
+    assert response.json() == {"data": {"__typename": "Query"}}
+
+
+# --------------------------------------------------------------------------- 5. malformed arguments
+
+
+ID_FIELDS = {
+    "lot": 'query($x: ID!) { lot(id: $x) { id } }',
+    "organization": 'query($x: ID!) { organization(id: $x) { id } }',
+    "site": 'query($x: ID!) { site(id: $x) { id } }',
+    "attestation": 'query($x: ID!) { attestation(id: $x) { id } }',
+    "event": 'query($x: ID!) { event(id: $x) }',
+    "claims": 'query($x: ID!) { claims(lotId: $x) { id } }',
+    "provenance": 'query($x: ID!) { provenance(lotId: $x) { depth } }',
+    "disclosureBundle": 'query($x: ID!) { disclosureBundle(lotId: $x, claimId: $x) }',
+    "lots-owner": 'query($x: ID!) { lots(owner: $x) { edges { cursor } } }',
+    "sealedOpenings": 'query($x: ID!) { sealedOpenings(recipient: $x) { edges { cursor } } }',
+    "claims-after": 'query($x: ID!) { claims(lotId: "l", after: $x) { id } }',
+}
+BAD_IDS = {
+    "over-long": "l" * 65,
+    "megabyte": "l" * 500_000,
+    "empty": "",
+    "space": "lot 1",
+    "control": "lot\x00",
+    "odd-unicode": "lot_\u202e\u0301",
+    "emoji": "\U0001f600",
+    "braces": '{"$gt": ""}',
+}
+
+
+@pytest.mark.parametrize("field", sorted(ID_FIELDS))
+async def test_malformed_ids_are_bad_user_input(http, field: str, caplog) -> None:
+    requests = [post(http, ID_FIELDS[field], {"x": bad}) for bad in BAD_IDS.values()]
+    for bad, response in zip(BAD_IDS, await while_healthy(http, requests), strict=True):
+        assert response.status_code == 200, response.text[:300]
+        body = response.json()
+        assert codes(response) == ["BAD_USER_INPUT"], (bad, json.dumps(body)[:300])
+        assert "oretrace identifier" in body["errors"][0]["message"]
+        assert len(response.content) < 2000  # the bad value is not echoed back in full
+    assert "Traceback" not in caplog.text
+
+
+@pytest.mark.parametrize("literal", ['"' + "l" * 65 + '"', '""', '"a b"', '"\\u00e9t\\u00e9"'])
+async def test_malformed_id_literals_are_validation_errors(http, literal: str) -> None:
+    (response,) = await while_healthy(http, [post(http, f"{{ lot(id: {literal}) {{ id }} }}")])
+    assert codes(response) == ["GRAPHQL_VALIDATION_FAILED"], response.text[:300]
+    assert "oretrace identifier" in response.json()["errors"][0]["message"]
+
+
+@pytest.mark.parametrize("literal", ['"\\ud800"', '"\\udfff"', '"a\\ud800b"'])
+async def test_lone_surrogate_literals_are_parse_errors(http, literal: str) -> None:
+    (response,) = await while_healthy(http, [post(http, f"{{ lot(id: {literal}) {{ id }} }}")])
+    assert codes(response) == ["GRAPHQL_PARSE_FAILED"], response.text[:300]
+
+
+async def test_malformed_entity_ids_are_bad_user_input_per_item(http) -> None:
+    reps = [{"__typename": "Lot", "id": bad} for bad in BAD_IDS.values() if len(bad) < 1000]
+    body = (await post(http, ENTITIES_QUERY, {"r": [*reps, {"__typename": "Lot", "id": "lot_ok"}]})).json()
+    assert body["data"]["_entities"] == [None] * (len(reps) + 1)
+    assert sorted(e["path"][1] for e in body["errors"]) == list(range(len(reps)))
+    assert {e["extensions"]["code"] for e in body["errors"]} == {"BAD_USER_INPUT"}
+
+
+@pytest.mark.parametrize("exception", [RuntimeError("mongodb://admin:hunter2@db"), KeyError("Missing"), RecursionError()])
+async def test_an_exception_before_execution_is_masked(http, monkeypatch, caplog, exception: Exception) -> None:
+    """A bug in the pre-execution checks answers a masked error, never its text."""
+
+    def boom(*_args: Any) -> None:
+        raise exception
+
+    monkeypatch.setattr("resolvers.schema.analyse", boom)
+    (response,) = await while_healthy(http, [post(http, "{ __typename }")])
+    (error,) = response.json()["errors"]
+    assert error["message"] == "Internal server error" and error["extensions"]["code"] == "INTERNAL_SERVER_ERROR", error
+    assert "hunter2" not in response.text and "Missing" not in response.text
