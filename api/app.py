@@ -42,6 +42,7 @@ from resolvers.errors import is_unexpected, mask
 from resolvers.schema import build_schema
 
 from .embedded import EmbeddedDatabase
+from .rate_limit import RateLimit
 from .service import Ingestion
 from .settings import Settings
 from .store import Store
@@ -105,6 +106,7 @@ def http_error_code(status: int) -> str:
     return {
         400: "BAD_REQUEST",
         405: "METHOD_NOT_ALLOWED",
+        408: "REQUEST_TIMEOUT",
         406: "NOT_ACCEPTABLE",
         413: "PAYLOAD_TOO_LARGE",
         429: "RATE_LIMITED",
@@ -122,22 +124,27 @@ def request_error_code(message: str) -> str:
 # --------------------------------------------------------------------------- body size limit
 
 
-class BodySizeLimit:
-    """Refuse request bodies above `max_bytes` with 413 before the app sees them.
+class BodyLimits:
+    """Refuse request bodies above `max_bytes` with 413, and bodies not fully
+    received within `timeout` seconds of the request's headers with 408
+    (a client trickling its body would otherwise hold a task and its buffer
+    for as long as it likes), before the app sees them.
 
     Checks Content-Length first, then counts the streamed bytes (chunked
     uploads have no Content-Length). The body is buffered (it is at most
-    `max_bytes`) and replayed to the app.
+    `max_bytes`) and replayed to the app. Both refusals close the connection.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout = timeout
 
-    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+    @staticmethod
+    async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, message: str) -> None:
         response = JSONResponse(
-            {"errors": [{"message": f"request body exceeds the limit of {self.max_bytes} bytes", "extensions": {"code": http_error_code(413)}}]},
-            status_code=413,
+            {"errors": [{"message": message, "extensions": {"code": http_error_code(status)}}]},
+            status_code=status,
             headers={"Connection": "close"},
         )
         await response(scope, receive, send)
@@ -146,27 +153,33 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        too_large = f"request body exceeds the limit of {self.max_bytes} bytes"
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
-                    await JSONResponse({"errors": [{"message": "invalid Content-Length", "extensions": {"code": http_error_code(400)}}]}, status_code=400)(scope, receive, send)
+                    await self._refuse(scope, receive, send, 400, "invalid Content-Length")
                     return
                 if declared > self.max_bytes:
-                    await self._reject(scope, receive, send)
+                    await self._refuse(scope, receive, send, 413, too_large)
                     return
         body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            if len(body) > self.max_bytes:
-                await self._reject(scope, receive, send)
-                return
-            if not message.get("more_body", False):
-                break
+        try:
+            async with asyncio.timeout(self.timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    body += message.get("body", b"")
+                    if len(body) > self.max_bytes:
+                        await self._refuse(scope, receive, send, 413, too_large)
+                        return
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            await self._refuse(scope, receive, send, 408, f"request body not received within {self.timeout:g} s")
+            return
         replayed = False
 
         async def replay() -> Message:
@@ -403,5 +416,8 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         lifespan=lifespan,
     )
     app.state.runtime = runtime
-    app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_bytes)
+    limits = settings.limits
+    app.add_middleware(BodyLimits, max_bytes=limits.max_body_bytes, timeout=limits.body_timeout_seconds)
+    if limits.rate_limit_per_second > 0:  # outermost: a refused request costs no body read
+        app.add_middleware(RateLimit, rate=limits.rate_limit_per_second, burst=limits.rate_limit_burst, exempt=("/healthz",))
     return app
