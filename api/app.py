@@ -23,13 +23,15 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cross_web import HTTPException
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.schema.exceptions import InvalidOperationTypeError
@@ -267,8 +269,25 @@ def _remove_embedded_info(db: EmbeddedDatabase) -> None:
 # --------------------------------------------------------------------------- GraphQL view
 
 
+#: GraphiQL, vendored with its licences (api/static/graphiql/README.md): served at
+#: GRAPHIQL_PATH by this server, so the IDE needs no internet access.
+GRAPHIQL_DIR = Path(__file__).parent / "static" / "graphiql"
+GRAPHIQL_PATH = "/graphiql"
+#: The IDE page loads only this server's scripts; inline styles are GraphiQL's own.
+GRAPHIQL_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; frame-ancestors 'none'"
+)
+
+
 class GraphQLView(GraphQL):
-    """Strawberry's ASGI view + GraphQL-over-HTTP status codes and media types."""
+    """Strawberry's ASGI view + GraphQL-over-HTTP status codes and media types,
+    with the vendored GraphiQL page (GET from a browser)."""
+
+    graphql_ide_html = (GRAPHIQL_DIR / "index.html").read_text(encoding="utf-8")
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        return HTMLResponse(self.graphql_ide_html, headers={"Content-Security-Policy": GRAPHIQL_CSP})
 
     def __init__(self, runtime: Runtime, **kwargs: Any) -> None:
         super().__init__(
@@ -412,7 +431,11 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
             await runtime.stop()
 
     app = Starlette(
-        routes=[Route("/graphql", view), Route("/healthz", healthz, methods=["GET"])],
+        routes=[
+            Route("/graphql", view),
+            Route("/healthz", healthz, methods=["GET"]),
+            Mount(GRAPHIQL_PATH, StaticFiles(directory=GRAPHIQL_DIR), name="graphiql"),
+        ],
         lifespan=lifespan,
     )
     app.state.runtime = runtime
