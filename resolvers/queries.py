@@ -57,8 +57,8 @@ async def _connection(
     the loaders, so the nodes' relations resolve without refetching them."""
     try:
         page = await list_page(first=_page_size(info, first), after=after, **filters)
-    except ValueError as exc:  # a malformed `after` cursor
-        raise bad_input(str(exc)) from None
+    except ValueError:  # a malformed `after` cursor: named, never echoed back (it may be a megabyte)
+        raise bad_input("after: not a cursor of this connection (pass a pageInfo.endCursor)") from None
     if prime is not None:
         prime(page.items)
     return Connection.build([node.from_record(r) for r in page.items], page.cursors, page.has_next)

@@ -416,3 +416,60 @@ async def test_an_exception_before_execution_is_masked(http, monkeypatch, caplog
     (error,) = response.json()["errors"]
     assert error["message"] == "Internal server error" and error["extensions"]["code"] == "INTERNAL_SERVER_ERROR", error
     assert "hunter2" not in response.text and "Missing" not in response.text
+
+
+CONNECTIONS_AFTER = {
+    "lots": "query($a: String) { lots(after: $a) { edges { cursor } } }",
+    "organizations": "query($a: String) { organizations(after: $a) { edges { cursor } } }",
+    "sites": "query($a: String) { sites(after: $a) { edges { cursor } } }",
+    "sealedOpenings": 'query($a: String) { sealedOpenings(recipient: "mine", after: $a) { edges { cursor } } }',
+}
+BAD_CURSORS = ["!!!", "c" * 500_000, "\u00e9t\u00e9", "\u202e\u0000", "QUFB" * 100]
+
+
+@pytest.mark.parametrize("field", sorted(CONNECTIONS_AFTER))
+async def test_malformed_cursors_are_bad_user_input_and_not_echoed(http, field: str) -> None:
+    requests = [post(http, CONNECTIONS_AFTER[field], {"a": bad}) for bad in BAD_CURSORS]
+    for response in await while_healthy(http, requests):
+        assert codes(response) == ["BAD_USER_INPUT"], response.text[:300]
+        assert "not a cursor" in response.json()["errors"][0]["message"] and len(response.content) < 1000
+
+
+@pytest.mark.parametrize(
+    "body",
+    [deep_array(100_000), deep_array(500_000), b'{"query": "{ __typename }", "variables": ' + b'{"a":' * 150_000 + b"1" + b"}" * 150_001,
+     b'{"query": "{ __typename }", "variables": {"x": ' + b"[" * 400_000 + b"}}"],
+    ids=["array-100k", "array-500k", "object-150k", "unclosed-400k"],
+)
+async def test_deep_bodies_are_refused_even_with_a_raised_recursion_limit(http, body: bytes) -> None:
+    """py_ecc raises the recursion limit to 100,000 on import; json's C decoder then
+    overflowed the C stack on such bodies (a segmentation fault of the server)."""
+    import sys
+
+    import py_ecc  # noqa: F401  (the import raises the limit, as in a server that loaded it)
+
+    assert sys.getrecursionlimit() >= 100_000
+    requests = [http.post("/graphql", content=body, headers={"content-type": "application/json"}) for _ in range(2)]
+    for response in await while_healthy(http, requests):
+        assert response.status_code == 400
+        assert "nested deeper than 64" in response.json()["errors"][0]["message"]
+
+
+@pytest.mark.parametrize(
+    ("text", "deeper"),
+    [
+        (b"[]", False),
+        (b"[" * 64 + b"]" * 64, False),
+        (b"[" * 65 + b"]" * 65, True),
+        (b"[{" * 32 + b"}]" * 32, False),
+        (b"[{" * 33 + b"}]" * 33, True),
+        (b'{"a": "' + b"[" * 100 + b'"}', False),  # brackets inside a string
+        (b'["\\"' + b"[" * 100 + b'"]', False),  # after an escaped quote, still inside the string
+        (b"[]" * 100_000, False),  # many, none deep
+        ("[" * 65, True),  # text too
+    ],
+)
+def test_nesting_is_measured_without_parsing(text, deeper: bool) -> None:
+    from api.app import nesting_exceeds
+
+    assert nesting_exceeds(text, 64) is deeper
