@@ -18,28 +18,35 @@ GraphQL over HTTP (https://graphql.github.io/graphql-over-http/):
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import re
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cross_web import HTTPException
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types.execution import PreExecutionError
 from strawberry.types.unset import UNSET
 
+from ledger.encoding import MAX_JSON_DEPTH, StrictJSONError, loads_strict
 from resolvers.context import Context
+from resolvers.errors import is_unexpected, mask
 from resolvers.schema import build_schema
 
 from .embedded import EmbeddedDatabase
+from .rate_limit import RateLimit
 from .service import Ingestion
 from .settings import Settings
 from .store import Store
@@ -98,6 +105,44 @@ def negotiate(accept: str | None) -> str | None:
     return GRAPHQL_RESPONSE_JSON if specific_gr == 2 else APPLICATION_JSON
 
 
+#: A JSON string literal (escapes included), matched without backtracking.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.S)
+#: `[` and `{` -> +1, `]` and `}` -> -1 (as signed bytes), anything else deleted.
+_DEPTH_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def nesting_exceeds(data: bytes | str, max_depth: int) -> bool:
+    """True if a JSON text opens more than `max_depth` arrays / objects at once,
+    found by scanning its bytes with strings skipped, never by recursing.
+
+    CPython's json decoder recurses in C once per level, guarded only by the
+    interpreter's recursion limit; py_ecc (the reference curve backend) raises
+    that limit to 100,000 when imported, and a body of `[` nested 100,000 deep
+    then overflowed the C stack: a segmentation fault of the whole server, not
+    a RecursionError. So bodies are measured before json.loads sees them.
+    Linear, in C: a regular expression blanks the strings, bytes.translate
+    keeps the brackets as signed steps, itertools.accumulate sums them."""
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
+    if raw.count(b"[") + raw.count(b"{") <= max_depth:
+        return False  # cannot nest deeper than the number of openers
+    steps = _JSON_STRING.sub(b'""', raw).translate(_DEPTH_STEPS, _NOT_BRACKETS)
+    return max(itertools.accumulate(memoryview(steps).cast("b")), default=0) > max_depth
+
+
+def http_error_code(status: int) -> str:
+    """`extensions.code` of a request refused at the HTTP level."""
+    return {
+        400: "BAD_REQUEST",
+        405: "METHOD_NOT_ALLOWED",
+        408: "REQUEST_TIMEOUT",
+        406: "NOT_ACCEPTABLE",
+        413: "PAYLOAD_TOO_LARGE",
+        429: "RATE_LIMITED",
+        503: "SERVICE_UNAVAILABLE",
+    }.get(status, "BAD_REQUEST" if status < 500 else "INTERNAL_SERVER_ERROR")
+
+
 def request_error_code(message: str) -> str:
     """The code of an error raised before execution (the document was refused)."""
     if message.startswith("Syntax Error") or "Parsing aborted" in message:  # the token limit stops the parser
@@ -108,22 +153,27 @@ def request_error_code(message: str) -> str:
 # --------------------------------------------------------------------------- body size limit
 
 
-class BodySizeLimit:
-    """Refuse request bodies above `max_bytes` with 413 before the app sees them.
+class BodyLimits:
+    """Refuse request bodies above `max_bytes` with 413, and bodies not fully
+    received within `timeout` seconds of the request's headers with 408
+    (a client trickling its body would otherwise hold a task and its buffer
+    for as long as it likes), before the app sees them.
 
     Checks Content-Length first, then counts the streamed bytes (chunked
     uploads have no Content-Length). The body is buffered (it is at most
-    `max_bytes`) and replayed to the app.
+    `max_bytes`) and replayed to the app. Both refusals close the connection.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout = timeout
 
-    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+    @staticmethod
+    async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, message: str) -> None:
         response = JSONResponse(
-            {"errors": [{"message": f"request body exceeds the limit of {self.max_bytes} bytes"}]},
-            status_code=413,
+            {"errors": [{"message": message, "extensions": {"code": http_error_code(status)}}]},
+            status_code=status,
             headers={"Connection": "close"},
         )
         await response(scope, receive, send)
@@ -132,27 +182,33 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        too_large = f"request body exceeds the limit of {self.max_bytes} bytes"
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
-                    await PlainTextResponse("invalid Content-Length", status_code=400)(scope, receive, send)
+                    await self._refuse(scope, receive, send, 400, "invalid Content-Length")
                     return
                 if declared > self.max_bytes:
-                    await self._reject(scope, receive, send)
+                    await self._refuse(scope, receive, send, 413, too_large)
                     return
         body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            if len(body) > self.max_bytes:
-                await self._reject(scope, receive, send)
-                return
-            if not message.get("more_body", False):
-                break
+        try:
+            async with asyncio.timeout(self.timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    body += message.get("body", b"")
+                    if len(body) > self.max_bytes:
+                        await self._refuse(scope, receive, send, 413, too_large)
+                        return
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            await self._refuse(scope, receive, send, 408, f"request body not received within {self.timeout:g} s")
+            return
         replayed = False
 
         async def replay() -> Message:
@@ -240,8 +296,25 @@ def _remove_embedded_info(db: EmbeddedDatabase) -> None:
 # --------------------------------------------------------------------------- GraphQL view
 
 
+#: GraphiQL, vendored with its licences (api/static/graphiql/README.md): served at
+#: GRAPHIQL_PATH by this server, so the IDE needs no internet access.
+GRAPHIQL_DIR = Path(__file__).parent / "static" / "graphiql"
+GRAPHIQL_PATH = "/graphiql"
+#: The IDE page loads only this server's scripts; inline styles are GraphiQL's own.
+GRAPHIQL_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; frame-ancestors 'none'"
+)
+
+
 class GraphQLView(GraphQL):
-    """Strawberry's ASGI view + GraphQL-over-HTTP status codes and media types."""
+    """Strawberry's ASGI view + GraphQL-over-HTTP status codes and media types,
+    with the vendored GraphiQL page (GET from a browser)."""
+
+    graphql_ide_html = (GRAPHIQL_DIR / "index.html").read_text(encoding="utf-8")
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        return HTMLResponse(self.graphql_ide_html, headers={"Content-Security-Policy": GRAPHIQL_CSP})
 
     def __init__(self, runtime: Runtime, **kwargs: Any) -> None:
         super().__init__(
@@ -265,16 +338,34 @@ class GraphQLView(GraphQL):
         await response(scope, receive, send)
 
     def _error_response(self, request: Request, status: int, reason: str) -> Response:
+        """A request refused before GraphQL runs: always a JSON body with one
+        GraphQL error, in the negotiated media type (application/json when the
+        Accept header named neither)."""
         headers = {"Allow": "GET, POST"} if status == 405 else {}
-        media = getattr(request.state, "media", None) or negotiate(request.headers.get("accept"))
-        if media == GRAPHQL_RESPONSE_JSON:
-            return Response(
-                json.dumps({"errors": [{"message": reason}]}),
-                status_code=status,
-                media_type=GRAPHQL_RESPONSE_JSON,
-                headers=headers,
-            )
-        return PlainTextResponse(reason, status_code=status, headers=headers)
+        media = getattr(request.state, "media", None) or negotiate(request.headers.get("accept")) or APPLICATION_JSON
+        return Response(
+            json.dumps({"errors": [{"message": reason, "extensions": {"code": http_error_code(status)}}]}),
+            status_code=status,
+            media_type=media,
+            headers=headers,
+        )
+
+    def decode_json(self, data: str | bytes) -> object:
+        """Every JSON text from a client (the POST body, the `variables` and
+        `extensions` of a GET) through the one I-JSON reader: a 400 naming the
+        fault for bad UTF-8, duplicate member names, lone surrogates, NaN,
+        over-long integers or nesting deeper than 64 (never a RecursionError)."""
+        try:
+            if nesting_exceeds(data, MAX_JSON_DEPTH):
+                raise StrictJSONError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+            value = loads_strict(data)
+        except StrictJSONError as exc:
+            raise HTTPException(400, f"the request is not valid I-JSON (RFC 7493): {str(exc)[:200]}") from None
+        if value is None:
+            return {}  # `null`: no query (400 below) for a body, no variables for a GET parameter
+        if not isinstance(value, dict):
+            raise HTTPException(400, "expected a JSON object ({query, variables, operationName, extensions})")
+        return value
 
     async def run(self, request, context=UNSET, root_value=UNSET):  # type: ignore[override]
         if not self.should_render_graphql_ide(self.request_adapter_class(request)):
@@ -314,6 +405,10 @@ class GraphQLView(GraphQL):
         return Context.create(runtime.store, runtime.ingestion, runtime.settings, request, response)
 
     async def process_result(self, request: Request, result) -> Any:  # type: ignore[override]
+        if result.errors:
+            # an exception escaping a schema extension (parse / validation hooks) skips
+            # MaskUnexpectedErrors: mask it here too, never show its text
+            result.errors = [mask(e) if is_unexpected(e) else e for e in result.errors]
         data = await super().process_result(request, result)
         if isinstance(result, PreExecutionError):
             # request errors get a code too, so clients can type them (the SDK raises
@@ -365,9 +460,16 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
             await runtime.stop()
 
     app = Starlette(
-        routes=[Route("/graphql", view), Route("/healthz", healthz, methods=["GET"])],
+        routes=[
+            Route("/graphql", view),
+            Route("/healthz", healthz, methods=["GET"]),
+            Mount(GRAPHIQL_PATH, StaticFiles(directory=GRAPHIQL_DIR), name="graphiql"),
+        ],
         lifespan=lifespan,
     )
     app.state.runtime = runtime
-    app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_bytes)
+    limits = settings.limits
+    app.add_middleware(BodyLimits, max_bytes=limits.max_body_bytes, timeout=limits.body_timeout_seconds)
+    if limits.rate_limit_per_second > 0:  # outermost: a refused request costs no body read
+        app.add_middleware(RateLimit, rate=limits.rate_limit_per_second, burst=limits.rate_limit_burst, exempt=("/healthz",))
     return app

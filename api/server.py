@@ -17,6 +17,7 @@ from typing import Any
 import uvicorn
 
 from .app import create_app
+from .http_protocol import bounded_h11_protocol
 from .settings import Settings
 from .store import Store
 
@@ -32,6 +33,7 @@ def make_config(
     **uvicorn_options: Any,
 ) -> uvicorn.Config:
     app = create_app(settings, store=store)
+    limits = settings.limits
     options: dict[str, Any] = {
         "host": host,
         "port": port,
@@ -41,6 +43,11 @@ def make_config(
         "timeout_graceful_shutdown": 10,
         "server_header": False,
         "proxy_headers": False,
+        # connection hygiene (docs/operations.md): header timeout and connection cap in the
+        # protocol, keep-alive and concurrent requests in uvicorn, body timeout in the app
+        "http": bounded_h11_protocol(limits.header_timeout_seconds, limits.max_connections),
+        "timeout_keep_alive": limits.keepalive_timeout_seconds,
+        "limit_concurrency": limits.max_connections,
     }
     options.update(uvicorn_options)
     return uvicorn.Config(app, **options)

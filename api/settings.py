@@ -14,6 +14,15 @@
 | ORETRACE_MAX_CLOCK_SKEW_SECONDS | 300            | envelope timestamp tolerance                         |
 | ORETRACE_MAX_PAGE_SIZE       | 100               | largest `first` of a connection                      |
 | ORETRACE_MAX_PROVENANCE_DEPTH| 256               | largest `maxDepth` of `provenance`                   |
+| ORETRACE_MAX_QUERY_COST     | 10000             | cost budget of one operation (QUERY_TOO_COSTLY above) |
+| ORETRACE_MAX_ENTITIES        | 100               | representations per `_entities` request              |
+| ORETRACE_MAX_PROVENANCE_NODES| 1000              | lots one `provenance` answer lists (then truncated)  |
+| ORETRACE_HEADER_TIMEOUT_SECONDS | 10             | complete request headers within this (else closed)   |
+| ORETRACE_BODY_TIMEOUT_SECONDS | 30               | complete request body within this (else 408)         |
+| ORETRACE_KEEPALIVE_TIMEOUT_SECONDS | 5           | idle keep-alive connections closed after this        |
+| ORETRACE_MAX_CONNECTIONS     | 256               | open connections (more are closed; 503 over requests) |
+| ORETRACE_RATE_LIMIT_PER_SECOND | 0 (off)        | requests per second per client address (429 above)   |
+| ORETRACE_RATE_LIMIT_BURST    | 100               | requests a client may send at once                   |
 | ORETRACE_VERIFY_MODE         | thread            | proof verification in worker `thread`s or `process`es |
 | ORETRACE_VERIFY_WORKERS      | CPU count         | verification workers                                 |
 
@@ -39,6 +48,15 @@ _ENV_LIMITS = {
     "max_clock_skew_seconds": "ORETRACE_MAX_CLOCK_SKEW_SECONDS",
     "max_page_size": "ORETRACE_MAX_PAGE_SIZE",
     "max_provenance_depth": "ORETRACE_MAX_PROVENANCE_DEPTH",
+    "max_query_cost": "ORETRACE_MAX_QUERY_COST",
+    "max_entities": "ORETRACE_MAX_ENTITIES",
+    "max_provenance_nodes": "ORETRACE_MAX_PROVENANCE_NODES",
+    "header_timeout_seconds": "ORETRACE_HEADER_TIMEOUT_SECONDS",
+    "body_timeout_seconds": "ORETRACE_BODY_TIMEOUT_SECONDS",
+    "keepalive_timeout_seconds": "ORETRACE_KEEPALIVE_TIMEOUT_SECONDS",
+    "max_connections": "ORETRACE_MAX_CONNECTIONS",
+    "rate_limit_per_second": "ORETRACE_RATE_LIMIT_PER_SECOND",
+    "rate_limit_burst": "ORETRACE_RATE_LIMIT_BURST",
 }
 
 
@@ -56,6 +74,17 @@ class Limits(BaseModel):
     max_clock_skew_seconds: int = Field(default=300, ge=0)
     max_page_size: int = Field(default=100, gt=0)
     max_provenance_depth: int = Field(default=256, ge=0)
+    #: resolvers.query_budget: cost units (about one object built / one loader key each)
+    max_query_cost: int = Field(default=10_000, gt=0)
+    max_entities: int = Field(default=100, gt=0)
+    max_provenance_nodes: int = Field(default=1000, gt=0)
+    #: connection hygiene (api.http_protocol, api.app.BodyLimits, api.rate_limit; docs/operations.md)
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    body_timeout_seconds: float = Field(default=30.0, gt=0)
+    keepalive_timeout_seconds: int = Field(default=5, gt=0)
+    max_connections: int = Field(default=256, gt=0)
+    rate_limit_per_second: float = Field(default=0.0, ge=0)  # off: a front proxy usually limits (docs)
+    rate_limit_burst: int = Field(default=100, gt=0)
 
     @property
     def max_clock_skew(self) -> timedelta:

@@ -23,15 +23,18 @@ from .types import (
     OriginClass,
     Provenance,
     ProvenanceEdge,
+    RelationAfter,
+    RelationFirst,
     SealedOpening,
     Site,
+    claims_of,
     load_attestation,
     load_lot,
     load_organization,
     load_site,
 )
 
-DEFAULT_PAGE = 20
+from .query_budget import DEFAULT_PAGE
 
 
 def _page_size(info: Info, first: int) -> int:
@@ -54,8 +57,8 @@ async def _connection(
     the loaders, so the nodes' relations resolve without refetching them."""
     try:
         page = await list_page(first=_page_size(info, first), after=after, **filters)
-    except ValueError as exc:  # a malformed `after` cursor
-        raise bad_input(str(exc)) from None
+    except ValueError:  # a malformed `after` cursor: named, never echoed back (it may be a megabyte)
+        raise bad_input("after: not a cursor of this connection (pass a pageInfo.endCursor)") from None
     if prime is not None:
         prime(page.items)
     return Connection.build([node.from_record(r) for r in page.items], page.cursors, page.has_next)
@@ -145,20 +148,28 @@ class Query:
         graph = await info.context.store.provenance(lot_id, depth)
         if graph is None:
             return None
-        info.context.loaders.prime_lots(graph.nodes)
-        nodes = [Lot.from_record(n) for n in graph.nodes]
+        # the first max_provenance_nodes lots breadth-first (the cost budget counts that many)
+        kept = graph.nodes[: info.context.settings.limits.max_provenance_nodes]
+        kept_ids = {n.lot_id for n in kept}
+        info.context.loaders.prime_lots(kept)
+        nodes = [Lot.from_record(n) for n in kept]
         return Provenance(
             root=nodes[0],
             nodes=nodes,
-            edges=[ProvenanceEdge(parent=strawberry.ID(p), child=strawberry.ID(c)) for p, c in graph.edges],
-            truncated=graph.truncated,
+            edges=[
+                ProvenanceEdge(parent=strawberry.ID(p), child=strawberry.ID(c))
+                for p, c in graph.edges
+                if p in kept_ids and c in kept_ids
+            ],
+            truncated=graph.truncated or len(kept) < len(graph.nodes),
             depth=graph.depth,
         )
 
-    @strawberry.field(description="Claims published on a lot, oldest first.")
-    async def claims(self, info: Info, lot_id: strawberry.ID) -> list[Claim]:
-        records = await info.context.loaders.claims_by_lot.load(lot_id)
-        return [Claim.from_record(c) for c in records]
+    @strawberry.field(description="Claims published on a lot, oldest first (paged: first, after).")
+    async def claims(
+        self, info: Info, lot_id: strawberry.ID, first: RelationFirst = None, after: RelationAfter = None
+    ) -> list[Claim]:
+        return await claims_of(info, lot_id, first, after)
 
     @strawberry.field(
         description="A self-contained disclosure bundle for a claim on a lot: verify it offline "

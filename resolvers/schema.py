@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 
 import strawberry
 from strawberry.schema.config import StrawberryConfig
 from graphql import GraphQLError
+from graphql.execution.values import get_variable_values
 from graphql.language import FieldNode, FragmentSpreadNode, InlineFragmentNode, OperationDefinitionNode, SelectionSetNode
-from graphql.validation import ValidationContext, ValidationRule
-from strawberry.extensions import AddValidationRules, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
-from strawberry.extensions.query_depth_limiter import determine_depth, get_fragments, get_queries_and_mutations
+from graphql.validation import ValidationRule
+from strawberry.schema.schema import validate_document
+from strawberry.extensions import AddValidationRules, MaxTokensLimiter, SchemaExtension
+from strawberry.extensions.query_depth_limiter import get_fragments
 from strawberry.federation.schema import FederationAny
 from strawberry.types import Info
 
@@ -18,36 +23,10 @@ from api.settings import Limits
 
 from .errors import MaskUnexpectedErrors, PublicError, bad_input, log_errors
 from .mutations import Mutation
+from .identifiers import IDENTIFIER_RULE, IdentifierLiteralRule, identifier_variable_errors, is_identifier
+from .query_budget import analyse, operation_of
 from .queries import Query
 from .types import SCALARS, Lot, Organization, Site
-
-
-def _entity_aware_depth_rule(max_depth: int) -> type[ValidationRule]:
-    """Strawberry's depth rule, except that a gateway's root `_entities` field does
-    not count. A router puts a client's whole Lot selection under
-    `_entities(...) { ... on Lot { <selection> } }`; without this the wrapper
-    would cost the client one level it never asked for. Raising the limit for
-    everybody instead would give direct clients that level too."""
-
-    class EntityAwareDepthRule(ValidationRule):
-        def __init__(self, context: ValidationContext) -> None:
-            document = context.document
-            fragments = get_fragments(document.definitions)
-            for name, operation in get_queries_and_mutations(document.definitions).items():
-                for selection in operation.selection_set.selections:
-                    is_entities = isinstance(selection, FieldNode) and selection.name.value == "_entities"
-                    determine_depth(
-                        node=selection,
-                        fragments=fragments,
-                        depth_so_far=-1 if is_entities else 0,
-                        max_depth=max_depth,
-                        context=context,
-                        operation_name=name,
-                        should_ignore=None,
-                    )
-            super().__init__(context)
-
-    return EntityAwareDepthRule
 
 
 #: Root fields whose cost grows with the data, not with the query text, and how many
@@ -99,11 +78,58 @@ def _costly_fields_rule(budget: dict[str, int]) -> type[ValidationRule]:
     return CostlyRootFieldsRule
 
 
-class DepthLimiter(QueryDepthLimiter):
-    """QueryDepthLimiter that leaves room for a federation gateway's `_entities` wrapper."""
+#: Documents up to this many characters are checked on the event loop: their
+#: validation costs at most ~3 ms (measured warm on a loaded 2-core machine).
+INLINE_CHECK_CHARS = 512
+#: Where longer documents are checked (PreExecutionChecks).
+CHECK_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="graphql-check")
 
-    def __init__(self, max_depth: int) -> None:
-        AddValidationRules.__init__(self, [_entity_aware_depth_rule(max_depth)])
+
+class PreExecutionChecks(SchemaExtension):
+    """Everything a request must pass before a resolver runs, in order:
+    graphql-core's validation (with `IdentifierLiteralRule` and the costly
+    root fields rule), coercion of the variables (BAD_USER_INPUT, so a bad
+    variable is a request error: 400 under graphql-response+json), identifier
+    variables, then the limits of `resolvers.query_budget` (depth, aliases,
+    cost, `_entities` size) computed with the coerced variables.
+
+    Replaces Strawberry's depth and alias limiters, which walk every fragment
+    spread along every path (exponential in the number of fragments) and raise
+    KeyError on an unknown fragment: the analysis only ever sees a valid
+    document (known fragments, no cycles), and is linear in its size.
+
+    graphql-core's own validation is not linear: OverlappingFieldsCanBeMerged
+    compares pairs of fields and of fragments, up to ~0.5 s of CPU for a
+    document within the token limit (1,990 `__typename`, or 190 fragments
+    spreading each other; bench/abuse.py). So a document longer than
+    `INLINE_CHECK_CHARS` is checked on `CHECK_POOL`, two worker threads: the
+    event loop keeps answering (/healthz included), and at most two such
+    checks compete with it for the GIL at any time."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+
+    async def on_validate(self) -> AsyncIterator[None]:
+        context = self.execution_context
+        if context.pre_execution_errors is None and context.graphql_document is not None:
+            if len(context.query or "") <= INLINE_CHECK_CHARS:
+                context.pre_execution_errors = self._errors(context)
+            else:
+                loop = asyncio.get_running_loop()
+                context.pre_execution_errors = await loop.run_in_executor(CHECK_POOL, self._errors, context)
+        yield
+
+    def _errors(self, context) -> list[GraphQLError]:
+        schema, document = context.schema._schema, context.graphql_document
+        errors = validate_document(schema, document, tuple(context.validation_rules))
+        operation = operation_of(document, context.operation_name)
+        if errors or operation is None:
+            return errors  # graphql-core reports a missing or ambiguous operation
+        coerced = get_variable_values(schema, operation.variable_definitions or (), context.variables or {}, max_errors=10)
+        if isinstance(coerced, list):
+            return [GraphQLError(e.message, e.nodes, extensions={"code": "BAD_USER_INPUT"}) for e in coerced]
+        values = coerced.coerced
+        return identifier_variable_errors(schema, operation, values) or analyse(operation, document, values, self.limits)
 
 
 #: The federation entities (`@key(fields: "id")`) a router may ask `_entities` for.
@@ -132,6 +158,8 @@ def _check_representation(representation: object) -> dict[str, object] | PublicE
         entity_id = str(entity_id)
     if not isinstance(entity_id, str):
         return bad_input(f"a {type_name} representation needs an id (string)")
+    if not is_identifier(entity_id):
+        return bad_input(f"the id of a {type_name} representation is {IDENTIFIER_RULE}")
     return {"__typename": type_name, "id": entity_id}
 
 
@@ -158,10 +186,9 @@ def build_schema(limits: Limits | None = None) -> OretraceSchema:
         federation_version="2.11",
         config=StrawberryConfig(scalar_map=SCALARS),
         extensions=[
-            lambda: DepthLimiter(max_depth=limits.max_query_depth),
-            lambda: MaxAliasesLimiter(max_alias_count=limits.max_aliases),
+            lambda: PreExecutionChecks(limits),
             lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
-            lambda: AddValidationRules([_costly_fields_rule(COSTLY_ROOT_FIELDS)]),
+            lambda: AddValidationRules([IdentifierLiteralRule, _costly_fields_rule(COSTLY_ROOT_FIELDS)]),
             MaskUnexpectedErrors,
         ],
     )

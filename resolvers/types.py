@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from typing import Generic, NewType, TypeVar
+from collections.abc import Callable
+from typing import Annotated, Generic, NewType, TypeVar
 
 import strawberry
 from strawberry.dataloader import DataLoader
@@ -16,9 +17,11 @@ from ledger import models as m
 from ledger.models import ORIGIN_CLASSES
 
 from .context import Info
+from .errors import bad_input
 
 #: A node type built from a ledger record (Lot, Organization, Site, Attestation).
 NodeT = TypeVar("NodeT")
+RecordT = TypeVar("RecordT")
 
 # --------------------------------------------------------------------------- scalars and enums
 
@@ -55,6 +58,38 @@ ClaimKind = strawberry.enum(
 
 def origin_class(value: str | None) -> OriginClass | None:
     return OriginClass(value) if value is not None else None
+
+
+#: Arguments of a bounded list relation (Site.attestations, Lot.claims, Query.claims).
+RelationFirst = Annotated[
+    int | None,
+    strawberry.argument(description="At most this many items (1 to the server's page limit; default: the limit)."),
+]
+RelationAfter = Annotated[
+    strawberry.ID | None,
+    strawberry.argument(description="Only the items after the one with this id (the last id of the previous page)."),
+]
+
+
+def relation_page(info: Info, items: list[RecordT], first: int | None, after: str | None,
+                  id_of: Callable[[RecordT], str]) -> list[RecordT]:  # fmt: skip
+    """One page of a list relation, in ledger order: the items after the one
+    whose id is `after` (none if that id is not in the list), at most `first`
+    of them. BAD_USER_INPUT if `first` is outside 1..max_page_size.
+
+    A relation loaded whole by its DataLoader is returned in pages so that a
+    query cannot multiply unbounded lists (resolvers.query_budget counts
+    `first`); existing clients that pass neither argument get the first page
+    of the server's page limit."""
+    limit = info.context.settings.limits.max_page_size
+    size = limit if first is None else first
+    if not 1 <= size <= limit:
+        raise bad_input(f"first must be between 1 and {limit} (got {size})")
+    start = 0
+    if after is not None:
+        ids = [id_of(item) for item in items]
+        start = ids.index(after) + 1 if after in ids else len(items)
+    return items[start : start + size]
 
 
 async def _load_node(loader: DataLoader, node_type: type[NodeT], record_id: str | None) -> NodeT | None:
@@ -189,10 +224,11 @@ class Site:
     async def operator(self, info: Info) -> Organization | None:
         return await load_organization(info, self.operator_id)
 
-    @strawberry.field
-    async def attestations(self, info: Info) -> list[Attestation]:
+    @strawberry.field(description="Attestations of this site, oldest first (paged: first, after).")
+    async def attestations(self, info: Info, first: RelationFirst = None, after: RelationAfter = None) -> list[Attestation]:
         records = await info.context.loaders.attestations_by_site.load(str(self.id))
-        return [Attestation.from_record(a) for a in records]
+        page = relation_page(info, records, first, after, lambda a: a.attestation_id)
+        return [Attestation.from_record(a) for a in page]
 
     @classmethod
     async def resolve_reference(cls, info: Info, id: strawberry.ID) -> Site | None:
@@ -300,14 +336,19 @@ class Lot:
     async def site(self, info: Info) -> Site | None:
         return await load_site(info, self.record.site_id)
 
-    @strawberry.field
-    async def claims(self, info: Info) -> list[Claim]:
-        records = await info.context.loaders.claims_by_lot.load(self.record.lot_id)
-        return [Claim.from_record(c) for c in records]
+    @strawberry.field(description="Claims published on this lot, oldest first (paged: first, after).")
+    async def claims(self, info: Info, first: RelationFirst = None, after: RelationAfter = None) -> list[Claim]:
+        return await claims_of(info, self.record.lot_id, first, after)
 
     @classmethod
     async def resolve_reference(cls, info: Info, id: strawberry.ID) -> Lot | None:
         return await load_lot(info, id)
+
+
+async def claims_of(info: Info, lot_id: str, first: int | None, after: str | None) -> list[Claim]:
+    """A page of the claims on a lot (see relation_page)."""
+    records = await info.context.loaders.claims_by_lot.load(lot_id)
+    return [Claim.from_record(c) for c in relation_page(info, records, first, after, lambda c: c.claim_id)]
 
 
 async def load_lot(info: Info, lot_id: str) -> Lot | None:
@@ -326,9 +367,13 @@ class ProvenanceEdge:
 @strawberry.type(description="The ancestry DAG of a lot, breadth-first up to maxDepth levels.")
 class Provenance:
     root: Lot
-    nodes: list[Lot] = strawberry.field(description="The root first, then its ancestors level by level.")
+    nodes: list[Lot] = strawberry.field(
+        description="The root first, then its ancestors level by level (at most the server's provenance node limit)."
+    )
     edges: list[ProvenanceEdge] = strawberry.field(description="parent -> child, both in nodes.")
-    truncated: bool = strawberry.field(description="True when some ancestors lie deeper than maxDepth.")
+    truncated: bool = strawberry.field(
+        description="True when some ancestors lie deeper than maxDepth, or beyond the node limit."
+    )
     depth: int = strawberry.field(description="Levels of ancestors fetched.")
 
 

@@ -68,13 +68,15 @@ async def test_entities_wrapper_does_not_count_against_depth(client, api_setting
     limit = api_settings.limits.max_query_depth
 
     def chain_of(depth: int) -> str:
+        """A Lot selection `depth` field levels deep: site { attestations(first: 1) { site ... } }
+        (deep but cheap: every list holds one item)."""
         inner = "id"
-        for _ in range(depth - 1):
-            inner = f"parents {{ {inner} }}"
+        for level in reversed(range(depth - 1)):
+            inner = f"site {{ {inner} }}" if level % 2 == 0 else f"attestations(first: 1) {{ {inner} }}"
         return inner
 
-    # as a whole operation, `parents { ... }` nested limit + 1 fields deep is the most a client may send
-    direct = (await client.post("/graphql", json={"query": f"{{ {chain_of(limit + 1)} }}".replace("parents", "lot(id: \"x\")", 1)})).json()
+    # as a whole operation, `lot { <limit levels> }` (limit + 1 fields deep) is the most a client may send
+    direct = (await client.post("/graphql", json={"query": f'{{ lot(id: "x") {{ {chain_of(limit)} }} }}'})).json()
     assert "errors" not in direct, direct
     ok = f'{{ _entities(representations: [{{__typename: "Lot", id: "x"}}]) {{ ... on Lot {{ {chain_of(limit + 1)} }} }} }}'
     body = (await client.post("/graphql", json={"query": ok})).json()

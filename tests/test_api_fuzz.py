@@ -38,24 +38,45 @@ KEYS = st.one_of(
                      "type", "org_id", "lot_id", "to", "seq", "roles"]),  # fmt: skip
     st.from_regex(r"\A[_A-Za-z][_0-9A-Za-z]{0,8}\Z"),
 )
+#: Odd but valid Unicode: combining and enclosing marks, format characters (bidi
+#: overrides, zero-width joiners, BOM), private use, separators, controls incl.
+#: NUL, non-BMP. (Lone surrogates cannot travel in an I-JSON body: the server
+#: refuses such bodies with 400, tests/test_api_abuse.py.)
+ODD_TEXT = st.one_of(
+    st.text(st.characters(categories=("Mn", "Me", "Cf", "Co", "Zs", "Zl", "Zp", "So", "Cc")), min_size=1, max_size=20),
+    st.sampled_from(["\u202e", "\u0000", "\ufeff", "e\u0301", "\U0001f600", "\uffff", "\U0010ffff", "\u200d" * 50]),
+)
+TEXT = st.one_of(st.text(max_size=20), ODD_TEXT, st.integers(65, 5000).map(lambda n: "l" * n))
 LEAVES = st.one_of(
     st.just(nodes.Null),
     st.booleans().map(nodes.Boolean),
     st.integers(-(2**70), 2**70).map(nodes.Int),
     st.floats(allow_nan=False, allow_infinity=False).map(nodes.Float),
-    st.text(max_size=20).map(nodes.String),
+    TEXT.map(nodes.String),
 )
+
+
+def _nested(depth: int, leaf: graphql.ValueNode) -> graphql.ValueNode:
+    """`leaf` inside `depth` lists and objects, alternating (deeper than any honest input)."""
+    for level in range(depth):
+        leaf = nodes.List([leaf]) if level % 2 else _object({"a": leaf})
+    return leaf
 
 
 def _object(fields: dict[str, graphql.ValueNode]) -> graphql.ObjectValueNode:
     return nodes.Object([graphql.ObjectFieldNode(name=graphql.NameNode(value=k), value=v) for k, v in fields.items()])
 
 
-JSON_VALUES = st.recursive(
-    LEAVES,
-    lambda inner: st.one_of(st.lists(inner, max_size=3).map(nodes.List), st.dictionaries(KEYS, inner, max_size=5).map(_object)),
-    max_leaves=12,
+JSON_VALUES = st.one_of(
+    st.recursive(
+        LEAVES,
+        lambda inner: st.one_of(st.lists(inner, max_size=3).map(nodes.List), st.dictionaries(KEYS, inner, max_size=5).map(_object)),
+        max_leaves=12,
+    ),
+    st.builds(_nested, st.integers(20, 200), LEAVES),  # deeply nested
 )
+#: IDs: real ones of the chain, malformed ones (odd Unicode, too long, empty).
+IDS = st.one_of(st.sampled_from(["mine", "trader", "site-a", "lot_x", "5"]), TEXT).map(nodes.String)
 REPRESENTATIONS = st.one_of(
     st.builds(
         lambda typename, entity_id, extra: _object({**extra, "__typename": typename, "id": entity_id}),
@@ -94,6 +115,7 @@ def fuzz(url: str) -> int:
     """Run every operation's bounded fuzz; return the number of requests sent."""
     schemathesis.graphql.scalar("JSON", JSON_VALUES)
     schemathesis.graphql.scalar("_Any", REPRESENTATIONS)
+    schemathesis.graphql.scalar("ID", IDS)
     sent = 0
     schemas = (
         schemathesis.graphql.from_url(url),

@@ -181,9 +181,10 @@ async def test_sealed_openings_and_events(gql, chain: Chain, world) -> None:
 
 async def test_nested_reads_are_batched(gql, chain: Chain, command_counter) -> None:
     command_counter.reset()
+    # 8 lots, two levels of parents (up to 32 each) and 10 claims each stay within the cost budget
     body = await gql(
-        """{ lots(first: 50) { edges { node { id owner { name } issuer { name } site { name operator { name } }
-             claims { id owner { name } } parents { id owner { name } parents { id } } } } } }"""
+        """{ lots(first: 8) { edges { node { id owner { name } issuer { name } site { name operator { name } }
+             claims(first: 10) { id owner { name } } parents { id owner { name } parents { id } } } } } }"""
     )
     assert "errors" not in body and len(body["data"]["lots"]["edges"]) >= 5
     # one query per kind of relation and level, whatever the number of lots

@@ -13,11 +13,12 @@ GR = "application/graphql-response+json"
 
 
 def nested(depth: int) -> str:
-    """`{ lot(id: "x") { parents { parents { ... { id } } } } }` with `depth` levels of fields."""
+    """`{ site(id: "x") { attestations(first: 1) { site { ... { id } } } } }` with `depth`
+    levels of fields: deep, but cheap (every list holds one item)."""
     inner = "id"
-    for _ in range(depth - 1):
-        inner = f"parents {{ {inner} }}"
-    return f'{{ lot(id: "x") {{ {inner} }} }}'
+    for level in reversed(range(depth - 1)):  # level 0 sits right under the root `site`
+        inner = f"attestations(first: 1) {{ {inner} }}" if level % 2 == 0 else f"site {{ {inner} }}"
+    return f'{{ site(id: "x") {{ {inner} }} }}'
 
 
 # --------------------------------------------------------------------------- GraphQL over HTTP

@@ -1,0 +1,84 @@
+"""uvicorn's h11 protocol with the two connection bounds uvicorn lacks:
+
+* a **header read timeout**: a connection must deliver a request's complete
+  headers within `header_timeout` seconds of opening, or of its previous
+  response (uvicorn only times out an idle keep-alive connection *after* a
+  response; a connection that never sends, or trickles its headers a byte at
+  a time, stayed open forever: 30 such held ~1.3 MB each for minutes);
+* a **bound on open connections**: beyond `max_connections` a new
+  connection is closed at once, before it holds any buffer.
+
+    protocol_class = bounded_h11_protocol(header_timeout=10.0, max_connections=256)
+    uvicorn.Config(app, http=protocol_class, limit_concurrency=256, timeout_keep_alive=5)
+
+The body read timeout is the app's (api.app.BodyLimits: it reads the body);
+keep-alive and concurrent-request limits are uvicorn's own settings
+(`timeout_keep_alive`, `limit_concurrency`). docs/operations.md says which
+bound lives where, and what a front proxy should add.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+log = logging.getLogger("oretrace.http")
+
+
+class BoundedH11Protocol(H11Protocol):
+    """H11Protocol + header read timeout + connection cap (class attributes,
+    set by `bounded_h11_protocol`)."""
+
+    header_timeout: float = 10.0
+    max_connections: int = 256
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._waiting_cycle = None
+        if len(self.connections) > self.max_connections:
+            log.warning("refused a connection: %d open (limit %d)", len(self.connections) - 1, self.max_connections)
+            transport.close()
+            return
+        self._arm_header_timer()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._header_timer is not None and self.cycle is not self._waiting_cycle:
+            self._cancel_header_timer()  # a new request's headers are complete
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
+            self._arm_header_timer()  # the next request's headers have the same deadline (unless pipelined)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        super().connection_lost(exc)
+
+    def _arm_header_timer(self) -> None:
+        self._cancel_header_timer()
+        self._waiting_cycle = self.cycle
+        self._header_timer = self.loop.call_later(self.header_timeout, self._header_timeout_expired)
+
+    def _cancel_header_timer(self) -> None:
+        if getattr(self, "_header_timer", None) is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_timeout_expired(self) -> None:
+        self._header_timer = None
+        if self.cycle is self._waiting_cycle and not self.transport.is_closing():
+            log.info("closed a connection: no complete request headers within %s s", self.header_timeout)
+            self.transport.close()
+
+
+def bounded_h11_protocol(header_timeout: float, max_connections: int) -> type[BoundedH11Protocol]:
+    """A BoundedH11Protocol subclass with these bounds (uvicorn takes a class)."""
+    return type(
+        "BoundedH11Protocol",
+        (BoundedH11Protocol,),
+        {"header_timeout": header_timeout, "max_connections": max_connections},
+    )

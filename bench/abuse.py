@@ -1,0 +1,338 @@
+"""Abuse benchmark (issue 8): for each class of expensive or malformed request,
+the server's CPU time and memory growth for the most expensive request the
+limits still allow, and /healthz latency while 8 such requests run at once.
+
+    python bench/abuse.py --json bench/results/abuse.json          # ~2-4 min
+    python bench/abuse.py --quick --json bench/results/abuse.json  # fewer rounds
+
+A real server process (`python -m api.server`, one uvicorn worker, embedded
+SecantusDB child) on 127.0.0.1, default settings; this process is the client.
+For each class C (keys `C.*`):
+
+  C.cpu_s            CPU seconds of the server process tree (server + embedded
+                     database) for ONE request, alone (median of 3)
+  C.rss_growth_mb    the server process's largest RSS (sampled between /healthz probes and
+                     after each single request) minus its RSS before the class
+  C.status / C.code  HTTP status and first error code of that request (what the limits answer)
+  C.healthz_p99_ms   /healthz latency p99 (and p50) probed back to back while 8 copies of the
+  C.healthz_p50_ms   request run at once, for `rounds` rounds (C.healthz_failures: probes
+                     answered 503, the database ping having waited more than 2 s)
+  C.wall_s_8         wall time of one round of 8 concurrent copies (median)
+  targets.*          the issue's targets, and whether every class met them
+
+Classes: the largest fragment fan-out and the heaviest validation that fit the
+token limit; the costliest list nesting within the cost budget over a DAG
+where every lot has 32 parents (the protocol's maximum); 100 attestations of
+one site, nested; a 1,000-lot provenance; `_entities` at its cap; 1 MiB bodies
+nested past the limit or holding huge integers; an id of 1 MiB; and 30
+connections trickling their headers. Data is written through
+`Store.apply_effects` with synthetic commitments (the read path ignores
+proofs), as bench/api.py does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as _dt
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+# `bench/` (this script's folder, first on sys.path) holds api.py: the project's `api` must win
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() not in (ROOT, ROOT / "bench")]
+
+import httpx  # noqa: E402
+from nacl.signing import SigningKey  # noqa: E402
+
+from api.settings import Limits  # noqa: E402
+from api.store import Store  # noqa: E402
+from bench.api import IDENTITY, CpuAccount, Publisher, Server, insert_dag, log, pct, process_tree_cpu, setup  # noqa: E402
+from ledger.effects import Effects  # noqa: E402
+from ledger.models import Attestation, Lot  # noqa: E402
+
+TARGET_CPU_S = 1.0
+TARGET_RSS_MB = 64.0
+TARGET_HEALTHZ_P99_MS = 100.0
+LIMITS = Limits()
+
+
+# --------------------------------------------------------------------------- data
+
+
+async def insert_fan_dag(store: Store, pub: Publisher, width: int, fan: int) -> list[str]:
+    """Three levels of `width` lots; every lot of levels 0 and 1 has `fan` parents on the level above."""
+    now = datetime.now(UTC)
+    names = [[f"lot_fan{d}x{i:04d}" for i in range(width)] for d in range(3)]
+    for d in (2, 1, 0):
+        lots = [
+            Lot(lot_id=lot_id, owner="trader", issuer="trader", commitments={"industrial": IDENTITY},
+                product="synthetic", created_by_event="evt_synthetic", created_at=now,
+                parents=[] if d == 2 else sorted({names[d + 1][(i + k) % width] for k in range(fan)}))
+            for i, lot_id in enumerate(names[d])
+        ]  # fmt: skip
+        carrier = pub.register(f"carrier-fan-{d}", "trader")
+        await store.apply_effects(Effects(carrier, "transform", lot_ids=[x.lot_id for x in lots], new_lots=lots))
+    return names[0]
+
+
+async def insert_attestations(store: Store, pub: Publisher, site_id: str, count: int) -> None:
+    now = datetime.now(UTC)
+    for i in range(count):
+        att = Attestation(attestation_id=f"att_bench{i:04d}", site_id=site_id, auditor="auditor",
+                          origin_class="industrial", valid_from=now - timedelta(days=1),
+                          valid_until=now + timedelta(days=30), capacity_commitment=IDENTITY,
+                          event_id=f"evt_att{i:04d}")  # fmt: skip
+        # any signed envelope carries the synthetic attestation (the read path looks at neither)
+        await store.apply_effects(Effects(pub.register(f"carrier-att-{i}", "auditor"), "transform", attestations=[att]))
+
+
+# --------------------------------------------------------------------------- requests
+
+
+def diamond_fan_out(n: int, leaf: str = "__typename") -> str:
+    fragments = " ".join(
+        f"fragment A{i} on Query {{ ...A{i + 1} ...B{i + 1} }} fragment B{i} on Query {{ ...A{i + 1} ...B{i + 1} }}"
+        for i in range(n)
+    )
+    return f"query {{ ...A0 ...B0 }} {fragments} fragment A{n} on Query {{ {leaf} }} fragment B{n} on Query {{ {leaf} }}"
+
+
+def deep_array(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+def requests(fan_roots: list[str], dag_root: str, cap: int) -> dict[str, dict[str, Any]]:
+    """class -> {"body": bytes, "content_type": str}: the costliest request each limit lets through
+    (or, for malformed input, the biggest one the body limit lets through)."""
+    body_limit = LIMITS.max_body_bytes
+
+    def gql(query: str, variables: dict | None = None) -> dict[str, Any]:
+        return {"body": json.dumps({"query": query, "variables": variables or {}}).encode()}
+
+    per_lot = 1 + 1 + 32 * (1 + 32 * (1 + 1))  # lots edge/node + parents x parents x (lot + owner)
+    first = LIMITS.max_query_cost // per_lot
+    entity_selection = "... on Lot { id owner { name } parents { id owner { name } } }"  # 1 + 1 + 32 * 2 per item
+    big_variables = {f"v{i}": [i, "x" * 8] for i in range((body_limit - 200) // 24)}
+    return {
+        "fanout_diamond": gql(diamond_fan_out(95)),
+        "validation_same_name": gql("{ " + " ".join(["__typename"] * (LIMITS.max_tokens - 10)) + " }"),
+        "cost_lots_parents_parents": gql(
+            f"{{ lots(first: {first}) {{ edges {{ node {{ parents {{ parents {{ id owner {{ name }} }} }} }} }} }} }}"
+        ),
+        "cost_site_attestations_nested": gql(
+            '{ site(id: "bench-site") { attestations(first: 100) { id site { attestations(first: 97) { id } } } } }'
+        ),
+        "cost_provenance_1000": gql(
+            "query($l: ID!) { provenance(lotId: $l) { nodes { id owner { name } } edges { parent child } truncated } }",
+            {"l": dag_root},
+        ),
+        "entities_at_cap": gql(
+            f"query($r: [_Any!]!) {{ _entities(representations: $r) {{ {entity_selection} }} }}",
+            {"r": [{"__typename": "Lot", "id": fan_roots[i % len(fan_roots)]} for i in range(cap)]},
+        ),
+        "body_nested_1mib": {"body": deep_array(body_limit // 2)},
+        "body_huge_integers": {"body": b'{"query": "{ __typename }", "variables": {"x": [' + b",".join([b"9" * 5000] * (body_limit // 5002 - 1)) + b"]}}"},
+        "body_1mib_accepted_variables": gql("{ __typename }", big_variables),
+        "id_1mib": gql("query($x: ID!) { lot(id: $x) { id } }", {"x": "l" * (body_limit - 200)}),
+    }
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+def rss_kb(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(field)
+
+
+async def send(client: httpx.AsyncClient, request: dict[str, Any]) -> httpx.Response:
+    return await client.post("/graphql", content=request["body"], headers={"content-type": "application/json"})
+
+
+async def probe_healthz(client: httpx.AsyncClient, stop: asyncio.Event, samples: list[float],
+                        pid: int, rss: list[int], failures: list[int]) -> None:  # fmt: skip
+    """/healthz back to back until `stop`; the server's RSS (kB) sampled between probes;
+    answers other than 200 (the database ping timing out after 2 s) counted in `failures`."""
+    while not stop.is_set():
+        t = time.perf_counter()
+        response = await client.get("/healthz")
+        samples.append(time.perf_counter() - t)
+        rss.append(rss_kb(pid, "VmRSS"))
+        if response.status_code != 200:
+            failures.append(response.status_code)
+
+
+def first_code(response: httpx.Response) -> str | None:
+    try:
+        errors = response.json().get("errors") or []
+    except ValueError:
+        return "not JSON"
+    return (errors[0].get("extensions") or {}).get("code") if errors else None
+
+
+async def bench_class(server: Server, request: dict[str, Any], rounds: int) -> dict[str, Any]:
+    pid = server.process.pid
+    rss0 = rss_kb(pid, "VmRSS")
+    rss = [rss0]
+    cpu, wall8 = [], []
+    async with httpx.AsyncClient(base_url=server.url, timeout=300) as client:
+        for _ in range(3):
+            c0 = process_tree_cpu(pid)
+            response = await send(client, request)
+            cpu.append(process_tree_cpu(pid) - c0)
+            rss.append(rss_kb(pid, "VmRSS"))
+        samples: list[float] = []
+        async with httpx.AsyncClient(base_url=server.url, timeout=300) as prober:
+            stop = asyncio.Event()
+            failures: list[int] = []
+            probe = asyncio.create_task(probe_healthz(prober, stop, samples, pid, rss, failures))
+            for _ in range(rounds):
+                t = time.perf_counter()
+                await asyncio.gather(*(send(client, request) for _ in range(8)))
+                wall8.append(time.perf_counter() - t)
+            stop.set()
+            await probe
+    ms = [s * 1000 for s in samples]
+    return {
+        "status": response.status_code,
+        "code": first_code(response),
+        "response_bytes": len(response.content),
+        "cpu_s": round(statistics.median(cpu), 3),
+        "rss_growth_mb": round((max(rss) - rss0) / 1024, 1),
+        "healthz_p50_ms": round(statistics.median(ms), 2),
+        "healthz_p99_ms": round(pct(ms, 0.99), 2),
+        "healthz_n": len(ms),
+        "healthz_failures": len(failures),
+        "wall_s_8": round(statistics.median(wall8), 3),
+    }
+
+
+async def bench_slow_headers(server: Server, connections: int) -> dict[str, Any]:
+    """`connections` sockets trickle header bytes; how long until the server closes them, what they cost."""
+    pid = server.process.pid
+    rss0 = rss_kb(pid, "VmRSS")
+    rss = [rss0]
+    host, port = "127.0.0.1", server.port
+    opened = [await asyncio.open_connection(host, port) for _ in range(connections)]
+    t0 = time.perf_counter()
+    closed_after: list[float] = []
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        payload = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 100_000
+        for byte in payload:
+            if reader.at_eof():
+                break
+            try:
+                writer.write(bytes([byte]))
+                await writer.drain()
+            except ConnectionError:
+                break
+            try:
+                await asyncio.wait_for(reader.read(1), 0.2)
+            except TimeoutError:
+                continue
+            except ConnectionError:
+                break
+        closed_after.append(time.perf_counter() - t0)
+        writer.close()
+
+    samples: list[float] = []
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as prober:
+        stop = asyncio.Event()
+        failures: list[int] = []
+        probe = asyncio.create_task(probe_healthz(prober, stop, samples, pid, rss, failures))
+        await asyncio.wait_for(asyncio.gather(*(trickle(r, w) for r, w in opened)), 300)
+        stop.set()
+        await probe
+    ms = [s * 1000 for s in samples]
+    return {
+        "connections": connections,
+        "closed_after_s_max": round(max(closed_after), 2),
+        "header_timeout_s": LIMITS.header_timeout_seconds,
+        "rss_growth_mb": round((max(rss) - rss0) / 1024, 1),
+        "healthz_p50_ms": round(statistics.median(ms), 2),
+        "healthz_p99_ms": round(pct(ms, 0.99), 2),
+        "healthz_n": len(ms),
+        "healthz_failures": len(failures),
+    }
+
+
+async def run(args) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    root = SigningKey.generate()
+    account = CpuAccount()
+    pub = Publisher(root)
+    data_dir = Path(tempfile.mkdtemp(prefix="oretrace-bench-abuse-"))
+    server = Server(data_dir, root, "thread")
+    log(f"server pid {server.process.pid} on {server.url}")
+    store = await Store.connect(server.db_uri, "oretrace")
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+            await setup(client, pub)
+        fan_roots = await insert_fan_dag(store, pub, width=64, fan=32)
+        await insert_attestations(store, pub, "bench-site", 100)
+        dag_root = await insert_dag(store, pub, levels=10, width=100, prefix="p")
+        for name, request in requests(fan_roots, dag_root, LIMITS.max_entities).items():
+            log(f"{name} ...")
+            for key, value in (await bench_class(server, request, args.rounds)).items():
+                results[f"{name}.{key}"] = value
+        log("slow_headers ...")
+        for key, value in (await bench_slow_headers(server, 30)).items():
+            results[f"slow_headers.{key}"] = value
+    finally:
+        await store.close()
+        server.stop(account)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+    classes = sorted({k.split(".")[0] for k in results})
+    results["targets"] = {
+        "cpu_s": TARGET_CPU_S,
+        "rss_growth_mb": TARGET_RSS_MB,
+        "healthz_p99_ms": TARGET_HEALTHZ_P99_MS,
+        "met": {
+            c: all(
+                results.get(f"{c}.{k}", 0) <= t
+                for k, t in (("cpu_s", TARGET_CPU_S), ("rss_growth_mb", TARGET_RSS_MB), ("healthz_p99_ms", TARGET_HEALTHZ_P99_MS))
+            )
+            for c in classes
+        },
+    }
+    results["machine.other_cores_busy_during_run"] = account.other_cores_busy()
+    results["machine.python"] = platform.python_version()
+    results["machine.cpus"] = os.cpu_count()
+    results["machine.loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
+    results["machine.when"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    results["config"] = {"rounds": args.rounds, "limits": LIMITS.model_dump(),
+                         "server": "1 uvicorn worker, embedded SecantusDB child process, default settings"}  # fmt: skip
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args()
+    args.rounds = 2 if args.quick else 5
+    results = asyncio.run(run(args))
+    text = json.dumps(results, indent=2, sort_keys=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
