@@ -18,9 +18,7 @@ GraphQL over HTTP (https://graphql.github.io/graphql-over-http/):
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
-import re
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -40,7 +38,7 @@ from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types.execution import PreExecutionError
 from strawberry.types.unset import UNSET
 
-from ledger.encoding import MAX_JSON_DEPTH, StrictJSONError, loads_strict
+from ledger.encoding import StrictJSONError, loads_strict
 from resolvers.context import Context
 from resolvers.errors import is_unexpected, mask
 from resolvers.schema import build_schema
@@ -103,31 +101,6 @@ def negotiate(accept: str | None) -> str | None:
         return APPLICATION_JSON
     # equal quality: an explicit graphql-response+json wins; wildcards mean legacy JSON
     return GRAPHQL_RESPONSE_JSON if specific_gr == 2 else APPLICATION_JSON
-
-
-#: A JSON string literal (escapes included), matched without backtracking.
-_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.S)
-#: `[` and `{` -> +1, `]` and `}` -> -1 (as signed bytes), anything else deleted.
-_DEPTH_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-
-
-def nesting_exceeds(data: bytes | str, max_depth: int) -> bool:
-    """True if a JSON text opens more than `max_depth` arrays / objects at once,
-    found by scanning its bytes with strings skipped, never by recursing.
-
-    CPython's json decoder recurses in C once per level, guarded only by the
-    interpreter's recursion limit; py_ecc (the reference curve backend) raises
-    that limit to 100,000 when imported, and a body of `[` nested 100,000 deep
-    then overflowed the C stack: a segmentation fault of the whole server, not
-    a RecursionError. So bodies are measured before json.loads sees them.
-    Linear, in C: a regular expression blanks the strings, bytes.translate
-    keeps the brackets as signed steps, itertools.accumulate sums them."""
-    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
-    if raw.count(b"[") + raw.count(b"{") <= max_depth:
-        return False  # cannot nest deeper than the number of openers
-    steps = _JSON_STRING.sub(b'""', raw).translate(_DEPTH_STEPS, _NOT_BRACKETS)
-    return max(itertools.accumulate(memoryview(steps).cast("b")), default=0) > max_depth
 
 
 def http_error_code(status: int) -> str:
@@ -356,8 +329,6 @@ class GraphQLView(GraphQL):
         fault for bad UTF-8, duplicate member names, lone surrogates, NaN,
         over-long integers or nesting deeper than 64 (never a RecursionError)."""
         try:
-            if nesting_exceeds(data, MAX_JSON_DEPTH):
-                raise StrictJSONError(f"nested deeper than {MAX_JSON_DEPTH} levels")
             value = loads_strict(data)
         except StrictJSONError as exc:
             raise HTTPException(400, f"the request is not valid I-JSON (RFC 7493): {str(exc)[:200]}") from None

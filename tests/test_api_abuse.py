@@ -470,6 +470,11 @@ async def test_deep_bodies_are_refused_even_with_a_raised_recursion_limit(http, 
     ],
 )
 def test_nesting_is_measured_without_parsing(text, deeper: bool) -> None:
-    from api.app import nesting_exceeds
+    from ledger.encoding import StrictJSONError, loads_strict
 
-    assert nesting_exceeds(text, 64) is deeper
+    try:
+        loads_strict(text)
+    except StrictJSONError as exc:
+        assert ("nested deeper" in str(exc)) is deeper, exc
+    else:
+        assert not deeper
