@@ -20,6 +20,7 @@ Collections and what makes them safe:
 | nonces           | "<signer>:<nonce>"...  | the `nonce` guards: a replay is a duplicate key          |
 | guards           | "<namespace>:<key>"    | every other guard (consume, custody, issuance, ...)      |
 | counters         | "events"               | allocator of the event `seq`                             |
+| log_state, log_tiles, log_checkpoints | see api/translog.py | the transparency log (docs/log.md)         |
 
 `apply_effects` writes one accepted publication in ONE multi-document
 transaction; the unique `_id` of the guard documents is what makes double
@@ -52,6 +53,8 @@ from ledger.errors import Code, Rejection
 from ledger.models import Attestation, Claim, IssuanceMark, Lot, Organization, Site
 from ledger.view import MemoryView, References
 
+from . import translog
+
 log = logging.getLogger("oretrace.store")
 
 M = TypeVar("M", bound=BaseModel)
@@ -68,6 +71,9 @@ COLLECTIONS = (
     "nonces",
     "guards",
     "counters",
+    "log_state",
+    "log_tiles",
+    "log_checkpoints",
 )
 REGISTRY_TYPES = ("register_organization", "rotate_key", "revoke_key")
 DUPLICATE_KEY = 11000
@@ -177,6 +183,7 @@ class AppliedEvent:
     seq: int
     accepted_at: datetime
     attempts: int = 1
+    log_index: int | None = None
 
 
 class _Abort(Exception):
@@ -217,6 +224,10 @@ class Store:
         self.nonces = c.nonces
         self.guards = c.guards
         self.counters = c.counters
+        # Every publication's transaction writes the log head (translog.assign_leaf), so two
+        # of them overlapping always conflict: committing them one at a time per process
+        # loses no throughput and spares the retries (other replicas still retry).
+        self.log_sequencer = asyncio.Lock()
 
     @classmethod
     async def connect(cls, uri: str, database: str, **client_options: Any) -> Store:
@@ -263,6 +274,7 @@ class Store:
             self.attestations.create_index([("site_id", a), ("valid_from", a)], name="site_from"),
             self.sites.create_index([("origin_class", a), ("_id", a)], name="class_id"),
             self.sites.create_index([("operator", a)], name="operator"),
+            translog.ensure_log_collections(self.db),
         )
 
     # ------------------------------------------------------------------ writes
@@ -328,7 +340,8 @@ class Store:
         while True:
             attempt += 1
             try:
-                await self._run_transaction(effects, event_doc, seq, view)
+                async with self.log_sequencer:
+                    await self._run_transaction(effects, event_doc, seq, view)
             except _Abort as abort:
                 code = abort.rejection.code.value
                 self.stats.rejections[code] = self.stats.rejections.get(code, 0) + 1
@@ -340,7 +353,7 @@ class Store:
                     continue
                 raise
             self.stats.transactions += 1
-            return AppliedEvent(effects.event_id, seq, accepted_at, attempt)
+            return AppliedEvent(effects.event_id, seq, accepted_at, attempt, event_doc["log_index"])
 
     async def _run_transaction(
         self, effects: Effects, event_doc: dict[str, Any], seq: int, view: SnapshotView | None
@@ -406,6 +419,7 @@ class Store:
         event_id = effects.event_id
         s = session
         await self._insert_guards(s, effects.guards, event_id)
+        event_doc["log_index"] = await translog.assign_leaf(self.db, s)  # in this transaction: gap-free, commit order
         try:
             await self.events.insert_one(event_doc, session=s)
         except DuplicateKeyError:
@@ -851,7 +865,10 @@ class Store:
         for name in COLLECTIONS:
             if name == "counters":  # the seq allocator advances even for rejected publications
                 continue
-            out[name] = await self.db[name].find().sort("_id", ASCENDING).to_list(None)
+            if name in ("log_tiles", "log_checkpoints"):  # derived from events, written in the background
+                continue
+            query = {"_id": translog.HEAD_ID} if name == "log_state" else {}  # the leaf allocator only
+            out[name] = await self.db[name].find(query).sort("_id", ASCENDING).to_list(None)
         return out
 
     async def drop(self) -> None:

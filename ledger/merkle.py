@@ -387,3 +387,62 @@ class MemoryTree:
     def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
         new_size = self.size if new_size is None else new_size
         return proof_hashes(consistency_ranges(old_size, new_size), self.node)
+
+
+# --------------------------------------------------------------------------- the right edge of a tiled tree
+
+
+@dataclass
+class TileEdge:
+    """The right edge of a tree stored as C2SP tiles: the partial tile of every level.
+
+    `append` adds leaf hashes and returns the tiles to (re)write, {(level, index):
+    bytes}, full ones and the grown partial ones; `root` is the tree's root,
+    computed from the edge alone (every node of the root's decomposition lies in
+    a partial tile). A store keeps the tiles and rebuilds the edge with
+    `from_tiles` after a restart."""
+
+    size: int = 0
+    rows: dict[int, list[bytes]] = field(default_factory=dict)
+
+    @classmethod
+    def from_tiles(cls, size: int, partial: dict[int, bytes]) -> TileEdge:
+        """`partial` = {level: stored bytes of that level's partial tile} (may be longer than `size` implies)."""
+        rows: dict[int, list[bytes]] = {}
+        for level, (_full, width) in tile_widths(size).items():
+            raw = partial.get(level, b"") if width else b""
+            if len(raw) < HASH_SIZE * width:
+                raise ValueError(f"partial tile of level {level} is shorter than size {size} implies")
+            rows[level] = [raw[i : i + HASH_SIZE] for i in range(0, HASH_SIZE * width, HASH_SIZE)]
+        return cls(size, rows)
+
+    def append(self, hashes: Iterable[bytes]) -> dict[tuple[int, int], bytes]:
+        writes: dict[tuple[int, int], bytes] = {}
+        touched: set[int] = set()
+
+        def push(level: int, h: bytes, position: int) -> None:
+            row = self.rows.setdefault(level, [])
+            row.append(h)
+            touched.add(level)
+            if len(row) == TILE_WIDTH:
+                index = position // TILE_WIDTH
+                writes[(level, index)] = b"".join(row)
+                self.rows[level] = []
+                push(level + 1, subtree_root(row), index)
+
+        for h in hashes:
+            _check_hash(h, "leaf hash")
+            push(0, bytes(h), self.size)
+            self.size += 1
+        widths = tile_widths(self.size)
+        for level in touched:
+            if self.rows.get(level):
+                writes[(level, widths[level][0])] = b"".join(self.rows[level])
+        return writes
+
+    def root(self) -> bytes:
+        def node(level: int, index: int) -> bytes:
+            tile_level, _tile_index, first, count = tile_of_node(level, index)
+            return subtree_root(self.rows[tile_level][first : first + count])
+
+        return fold_range([node(lv, i) for lv, i in root_nodes(self.size)])

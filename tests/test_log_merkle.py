@@ -180,3 +180,20 @@ def test_entry_bundle_round_trip_and_truncation():
             merkle.parse_entry_bundle(data[:cut])
     with pytest.raises(ValueError):
         merkle.entry_bundle([b"x" * 65536])
+
+
+def test_tile_edge_matches_memory_tree_across_tile_boundaries_and_reload():
+    hashes = [merkle.leaf_hash(str(i).encode()) for i in range(66_625)]
+    tree = MemoryTree.from_leaf_hashes(hashes)
+    edge, tiles, done = merkle.TileEdge(), {}, 0
+    for step in (1, 2, 253, 1, 255, 256, 257, 65000, 600):
+        tiles.update(edge.append(hashes[done : done + step]))
+        done += step
+        assert edge.size == done and edge.root() == tree.root(done), done
+        # a restart rebuilds the same edge from the stored partial tiles
+        partial = {lv: tiles[(lv, full)] for lv, (full, w) in merkle.tile_widths(done).items() if w}
+        assert merkle.TileEdge.from_tiles(done, partial).root() == tree.root(done)
+    assert tiles[(0, 3)] == b"".join(hashes[768:1024])
+    assert tiles[(1, 0)] == b"".join(merkle.subtree_root(hashes[i : i + 256]) for i in range(0, 65536, 256))
+    with pytest.raises(ValueError):
+        merkle.TileEdge.from_tiles(done, {})
