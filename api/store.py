@@ -47,6 +47,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import ReadPreference
 
+from ledger import anchoring
 from ledger.effects import Effects, Guard
 from ledger.envelope import Envelope, parse_envelope
 from ledger.errors import Code, Rejection
@@ -54,6 +55,7 @@ from ledger.models import Attestation, Claim, IssuanceMark, Lot, Organization, S
 from ledger.view import MemoryView, References
 
 from . import translog
+from .translog import LogUnavailable, TransparencyLog  # resolvers reach the log through the store
 
 log = logging.getLogger("oretrace.store")
 
@@ -228,6 +230,7 @@ class Store:
         # of them overlapping always conflict: committing them one at a time per process
         # loses no throughput and spares the retries (other replicas still retry).
         self.log_sequencer = asyncio.Lock()
+        self.translog: TransparencyLog | None = None  # set by the app (api.app.Runtime)
 
     @classmethod
     async def connect(cls, uri: str, database: str, **client_options: Any) -> Store:
@@ -852,10 +855,33 @@ class Store:
             {"org_id": {"$in": sorted(orgs)}, "type": {"$in": list(REGISTRY_TYPES)}}
         ).to_list(None)
         docs.update((d["_id"], d) for d in registry)
+        # the log keys a verifier checks the bundle's checkpoint with (docs/log.md)
+        docs.update((d["_id"], d) for d in await self.events.find({"type": "register_log_key"}).to_list(None))
 
-        ordered = [d["envelope"] for d in sorted(docs.values(), key=lambda d: d["seq"])]
+        # log order (an event's dependencies committed before it, so it is a replay order too)
+        ordered = [d["envelope"] for d in sorted(docs.values(), key=lambda d: (d.get("log_index", -1), d["seq"]))]
         # re-validating hundreds of envelopes (proof fields included) is CPU work: not on the event loop
         return await asyncio.to_thread(lambda: [parse_envelope(raw) for raw in ordered])
+
+    async def bundle_log(self, event_ids: Sequence[str]) -> dict[str, Any] | None:
+        """The bundle `log` member (ledger.anchoring) for these events, in this order:
+        a checkpoint covering all of them and each one's inclusion proof at its size;
+        None while the operator has not registered the log's current key (a verifier
+        could not check the checkpoint: the bundle is then unanchored, and says so).
+
+        Raises translog.LogUnavailable if the log is not running or an event has no leaf."""
+        if self.translog is None:
+            raise LogUnavailable("the transparency log is not running")
+        if not await self.translog.key_is_registered():
+            return None
+        docs = await self.events.find({"_id": {"$in": list(event_ids)}}, {"log_index": 1}).to_list(None)
+        index_of = {d["_id"]: d.get("log_index") for d in docs}
+        indices = [index_of.get(e) for e in event_ids]
+        if any(i is None for i in indices):
+            raise LogUnavailable("an event of the bundle has no leaf index")
+        checkpoint, note = await self.translog.checkpoint_covering(max(indices))
+        proofs = await self.translog.inclusion_proofs(indices, checkpoint.size)
+        return anchoring.log_member(note, indices, proofs)
 
     # ------------------------------------------------------------------ maintenance
 

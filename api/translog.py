@@ -240,8 +240,9 @@ class TransparencyLog:
     async def _issue_locked(self) -> bytes:
         assert self._edge is not None
         current = await self.db.log_state.find_one({"_id": CHECKPOINT_ID})
-        if current is not None and current["size"] == self._edge.size:
-            return current["note"].encode()
+        key_id = self.key.key_id.hex()
+        if current is not None and current["size"] == self._edge.size and current.get("key_id") == key_id:
+            return current["note"].encode()  # nothing new, and signed by the current key (rotation re-signs)
         tree = await self.db.log_state.find_one({"_id": TREE_ID})
         checkpoint = cp.Checkpoint(self.origin, int(tree["size"]), bytes(tree["root"]))
         note = cp.sign_checkpoint(checkpoint, self.origin, self.signing_key)
@@ -253,10 +254,23 @@ class TransparencyLog:
             upsert=True,
         )
         await self.db.log_state.replace_one(
-            {"_id": CHECKPOINT_ID}, {"_id": CHECKPOINT_ID, "size": checkpoint.size, "note": text}, upsert=True
+            {"_id": CHECKPOINT_ID},
+            {"_id": CHECKPOINT_ID, "size": checkpoint.size, "note": text, "key_id": key_id},
+            upsert=True,
         )
         self.stats["checkpoints"] += 1
         return text.encode()
+
+    async def key_is_registered(self) -> bool:
+        """Whether an operator-signed `register_log_key` event registers the current key
+        for this origin and none retires it (the rules checked their signatures)."""
+        public_key = bytes(self.signing_key.verify_key).hex()
+        docs = await self.db.events.find(
+            {"type": "register_log_key"}, {"envelope.payload": 1}
+        ).to_list(None)
+        payloads = [d["envelope"]["payload"] for d in docs]
+        registered = any(p["public_key"] == public_key and p["origin"] == self.origin for p in payloads)
+        return registered and not any(public_key in p.get("retire", ()) for p in payloads)
 
     async def latest_checkpoint(self) -> bytes | None:
         doc = await self.db.log_state.find_one({"_id": CHECKPOINT_ID})
@@ -379,3 +393,52 @@ class TransparencyLog:
 
     async def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
         return (await self._proofs([merkle.consistency_ranges(old_size, new_size)], new_size))[0]
+
+
+def open_log(db, settings) -> TransparencyLog:
+    """The log of `settings` (api.settings.Settings): key, origin, interval, witnesses."""
+    return TransparencyLog(
+        db,
+        settings.origin,
+        load_log_key(settings.log_key, settings.data_dir),
+        checkpoint_interval=settings.checkpoint_interval,
+        witnesses=parse_witnesses(settings.witnesses),
+    )
+
+
+# --------------------------------------------------------------------------- HTTP read API (C2SP tlog-tiles)
+
+
+def routes(runtime) -> list:
+    """`GET /checkpoint`, `GET /tile/<L>/<N>[.p/<W>]`, `GET /tile/entries/<N>[.p/<W>]`."""
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse, Response
+    from starlette.routing import Route
+
+    def current_log() -> TransparencyLog | None:
+        store = runtime.store
+        return getattr(store, "translog", None) if store is not None else None
+
+    async def checkpoint(request: Request) -> Response:
+        log_ = current_log()
+        note = await log_.latest_checkpoint() if log_ is not None else None
+        if note is None:
+            return PlainTextResponse("no checkpoint yet\n", status_code=503, headers={"Retry-After": "2"})
+        return Response(note, media_type="text/plain; charset=utf-8", headers={"Cache-Control": "max-age=2"})
+
+    async def tile(request: Request) -> Response:
+        log_ = current_log()
+        if log_ is None:
+            return PlainTextResponse("log not started\n", status_code=503, headers={"Retry-After": "2"})
+        try:
+            level, index, width = merkle.parse_tile_path(request.path_params["path"])
+        except ValueError as exc:
+            return PlainTextResponse(f"{exc}\n", status_code=400)
+        data = await (log_.entries(index, width) if level == "entries" else log_.tile(level, index, width))
+        if data is None:
+            return PlainTextResponse("no such tile\n", status_code=404)
+        return Response(
+            data, media_type="application/octet-stream", headers={"Cache-Control": "public, max-age=31536000, immutable"}
+        )
+
+    return [Route("/checkpoint", checkpoint, methods=["GET"]), Route("/tile/{path:path}", tile, methods=["GET"])]

@@ -6,6 +6,7 @@ import sys
 
 import strawberry
 from strawberry.schema.config import StrawberryConfig
+from strawberry.tools import merge_types
 from graphql import GraphQLError
 from graphql.language import FieldNode, FragmentSpreadNode, InlineFragmentNode, OperationDefinitionNode, SelectionSetNode
 from graphql.validation import ValidationContext, ValidationRule
@@ -17,6 +18,7 @@ from strawberry.types import Info
 from api.settings import Limits
 
 from .errors import MaskUnexpectedErrors, PublicError, bad_input, log_errors
+from .log import LogQuery
 from .mutations import Mutation
 from .queries import Query
 from .types import SCALARS, Lot, Organization, Site
@@ -152,7 +154,7 @@ class OretraceSchema(strawberry.federation.Schema):
 def build_schema(limits: Limits | None = None) -> OretraceSchema:
     limits = limits or Limits()
     return OretraceSchema(
-        query=Query,
+        query=merge_types("Query", (Query, LogQuery)),
         mutation=Mutation,
         types=[Lot, Organization, Site],
         federation_version="2.11",

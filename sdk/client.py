@@ -45,7 +45,7 @@ class ApiRejection(ApiError):
             return None
 
 
-PUBLISH_FIELDS = "eventId type lotIds claimId attestationId"
+PUBLISH_FIELDS = "eventId type lotIds claimId attestationId logIndex"
 
 MUTATIONS = {
     "register_organization": "registerOrganization",
@@ -56,6 +56,7 @@ MUTATIONS = {
     "transfer": "transferLot",
     "transform": "transformLots",
     "publish_claim": "publishClaim",
+    "register_log_key": "registerLogKey",
 }
 
 LOT_FIELDS = """
