@@ -203,7 +203,7 @@ def _verify(
             effects = apply(env, view, policy, proofs)
         except Rejection as rejection:
             raise _Failed("rules", f"{label}: {rejection.code.value}: {rejection.message}") from None
-        for namespace, key_text, reason in _unique_keys(effects):
+        for namespace, key_text, reason in unique_keys(effects):
             key = (namespace, key_text)
             if key in first_use:
                 raise _Failed(
@@ -246,7 +246,7 @@ def _verify(
     report.checks.append(Check("claim", True, f"{report.claim['statement']} holds for lot {lot_id}"))
 
 
-def _unique_keys(effects: Effects) -> list[tuple[str, str, str]]:
+def unique_keys(effects: Effects) -> list[tuple[str, str, str]]:
     """The keys an event must be the first to use within a bundle: its guards, and
     the ids of the records it creates.
 
