@@ -46,8 +46,26 @@ class InclusionProof:
     )
 
 
+@strawberry.type(description="The key the log signs its checkpoints with (signed-note Ed25519).")
+class LogKey:
+    origin: str
+    public_key: str = strawberry.field(description="32-byte Ed25519 public key, hex.")
+    vkey: str = strawberry.field(description="C2SP signed-note verifier key: origin+keyid+base64(0x01||key).")
+    registered: bool = strawberry.field(description="Whether the operator registered it (register_log_key).")
+
+
 @strawberry.type
 class LogQuery:
+    @strawberry.field(description="The log's current checkpoint key; the operator registers it under the root key.")
+    async def log_key(self, info: Info) -> LogKey:
+        log = _log(info)
+        return LogKey(
+            origin=log.origin,
+            public_key=bytes(log.signing_key.verify_key).hex(),
+            vkey=log.key.vkey(),
+            registered=await log.key_is_registered(),
+        )
+
     @strawberry.field(description="The latest signed checkpoint (C2SP tlog-checkpoint note, with cosignatures).")
     async def log_checkpoint(self, info: Info) -> str | None:
         note = await _log(info).latest_checkpoint()
