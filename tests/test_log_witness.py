@@ -130,3 +130,40 @@ def test_witness_option_parsing():
     for bad in (key.vkey(), f"{key.vkey()}@ftp://x", f"{LOG_VKEY.vkey()}@http://x"):
         with pytest.raises(ValueError):
             translog.parse_witnesses(bad)
+
+
+async def test_oretrace_witness_as_a_separate_process_cosigns(tmp_path, store, world, publish):
+    """`oretrace witness` in its own process (the CLI), the server's log submitting to it over TCP."""
+    import os
+    import subprocess
+    import sys
+
+    import httpx
+
+    await publish(world.register("wit-proc", "trader"))
+    port = free_port()
+    key_file = tmp_path / "w.key"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from sdk.cli import app; app()", "witness", "--name", "witness.test/proc",
+         "--key-file", str(key_file), "--log", f"{ORIGIN}={LOG_VKEY.vkey()}", "--state-dir", str(tmp_path / "state"),
+         "--port", str(port)],
+        env={**os.environ, "PYTHONPATH": os.getcwd()}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient() as client:
+            for _ in range(200):
+                try:
+                    await client.post(f"{url}/add-checkpoint", content=b"")
+                    break
+                except httpx.HTTPError:
+                    await asyncio.sleep(0.1)
+        wkey = cp.key_from_signing_key("witness.test/proc", SigningKey(bytes.fromhex(key_file.read_text().strip())),
+                                       cp.COSIGNATURE_V1)  # fmt: skip
+        log = translog.TransparencyLog(store.db, ORIGIN, LOG_KEY, witnesses=[translog.WitnessConfig(wkey, url)])
+        note = cp.parse_note(await log.advance())
+        assert cp.verify_cosignatures(note, [wkey]).keys() == {"witness.test/proc"}
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert wkey.vkey() in proc.stderr.read().decode()
