@@ -71,6 +71,13 @@ def log(message: str) -> None:
     print(f"[bench/log] {message}", file=sys.stderr, flush=True)
 
 
+_FAKE_INDICES = itertools.count(10**9)  # "without the log": unique indices from this process, no database write
+
+
+async def fake_assign(db, session) -> int:
+    return next(_FAKE_INDICES)
+
+
 class _NoLock:
     async def __aenter__(self):
         return self
@@ -81,11 +88,7 @@ class _NoLock:
 
 async def bench_ingest(store: Store, world: LedgerWorld, per_round: int, rounds: int, results: dict) -> None:
     policy = Policy(network=NETWORK, root_public_key=world.root_key.verify_key.encode().hex())
-    counter = itertools.count(10**9)
     real_assign, real_lock = translog.assign_leaf, store.log_sequencer
-
-    async def fake_assign(db, session):
-        return next(counter)
 
     async def one_round(with_log: bool, tag: str) -> float:
         effects = [
@@ -141,11 +144,7 @@ async def bench_verified_ingest(store: Store, world: LedgerWorld, streams: int, 
         envelope, att = world.attest("bench-auditor", "bench-mine", f"bench-site-{s}", capacity=10**12)
         await ingestion.publish(envelope.to_json())
         queues.append([world.issue(att, 1000 + i)[0] for i in range(per_stream * rounds * 2)])
-    counter = itertools.count(10**9)
     real_assign, real_lock = translog.assign_leaf, store.log_sequencer
-
-    async def fake_assign(db, session):
-        return next(counter)
 
     async def one_round(with_log: bool) -> float:
         store_module.translog.assign_leaf = real_assign if with_log else fake_assign

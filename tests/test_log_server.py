@@ -98,3 +98,24 @@ async def test_integrator_resumes_after_losing_its_memory_and_after_a_torn_write
     restarted = new_log(store)
     assert await restarted.integrate() == tree_doc["size"]
     assert (await restarted.tree()).root == bytes(tree_doc["root"])
+
+
+async def test_two_api_replicas_publishing_concurrently_stay_gap_free(store, mongo_uri, api_settings, world, chain):
+    """Two Store objects (two connection pools, two sequencers: two API processes) on one database:
+    their transactions conflict on the log head and are retried, never duplicated or skipped."""
+    from api.service import Ingestion
+    from api.store import Store
+
+    other = await Store.connect(mongo_uri, api_settings.database)
+    ingestions = [Ingestion(store, api_settings), Ingestion(other, api_settings)]
+    try:
+        before = await store.events.count_documents({})
+        envelopes = [world.register(f"replica-{i}", "trader") for i in range(10)]
+        outcomes = await asyncio.gather(
+            *(ingestions[i % 2].publish(e.to_json()) for i, e in enumerate(envelopes))
+        )
+        assert sorted(o.log_index for o in outcomes) == list(range(before, before + 10))
+    finally:
+        for ingestion in ingestions:
+            ingestion.close()
+        await other.close()
