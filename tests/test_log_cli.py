@@ -84,3 +84,21 @@ async def test_monitor_cli_exit_codes(bundle_files, app, live_server, tmp_path):
     assert code == 2, out
     code, out = await monitor_cli("--api", f"{live_server}/graphql", "--state", str(tmp_path / "m3"))
     assert code == 2, out
+
+
+async def test_receipt_of_own_publication(bundle_files, app, world, publish):
+    import httpx
+
+    from sdk.client import Client
+    from sdk.receipts import ReceiptError, fetch_receipt
+
+    log = app.state.runtime.store.translog
+    envelope = world.register("receipt-org", "trader")
+    outcome = await publish(envelope)
+    async with Client("http://test/graphql", transport=httpx.ASGITransport(app=app)) as client:
+        receipt = await fetch_receipt(client, envelope, [log.key])
+        assert receipt.log_index == outcome.log_index and receipt.tree_size > receipt.log_index
+        with pytest.raises(ReceiptError):  # a checkpoint key the publisher does not trust
+            await fetch_receipt(client, envelope, [cp.key_from_signing_key(log.origin, SigningKey.generate())])
+        with pytest.raises(ReceiptError):  # never published
+            await fetch_receipt(client, world.register("never-sent", "trader"))
