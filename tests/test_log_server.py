@@ -5,7 +5,6 @@ RFC 9162 tree, proofs from tiles verify, restarts resume, the HTTP read API."""
 from __future__ import annotations
 
 import asyncio
-import base64
 
 import pytest
 from nacl.signing import SigningKey
