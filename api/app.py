@@ -43,6 +43,7 @@ from resolvers.context import Context
 from resolvers.errors import is_unexpected, mask
 from resolvers.schema import build_schema
 
+from . import translog
 from .embedded import EmbeddedDatabase
 from .rate_limit import RateLimit
 from .service import Ingestion
@@ -211,11 +212,13 @@ class Runtime:
         self.store = store
         self.ingestion = Ingestion(store, self.settings)
         self.owns_store = owned
+        store.translog = translog.open_log(store.db, self.settings)
 
     async def start(self) -> None:
         if self.store is not None:  # injected (tests, embedding applications)
             await self.store.ensure_indexes()
             await self.ingestion.start()
+            self.store.translog.start()
             return
         uri = self.settings.mongodb_uri
         if not uri:
@@ -236,8 +239,11 @@ class Runtime:
             raise
         self.attach(store, owned=True)
         await self.ingestion.start()
+        store.translog.start()
 
     async def stop(self) -> None:
+        if self.store is not None and self.store.translog is not None:
+            await self.store.translog.stop()
         if self.ingestion is not None:
             await asyncio.to_thread(self.ingestion.close)
         if self.store is not None and self.owns_store:
@@ -435,6 +441,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
             Route("/graphql", view),
             Route("/healthz", healthz, methods=["GET"]),
             Mount(GRAPHIQL_PATH, StaticFiles(directory=GRAPHIQL_DIR), name="graphiql"),
+            *translog.routes(runtime),
         ],
         lifespan=lifespan,
     )

@@ -39,6 +39,7 @@ class PublishOutcome:
     attestation_id: str | None = None
     seq: int | None = None
     accepted_at: datetime | None = None
+    log_index: int | None = None  # leaf index in the transparency log (docs/log.md)
 
 
 def describe_validation_error(exc: ValidationError, limit: int = 8) -> str:
@@ -212,4 +213,5 @@ class Ingestion:
             attestation_id=effects.attestations[0].attestation_id if effects.attestations else None,
             seq=applied.seq,
             accepted_at=applied.accepted_at,
+            log_index=applied.log_index,
         )

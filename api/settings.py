@@ -25,6 +25,10 @@
 | ORETRACE_RATE_LIMIT_BURST    | 100               | requests a client may send at once                   |
 | ORETRACE_VERIFY_MODE         | thread            | proof verification in worker `thread`s or `process`es |
 | ORETRACE_VERIFY_WORKERS      | CPU count         | verification workers                                 |
+| ORETRACE_LOG_KEY             | <data_dir>/log-key.hex | hex Ed25519 seed of the log's checkpoint key    |
+| ORETRACE_LOG_ORIGIN          | oretrace.log/<network> | checkpoint origin line and log key name         |
+| ORETRACE_CHECKPOINT_INTERVAL | 2                 | seconds between checkpoints while the log grows      |
+| ORETRACE_WITNESSES           | (none)            | `<vkey>@<url>` witnesses that cosign checkpoints     |
 
 `pydantic-settings` is not a dependency; `Settings.from_env()` does the same
 job with plain pydantic validation (clear errors on bad values).
@@ -102,6 +106,10 @@ class Settings(BaseModel):
     limits: Limits = Limits()
     verify_mode: Literal["process", "thread"] = "thread"
     verify_workers: int | None = Field(default=None, gt=0)
+    log_key: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$", repr=False)
+    log_origin: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:/-]{1,128}$")
+    checkpoint_interval: float = Field(default=2.0, gt=0, le=3600)
+    witnesses: str | None = None
     embedded_log_level: str = "WARNING"
     embedded_startup_timeout: float = 30.0
 
@@ -119,6 +127,10 @@ class Settings(BaseModel):
             ("root_public_key", "ORETRACE_ROOT_PUBLIC_KEY"),
             ("verify_mode", "ORETRACE_VERIFY_MODE"),
             ("verify_workers", "ORETRACE_VERIFY_WORKERS"),
+            ("log_key", "ORETRACE_LOG_KEY"),
+            ("log_origin", "ORETRACE_LOG_ORIGIN"),
+            ("checkpoint_interval", "ORETRACE_CHECKPOINT_INTERVAL"),
+            ("witnesses", "ORETRACE_WITNESSES"),
         ):
             if env.get(var):
                 values[key] = env[var]
@@ -143,6 +155,11 @@ class Settings(BaseModel):
                 "Ed25519 public key (64 hex characters) to check the organisation registry"
             )
         return self.root_public_key
+
+    @property
+    def origin(self) -> str:
+        """The log's checkpoint origin (C2SP tlog-checkpoint), unique per network."""
+        return self.log_origin or f"oretrace.log/{self.network}"
 
     @property
     def embedded_storage_path(self) -> Path:

@@ -20,6 +20,7 @@ Collections and what makes them safe:
 | nonces           | "<signer>:<nonce>"...  | the `nonce` guards: a replay is a duplicate key          |
 | guards           | "<namespace>:<key>"    | every other guard (consume, custody, issuance, ...)      |
 | counters         | "events"               | allocator of the event `seq`                             |
+| log_state, log_tiles, log_checkpoints | see api/translog.py | the transparency log (docs/log.md)         |
 
 `apply_effects` writes one accepted publication in ONE multi-document
 transaction; the unique `_id` of the guard documents is what makes double
@@ -46,11 +47,15 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import ReadPreference
 
+from ledger import anchoring
 from ledger.effects import Effects, Guard
 from ledger.envelope import Envelope, parse_envelope
 from ledger.errors import Code, Rejection
 from ledger.models import Attestation, Claim, IssuanceMark, Lot, Organization, Site
 from ledger.view import MemoryView, References
+
+from . import translog
+from .translog import LogUnavailable, TransparencyLog  # resolvers reach the log through the store
 
 log = logging.getLogger("oretrace.store")
 
@@ -68,6 +73,9 @@ COLLECTIONS = (
     "nonces",
     "guards",
     "counters",
+    "log_state",
+    "log_tiles",
+    "log_checkpoints",
 )
 REGISTRY_TYPES = ("register_organization", "rotate_key", "revoke_key")
 DUPLICATE_KEY = 11000
@@ -177,6 +185,7 @@ class AppliedEvent:
     seq: int
     accepted_at: datetime
     attempts: int = 1
+    log_index: int | None = None
 
 
 class _Abort(Exception):
@@ -217,6 +226,11 @@ class Store:
         self.nonces = c.nonces
         self.guards = c.guards
         self.counters = c.counters
+        # Every publication's transaction writes the log head (translog.assign_leaf), so two
+        # of them overlapping always conflict: committing them one at a time per process
+        # loses no throughput and spares the retries (other replicas still retry).
+        self.log_sequencer = asyncio.Lock()
+        self.translog: TransparencyLog | None = None  # set by the app (api.app.Runtime)
 
     @classmethod
     async def connect(cls, uri: str, database: str, **client_options: Any) -> Store:
@@ -263,6 +277,7 @@ class Store:
             self.attestations.create_index([("site_id", a), ("valid_from", a)], name="site_from"),
             self.sites.create_index([("origin_class", a), ("_id", a)], name="class_id"),
             self.sites.create_index([("operator", a)], name="operator"),
+            translog.ensure_log_collections(self.db),
         )
 
     # ------------------------------------------------------------------ writes
@@ -328,7 +343,8 @@ class Store:
         while True:
             attempt += 1
             try:
-                await self._run_transaction(effects, event_doc, seq, view)
+                async with self.log_sequencer:
+                    await self._run_transaction(effects, event_doc, seq, view)
             except _Abort as abort:
                 code = abort.rejection.code.value
                 self.stats.rejections[code] = self.stats.rejections.get(code, 0) + 1
@@ -340,7 +356,7 @@ class Store:
                     continue
                 raise
             self.stats.transactions += 1
-            return AppliedEvent(effects.event_id, seq, accepted_at, attempt)
+            return AppliedEvent(effects.event_id, seq, accepted_at, attempt, event_doc["log_index"])
 
     async def _run_transaction(
         self, effects: Effects, event_doc: dict[str, Any], seq: int, view: SnapshotView | None
@@ -406,6 +422,7 @@ class Store:
         event_id = effects.event_id
         s = session
         await self._insert_guards(s, effects.guards, event_id)
+        event_doc["log_index"] = await translog.assign_leaf(self.db, s)  # in this transaction: gap-free, commit order
         try:
             await self.events.insert_one(event_doc, session=s)
         except DuplicateKeyError:
@@ -838,10 +855,33 @@ class Store:
             {"org_id": {"$in": sorted(orgs)}, "type": {"$in": list(REGISTRY_TYPES)}}
         ).to_list(None)
         docs.update((d["_id"], d) for d in registry)
+        # the log keys a verifier checks the bundle's checkpoint with (docs/log.md)
+        docs.update((d["_id"], d) for d in await self.events.find({"type": "register_log_key"}).to_list(None))
 
-        ordered = [d["envelope"] for d in sorted(docs.values(), key=lambda d: d["seq"])]
+        # log order (an event's dependencies committed before it, so it is a replay order too)
+        ordered = [d["envelope"] for d in sorted(docs.values(), key=lambda d: (d.get("log_index", -1), d["seq"]))]
         # re-validating hundreds of envelopes (proof fields included) is CPU work: not on the event loop
         return await asyncio.to_thread(lambda: [parse_envelope(raw) for raw in ordered])
+
+    async def bundle_log(self, event_ids: Sequence[str]) -> dict[str, Any] | None:
+        """The bundle `log` member (ledger.anchoring) for these events, in this order:
+        a checkpoint covering all of them and each one's inclusion proof at its size;
+        None while the operator has not registered the log's current key (a verifier
+        could not check the checkpoint: the bundle is then unanchored, and says so).
+
+        Raises translog.LogUnavailable if the log is not running or an event has no leaf."""
+        if self.translog is None:
+            raise LogUnavailable("the transparency log is not running")
+        if not await self.translog.key_is_registered():
+            return None
+        docs = await self.events.find({"_id": {"$in": list(event_ids)}}, {"log_index": 1}).to_list(None)
+        index_of = {d["_id"]: d.get("log_index") for d in docs}
+        indices = [index_of.get(e) for e in event_ids]
+        if any(i is None for i in indices):
+            raise LogUnavailable("an event of the bundle has no leaf index")
+        checkpoint, note = await self.translog.checkpoint_covering(max(indices))
+        proofs = await self.translog.inclusion_proofs(indices, checkpoint.size)
+        return anchoring.log_member(note, indices, proofs)
 
     # ------------------------------------------------------------------ maintenance
 
@@ -851,7 +891,10 @@ class Store:
         for name in COLLECTIONS:
             if name == "counters":  # the seq allocator advances even for rejected publications
                 continue
-            out[name] = await self.db[name].find().sort("_id", ASCENDING).to_list(None)
+            if name in ("log_tiles", "log_checkpoints"):  # derived from events, written in the background
+                continue
+            query = {"_id": translog.HEAD_ID} if name == "log_state" else {}  # the leaf allocator only
+            out[name] = await self.db[name].find(query).sort("_id", ASCENDING).to_list(None)
         return out
 
     async def drop(self) -> None:

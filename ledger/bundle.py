@@ -43,11 +43,13 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from . import anchoring
 from . import statements as st
+from .checkpoint import NoteKey
 from .effects import Effects
 from .envelope import Envelope, MalformedEnvelope, parse_envelope
 from .errors import Rejection
-from .models import AttestSite, Claim, ClaimKind, PublishClaim, Transfer, timestamp_text
+from .models import AttestSite, Claim, ClaimKind, PublishClaim, RegisterLogKey, Transfer, timestamp_text
 from .proofs import BatchCollector
 from .rules import Policy, ancestry, apply
 from .view import OPERATOR, MemoryView, apply_effects_to_view
@@ -81,24 +83,30 @@ def assemble(events: list[Envelope], claim_id: str, network: str) -> dict[str, A
 
     Duplicates are dropped and events after the claim cut off: they cannot
     matter to it, and a later transformation of the claimed lot would pull in
-    lots outside its ancestry. ValueError if the claim is not among the events.
+    lots outside its ancestry. Log key registrations (`register_log_key`) are
+    kept wherever they are: the bundle's checkpoint may be signed by a key
+    registered after the claim (docs/log.md). ValueError if the claim is not
+    among the events.
     """
     ordered: list[Envelope] = []
     seen: set[str] = set()
+    lot_id: str | None = None
     for env in events:
-        if env.event_id in seen:
+        if env.event_id in seen or (lot_id is not None and not isinstance(env.payload, RegisterLogKey)):
             continue
         seen.add(env.event_id)
         ordered.append(env)
         if isinstance(env.payload, PublishClaim) and st.claim_id(env.network, env.signer, env.nonce) == claim_id:
-            return {
-                "format": BUNDLE_FORMAT,
-                "network": network,
-                "claim_id": claim_id,
-                "lot_id": env.payload.lot_id,
-                "events": [e.to_json() for e in ordered],
-            }
-    raise ValueError(f"claim {claim_id} is not among the {len(ordered)} events given")
+            lot_id = env.payload.lot_id
+    if lot_id is None:
+        raise ValueError(f"claim {claim_id} is not among the {len(ordered)} events given")
+    return {
+        "format": BUNDLE_FORMAT,
+        "network": network,
+        "claim_id": claim_id,
+        "lot_id": lot_id,
+        "events": [e.to_json() for e in ordered],
+    }
 
 
 # --------------------------------------------------------------------------- verifying
@@ -121,6 +129,7 @@ class VerificationReport:
     sigma_proofs: int = 0
     summary: str = ""
     meaning: dict[str, Any] = field(default_factory=dict)
+    anchor: dict[str, Any] | None = None  # the checkpoint the events are anchored in (ledger.anchoring)
 
     def failed(self) -> Check | None:
         return next((c for c in self.checks if not c.ok), None)
@@ -134,8 +143,22 @@ class _Failed(Exception):
         self.check = Check(name, False, detail)
 
 
-def verify_bundle(bundle: Any, root_public_key_hex: str, *, network: str | None = None) -> VerificationReport:
+def verify_bundle(
+    bundle: Any,
+    root_public_key_hex: str,
+    *,
+    network: str | None = None,
+    require_log: bool = False,
+    witnesses: tuple[NoteKey, ...] = (),
+    min_cosignatures: int = 0,
+) -> VerificationReport:
     """Check a disclosure bundle offline against the root key. Never raises: failures are in the report.
+
+    A `log` member is always checked when present (`ledger.anchoring`): the
+    checkpoint against a log key registered under the root key, every event's
+    inclusion, and the quorum of `witnesses` (cosignature/v1 keys) when
+    `min_cosignatures` > 0. Without a `log` member the bundle fails if
+    `require_log`, `witnesses` or `min_cosignatures` ask for one.
 
     `network`, if given, is the network the verifier expects: a bundle naming any
     other one fails the `format` check. Without it the bundle's own `network`
@@ -145,7 +168,7 @@ def verify_bundle(bundle: Any, root_public_key_hex: str, *, network: str | None 
     """
     report = VerificationReport(ok=False, claim={})
     try:
-        _verify(bundle, root_public_key_hex, report, network)
+        _verify(bundle, root_public_key_hex, report, network, require_log, witnesses, min_cosignatures)
         report.ok = True
     except _Failed as failure:
         report.checks.append(failure.check)
@@ -155,7 +178,15 @@ def verify_bundle(bundle: Any, root_public_key_hex: str, *, network: str | None 
     return report
 
 
-def _verify(bundle: Any, root_public_key_hex: str, report: VerificationReport, expected_network: str | None) -> None:
+def _verify(
+    bundle: Any,
+    root_public_key_hex: str,
+    report: VerificationReport,
+    expected_network: str | None,
+    require_log: bool,
+    witnesses: tuple[NoteKey, ...],
+    min_cosignatures: int,
+) -> None:
     network, claim_id, lot_id, raw_events = _read_format(bundle)
     if expected_network is not None and network != expected_network:
         raise _Failed("format", f"network: the bundle is for {network!r}, the verifier expects {expected_network!r}")
@@ -182,7 +213,7 @@ def _verify(bundle: Any, root_public_key_hex: str, report: VerificationReport, e
             effects = apply(env, view, policy, proofs)
         except Rejection as rejection:
             raise _Failed("rules", f"{label}: {rejection.code.value}: {rejection.message}") from None
-        for namespace, key_text, reason in _unique_keys(effects):
+        for namespace, key_text, reason in unique_keys(effects):
             key = (namespace, key_text)
             if key in first_use:
                 raise _Failed(
@@ -206,6 +237,18 @@ def _verify(bundle: Any, root_public_key_hex: str, report: VerificationReport, e
     except Rejection as rejection:
         raise _Failed("range proofs", rejection.message) from None
     report.checks.append(Check("range proofs", True, f"{proofs.range_proofs} range proofs verified in one batch"))
+
+    if "log" in bundle:
+        try:
+            anchor = anchoring.verify_anchoring(
+                envelopes, bundle["log"], witnesses=witnesses, min_cosignatures=min_cosignatures
+            )
+        except anchoring.AnchoringError as exc:
+            raise _Failed("log", str(exc)) from None
+        report.anchor = anchor.to_json()
+        report.checks.append(Check("log", True, f"every event is a leaf of {anchor.describe()}"))
+    elif require_log or witnesses or min_cosignatures:
+        raise _Failed("log", "the bundle is not anchored in the log (no 'log' member)")
 
     claim = view.claims.get(claim_id)
     if claim is None:
@@ -307,7 +350,7 @@ def claim_meaning(claim: Claim, view: MemoryView) -> dict[str, Any]:
     }
 
 
-def _unique_keys(effects: Effects) -> list[tuple[str, str, str]]:
+def unique_keys(effects: Effects) -> list[tuple[str, str, str]]:
     """The keys an event must be the first to use within a bundle: its guards, and
     the ids of the records it creates.
 
@@ -370,8 +413,13 @@ def _summary(report: VerificationReport) -> str:
     if failed is not None:
         return f"INVALID: {failed.name}: {failed.detail}"
     c = report.claim
+    anchored = (
+        f"; anchored in checkpoint {report.anchor['origin']} size {report.anchor['size']}"
+        if report.anchor
+        else "; NOT anchored in the log"
+    )
     return (
         f"VALID: {c['statement']}, claimed by {c['owner_name']} for lot {c['lot_id']} ({c['claim_id']}); "
         f"{report.events} events replayed, {report.range_proofs} range proofs batched, "
-        f"{report.sigma_proofs} balance proofs"
+        f"{report.sigma_proofs} balance proofs{anchored}"
     )

@@ -234,8 +234,25 @@ class PublishClaim(Strict):
     proof: ProofHex | None = None
 
 
+class RegisterLogKey(Strict):
+    """Operator-signed: a key that signs the log's checkpoints (docs/log.md, "Log keys").
+
+    `origin` is the checkpoint origin line (C2SP tlog-checkpoint) the key signs
+    for and its signed-note key name; `public_key` the 32-byte Ed25519 key
+    (signature type 0x01). Rotation: register the new key; the old one stays
+    valid for the checkpoints it signed unless a registration lists it in
+    `retire` (a compromised key), after which no checkpoint it signed is accepted.
+    """
+
+    type: Literal["register_log_key"] = "register_log_key"
+    origin: str = Field(pattern=r"^[A-Za-z0-9_.:/-]{1,128}$")
+    public_key: KeyHex
+    retire: list[KeyHex] = Field(default_factory=list, max_length=8)
+
+
 Payload = Annotated[
-    RegisterOrganization | RotateKey | RevokeKey | AttestSite | Issue | Transfer | Transform | PublishClaim,
+    RegisterOrganization | RotateKey | RevokeKey | AttestSite | Issue | Transfer | Transform | PublishClaim
+    | RegisterLogKey,
     Field(discriminator="type"),
 ]
 

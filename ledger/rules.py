@@ -44,6 +44,7 @@ from .models import (
     Lot,
     Organization,
     PublishClaim,
+    RegisterLogKey,
     RegisterOrganization,
     RevokeKey,
     Role,
@@ -578,6 +579,14 @@ def _check_claim_parameters(p: PublishClaim) -> None:
         raise Rejection(Code.INVALID_CLAIM, f"low {p.low} is above high {p.high}")
 
 
+def _register_log_key(env: Envelope, p: RegisterLogKey, _org, _view: LedgerView, _proofs) -> Effects:
+    """Operator only; a key is registered once (guard `log_key:<public key>`) and may not retire itself."""
+    _require_operator(env, "register log keys")
+    if p.public_key in p.retire:
+        raise Rejection(Code.MALFORMED, "a log key registration cannot retire the key it registers")
+    return Effects(env, p.type, guards=[Guard("log_key", p.public_key, f"log key {p.public_key} is already registered")])
+
+
 _Rule = Callable[[Envelope, object, Organization | None, LedgerView, ProofSink], Effects]
 _RULES: dict[type, _Rule] = {
     RegisterOrganization: _register_organization,
@@ -588,4 +597,5 @@ _RULES: dict[type, _Rule] = {
     Transfer: _transfer,
     Transform: _transform,
     PublishClaim: _publish_claim,
+    RegisterLogKey: _register_log_key,
 }

@@ -21,6 +21,7 @@ def _result(outcome: PublishOutcome) -> PublishResult:
         lot_ids=[strawberry.ID(x) for x in outcome.lot_ids],
         claim_id=strawberry.ID(outcome.claim_id) if outcome.claim_id else None,
         attestation_id=strawberry.ID(outcome.attestation_id) if outcome.attestation_id else None,
+        log_index=outcome.log_index,
     )
 
 
@@ -45,3 +46,4 @@ class Mutation:
     transfer_lot = _publish_mutation("transfer", "Owner transfers custody of a lot")
     transform_lots = _publish_mutation("transform", "Owner consumes lots and creates new ones")
     publish_claim = _publish_mutation("publish_claim", "Owner publishes a claim on a lot")
+    register_log_key = _publish_mutation("register_log_key", "Operator-signed registration of a log checkpoint key")

@@ -13,6 +13,7 @@ from api.store import Page
 from ledger.errors import Rejection
 
 from .context import Info
+from .log import log_member_or_error
 from .errors import bad_input, from_rejection
 from .types import (
     Attestation,
@@ -185,7 +186,11 @@ class Query:
         except Rejection as rejection:
             raise from_rejection(rejection) from None
         # packing (and serialising) every event of a whole ancestry is CPU work: off the event loop
-        return await asyncio.to_thread(assemble, events, claim_id, info.context.settings.network)
+        bundle = await asyncio.to_thread(assemble, events, claim_id, info.context.settings.network)
+        member = await log_member_or_error(info, bundle["events"])
+        if member is not None:
+            bundle["log"] = member
+        return bundle
 
     @strawberry.field(description="Openings sealed to an organisation (ciphertext only), oldest first.")
     async def sealed_openings(

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import strawberry
 from strawberry.schema.config import StrawberryConfig
+from strawberry.tools import merge_types
 from graphql import GraphQLError
 from graphql.execution.values import get_variable_values
 from graphql.language import FieldNode, FragmentSpreadNode, InlineFragmentNode, OperationDefinitionNode, SelectionSetNode
@@ -22,6 +23,7 @@ from strawberry.types import Info
 from api.settings import Limits
 
 from .errors import MaskUnexpectedErrors, PublicError, bad_input, log_errors
+from .log import LogQuery
 from .mutations import Mutation
 from .identifiers import IDENTIFIER_RULE, IdentifierLiteralRule, identifier_variable_errors, is_identifier
 from .query_budget import analyse, operation_of
@@ -180,7 +182,7 @@ class OretraceSchema(strawberry.federation.Schema):
 def build_schema(limits: Limits | None = None) -> OretraceSchema:
     limits = limits or Limits()
     return OretraceSchema(
-        query=Query,
+        query=merge_types("Query", (Query, LogQuery)),
         mutation=Mutation,
         types=[Lot, Organization, Site],
         federation_version="2.11",

@@ -401,6 +401,9 @@ class PublishResult:
     lot_ids: list[strawberry.ID] = strawberry.field(description="Lots created by the event (issue, transform).")
     claim_id: strawberry.ID | None
     attestation_id: strawberry.ID | None
+    log_index: int | None = strawberry.field(
+        default=None, description="The event's leaf index in the transparency log (never changes)."
+    )
 
 
 # --------------------------------------------------------------------------- connections

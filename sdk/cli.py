@@ -9,6 +9,8 @@
     oretrace attest --wallet auditor.json --site ... --capacity-g N (auditor)
     oretrace issue | transfer | transform | claim | lots --wallet W.json ...
     oretrace wallet restore --wallet W.json
+    oretrace witness --name N --key-file F --log ORIGIN=VKEY --state-dir D   (C2SP tlog-witness)
+    oretrace monitor --api URL --root-key HEX [--state D]              (replays the whole log)
 
 Supplier commands talk to the API at --api (env ORETRACE_API, default
 http://127.0.0.1:8000/graphql) and keep their secrets in the wallet file
@@ -131,6 +133,13 @@ def verify(
         str | None, typer.Option("--network", help="Accept only bundles of this network (when one root key serves several).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    witness: Annotated[
+        list[str] | None,
+        typer.Option("--witness", help="A trusted witness's vkey NAME+ID+KEY (cosignature/v1; repeatable)."),
+    ] = None,
+    min_cosignatures: Annotated[
+        int, typer.Option("--min-cosignatures", min=0, help="Cosignatures by --witness keys the checkpoint needs.")
+    ] = 0,
 ) -> None:
     """Verify a disclosure bundle offline.
 
@@ -145,6 +154,7 @@ def verify(
     from .trust_store import BESIDE_KEY_NAME, BesideKeyOnly, TrustStoreError, resolve_anchor
 
     out, errors = plain_console(), plain_console(stderr=True)
+    witnesses = _witness_keys(witness or [], min_cosignatures)
     try:
         data = read_bundle_file(bundle)
         bundle_network = data.get("network") if isinstance(data.get("network"), str) else None
@@ -163,11 +173,12 @@ def verify(
         ignored = None
 
     started = time.perf_counter()
+    checks = dict(network=anchor.network, witnesses=witnesses, min_cosignatures=min_cosignatures)
     if as_json:
-        report = verify_bundle(data, anchor.root_public_key, network=anchor.network)
+        report = verify_bundle(data, anchor.root_public_key, **checks)
     else:
         with errors.status("Replaying the bundle's events and verifying every proof..."):
-            report = verify_bundle(data, anchor.root_public_key, network=anchor.network)
+            report = verify_bundle(data, anchor.root_public_key, **checks)
     elapsed = time.perf_counter() - started
     if as_json:
         document = json_report(report, bundle, anchor, elapsed)
@@ -177,6 +188,24 @@ def verify(
     else:
         print_report(out, report, bundle, anchor, elapsed, ignored)
     raise typer.Exit(0 if report.ok else 1)
+
+
+def _witness_keys(vkeys: list[str], min_cosignatures: int) -> tuple:
+    """--witness vkeys as ledger.checkpoint.NoteKey (type 0x04); exit 2 on a malformed one."""
+    from ledger.checkpoint import COSIGNATURE_V1, NoteError, parse_vkey
+
+    keys = []
+    for text in vkeys:
+        try:
+            key = parse_vkey(text)
+        except NoteError as exc:
+            _fail(f"--witness {text!r}: {exc}", 2)
+        if key.type != COSIGNATURE_V1:
+            _fail(f"--witness {text!r}: not a cosignature/v1 (type 0x04) key", 2)
+        keys.append(key)
+    if min_cosignatures > len(keys):
+        _fail(f"--min-cosignatures {min_cosignatures} needs at least that many --witness keys", 2)
+    return tuple(keys)
 
 
 @trust_app.command("add")
@@ -810,6 +839,83 @@ def wallet_show(wallet: WalletOpt) -> None:
             indent=2,
         )
     )
+
+
+# --------------------------------------------------------------------------- witness / monitor
+
+
+@app.command()
+def witness(
+    name: Annotated[str, typer.Option(help="The witness's key name, e.g. witness.example.org/w1.")],
+    key_file: Annotated[Path, typer.Option("--key-file", help="Hex Ed25519 seed (created, mode 0600, if absent).")],
+    log: Annotated[list[str], typer.Option("--log", help="A log to witness: ORIGIN=VKEY (repeatable).")],
+    state_dir: Annotated[Path, typer.Option("--state-dir", help="Where the latest cosigned size of each log is kept.")],
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8650,
+) -> None:
+    """Serve C2SP tlog-witness add-checkpoint: cosign checkpoints that extend what this witness saw."""
+    import uvicorn
+
+    from ledger.checkpoint import NoteError
+
+    from .witness import Witness, load_or_create_key, parse_log_option, witness_app
+
+    logs: dict = {}
+    for text in log:
+        try:
+            origin, key = parse_log_option(text)
+        except (ValueError, NoteError) as exc:
+            _fail(str(exc), 2)
+        logs.setdefault(origin, []).append(key)
+    w = Witness(name, load_or_create_key(key_file), logs, state_dir)
+    _require_free_port(host, port)
+    err.print(f"witness {name} on http://{host}:{port}/add-checkpoint")
+    err.print(f"vkey (give it to logs and verifiers): {w.key.vkey()}")
+    uvicorn.run(witness_app(w), host=host, port=port, log_level="warning")
+
+
+@app.command()
+def monitor(
+    api: ApiOpt = DEFAULT_API,
+    root_key: Annotated[str | None, typer.Option("--root-key", help="The network operator's root public key (hex).")] = None,
+    state: Annotated[Path, typer.Option("--state", help="State directory (resume point).")] = Path("./oretrace-monitor"),
+    checkpoint: Annotated[
+        list[Path] | None, typer.Option("--checkpoint", help="A checkpoint seen elsewhere, to check too (repeatable).")
+    ] = None,
+) -> None:
+    """Replay the whole log through the ledger rules. Exit 0: no violation; 1: violations (each names its leaf); 2: could not run."""
+    from ledger.checkpoint import NoteError
+
+    from .monitor import Monitor, MonitorError
+
+    if root_key is None or len(root_key.strip()) != 64:
+        _fail("--root-key: the root public key (64 hex characters) is required", 2)
+    try:
+        mon = Monitor(api, root_key.strip().lower(), state)
+        for path in checkpoint or []:
+            mon.add_checkpoint_text(path.read_bytes())
+    except (MonitorError, NoteError, OSError) as exc:
+        _fail(str(exc), 2)
+
+    async def go():
+        with _progress() as progress:
+            task = progress.add_task("replaying the log", total=None)
+            return await mon.run(lambda done, total: progress.update(task, completed=done, total=total))
+
+    try:
+        report = asyncio.run(go())
+    except MonitorError as exc:
+        _fail(str(exc), 2)
+    c = report.checkpoint
+    console.print(f"[bold]Log[/] {c.origin}: {report.size} entries replayed, checkpoint root"
+                  f" {c.body().split(chr(10))[2]}; {report.range_proofs} range proofs batched this run")  # fmt: skip
+    if report.ok:
+        console.print("[bold green]OK[/]: every checkpoint matches the entries, every entry obeys the ledger rules,"
+                      " no nonce, consumption, issuance step or id used twice, no event by a revoked key.")  # fmt: skip
+        raise typer.Exit(0)
+    for v in report.violations:
+        console.print(f"[bold red]VIOLATION[/] {v}")
+    raise typer.Exit(1)
 
 
 def main() -> None:  # pragma: no cover

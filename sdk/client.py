@@ -45,7 +45,7 @@ class ApiRejection(ApiError):
             return None
 
 
-PUBLISH_FIELDS = "eventId type lotIds claimId attestationId"
+PUBLISH_FIELDS = "eventId type lotIds claimId attestationId logIndex"
 
 MUTATIONS = {
     "register_organization": "registerOrganization",
@@ -56,6 +56,7 @@ MUTATIONS = {
     "transfer": "transferLot",
     "transform": "transformLots",
     "publish_claim": "publishClaim",
+    "register_log_key": "registerLogKey",
 }
 
 LOT_FIELDS = """
@@ -155,6 +156,18 @@ class Client:
 
     async def publish_claim(self, envelope: Envelope) -> dict[str, Any]:
         return await self.publish(envelope)
+
+    # ------------------------------------------------------------------ log
+    async def log_key(self) -> dict[str, Any]:
+        """{origin, publicKey, vkey, registered}: the server's word, to be registered by the operator."""
+        return (await self.execute("{ logKey { origin publicKey vkey registered } }"))["logKey"]
+
+    async def inclusion_proof(self, event_id: str) -> dict[str, Any] | None:
+        """{logIndex, treeSize, leafHash, hashes, checkpoint} of an event, in the latest checkpoint."""
+        query = (
+            "query($e: ID!) { inclusionProof(eventId: $e) { logIndex treeSize leafHash hashes checkpoint } }"
+        )
+        return (await self.execute(query, {"e": event_id}))["inclusionProof"]
 
     # -------------------------------------------------------------- queries
     async def organization(self, org_id: str) -> dict[str, Any] | None:

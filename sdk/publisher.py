@@ -44,6 +44,7 @@ from ledger.models import (
     Issue,
     KeyEntry,
     Location,
+    RegisterLogKey,
     RegisterOrganization,
     Role,
     SiteInfo,
@@ -93,6 +94,7 @@ class Published:
     lot_ids: list[str]
     claim_id: str | None = None
     attestation_id: str | None = None
+    log_index: int | None = None  # leaf index in the transparency log (the receipt)
 
     @classmethod
     def from_result(cls, r: Mapping[str, Any]) -> Published:
@@ -101,6 +103,7 @@ class Published:
             type=r["type"],
             lot_ids=list(r.get("lotIds") or []),
             claim_id=r.get("claimId"),
+            log_index=r.get("logIndex"),
             attestation_id=r.get("attestationId"),
         )
 
@@ -223,6 +226,13 @@ class Publisher:
             signing_keys=[KeyEntry(key_id=key_id, public_key=signing_public_key)],
             sealing_key=sealing_public_key,
         )
+        return await self.submit(self.sign(payload, new_nonce()))
+
+    async def register_log_key(self, origin: str, public_key: str, retire: Sequence[str] = ()) -> Published:
+        """Operator only: register a key that signs the log's checkpoints (docs/log.md), retiring others."""
+        if self.wallet.org_id != OPERATOR:
+            raise WalletError("only the network operator's wallet can register log keys")
+        payload = RegisterLogKey(origin=origin, public_key=public_key, retire=list(retire))
         return await self.submit(self.sign(payload, new_nonce()))
 
     async def register_wallet(self, other: Wallet, roles: Sequence[str] | None = None) -> Published:

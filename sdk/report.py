@@ -96,6 +96,12 @@ def print_report(
     for check in report.checks:
         table.add_row(safe(check.name), "[green]pass[/]" if check.ok else "[bold red]FAIL[/]", safe(check.detail))
     console.print(table)
+    if report.anchor:
+        console.print(
+            f"[bold]Anchored in[/] {safe(report.anchor['origin'])} checkpoint of size {safe(report.anchor['size'])},"
+            f" root {safe(report.anchor['root'])}",
+            soft_wrap=True,
+        )
     claim = report.claim or {}
     if report.ok:
         console.print(Panel(_proven_text(report), title="verified offline", expand=False))
