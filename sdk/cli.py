@@ -140,6 +140,14 @@ def verify(
     min_cosignatures: Annotated[
         int, typer.Option("--min-cosignatures", min=0, help="Cosignatures by --witness keys the checkpoint needs.")
     ] = 0,
+    allow_unanchored: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unanchored",
+            help="Accept a bundle without a log checkpoint and inclusion proofs (it then proves only that SOME"
+            " signed history makes the claim true, not that it is the ledger's; see docs/log.md).",
+        ),
+    ] = False,
 ) -> None:
     """Verify a disclosure bundle offline.
 
@@ -173,7 +181,9 @@ def verify(
         ignored = None
 
     started = time.perf_counter()
-    checks = dict(network=anchor.network, witnesses=witnesses, min_cosignatures=min_cosignatures)
+    checks = dict(
+        network=anchor.network, require_log=not allow_unanchored, witnesses=witnesses, min_cosignatures=min_cosignatures
+    )
     if as_json:
         report = verify_bundle(data, anchor.root_public_key, **checks)
     else:

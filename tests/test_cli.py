@@ -49,6 +49,9 @@ async def chain(live_server, api_settings, root_key: SigningKey, tmp_path_factor
     url = f"{live_server}/graphql"
     async with Client(url) as client:
         op = Publisher(operator, client)
+        log_key = await client.log_key()  # the operator runs this server: anchor its bundles in its log
+        if not log_key["registered"]:
+            await op.register_log_key(log_key["origin"], log_key["publicKey"])
         for wallet in w.values():
             await op.register_wallet(wallet)
         start, end = attestation_period()

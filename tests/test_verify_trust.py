@@ -52,9 +52,23 @@ def write(path: Path, bundle: dict, beside_key: str | None = None) -> Path:
     return path
 
 
-def run(args: list[str], config: Path, env_key: str | None = None):
+def run(args: list[str], config: Path, env_key: str | None = None, anchored: bool = False):
+    """`oretrace ARGS`. The bundles here are built by the pure ledger World, with no
+    transparency log, so `verify` is told to accept them unanchored unless `anchored`
+    (tests/test_log_* and test_cli.py cover anchored bundles)."""
     env = {"XDG_CONFIG_HOME": str(config), "ORETRACE_ROOT_PUBLIC_KEY": env_key}
+    if args[0] == "verify" and not anchored:
+        args = [*args, "--allow-unanchored"]
     return runner.invoke(app, args, env=env)
+
+
+def test_an_unanchored_bundle_is_not_proven_by_default(genuine, tmp_path):
+    path = write(tmp_path / "b" / "claim.json", genuine["clean"])
+    r = run(["verify", str(path), "--json"], tmp_path / "config", env_key=genuine["root"], anchored=True)
+    assert r.exit_code == 1, r.output
+    report = json.loads(r.stdout)
+    assert not report["ok"] and report["checks"][-1]["name"] == "log"
+    assert "not anchored" in report["checks"][-1]["detail"]
 
 
 # --------------------------------------------------------------------------- point 1: the pinned anchor
