@@ -114,7 +114,12 @@ def load_log_key(seed_hex: str | None, data_dir: Path) -> SigningKey:
     created (mode 0600) on first start."""
     if seed_hex:
         return SigningKey(bytes.fromhex(seed_hex))
-    path = Path(data_dir) / "log-key.hex"
+    return load_or_create_key(Path(data_dir) / "log-key.hex")
+
+
+def load_or_create_key(path: Path) -> SigningKey:
+    """An Ed25519 key from a file holding its hex seed, created (mode 0600, exclusively) if absent."""
+    path = Path(path)
     if path.exists():
         return SigningKey(bytes.fromhex(path.read_text().strip()))
     path.parent.mkdir(parents=True, exist_ok=True)
