@@ -114,7 +114,12 @@ def load_log_key(seed_hex: str | None, data_dir: Path) -> SigningKey:
     created (mode 0600) on first start."""
     if seed_hex:
         return SigningKey(bytes.fromhex(seed_hex))
-    path = Path(data_dir) / "log-key.hex"
+    return load_or_create_key(Path(data_dir) / "log-key.hex")
+
+
+def load_or_create_key(path: Path) -> SigningKey:
+    """An Ed25519 key from a file holding its hex seed, created (mode 0600, exclusively) if absent."""
+    path = Path(path)
     if path.exists():
         return SigningKey(bytes.fromhex(path.read_text().strip()))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -144,7 +149,6 @@ class TransparencyLog:
     _edge: merkle.TileEdge | None = None  # the integrated tree's right edge (None: not loaded yet)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _task: asyncio.Task | None = None
-    stats: dict[str, int] = field(default_factory=lambda: {"integrated": 0, "checkpoints": 0, "cosignatures": 0})
 
     @property
     def key(self) -> cp.NoteKey:
@@ -220,7 +224,6 @@ class TransparencyLog:
             if not leaves:
                 return size
             await self._append(leaves)
-            self.stats["integrated"] += len(leaves)
 
     async def _append(self, leaves: list[bytes]) -> None:
         """Tiles first, then the size: a crash in between is redone identically on restart."""
@@ -258,7 +261,6 @@ class TransparencyLog:
             {"_id": CHECKPOINT_ID, "size": checkpoint.size, "note": text, "key_id": key_id},
             upsert=True,
         )
-        self.stats["checkpoints"] += 1
         return text.encode()
 
     async def key_is_registered(self) -> bool:
@@ -302,7 +304,6 @@ class TransparencyLog:
                 log.warning("witness %s did not cosign size %d: %s", witness.key.name, checkpoint.size, result)
                 continue
             note = note.with_signatures(result)
-            self.stats["cosignatures"] += len(result)
         return note
 
     async def _submit(
@@ -396,13 +397,21 @@ class TransparencyLog:
 
 
 def open_log(db, settings) -> TransparencyLog:
-    """The log of `settings` (api.settings.Settings): key, origin, interval, witnesses."""
+    """The log of `settings` (api.settings.Settings): key, origin, interval, witnesses.
+
+    Raises SettingsError for a malformed ORETRACE_WITNESSES."""
+    from .settings import SettingsError
+
+    try:
+        witnesses = parse_witnesses(settings.witnesses)
+    except ValueError as exc:
+        raise SettingsError(f"ORETRACE_WITNESSES: {exc}") from None
     return TransparencyLog(
         db,
         settings.origin,
         load_log_key(settings.log_key, settings.data_dir),
         checkpoint_interval=settings.checkpoint_interval,
-        witnesses=parse_witnesses(settings.witnesses),
+        witnesses=witnesses,
     )
 
 

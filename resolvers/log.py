@@ -9,6 +9,7 @@ import strawberry
 
 from api.store import LogUnavailable, TransparencyLog
 from ledger.encoding import canonical_json, sha256_hex
+from ledger.merkle import leaf_hash
 
 from .context import Info
 from .errors import PublicError, bad_input
@@ -90,8 +91,6 @@ class LogQuery:
             [proof] = await log.inclusion_proofs([index], tree_size)
         except LogUnavailable as exc:
             raise _unavailable(exc) from None
-        from ledger.merkle import leaf_hash
-
         return InclusionProof(
             event_id=strawberry.ID(doc["_id"]),
             log_index=index,

@@ -866,9 +866,10 @@ def witness(
     """Serve C2SP tlog-witness add-checkpoint: cosign checkpoints that extend what this witness saw."""
     import uvicorn
 
+    from api.translog import load_or_create_key
     from ledger.checkpoint import NoteError
 
-    from .witness import Witness, load_or_create_key, parse_log_option, witness_app
+    from .witness import Witness, parse_log_option, witness_app
 
     logs: dict = {}
     for text in log:

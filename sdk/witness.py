@@ -185,18 +185,6 @@ def witness_app(witness: Witness):
     return Starlette(routes=[Route("/add-checkpoint", add_checkpoint, methods=["POST"])])
 
 
-def load_or_create_key(path: Path) -> SigningKey:
-    """The witness key from a hex seed file, created (0600) if absent."""
-    if path.exists():
-        return SigningKey(bytes.fromhex(path.read_text().strip()))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = SigningKey.generate()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(bytes(key).hex() + "\n")
-    return key
-
-
 def parse_log_option(text: str) -> tuple[str, cp.NoteKey]:
     """`ORIGIN=VKEY` (the log's checkpoint origin and its signed-note vkey)."""
     origin, sep, vkey = text.partition("=")

@@ -48,18 +48,38 @@ async def test_monitor_reports_a_split_view(honest, app, live_server, tmp_path):
     assert "split view" in kinds and "inconsistent checkpoint" in kinds
 
 
-async def test_monitor_names_a_second_consumption_written_into_the_database(honest, app, world, store, live_server,
-                                                                             tmp_path):  # fmt: skip
-    chain, root = honest
-    # the chain's trader already merged its two lots; a forged second transform consumes them again
-    envelope, _outs = world.transform(f"trader-mon", chain.issued, process="merge")
+async def inject(store, envelope) -> int:
+    """What a dishonest server could do: log an event its rules would refuse, straight into the database."""
     head = await store.db.log_state.find_one_and_update({"_id": "head"}, {"$inc": {"size": 1}})
-    index = head["size"]
-    await store.events.insert_one({"_id": envelope.event_id, "seq": 10**9, "type": "transform", "signer": "trader-mon",
-                                   "lot_ids": [], "accepted_at": "2026-01-01T00:00:00Z",
-                                   "envelope": envelope.to_json(), "log_index": index})  # fmt: skip
+    await store.events.insert_one({"_id": envelope.event_id, "seq": 10**9 + head["size"], "type": envelope.payload.type,
+                                   "signer": envelope.signer, "lot_ids": [], "accepted_at": "2026-01-01T00:00:00Z",
+                                   "envelope": envelope.to_json(), "log_index": head["size"]})  # fmt: skip
+    return head["size"]
+
+
+async def test_monitor_names_each_injected_violation(honest, app, world, store, publish, live_server, tmp_path):
+    """Every kind of global fault a bundle cannot see, each written straight into the database:
+    the monitor names its leaf and kind (earlier injections stay reported)."""
+    chain, root = honest
+    trader = "trader-mon"
+    first_operator_nonce = (await store.events.find_one({"signer": "operator"}, sort=[("log_index", 1)]))["nonce"]
+    cases = [
+        # the chain's trader already merged its two lots: consume them again
+        (lambda: world.transform(trader, chain.issued, process="merge")[0], "LOT_CONSUMED"),
+        # an issuance reusing sequence number 0 of the attestation: a fork of its capacity chain
+        (lambda: world.issue(chain.attestation_id, 5, seq=0, record=False)[0], "ISSUANCE_OUT_OF_SEQUENCE"),
+        # an operator registration reusing an earlier operator nonce
+        (lambda: world.sign(RegisterLogKey(origin="x.example/log", public_key="11" * 32), "operator",
+                            nonce=first_operator_nonce), "global invariant"),  # fmt: skip
+    ]
+    for make, kind in cases:
+        index = await inject(store, make())
+        await app.state.runtime.store.translog.advance()
+        report = await Monitor(live_server, root, tmp_path / kind).run()
+        assert any(v.leaf == index and v.kind == kind for v in report.violations), [str(v) for v in report.violations]
+    # an event by a key after its revocation (the revocation itself goes through the API)
+    await publish(world.revoke(trader))
+    index = await inject(store, world.transfer(trader, chain.refined[1], "oem-mon"))
     await app.state.runtime.store.translog.advance()
-    report = await Monitor(live_server, root, tmp_path).run()
-    assert not report.ok
-    [violation] = report.violations
-    assert violation.leaf == index and violation.kind == "LOT_CONSUMED", str(violation)
+    report = await Monitor(live_server, root, tmp_path / "revoked").run()
+    assert any(v.leaf == index and v.kind == "REVOKED_KEY" for v in report.violations), [str(v) for v in report.violations]

@@ -167,3 +167,15 @@ async def test_oretrace_witness_as_a_separate_process_cosigns(tmp_path, store, w
         proc.terminate()
         proc.wait(10)
     assert wkey.vkey() in proc.stderr.read().decode()
+
+
+def test_malformed_witness_setting_is_a_settings_error(tmp_path):
+    from api.settings import Settings, SettingsError
+
+    settings = Settings(data_dir=tmp_path, root_public_key="00" * 32, witnesses="not-a-witness")
+    with pytest.raises(SettingsError, match="ORETRACE_WITNESSES"):
+        translog.open_log(None, settings)
+    settings = Settings(data_dir=tmp_path, root_public_key="00" * 32, checkpoint_interval=0.5)
+    opened = translog.open_log(None, settings)
+    assert opened.origin == "oretrace.log/oretrace-demo" and (tmp_path / "log-key.hex").stat().st_mode & 0o077 == 0
+    assert translog.open_log(None, settings).key == opened.key  # the key file is reused, not regenerated
