@@ -57,6 +57,20 @@ class ProvingRefused(Exception):
     """The wallet's prover will not prove a false statement (nothing was sent)."""
 
 
+class NotSaved(Exception):
+    """The server accepted `published` but the wallet could not be saved (`reason`).
+
+    The pending-publication journal (if any) is kept, so running the command
+    again resubmits the same envelope and saves what it learns; `oretrace
+    wallet restore` rebuilds the wallet from the server as well.
+    """
+
+    def __init__(self, published: Published, reason: OSError):
+        self.published = published
+        self.reason = reason
+        super().__init__(f"published {published.event_id} but the wallet was not saved: {reason}")
+
+
 def new_nonce() -> str:
     return secrets.token_hex(16)
 
@@ -120,10 +134,13 @@ def proportional_outputs(
 class Publisher:
     """Acts for one organisation: its wallet signs, the client submits."""
 
-    def __init__(self, wallet: Wallet, client: Client, *, autosave: bool = True):
+    def __init__(self, wallet: Wallet, client: Client, *, autosave: bool = True, journal=None):
+        """`journal`: an `sdk.journal.Journal`; each envelope is recorded there before it is
+        sent and cleared once the outcome is saved (a retry resubmits it: `resume_pending`)."""
         self.wallet = wallet
         self.client = client
         self.autosave = autosave and wallet.path is not None
+        self.journal = journal
         self._sealing_keys: dict[str, str] = {}
 
     # ---------------------------------------------------------------- basics
@@ -146,11 +163,30 @@ class Publisher:
         )
 
     async def submit(self, envelope: Envelope) -> Published:
-        return Published.from_result(await self.client.publish(envelope))
+        if self.journal is None:
+            return Published.from_result(await self.client.publish(envelope))
+        self.journal.record(envelope)  # before it leaves the machine
+        try:
+            return Published.from_result(await self.client.publish(envelope))
+        except ApiRejection as exc:
+            if exc.code != "OUTCOME_UNKNOWN":  # a definite refusal: nothing was published
+                self.journal.clear()
+            raise
 
     def _save(self) -> None:
         if self.autosave:
             self.wallet.save()
+
+    def settle(self, result: Published, *, save: bool = True) -> Published:
+        """After acceptance: save the wallet, then drop the journal entry; NotSaved if saving fails."""
+        if save:
+            try:
+                self._save()
+            except OSError as exc:
+                raise NotSaved(result, exc) from exc
+        if self.journal is not None:
+            self.journal.clear()
+        return result
 
     async def sealing_key_of(self, org_id: str) -> str:
         if org_id not in self._sealing_keys:
@@ -196,7 +232,7 @@ class Publisher:
             signing_keys=[KeyEntry(key_id=key_id, public_key=signing_public_key)],
             sealing_key=sealing_public_key,
         )
-        return await self.submit(self.sign(payload, new_nonce()))
+        return self.settle(await self.submit(self.sign(payload, new_nonce())), save=False)
 
     async def register_wallet(self, other: Wallet, roles: Sequence[str] | None = None) -> Published:
         """Operator only: register the organisation owning `other` (name/country/roles from its meta)."""
@@ -249,7 +285,7 @@ class Publisher:
             capacity=Opening.fresh(capacity_g),
             operator_sealing_key=await self.sealing_key_of(operator),
         )
-        return await self.submit(self.sign(payload, nonce))
+        return self.settle(await self.submit(self.sign(payload, nonce)), save=False)
 
     # ----------------------------------------------------------------- mine
     async def _issuance_state(self, attestation_id: str) -> tuple[int, Opening, str]:
@@ -304,8 +340,7 @@ class Publisher:
         self.wallet.add_lot(
             LotEntry(result.lot_ids[0], {origin_class: opening}, product, attestation_id=attestation_id, issue_seq=seq)
         )
-        self._save()
-        return result
+        return self.settle(result)
 
     # ---------------------------------------------------------------- owner
     async def transfer(self, lot_id: str, to: str) -> Published:
@@ -316,8 +351,7 @@ class Publisher:
         )
         result = await self.submit(self.sign(payload, new_nonce()))
         self.wallet.mark_spent([lot_id])
-        self._save()
-        return result
+        return self.settle(result)
 
     async def transform(self, process: str, inputs: Sequence[str], outputs: Sequence[PlannedOutput]) -> Published:
         """Consume `inputs` (own, unconsumed lots) and create `outputs`; the rest is the loss."""
@@ -337,8 +371,7 @@ class Publisher:
         self.wallet.mark_spent(inputs)
         for lot_id, plan in zip(result.lot_ids, outputs, strict=True):
             self.wallet.add_lot(LotEntry(lot_id, dict(plan.openings), plan.product))
-        self._save()
-        return result
+        return self.settle(result)
 
     async def transform_proportional(
         self, process: str, inputs: Sequence[str], outputs: Sequence[tuple[str, int]]
@@ -377,7 +410,7 @@ class Publisher:
             low=low,
             high=high,
         )
-        return await self.submit(self.sign(payload, nonce))
+        return self.settle(await self.submit(self.sign(payload, nonce)), save=False)
 
 
 # --------------------------------------------------------------------------- syncing and restoring

@@ -50,9 +50,18 @@ def _opening_to_json(o: Opening) -> dict[str, Any]:
 
 
 def _opening_from_json(d: dict[str, Any]) -> Opening:
-    value = int(d["value"])
-    blinding = d["blinding"]
-    blinding = int(blinding, 16) if isinstance(blinding, str) else int(blinding)
+    if not isinstance(d, dict):
+        raise WalletError("an opening must be a JSON object {value, blinding}")
+    value, blinding = d.get("value"), d.get("blinding")
+    if type(value) is not int:
+        raise WalletError(f"an opening's value must be an integer (grams), not {value!r}")
+    if isinstance(blinding, str):
+        try:
+            blinding = int(blinding, 16)
+        except ValueError:
+            raise WalletError("an opening's blinding must be hexadecimal") from None
+    elif type(blinding) is not int:
+        raise WalletError("an opening's blinding must be a hexadecimal string")
     if not 0 <= value < 2**64 or not 0 <= blinding < ORDER:
         raise WalletError("opening out of range")
     return Opening(value, blinding)
@@ -129,10 +138,15 @@ class Wallet:
     capacities: dict[str, CapacityEntry] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)  # name, roles, country: informative only
     path: Path | None = None
+    #: The network operator's root public key (Ed25519, 64 hex) this wallet trusts, pinned when the
+    #: wallet is created (`oretrace keys`, `oretrace network init`); None in wallets made before 0.2.
+    root_public_key: str | None = None
 
     # ------------------------------------------------------------------ keys
     @classmethod
-    def generate(cls, org_id: str, network: str, key_id: str = "k1", **meta: Any) -> Wallet:
+    def generate(
+        cls, org_id: str, network: str, key_id: str = "k1", *, root_public_key: str | None = None, **meta: Any
+    ) -> Wallet:
         return cls(
             org_id=org_id,
             network=network,
@@ -140,6 +154,7 @@ class Wallet:
             signing_seed=secrets.token_bytes(32),
             sealing_secret=bytes(PrivateKey.generate()),
             meta=dict(meta),
+            root_public_key=root_public_key,
         )
 
     @property
@@ -222,7 +237,7 @@ class Wallet:
 
     # ------------------------------------------------------------ file I/O
     def to_json(self) -> dict[str, Any]:
-        return {
+        d = {
             "version": WALLET_VERSION,
             "org_id": self.org_id,
             "network": self.network,
@@ -235,13 +250,24 @@ class Wallet:
             "lots": {k: e.to_json() for k, e in sorted(self.lots.items())},
             "capacities": {k: c.to_json() for k, c in sorted(self.capacities.items())},
         }
+        if self.root_public_key is not None:
+            d["root_public_key"] = self.root_public_key
+        return d
 
     @classmethod
-    def from_json(cls, d: dict[str, Any], path: Path | None = None) -> Wallet:
+    def from_json(cls, d: Any, path: Path | None = None) -> Wallet:
+        """A wallet from its JSON object; WalletError (never another exception) if it is not one."""
         if not isinstance(d, dict):
             raise WalletError("not a wallet file: a JSON object is expected")
         if d.get("version") != WALLET_VERSION:
             raise WalletError(f"unsupported wallet version {d.get('version')!r}")
+        for name, kind in (("org_id", str), ("network", str), ("key_id", str), ("signing_key", str),
+                           ("sealing_key", str), ("meta", dict), ("lots", dict), ("capacities", dict)):  # fmt: skip
+            if name in d and not isinstance(d[name], kind):
+                raise WalletError(f"not a wallet file: {name!r} must be a JSON {'object' if kind is dict else 'string'}")
+        root = d.get("root_public_key")
+        if root is not None and (not isinstance(root, str) or not _is_hex(root, 64)):
+            raise WalletError("not a wallet file: 'root_public_key' must be 64 lowercase hexadecimal characters")
         try:
             w = cls(
                 org_id=d["org_id"],
@@ -251,37 +277,71 @@ class Wallet:
                 sealing_secret=bytes.fromhex(d["sealing_key"]),
                 meta=dict(d.get("meta", {})),
                 path=path,
+                root_public_key=root,
             )
-        except (KeyError, ValueError, TypeError) as exc:
+        except KeyError as exc:
+            raise WalletError(f"not a wallet file: {exc.args[0]!r} is missing") from None
+        except ValueError as exc:
             raise WalletError(f"not a wallet file: {exc}") from None
         if len(w.signing_seed) != 32 or len(w.sealing_secret) != 32:
             raise WalletError("wallet keys must be 32 bytes")
-        w.lots = {k: LotEntry.from_json(k, v) for k, v in d.get("lots", {}).items()}
-        w.capacities = {k: CapacityEntry.from_json(k, v) for k, v in d.get("capacities", {}).items()}
+        try:
+            w.lots = {k: LotEntry.from_json(k, v) for k, v in d.get("lots", {}).items()}
+            w.capacities = {k: CapacityEntry.from_json(k, v) for k, v in d.get("capacities", {}).items()}
+        except WalletError as exc:
+            raise WalletError(f"not a wallet file: {exc}") from None
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            raise WalletError(f"not a wallet file: a lot or capacity entry is malformed ({exc!r})") from None
         return w
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Wallet:
+        """Read a wallet file (strict I-JSON). WalletError: missing, unreadable, not a wallet."""
+        from ledger.encoding import StrictJSONError, loads_strict
+
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
+            data = loads_strict(path.read_bytes())
         except FileNotFoundError:
             raise WalletError(f"no wallet at {path}") from None
-        except (OSError, json.JSONDecodeError) as exc:
-            raise WalletError(f"cannot read wallet {path}: {exc}") from None
+        except IsADirectoryError:
+            raise WalletError(f"{path} is a directory, not a wallet file") from None
+        except OSError as exc:
+            raise WalletError(f"cannot read wallet {path}: {exc.strerror}") from None
+        except StrictJSONError as exc:
+            raise WalletError(f"{path} is not a wallet file (not JSON: {exc})") from None
         return cls.from_json(data, path)
 
     def save(self, path: str | os.PathLike | None = None) -> Path:
+        """Write the wallet atomically, 0600; through a symbolic link, to the file it points to."""
         target = Path(path) if path is not None else self.path
         if target is None:
             raise WalletError("no path to save the wallet to")
-        write_private_json(target, self.to_json())
+        write_private_json(os.path.realpath(target), self.to_json())
         self.path = target
         return target
 
     def keys_only(self) -> Wallet:
         """A copy with the keys and nothing else (what a lost laptop leaves you with)."""
-        return Wallet(self.org_id, self.network, self.key_id, self.signing_seed, self.sealing_secret, meta=dict(self.meta))
+        return Wallet(
+            self.org_id, self.network, self.key_id, self.signing_seed, self.sealing_secret,
+            meta=dict(self.meta), root_public_key=self.root_public_key,
+        )  # fmt: skip
+
+
+def _is_hex(text: str, length: int) -> bool:
+    return len(text) == length and all(c in "0123456789abcdef" for c in text)
+
+
+def permission_problem(path: str | os.PathLike) -> str | None:
+    """Why a wallet file is too open (group or others may read or write it), or None."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if mode & 0o077:
+        return f"{path} can be read by other users (mode {mode & 0o777:04o}); fix it with: chmod 600 {path}"
+    return None
 
 
 def write_private_json(path: str | os.PathLike, data: Any) -> None:
@@ -322,4 +382,4 @@ def write_private_json(path: str | os.PathLike, data: Any) -> None:
         os.close(dfd)
 
 
-__all__ = ["CapacityEntry", "LotEntry", "Wallet", "WalletError", "write_private_json"]
+__all__ = ["CapacityEntry", "LotEntry", "Wallet", "WalletError", "permission_problem", "write_private_json"]
