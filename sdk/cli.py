@@ -861,6 +861,9 @@ def register(
 ) -> None:
     """(Network operator) register an organisation from its registration request."""
     w = _load_wallet(wallet)
+    if w.org_id != OPERATOR:
+        _fail(f"{wallet} is the wallet of {w.org_id}: only the network operator's wallet registers organisations",
+              EXIT_USAGE)  # fmt: skip
     req = _read_request(request, w.network)
 
     async def act(pub, client):
