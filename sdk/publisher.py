@@ -468,11 +468,13 @@ async def sync(wallet: Wallet, client: Client, *, progress=None, full: bool = Fa
             for lot_id, classes in openings.items():
                 # A sender controls the plaintext: never let it name another lot, or
                 # overwrite good openings with ones that do not open the commitments.
-                if lot_id not in lot_ids or not _opens(await client.lot(lot_id), classes):
+                published = await client.lot(lot_id) if lot_id in lot_ids else None
+                if published is None or not _opens(published, classes):
                     report.mismatched += 1
                     continue
                 previous = wallet.lots.get(lot_id)
-                entry = LotEntry(lot_id, dict(classes), previous.product if previous else "")
+                # the lot's public product name: kept for lots received by transfer, even once spent
+                entry = LotEntry(lot_id, dict(classes), previous.product if previous else published.get("product", ""))
                 if payload.get("type") == "issue":
                     entry.attestation_id = payload.get("attestation_id")
                     entry.issue_seq = payload.get("seq")
