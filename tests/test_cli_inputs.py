@@ -320,3 +320,11 @@ async def test_api_without_graphql_path_gets_a_hint(small_chain, tmp_path):
 async def test_version():
     r = runner.invoke(app, ["--version"])
     assert r.exit_code == 0 and r.output.startswith("oretrace ")
+
+
+async def test_messages_are_not_hard_wrapped_when_not_a_terminal(tmp_path):
+    """Piped to a file, a long message stays on one line (ids and codes are never cut in two)."""
+    r = await _invoke(["keys", "--org", "ok", "--country", "DE", "--role", "refiner", "-w", str(tmp_path / "w.json")])
+    assert r.exit_code == 2
+    line = next(line for line in r.output.splitlines() if "which network" in line)
+    assert len(line) > 120 and line.endswith("the demo's network is --network oretrace-demo")
