@@ -427,6 +427,29 @@ def _require_free_port(host: str, port: int) -> None:
             _fail(f"cannot listen on {host}:{port} ({exc.strerror}); is another server running? choose --port", 2)
 
 
+def _require_free_data_dir(settings) -> None:
+    """Refuse (exit 2) a data directory whose embedded database another live server runs.
+
+    The API records its embedded database's pid in <data dir>/embedded.json while it
+    runs and removes it on a clean stop; a record whose process is gone is stale.
+    """
+    if settings.mongodb_uri:
+        return
+    info = Path(settings.data_dir) / "embedded.json"
+    try:
+        pid = int(json.loads(info.read_text())["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return  # stale: that server is gone
+    except PermissionError:
+        pass  # alive, another user's
+    _fail(f"the data directory {settings.data_dir} is in use by another oretrace server (its database runs as"
+          f" process {pid}); stop that server, or choose another --data-dir", EXIT_USAGE)  # fmt: skip
+
+
 @app.command()
 def serve(
     network: NetworkOpt = None,
@@ -449,6 +472,7 @@ def serve(
     if size not in ("full", "small"):
         _fail("--size must be full or small", EXIT_USAGE)
     _require_free_port(host, port)
+    _require_free_data_dir(_settings(data_dir))
     if not demo:
         from api.server import serve as api_serve
 
@@ -463,6 +487,9 @@ def serve(
             api_serve(host, port, settings=settings, log_level=log_level)
         except KeyboardInterrupt:
             pass
+        except SystemExit as exc:  # uvicorn exits this way when startup fails (it logged why)
+            if exc.code not in (0, None):
+                _fail("the server could not start (see the log above)", EXIT_REFUSED)
         return
     try:
         asyncio.run(_serve_demo(host, port, data_dir, size, log_level))

@@ -328,3 +328,24 @@ async def test_messages_are_not_hard_wrapped_when_not_a_terminal(tmp_path):
     assert r.exit_code == 2
     line = next(line for line in r.output.splitlines() if "which network" in line)
     assert len(line) > 120 and line.endswith("the demo's network is --network oretrace-demo")
+
+
+async def test_serve_refuses_a_data_directory_in_use(tmp_path):
+    import subprocess
+    import sys
+
+    from api.settings import Settings
+    from sdk.cli import _require_free_data_dir
+
+    data = tmp_path / "data"
+    data.mkdir()
+    info = data / "embedded.json"
+    info.write_text(json.dumps({"pid": os.getpid(), "uri": "mongodb://127.0.0.1:1/", "storage_path": str(data / "db")}))
+    r = await _invoke(["serve", "--data-dir", str(data), "--network", "n1", "--root-public-key", "ab" * 32, "--port", "8414"],
+                      env={"MONGODB_URI": None})  # fmt: skip
+    _no_traceback(r)
+    assert r.exit_code == 2 and "is in use by another oretrace server" in r.output, r.output
+    assert len(r.output.splitlines()) == 1  # one sentence, not 85 lines of log
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    info.write_text(json.dumps({"pid": int(gone.stdout), "uri": "x", "storage_path": "y"}))
+    _require_free_data_dir(Settings(data_dir=data))  # a stale record (its process is gone) does not block
