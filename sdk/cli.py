@@ -1211,10 +1211,12 @@ def bundle(
     claim_id: Annotated[str, typer.Argument(callback=ident, help="The claim id.", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", callback=output_file, help="File to write the bundle to.")],
     api: ApiOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Download a claim's disclosure bundle (to give to anyone who checks it with `oretrace verify`)."""
     _fetch_bundle(api, lot, claim_id, out)
-    console.print(f"disclosure bundle written to {out}; check it with: oretrace verify {out}", highlight=False)
+    _emit(as_json, {"lot_id": lot, "claim_id": claim_id, "bundle": str(out)},
+          lambda: console.print(f"disclosure bundle written to {out}; check it with: oretrace verify {out}", highlight=False))
 
 
 @app.command()

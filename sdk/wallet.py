@@ -344,11 +344,15 @@ def permission_problem(path: str | os.PathLike) -> str | None:
     return None
 
 
-def write_private_json(path: str | os.PathLike, data: Any) -> None:
-    """Atomically replace `path` with JSON `data`, readable by the owner only (0600)."""
+def write_private_json(path: str | os.PathLike, data: Any, *, parents: bool = False) -> None:
+    """Atomically replace `path` with JSON `data`, readable by the owner only (0600).
+
+    A missing directory is created only with `parents=True`; otherwise FileNotFoundError.
+    """
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
-    directory.mkdir(parents=True, exist_ok=True)
+    if parents:
+        directory.mkdir(parents=True, exist_ok=True)
     payload = (json.dumps(data, indent=2, sort_keys=False) + "\n").encode()
     # Unique name in the same directory (same filesystem, so os.replace is atomic).
     tmp_name = os.path.join(directory, f".{path.name}.{secrets.token_hex(6)}.tmp")

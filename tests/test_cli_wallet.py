@@ -164,3 +164,16 @@ async def test_rotate_and_revoke_key(live_server, api_settings, root_key: Signin
     assert "REVOKED_KEY" in r.output and "nothing was published" in r.output
     assert await store.events.count_documents({}) == before
     assert not (tmp_path / "mine.json.pending.json").exists()  # a definite refusal leaves no pending publication
+
+
+def test_missing_directories_are_created_only_when_asked(tmp_path):
+    from sdk.wallet import write_private_json
+
+    target = tmp_path / "a" / "b" / "w.json"
+    with pytest.raises(FileNotFoundError):
+        write_private_json(target, {"v": 1})
+    with pytest.raises(FileNotFoundError):
+        Wallet.generate("x", "net").save(target)
+    assert list(tmp_path.iterdir()) == []
+    write_private_json(target, {"v": 1}, parents=True)
+    assert json.loads(target.read_text()) == {"v": 1} and mode(target) == 0o600
