@@ -232,6 +232,9 @@ def _run(coro, *, wallet: Path | None = None, journal=None, api: str | None = No
             EXIT_NOT_SAVED,
         )
     except ApiRejection as exc:
+        if exc.code == "OUTCOME_UNKNOWN":  # the server could not tell whether it committed
+            _fail(f"{exc.code}: {exc.message}. Run the same command again: it resubmits the same signed"
+                  " publication, so it cannot be published twice.", EXIT_OUTCOME_UNKNOWN)  # fmt: skip
         hint = _api_hint(api) if api and exc.code.startswith("GRAPHQL") else ""
         _fail(f"the API refused it: {exc.code}: {exc.message}{hint}; nothing was published")
     except ProvingRefused as exc:
@@ -1232,7 +1235,7 @@ def lots(
     from .client import Client
     from .publisher import sync
 
-    w = _load_wallet(wallet, writable=not offline)
+    w = _load_wallet(wallet)
     if not offline:
         url = _api_url(api)
 

@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 import sdk.client
 import sdk.wallet
 from sdk.cli import EXIT_NOT_SAVED, EXIT_OUTCOME_UNKNOWN, app
-from sdk.client import ApiError, Client
+from sdk.client import ApiError, ApiRejection, Client
 from sdk.demo_data import attestation_period
 from sdk.journal import Journal
 from sdk.publisher import Publisher
@@ -99,24 +99,28 @@ async def test_issue_save_fails_after_accept_then_retry_publishes_once(net, stor
     assert entry.total == 12345 and entry.attestation_id and entry.issue_seq is not None
 
 
-@pytest.mark.parametrize("lost", ["answer", "request"])
+@pytest.mark.parametrize("lost", ["answer", "request", "outcome unknown"])
 async def test_connection_lost_then_retry_publishes_once(net, store, monkeypatch, lost):
-    """The answer is lost after the server committed, or the request never arrived: either way exit 4,
-    and the same command run again ends with exactly one publication."""
+    """The answer is lost after the server committed, the request never arrived, or the server
+    answers OUTCOME_UNKNOWN after committing: each time exit 4, and the same command run again
+    ends with exactly one publication."""
     wallet = net["dir"] / "mine.json"
     before = await events(store)
     real_publish = sdk.client.Client.publish
 
     async def flaky(self, envelope):
-        if lost == "answer":
+        if lost != "request":
             await real_publish(self, envelope)
+        if lost == "outcome unknown":
+            raise ApiRejection("OUTCOME_UNKNOWN", "commit outcome unknown after retries")
         raise ApiError("cannot reach the server: ReadError")
 
     monkeypatch.setattr(sdk.client.Client, "publish", flaky)
     r = await cli("issue", "-w", str(wallet), "--site", "pb-site", "--grams", "777", "--api", net["url"])
     assert r.exit_code == EXIT_OUTCOME_UNKNOWN, r.output
-    assert "run the same command again" in r.output
-    assert await events(store) == before + (1 if lost == "answer" else 0)
+    assert "run the same command again" in r.output.lower()
+    assert await events(store) == before + (0 if lost == "request" else 1)
+    assert Journal(wallet).path.exists()
 
     monkeypatch.setattr(sdk.client.Client, "publish", real_publish)
     r = await cli("issue", "-w", str(wallet), "--site", "pb-site", "--grams", "777", "--api", net["url"], "--json")
@@ -238,3 +242,38 @@ async def test_symlinked_wallet_is_written_through(net, tmp_path):
     assert r.exit_code == 0, r.output
     assert link.is_symlink() and Wallet.load(target).org_id == "pb-mine"
     assert sorted(p.name for p in target.parent.iterdir()) == ["mine.json"]
+
+
+async def test_attest_until_is_inclusive_and_the_default_is_the_calendar_year(net, store):
+    from datetime import UTC, datetime
+
+    auditor = net["dir"] / "auditor.json"
+    r = await cli("attest", "-w", str(auditor), "--site", "pb-site-2", "--operator", "pb-mine", "--class", "artisanal",
+                  "--capacity-g", "1000", "--name", "Yard", "--country", "PL", "--from", "2026-03-01",
+                  "--until", "2026-03-31", "--api", net["url"], "--json")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["valid_from"] == "2026-03-01T00:00:00+00:00"
+    assert out["valid_until"] == "2026-04-01T00:00:00+00:00"  # the whole of 31 March is inside
+    r = await cli("attest", "-w", str(auditor), "--site", "pb-site-3", "--operator", "pb-mine", "--class", "artisanal",
+                  "--capacity-g", "1000", "--name", "Yard", "--country", "PL", "--api", net["url"], "--json")  # fmt: skip
+    year = datetime.now(UTC).year
+    out = json.loads(r.stdout)
+    assert (out["valid_from"], out["valid_until"]) == (f"{year}-01-01T00:00:00+00:00", f"{year + 1}-01-01T00:00:00+00:00")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes in any directory")
+async def test_unwritable_wallet_directory_is_refused_before_signing(net, store, tmp_path):
+    d = tmp_path / "ro"
+    d.mkdir()
+    wallet = d / "mine.json"
+    wallet.write_bytes((net["dir"] / "mine.json").read_bytes())
+    os.chmod(wallet, 0o600)
+    os.chmod(d, 0o500)
+    try:
+        before = await events(store)
+        r = await cli("issue", "-w", str(wallet), "--site", "pb-site", "--grams", "5", "--api", net["url"])
+        assert r.exit_code == 2 and "could not be saved after publishing" in r.output, r.output
+        assert await events(store) == before
+    finally:
+        os.chmod(d, 0o700)
