@@ -187,6 +187,7 @@ async def test_wallet_restore_reproduces_lost_openings(chain, tmp_path):
             again = restored.lots[lot_id]
             assert again.openings == entry.openings, lot_id
             assert again.spent == entry.spent, lot_id
+            assert again.product == entry.product != "", lot_id  # spent lots received by transfer included
             assert again.attestation_id == entry.attestation_id
             assert again.issue_seq == entry.issue_seq
         assert {k: c.opening for k, c in restored.capacities.items()} == {
