@@ -37,7 +37,7 @@ from ledger.envelope import Envelope, parse_envelope
 from ledger.statements import attestation_id, claim_id, issued_lot_id, output_lot_ids
 
 from .client import ApiRejection, Client
-from .publisher import Published, sync
+from .publisher import NotSaved, Published, sync
 from .wallet import Wallet, WalletError, write_private_json
 
 JOURNAL_FORMAT = "oretrace-pending/v1"
@@ -124,7 +124,7 @@ async def resume_pending(wallet: Wallet, client: Client, journal: Journal) -> Re
     """Settle the wallet's pending publication, if any (see the module docstring).
 
     Raises `ApiError` (journal kept) when the server cannot be reached,
-    `OSError` when the wallet cannot be saved (journal kept).
+    `NotSaved` when the wallet cannot be saved (journal kept).
     """
     pending = journal.read()
     if pending is None:
@@ -140,7 +140,10 @@ async def resume_pending(wallet: Wallet, client: Client, journal: Journal) -> Re
     if published.lot_ids or envelope.payload.type == "transfer":
         await sync(wallet, client)
         if wallet.path is not None:
-            wallet.save()
+            try:
+                wallet.save()
+            except OSError as exc:
+                raise NotSaved(published, exc) from exc
     journal.clear()
     return Resumed(pending, published)
 
