@@ -718,7 +718,7 @@ def _publish(wallet_path: Path, api: str | None, intent: dict[str, Any], act):
     """Load and check the wallet, settle any pending publication, then `await act(publisher, client)`.
 
     If the pending publication was this very command (a retry), its outcome is
-    returned and nothing new is signed. Returns (Published, wallet, resumed?).
+    returned and nothing new is signed. Returns (Published, the wallet as saved).
     """
     from .client import Client
     from .journal import Journal, resume_pending
@@ -734,11 +734,10 @@ def _publish(wallet_path: Path, api: str | None, intent: dict[str, Any], act):
             if resumed is not None:
                 _report_resumed(resumed)
                 if resumed.published is not None and resumed.pending.intent == journal.intent:
-                    return resumed.published, True
-            return await act(Publisher(w, client, journal=journal), client), False
+                    return resumed.published
+            return await act(Publisher(w, client, journal=journal), client)
 
-    published, was_retry = _run(go(), wallet=wallet_path, journal=journal, api=url)
-    return published, w, was_retry
+    return _run(go(), wallet=wallet_path, journal=journal, api=url), w
 
 
 def _published_json(r) -> dict[str, Any]:
@@ -902,7 +901,7 @@ def register(
             req["signing_public_key"], req["sealing_public_key"], req.get("key_id", "k1"),
         )  # fmt: skip
 
-    r, _, _ = _publish(wallet, api, _intent("register", request=req), act)
+    r, _ = _publish(wallet, api, _intent("register", request=req), act)
     _emit(as_json, {**_published_json(r), "org_id": req["org_id"]},
           lambda: console.print(f"registered {req['org_id']} (event {r.event_id})", highlight=False))
 
@@ -949,7 +948,7 @@ def _operator_publish(wallet: Path, api: str | None, as_json: bool, payload, don
     async def act(pub, client):
         return pub.settle(await pub.submit(pub.sign(payload, new_nonce())), save=False)
 
-    r, _, _ = _publish(wallet, api, _intent(payload.type, payload=payload.model_dump(mode="json")), act)
+    r, _ = _publish(wallet, api, _intent(payload.type, payload=payload.model_dump(mode="json")), act)
     _emit(as_json, _published_json(r), lambda: console.print(f"{done} (event {r.event_id})", highlight=False))
 
 
@@ -987,7 +986,7 @@ def attest(
     async def act(pub, client):
         return await pub.attest_site(valid_from=start, valid_until=end, **args)
 
-    r, _, _ = _publish(wallet, api, _intent("attest", **args, first=str(first), last=str(last)), act)
+    r, _ = _publish(wallet, api, _intent("attest", **args, first=str(first), last=str(last)), act)
     _emit(as_json, {**_published_json(r), "valid_from": start.isoformat(), "valid_until": end.isoformat()},
           lambda: console.print(f"attested site {site} for {first} to {last} (inclusive): attestation"
                                 f" {r.attestation_id} (event {r.event_id})", highlight=False))
@@ -1022,7 +1021,7 @@ def issue(
         with err.status("proving range and capacity..."):
             return await pub.issue(site_id=site, attestation_id=att, amount_g=grams, product=product)
 
-    r, _, _ = _publish(wallet, api, _intent("issue", site=site, grams=grams, product=product, attestation=attestation), act)
+    r, _ = _publish(wallet, api, _intent("issue", site=site, grams=grams, product=product, attestation=attestation), act)
     _emit(as_json, {**_published_json(r), "grams": grams, "product": product},
           lambda: console.print(f"issued lot {r.lot_ids[0]} ({_grams(grams)} Co), event {r.event_id}", highlight=False))
 
@@ -1040,7 +1039,7 @@ def transfer(
     async def act(pub, client):
         return await pub.transfer(lot, to)
 
-    r, _, _ = _publish(wallet, api, _intent("transfer", lot=lot, to=to), act)
+    r, _ = _publish(wallet, api, _intent("transfer", lot=lot, to=to), act)
     _emit(as_json, {**_published_json(r), "lot_id": lot, "to": to},
           lambda: console.print(f"lot {lot} transferred to {to} (event {r.event_id})", highlight=False))
 
@@ -1120,7 +1119,7 @@ def transform(
         with err.status("proving mass balance and ranges..."):
             return await pub.transform(process.value, inputs, planned)
 
-    r, w, _ = _publish(wallet, api, _intent("transform", inputs=inputs, outputs=planned_outputs, process=process.value), act)
+    r, w = _publish(wallet, api, _intent("transform", inputs=inputs, outputs=planned_outputs, process=process.value), act)
     created = [{"lot_id": i, "product": w.lots[i].product if i in w.lots else "", "grams": w.lots[i].total if i in w.lots else None}
                for i in r.lot_ids]  # fmt: skip
 
@@ -1176,7 +1175,7 @@ def claim(
         with err.status("proving the claim..."):
             return await pub.claim(lot, kind.value, origin_class=cls, p=p, q=q, low=low, high=high)
 
-    r, _, _ = _publish(wallet, api, _intent("claim", lot=lot, kind=kind.value, origin_class=cls, p=p, q=q, low=low,
+    r, _ = _publish(wallet, api, _intent("claim", lot=lot, kind=kind.value, origin_class=cls, p=p, q=q, low=low,
                                             high=high, bundle_out=str(bundle_out) if bundle_out else None), act)  # fmt: skip
     if bundle_out:
         _fetch_bundle(api, lot, r.claim_id, bundle_out, published=r)
