@@ -714,11 +714,13 @@ def _report_resumed(resumed) -> None:
         _warn(f"an interrupted {kind} publication was not accepted{reason}; it published nothing")
 
 
-def _publish(wallet_path: Path, api: str | None, intent: dict[str, Any], act):
+def _publish(wallet_path: Path, api: str | None, intent: dict[str, Any], act, *, keep_pending: bool = False):
     """Load and check the wallet, settle any pending publication, then `await act(publisher, client)`.
 
     If the pending publication was this very command (a retry), its outcome is
     returned and nothing new is signed. Returns (Published, the wallet as saved).
+    `keep_pending`: the command has more to save after publishing (a bundle), so the
+    envelope stays in the journal until the caller clears it: a retry still publishes once.
     """
     from .client import Client
     from .journal import Journal, resume_pending
@@ -734,8 +736,18 @@ def _publish(wallet_path: Path, api: str | None, intent: dict[str, Any], act):
             if resumed is not None:
                 _report_resumed(resumed)
                 if resumed.published is not None and resumed.pending.intent == journal.intent:
+                    _keep(resumed.pending.envelope)
                     return resumed.published
-            return await act(Publisher(w, client, journal=journal), client)
+            published = await act(Publisher(w, client, journal=journal), client)
+            _keep(journal.last_envelope)
+            return published
+
+    def _keep(envelope) -> None:
+        if keep_pending and envelope is not None:
+            try:
+                journal.record(envelope)
+            except OSError:  # best effort: the caller prints the recovery command anyway
+                pass
 
     return _run(go(), wallet=wallet_path, journal=journal, api=url), w
 
@@ -1175,10 +1187,14 @@ def claim(
         with err.status("proving the claim..."):
             return await pub.claim(lot, kind.value, origin_class=cls, p=p, q=q, low=low, high=high)
 
-    r, _ = _publish(wallet, api, _intent("claim", lot=lot, kind=kind.value, origin_class=cls, p=p, q=q, low=low,
-                                            high=high, bundle_out=str(bundle_out) if bundle_out else None), act)  # fmt: skip
+    intent = _intent("claim", lot=lot, kind=kind.value, origin_class=cls, p=p, q=q, low=low, high=high,
+                     bundle_out=str(bundle_out) if bundle_out else None)  # fmt: skip
+    r, _ = _publish(wallet, api, intent, act, keep_pending=bundle_out is not None)
     if bundle_out:
+        from .journal import Journal
+
         _fetch_bundle(api, lot, r.claim_id, bundle_out, published=r)
+        Journal(wallet, intent).clear()  # published and saved: nothing is pending any more
     _emit(as_json, {**_published_json(r), "lot_id": lot, "bundle": str(bundle_out) if bundle_out else None},
           lambda: console.print(f"claim {r.claim_id} published on lot {lot} (event {r.event_id})", highlight=False))
     if bundle_out and not as_json:
@@ -1204,7 +1220,8 @@ def _fetch_bundle(api: str | None, lot: str, claim_id: str, out: Path, *, publis
         if published is None:
             _fail(f"cannot save the bundle: {exc}", EXIT_REFUSED)
         _fail(f"the claim was published (claim {claim_id}, event {published.event_id}) but its bundle was not"
-              f" saved ({exc}). Fetch it again with: {recover}", EXIT_NOT_SAVED)  # fmt: skip
+              f" saved ({exc}). Fetch it again with: {recover} (or run the same claim command again: it publishes"
+              " nothing new)", EXIT_NOT_SAVED)  # fmt: skip
 
 
 @app.command()

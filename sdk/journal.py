@@ -65,9 +65,11 @@ class Journal:
         real = Path(os.path.realpath(wallet_path))
         self.path = real.with_name(real.name + ".pending.json")
         self.intent = dict(intent or {})
+        self.last_envelope: Envelope | None = None  # the envelope recorded last by this object
 
     def record(self, envelope: Envelope) -> None:
         """Write the envelope about to be sent (0600, atomic) before it leaves the machine."""
+        self.last_envelope = envelope
         write_private_json(
             self.path,
             {

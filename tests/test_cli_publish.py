@@ -170,7 +170,7 @@ async def test_claim_bundle_save_fails_after_publish_and_the_printed_command_rec
                   "--bundle-out", str(out), "--api", net["url"])  # fmt: skip
     assert r.exit_code == EXIT_NOT_SAVED, r.output
     assert await events(store) == before + 1
-    recover = r.output[r.output.index("oretrace bundle"):].split("\n")[0].rstrip(".").split()
+    recover = r.output[r.output.index("oretrace bundle"):].split(" (or run")[0].split()
     claim_id = recover[3]
     assert recover[:3] == ["oretrace", "bundle", lot] and recover[4:] == ["--out", str(out)]
     monkeypatch.setattr(sdk.wallet, "write_private_json", real_write)
@@ -178,6 +178,20 @@ async def test_claim_bundle_save_fails_after_publish_and_the_printed_command_rec
     assert r.exit_code == 0, r.output
     assert json.loads(out.read_text())["claim_id"] == claim_id
     assert await events(store) == before + 1
+
+    # the other way out: the same claim command again publishes nothing new and saves the bundle
+    out.unlink()
+    r = await cli("claim", lot, "-w", str(wallet), "--kind", "amount_in_range", "--low", "1000", "--high", "9000",
+                  "--bundle-out", str(out), "--api", net["url"], "--json")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["claim_id"] == claim_id
+    assert json.loads(out.read_text())["claim_id"] == claim_id
+    assert await events(store) == before + 1
+    assert not Journal(wallet).path.exists()
+    r = await cli("claim", lot, "-w", str(wallet), "--kind", "amount_in_range", "--low", "1000", "--high", "9000",
+                  "--bundle-out", str(out), "--api", net["url"], "--json")  # fmt: skip
+    assert r.exit_code == 0 and json.loads(r.stdout)["claim_id"] != claim_id  # nothing pending: a new claim
+    assert await events(store) == before + 2
 
 
 async def test_claim_checks_the_bundle_path_before_publishing(net, store, tmp_path):
