@@ -1387,6 +1387,48 @@ def wallet_restore(
         highlight=False))  # fmt: skip
 
 
+@wallet_app.command("new-key")
+def wallet_new_key(
+    wallet: WalletOpt,
+    key_id: Annotated[str, typer.Option("--key-id", callback=ident, help="Id of the new signing key (e.g. k2).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Replace the wallet's signing key with a new one and print the request for the operator.
+
+    The sealing key stays (openings sealed to it remain readable). Until the operator runs the printed
+    `oretrace rotate-key` command, the server refuses this wallet's publications (UNKNOWN_KEY).
+    """
+    from nacl.signing import SigningKey
+
+    from .journal import Journal
+
+    w = _load_wallet(wallet, writable=True)
+    if key_id == w.key_id:
+        _fail(f"{key_id} is already the wallet's key id; choose a new one (e.g. k2)", EXIT_USAGE)
+    if Journal(wallet).path.exists():
+        _fail("a publication signed with the current key is pending: run the command that was interrupted"
+              " again first", EXIT_USAGE)  # fmt: skip
+    old_key_id = w.key_id
+    w.signing_seed = bytes(SigningKey.generate())
+    w.key_id = key_id
+    try:
+        w.save()
+    except OSError as exc:
+        _fail(f"cannot save {wallet}: {exc.strerror}; the wallet keeps its old key", EXIT_REFUSED)
+    request = {"org_id": w.org_id, "network": w.network, "key_id": key_id, "signing_public_key": w.signing_public_hex,
+               "replaces": old_key_id}  # fmt: skip
+    command = (f"oretrace rotate-key --org {w.org_id} --key-id {key_id} --public-key {w.signing_public_hex}"
+               " --wallet operator.json")  # fmt: skip
+
+    def human() -> None:
+        err.print(f"{wallet} now signs with key {key_id}. Ask the network operator to run:")
+        print(command)
+        err.print(f"then to retire the old key: oretrace revoke-key --org {w.org_id} --key-id {old_key_id}"
+                  " --wallet operator.json. Make a new key backup: oretrace wallet export-keys")  # fmt: skip
+
+    _emit(as_json, {**request, "operator_command": command}, human)
+
+
 @wallet_app.command("show")
 def wallet_show(wallet: WalletOpt) -> None:
     """Print the wallet's public identity as JSON (never the private keys)."""

@@ -176,6 +176,8 @@ CASES = [
     ("rotate-key bad public key", "rotate-key --org in-mine --key-id k2 --public-key xyz -w {operator}", 2, "64 hexadecimal"),
     ("rotate-key non-operator", "rotate-key --org in-mine --key-id k2 --public-key " + "ab" * 32 + " -w {mine}", 2, "operator"),
     ("revoke-key bad key id", "revoke-key --org in-mine --key-id 'k 1' -w {operator}", 2, "not an id"),
+    ("new-key bad key id", "wallet new-key -w {mine} --key-id 'k 2'", 2, "not an id"),
+    ("new-key same key id", "wallet new-key -w {mine} --key-id k1", 2, "already"),
     # wallet maintenance and downloads
     ("export-keys out is a dir", "wallet export-keys -w {mine} --out {dir}", 2, "is a directory"),
     ("export-keys short passphrase", "wallet export-keys -w {mine} --out {dir}/k.backup", 2, "at least 12"),

@@ -177,3 +177,45 @@ def test_missing_directories_are_created_only_when_asked(tmp_path):
     assert list(tmp_path.iterdir()) == []
     write_private_json(target, {"v": 1}, parents=True)
     assert json.loads(target.read_text()) == {"v": 1} and mode(target) == 0o600
+
+
+async def test_new_signing_key_then_operator_rotation(live_server, api_settings, root_key: SigningKey, store, tmp_path):
+    """The supplier makes a new key, the operator adds it and revokes the old one: publishing goes on."""
+    net = api_settings.network
+    operator = Wallet.generate("operator", net, key_id="root")
+    operator.signing_seed = bytes(root_key)
+    operator.save(tmp_path / "operator.json")
+    auditor = Wallet.generate("nk-auditor", net, name="Auditor", country="CD", roles=["auditor"])
+    mine = Wallet.generate("nk-mine", net, name="Mine", country="CD", roles=["mine"])
+    url = f"{live_server}/graphql"
+    async with Client(url) as client:
+        for w in (auditor, mine):
+            await Publisher(operator, client).register_wallet(w)
+        start, end = attestation_period()
+        await Publisher(auditor, client).attest_site(
+            site_id="nk-site", operator="nk-mine", name="Pit", country="CD", region="Lualaba",
+            lat=-10.7, lon=25.5, origin_class="industrial", valid_from=start, valid_until=end, capacity_g=10**9,
+        )  # fmt: skip
+    path = tmp_path / "mine.json"
+    mine.save(path)
+    r = await cli("wallet", "new-key", "-w", str(path), "--key-id", "k1")
+    assert r.exit_code == 2 and "already" in r.output
+    r = await cli("wallet", "new-key", "-w", str(path), "--key-id", "k2", "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    renewed = Wallet.load(path)
+    assert renewed.key_id == "k2" and renewed.signing_public_hex == out["signing_public_key"] != mine.signing_public_hex
+    assert renewed.sealing_secret == mine.sealing_secret  # sealed openings stay readable
+    before = await store.events.count_documents({})
+    r = await cli("issue", "-w", str(path), "--site", "nk-site", "--grams", "10", "--api", url)
+    assert r.exit_code == 1 and "UNKNOWN_KEY" in r.output, r.output  # not registered yet
+    assert await store.events.count_documents({}) == before
+    argv = out["operator_command"].split()[1:]
+    argv[argv.index("operator.json")] = str(tmp_path / "operator.json")
+    r = await cli(*argv, "--api", url)
+    assert r.exit_code == 0, r.output
+    r = await cli("revoke-key", "--org", "nk-mine", "--key-id", "k1", "-w", str(tmp_path / "operator.json"), "--api", url)
+    assert r.exit_code == 0, r.output
+    r = await cli("issue", "-w", str(path), "--site", "nk-site", "--grams", "10", "--api", url, "--json")
+    assert r.exit_code == 0, r.output
+    assert Wallet.load(path).lots[json.loads(r.stdout)["lot_ids"][0]].total == 10
