@@ -1,20 +1,34 @@
-"""`oretrace`: run the server, play the demo, verify bundles, act as a supplier.
+"""`oretrace`: run the server, start a network, act as an operator, auditor or supplier, verify bundles.
 
-    oretrace serve [--demo] [--host H] [--port P] [--data-dir D]
+    oretrace network init --network ID                         (a new network: operator wallet + settings)
+    oretrace serve [--network ID --root-public-key HEX | --demo] [--host H] [--port P] [--data-dir D]
     oretrace demo --out DIR [--size full|small]
     oretrace verify BUNDLE [--root-key HEX | --root-key-file F] [--json]
-    oretrace trust add NETWORK KEY | list | remove NETWORK
-    oretrace keys --org ORG --wallet W.json [--name ... --country .. --role ...]
-    oretrace register REQUEST.json --wallet operator.json          (network operator)
-    oretrace attest --wallet auditor.json --site ... --capacity-g N (auditor)
-    oretrace issue | transfer | transform | claim | lots --wallet W.json ...
-    oretrace wallet restore --wallet W.json
+    oretrace trust add NETWORK KEY | list | remove NETWORK       (verify's pinned root keys)
+    oretrace keys --org ORG --country CC --role ROLE --wallet W.json
+    oretrace register REQUEST.json --wallet operator.json       (network operator)
+    oretrace rotate-key | revoke-key --org ORG --key-id K ...   (network operator)
+    oretrace attest --wallet auditor.json --site ... --capacity-g N   (auditor)
+    oretrace issue | transfer | transform | claim | lots | bundle --wallet W.json ...
+    oretrace wallet export-keys | restore | show --wallet W.json
     oretrace witness --name N --key-file F --log ORIGIN=VKEY --state-dir D   (C2SP tlog-witness)
-    oretrace monitor --api URL --root-key HEX [--state D]              (replays the whole log)
+    oretrace monitor --api URL --root-key HEX [--state D]       (replays the whole log)
 
-Supplier commands talk to the API at --api (env ORETRACE_API, default
-http://127.0.0.1:8000/graphql) and keep their secrets in the wallet file
-(--wallet, env ORETRACE_WALLET), which never leaves the machine.
+Supplier commands talk to the API at --api (env ORETRACE_API, else the `api`
+of the network settings file, else http://127.0.0.1:8000/graphql) and keep
+their secrets in the wallet file (--wallet, env ORETRACE_WALLET), which never
+leaves the machine.
+
+Every command checks its arguments, output paths and wallet (readable,
+well-formed, its directory writable) before it signs anything. Exit codes:
+
+| code | meaning                                                                     |
+|------|-----------------------------------------------------------------------------|
+| 0    | done                                                                        |
+| 1    | refused (by the server, or by the wallet's honest prover): nothing published |
+| 2    | usage error (a bad argument, file or wallet): nothing signed or published   |
+| 3    | published, but the result could not be saved locally: the message gives the ids and the command that recovers |
+| 4    | outcome unknown (the server could not be reached after sending): running the same command again resubmits the same signed publication, never a second one |
 """
 
 from __future__ import annotations
@@ -24,20 +38,47 @@ import json
 import signal
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
-from ledger.models import ORIGIN_CLASSES
+from ledger.models import JSON_SAFE_MAX, ORIGIN_CLASSES
+from ledger.view import OPERATOR
+
+from .cli_params import (
+    GRAMS,
+    SHARE_MAX,
+    ClaimKindChoice,
+    OriginClassChoice,
+    ProcessChoice,
+    RoleChoice,
+    country,
+    hex_key,
+    ident,
+    idents,
+    latitude,
+    longitude,
+    output_file,
+    parse_outputs,
+    probe_writable_dir,
+    text,
+)
+from .network_config import DEFAULT_CONFIG, NetworkConfigError, load_config
 
 app = typer.Typer(
     name="oretrace",
-    help="Confidential, verifiable provenance for critical-mineral supply chains.",
+    help="Confidential, verifiable provenance for critical-mineral supply chains.\n\n"
+    "Exit codes: 0 done; 1 refused (nothing published); 2 usage error (nothing signed); 3 published but not"
+    " saved locally (the message gives the ids and the command that recovers); 4 outcome unknown (run the same"
+    " command again: it resubmits the same signed publication).",
+    rich_markup_mode=None,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -45,50 +86,188 @@ app = typer.Typer(
 wallet_app = typer.Typer(help="Wallet maintenance.", no_args_is_help=True)
 app.add_typer(wallet_app, name="wallet")
 
-console = Console()
-err = Console(stderr=True)
+# Text is never hard-wrapped when it goes to a file or a pipe (ids stay whole for scripts).
+console = Console(soft_wrap=not sys.stdout.isatty())
+err = Console(stderr=True, soft_wrap=not sys.stderr.isatty())
+
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+EXIT_NOT_SAVED = 3
+EXIT_OUTCOME_UNKNOWN = 4
 
 DEFAULT_API = "http://127.0.0.1:8000/graphql"
 
-ApiOpt = Annotated[str, typer.Option("--api", envvar="ORETRACE_API", help="GraphQL endpoint of the oretrace API.")]
+ApiOpt = Annotated[
+    str | None,
+    typer.Option("--api", envvar="ORETRACE_API", show_default=False,
+                 help=f"GraphQL endpoint of the oretrace API [default: the network file's, else {DEFAULT_API}]."),
+]  # fmt: skip
 WalletOpt = Annotated[
     Path, typer.Option("--wallet", "-w", envvar="ORETRACE_WALLET", help="The organisation's wallet file (JSON, 0600).")
 ]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON (for scripts).")]
+NetworkOpt = Annotated[
+    str | None,
+    typer.Option("--network", envvar="ORETRACE_NETWORK", callback=ident, show_default=False,
+                 help="Network id [env ORETRACE_NETWORK, else the network file's]; the demo's is oretrace-demo."),
+]  # fmt: skip
+RootKeyOpt = Annotated[
+    str | None,
+    typer.Option("--root-public-key", envvar="ORETRACE_ROOT_PUBLIC_KEY", callback=hex_key, show_default=False,
+                 help="The network operator's Ed25519 public key, 64 hex [env ORETRACE_ROOT_PUBLIC_KEY, else the network file's]."),
+]  # fmt: skip
+
+_config_path: Path | None = None  # --config of this invocation
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"oretrace {version('oretrace')}")
+        except PackageNotFoundError:  # pragma: no cover - running from a source tree that is not installed
+            print("oretrace (not installed)")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_version, help="Print the version and exit.")] = False,
+    config: Annotated[Path | None, typer.Option("--config", envvar="ORETRACE_CONFIG", show_default=False,
+                      help="Network settings file [default: ./oretrace-network.json if present].")] = None,
+) -> None:  # fmt: skip
+    """The options every command shares."""
+    global _config_path
+    _config_path = config
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[bold red]error:[/] {message}")
+def _fail(message: str, code: int = EXIT_REFUSED) -> None:
+    err.print(Text.assemble(("error: ", "bold red"), message))
     raise typer.Exit(code)
 
 
-def _run(coro):
-    """Run a coroutine; typed API errors become a one-line message and exit 1."""
+def _warn(message: str) -> None:
+    err.print(Text.assemble(("warning: ", "yellow"), message))
+
+
+def _emit(as_json: bool, data: Any, human) -> None:
+    """JSON on stdout for scripts, or the human rendering."""
+    if as_json:
+        print(json.dumps(data, indent=2))
+    else:
+        human()
+
+
+def _config():
+    try:
+        return load_config(_config_path)
+    except NetworkConfigError as exc:
+        _fail(str(exc), EXIT_USAGE)
+
+
+def _api_url(api: str | None) -> str:
+    if api is None:
+        cfg = _config()
+        api = cfg.api if cfg else DEFAULT_API
+    _check_api(api)
+    return api
+
+
+def _check_api(api: str) -> None:
+    if not api.startswith(("http://", "https://")):
+        _fail(f"--api {api!r} is not an http(s) URL (e.g. {DEFAULT_API})", EXIT_USAGE)
+
+
+def _api_hint(api: str) -> str:
+    path = api.split("://", 1)[-1].partition("/")[2]
+    return "" if path.rstrip("/").endswith("graphql") else f" (the API is at /graphql: try --api {api.rstrip('/')}/graphql)"
+
+
+def _network_and_root(network: str | None, root: str | None) -> tuple[str, str | None]:
+    """Network id and root key: flag or environment, else the network settings file; no silent default."""
+    cfg = _config()
+    if network is None:
+        if cfg is None:
+            _fail("which network? pass --network ID (or set ORETRACE_NETWORK), or run where the oretrace-network.json"
+                  " of `oretrace network init` is; the demo's network is --network oretrace-demo", EXIT_USAGE)  # fmt: skip
+        network = cfg.network
+    if root is None and cfg is not None and cfg.network == network:
+        root = cfg.root_public_key
+    return network, root
+
+
+def _check_output(path: Path) -> None:
+    try:
+        output_file(path)
+    except typer.BadParameter as exc:
+        _fail(exc.message, EXIT_USAGE)
+
+
+def _save_new(wallet, path: Path) -> None:
+    try:
+        wallet.save(path)
+    except OSError as exc:
+        _fail(f"cannot write {path}: {exc.strerror}", EXIT_REFUSED)
+
+
+def _run(coro, *, wallet: Path | None = None, journal=None, api: str | None = None):
+    """Run a coroutine; every expected failure becomes one message and its exit code (never a traceback)."""
     from .client import ApiError, ApiRejection
-    from .publisher import ProvingRefused
+    from .publisher import NotSaved, ProvingRefused
     from .wallet import WalletError
 
     try:
         return asyncio.run(coro)
+    except NotSaved as exc:
+        r = exc.published
+        ids = ", ".join(x for x in [*r.lot_ids, r.claim_id or "", r.attestation_id or ""] if x)
+        _fail(
+            f"the server accepted the {r.type} (event {r.event_id}{', ' + ids if ids else ''}) but the wallet could not"
+            f" be saved: {exc.reason.strerror or exc.reason}. Free the disk or fix the permissions, then run the same"
+            f" command again (it resubmits the same signed publication, never a second one), or rebuild the wallet"
+            f" with: oretrace wallet restore --wallet {wallet}",
+            EXIT_NOT_SAVED,
+        )
     except ApiRejection as exc:
-        _fail(f"the API rejected it: [bold]{exc.code}[/]: {exc.message}")
+        if exc.code == "OUTCOME_UNKNOWN":  # the server could not tell whether it committed
+            _fail(f"{exc.code}: {exc.message}. Run the same command again: it resubmits the same signed"
+                  " publication, so it cannot be published twice.", EXIT_OUTCOME_UNKNOWN)  # fmt: skip
+        hint = _api_hint(api) if api and exc.code.startswith("GRAPHQL") else ""
+        _fail(f"the API refused it: {exc.code}: {exc.message}{hint}; nothing was published")
     except ProvingRefused as exc:
-        _fail(f"the wallet refuses to prove it: {exc}")
+        _fail(f"the wallet refuses to prove it: {exc}; nothing was published")
     except WalletError as exc:
         _fail(str(exc))
     except ApiError as exc:
-        _fail(str(exc), 2)
+        hint = _api_hint(api) if api else ""
+        if journal is not None and journal.path.exists():
+            _fail(f"{exc}{hint}. The outcome of the publication is unknown: run the same command again; it resubmits"
+                  " the same signed publication, so it cannot be published twice.", EXIT_OUTCOME_UNKNOWN)  # fmt: skip
+        _fail(f"{exc}{hint}")
+    except OSError as exc:
+        _fail(f"{exc.strerror or exc}: {exc.filename or ''}; nothing was published")
 
 
-def _load_wallet(path: Path):
-    from .wallet import Wallet, WalletError
+def _load_wallet(path: Path, *, writable: bool = False):
+    """The wallet at `path`, or exit 2 (missing, unreadable, malformed, or, if `writable`, unsaveable)."""
+    from .wallet import Wallet, WalletError, permission_problem
 
     try:
-        return Wallet.load(path)
+        w = Wallet.load(path)
     except WalletError as exc:
-        _fail(str(exc), 2)
+        _fail(str(exc), EXIT_USAGE)
+    problem = permission_problem(path)
+    if problem:
+        _warn(problem)
+    if writable:
+        why = probe_writable_dir(Path(os.path.realpath(path)).parent)
+        if why:
+            _fail(f"the wallet could not be saved after publishing: {why}. Nothing was signed.", EXIT_USAGE)
+    return w
 
 
 def _progress() -> Progress:
@@ -104,11 +283,10 @@ def _progress() -> Progress:
 
 
 def _grams(g: int) -> str:
-    if g >= 1_000_000:
-        return f"{g / 1_000_000:,.3f} t"
-    if g >= 1_000:
-        return f"{g / 1_000:,.1f} kg"
-    return f"{g} g"
+    """Grams of cobalt for people, never rounded: 950 g, 12.345 kg, 3,899.995 kg."""
+    if g < 1_000:
+        return f"{g} g"
+    return f"{g // 1000:,}.{g % 1000:03d} kg"
 
 
 # --------------------------------------------------------------------------- verify and trust
@@ -299,36 +477,70 @@ def _require_free_port(host: str, port: int) -> None:
             _fail(f"cannot listen on {host}:{port} ({exc.strerror}); is another server running? choose --port", 2)
 
 
+def _require_free_data_dir(settings) -> None:
+    """Refuse (exit 2) a data directory whose embedded database another live server runs.
+
+    The API records its embedded database's pid in <data dir>/embedded.json while it
+    runs and removes it on a clean stop; a record whose process is gone is stale.
+    """
+    if settings.mongodb_uri:
+        return
+    info = Path(settings.data_dir) / "embedded.json"
+    try:
+        pid = int(json.loads(info.read_text())["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return  # stale: that server is gone
+    except PermissionError:
+        pass  # alive, another user's
+    _fail(f"the data directory {settings.data_dir} is in use by another oretrace server (its database runs as"
+          f" process {pid}); stop that server, or choose another --data-dir", EXIT_USAGE)  # fmt: skip
+
+
 @app.command()
 def serve(
-    demo: Annotated[bool, typer.Option("--demo", help="Seed the demo supply chain first (once per data directory).")] = False,
+    network: NetworkOpt = None,
+    root_public_key: RootKeyOpt = None,
+    demo: Annotated[bool, typer.Option("--demo", help="Seed the demo supply chain first (once per data directory); brings its own demo network and key.")] = False,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
     data_dir: Annotated[
         Path | None, typer.Option("--data-dir", help="Embedded database directory [env ORETRACE_DATA_DIR; ./oretrace-data].")
     ] = None,
     size: Annotated[str, typer.Option(help="Demo size: full or small.")] = "full",
     log_level: Annotated[str, typer.Option(help="Server log level.")] = "info",
 ) -> None:
-    """Run the GraphQL API (embedded database unless MONGODB_URI is set); GraphiQL at /graphql."""
+    """Run the GraphQL API (embedded database unless MONGODB_URI is set); GraphiQL at /graphql.
+
+    A real network needs its id and its operator's root public key: --network / ORETRACE_NETWORK and
+    --root-public-key / ORETRACE_ROOT_PUBLIC_KEY, or the oretrace-network.json of `oretrace network init`.
+    Other settings (MONGODB_URI, ORETRACE_DATABASE, limits) are environment variables: docs/operations.md.
+    """
+    if size not in ("full", "small"):
+        _fail("--size must be full or small", EXIT_USAGE)
     _require_free_port(host, port)
+    _require_free_data_dir(_settings(data_dir))
     if not demo:
         from api.server import serve as api_serve
-        from api.settings import SettingsError
 
-        settings = _settings(data_dir)
-        try:
-            settings.require_root_public_key()
-        except SettingsError as exc:
-            _fail(f"{exc}\n(or run `oretrace serve --demo`, which brings its own demo operator key)", 2)
-        console.print(f"oretrace API on http://{host}:{port}/graphql (GraphiQL in a browser), health at /healthz")
+        net, root = _network_and_root(network, root_public_key)
+        if root is None:
+            _fail("no root public key: pass --root-public-key HEX (or set ORETRACE_ROOT_PUBLIC_KEY), the network"
+                  " operator's key printed by `oretrace network init`; or run `oretrace serve --demo`", EXIT_USAGE)  # fmt: skip
+        settings = _settings(data_dir, network=net, root_public_key=root)
+        console.print(f"oretrace API for network {net} on http://{host}:{port}/graphql (GraphiQL in a browser),"
+                      " health at /healthz", highlight=False)  # fmt: skip
         try:
             api_serve(host, port, settings=settings, log_level=log_level)
         except KeyboardInterrupt:
             pass
+        except SystemExit as exc:  # uvicorn exits this way when startup fails (it logged why)
+            if exc.code not in (0, None):
+                _fail("the server could not start (see the log above)", EXIT_REFUSED)
         return
-    if size not in ("full", "small"):
-        _fail("--size must be full or small", 2)
     try:
         asyncio.run(_serve_demo(host, port, data_dir, size, log_level))
     except KeyboardInterrupt:
@@ -530,111 +742,313 @@ async def _demo(out: Path, size: str):
                 return await _seed(client, wallets, size, out)
 
 
-# --------------------------------------------------------------------------- keys and registry
+# --------------------------------------------------------------------------- check, then publish, then save
+
+
+def _intent(command: str, **args: Any) -> dict[str, Any]:
+    """What this invocation asks for, as JSON data (a retry of the same command has the same intent)."""
+    return json.loads(json.dumps({"command": command, **args}))
+
+
+def _report_resumed(resumed) -> None:
+    kind = resumed.pending.envelope.payload.type
+    if resumed.published is not None:
+        _warn(f"an interrupted {kind} publication was completed first: event {resumed.published.event_id}"
+              + (f", lots {', '.join(resumed.published.lot_ids)}" if resumed.published.lot_ids else "")
+              + (f", claim {resumed.published.claim_id}" if resumed.published.claim_id else ""))
+    else:
+        reason = f" ({resumed.rejection.code}: {resumed.rejection.message})" if resumed.rejection else ""
+        _warn(f"an interrupted {kind} publication was not accepted{reason}; it published nothing")
+
+
+def _publish(wallet_path: Path, api: str | None, intent: dict[str, Any], act, *, keep_pending: bool = False):
+    """Load and check the wallet, settle any pending publication, then `await act(publisher, client)`.
+
+    If the pending publication was this very command (a retry), its outcome is
+    returned and nothing new is signed. Returns (Published, the wallet as saved).
+    `keep_pending`: the command has more to save after publishing (a bundle), so the
+    envelope stays in the journal until the caller clears it: a retry still publishes once.
+    """
+    from .client import Client
+    from .journal import Journal, resume_pending
+    from .publisher import Publisher
+
+    w = _load_wallet(wallet_path, writable=True)
+    journal = Journal(wallet_path, intent)
+    url = _api_url(api)
+
+    async def go():
+        async with Client(url) as client:
+            resumed = await resume_pending(w, client, journal)
+            if resumed is not None:
+                _report_resumed(resumed)
+                if resumed.published is not None and resumed.pending.intent == journal.intent:
+                    _keep(resumed.pending.envelope)
+                    return resumed.published
+            published = await act(Publisher(w, client, journal=journal), client)
+            _keep(journal.last_envelope)
+            return published
+
+    def _keep(envelope) -> None:
+        if keep_pending and envelope is not None:
+            try:
+                journal.record(envelope)
+            except OSError:  # best effort: the caller prints the recovery command anyway
+                pass
+
+    return _run(go(), wallet=wallet_path, journal=journal, api=url), w
+
+
+def _published_json(r) -> dict[str, Any]:
+    return {"event_id": r.event_id, "type": r.type, "lot_ids": r.lot_ids, "claim_id": r.claim_id,
+            "attestation_id": r.attestation_id}  # fmt: skip
+
+
+# --------------------------------------------------------------------------- network and keys
+
+
+network_app = typer.Typer(help="Start and describe a network of your own.", no_args_is_help=True)
+app.add_typer(network_app, name="network")
+
+
+@network_app.command("init")
+def network_init(
+    network: Annotated[str, typer.Option("--network", callback=ident, help="The new network's id (1-64 of A-Z a-z 0-9 _ . : -).")],
+    wallet: Annotated[Path, typer.Option("--wallet", "-w", help="Where to create the operator's wallet (0600).")] = Path("operator.json"),
+    config: Annotated[Path, typer.Option("--config", help="Where to write the network settings file.")] = DEFAULT_CONFIG,
+    api: Annotated[str, typer.Option("--api", help="The GraphQL endpoint suppliers will use.")] = DEFAULT_API,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a new network: the operator's wallet (its key is the network's root key) and the settings file.
+
+    Prints the root public key and the environment to export for `oretrace serve`. Refuses to overwrite
+    an existing wallet or settings file.
+    """
+    from .network_config import NetworkConfig
+    from .wallet import Wallet
+
+    for path, what in ((wallet, "wallet"), (config, "settings file")):
+        if path.exists() or path.is_symlink():
+            _fail(f"{path} exists; this network's {what} would be lost (choose another path)", EXIT_USAGE)
+        _check_output(path)
+    _check_api(api)
+    w = Wallet.generate(OPERATOR, network, key_id="root", name="network operator", roles=[])
+    w.root_public_key = w.signing_public_hex
+    cfg = NetworkConfig(network, w.signing_public_hex, api)
+    _save_new(w, wallet)
+    cfg.save(config)
+    data = {"network": network, "root_public_key": w.signing_public_hex, "api": api, "wallet": str(wallet),
+            "config": str(config)}  # fmt: skip
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    console.print(f"network {network}: operator wallet {wallet} (0600), settings {config}")
+    console.print(f"root public key: {w.signing_public_hex}")
+    console.print("Give the root public key to every organisation and verifier (they pin it); keep the wallet offline"
+                  f" and backed up: oretrace wallet export-keys --wallet {wallet} --out {wallet}.backup")
+    console.print("Serve the network with (or run the commands in this directory, they read the settings file):")
+    print(f"export ORETRACE_NETWORK={network}\nexport ORETRACE_ROOT_PUBLIC_KEY={w.signing_public_hex}")
 
 
 @app.command()
 def keys(
-    org: Annotated[str, typer.Option("--org", help="The organisation id (as the operator will register it).")],
+    org: Annotated[str, typer.Option("--org", callback=ident, help="The organisation id (as the operator will register it).")],
     wallet: WalletOpt,
-    network: Annotated[str, typer.Option(envvar="ORETRACE_NETWORK", help="Network id.")] = "oretrace-demo",
-    key_id: Annotated[str, typer.Option("--key-id")] = "k1",
-    name: Annotated[str | None, typer.Option(help="Legal name (for the registration request).")] = None,
-    country: Annotated[str, typer.Option(help="ISO 3166-1 alpha-2 country code.")] = "ZZ",
-    role: Annotated[list[str] | None, typer.Option("--role", help="Role(s): mine, trader, refiner, ...")] = None,
-    force: Annotated[bool, typer.Option(help="Overwrite an existing wallet.")] = False,
+    network: NetworkOpt = None,
+    root_public_key: RootKeyOpt = None,
+    key_id: Annotated[str, typer.Option("--key-id", callback=ident, help="Id of the signing key.")] = "k1",
+    name: Annotated[str | None, typer.Option(callback=text, help="Legal name (for the registration request).")] = None,
+    country_code: Annotated[str | None, typer.Option("--country", callback=country, help="ISO 3166-1 alpha-2 country code (e.g. CD, DE).")] = None,
+    role: Annotated[list[RoleChoice] | None, typer.Option("--role", case_sensitive=False, help="Role (repeat for several, at most 4).")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing wallet (its keys would be lost).")] = False,
 ) -> None:
     """Generate an organisation's signing and sealing keys into a new wallet (0600).
 
-    Prints the registration request (public keys only) to hand to the network operator.
+    Prints the registration request (public keys only, JSON on stdout) to hand to the network operator.
     """
     from .wallet import Wallet
 
-    if wallet.exists() and not force:
-        _fail(f"{wallet} exists; use --force to overwrite (its keys would be lost)", 2)
-    if org == "operator":
-        w = Wallet.generate("operator", network, key_id="root", name=name or "network operator", country=country, roles=[])
-    else:
-        w = Wallet.generate(org, network, key_id=key_id, name=name or org, country=country, roles=list(role or []))
-    w.save(wallet)
+    net, root = _network_and_root(network, root_public_key)
+    roles = [r.value for r in role or []]
+    if org == OPERATOR:
+        _fail("the operator's wallet is created by `oretrace network init`", EXIT_USAGE)
+    if country_code is None:
+        _fail("--country is required (ISO 3166-1 alpha-2, e.g. CD)", EXIT_USAGE)
+    if not 1 <= len(roles) <= 4 or len(set(roles)) != len(roles):
+        _fail(f"give one to four different --role values ({', '.join(r.value for r in RoleChoice)})", EXIT_USAGE)
+    if (wallet.exists() or wallet.is_symlink()) and not force:
+        _fail(f"{wallet} exists; use --force to overwrite (its keys would be lost)", EXIT_USAGE)
+    _check_output(wallet)
+    w = Wallet.generate(org, net, key_id=key_id, root_public_key=root, name=name or org, country=country_code, roles=roles)
+    _save_new(w, wallet)
     request = {
         "org_id": w.org_id,
         "name": w.meta["name"],
-        "country": country,
-        "roles": w.meta["roles"],
+        "country": country_code,
+        "roles": roles,
         "key_id": w.key_id,
         "signing_public_key": w.signing_public_hex,
         "sealing_public_key": w.sealing_public_hex,
-        "network": network,
+        "network": net,
     }
-    err.print(f"wallet written to {wallet} (mode 0600); keep it safe: it holds the private keys")
-    if org == "operator":
-        err.print(f"root public key (ORETRACE_ROOT_PUBLIC_KEY): {w.signing_public_hex}")
+    err.print(f"wallet written to {wallet} (mode 0600); it holds the private keys.")
+    err.print(f"Back it up now (the keys exist nowhere else): oretrace wallet export-keys --wallet {wallet} --out {wallet}.backup")
+    if root is None:
+        _warn("no root public key pinned (pass --root-public-key, or run where oretrace-network.json is)")
     print(json.dumps(request, indent=2))
+
+
+def _read_request(path: Path, network: str) -> dict[str, Any]:
+    """A registration request from `oretrace keys`, every field checked (exit 2 otherwise)."""
+    from ledger.encoding import StrictJSONError, loads_strict
+
+    try:
+        req = loads_strict(path.read_bytes())
+    except FileNotFoundError:
+        _fail(f"{path}: no such file", EXIT_USAGE)
+    except OSError as exc:
+        _fail(f"cannot read {path}: {exc.strerror}", EXIT_USAGE)
+    except StrictJSONError as exc:
+        _fail(f"{path} is not a registration request (not JSON: {exc})", EXIT_USAGE)
+    if not isinstance(req, dict):
+        _fail(f"{path} is not a registration request (a JSON object is expected)", EXIT_USAGE)
+    required = ("org_id", "name", "country", "roles", "signing_public_key", "sealing_public_key")
+    missing = [k for k in required if k not in req]
+    if missing:
+        _fail(f"{path}: missing {', '.join(missing)} (make the request with `oretrace keys`)", EXIT_USAGE)
+    problems = []
+    for key, check in (("org_id", ident), ("key_id", ident), ("name", text), ("country", country)):
+        value = req.get(key, "k1" if key == "key_id" else None)
+        try:
+            if not isinstance(value, str):
+                raise typer.BadParameter("must be a string")
+            req[key] = check(value)
+        except typer.BadParameter as exc:
+            problems.append(f"{key}: {exc.message}")
+    allowed = [r.value for r in RoleChoice]
+    roles = req["roles"]
+    if not isinstance(roles, list) or not 1 <= len(roles) <= 4 or any(r not in allowed for r in roles):
+        problems.append(f"roles: one to four of {', '.join(allowed)} (got {roles!r})")
+    for key in ("signing_public_key", "sealing_public_key"):
+        value = req[key]
+        if not isinstance(value, str) or len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+            problems.append(f"{key}: 64 lowercase hexadecimal characters expected")
+    if req.get("network", network) != network:
+        problems.append(f"network: the request is for {req.get('network')!r}, this operator runs {network!r}")
+    if problems:
+        _fail(f"{path} is not a valid registration request: " + "; ".join(problems), EXIT_USAGE)
+    return req
 
 
 @app.command()
 def register(
-    request: Annotated[Path, typer.Argument(help="A registration request printed by `oretrace keys`.")],
+    request: Annotated[Path, typer.Argument(help="A registration request printed by `oretrace keys`.", show_default=False)],
     wallet: WalletOpt,
-    api: ApiOpt = DEFAULT_API,
+    api: ApiOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """(Network operator) register an organisation from its registration request."""
-    from .client import Client
-    from .publisher import Publisher
-
-    try:
-        req = json.loads(request.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        _fail(f"cannot read {request}: {exc}", 2)
     w = _load_wallet(wallet)
+    if w.org_id != OPERATOR:
+        _fail(f"{wallet} is the wallet of {w.org_id}: only the network operator's wallet registers organisations",
+              EXIT_USAGE)  # fmt: skip
+    req = _read_request(request, w.network)
 
-    async def go():
-        async with Client(api) as client:
-            return await Publisher(w, client).register_organization(
-                req["org_id"], req["name"], req["country"], req["roles"],
-                req["signing_public_key"], req["sealing_public_key"], req.get("key_id", "k1"),
-            )  # fmt: skip
+    async def act(pub, client):
+        return await pub.register_organization(
+            req["org_id"], req["name"], req["country"], req["roles"],
+            req["signing_public_key"], req["sealing_public_key"], req.get("key_id", "k1"),
+        )  # fmt: skip
 
-    r = _run(go())
-    console.print(f"registered [bold]{req['org_id']}[/] (event {r.event_id})")
+    r, _ = _publish(wallet, api, _intent("register", request=req), act)
+    _emit(as_json, {**_published_json(r), "org_id": req["org_id"]},
+          lambda: console.print(f"registered {req['org_id']} (event {r.event_id})", highlight=False))
+
+
+@app.command("rotate-key")
+def rotate_key(
+    org: Annotated[str, typer.Option("--org", callback=ident, help="The organisation whose key is added.")],
+    key_id: Annotated[str, typer.Option("--key-id", callback=ident, help="Id of the new signing key (e.g. k2).")],
+    public_key: Annotated[str, typer.Option("--public-key", callback=hex_key, help="The new Ed25519 signing public key (64 hex).")],
+    wallet: WalletOpt,
+    sealing_key: Annotated[str | None, typer.Option("--sealing-key", callback=hex_key, help="Also replace the X25519 sealing public key (64 hex).")] = None,
+    api: ApiOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """(Network operator) add a signing key to an organisation (and optionally replace its sealing key)."""
+    from ledger.models import KeyEntry, RotateKey
+
+    payload = RotateKey(org_id=org, new_key=KeyEntry(key_id=key_id, public_key=public_key), sealing_key=sealing_key)
+    _operator_publish(wallet, api, as_json, payload, f"added key {key_id} to {org}")
+
+
+@app.command("revoke-key")
+def revoke_key(
+    org: Annotated[str, typer.Option("--org", callback=ident, help="The organisation whose key is revoked.")],
+    key_id: Annotated[str, typer.Option("--key-id", callback=ident, help="Id of the signing key to revoke.")],
+    wallet: WalletOpt,
+    reason: Annotated[str, typer.Option(callback=text, help="Why (kept in the ledger, at most 200 characters).")] = "",
+    api: ApiOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """(Network operator) revoke a signing key: its envelopes dated from now on are refused."""
+    from ledger.models import RevokeKey
+
+    _operator_publish(wallet, api, as_json, RevokeKey(org_id=org, key_id=key_id, reason=reason), f"revoked key {key_id} of {org}")
+
+
+def _operator_publish(wallet: Path, api: str | None, as_json: bool, payload, done: str) -> None:
+    from .publisher import new_nonce
+
+    w = _load_wallet(wallet)
+    if w.org_id != OPERATOR:
+        _fail("only the network operator's wallet can change an organisation's keys", EXIT_USAGE)
+
+    async def act(pub, client):
+        return pub.settle(await pub.submit(pub.sign(payload, new_nonce())), save=False)
+
+    r, _ = _publish(wallet, api, _intent(payload.type, payload=payload.model_dump(mode="json")), act)
+    _emit(as_json, _published_json(r), lambda: console.print(f"{done} (event {r.event_id})", highlight=False))
 
 
 @app.command()
 def attest(
     wallet: WalletOpt,
-    site: Annotated[str, typer.Option("--site", help="Site id.")],
-    operator: Annotated[str, typer.Option(help="Org id of the site's operator.")],
-    origin_class: Annotated[str, typer.Option("--class", help="industrial, artisanal or recycled.")],
-    capacity_g: Annotated[int, typer.Option("--capacity-g", help="Audited capacity for the period, grams of Co.")],
-    name: Annotated[str, typer.Option(help="Site name.")],
-    country: Annotated[str, typer.Option(help="ISO country code.")],
-    region: Annotated[str, typer.Option(help="Region / province.")] = "",
-    lat: float = 0.0,
-    lon: float = 0.0,
-    valid_from: Annotated[datetime | None, typer.Option("--from", help="Start of the period (UTC).")] = None,
-    valid_until: Annotated[datetime | None, typer.Option("--until", help="End of the period (UTC).")] = None,
-    api: ApiOpt = DEFAULT_API,
+    site: Annotated[str, typer.Option("--site", callback=ident, help="Site id.")],
+    operator: Annotated[str, typer.Option(callback=ident, help="Org id of the site's operator.")],
+    origin_class: Annotated[OriginClassChoice, typer.Option("--class", case_sensitive=False, help="The site's origin class.")],
+    capacity_g: Annotated[int, typer.Option("--capacity-g", **GRAMS, help="Audited capacity for the period, grams of contained cobalt.")],
+    name: Annotated[str, typer.Option(callback=text, help="Site name.")],
+    country_code: Annotated[str, typer.Option("--country", callback=country, help="ISO 3166-1 alpha-2 country code.")],
+    region: Annotated[str, typer.Option(callback=text, help="Region / province.")] = "",
+    lat: Annotated[float, typer.Option(callback=latitude, help="Latitude, degrees (-90 to 90).")] = 0.0,
+    lon: Annotated[float, typer.Option(callback=longitude, help="Longitude, degrees (-180 to 180).")] = 0.0,
+    valid_from: Annotated[datetime | None, typer.Option("--from", formats=["%Y-%m-%d"], help="First day of the audited period (UTC) [default: 1 January of this year].")] = None,
+    valid_until: Annotated[datetime | None, typer.Option("--until", formats=["%Y-%m-%d"], help="Last day of the period, inclusive (UTC) [default: 31 December of this year].")] = None,
+    api: ApiOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """(Auditor) attest a site's origin class and commit to its capacity (sealed to the operator)."""
-    from .client import Client
-    from .demo_data import attestation_period
-    from .publisher import Publisher
+    """(Auditor) attest a site's origin class and commit to its capacity (sealed to the site operator).
 
-    w = _load_wallet(wallet)
-    start, end = attestation_period()
-    start = (valid_from or start).replace(tzinfo=(valid_from or start).tzinfo or UTC)
-    end = (valid_until or end).replace(tzinfo=(valid_until or end).tzinfo or UTC)
+    The period runs from --from 00:00 UTC to the end of --until (inclusive); without them, the calendar year.
+    """
+    today = datetime.now(UTC).date()
+    first = (valid_from.date() if valid_from else today.replace(month=1, day=1))
+    last = (valid_until.date() if valid_until else today.replace(month=12, day=31))
+    if last < first:
+        _fail(f"--until {last} is before --from {first}", EXIT_USAGE)
+    start = datetime.combine(first, datetime.min.time(), UTC)
+    end = datetime.combine(last + timedelta(days=1), datetime.min.time(), UTC)
+    args = dict(site_id=site, operator=operator, name=name, country=country_code, region=region, lat=lat, lon=lon,
+                origin_class=origin_class.value, capacity_g=capacity_g)  # fmt: skip
 
-    async def go():
-        async with Client(api) as client:
-            return await Publisher(w, client).attest_site(
-                site_id=site, operator=operator, name=name, country=country, region=region, lat=lat, lon=lon,
-                origin_class=origin_class, valid_from=start, valid_until=end, capacity_g=capacity_g,
-            )  # fmt: skip
+    async def act(pub, client):
+        return await pub.attest_site(valid_from=start, valid_until=end, **args)
 
-    r = _run(go())
-    console.print(f"attested site [bold]{site}[/]: attestation [bold]{r.attestation_id}[/] (event {r.event_id})")
+    r, _ = _publish(wallet, api, _intent("attest", **args, first=str(first), last=str(last)), act)
+    _emit(as_json, {**_published_json(r), "valid_from": start.isoformat(), "valid_until": end.isoformat()},
+          lambda: console.print(f"attested site {site} for {first} to {last} (inclusive): attestation"
+                                f" {r.attestation_id} (event {r.event_id})", highlight=False))
 
 
 # --------------------------------------------------------------------------- supplier commands
@@ -643,133 +1057,242 @@ def attest(
 @app.command()
 def issue(
     wallet: WalletOpt,
-    site: Annotated[str, typer.Option("--site", help="One of your attested sites.")],
-    grams: Annotated[int, typer.Option("--grams", help="Contained cobalt, integer grams.")],
-    product: Annotated[str, typer.Option(help="Product description.")] = "cobalt hydroxide",
-    attestation: Annotated[str | None, typer.Option(help="Attestation id (default: the latest for the site).")] = None,
-    api: ApiOpt = DEFAULT_API,
+    site: Annotated[str, typer.Option("--site", callback=ident, help="One of your attested sites.")],
+    grams: Annotated[int, typer.Option("--grams", **GRAMS, help="Contained cobalt, whole grams.")],
+    product: Annotated[str, typer.Option(callback=text, help="Product description.")] = "cobalt hydroxide",
+    attestation: Annotated[str | None, typer.Option(callback=ident, help="Attestation id (default: the latest for the site).")] = None,
+    api: ApiOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Issue a lot at one of your sites, with range and capacity proofs."""
-    from .client import Client
-    from .publisher import Publisher, sync
+    from .publisher import sync
 
-    w = _load_wallet(wallet)
+    async def act(pub, client):
+        att = attestation
+        if att is None:
+            candidates = [c for c in pub.wallet.capacities.values() if c.site_id == site]
+            if not candidates:
+                await sync(pub.wallet, client)
+                candidates = [c for c in pub.wallet.capacities.values() if c.site_id == site]
+            if not candidates:
+                _fail(f"no attestation of site {site} is addressed to {pub.wallet.org_id}; nothing was published")
+            att = candidates[-1].attestation_id
+        with err.status("proving range and capacity..."):
+            return await pub.issue(site_id=site, attestation_id=att, amount_g=grams, product=product)
 
-    async def go():
-        async with Client(api) as client:
-            att = attestation
-            if att is None:
-                candidates = [c for c in w.capacities.values() if c.site_id == site]
-                if not candidates:
-                    await sync(w, client)
-                    candidates = [c for c in w.capacities.values() if c.site_id == site]
-                if not candidates:
-                    _fail(f"no attestation of site {site} is addressed to {w.org_id}")
-                att = candidates[-1].attestation_id
-            with err.status("proving range and capacity..."):
-                return await Publisher(w, client).issue(site_id=site, attestation_id=att, amount_g=grams, product=product)
-
-    r = _run(go())
-    console.print(f"issued lot [bold]{r.lot_ids[0]}[/] ({_grams(grams)} Co) — event {r.event_id}")
+    r, _ = _publish(wallet, api, _intent("issue", site=site, grams=grams, product=product, attestation=attestation), act)
+    _emit(as_json, {**_published_json(r), "grams": grams, "product": product},
+          lambda: console.print(f"issued lot {r.lot_ids[0]} ({_grams(grams)} Co), event {r.event_id}", highlight=False))
 
 
 @app.command()
 def transfer(
-    lot: Annotated[str, typer.Argument(help="Lot id.")],
-    to: Annotated[str, typer.Option("--to", help="Receiving organisation id.")],
+    lot: Annotated[str, typer.Argument(callback=ident, help="Lot id.", show_default=False)],
+    to: Annotated[str, typer.Option("--to", callback=ident, help="Receiving organisation id.")],
     wallet: WalletOpt,
-    api: ApiOpt = DEFAULT_API,
+    api: ApiOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Hand a lot to another organisation (its openings are sealed to the receiver)."""
-    from .client import Client
-    from .publisher import Publisher
 
-    w = _load_wallet(wallet)
+    async def act(pub, client):
+        return await pub.transfer(lot, to)
 
-    async def go():
-        async with Client(api) as client:
-            return await Publisher(w, client).transfer(lot, to)
-
-    r = _run(go())
-    console.print(f"lot [bold]{lot}[/] transferred to [bold]{to}[/] (event {r.event_id})")
+    r, _ = _publish(wallet, api, _intent("transfer", lot=lot, to=to), act)
+    _emit(as_json, {**_published_json(r), "lot_id": lot, "to": to},
+          lambda: console.print(f"lot {lot} transferred to {to} (event {r.event_id})", highlight=False))
 
 
-def _parse_output(text: str) -> tuple[str, int]:
-    product, sep, grams = text.rpartition("=")
-    if not sep or not product:
-        raise typer.BadParameter(f"{text!r}: expected PRODUCT=GRAMS")
-    try:
-        return product.strip(), int(grams.replace("_", ""))
-    except ValueError:
-        raise typer.BadParameter(f"{text!r}: GRAMS must be an integer") from None
+def _plan_json(inputs, planned) -> dict[str, Any]:
+    available = {k: sum(e.opening(k).value for e in inputs) for k in ORIGIN_CLASSES}
+    outputs = [{"product": p.product, "grams": {k: p.openings[k].value if k in p.openings else 0 for k in ORIGIN_CLASSES}}
+               for p in planned]  # fmt: skip
+    loss = {k: available[k] - sum(o["grams"][k] for o in outputs) for k in ORIGIN_CLASSES}
+    total_in = sum(available.values())
+    return {
+        "inputs": [{"lot_id": e.lot_id, "product": e.product, "grams": e.amounts()} for e in inputs],
+        "outputs": outputs,
+        "loss": loss,
+        "loss_total": sum(loss.values()),
+        "loss_percent": round(100 * sum(loss.values()) / total_in, 3) if total_in else 0.0,
+    }
+
+
+def _print_plan(plan: dict[str, Any], exact: bool) -> None:
+    table = Table(title="transformation plan (grams of contained cobalt)", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("", no_wrap=True)
+    table.add_column("lot / product", overflow="fold", ratio=1)
+    for k in ORIGIN_CLASSES:
+        table.add_column(k[:5] + ".", justify="right", no_wrap=True)
+    fmt = (lambda g: f"{g:,}") if exact else _grams
+    for i in plan["inputs"]:
+        table.add_row("in", f"{i['lot_id']} {i['product']}", *(fmt(i["grams"][k]) for k in ORIGIN_CLASSES))
+    for o in plan["outputs"]:
+        table.add_row("out", o["product"], *(fmt(o["grams"][k]) for k in ORIGIN_CLASSES))
+    table.add_row("loss", f"{plan['loss_percent']:g} % of the input", *(fmt(plan["loss"][k]) for k in ORIGIN_CLASSES))
+    console.print(table)
 
 
 @app.command()
 def transform(
     wallet: WalletOpt,
-    inputs: Annotated[list[str], typer.Option("--input", "-i", help="Input lot id (repeat).")],
-    outputs: Annotated[list[str], typer.Option("--output", "-o", help="Output as PRODUCT=GRAMS (repeat).")],
-    process: Annotated[str, typer.Option(help="refine, split, merge or convert.")] = "refine",
-    api: ApiOpt = DEFAULT_API,
+    inputs: Annotated[list[str], typer.Option("--input", "-i", callback=idents, help="Input lot id (repeat).")],
+    outputs: Annotated[list[str], typer.Option("--output", "-o", callback=parse_outputs, help="Output as PRODUCT=GRAMS, grams >= 1 (repeat).")],
+    process: Annotated[ProcessChoice, typer.Option(case_sensitive=False, help="The kind of transformation.")] = ProcessChoice.refine,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan and stop: nothing is signed or sent.")] = False,
+    max_loss: Annotated[float, typer.Option("--max-loss-percent", min=0, max=100, help="Largest process loss accepted without --accept-loss, percent of the input cobalt.")] = 5.0,
+    accept_loss: Annotated[bool, typer.Option("--accept-loss", help="Publish even if the loss exceeds --max-loss-percent.")] = False,
+    exact: Annotated[bool, typer.Option("--exact", help="Show whole grams.")] = False,
+    api: ApiOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Consume own lots and create outputs with the inputs' class mix; the rest is declared as loss."""
-    from .client import Client
-    from .publisher import Publisher
+    """Consume own lots and create outputs with the inputs' class mix; whatever is left is declared as loss.
 
-    if process not in ("refine", "split", "merge", "convert"):
-        _fail("--process must be refine, split, merge or convert", 2)
-    planned = [_parse_output(o) for o in outputs]
-    w = _load_wallet(wallet)
+    The plan (inputs, outputs, loss per origin class) is shown first; a loss above --max-loss-percent is
+    refused (exit 1) unless --accept-loss is given.
+    """
+    from .publisher import proportional_outputs
 
-    async def go():
-        async with Client(api) as client:
-            with err.status("proving mass balance and ranges..."):
-                return await Publisher(w, client).transform_proportional(process, inputs, planned)
+    if len(set(inputs)) != len(inputs):
+        _fail("an input lot is given twice", EXIT_USAGE)
+    planned_outputs: list[tuple[str, int]] = outputs  # parsed by the callback
 
-    r = _run(go())
-    for lot_id, (product, grams) in zip(r.lot_ids, planned):
-        console.print(f"created lot [bold]{lot_id}[/]: {product} ({_grams(grams)} Co)")
-    console.print(f"event {r.event_id}")
+    async def act(pub, client):
+        entries = [await pub.held(i) for i in inputs]
+        planned = proportional_outputs([e.openings for e in entries], [g for _, g in planned_outputs],
+                                       [p for p, _ in planned_outputs])  # fmt: skip
+        plan = _plan_json(entries, planned)
+        if not as_json:
+            _print_plan(plan, exact)
+        if dry_run:
+            if as_json:
+                print(json.dumps({"dry_run": True, "plan": plan}, indent=2))
+            err.print("dry run: nothing was signed or sent")
+            raise typer.Exit(0)
+        if plan["loss_percent"] > max_loss and not accept_loss:
+            if as_json:
+                print(json.dumps({"refused": "loss", "plan": plan}, indent=2))
+            _fail(f"the plan writes off {plan['loss_total']:,} g ({plan['loss_percent']:g} % of the input) as process"
+                  f" loss, above --max-loss-percent {max_loss:g}; check the outputs, or pass --accept-loss."
+                  " Nothing was published.", EXIT_REFUSED)  # fmt: skip
+        with err.status("proving mass balance and ranges..."):
+            return await pub.transform(process.value, inputs, planned)
+
+    r, w = _publish(wallet, api, _intent("transform", inputs=inputs, outputs=planned_outputs, process=process.value), act)
+    created = [{"lot_id": i, "product": w.lots[i].product if i in w.lots else "", "grams": w.lots[i].total if i in w.lots else None}
+               for i in r.lot_ids]  # fmt: skip
+
+    def human() -> None:
+        for c in created:
+            console.print(f"created lot {c['lot_id']}: {c['product']} ({_grams(c['grams'] or 0)} Co)", highlight=False)
+        console.print(f"event {r.event_id}", highlight=False)
+
+    _emit(as_json, {**_published_json(r), "outputs": created}, human)
+
+
+def _check_claim_args(kind, origin_class, p, q, low, high) -> None:
+    if kind in (ClaimKindChoice.ancestry_excludes, ClaimKindChoice.share_at_most, ClaimKindChoice.share_at_least):
+        if origin_class is None:
+            _fail(f"--kind {kind.value} needs --class ({', '.join(ORIGIN_CLASSES)})", EXIT_USAGE)
+        if low is not None or high is not None:
+            _fail(f"--low/--high apply to amount_in_range, not {kind.value}", EXIT_USAGE)
+    if kind is ClaimKindChoice.ancestry_excludes and (p is not None or q is not None):
+        _fail("--p/--q apply to share_at_most and share_at_least", EXIT_USAGE)
+    if kind in (ClaimKindChoice.share_at_most, ClaimKindChoice.share_at_least):
+        if p is None or q is None:
+            _fail(f"--kind {kind.value} needs --p and --q (the share p/q, e.g. --p 16 --q 100)", EXIT_USAGE)
+        if p > q:
+            _fail(f"--p {p} is larger than --q {q}: a share is at most 1", EXIT_USAGE)
+    if kind is ClaimKindChoice.amount_in_range:
+        if low is None or high is None:
+            _fail("--kind amount_in_range needs --low and --high (grams)", EXIT_USAGE)
+        if low > high:
+            _fail(f"--low {low} is above --high {high}", EXIT_USAGE)
+        if origin_class is not None or p is not None or q is not None:
+            _fail("amount_in_range takes --low and --high only", EXIT_USAGE)
 
 
 @app.command()
 def claim(
-    lot: Annotated[str, typer.Argument(help="One of your lots.")],
+    lot: Annotated[str, typer.Argument(callback=ident, help="One of your lots.", show_default=False)],
     wallet: WalletOpt,
-    kind: Annotated[str, typer.Option(help="ancestry_excludes, share_at_most, share_at_least, amount_in_range")],
-    origin_class: Annotated[str | None, typer.Option("--class", help="Origin class the claim is about.")] = None,
-    p: Annotated[int | None, typer.Option(help="Share numerator.")] = None,
-    q: Annotated[int | None, typer.Option(help="Share denominator.")] = None,
-    low: Annotated[int | None, typer.Option(help="amount_in_range: lower bound (g).")] = None,
-    high: Annotated[int | None, typer.Option(help="amount_in_range: upper bound (g).")] = None,
-    bundle_out: Annotated[Path | None, typer.Option("--bundle-out", help="Also save the disclosure bundle here.")] = None,
-    api: ApiOpt = DEFAULT_API,
+    kind: Annotated[ClaimKindChoice, typer.Option(case_sensitive=False, help="What is claimed.")],
+    origin_class: Annotated[OriginClassChoice | None, typer.Option("--class", case_sensitive=False, help="Origin class the claim is about.")] = None,
+    p: Annotated[int | None, typer.Option(min=0, max=SHARE_MAX, help="Share numerator (share_at_most / share_at_least).")] = None,
+    q: Annotated[int | None, typer.Option(min=1, max=SHARE_MAX, help="Share denominator.")] = None,
+    low: Annotated[int | None, typer.Option(min=0, max=JSON_SAFE_MAX, help="amount_in_range: lower bound, grams.")] = None,
+    high: Annotated[int | None, typer.Option(min=0, max=JSON_SAFE_MAX, help="amount_in_range: upper bound, grams.")] = None,
+    bundle_out: Annotated[Path | None, typer.Option("--bundle-out", callback=output_file, help="Also save the disclosure bundle to this file (its directory must exist).")] = None,
+    api: ApiOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Publish a claim on one of your lots; optionally download its disclosure bundle."""
-    from .client import Client
-    from .publisher import Publisher
+    """Publish a claim on one of your lots; optionally save its disclosure bundle."""
+    _check_claim_args(kind, origin_class, p, q, low, high)
+    cls = origin_class.value if origin_class else None
 
-    w = _load_wallet(wallet)
+    async def act(pub, client):
+        with err.status("proving the claim..."):
+            return await pub.claim(lot, kind.value, origin_class=cls, p=p, q=q, low=low, high=high)
+
+    intent = _intent("claim", lot=lot, kind=kind.value, origin_class=cls, p=p, q=q, low=low, high=high,
+                     bundle_out=str(bundle_out) if bundle_out else None)  # fmt: skip
+    r, _ = _publish(wallet, api, intent, act, keep_pending=bundle_out is not None)
+    if bundle_out:
+        from .journal import Journal
+
+        _fetch_bundle(api, lot, r.claim_id, bundle_out, published=r)
+        Journal(wallet, intent).clear()  # published and saved: nothing is pending any more
+    _emit(as_json, {**_published_json(r), "lot_id": lot, "bundle": str(bundle_out) if bundle_out else None},
+          lambda: console.print(f"claim {r.claim_id} published on lot {lot} (event {r.event_id})", highlight=False))
+    if bundle_out and not as_json:
+        console.print(f"disclosure bundle written to {bundle_out}; check it with: oretrace verify {bundle_out}", highlight=False)
+
+
+def _fetch_bundle(api: str | None, lot: str, claim_id: str, out: Path, *, published=None) -> None:
+    """Download a claim's disclosure bundle to `out` (atomic). After a publication, failure is exit 3."""
+    from .client import ApiError, Client
+    from .wallet import write_private_json
+
+    url = _api_url(api)
 
     async def go():
-        async with Client(api) as client:
-            r = await Publisher(w, client).claim(lot, kind, origin_class=origin_class, p=p, q=q, low=low, high=high)
-            bundle = await client.disclosure_bundle(lot, r.claim_id) if bundle_out else None
-            return r, bundle
+        async with Client(url) as client:
+            return await client.disclosure_bundle(lot, claim_id)
 
-    r, bundle = _run(go())
-    console.print(f"claim [bold]{r.claim_id}[/] published on lot {lot} (event {r.event_id})")
-    if bundle_out:
-        bundle_out.write_text(json.dumps(bundle, indent=1) + "\n")
-        console.print(f"disclosure bundle written to {bundle_out}; check it with: oretrace verify {bundle_out}")
+    recover = f"oretrace bundle {lot} {claim_id} --out {out}"
+    try:
+        bundle = asyncio.run(go())
+        write_private_json(out, bundle)
+    except (ApiError, OSError) as exc:
+        if published is None:
+            _fail(f"cannot save the bundle: {exc}", EXIT_REFUSED)
+        _fail(f"the claim was published (claim {claim_id}, event {published.event_id}) but its bundle was not"
+              f" saved ({exc}). Fetch it again with: {recover} (or run the same claim command again: it publishes"
+              " nothing new)", EXIT_NOT_SAVED)  # fmt: skip
+
+
+@app.command()
+def bundle(
+    lot: Annotated[str, typer.Argument(callback=ident, help="The claimed lot.", show_default=False)],
+    claim_id: Annotated[str, typer.Argument(callback=ident, help="The claim id.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", callback=output_file, help="File to write the bundle to.")],
+    api: ApiOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Download a claim's disclosure bundle (to give to anyone who checks it with `oretrace verify`)."""
+    _fetch_bundle(api, lot, claim_id, out)
+    _emit(as_json, {"lot_id": lot, "claim_id": claim_id, "bundle": str(out)},
+          lambda: console.print(f"disclosure bundle written to {out}; check it with: oretrace verify {out}", highlight=False))
 
 
 @app.command()
 def lots(
     wallet: WalletOpt,
-    api: ApiOpt = DEFAULT_API,
+    api: ApiOpt = None,
     all_: Annotated[bool, typer.Option("--all", help="Include lots you no longer hold.")] = False,
     offline: Annotated[bool, typer.Option(help="Do not ask the server for incoming lots first.")] = False,
+    exact: Annotated[bool, typer.Option("--exact", help="Show whole grams per origin class.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """List your lots with their decrypted amounts (only your wallet can open them)."""
     from .client import Client
@@ -777,64 +1300,187 @@ def lots(
 
     w = _load_wallet(wallet)
     if not offline:
+        url = _api_url(api)
 
         async def go():
-            async with Client(api) as client:
+            async with Client(url) as client:
                 return await sync(w, client)
 
-        _run(go())
-        w.save()
-    table = Table(title=f"Lots of {w.meta.get('name', w.org_id)} ({w.org_id})")
-    table.add_column("lot", no_wrap=True)
-    table.add_column("product", overflow="fold", ratio=1)
-    for k in ORIGIN_CLASSES:
-        table.add_column(k, justify="right", no_wrap=True)
-    table.add_column("total Co", justify="right", no_wrap=True)
-    table.add_column("status")
+        _run(go(), wallet=wallet, api=url)
+        try:
+            w.save()
+        except OSError as exc:
+            _warn(f"the wallet could not be saved ({exc.strerror}); the list below is not kept")
     shown = [e for e in w.lots.values() if all_ or not e.spent]
+    if as_json:
+        print(json.dumps([{"lot_id": e.lot_id, "product": e.product, "grams": e.amounts(), "total": e.total,
+                           "held": not e.spent} for e in shown], indent=2))  # fmt: skip
+        return
+    table = Table(title=f"Lots of {w.meta.get('name', w.org_id)} ({w.org_id})", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("lot", no_wrap=True)
+    table.add_column("product", overflow="fold", ratio=1, min_width=10)
+    if exact:
+        for k in ORIGIN_CLASSES:
+            table.add_column(f"{k[:5]}. g", justify="right", no_wrap=True)
+    else:
+        table.add_column("Co", justify="right", no_wrap=True)
+        table.add_column("origin mix", no_wrap=True)
+    if all_:
+        table.add_column("held", no_wrap=True)
     for e in shown:
         amounts = e.amounts()
-        table.add_row(
-            e.lot_id, e.product, *(_grams(amounts[k]) if amounts[k] else "-" for k in ORIGIN_CLASSES),
-            _grams(e.total), "gone" if e.spent else "held",
-        )  # fmt: skip
+        cells = [f"{amounts[k]:,}" for k in ORIGIN_CLASSES] if exact else [_grams(e.total), _mix(amounts)]
+        table.add_row(e.lot_id, e.product, *cells, *(["yes" if not e.spent else "no"] if all_ else []))
     console.print(table)
     if not shown:
-        console.print("[dim]no lots[/]")
+        console.print("no lots", style="dim")
+
+
+def _mix(amounts: dict[str, int]) -> str:
+    """Shares of the origin classes, e.g. "ind 84% rec 16%" (whole percent, rounded down, >0 shown as <1%)."""
+    total = sum(amounts.values())
+    if not total:
+        return "-"
+    parts = []
+    for k in ORIGIN_CLASSES:
+        if amounts[k]:
+            pct = 100 * amounts[k] // total
+            parts.append(f"{k[:3]} {pct}%" if pct else f"{k[:3]} <1%")
+    return " ".join(parts)
+
+
+# --------------------------------------------------------------------------- wallet maintenance
+
+
+def _passphrase(confirm: bool) -> str:
+    if os.environ.get("ORETRACE_BACKUP_PASSPHRASE"):
+        return os.environ["ORETRACE_BACKUP_PASSPHRASE"]
+    if not sys.stdin.isatty():
+        _fail("no passphrase: set ORETRACE_BACKUP_PASSPHRASE or run in a terminal", EXIT_USAGE)
+    return typer.prompt("Backup passphrase", hide_input=True, confirmation_prompt=confirm)
+
+
+@wallet_app.command("export-keys")
+def wallet_export_keys(
+    wallet: WalletOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", callback=output_file, help="The backup file to write (0600).")],
+    force: Annotated[bool, typer.Option(help="Overwrite an existing backup file.")] = False,
+) -> None:
+    """Write a passphrase-encrypted backup of the wallet's keys (Argon2id + XSalsa20-Poly1305).
+
+    With the backup and the passphrase, `oretrace wallet restore --from-backup FILE` rebuilds the whole wallet
+    (every lot and capacity opening) from the server. Passphrase: prompted, or $ORETRACE_BACKUP_PASSPHRASE.
+    """
+    from .backup import BackupError, export_keys
+
+    w = _load_wallet(wallet)
+    if out.exists() and not force:
+        _fail(f"{out} exists; use --force to overwrite it", EXIT_USAGE)
+    try:
+        export_keys(w, out, _passphrase(confirm=True))
+    except BackupError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    except OSError as exc:
+        _fail(f"cannot write {out}: {exc.strerror}", EXIT_REFUSED)
+    err.print(f"keys of {w.org_id} backed up to {out} (encrypted). Keep it, and the passphrase, apart from this machine.")
 
 
 @wallet_app.command("restore")
 def wallet_restore(
     wallet: WalletOpt,
-    api: ApiOpt = DEFAULT_API,
+    from_backup: Annotated[Path | None, typer.Option("--from-backup", help="Create the wallet from a key backup (`wallet export-keys`).")] = None,
+    force: Annotated[bool, typer.Option(help="With --from-backup: replace an existing wallet file.")] = False,
+    api: ApiOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Rebuild the wallet's openings from the server (sealed to your key) using only its keys."""
+    """Rebuild the wallet's openings (every lot, with its product, and every capacity) from the server.
+
+    Needs only the keys: from the wallet itself, or from a key backup with --from-backup.
+    """
+    from .backup import BackupError, import_keys
     from .client import Client
     from .publisher import restore
 
-    w = _load_wallet(wallet)
-    fresh = w.keys_only()
-    fresh.path = w.path
+    if from_backup is not None:
+        if (wallet.exists() or wallet.is_symlink()) and not force:
+            _fail(f"{wallet} exists; restore into a new file, or pass --force to replace it", EXIT_USAGE)
+        _check_output(wallet)
+        try:
+            fresh = import_keys(from_backup, _passphrase(confirm=False))
+        except BackupError as exc:
+            _fail(str(exc), EXIT_USAGE)
+    else:
+        fresh = _load_wallet(wallet, writable=True).keys_only()
+    fresh.path = wallet
+    url = _api_url(api)
 
     async def go():
-        async with Client(api) as client:
+        async with Client(url) as client:
             with _progress() as progress:
                 task = progress.add_task("unsealing openings", total=None)
                 return await restore(fresh, client, progress=lambda done, total: progress.update(task, completed=done, total=total))
 
-    report = _run(go())
-    fresh.save()
-    console.print(
+    report = _run(go(), api=url)
+    try:
+        fresh.save()
+    except OSError as exc:
+        _fail(f"restored, but the wallet could not be saved to {wallet} ({exc.strerror}); nothing was published:"
+              " run the restore again with a writable --wallet", EXIT_NOT_SAVED)  # fmt: skip
+    data = {"wallet": str(wallet), "lots": report.lots, "capacities": report.capacities, "sealed": report.sealed,
+            "held": report.held, "unreadable": report.unreadable}  # fmt: skip
+    _emit(as_json, data, lambda: console.print(
         f"restored {report.lots} lot openings and {report.capacities} capacity openings from {report.sealed} sealed"
-        f" boxes; {report.held} lots currently held" + (f"; {report.unreadable} unreadable" if report.unreadable else "")
-    )
+        f" boxes; {report.held} lots currently held" + (f"; {report.unreadable} unreadable" if report.unreadable else ""),
+        highlight=False))  # fmt: skip
+
+
+@wallet_app.command("new-key")
+def wallet_new_key(
+    wallet: WalletOpt,
+    key_id: Annotated[str, typer.Option("--key-id", callback=ident, help="Id of the new signing key (e.g. k2).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Replace the wallet's signing key with a new one and print the request for the operator.
+
+    The sealing key stays (openings sealed to it remain readable). Until the operator runs the printed
+    `oretrace rotate-key` command, the server refuses this wallet's publications (UNKNOWN_KEY).
+    """
+    from nacl.signing import SigningKey
+
+    from .journal import Journal
+
+    w = _load_wallet(wallet, writable=True)
+    if key_id == w.key_id:
+        _fail(f"{key_id} is already the wallet's key id; choose a new one (e.g. k2)", EXIT_USAGE)
+    if Journal(wallet).path.exists():
+        _fail("a publication signed with the current key is pending: run the command that was interrupted"
+              " again first", EXIT_USAGE)  # fmt: skip
+    old_key_id = w.key_id
+    w.signing_seed = bytes(SigningKey.generate())
+    w.key_id = key_id
+    try:
+        w.save()
+    except OSError as exc:
+        _fail(f"cannot save {wallet}: {exc.strerror}; the wallet keeps its old key", EXIT_REFUSED)
+    request = {"org_id": w.org_id, "network": w.network, "key_id": key_id, "signing_public_key": w.signing_public_hex,
+               "replaces": old_key_id}  # fmt: skip
+    command = (f"oretrace rotate-key --org {w.org_id} --key-id {key_id} --public-key {w.signing_public_hex}"
+               " --wallet operator.json")  # fmt: skip
+
+    def human() -> None:
+        err.print(f"{wallet} now signs with key {key_id}. Ask the network operator to run:")
+        print(command)
+        err.print(f"then to retire the old key: oretrace revoke-key --org {w.org_id} --key-id {old_key_id}"
+                  " --wallet operator.json. Make a new key backup: oretrace wallet export-keys")  # fmt: skip
+
+    _emit(as_json, {**request, "operator_command": command}, human)
 
 
 @wallet_app.command("show")
 def wallet_show(wallet: WalletOpt) -> None:
-    """Print the wallet's public identity (never the private keys)."""
+    """Print the wallet's public identity as JSON (never the private keys)."""
     w = _load_wallet(wallet)
-    console.print(
+    print(
         json.dumps(
             {
                 "org_id": w.org_id,
@@ -842,6 +1488,7 @@ def wallet_show(wallet: WalletOpt) -> None:
                 "key_id": w.key_id,
                 "signing_public_key": w.signing_public_hex,
                 "sealing_public_key": w.sealing_public_hex,
+                "root_public_key": w.root_public_key,
                 "lots": len(w.lots),
                 "held": len(w.unspent()),
                 "capacities": sorted(w.capacities),

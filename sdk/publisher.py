@@ -79,6 +79,18 @@ def check_product_text(text: str, *, allow_public_quantity: bool = False) -> Non
             " and would reveal what the commitments hide; remove it, or pass allow_public_quantity=True"
             " (--allow-public-quantity) if it is meant to be public"
         )
+class NotSaved(Exception):
+    """The server accepted `published` but the wallet could not be saved (`reason`).
+
+    The pending-publication journal (if any) is kept, so running the command
+    again resubmits the same envelope and saves what it learns; `oretrace
+    wallet restore` rebuilds the wallet from the server as well.
+    """
+
+    def __init__(self, published: Published, reason: OSError):
+        self.published = published
+        self.reason = reason
+        super().__init__(f"published {published.event_id} but the wallet was not saved: {reason}")
 
 
 def new_nonce() -> str:
@@ -146,11 +158,14 @@ def proportional_outputs(
 class Publisher:
     """Acts for one organisation: its wallet signs, the client submits."""
 
-    def __init__(self, wallet: Wallet, client: Client, *, autosave: bool = True):
+    def __init__(self, wallet: Wallet, client: Client, *, autosave: bool = True, journal=None):
+        """`journal`: an `sdk.journal.Journal`; each envelope is recorded there before it is
+        sent and cleared once the outcome is saved (a retry resubmits it: `resume_pending`)."""
         self.wallet = wallet
         self.client = client
         self.autosave = autosave and wallet.path is not None
         self._registry: Registry | None = None
+        self.journal = journal
 
     # ---------------------------------------------------------------- basics
     @property
@@ -172,7 +187,15 @@ class Publisher:
         )
 
     async def submit(self, envelope: Envelope) -> Published:
-        return Published.from_result(await self.client.publish(envelope))
+        if self.journal is None:
+            return Published.from_result(await self.client.publish(envelope))
+        self.journal.record(envelope)  # before it leaves the machine
+        try:
+            return Published.from_result(await self.client.publish(envelope))
+        except ApiRejection as exc:
+            if exc.code != "OUTCOME_UNKNOWN":  # a definite refusal: nothing was published
+                self.journal.clear()
+            raise
 
     def _save(self) -> None:
         if self.autosave:
@@ -184,6 +207,16 @@ class Publisher:
         if self._registry is None:
             self._registry = Registry(self.client, self.network, self.wallet.pinned_root_key)
         return self._registry
+    def settle(self, result: Published, *, save: bool = True) -> Published:
+        """After acceptance: save the wallet, then drop the journal entry; NotSaved if saving fails."""
+        if save:
+            try:
+                self._save()
+            except OSError as exc:
+                raise NotSaved(result, exc) from exc
+        if self.journal is not None:
+            self.journal.clear()
+        return result
 
     async def sealing_key_of(self, org_id: str) -> str:
         """`org_id`'s sealing key from its root-signed registration (UntrustedAnswer if the
@@ -226,7 +259,7 @@ class Publisher:
             signing_keys=[KeyEntry(key_id=key_id, public_key=signing_public_key)],
             sealing_key=sealing_public_key,
         )
-        return await self.submit(self.sign(payload, new_nonce()))
+        return self.settle(await self.submit(self.sign(payload, new_nonce())), save=False)
 
     async def register_log_key(self, origin: str, public_key: str, retire: Sequence[str] = ()) -> Published:
         """Operator only: register a key that signs the log's checkpoints (docs/log.md), retiring others."""
@@ -286,7 +319,7 @@ class Publisher:
             capacity=Opening.fresh(capacity_g),
             operator_sealing_key=await self.sealing_key_of(operator),
         )
-        return await self.submit(self.sign(payload, nonce))
+        return self.settle(await self.submit(self.sign(payload, nonce)), save=False)
 
     # ----------------------------------------------------------------- mine
     async def _issuance_state(self, attestation_id: str) -> tuple[int, Opening, str]:
@@ -345,8 +378,7 @@ class Publisher:
         self.wallet.add_lot(
             LotEntry(result.lot_ids[0], {origin_class: opening}, product, attestation_id=attestation_id, issue_seq=seq)
         )
-        self._save()
-        return result
+        return self.settle(result)
 
     # ---------------------------------------------------------------- owner
     async def transfer(self, lot_id: str, to: str) -> Published:
@@ -357,8 +389,7 @@ class Publisher:
         )
         result = await self.submit(self.sign(payload, new_nonce()))
         self.wallet.mark_spent([lot_id])
-        self._save()
-        return result
+        return self.settle(result)
 
     async def transform(
         self, process: str, inputs: Sequence[str], outputs: Sequence[PlannedOutput], *, allow_public_quantity: bool = False
@@ -383,8 +414,7 @@ class Publisher:
         self.wallet.mark_spent(inputs)
         for lot_id, plan in zip(result.lot_ids, outputs, strict=True):
             self.wallet.add_lot(LotEntry(lot_id, dict(plan.openings), plan.product))
-        self._save()
-        return result
+        return self.settle(result)
 
     async def transform_proportional(
         self, process: str, inputs: Sequence[str], outputs: Sequence[tuple[str, int]], *,
@@ -426,7 +456,7 @@ class Publisher:
             low=low,
             high=high,
         )
-        return await self.submit(self.sign(payload, nonce))
+        return self.settle(await self.submit(self.sign(payload, nonce)), save=False)
 
 
 # --------------------------------------------------------------------------- syncing and restoring
@@ -520,15 +550,18 @@ async def sync(wallet: Wallet, client: Client, *, progress=None, full: bool = Fa
             report.mismatched += 1  # e.g. a capacity opening in a transfer's box: never accepted
             continue
         for lot_id, classes in lot_openings(plaintext).items():
-            if lot_id not in ids or not _opens_points(await _own_commitments(registry, env, lot_id), classes):
+            if lot_id not in ids:
                 report.mismatched += 1
                 continue
-            previous = wallet.lots.get(lot_id)
-            entry = LotEntry(lot_id, dict(classes), previous.product if previous else "")
+            commitments, product = await _created_lot(registry, env, lot_id)
+            if not _opens_points(commitments, classes):
+                report.mismatched += 1
+                continue
+            # the product name comes from the verified creating event, so lots received
+            # by transfer keep it even once spent
+            entry = LotEntry(lot_id, dict(classes), product)
             if isinstance(p, Issue):
-                entry.attestation_id, entry.issue_seq, entry.product = p.attestation_id, p.seq, p.product
-            elif isinstance(p, Transform):
-                entry.product = p.outputs[ids.index(lot_id)].product
+                entry.attestation_id, entry.issue_seq = p.attestation_id, p.seq
             lot_entries.append(entry)
             report.lots += 1
     held_lots = await client.lots(owner=wallet.org_id, consumed=False)
@@ -549,16 +582,17 @@ async def sync(wallet: Wallet, client: Client, *, progress=None, full: bool = Fa
     return report
 
 
-async def _own_commitments(registry: Registry, env: Envelope, lot_id: str) -> dict[str, str]:
-    """The per-class commitments of `lot_id` as the signed envelope `env` (or, for a
-    transfer, the verified event that created the lot) states them."""
+async def _created_lot(registry: Registry, env: Envelope, lot_id: str) -> tuple[dict[str, str], str]:
+    """({origin class: commitment hex}, product) of `lot_id` as the signed envelope `env`
+    states them, or for a transfer, as the verified event that created the lot does."""
     p = env.payload
     if isinstance(p, Issue):
-        return {(await registry.attestation(p.attestation_id)).payload.site.origin_class: p.commitment}
+        return {(await registry.attestation(p.attestation_id)).payload.site.origin_class: p.commitment}, p.product
     if isinstance(p, Transform):
         ids = st.output_lot_ids(env.network, env.signer, env.nonce, len(p.outputs))
-        return dict(p.outputs[ids.index(lot_id)].commitments)
-    return await registry.lot_commitments(lot_id)
+        output = p.outputs[ids.index(lot_id)]
+        return dict(output.commitments), output.product
+    return await registry.created_lot(lot_id)
 
 
 def _opens_points(published_hex: Mapping[str, str], classes: Mapping[str, Opening]) -> bool:

@@ -131,8 +131,8 @@ class Registry:
         self._events[event_id] = env
         return env
 
-    async def lot_commitments(self, lot_id: str) -> dict[str, str]:
-        """{origin class: commitment hex} of `lot_id` (absent class = 0) from its verified creating event."""
+    async def created_lot(self, lot_id: str) -> tuple[dict[str, str], str]:
+        """({origin class: commitment hex}, product text) of `lot_id` from its verified creating event."""
         answer = (await self.client.execute(_LOT_QUERY, {"id": lot_id})).get("lot")
         if answer is None:
             raise UntrustedAnswer(f"the server does not know lot {lot_id}, which a signed event names")
@@ -140,11 +140,12 @@ class Registry:
         match env.payload:
             case Issue() as p if st.issued_lot_id(env.network, env.signer, env.nonce) == lot_id:
                 attestation = await self.attestation(p.attestation_id)
-                return {attestation.payload.site.origin_class: p.commitment}
+                return {attestation.payload.site.origin_class: p.commitment}, p.product
             case Transform() as p:
                 ids = st.output_lot_ids(env.network, env.signer, env.nonce, len(p.outputs))
                 if lot_id in ids:
-                    return dict(p.outputs[ids.index(lot_id)].commitments)
+                    output = p.outputs[ids.index(lot_id)]
+                    return dict(output.commitments), output.product
         raise UntrustedAnswer(f"event {env.event_id}, given as the creation of lot {lot_id}, does not create it")
 
     async def attestation(self, attestation_id: str) -> Envelope:

@@ -54,9 +54,18 @@ def _opening_to_json(o: Opening) -> dict[str, Any]:
 
 
 def _opening_from_json(d: dict[str, Any]) -> Opening:
-    value = int(d["value"])
-    blinding = d["blinding"]
-    blinding = int(blinding, 16) if isinstance(blinding, str) else int(blinding)
+    if not isinstance(d, dict):
+        raise WalletError("an opening must be a JSON object {value, blinding}")
+    value, blinding = d.get("value"), d.get("blinding")
+    if type(value) is not int:
+        raise WalletError(f"an opening's value must be an integer (grams), not {value!r}")
+    if isinstance(blinding, str):
+        try:
+            blinding = int(blinding, 16)
+        except ValueError:
+            raise WalletError("an opening's blinding must be hexadecimal") from None
+    elif type(blinding) is not int:
+        raise WalletError("an opening's blinding must be a hexadecimal string")
     if not 0 <= value < 2**64 or not 0 <= blinding < ORDER:
         raise WalletError("opening out of range")
     return Opening(value, blinding)
@@ -246,7 +255,7 @@ class Wallet:
 
     # ------------------------------------------------------------ file I/O
     def to_json(self) -> dict[str, Any]:
-        return {
+        d = {
             "version": WALLET_VERSION,
             "org_id": self.org_id,
             "network": self.network,
@@ -260,13 +269,19 @@ class Wallet:
             "lots": {k: e.to_json() for k, e in sorted(self.lots.items())},
             "capacities": {k: c.to_json() for k, c in sorted(self.capacities.items())},
         }
+        return d
 
     @classmethod
-    def from_json(cls, d: dict[str, Any], path: Path | None = None) -> Wallet:
+    def from_json(cls, d: Any, path: Path | None = None) -> Wallet:
+        """A wallet from its JSON object; WalletError (never another exception) if it is not one."""
         if not isinstance(d, dict):
             raise WalletError("not a wallet file: a JSON object is expected")
         if d.get("version") != WALLET_VERSION:
             raise WalletError(f"unsupported wallet version {d.get('version')!r}")
+        for name, kind in (("org_id", str), ("network", str), ("key_id", str), ("signing_key", str),
+                           ("sealing_key", str), ("meta", dict), ("lots", dict), ("capacities", dict)):  # fmt: skip
+            if name in d and not isinstance(d[name], kind):
+                raise WalletError(f"not a wallet file: {name!r} must be a JSON {'object' if kind is dict else 'string'}")
         try:
             w = cls(
                 org_id=d["org_id"],
@@ -278,30 +293,45 @@ class Wallet:
                 path=path,
                 root_public_key=_root_key(d.get("root_public_key")),
             )
-        except (KeyError, ValueError, TypeError) as exc:
+        except KeyError as exc:
+            raise WalletError(f"not a wallet file: {exc.args[0]!r} is missing") from None
+        except ValueError as exc:
             raise WalletError(f"not a wallet file: {exc}") from None
         if len(w.signing_seed) != 32 or len(w.sealing_secret) != 32:
             raise WalletError("wallet keys must be 32 bytes")
-        w.lots = {k: LotEntry.from_json(k, v) for k, v in d.get("lots", {}).items()}
-        w.capacities = {k: CapacityEntry.from_json(k, v) for k, v in d.get("capacities", {}).items()}
+        try:
+            w.lots = {k: LotEntry.from_json(k, v) for k, v in d.get("lots", {}).items()}
+            w.capacities = {k: CapacityEntry.from_json(k, v) for k, v in d.get("capacities", {}).items()}
+        except WalletError as exc:
+            raise WalletError(f"not a wallet file: {exc}") from None
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            raise WalletError(f"not a wallet file: a lot or capacity entry is malformed ({exc!r})") from None
         return w
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Wallet:
+        """Read a wallet file (strict I-JSON). WalletError: missing, unreadable, not a wallet."""
+        from ledger.encoding import StrictJSONError, loads_strict
+
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
+            data = loads_strict(path.read_bytes())
         except FileNotFoundError:
             raise WalletError(f"no wallet at {path}") from None
-        except (OSError, json.JSONDecodeError) as exc:
-            raise WalletError(f"cannot read wallet {path}: {exc}") from None
+        except IsADirectoryError:
+            raise WalletError(f"{path} is a directory, not a wallet file") from None
+        except OSError as exc:
+            raise WalletError(f"cannot read wallet {path}: {exc.strerror}") from None
+        except StrictJSONError as exc:
+            raise WalletError(f"{path} is not a wallet file (not JSON: {exc})") from None
         return cls.from_json(data, path)
 
     def save(self, path: str | os.PathLike | None = None) -> Path:
+        """Write the wallet atomically, 0600; through a symbolic link, to the file it points to."""
         target = Path(path) if path is not None else self.path
         if target is None:
             raise WalletError("no path to save the wallet to")
-        write_private_json(target, self.to_json())
+        write_private_json(os.path.realpath(target), self.to_json())
         self.path = target
         return target
 
@@ -319,11 +349,26 @@ def _root_key(value: Any) -> str | None:
     return value.lower()
 
 
-def write_private_json(path: str | os.PathLike, data: Any) -> None:
-    """Atomically replace `path` with JSON `data`, readable by the owner only (0600)."""
+def permission_problem(path: str | os.PathLike) -> str | None:
+    """Why a wallet file is too open (group or others may read or write it), or None."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if mode & 0o077:
+        return f"{path} can be read by other users (mode {mode & 0o777:04o}); fix it with: chmod 600 {path}"
+    return None
+
+
+def write_private_json(path: str | os.PathLike, data: Any, *, parents: bool = False) -> None:
+    """Atomically replace `path` with JSON `data`, readable by the owner only (0600).
+
+    A missing directory is created only with `parents=True`; otherwise FileNotFoundError.
+    """
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
-    directory.mkdir(parents=True, exist_ok=True)
+    if parents:
+        directory.mkdir(parents=True, exist_ok=True)
     payload = (json.dumps(data, indent=2, sort_keys=False) + "\n").encode()
     # Unique name in the same directory (same filesystem, so os.replace is atomic).
     tmp_name = os.path.join(directory, f".{path.name}.{secrets.token_hex(6)}.tmp")
@@ -357,4 +402,4 @@ def write_private_json(path: str | os.PathLike, data: Any) -> None:
         os.close(dfd)
 
 
-__all__ = ["CapacityEntry", "LotEntry", "Wallet", "WalletError", "write_private_json"]
+__all__ = ["CapacityEntry", "LotEntry", "Wallet", "WalletError", "permission_problem", "write_private_json"]

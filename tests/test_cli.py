@@ -192,6 +192,7 @@ async def test_wallet_restore_reproduces_lost_openings(chain, tmp_path):
             again = restored.lots[lot_id]
             assert again.openings == entry.openings, lot_id
             assert again.spent == entry.spent, lot_id
+            assert again.product == entry.product != "", lot_id  # spent lots received by transfer included
             assert again.attestation_id == entry.attestation_id
             assert again.issue_seq == entry.issue_seq
         assert {k: c.opening for k, c in restored.capacities.items()} == {
@@ -233,21 +234,32 @@ async def test_sync_ignores_openings_that_do_not_open_the_lot(chain, tmp_path):
 
 
 async def test_lots_command_shows_decrypted_amounts(chain, monkeypatch):
+    """At 80 columns every column keeps its content (lot id, product, exact amount, origin mix)."""
     import sdk.cli
 
-    monkeypatch.setattr(sdk.cli.console, "width", 200)
+    monkeypatch.setattr(sdk.cli.console, "width", 80)
     path = chain["dir"] / "trader.json"
     r = await asyncio.to_thread(runner.invoke, app, ["lots", "--wallet", str(path), "--api", chain["url"]])
     assert r.exit_code == 0, r.output
-    assert "400.0 kg" in r.output and "300.0 kg" in r.output
-    assert chain["lots"]["outputs"][0] in r.output
+    assert "400.000 kg" in r.output and "300.000 kg" in r.output
+    lines = r.output.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    for lot_id, product in zip(chain["lots"]["outputs"], ("part 1", "part 2")):
+        row = next(line for line in lines if lot_id in line)
+        assert product in row and "ind 100%" in row
+    r = await asyncio.to_thread(runner.invoke, app, ["lots", "--wallet", str(path), "--api", chain["url"], "--exact"])
+    assert "400,000" in r.output and "300,000" in r.output
+    r = await asyncio.to_thread(runner.invoke, app, ["lots", "--wallet", str(path), "--offline", "--json"])
+    listed = {x["lot_id"]: x for x in json.loads(r.stdout)}
+    assert listed[chain["lots"]["outputs"][0]]["grams"] == {"industrial": 400_000, "artisanal": 0, "recycled": 0}
 
 
 async def test_keys_command_writes_a_0600_wallet(tmp_path):
     old = os.umask(0)  # even with a permissive umask
     try:
         path = tmp_path / "new.json"
-        r = runner.invoke(app, ["keys", "--org", "acme-mining", "--wallet", str(path), "--role", "mine", "--country", "CD"])
+        r = runner.invoke(app, ["keys", "--org", "acme-mining", "--wallet", str(path), "--role", "mine", "--country", "CD",
+                                "--network", "oretrace-test"])  # fmt: skip
     finally:
         os.umask(old)
     assert r.exit_code == 0, r.output
@@ -257,8 +269,10 @@ async def test_keys_command_writes_a_0600_wallet(tmp_path):
     assert request["signing_public_key"] == w.signing_public_hex
     assert request["sealing_public_key"] == w.sealing_public_hex
     assert "signing_key" not in request and "sealing_key" not in request
-    r = runner.invoke(app, ["keys", "--org", "acme-mining", "--wallet", str(path)])
+    r = runner.invoke(app, ["keys", "--org", "acme-mining", "--wallet", str(path), "--role", "mine", "--country", "CD",
+                            "--network", "oretrace-test"])  # fmt: skip
     assert r.exit_code == 2  # never overwrite keys silently
+    assert Wallet.load(path).signing_seed == w.signing_seed
 
 
 async def test_wallet_save_is_atomic_and_private(tmp_path):
