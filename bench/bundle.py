@@ -23,6 +23,9 @@ process, so every ratio compares runs made on the same machine state:
   bundle.nN.worker_peak_rss_mb  the largest worker process's peak RSS
   bundle.nN.cpu_s             CPU seconds of the verifier and its workers per
                               verify_s run (cpu_s / verify_s = cores used)
+  bundle.nN.{single_core,floor,baseline}_cpu_s  CPU seconds of those runs: on a loaded
+                              machine the wall-clock ratios mostly measure the scheduler,
+                              CPU seconds still compare the work done
   bundle.nN.baseline_verify_s  with --baseline DIR: the same bundle verified by the code in
                               DIR (e.g. `git archive <commit> | tar -x -C DIR`), in a child
                               process, timed inside it, alternating with the runs above
@@ -69,9 +72,9 @@ _machine = _bench_module("crypto")  # machine_info, _cpu_busy_seconds
 
 def _set_workers(count: int | None) -> None:
     if count is None:
-        os.environ.pop("ORETRACE_VERIFY_WORKERS", None)
+        os.environ.pop("ORETRACE_BUNDLE_WORKERS", None)
     else:
-        os.environ["ORETRACE_VERIFY_WORKERS"] = str(count)
+        os.environ["ORETRACE_BUNDLE_WORKERS"] = str(count)
 
 
 def _worker_pids() -> list[int]:
@@ -158,14 +161,15 @@ sys.path.insert(0, sys.argv[1])
 from ledger.bundle import verify_bundle
 data = json.loads(open(sys.argv[2]).read())
 verify_bundle(data["bundle"], data["root"])  # warm-up: generator caches, as in the runs above
-t = time.perf_counter()
+t, c = time.perf_counter(), time.process_time()
 report = verify_bundle(data["bundle"], data["root"])
-print(json.dumps({"wall": time.perf_counter() - t, "ok": report.ok}))
+print(json.dumps({"wall": time.perf_counter() - t, "cpu": time.process_time() - c, "ok": report.ok}))
 """
 
 
-def baseline_verify(directory: Path, n: int) -> float:
-    """Seconds the code in `directory` takes to verify the cached bundle of n events (child process)."""
+def baseline_verify(directory: Path, n: int) -> tuple[float, float]:
+    """Wall and CPU seconds the code in `directory` takes to verify the cached bundle of n events
+    (child process; that code uses one process)."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     done = subprocess.run(
         [sys.executable, "-c", _BASELINE, str(directory), str(fixture.CACHE / f"bundle-n{n}.json")],
@@ -174,7 +178,7 @@ def baseline_verify(directory: Path, n: int) -> float:
     result = json.loads(done.stdout.strip().splitlines()[-1])
     if not result["ok"]:
         raise SystemExit(f"the baseline in {directory} does not verify the bundle")
-    return result["wall"]
+    return result["wall"], result["cpu"]
 
 
 def rss_probe(n: int) -> None:
@@ -207,26 +211,34 @@ def run_size(n: int, reps: int, out: dict, baseline: Path | None = None) -> None
 
     timed_verify(bundle, root)  # warm up: starts the worker processes, fills generator caches
     walls, cpus, singles, floors, baselines = [], [], [], [], []
+    single_cpus, floor_cpus, baseline_cpus = [], [], []
     for i in range(reps):
         _set_workers(None)
         wall, cpu = timed_verify(bundle, root)
         walls.append(wall)
         cpus.append(cpu)
         _set_workers(0)
-        singles.append(timed_verify(bundle, root)[0])
+        wall_1, cpu_1 = timed_verify(bundle, root)
+        singles.append(wall_1)
+        single_cpus.append(cpu_1)
         _set_workers(None)
         gc.collect()
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         floor()
         floors.append(time.perf_counter() - t)
+        floor_cpus.append(time.process_time() - c)
         if baseline is not None:
-            baselines.append(baseline_verify(baseline, n))
+            wall_b, cpu_b = baseline_verify(baseline, n)
+            baselines.append(wall_b)
+            baseline_cpus.append(cpu_b)
             print(f"  rep {i + 1}/{reps}: baseline {baselines[-1]:.3f} s", flush=True)
         print(f"  rep {i + 1}/{reps}: verify {wall:.3f} s (cpu {cpu:.2f} s), single core {singles[-1]:.3f} s,"
               f" floor {floors[-1]:.3f} s", flush=True)
     out[f"{prefix}.verify_s"] = round(statistics.median(walls), 4)
     out[f"{prefix}.cpu_s"] = round(statistics.median(cpus), 4)
     out[f"{prefix}.single_core_s"] = round(statistics.median(singles), 4)
+    out[f"{prefix}.single_core_cpu_s"] = round(statistics.median(single_cpus), 4)
+    out[f"{prefix}.floor_cpu_s"] = round(statistics.median(floor_cpus), 4)
     out[f"{prefix}.floor_s"] = round(statistics.median(floors), 4)
     out[f"{prefix}.verify_over_floor"] = round(out[f"{prefix}.verify_s"] / out[f"{prefix}.floor_s"], 3)
     out[f"{prefix}.single_core_over_verify"] = round(out[f"{prefix}.single_core_s"] / out[f"{prefix}.verify_s"], 3)
@@ -234,6 +246,7 @@ def run_size(n: int, reps: int, out: dict, baseline: Path | None = None) -> None
         out[f"{prefix}.baseline_verify_s"] = round(statistics.median(baselines), 4)
         out[f"{prefix}.baseline_over_verify"] = round(out[f"{prefix}.baseline_verify_s"] / out[f"{prefix}.verify_s"], 3)
         out[f"raw.{prefix}.baseline_verify_s"] = [round(v, 4) for v in baselines]
+        out[f"{prefix}.baseline_cpu_s"] = round(statistics.median(baseline_cpus), 4)
     for key, values in (("verify_s", walls), ("single_core_s", singles), ("floor_s", floors), ("cpu_s", cpus)):
         out[f"raw.{prefix}.{key}"] = [round(v, 4) for v in values]
     probe = subprocess.run(

@@ -495,11 +495,12 @@ _shared_lock = threading.Lock()
 
 
 def default_workers() -> int:
-    """Worker processes for batch verification: ORETRACE_VERIFY_WORKERS, else one per core
-    (0 or 1 core: none, everything in this process)."""
-    text = os.environ.get("ORETRACE_VERIFY_WORKERS")
-    if text is not None:
-        return max(0, int(text))
+    """Worker processes for batch (bundle) verification: ORETRACE_BUNDLE_WORKERS (an
+    integer; 0 = none, everything in this process), else one per core, none on one core.
+    (ORETRACE_VERIFY_WORKERS is the server's count of concurrent verifications.)"""
+    text = os.environ.get("ORETRACE_BUNDLE_WORKERS", "").strip()
+    if text.isdigit():
+        return int(text)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return cores if cores > 1 else 0
 
