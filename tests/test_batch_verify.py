@@ -269,3 +269,38 @@ def test_rejecting_a_batch_costs_about_one_more_pass_not_one_per_proof(monkeypat
         cost = _msm_points(monkeypatch, lambda bad=bad: verify_relations(rels(bad)))
         assert cost <= 2.2 * honest, (bad, cost, honest)
         assert failure_index(rels(bad)) == bad
+
+
+# --------------------------------------------------------------------------- in a bundle
+
+from test_ledger_bundle import chain, clean_bundle, failed, flip_byte, index_of, resigned, root_hex  # noqa: E402, F401
+
+
+def _replace_point(hex_text: str, offset: int, encoding: bytes) -> str:
+    raw = bytes.fromhex(hex_text)
+    return (raw[:offset] + encoding + raw[offset + 48 :]).hex()
+
+
+@pytest.mark.parametrize("bad", [_off_curve_encoding(), _off_subgroup_encoding()], ids=["off-curve", "off-subgroup"])
+def test_a_bad_point_inside_a_bundle_proof_is_named_with_its_event(chain, clean_bundle, root_hex, bad):
+    """Proof points are decoded late, in the workers: a bad one still fails the bundle and names its proof."""
+    i = index_of(clean_bundle, "transform")
+    edits = [
+        ("range proof", lambda p: p.update(range_proof=_replace_point(p["range_proof"], 48, bad))),  # S
+        ("balance proof", lambda p: p.update(balance_proof=_replace_point(p["balance_proof"], 4, bad))),  # R_0
+    ]
+    for name, edit in edits:
+        bundle = resigned(chain, clean_bundle, i, edit)
+        failed(bundle, root_hex, "proofs", f"event {i} (transform", name, "malformed point")
+
+
+def test_bundle_verdicts_are_the_same_with_and_without_workers(chain, clean_bundle, root_hex, monkeypatch):
+    from ledger.bundle import verify_bundle
+
+    i = index_of(clean_bundle, "transform")
+    last = len(clean_bundle["events"][i]["payload"]["balance_proof"]) // 2 - 1  # a scalar's last byte
+    bad = resigned(chain, clean_bundle, i, lambda p: p.update(balance_proof=flip_byte(p["balance_proof"], last)))
+    for workers in ("0", "2"):
+        monkeypatch.setenv("ORETRACE_BUNDLE_WORKERS", workers)
+        assert verify_bundle(clean_bundle, root_hex).ok
+        failed(bad, root_hex, "proofs", f"event {i} (transform", "balance proof")
