@@ -50,7 +50,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -250,24 +250,46 @@ class DeferredPoints:
     multiply the points it holds, and the partial sums are added here.
     """
 
-    def __init__(self, pool: WorkerPool | None = None):
-        self._pool = pool
+    def __init__(self, pool: WorkerPool | Callable[[], WorkerPool | None] | None = None, *, start_after: int = 0):
+        """`pool`: a WorkerPool, or a function returning one (or None), called
+        once `start_after` distinct deferred points have been added: starting
+        worker processes costs more than decoding a small batch here."""
+        self._pool: WorkerPool | None = None
+        self._pending = pool if callable(pool) and not isinstance(pool, WorkerPool) else None
+        self._start_after = start_after
+        self._backlog: dict[bytes, None] = {}  # distinct encodings added before the pool started
         self._where: dict[bytes, tuple[int, int]] = {}  # encoding -> (worker, position)
         self._local: dict[bytes, Any] = {}  # encoding -> native point or DecodeError (no pool)
-        if pool is not None:
-            self._buffers: list[list[bytes]] = [[] for _ in pool.workers]
-            self._sizes = [0] * len(pool.workers)
-            self._next = 0
-            try:
-                pool.reset()
-            except WorkerFailed:
-                pool.broken = True
-                raise
+        if isinstance(pool, WorkerPool):
+            self._attach(pool)
+
+    def _attach(self, pool: WorkerPool) -> None:
+        self._pool = pool
+        self._buffers: list[list[bytes]] = [[] for _ in pool.workers]
+        self._sizes = [0] * len(pool.workers)
+        self._next = 0
+        try:
+            pool.reset()
+        except WorkerFailed:
+            pool.broken = True
+            raise
 
     def add(self, points: Sequence[Point]) -> None:
         """Register the deferred points among `points` (others are ignored)."""
         if self._pool is None:
-            return
+            if self._pending is None:
+                return
+            for p in points:
+                if p.is_deferred():
+                    self._backlog[p.to_bytes()] = None
+            if len(self._backlog) < self._start_after:
+                return
+            pool, self._pending = self._pending(), None
+            if pool is None:
+                return
+            self._attach(pool)
+            points = [_deferred(enc) for enc in self._backlog]
+            self._backlog = {}
         for p in points:
             if not p.is_deferred():
                 continue

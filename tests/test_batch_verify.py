@@ -282,8 +282,12 @@ def _replace_point(hex_text: str, offset: int, encoding: bytes) -> str:
 
 
 @pytest.mark.parametrize("bad", [_off_curve_encoding(), _off_subgroup_encoding()], ids=["off-curve", "off-subgroup"])
-def test_a_bad_point_inside_a_bundle_proof_is_named_with_its_event(chain, clean_bundle, root_hex, bad):
-    """Proof points are decoded late, in the workers: a bad one still fails the bundle and names its proof."""
+@pytest.mark.parametrize("min_points", [0, 10**9], ids=["workers", "in-process"])
+def test_a_bad_point_inside_a_bundle_proof_is_named_with_its_event(
+    chain, clean_bundle, root_hex, bad, min_points, monkeypatch
+):
+    """Proof points are decoded late (in the workers or here): a bad one still fails the bundle and names its proof."""
+    monkeypatch.setattr("ledger.proofs.WORKERS_MIN_POINTS", min_points)
     i = index_of(clean_bundle, "transform")
     edits = [
         ("range proof", lambda p: p.update(range_proof=_replace_point(p["range_proof"], 48, bad))),  # S
@@ -300,6 +304,7 @@ def test_bundle_verdicts_are_the_same_with_and_without_workers(chain, clean_bund
     i = index_of(clean_bundle, "transform")
     last = len(clean_bundle["events"][i]["payload"]["balance_proof"]) // 2 - 1  # a scalar's last byte
     bad = resigned(chain, clean_bundle, i, lambda p: p.update(balance_proof=flip_byte(p["balance_proof"], last)))
+    monkeypatch.setattr("ledger.proofs.WORKERS_MIN_POINTS", 0)  # a small bundle: use the workers anyway
     for workers in ("0", "2"):
         monkeypatch.setenv("ORETRACE_BUNDLE_WORKERS", workers)
         assert verify_bundle(clean_bundle, root_hex).ok
