@@ -82,7 +82,8 @@ _SCOPE: contextvars.ContextVar[DeferredPoints | None] = contextvars.ContextVar("
 
 #: Worker processes start only once a verification has this many distinct proof
 #: points (~200 transformations): below it, decoding them here (~0.1 ms each)
-#: costs less than starting the workers (~0.3 s the first time in a process).
+#: costs less than starting the workers (1.3 s measured on a loaded machine,
+#: the first time in a process).
 WORKERS_MIN_POINTS = 4096
 
 
