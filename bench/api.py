@@ -62,8 +62,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# bench/ itself must not shadow the `api` and `crypto` packages (this file, bench/crypto.py),
+# also when PYTHONPATH already holds the repository.
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 
 import httpx  # noqa: E402
 from nacl.public import PrivateKey  # noqa: E402
