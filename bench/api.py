@@ -14,6 +14,10 @@ otherwise; every ratio is measured in this one run):
   ingest.{M}.concurrent{C}.tx_per_s            the same with C requests in flight
   ingest.{M}.read_p50_ms.{idle,under_load}     `lot(id) { owner { name } }` while idle / while
                                                the concurrent ingestion runs
+  ingest.transform.inflight8.{tx_per_s,p99_ms} transformations with 8 requests in flight (default
+                                               thread verifiers); p99 of each request's latency
+  ingest.transform.rules_apply_ms              CPU time of rules.apply for one transformation, one
+                                               thread, in this process (same run)
   verify.transform_ms                          rules.apply of one transformation, in this process
   verify.threads2_speedup                      2 threads vs 1 on the same verifications (best of 3)
   verify.threads2_cpu_over_wall                process CPU time / wall time with 2 threads: ~2 means
@@ -58,8 +62,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# bench/ itself must not shadow the `api` and `crypto` packages (this file, bench/crypto.py),
+# also when PYTHONPATH already holds the repository.
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 
 import httpx  # noqa: E402
 from nacl.public import PrivateKey  # noqa: E402
@@ -217,10 +222,18 @@ class CpuAccount:
         return round(max(0.0, (cpu_busy_seconds() - self.busy0) - ours) / wall, 2)
 
 
+PORT_RANGE: range | None = None  # --ports A-B: the server's port is taken from this range
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    for port in PORT_RANGE or [0]:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise RuntimeError(f"no free port in {PORT_RANGE}")
 
 
 class Server:
@@ -363,6 +376,28 @@ async def bench_ingestion(client, pub: Publisher, count: int, concurrency: int, 
     return out_lot
 
 
+async def bench_inflight(client, pub: Publisher, count: int, inflight: int, results: dict) -> None:
+    """`count` transformations with `inflight` requests at once: throughput and per-request p99."""
+    log(f"ingestion with {inflight} in flight: preparing {count} lots")
+    envelopes = await prepare_lots(client, pub, count)
+    semaphore = asyncio.Semaphore(inflight)
+    latencies: list[float] = []
+
+    async def one(env) -> None:
+        async with semaphore:
+            t = time.perf_counter()
+            await publish(client, env)
+            latencies.append(time.perf_counter() - t)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(env) for env in envelopes))
+    elapsed = time.perf_counter() - t0
+    key = f"ingest.transform.inflight{inflight}"
+    results[f"{key}.tx_per_s"] = round(count / elapsed, 2)
+    results[f"{key}.p99_ms"] = summary(latencies)["p99_ms"]
+    log(f"  {inflight} in flight: {count / elapsed:.1f} tx/s, p99 {results[f'{key}.p99_ms']:.0f} ms")
+
+
 def bench_verification(pub: Publisher, store_view, results: dict, count: int) -> None:
     """rules.apply in this process: 1 thread vs 2 threads (does verification release the GIL?)."""
     from ledger import rules
@@ -371,12 +406,13 @@ def bench_verification(pub: Publisher, store_view, results: dict, count: int) ->
     envs, views = store_view
     policy = rules.Policy(network=NETWORK, root_public_key=pub.root.verify_key.encode().hex())
     pairs = list(zip(envs, views, strict=True))
-    ones, twos, cpu_ratios = [], [], []
+    ones, twos, cpu_ratios, cpus = [], [], [], []
     for _ in range(3):  # trials: a second CPU-bound job on the machine skews any single one
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         for env, view in pairs:
             rules.apply(env, view, policy, VerifyNow())
         ones.append(time.perf_counter() - t0)
+        cpus.append(time.thread_time() - c0)
         with ThreadPoolExecutor(2) as pool:
             t0, c0 = time.perf_counter(), time.process_time()
             list(pool.map(lambda ev: rules.apply(ev[0], ev[1], policy, VerifyNow()), pairs))
@@ -384,6 +420,7 @@ def bench_verification(pub: Publisher, store_view, results: dict, count: int) ->
             cpu_ratios.append((time.process_time() - c0) / twos[-1])
     one, two = min(ones), min(twos)
     results["verify.transform_ms"] = round(one / count * 1000, 2)
+    results["ingest.transform.rules_apply_ms"] = round(min(cpus) / count * 1000, 2)
     results["verify.threads2_speedup"] = round(one / two, 2)
     results["verify.threads2_cpu_over_wall"] = round(max(cpu_ratios), 2)  # ~2 = both threads ran at once
     log(f"verification: {one / count * 1000:.1f} ms per transformation, 2 threads speed-up x{one / two:.2f} "
@@ -520,6 +557,7 @@ async def run(args) -> dict[str, Any]:
         async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
             await setup(client, pub)
             await bench_ingestion(client, pub, args.transforms, args.concurrency, results, "thread")
+            await bench_inflight(client, pub, args.inflight_transforms, 8, results)
 
             # verification in-process, on fresh envelopes against views prefetched from the same database
             from ledger import rules
@@ -554,8 +592,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer samples")
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--ports", help="take the server's port from this range, e.g. 8500-8599")
     args = parser.parse_args()
+    if args.ports:
+        global PORT_RANGE
+        low, high = (int(x) for x in args.ports.split("-"))
+        PORT_RANGE = range(low, high + 1)
     args.transforms = 8 if args.quick else 30
+    args.inflight_transforms = 16 if args.quick else 48
     args.verify = 4 if args.quick else 10
     args.concurrency = 4
     args.reps = 30 if args.quick else 100

@@ -40,8 +40,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# bench/ itself must not shadow the `crypto` package (this file), also when
+# PYTHONPATH already holds the repository.
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 
 from crypto.bulletproofs import (  # noqa: E402
     RangeProof,

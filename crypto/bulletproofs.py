@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import mul
 
+from .batch import BatchFailure, Terms, verify_relations
 from .errors import DecodeError, ProofError, ProvingError
 from .generators import DST as _GENERATOR_DST
 from .generators import G, H, bulletproof_generators
@@ -51,6 +52,8 @@ __all__ = [
     "MAX_AGGREGATION",
     "RangeProof",
     "RangeStatement",
+    "RangeRelation",
+    "range_relation",
     "prove_range",
     "verify_range",
     "batch_verify_range",
@@ -63,7 +66,6 @@ MAX_AGGREGATION = 64
 
 DOMAIN = b"bulletproofs-range-v1"
 IPP_DOMAIN = b"bulletproofs-ipp-v1"
-BATCH_DOMAIN = b"bulletproofs-range-batch-v1"
 
 _MIN_ROUNDS = (min(RANGE_BITS) * 1).bit_length() - 1  # log2(8 * 1) = 3
 _MAX_ROUNDS = (max(RANGE_BITS) * MAX_AGGREGATION).bit_length() - 1  # log2(64 * 64) = 12
@@ -630,65 +632,64 @@ def verify_range(transcript: Transcript, commitments: Sequence[Point], proof: Ra
     N = rp.n * rp.m
     Gs, Hs = bulletproof_generators(N)
     # A has coefficient e1 = 1: add it instead of spending an MSM term on it.
-    total = msm([*Gs, *Hs, G(), H(), *pts[1:]], [*gco, *hco, coef_G, coef_H, *kco[1:]])
-    if not (total + proof.A).is_identity():
+    try:
+        total = msm([*Gs, *Hs, G(), H(), *pts[1:]], [*gco, *hco, coef_G, coef_H, *kco[1:]]) + proof.A
+    except DecodeError as exc:  # a deferred point (crypto.group.deferred_decoding) that does not decode
+        raise _reject(f"malformed point ({exc.reason})") from None
+    if not total.is_identity():
         raise _reject("the verification equation does not hold")
 
 
+@dataclass(frozen=True)
+class RangeRelation:
+    """One range proof's verification equation for `crypto.batch`: two weights,
+    e1 for the inner-product equation and e2 for the t-polynomial check
+    (`_scalars`; docs/bulletproofs.md, "Batch verification")."""
+
+    replayed: _Replayed
+    proof: RangeProof
+    binding: bytes
+    weight_count: int = 2
+
+    @property
+    def proof_points(self) -> list[Point]:
+        p = self.proof
+        return [p.A, p.S, p.T1, p.T2, *p.L, *p.R]
+
+    def terms(self, weights: Sequence[int]) -> Terms:
+        e1, e2 = weights
+        gco, hco, coef_G, coef_H, pts, kco = _scalars(self.replayed, self.proof, e1, e2)
+        return Terms(gco, hco, coef_G, coef_H, pts, kco)
+
+
+def range_relation(statement: RangeStatement) -> RangeRelation:
+    """Replay the statement's transcript (on a clone: the statement is left
+    untouched) and return the relation. ProofError("range", ...) for a proof
+    that cannot be checked at all (wrong shape, identity points, bad n)."""
+    if not isinstance(statement, RangeStatement):
+        raise _reject("not a RangeStatement")
+    t = statement.transcript.clone()
+    rp = _replay(t, statement.commitments, statement.proof, statement.n)
+    return RangeRelation(rp, statement.proof, scalar_to_bytes(t.challenge_scalar(b"batch-binding")))
+
+
 def batch_verify_range(statements: Sequence[RangeStatement]) -> None:
-    """Verify many range proofs with ONE multi-scalar multiplication.
+    """Verify many range proofs with ONE multi-scalar multiplication (`crypto.batch`).
 
-    Each proof's equation is scaled by fresh random non-zero weights (one for
-    the inner-product part, one for the t check) drawn from a transcript over
-    every statement and proof of the batch plus OS randomness; the shared
-    G_i, H_i, G, H coefficients are summed. A failing batch is re-checked one
-    by one to name the first failing proof. The statements' transcripts are
-    not modified (clones are used).
+    Each proof's two equations are scaled by fresh random non-zero weights
+    drawn from a transcript over every proof of the batch plus OS randomness;
+    the shared G_i, H_i, G, H coefficients are summed. A failing batch is
+    bisected to name the first failing proof:
+    ProofError("range", "batch: proof #i rejected: ..."). The statements'
+    transcripts are not modified (clones are used).
     """
-    statements = list(statements)
-    if not statements:
-        return
-    replays: list[_Replayed] = []
-    bt = Transcript(BATCH_DOMAIN, b"")
-    bt.append_u64(b"count", len(statements))
-    for idx, st in enumerate(statements):
-        if not isinstance(st, RangeStatement):
-            raise _reject(f"batch: item #{idx} is not a RangeStatement")
-        t = st.transcript.clone()
-        try:
-            rp = _replay(t, st.commitments, st.proof, st.n)
-        except ProofError as exc:
-            raise _reject(f"batch: proof #{idx} rejected: {exc.reason}") from None
-        replays.append(rp)
-        bt.append_u64(b"n", st.n)
-        bt.append_points(b"V", rp.V)
-        bt.append_message(b"proof", st.proof.to_bytes())
-        bt.append_scalar(b"binding", t.challenge_scalar(b"batch-binding"))
-    rng = bt.rng([])
-
-    n_max = max(rp.n * rp.m for rp in replays)
-    g_acc = [0] * n_max
-    h_acc = [0] * n_max
-    coef_G = coef_H = 0
-    pts: list[Point] = []
-    kco: list[int] = []
-    for st, rp in zip(statements, replays):
-        e1, e2 = rng.scalar(), rng.scalar()
-        gco, hco, cG, cH, p, k = _scalars(rp, st.proof, e1, e2)
-        N = len(gco)
-        g_acc[:N] = map(int.__add__, g_acc[:N], gco)
-        h_acc[:N] = map(int.__add__, h_acc[:N], hco)
-        coef_G += cG
-        coef_H += cH
-        pts += p
-        kco += k
-    Gs, Hs = bulletproof_generators(n_max)
-    total = msm([*Gs, *Hs, G(), H(), *pts], [*g_acc, *h_acc, coef_G, coef_H, *kco])
-    if total.is_identity():
-        return
+    relations = []
     for idx, st in enumerate(statements):
         try:
-            verify_range(st.transcript.clone(), st.commitments, st.proof, st.n)
+            relations.append(range_relation(st))
         except ProofError as exc:
             raise _reject(f"batch: proof #{idx} rejected: {exc.reason}") from None
-    raise _reject("batch: the combined check failed")  # negligible for valid proofs
+    try:
+        verify_relations(relations)
+    except BatchFailure as failure:
+        raise _reject(f"batch: proof #{failure.index} rejected: {failure.reason}") from None

@@ -15,13 +15,31 @@ the backends' unchecked multi-scalar multiplication safely.
 
 Select the backend with `use_backend("py_ecc")` or the environment variable
 `ORETRACE_CURVE_BACKEND` (read once, at import).
+
+Two scopes make a verification of many proofs (a disclosure bundle) decode
+each point once and as late as possible (crypto/batch.py uses both):
+
+* `decode_cache()`: inside it, `Point.from_bytes` remembers every point it
+  decoded, keyed by the 48 compressed bytes; the same bytes again give the
+  same Point without a second subgroup check. Only successful decodings are
+  kept, so a bad encoding fails every time, with the same error.
+* `deferred_decoding()`: inside it, `Point.from_bytes` checks the length and
+  the identity rule and returns a *deferred* Point that holds only its bytes.
+  Its full decoding (canonical, on-curve, subgroup, not the identity) runs
+  the first time the point is used in arithmetic, or by whoever verifies it
+  in bulk (`deferred_encodings`, `decode_checked`) - a batch verifier that
+  decodes proof points in worker processes, where they are also multiplied.
+  Transcripts only need the bytes. A deferred point whose decoding fails
+  raises DecodeError where it is first used.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 from .errors import DecodeError
@@ -214,7 +232,15 @@ class Point:
 
     @classmethod
     def from_bytes(cls, data: bytes, *, allow_identity: bool = False) -> Point:
-        """Strict decoding of a 48-byte compressed point from outside."""
+        """Strict decoding of a 48-byte compressed point from outside.
+
+        DecodeError on a wrong length, a non-canonical encoding, a point off
+        the curve or outside the prime-order subgroup, or the identity unless
+        `allow_identity`. Inside `deferred_decoding()` only the length and the
+        identity rule are checked here, the rest when the point is first used
+        (see the module docstring); inside `decode_cache()` a repeated
+        encoding is not decoded again.
+        """
         if not isinstance(data, (bytes, bytearray)) or len(data) != POINT_BYTES:
             raise DecodeError("point", f"expected {POINT_BYTES} bytes")
         data = bytes(data)
@@ -222,12 +248,16 @@ class Point:
             if not allow_identity:
                 raise DecodeError("point", "the identity is not allowed here")
             return cls.identity()
-        value = _active.decode(data)
-        point = cls(_active, value)
-        if point.to_bytes() != data:
-            raise DecodeError("point", "non-canonical encoding")
-        if point.is_identity():
-            raise DecodeError("point", "the identity is not allowed here")
+        cache = _DECODED.get()
+        if cache is not None:
+            point = cache.get(data)
+            if point is not None and point._b is _active:
+                return point
+        if _DEFERRED.get():
+            return cls(_active, None, data)
+        point = cls(_active, decode_checked(_active, data), data)
+        if cache is not None:
+            cache[data] = point
         return point
 
     @classmethod
@@ -238,34 +268,47 @@ class Point:
             raise DecodeError("point", "not hexadecimal") from None
         return cls.from_bytes(raw, allow_identity=allow_identity)
 
+    def is_deferred(self) -> bool:
+        """True while the point holds only its encoding (see `deferred_decoding`)."""
+        return self._v is None
+
+    def native(self) -> Any:
+        """The backend's point; a deferred point is decoded (fully checked) now.
+
+        DecodeError if a deferred point's bytes are not a valid point.
+        """
+        if self._v is None:
+            self._v = decode_checked(self._b, self._enc)
+        return self._v
+
     # arithmetic ---------------------------------------------------------
     def _same(self, other: Point) -> Any:
         if not isinstance(other, Point):
             return NotImplemented
         if other._b is not self._b:
             raise ValueError("points from different curve backends cannot be mixed")
-        return other._v
+        return other.native()
 
     def __add__(self, other: Point) -> Point:
-        return Point(self._b, self._b.add(self._v, self._same(other)))
+        return Point(self._b, self._b.add(self.native(), self._same(other)))
 
     def __sub__(self, other: Point) -> Point:
-        return Point(self._b, self._b.add(self._v, self._b.neg(self._same(other))))
+        return Point(self._b, self._b.add(self.native(), self._b.neg(self._same(other))))
 
     def __neg__(self) -> Point:
-        return Point(self._b, self._b.neg(self._v))
+        return Point(self._b, self._b.neg(self.native()))
 
     def __mul__(self, k: int) -> Point:
         if not isinstance(k, int):
             return NotImplemented
-        return Point(self._b, self._b.mul(self._v, k))
+        return Point(self._b, self._b.mul(self.native(), k))
 
     __rmul__ = __mul__
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Point):
             return NotImplemented
-        return self._b.eq(self._v, self._same(other))
+        return self._b.eq(self.native(), self._same(other))
 
     def __hash__(self) -> int:
         return hash(self.to_bytes())
@@ -295,7 +338,54 @@ def msm(points: Sequence[Point], scalars: Sequence[int]) -> Point:
     b = points[0]._b
     if any(p._b is not b for p in points):
         raise ValueError("points from different curve backends cannot be mixed")
-    return Point(b, b.msm([p._v for p in points], scalars))
+    return Point(b, b.msm([p.native() for p in points], scalars))
+
+
+def decode_checked(b: Backend, data: bytes) -> Any:
+    """The backend point for 48 compressed bytes that are not the identity's.
+
+    Full checks: canonical encoding, on the curve, in the subgroup, not the
+    identity. DecodeError otherwise.
+    """
+    if data == _IDENTITY_ENCODING:
+        raise DecodeError("point", "the identity is not allowed here")
+    value = b.decode(data)
+    if b.encode(value) != data:  # the identity re-encodes as _IDENTITY_ENCODING: caught here too
+        raise DecodeError("point", "non-canonical encoding")
+    return value
+
+
+_DECODED: contextvars.ContextVar[dict[bytes, Point] | None] = contextvars.ContextVar("oretrace_decoded", default=None)
+_DEFERRED: contextvars.ContextVar[bool] = contextvars.ContextVar("oretrace_deferred", default=False)
+
+
+@contextlib.contextmanager
+def decode_cache() -> Iterator[dict[bytes, Point]]:
+    """Decode each distinct encoding once within this scope (module docstring).
+
+    Yields the cache (compressed bytes -> Point). Nested scopes share the
+    outermost cache.
+    """
+    cache = _DECODED.get()
+    if cache is not None:
+        yield cache
+        return
+    cache = {}
+    token = _DECODED.set(cache)
+    try:
+        yield cache
+    finally:
+        _DECODED.reset(token)
+
+
+@contextlib.contextmanager
+def deferred_decoding(enabled: bool = True) -> Iterator[None]:
+    """Within this scope `Point.from_bytes` defers the expensive checks (module docstring)."""
+    token = _DEFERRED.set(enabled)
+    try:
+        yield
+    finally:
+        _DEFERRED.reset(token)
 
 
 def scalar_to_bytes(k: int) -> bytes:

@@ -28,15 +28,27 @@ Wire formats (all big-endian; points 48-byte compressed, scalars 32 bytes < r):
 
 Decoding is strict: exact length, every R a valid subgroup point and not the
 identity, every scalar canonical. See docs/protocol.md.
+
+Verification is a relation for `crypto.batch` (`opening_relation`,
+`zero_relation`): the verifier replays the transcript, recomputes c, and the
+proof holds iff
+
+    opening:  s_v*G + s_r*H - R - c*C                          == identity
+    zero:     for every i:  s_i*H - R_i - c*D_i                == identity
+
+The zero proof's k equations take k independent weights w_i, so in a batch
+they become (sum w_i*s_i)*H - sum w_i*R_i - sum (w_i*c)*D_i, folded with every
+other proof of the batch into one multi-scalar multiplication. `verify_*`
+check one proof alone the same way (one MSM, fresh weights).
 """
 
 from __future__ import annotations
 
-import secrets
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .batch import Terms, holds_alone
 from .errors import DecodeError, ProofError, ProvingError
 from .generators import G, H
 from .group import ORDER, POINT_BYTES, SCALAR_BYTES, Point, msm, scalar_from_bytes, scalar_to_bytes
@@ -51,10 +63,6 @@ MAX_ZERO_POINTS = 1024
 
 OPENING_PROOF_BYTES = POINT_BYTES + 2 * SCALAR_BYTES
 _ZERO_ITEM_BYTES = POINT_BYTES + SCALAR_BYTES
-
-# Verifier-side random weights for batching the k equations of a ZeroProof.
-# 128 bits make a false batch pass with probability <= 2^-128.
-_WEIGHT_BITS = 128
 
 
 def _check_scalar(name: str, k: object) -> int:
@@ -122,8 +130,28 @@ def prove_opening(transcript: Transcript, commitment: Point, opening: Opening) -
     return OpeningProof(R, (a + c * v) % ORDER, (b + c * r) % ORDER)
 
 
-def verify_opening(transcript: Transcript, commitment: Point, proof: OpeningProof) -> None:
-    """Check s_v*G + s_r*H == R + c*C. Raises ProofError("opening", ...)."""
+@dataclass(frozen=True)
+class OpeningRelation:
+    """s_v*G + s_r*H - R - c*C == identity, for `crypto.batch` (one weight)."""
+
+    commitment: Point
+    proof: OpeningProof
+    c: int
+    binding: bytes
+    weight_count: int = 1
+
+    @property
+    def proof_points(self) -> list[Point]:
+        return [self.proof.R]
+
+    def terms(self, weights: Sequence[int]) -> Terms:
+        (w,) = weights
+        p = self.proof
+        return Terms((), (), w * p.s_v, w * p.s_r, [p.R, self.commitment], [-w, -w * self.c])
+
+
+def opening_relation(transcript: Transcript, commitment: Point, proof: OpeningProof) -> OpeningRelation:
+    """Replay the transcript (consumed) and return the proof's relation. ProofError("opening", ...) if malformed."""
     if not isinstance(proof, OpeningProof) or not isinstance(commitment, Point):
         raise ProofError("opening", "wrong argument types")
     if proof.R.is_identity():
@@ -131,9 +159,21 @@ def verify_opening(transcript: Transcript, commitment: Point, proof: OpeningProo
     _opening_header(transcript, commitment)
     transcript.append_point(b"R", proof.R)
     c = transcript.challenge_scalar(b"c")
-    check = msm([G(), H(), commitment, proof.R], [proof.s_v, proof.s_r, ORDER - c, ORDER - 1])
-    if not check.is_identity():
-        raise ProofError("opening", "the proof does not verify")
+    return OpeningRelation(commitment, proof, c, scalar_to_bytes(transcript.clone().challenge_scalar(b"batch-binding")))
+
+
+def verify_opening(transcript: Transcript, commitment: Point, proof: OpeningProof) -> None:
+    """Check s_v*G + s_r*H == R + c*C. Raises ProofError("opening", ...)."""
+    _check_alone("opening", opening_relation(transcript, commitment, proof))
+
+
+def _check_alone(kind: str, relation) -> None:
+    try:
+        ok = holds_alone(relation)
+    except DecodeError as exc:
+        raise ProofError(kind, f"malformed point ({exc.reason})") from None
+    if not ok:
+        raise ProofError(kind, "the proof does not verify")
 
 
 # --------------------------------------------------------------------------- zero
@@ -216,15 +256,36 @@ def prove_zero(transcript: Transcript, points: Sequence[Point], blindings: Seque
     return ZeroProof(tuple(R), tuple((k + c * rho) % ORDER for k, rho in zip(nonces, blindings)))
 
 
-def verify_zero(transcript: Transcript, points: Sequence[Point], proof: ZeroProof) -> None:
-    """Check s_i*H == R_i + c*D_i for every i, in one multi-scalar multiplication.
+@dataclass(frozen=True)
+class ZeroRelation:
+    """s_i*H - R_i - c*D_i == identity for every i, for `crypto.batch` (one weight per i)."""
 
-    D_i may be the identity (rho_i = 0); R_i must not be. The k equations are
-    combined with verifier-chosen random weights w_i (w_1 = 1):
-    (sum w_i*s_i)*H - sum w_i*R_i - sum (w_i*c)*D_i == identity.
-    Raises ProofError("balance", ...).
+    points: tuple[Point, ...]
+    proof: ZeroProof
+    c: int
+    binding: bytes
+
+    @property
+    def weight_count(self) -> int:
+        return len(self.points)
+
+    @property
+    def proof_points(self) -> list[Point]:
+        return list(self.proof.R)
+
+    def terms(self, weights: Sequence[int]) -> Terms:
+        s_total = sum(w * s for w, s in zip(weights, self.proof.s, strict=True))
+        wc = [w * self.c for w in weights]
+        return Terms((), (), 0, s_total, [*self.proof.R, *self.points], [*(-w for w in weights), *(-k for k in wc)])
+
+
+def zero_relation(transcript: Transcript, points: Sequence[Point], proof: ZeroProof) -> ZeroRelation:
+    """Replay the transcript (consumed) and return the proof's relation.
+
+    D_i may be the identity (rho_i = 0); R_i must not be. Raises
+    ProofError("balance", ...) for a proof that cannot be checked at all.
     """
-    points = list(points)
+    points = tuple(points)
     if not isinstance(proof, ZeroProof):
         raise ProofError("balance", "not a zero proof")
     if any(not isinstance(p, Point) for p in points):
@@ -236,11 +297,10 @@ def verify_zero(transcript: Transcript, points: Sequence[Point], proof: ZeroProo
     _zero_header(transcript, points)
     transcript.append_points(b"R", proof.R)
     c = transcript.challenge_scalar(b"c")
-    weights = [1] + [secrets.randbits(_WEIGHT_BITS) | 1 for _ in range(len(points) - 1)]
-    s_total = sum(w * s for w, s in zip(weights, proof.s)) % ORDER
-    check = msm(
-        [H(), *proof.R, *points],
-        [s_total, *(ORDER - w for w in weights), *((ORDER - w * c % ORDER) % ORDER for w in weights)],
-    )
-    if not check.is_identity():
-        raise ProofError("balance", "the proof does not verify")
+    return ZeroRelation(points, proof, c, scalar_to_bytes(transcript.clone().challenge_scalar(b"batch-binding")))
+
+
+def verify_zero(transcript: Transcript, points: Sequence[Point], proof: ZeroProof) -> None:
+    """Check s_i*H == R_i + c*D_i for every i, in one multi-scalar multiplication
+    (the k equations weighted by fresh random scalars). Raises ProofError("balance", ...)."""
+    _check_alone("balance", zero_relation(transcript, points, proof))

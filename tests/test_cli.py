@@ -96,7 +96,7 @@ async def test_verify_json_report(chain):
     report = json.loads(r.stdout)
     assert report["ok"] is True
     assert report["claim"]["kind"] == "ancestry_excludes"
-    assert {c["name"] for c in report["checks"]} >= {"format", "rules", "range proofs", "claim"}
+    assert {c["name"] for c in report["checks"]} >= {"format", "rules", "proofs", "claim"}
     assert report["root_key_source"] == "--root-key"
 
 

@@ -79,7 +79,7 @@ def failed(bundle: dict, root_hex: str, check: str, *fragments: str):
 def test_ancestry_claim_bundle_verifies(chain: World, clean_bundle: dict, root_hex: str):
     report = verify_bundle(clean_bundle, root_hex)
     assert report.ok, report.summary
-    assert [c.name for c in report.checks] == ["format", "decode", "rules", "uniqueness", "revocation", "range proofs", "claim"]
+    assert [c.name for c in report.checks] == ["format", "decode", "rules", "uniqueness", "revocation", "proofs", "claim"]
     assert report.claim["kind"] == "ancestry_excludes" and report.claim["lot_id"] == chain.names["CLEAN"]
     assert report.summary.startswith("VALID: no artisanal origin anywhere upstream, claimed by Oem")
     # issuances A1 and R1 (range + capacity each) and the transformation: all in one batch
@@ -175,15 +175,15 @@ def test_a_resigned_bad_range_proof_is_named_by_the_batch(chain: World, clean_bu
     bundle = resigned(
         chain, clean_bundle, i, lambda p: p.update(range_proof=flip_byte(p["range_proof"], TAU_X_LAST_BYTE))
     )
-    failed(bundle, root_hex, "range proofs", f"event {i} (issue", "range proof")
+    failed(bundle, root_hex, "proofs", f"event {i} (issue", "range proof")
 
 
 def test_a_resigned_bad_claim_proof_is_named(chain: World, share_bundle: dict, root_hex: str):
     i = len(share_bundle["events"]) - 1
     bundle = resigned(chain, share_bundle, i, lambda p: p.update(proof=flip_byte(p["proof"], TAU_X_LAST_BYTE)))
-    failed(bundle, root_hex, "range proofs", f"event {i} (publish_claim", "claim proof")
+    failed(bundle, root_hex, "proofs", f"event {i} (publish_claim", "claim proof")
     bundle = resigned(chain, share_bundle, i, lambda p: p.update(p=50))  # a stronger claim with the same proof
-    failed(bundle, root_hex, "range proofs", "claim proof", "share_at_least")
+    failed(bundle, root_hex, "proofs", "claim proof", "share_at_least")
 
 
 def test_a_resigned_bad_balance_proof_is_named(chain: World, clean_bundle: dict, root_hex: str):
@@ -194,7 +194,7 @@ def test_a_resigned_bad_balance_proof_is_named(chain: World, clean_bundle: dict,
         i,
         lambda p: p.update(balance_proof=flip_byte(p["balance_proof"], len(p["balance_proof"]) // 2 - 1)),
     )
-    failed(bundle, root_hex, "rules", f"event {i} (transform", "BAD_PROOF", "balance proof")
+    failed(bundle, root_hex, "proofs", f"event {i} (transform", "balance proof", "outputs exceed inputs")
 
 
 def test_reordering_breaks_the_replay(clean_bundle: dict, root_hex: str):

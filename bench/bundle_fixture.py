@@ -1,0 +1,75 @@
+"""Generate (and cache) the disclosure bundles that bench/bundle.py verifies.
+
+A bundle of `n` events: the operator registers an auditor, a mine, a refiner
+and an OEM; the auditor attests the mine's site; the mine issues one lot and
+transfers it to the refiner; the refiner refines it `n - 9` times in a chain
+(1 input -> 1 output + loss: a 3-point balance proof and a 64-bit range proof
+over 2 values each); it transfers the last lot to the OEM, which publishes a
+share claim (one more range proof). Every publication goes through the real
+builders and rules (tests/test_ledger_world.World), so the bundle is valid.
+
+Cached as bench/.cache/bundle-n{n}.json (ignored by git): proving costs about
+0.1 s per transformation.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# bench/ itself must not shadow the `crypto` package (bench/crypto.py).
+sys.path[:] = [str(ROOT), str(ROOT / "tests")] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+
+from ledger.bundle import assemble  # noqa: E402
+from ledger.models import ClaimKind, Role  # noqa: E402
+from test_ledger_world import NETWORK, World  # noqa: E402
+
+CACHE = ROOT / "bench" / ".cache"
+FIXED_EVENTS = 9  # 4 registrations, 1 attestation, 1 issue, 2 transfers, 1 claim
+
+
+def build(n: int, progress=None) -> tuple[dict, str]:
+    """A valid bundle of exactly `n` events and the root public key (hex)."""
+    if n < FIXED_EVENTS + 1:
+        raise ValueError(f"a bundle here has at least {FIXED_EVENTS + 1} events")
+    w = World()
+    w.register("auditor", Role.auditor)
+    w.register("mine-a", Role.mine)
+    w.register("refiner", Role.refiner)
+    w.register("oem", Role.oem)
+    w.attest("site-a", "mine-a", "industrial", capacity=10**15)
+    amount = 10**12
+    lot = w.issue("site-a", amount)
+    w.transfer(lot, "refiner")
+    for step in range(n - FIXED_EVENTS):
+        amount -= 1_000 + step % 7
+        (lot,) = w.transform("refiner", [lot], [{"industrial": amount}])
+        if progress and step % 100 == 0:
+            progress(step)
+    w.transfer(lot, "oem")
+    claim = w.claim(lot, ClaimKind.share_at_least, origin_class="industrial", p=99, q=100)
+    bundle = assemble(w.events, claim, NETWORK)
+    assert len(bundle["events"]) == n, len(bundle["events"])
+    return bundle, w.root.verify_key.encode().hex()
+
+
+def load(n: int, progress=None) -> tuple[dict, str]:
+    """The cached bundle of `n` events (built and cached on first use)."""
+    path = CACHE / f"bundle-n{n}.json"
+    if path.exists():
+        data = json.loads(path.read_text())
+        return data["bundle"], data["root"]
+    bundle, root = build(n, progress)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"bundle": bundle, "root": root}))
+    tmp.replace(path)
+    return bundle, root
+
+
+if __name__ == "__main__":
+    for size in map(int, sys.argv[1:] or ["1000"]):
+        load(size, progress=lambda s: print(f"n={size}: {s} transformations", flush=True))
+        print(f"bundle-n{size} cached", flush=True)

@@ -1,0 +1,145 @@
+"""Where a transformation's time goes in the server, outside `rules.apply`.
+
+    python bench/ingest_profile.py --count 40 --ports 8500-8599 [--out PATH.prof]
+
+Starts a real server (`python -m api.server`, embedded SecantusDB) under
+cProfile, publishes `count` refining transformations one at a time (as
+bench/api.py does), stops it and prints the event-loop thread's profile:
+cumulative time of the stages of a publication, and the top functions by own
+time. cProfile profiles the main thread only: `rules.apply` runs in verifier
+threads, so what is printed is exactly the part between the HTTP request and
+the answer that is *not* verification. The profiler's clock is the event-loop
+thread's CPU time (`time.thread_time`), so waiting for the database, the
+client, the GIL or the verifier thread does not count. Profiling slows Python
+code ~1.5-2x: compare the shares, not the absolute milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import pstats
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# bench/ itself must not shadow the `api` and `crypto` packages (bench/api.py, bench/crypto.py).
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+
+_spec = importlib.util.spec_from_file_location("bench_api", ROOT / "bench" / "api.py")
+bench_api = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench_api)
+
+#: Stages of a publication, as (label, substring of a profiled function's "file:line(name)").
+STAGES = [
+    ("HTTP request in, answer out (uvicorn + Starlette)", "starlette/routing.py", "__call__"),
+    ("GraphQL execution of the mutation (strawberry)", "strawberry/schema/schema.py", "execute"),
+    ("GraphQL parse + validation", "graphql/validation/validate.py", "validate"),
+    ("I-JSON body reading (loads_strict)", "ledger/encoding.py", "loads_strict"),
+    ("envelope parsing (pydantic)", "ledger/envelope.py", "parse_envelope"),
+    ("service.publish (all of it, incl. waiting for the verifier thread)", "api/service.py", "publish"),
+    ("prefetch of referenced records (store reads)", "api/store.py", "prefetch"),
+    ("the write transaction (store.apply_effects)", "api/store.py", "apply_effects"),
+]
+
+
+# uvicorn re-raises SIGTERM after its graceful shutdown, which would kill the
+# process before the profile is written: the wrapper swallows that re-raise.
+_WRAPPER = """
+import cProfile, runpy, signal, sys, time
+out = sys.argv[1]
+sys.argv = ["api.server", *sys.argv[2:]]
+signal.raise_signal = lambda signum: None
+profile = cProfile.Profile(time.thread_time)  # CPU time of the event-loop thread, not wall time
+profile.enable()
+try:
+    runpy.run_module("api.server", run_name="__main__", alter_sys=True)
+finally:
+    profile.disable()
+    profile.dump_stats(out)
+"""
+
+
+class ProfiledServer(bench_api.Server):
+    """bench/api.py's Server, run under `python -m cProfile -o PATH`."""
+
+    def __init__(self, data_dir: Path, root, out: Path) -> None:
+        real_popen = subprocess.Popen
+
+        def popen(cmd, **kwargs):
+            assert cmd[1:3] == ["-m", "api.server"], cmd
+            return real_popen([cmd[0], "-c", _WRAPPER, str(out), *cmd[3:]], **kwargs)
+
+        bench_api.subprocess.Popen = popen
+        try:
+            super().__init__(data_dir, root, "thread")
+        finally:
+            bench_api.subprocess.Popen = real_popen
+
+
+async def drive(server, pub, count: int) -> float:
+    async with bench_api.httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+        await bench_api.setup(client, pub)
+        envelopes = await bench_api.prepare_lots(client, pub, count)
+        t0 = time.perf_counter()
+        for env in envelopes:
+            await bench_api.publish(client, env)
+        return time.perf_counter() - t0
+
+
+def report(path: Path, publications: int) -> None:
+    """Event-loop CPU time per publication, by stage, and the top functions.
+
+    A coroutine counts as one call per resumption in cProfile, so stages are
+    given as their total cumulative time divided by the number of
+    publications (time spent waiting on I/O or on the verifier thread is not
+    in it: the loop was in epoll then).
+    """
+    stats = pstats.Stats(str(path))
+    rows = stats.stats  # (file, line, name) -> (cc, nc, tt, ct, callers)
+    print(f"\nevent-loop CPU per publication ({publications} publications: set-up, issues, transfers, transforms):")
+    for label, file_part, name in STAGES:
+        ct = sum(v[3] for (f, _, n), v in rows.items() if file_part in f and n == name)
+        print(f"  {label:<70} {ct * 1000 / publications:8.2f} ms")
+    waiting = sum(v[2] for (f, _, n), v in rows.items() if "poll" in n and "epoll" in n)
+    total = sum(v[2] for v in rows.values())
+    print(f"  {'(in epoll: ~0 with a CPU-time clock)':<70} {waiting * 1000 / publications:8.2f} ms")
+    print(f"  {'(everything, incl. start-up imports)':<70} {total * 1000 / publications:8.2f} ms")
+    print("\ntop functions by own time (event-loop thread):")
+    stats.sort_stats("tottime").print_stats(25)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--count", type=int, default=40)
+    ap.add_argument("--ports", help="take the server's port from this range, e.g. 8500-8599")
+    ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "oretrace-ingest.prof")
+    ap.add_argument("--report-only", action="store_true", help="only print the report of an existing --out file")
+    args = ap.parse_args()
+    publications = 4 + 3 * args.count  # 3 registrations + 1 attestation, then issue + transfer + transform each
+    if args.report_only:
+        report(args.out, publications)
+        return
+    if args.ports:
+        low, high = (int(x) for x in args.ports.split("-"))
+        bench_api.PORT_RANGE = range(low, high + 1)
+    root = bench_api.SigningKey.generate()
+    pub = bench_api.Publisher(root)
+    data_dir = Path(tempfile.mkdtemp(prefix="oretrace-profile-"))
+    server = ProfiledServer(data_dir, root, args.out)
+    try:
+        elapsed = asyncio.run(drive(server, pub, args.count))
+    finally:
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+    print(f"{args.count} transformations one at a time under the profiler: {args.count / elapsed:.1f} tx/s")
+    report(args.out, publications)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,555 @@
+"""Many proofs, one multi-scalar multiplication: random-weight batch verification.
+
+Every proof this library verifies ends in one *relation*: a sum
+sum_i k_i P_i that must be the identity, with scalars k_i the verifier
+computes (from its own transcript) and points P_i taken from the statement,
+the proof and the fixed generators. `Relation` is that shape:
+
+* `terms(weights)` gives the relation scaled by verifier weights: coefficients
+  of the Bulletproof vectors G_i and H_i (`g_vec`, `h_vec`), of the Pedersen
+  bases G and H (`g`, `h`), and of the other points (`points`, `scalars`);
+* `weight_count` is how many independent weights it takes (a Bulletproof 2:
+  its inner-product and t-polynomial equations; a ZeroProof k: one per point;
+  an OpeningProof 1);
+* `binding` is a challenge drawn from the proof's own transcript after the
+  verifier replayed it, so it binds statement, context and every proof byte;
+* `proof_points` are the points the proof carries (not the statement's).
+
+`verify_relations` checks a list of relations at once:
+
+1. A batch transcript absorbs the count and every relation's `binding`; its
+   `rng` mixes in 32 bytes of OS randomness, and yields one non-zero weight
+   per equation (`Transcript.rng`). A prover who knows neither the OS bytes
+   nor the weights cannot make false relations cancel: if any relation is
+   false, the weighted sum is the identity with probability at most 1/r per
+   false equation (r ~ 2^255, Schwartz-Zippel over the weights).
+2. The weighted relations are folded into ONE multi-scalar multiplication:
+   coefficients of the shared bases (G, H, G_i, H_i) and of points that occur
+   in several relations (the same commitment in a range and a balance proof,
+   keyed by the 48-byte encoding) are summed, so each distinct point appears
+   once.
+3. If the sum is not the identity, the failing relation is found by
+   bisection over the *same* weights: check the left half; if it holds the
+   first false relation is in the right half, else in the left. That is
+   log2(k) multiplications of halving size, about one more full MSM in all
+   (never a second pass proof by one proof). The relation found is checked
+   alone; it is reported as `BatchFailure(index, reason)`, `index` being its
+   position in the list, the *first* false one in list order.
+
+Deferred points (`crypto.group.deferred_decoding`) enter the MSM as bytes:
+`DeferredPoints` decodes each distinct encoding once - in this process, or in
+worker processes that also multiply their share of the points - and a point
+that does not decode fails the first relation that holds it, with the decoding
+error. Worker processes: see `WorkerPool` and docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, Protocol
+
+from .errors import DecodeError
+from .generators import G, H, bulletproof_generators
+from .group import ORDER, Point, backend, decode_checked, get_backend, msm, use_backend
+from .transcript import Transcript
+
+BATCH_DOMAIN = b"oretrace-proof-batch-v1"
+
+__all__ = [
+    "Terms",
+    "Relation",
+    "BatchFailure",
+    "DeferredPoints",
+    "WorkerPool",
+    "verify_relations",
+    "holds_alone",
+    "shared_pool",
+]
+
+
+@dataclass(frozen=True)
+class Terms:
+    """A relation sum == identity, as coefficients (scalars mod r, any int accepted).
+
+    g_vec[i] / h_vec[i] multiply the Bulletproof generators G_i / H_i
+    (`crypto.generators.bulletproof_generators`); g / h multiply the Pedersen
+    G / H; scalars[j] multiplies points[j].
+    """
+
+    g_vec: Sequence[int]
+    h_vec: Sequence[int]
+    g: int
+    h: int
+    points: Sequence[Point]
+    scalars: Sequence[int]
+
+
+class Relation(Protocol):
+    """One proof's verification equation, ready for `verify_relations`."""
+
+    @property
+    def weight_count(self) -> int: ...
+
+    @property
+    def binding(self) -> bytes: ...
+
+    @property
+    def proof_points(self) -> Sequence[Point]:
+        """The points the proof itself carries (those `DeferredPoints.add` may take ahead)."""
+        ...
+
+    def terms(self, weights: Sequence[int]) -> Terms: ...
+
+
+class BatchFailure(Exception):
+    """relations[index] does not hold (`reason` says how it was found out)."""
+
+    def __init__(self, index: int, reason: str):
+        self.index = index
+        self.reason = reason
+        super().__init__(f"relation #{index}: {reason}")
+
+
+# --------------------------------------------------------------------------- folding
+
+
+@dataclass
+class _Folded:
+    """A weighted sum of relations as one MSM, split into decoded and deferred points."""
+
+    g_vec: list[int]
+    h_vec: list[int]
+    g: int
+    h: int
+    decoded: dict[bytes, list]  # encoding -> [Point, coefficient]
+    deferred: dict[bytes, int]  # encoding -> coefficient
+    first_holder: dict[bytes, int]  # deferred encoding -> index of the first relation holding it
+
+
+def _fold(relations: Sequence[Relation], weights: Sequence[Sequence[int]], offset: int = 0) -> _Folded:
+    f = _Folded([], [], 0, 0, {}, {}, {})
+    for idx, (rel, w) in enumerate(zip(relations, weights, strict=True)):
+        t = rel.terms(w)
+        n = len(t.g_vec)
+        if n > len(f.g_vec):
+            f.g_vec += [0] * (n - len(f.g_vec))
+            f.h_vec += [0] * (n - len(f.h_vec))
+        f.g_vec[:n] = map(int.__add__, f.g_vec[:n], t.g_vec)
+        f.h_vec[:n] = map(int.__add__, f.h_vec[:n], t.h_vec)
+        f.g += t.g
+        f.h += t.h
+        for p, k in zip(t.points, t.scalars, strict=True):
+            enc = p.to_bytes()
+            if p.is_deferred():
+                f.deferred[enc] = f.deferred.get(enc, 0) + k
+                f.first_holder.setdefault(enc, offset + idx)
+            elif not p.is_identity():
+                slot = f.decoded.get(enc)
+                if slot is None:
+                    f.decoded[enc] = [p, k]
+                else:
+                    slot[1] += k
+    return f
+
+
+def _local_sum(f: _Folded) -> Point:
+    gs, hs = bulletproof_generators(len(f.g_vec))
+    pts = [*gs, *hs, G(), H()]
+    ks = [*f.g_vec, *f.h_vec, f.g, f.h]
+    for p, k in f.decoded.values():
+        pts.append(p)
+        ks.append(k)
+    return msm(pts, [k % ORDER for k in ks])
+
+
+def _holds(f: _Folded, deferred: DeferredPoints) -> bool:
+    """Is the folded sum the identity? _BadPoints if a deferred point does not decode."""
+    if not f.deferred:
+        return _local_sum(f).is_identity()
+    handle = deferred.start_msm(f.deferred)  # workers multiply while this process does its part
+    try:
+        local = _local_sum(f)
+    finally:
+        remote = deferred.finish_msm(handle)  # always collect the replies: the pipes stay in step
+    return (local + remote).is_identity()
+
+
+def _draw_weights(relations: Sequence[Relation]) -> list[list[int]]:
+    bt = Transcript(BATCH_DOMAIN, b"")
+    bt.append_u64(b"count", len(relations))
+    for rel in relations:
+        bt.append_message(b"binding", rel.binding)
+    rng = bt.rng([])  # + OS randomness: the prover cannot predict the weights
+    return [rng.scalars(rel.weight_count) for rel in relations]
+
+
+def verify_relations(relations: Sequence[Relation], deferred: DeferredPoints | None = None) -> None:
+    """Check every relation with one multi-scalar multiplication (module docstring).
+
+    `deferred` holds the deferred points the relations use (a fresh in-process
+    one if None). Raises BatchFailure(index, reason) naming the first false
+    relation (or the first relation holding a point that does not decode).
+    """
+    relations = list(relations)
+    if not relations:
+        return
+    deferred = deferred if deferred is not None else DeferredPoints()
+    weights = _draw_weights(relations)
+    try:
+        if _holds(_fold(relations, weights), deferred):
+            return
+    except _BadPoints as bad:
+        f = _fold(relations, weights)
+        index = min(f.first_holder[enc] for enc in bad.reasons)
+        enc = next(e for e in bad.reasons if f.first_holder[e] == index)
+        raise BatchFailure(index, f"malformed point in the proof: {bad.reasons[enc]}") from None
+    # Bisection: relations[lo:hi] is known to fail.
+    lo, hi = 0, len(relations)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _holds(_fold(relations[lo:mid], weights[lo:mid], lo), deferred):
+            lo = mid
+        else:
+            hi = mid
+    if _holds(_fold(relations[lo:hi], weights[lo:hi], lo), deferred):  # only if the weights were unlucky
+        raise BatchFailure(lo, "the batch fails but no single proof could be named (retry)")
+    raise BatchFailure(lo, "the verification equation does not hold")
+
+
+def holds_alone(relation: Relation) -> bool:
+    """Check one relation with fresh random weights (one MSM). DecodeError on a bad deferred point."""
+    try:
+        return _holds(_fold([relation], _draw_weights([relation])), DeferredPoints())
+    except _BadPoints as bad:
+        raise DecodeError("point", next(iter(bad.reasons.values()))) from None
+
+
+# --------------------------------------------------------------------------- deferred points
+
+
+class _BadPoints(Exception):
+    def __init__(self, reasons: dict[bytes, str]):
+        self.reasons = reasons
+
+
+class DeferredPoints:
+    """The deferred points of one verification, each decoded once.
+
+    Without a pool they are decoded in this process when first multiplied.
+    With a `WorkerPool`, `add` streams each new distinct encoding to a worker
+    process as soon as a proof is read (workers decode while this process
+    replays transcripts); `start_msm`/`finish_msm` then have each worker
+    multiply the points it holds, and the partial sums are added here.
+    """
+
+    def __init__(self, pool: WorkerPool | Callable[[], WorkerPool | None] | None = None, *, start_after: int = 0):
+        """`pool`: a WorkerPool, or a function returning one (or None), called
+        once `start_after` distinct deferred points have been added: starting
+        worker processes costs more than decoding a small batch here."""
+        self._pool: WorkerPool | None = None
+        self._pending = pool if callable(pool) and not isinstance(pool, WorkerPool) else None
+        self._start_after = start_after
+        self._backlog: dict[bytes, None] = {}  # distinct encodings added before the pool started
+        self._where: dict[bytes, tuple[int, int]] = {}  # encoding -> (worker, position)
+        self._local: dict[bytes, Any] = {}  # encoding -> native point or DecodeError (no pool)
+        if isinstance(pool, WorkerPool):
+            self._attach(pool)
+
+    def _attach(self, pool: WorkerPool) -> None:
+        self._pool = pool
+        self._buffers: list[list[bytes]] = [[] for _ in pool.workers]
+        self._sizes = [0] * len(pool.workers)
+        self._next = 0
+        try:
+            pool.reset()
+        except WorkerFailed:
+            pool.broken = True
+            raise
+
+    def add(self, points: Sequence[Point]) -> None:
+        """Register the deferred points among `points` (others are ignored)."""
+        if self._pool is None:
+            if self._pending is None:
+                return
+            for p in points:
+                if p.is_deferred():
+                    self._backlog[p.to_bytes()] = None
+            if len(self._backlog) < self._start_after:
+                return
+            pool, self._pending = self._pending(), None
+            if pool is None:
+                return
+            self._attach(pool)
+            points = [_deferred(enc) for enc in self._backlog]
+            self._backlog = {}
+        for p in points:
+            if not p.is_deferred():
+                continue
+            enc = p.to_bytes()
+            if enc in self._where:
+                continue
+            w = self._next
+            self._next = (w + 1) % len(self._buffers)
+            self._where[enc] = (w, self._sizes[w])
+            self._sizes[w] += 1
+            buf = self._buffers[w]
+            buf.append(enc)
+            if len(buf) >= _CHUNK:
+                self._send(w, ("load", buf))
+                self._buffers[w] = []
+
+    def _send(self, w: int, msg) -> None:
+        try:
+            self._pool.workers[w].send(msg)
+        except WorkerFailed:
+            self._pool.broken = True
+            raise
+
+    def _recv(self, w: int):
+        try:
+            return self._pool.workers[w].recv()
+        except WorkerFailed:
+            self._pool.broken = True
+            raise
+
+    def _flush(self) -> None:
+        for w, buf in enumerate(self._buffers):
+            if buf:
+                self._send(w, ("load", buf))
+                self._buffers[w] = []
+
+    def start_msm(self, coefficients: dict[bytes, int]) -> Any:
+        if self._pool is None:
+            return coefficients
+        missing = [enc for enc in coefficients if enc not in self._where]
+        if missing:  # points not streamed through add(): place them now
+            self.add([_deferred(enc) for enc in missing])
+        self._flush()
+        jobs: list[tuple[list[int], list[int]]] = [([], []) for _ in self._pool.workers]
+        for enc, k in coefficients.items():
+            w, pos = self._where[enc]
+            jobs[w][0].append(pos)
+            jobs[w][1].append(k % ORDER)
+        busy = []
+        for w, (positions, scalars) in enumerate(jobs):
+            if positions:
+                self._send(w, ("msm", positions, scalars))
+                busy.append(w)
+        return busy
+
+    def finish_msm(self, handle: Any) -> Point:
+        if self._pool is None:
+            return self._local_msm(handle)
+        total = Point.identity()
+        bad: dict[bytes, str] = {}
+        for w in handle:
+            status, value = self._recv(w)
+            if status == "ok":
+                total = total + Point.from_bytes(value, allow_identity=True)
+            else:
+                bad.update(value)
+        if bad:
+            raise _BadPoints(bad)
+        return total
+
+    def _local_msm(self, coefficients: dict[bytes, int]) -> Point:
+        b = backend()
+        bad: dict[bytes, str] = {}
+        pts, ks = [], []
+        for enc, k in coefficients.items():
+            native = self._local.get(enc)
+            if native is None:
+                try:
+                    native = decode_checked(b, enc)
+                except DecodeError as exc:
+                    native = exc
+                self._local[enc] = native
+            if isinstance(native, DecodeError):
+                bad[enc] = native.reason
+            else:
+                pts.append(Point(b, native, enc))
+                ks.append(k % ORDER)
+        if bad:
+            raise _BadPoints(bad)
+        return msm(pts, ks)
+
+
+def _deferred(enc: bytes) -> Point:
+    return Point(backend(), None, enc)
+
+
+# --------------------------------------------------------------------------- worker processes
+
+#: Encodings per message to a worker: large enough to amortise pickling and
+#: the pipe round trip, small enough that workers start decoding early.
+_CHUNK = 256
+
+
+def _worker_main(inbox: Connection, outbox: Connection, backend_name: str) -> None:
+    """A worker: decodes (fully checked) the encodings it is sent, multiplies on request.
+
+    Messages: ("reset",) forget every point; ("load", [encoding, ...]) decode
+    and append; ("msm", positions, scalars) answer ("ok", encoded sum) or
+    ("bad", {encoding: reason}) if a point at one of the positions did not
+    decode. EOF or None: exit.
+    """
+    use_backend(backend_name)
+    b = get_backend(backend_name)
+    points: list[Any] = []
+    bad: dict[int, tuple[bytes, str]] = {}
+    while True:
+        try:
+            msg = inbox.recv()
+        except EOFError:
+            return
+        if msg is None:
+            return
+        if msg[0] == "reset":
+            points.clear()
+            bad.clear()
+        elif msg[0] == "load":
+            for enc in msg[1]:
+                try:
+                    points.append(decode_checked(b, enc))
+                except DecodeError as exc:
+                    bad[len(points)] = (enc, exc.reason)
+                    points.append(None)
+        elif msg[0] == "msm":
+            positions, scalars = msg[1], msg[2]
+            failed = {bad[p][0]: bad[p][1] for p in positions if p in bad}
+            if failed:
+                outbox.send(("bad", failed))
+            else:
+                outbox.send(("ok", b.encode(b.msm([points[p] for p in positions], scalars))))
+
+
+class WorkerFailed(RuntimeError):
+    """A verification worker process died or its pipe broke (the pool is discarded)."""
+
+
+class _Worker:
+    """One worker process, started as `python -m crypto.batch` (never forked, and
+    the parent's __main__ is not re-run), talking over two anonymous pipes."""
+
+    def __init__(self, backend_name: str):
+        to_child_r, to_child_w = os.pipe()
+        from_child_r, from_child_w = os.pipe()
+        root = str(Path(__file__).resolve().parent.parent)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "crypto.batch", str(to_child_r), str(from_child_w), backend_name],
+            pass_fds=(to_child_r, from_child_w),
+            stdin=subprocess.DEVNULL,
+            env=env,
+            close_fds=True,
+        )
+        os.close(to_child_r)
+        os.close(from_child_w)
+        self._out = Connection(to_child_w, readable=False)
+        self._in = Connection(from_child_r, writable=False)
+
+    def send(self, msg) -> None:
+        try:
+            self._out.send(msg)
+        except OSError as exc:
+            raise WorkerFailed(f"verification worker: {exc}") from None
+
+    def recv(self):
+        try:
+            return self._in.recv()
+        except (OSError, EOFError) as exc:
+            raise WorkerFailed(f"verification worker: {type(exc).__name__}") from None
+
+    def close(self) -> None:
+        try:
+            self._out.send(None)
+        except OSError:
+            pass
+        self._out.close()
+        self._in.close()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class WorkerPool:
+    """`size` worker processes for one curve backend. One verification uses it
+    at a time: take it with `acquire()` (non-blocking; False if another
+    verification holds it)."""
+
+    def __init__(self, size: int, backend_name: str | None = None):
+        if size < 1:
+            raise ValueError("a worker pool has at least one process")
+        self.backend_name = backend_name or backend().name
+        self.workers = [_Worker(self.backend_name) for _ in range(size)]
+        self.broken = False
+        self._lock = threading.Lock()
+
+    def acquire(self) -> bool:
+        return self._lock.acquire(blocking=False)
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def reset(self) -> None:
+        for w in self.workers:
+            w.send(("reset",))
+
+    def close(self) -> None:
+        for w in self.workers:
+            w.close()
+        self.workers = []
+
+
+_shared: dict[tuple[str, int], WorkerPool] = {}
+_shared_lock = threading.Lock()
+
+
+def default_workers() -> int:
+    """Worker processes for batch (bundle) verification: ORETRACE_BUNDLE_WORKERS (an
+    integer; 0 = none, everything in this process), else one per core, none on one core.
+    (ORETRACE_VERIFY_WORKERS is the server's count of concurrent verifications.)"""
+    text = os.environ.get("ORETRACE_BUNDLE_WORKERS", "").strip()
+    if text.isdigit():
+        return int(text)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return cores if cores > 1 else 0
+
+
+def shared_pool(size: int) -> WorkerPool | None:
+    """The process-wide pool of `size` workers for the active backend (started on first use), or None for 0."""
+    if size <= 0:
+        return None
+    key = (backend().name, size)
+    with _shared_lock:
+        pool = _shared.get(key)
+        if pool is not None and (pool.broken or any(w.process.poll() is not None for w in pool.workers)):
+            if pool.acquire():  # nobody is using it: replace it
+                pool.close()
+                pool = None
+        if pool is None:
+            pool = _shared[key] = WorkerPool(size)
+        return pool
+
+
+@atexit.register
+def _close_shared() -> None:
+    for pool in _shared.values():
+        pool.close()
+    _shared.clear()
+
+
+if __name__ == "__main__":  # a worker process (see _Worker)
+    _inbox = Connection(int(sys.argv[1]), writable=False)
+    _worker_main(_inbox, Connection(int(sys.argv[2]), readable=False), sys.argv[3])
