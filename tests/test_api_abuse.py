@@ -503,3 +503,31 @@ async def test_heavy_operations_execute_a_few_at_a_time(api_settings, store, mon
         app.state.runtime.ingestion.close()
     assert all(r.json() == {"data": {"event": None}} for r in responses)
     assert max(seen) == most_at_once, seen
+
+
+async def test_large_bodies_are_decoded_off_the_event_loop(http, monkeypatch) -> None:
+    """A body over INLINE_BODY_BYTES is decoded on a worker thread; smaller ones inline; same answers."""
+    import threading
+
+    from api import app as app_module
+
+    threads: list[str] = []
+    decode = app_module.GraphQLView._decode
+
+    def spy(data):
+        threads.append(threading.current_thread().name)
+        return decode(data)
+
+    monkeypatch.setattr(app_module.GraphQLView, "_decode", staticmethod(spy))
+    pad = "x" * app_module.INLINE_BODY_BYTES
+    good = {"query": "{ __typename }", "variables": {"unused": pad}}  # undeclared variables are ignored
+    responses = await while_healthy(http, [
+        post(http, "{ __typename }"),
+        http.post("/graphql", json=good),
+        http.post("/graphql", content=json.dumps(good)[:-1].encode(), headers={"content-type": "application/json"}),
+        http.post("/graphql", content=deep_array(100_000), headers={"content-type": "application/json"}),
+    ])  # fmt: skip
+    assert [r.status_code for r in responses] == [200, 200, 400, 400]
+    assert responses[0].json() == responses[1].json() == {"data": {"__typename": "Query"}}
+    assert "not valid I-JSON" in responses[2].json()["errors"][0]["message"]
+    assert threads[0] == threading.main_thread().name and all(t != threading.main_thread().name for t in threads[1:]), threads
