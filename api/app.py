@@ -22,6 +22,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -286,6 +287,16 @@ GRAPHIQL_CSP = (
 )
 
 
+#: POST bodies larger than this are decoded on a worker thread, off the event loop.
+INLINE_BODY_BYTES = 64 * 1024
+#: (body, (decoded value, error)) of the current request's large body: a ContextVar,
+#: so concurrent requests never see each other's; matched by identity with the bytes
+#: Strawberry reads back from the same Request.
+_DECODED_BODY: ContextVar[tuple[bytes, tuple[object, HTTPException | None]] | None] = ContextVar(
+    "oretrace_decoded_body", default=None
+)
+
+
 class GraphQLView(GraphQL):
     """Strawberry's ASGI view + GraphQL-over-HTTP status codes and media types,
     with the vendored GraphiQL page (GET from a browser)."""
@@ -333,7 +344,18 @@ class GraphQLView(GraphQL):
         """Every JSON text from a client (the POST body, the `variables` and
         `extensions` of a GET) through the one I-JSON reader: a 400 naming the
         fault for bad UTF-8, duplicate member names, lone surrogates, NaN,
-        over-long integers or nesting deeper than 64 (never a RecursionError)."""
+        over-long integers or nesting deeper than 64 (never a RecursionError).
+        A large body arrives here already decoded on a worker thread (`run`)."""
+        decoded = _DECODED_BODY.get()
+        if decoded is not None and decoded[0] is data:
+            value, error = decoded[1]
+            if error is not None:
+                raise error
+            return value
+        return self._decode(data)
+
+    @staticmethod
+    def _decode(data: str | bytes) -> object:
         try:
             value = loads_strict(data)
         except StrictJSONError as exc:
@@ -344,6 +366,13 @@ class GraphQLView(GraphQL):
             raise HTTPException(400, "expected a JSON object ({query, variables, operationName, extensions})")
         return value
 
+    @classmethod
+    def _decode_outcome(cls, data: bytes) -> tuple[object, HTTPException | None]:
+        try:
+            return cls._decode(data), None
+        except HTTPException as exc:
+            return None, exc
+
     async def run(self, request, context=UNSET, root_value=UNSET):  # type: ignore[override]
         if not self.should_render_graphql_ide(self.request_adapter_class(request)):
             media = negotiate(request.headers.get("accept"))
@@ -352,6 +381,10 @@ class GraphQLView(GraphQL):
                     406, f"Not Acceptable: this endpoint answers {GRAPHQL_RESPONSE_JSON} or {APPLICATION_JSON}"
                 )
             request.state.media = media
+        if request.method == "POST":
+            body = await request.body()  # already buffered by BodyLimits
+            if len(body) > INLINE_BODY_BYTES:  # decoding and I-JSON checks: ~0.2 s of CPU per MiB
+                _DECODED_BODY.set((body, await asyncio.to_thread(self._decode_outcome, body)))
         return await super().run(request, context, root_value)
 
     async def execute_single(self, request, request_adapter, sub_response, context, root_value, request_data):  # type: ignore[override]

@@ -122,7 +122,10 @@ def requests(fan_roots: list[str], dag_root: str, cap: int) -> dict[str, dict[st
     per_lot = 1 + 1 + 32 * (1 + 32 * (1 + 1))  # lots edge/node + parents x parents x (lot + owner)
     first = LIMITS.max_query_cost // per_lot
     entity_selection = "... on Lot { id owner { name } parents { id owner { name } } }"  # 1 + 1 + 32 * 2 per item
-    big_variables = {f"v{i}": [i, "x" * 8] for i in range((body_limit - 200) // 24)}
+    count = body_limit // 32
+    while len(json.dumps({f"v{i}": [i, "x" * 8] for i in range(count)})) > body_limit - 200:
+        count -= 1000
+    big_variables = {f"v{i}": [i, "x" * 8] for i in range(count)}  # just under the body limit
     return {
         "fanout_diamond": gql(diamond_fan_out(95)),
         "validation_same_name": gql("{ " + " ".join(["__typename"] * (LIMITS.max_tokens - 10)) + " }"),

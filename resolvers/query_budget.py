@@ -102,6 +102,14 @@ class Summary:
 EMPTY = Summary()
 
 
+@dataclass(frozen=True)
+class Analysis:
+    """`errors`: the limit errors (empty: within every limit); `cost`: the operation's cost."""
+
+    errors: list[GraphQLError]
+    cost: int
+
+
 class _Analyser:
     def __init__(self, fragments: Mapping[str, FragmentDefinitionNode], variables: Mapping[str, Any],
                  limits: Limits) -> None:  # fmt: skip
@@ -213,9 +221,9 @@ def operation_of(document: DocumentNode, operation_name: str | None) -> Operatio
 
 
 def analyse(operation: OperationDefinitionNode, document: DocumentNode, variables: Mapping[str, Any],
-            limits: Limits) -> list[GraphQLError]:  # fmt: skip
-    """The limit errors of `operation` (empty: within every limit), given its
-    coerced `variables` (defaults applied). Depth and aliases give
+            limits: Limits) -> Analysis:  # fmt: skip
+    """The limit errors and the cost of `operation`, given its coerced
+    `variables` (defaults applied). Depth and aliases give
     GRAPHQL_VALIDATION_FAILED errors (the messages of Strawberry's limiters);
     cost and `_entities` size give `QueryTooCostly`. Linear in the size of
     `document`, which must have passed validation."""
@@ -244,7 +252,7 @@ def analyse(operation: OperationDefinitionNode, document: DocumentNode, variable
                 cost=min(summary.cost, 2**63 - 1), budget=limits.max_query_cost, node=operation,
             )
         )
-    return errors
+    return Analysis(errors, summary.cost)
 
 
 def _shown(n: int) -> str:

@@ -83,8 +83,16 @@ def _costly_fields_rule(budget: dict[str, int]) -> type[ValidationRule]:
 #: Documents up to this many characters are checked on the event loop: their
 #: validation costs at most ~3 ms (measured warm on a loaded 2-core machine).
 INLINE_CHECK_CHARS = 512
+#: ... and so are variables holding no list or object longer than this.
+INLINE_CHECK_ITEMS = 100
 #: Where longer documents are checked (PreExecutionChecks).
 CHECK_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="graphql-check")
+
+
+def _large_variables(variables: dict | None) -> bool:
+    """Variables whose coercion is worth a thread: a list or object of more than
+    INLINE_CHECK_ITEMS entries at the top (18,000 `_entities` representations)."""
+    return any(isinstance(v, list | dict) and len(v) > INLINE_CHECK_ITEMS for v in (variables or {}).values())
 
 
 class PreExecutionChecks(SchemaExtension):
@@ -106,15 +114,18 @@ class PreExecutionChecks(SchemaExtension):
     spreading each other; bench/abuse.py). So a document longer than
     `INLINE_CHECK_CHARS` is checked on `CHECK_POOL`, two worker threads: the
     event loop keeps answering (/healthz included), and at most two such
-    checks compete with it for the GIL at any time."""
+    checks compete with it for the GIL at any time. So are large variables
+    (their coercion is linear, but 18,000 representations take a while)."""
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, heavy_slots: asyncio.Semaphore) -> None:
         self.limits = limits
+        self.heavy_slots = heavy_slots
+        self.cost = 0
 
     async def on_validate(self) -> AsyncIterator[None]:
         context = self.execution_context
         if context.pre_execution_errors is None and context.graphql_document is not None:
-            if len(context.query or "") <= INLINE_CHECK_CHARS:
+            if len(context.query or "") <= INLINE_CHECK_CHARS and not _large_variables(context.variables):
                 context.pre_execution_errors = self._errors(context)
             else:
                 loop = asyncio.get_running_loop()
@@ -131,7 +142,24 @@ class PreExecutionChecks(SchemaExtension):
         if isinstance(coerced, list):
             return [GraphQLError(e.message, e.nodes, extensions={"code": "BAD_USER_INPUT"}) for e in coerced]
         values = coerced.coerced
-        return identifier_variable_errors(schema, operation, values) or analyse(operation, document, values, self.limits)
+        errors = identifier_variable_errors(schema, operation, values)
+        if errors:
+            return errors
+        analysis = analyse(operation, document, values, self.limits)
+        self.cost = analysis.cost
+        return analysis.errors
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        """Heavy operations (cost >= `heavy_query_cost`) execute at most
+        `max_heavy_operations` at a time: their resolvers run on the event loop,
+        and every one running at once lengthens the stretches the loop spends
+        without answering anybody else (/healthz included). The others wait
+        their turn; cheap operations never wait."""
+        if self.cost >= self.limits.heavy_query_cost:
+            async with self.heavy_slots:
+                yield
+        else:
+            yield
 
 
 #: The federation entities (`@key(fields: "id")`) a router may ask `_entities` for.
@@ -181,6 +209,7 @@ class OretraceSchema(strawberry.federation.Schema):
 
 def build_schema(limits: Limits | None = None) -> OretraceSchema:
     limits = limits or Limits()
+    heavy_slots = asyncio.Semaphore(limits.max_heavy_operations)  # shared by the schema's requests
     return OretraceSchema(
         query=merge_types("Query", (Query, LogQuery)),
         mutation=Mutation,
@@ -188,7 +217,7 @@ def build_schema(limits: Limits | None = None) -> OretraceSchema:
         federation_version="2.11",
         config=StrawberryConfig(scalar_map=SCALARS),
         extensions=[
-            lambda: PreExecutionChecks(limits),
+            lambda: PreExecutionChecks(limits, heavy_slots),
             lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
             lambda: AddValidationRules([IdentifierLiteralRule, _costly_fields_rule(COSTLY_ROOT_FIELDS)]),
             MaskUnexpectedErrors,

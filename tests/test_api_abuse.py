@@ -225,8 +225,9 @@ def test_analysis_counts_the_expanded_document(n: int) -> None:
     limits = Limits(max_query_cost=10**100, max_aliases=10**100, max_query_depth=10**6)
     document = graphql.parse(diamond_fan_out(n, 'lot(id: "x") { id }'))
     operation = document.definitions[0]
-    assert analyse(operation, document, {}, limits) == []
-    errors = analyse(operation, document, {}, Limits(max_query_cost=2 ** (n + 1) - 1))
+    assert analyse(operation, document, {}, limits).errors == []
+    assert analyse(operation, document, {}, limits).cost == 2 ** (n + 1)
+    errors = analyse(operation, document, {}, Limits(max_query_cost=2 ** (n + 1) - 1)).errors
     assert errors and errors[0].extensions["cost"] == min(2 ** (n + 1), 2**63 - 1)
 
 
@@ -478,3 +479,60 @@ def test_nesting_is_measured_without_parsing(text, deeper: bool) -> None:
         assert ("nested deeper" in str(exc)) is deeper, exc
     else:
         assert not deeper
+
+
+@pytest.mark.parametrize(("heavy_cost", "slots", "most_at_once"), [(1, 1, 1), (1, 2, 2), (10_000, 1, 4)])
+async def test_heavy_operations_execute_a_few_at_a_time(api_settings, store, monkeypatch, heavy_cost, slots, most_at_once) -> None:
+    """Four concurrent operations: those at or above heavy_query_cost run `slots` at a time; cheap ones all at once."""
+    from api.app import create_app
+
+    settings = api_settings.model_copy(update={"limits": Limits(heavy_query_cost=heavy_cost, max_heavy_operations=slots)})
+    app = create_app(settings, store=store)
+    running, seen = 0, []
+
+    async def slow_event(event_id: str):
+        nonlocal running
+        running += 1
+        seen.append(running)
+        await asyncio.sleep(0.05)  # overlap, if allowed (no assertion on time)
+        running -= 1
+        return None
+
+    monkeypatch.setattr(store, "event", slow_event)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            responses = await asyncio.gather(
+                *(client.post("/graphql", json={"query": '{ event(id: "evt_x") }'}) for _ in range(4))
+            )
+    finally:
+        app.state.runtime.ingestion.close()
+    assert all(r.json() == {"data": {"event": None}} for r in responses)
+    assert max(seen) == most_at_once, seen
+
+
+async def test_large_bodies_are_decoded_off_the_event_loop(http, monkeypatch) -> None:
+    """A body over INLINE_BODY_BYTES is decoded on a worker thread; smaller ones inline; same answers."""
+    import threading
+
+    from api import app as app_module
+
+    threads: list[str] = []
+    decode = app_module.GraphQLView._decode
+
+    def spy(data):
+        threads.append(threading.current_thread().name)
+        return decode(data)
+
+    monkeypatch.setattr(app_module.GraphQLView, "_decode", staticmethod(spy))
+    pad = "x" * app_module.INLINE_BODY_BYTES
+    good = {"query": "{ __typename }", "variables": {"unused": pad}}  # undeclared variables are ignored
+    responses = await while_healthy(http, [
+        post(http, "{ __typename }"),
+        http.post("/graphql", json=good),
+        http.post("/graphql", content=json.dumps(good)[:-1].encode(), headers={"content-type": "application/json"}),
+        http.post("/graphql", content=deep_array(100_000), headers={"content-type": "application/json"}),
+    ])  # fmt: skip
+    assert [r.status_code for r in responses] == [200, 200, 400, 400]
+    assert responses[0].json() == responses[1].json() == {"data": {"__typename": "Query"}}
+    assert "not valid I-JSON" in responses[2].json()["errors"][0]["message"]
+    assert threads[0] == threading.main_thread().name and all(t != threading.main_thread().name for t in threads[1:]), threads
