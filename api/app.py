@@ -213,7 +213,8 @@ class Runtime:
         self.store = store
         self.ingestion = Ingestion(store, self.settings)
         self.owns_store = owned
-        store.translog = translog.open_log(store.db, self.settings)
+        if store.translog is None:  # one log per store, however many apps share it
+            store.translog = translog.open_log(store.db, self.settings)
 
     async def start(self) -> None:
         if self.store is not None:  # injected (tests, embedding applications)
@@ -243,8 +244,6 @@ class Runtime:
         store.translog.start()
 
     async def stop(self) -> None:
-        if self.store is not None and self.store.translog is not None:
-            await self.store.translog.stop()
         if self.ingestion is not None:
             await asyncio.to_thread(self.ingestion.close)
         if self.store is not None and self.owns_store:

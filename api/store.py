@@ -244,6 +244,9 @@ class Store:
         return cls(client, database)
 
     async def close(self) -> None:
+        """Stop the log's background task (it reads through this client), then close the client."""
+        if self.translog is not None:
+            await self.translog.stop()
         if self._owns_client:
             await self.client.close()
 
