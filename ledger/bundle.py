@@ -40,7 +40,7 @@ from . import statements as st
 from .effects import Effects
 from .envelope import Envelope, parse_envelope
 from .errors import Rejection
-from .models import AttestSite, Claim, ClaimKind, PublishClaim, Transfer
+from .models import CLAIM_MODELS, AttestSite, Claim, ClaimKind, PublishClaim, Transfer
 from .proofs import BatchCollector
 from .rules import Policy, apply
 from .view import OPERATOR, MemoryView, apply_effects_to_view
@@ -243,6 +243,9 @@ def describe_claim(claim: Claim) -> str:
         case ClaimKind.share_at_most | ClaimKind.share_at_least:
             op = "<=" if claim.kind is ClaimKind.share_at_most else ">="
             return f"{claim.origin_class} share {op} {claim.p}/{claim.q} ({100 * claim.p / claim.q:g}%)"
+        case ClaimKind.share_in_range:
+            low, high = 100 * claim.p / claim.q, 100 * claim.p_max / claim.q
+            return f"{claim.origin_class} share between {claim.p}/{claim.q} and {claim.p_max}/{claim.q} ({low:g}-{high:g}%)"
         case ClaimKind.amount_in_range:
             return f"contained cobalt between {claim.low} g and {claim.high} g"
     raise AssertionError(claim.kind)
@@ -253,6 +256,7 @@ def _claim_summary(claim: Claim, owner_name: str) -> dict[str, Any]:
         **claim.model_dump(mode="json", exclude_none=True),
         "owner_name": owner_name,
         "statement": describe_claim(claim),
+        "iso22095_model": CLAIM_MODELS[claim.kind],
     }
 
 

@@ -558,7 +558,12 @@ def attest(
     wallet: WalletOpt,
     site: Annotated[str, typer.Option("--site", help="Site id.")],
     operator: Annotated[str, typer.Option(help="Org id of the site's operator.")],
-    origin_class: Annotated[str, typer.Option("--class", help="industrial, artisanal or recycled.")],
+    origin_class: Annotated[
+        str,
+        typer.Option(
+            "--class", help="industrial, artisanal, recycled_pre_consumer or recycled_post_consumer."
+        ),
+    ],
     capacity_g: Annotated[int, typer.Option("--capacity-g", help="Audited capacity for the period, grams of Co.")],
     name: Annotated[str, typer.Option(help="Site name.")],
     country: Annotated[str, typer.Option(help="ISO country code.")],
@@ -689,9 +694,14 @@ def transform(
 def claim(
     lot: Annotated[str, typer.Argument(help="One of your lots.")],
     wallet: WalletOpt,
-    kind: Annotated[str, typer.Option(help="ancestry_excludes, share_at_most, share_at_least, amount_in_range")],
-    origin_class: Annotated[str | None, typer.Option("--class", help="Origin class the claim is about.")] = None,
-    p: Annotated[int | None, typer.Option(help="Share numerator.")] = None,
+    kind: Annotated[
+        str, typer.Option(help="ancestry_excludes, share_at_most, share_at_least, share_in_range, amount_in_range")
+    ],
+    origin_class: Annotated[
+        str | None, typer.Option("--class", help="Origin class or class set (recycled = pre + post consumer).")
+    ] = None,
+    p: Annotated[int | None, typer.Option(help="Share numerator (share_in_range: the lower bound's).")] = None,
+    p_max: Annotated[int | None, typer.Option("--p-max", help="share_in_range: upper bound's numerator.")] = None,
     q: Annotated[int | None, typer.Option(help="Share denominator.")] = None,
     low: Annotated[int | None, typer.Option(help="amount_in_range: lower bound (g).")] = None,
     high: Annotated[int | None, typer.Option(help="amount_in_range: upper bound (g).")] = None,
@@ -706,7 +716,9 @@ def claim(
 
     async def go():
         async with Client(api) as client:
-            r = await Publisher(w, client).claim(lot, kind, origin_class=origin_class, p=p, q=q, low=low, high=high)
+            r = await Publisher(w, client).claim(
+                lot, kind, origin_class=origin_class, p=p, q=q, low=low, high=high, p_max=p_max
+            )
             bundle = await client.disclosure_bundle(lot, r.claim_id) if bundle_out else None
             return r, bundle
 
