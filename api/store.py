@@ -11,7 +11,7 @@ Collections and what makes them safe:
 |------------------|------------------------|---------------------------------------------------------|
 | organizations    | org id                 | upserted whole by registry events                        |
 | sites            | site id                | upserted whole (serialised by the site-attestation guard) |
-| attestations     | attestation id         | by site; upserted whole (superseded, revoked)            |
+| attestations     | attestation id         | by site; inserted; replaced whole when superseded/revoked |
 | issuance_marks   | attestation id         | latest (seq, cumulative) of each attestation             |
 | lots             | lot id                 | owner / consumed / class / parents indexes               |
 | events           | event id               | the signed envelope + `seq` (ledger order) + query keys  |
@@ -416,16 +416,20 @@ class Store:
             raise _Abort(Rejection(Code.REPLAYED_NONCE, f"event {event_id} was already accepted")) from None
         for org in effects.organizations:
             await self._write_organization(s, org, view)
-        # Sites and attestations are whole-record upserts: every event that writes them
-        # carries the site's "site-attestation" guard, so concurrent attestations and
-        # revocations of one site are serialised by the guard, not merged here.
+        # Sites are whole-record upserts and superseded / revoked attestations whole-record
+        # replacements: every event that writes them carries the site's "site-attestation"
+        # guard, so concurrent attestations and revocations of one site are serialised by
+        # the guard, not merged here. New attestations are inserts (an id collision fails).
         for site in effects.sites:
             await self.sites.replace_one({"_id": site.site_id}, to_doc(site, site.site_id), upsert=True, session=s)
-        for attestation in effects.attestations:
+        if effects.attestations:
+            await self._insert_all(
+                s, self.attestations, [to_doc(a, a.attestation_id) for a in effects.attestations], "attestation"
+            )
+        for attestation in effects.attestation_updates:
             await self.attestations.replace_one(
-                {"_id": attestation.attestation_id}, to_doc(attestation, attestation.attestation_id), upsert=True,
-                session=s,
-            )  # fmt: skip
+                {"_id": attestation.attestation_id}, to_doc(attestation, attestation.attestation_id), session=s
+            )
         if effects.issuance_mark is not None:
             mark = effects.issuance_mark
             await self.issuance_marks.replace_one(

@@ -50,7 +50,8 @@ class Effects:
     guards: list[Guard] = field(default_factory=list)
     organizations: list[Organization] = field(default_factory=list)  # upserts (whole record)
     sites: list[Site] = field(default_factory=list)  # upserts (whole record)
-    attestations: list[Attestation] = field(default_factory=list)  # upserts; a new one first
+    attestations: list[Attestation] = field(default_factory=list)  # inserts (new ids)
+    attestation_updates: list[Attestation] = field(default_factory=list)  # superseded / revoked: whole record
     issuance_mark: IssuanceMark | None = None  # replaces the attestation's mark
     new_lots: list[Lot] = field(default_factory=list)
     consumed: list[str] = field(default_factory=list)  # lot ids, set consumed_by_event

@@ -376,7 +376,7 @@ def _attest_site(env: Envelope, p: AttestSite, org, view: LedgerView, _proofs) -
         sealed=[SealedOpening(operator.org_id, (), p.capacity_opening_sealed, env.event_id)],
     )
     if predecessor is not None:
-        effects.attestations.append(predecessor.model_copy(update={"superseded_by": new_id}))
+        effects.attestation_updates.append(predecessor.model_copy(update={"superseded_by": new_id}))
         if predecessor.revoked_at is None:  # a revocation already closed the chain
             effects.guards.append(_close_chain_guard(view, predecessor))
         mark = view.issuance_mark(predecessor.attestation_id)
@@ -399,7 +399,7 @@ def _revoke_attestation(env: Envelope, p: RevokeAttestation, org, view: LedgerVi
         env,
         p.type,
         guards=[_site_chain_guard(p.site_id, view.site_attestations(p.site_id)), _close_chain_guard(view, attestation)],
-        attestations=[revoked],
+        attestation_updates=[revoked],
     )
 
 

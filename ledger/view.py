@@ -84,7 +84,7 @@ def apply_effects_to_view(view: MemoryView, effects: Effects) -> None:
         view.organizations[org.org_id] = org
     for site in effects.sites:
         view.sites[site.site_id] = site
-    for attestation in effects.attestations:
+    for attestation in [*effects.attestations, *effects.attestation_updates]:
         view.attestations[attestation.attestation_id] = attestation
     if effects.issuance_mark is not None:
         view.issuance_marks[effects.issuance_mark.attestation_id] = effects.issuance_mark

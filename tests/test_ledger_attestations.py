@@ -18,6 +18,7 @@ from ledger import builders
 from ledger.effects import Guard
 from ledger.errors import Code, Rejection
 from ledger.models import ClaimKind, RevokeAttestation
+from ledger.statements import claim_id as claim_id_of
 from ledger.statements import issued_lot_id
 
 T = 1_000_000  # grams in a tonne
@@ -209,3 +210,41 @@ def test_a_class_correction_changes_the_class_of_later_issuances(w: World, backe
 def test_without_supersession_a_site_cannot_change_class(w: World):
     env = attestation_envelope(w, 60 * T, (30, 60), origin_class="artisanal")
     refused(w, env, Code.SITE_MISMATCH, "origin_class", "supersede")
+
+
+# --------------------------------------------------------------------------- bundles
+
+
+def test_a_bundle_carries_the_corrections_and_every_event_is_needed(w: World):
+    """A lot issued after a revocation and a supersession: its bundle holds every attestation and
+    revocation of the site and the superseded chain's issuances, and verifies offline; without an
+    attestation or an issuance of the chain the replay fails. (A dropped revocation is not
+    detectable by replay; it cannot make a claim false, since the server refused every issuance
+    after it; the log's inclusion proofs are what make omissions visible.)"""
+    from test_ledger_bundle import required_events
+
+    from ledger.bundle import assemble, verify_bundle
+
+    first = w.sites["site-c"][2]
+    w.issue("site-c", 30 * T)
+    w.submit(revoke(w, first))
+    second = w.attest("site-c", "mine-c", "artisanal", capacity=80 * T, supersedes=first)
+    lot = w.issue("site-c", 20 * T)
+    nonce = secrets.token_hex(16)
+    claim = builders.build_claim(NETWORK, "mine-c", nonce, lot_id=lot, kind=ClaimKind.amount_in_range,
+                                 openings=w.openings[lot], low=19 * T, high=21 * T)  # fmt: skip
+    w.submit(w.sign(claim, "mine-c", nonce))
+    claim_id = claim_id_of(NETWORK, "mine-c", nonce)
+    bundle = assemble(required_events(w, claim_id), claim_id, NETWORK)
+    root = w.policy.root_public_key
+    report = verify_bundle(bundle, root)
+    assert report.ok, report.summary
+    types = [e["payload"]["type"] for e in bundle["events"]]
+    assert types.count("attest_site") == 2 and types.count("revoke_attestation") == 1 and types.count("issue") == 2
+    assert {e["payload"].get("attestation_id") for e in bundle["events"] if e["payload"]["type"] == "issue"} == {
+        first, second
+    }
+    needed = [i for i, e in enumerate(bundle["events"]) if e["payload"]["type"] in ("attest_site", "issue")]
+    for i in needed:
+        cut = {**bundle, "events": bundle["events"][:i] + bundle["events"][i + 1 :]}
+        assert not verify_bundle(cut, root).ok, i
