@@ -11,10 +11,13 @@ Its events must be (the API selects them; `assemble` only packs them):
    every organisation involved: the signers of the events below, the
    receivers of their transfers and the operators of their sites
    (`involved_organizations`);
-2. the attest_site events of every site where an ancestry lot was issued;
+2. every attest_site and revoke_attestation event of every site where an
+   ancestry lot was issued, up to the claim (a verifier sees corrections);
 3. the whole capacity chain of those attestations: every issue event under
-   them, seq 0 up to the last one the ancestry relies on (sequence numbers
-   and cumulative commitments chain, so a gap fails the replay);
+   them, seq 0 up to the last one the ancestry relies on, and every issue
+   event under a superseded attestation of those sites, whose cumulative
+   carries over to its successor (sequence numbers and cumulative
+   commitments chain, so a gap fails the replay);
 4. every event up to the claim that creates, transfers or consumes an
    ancestry lot (the claimed lot and every lot upstream of it);
 5. the publish_claim event itself, last.
