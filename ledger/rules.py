@@ -102,6 +102,8 @@ def references(envelope: Envelope) -> References:
             refs.organizations.add(p.site.operator)
             refs.sites.add(p.site.site_id)
             refs.site_attestations.add(p.site.site_id)  # and their issuance marks
+            if p.supersedes is not None:  # possibly (wrongly) of another site
+                refs.attestations.add(p.supersedes)
         case RevokeAttestation():
             refs.sites.add(p.site_id)
             refs.site_attestations.add(p.site_id)

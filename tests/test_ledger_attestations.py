@@ -18,6 +18,7 @@ from ledger import builders
 from ledger.effects import Guard
 from ledger.errors import Code, Rejection
 from ledger.models import ClaimKind, RevokeAttestation
+from ledger.rules import references
 from ledger.statements import claim_id as claim_id_of
 from ledger.statements import issued_lot_id
 
@@ -141,6 +142,8 @@ def test_supersession_closes_the_predecessor_chain_against_a_race(w: World):
 
 @pytest.mark.parametrize("target", ["missing", "other-site", "superseded"])
 def test_supersedes_must_name_the_live_attestation_of_the_site(w: World, target: str):
+    """The server prefetches `references()`: the named attestation must be among them, so the
+    server and an offline replay give the same refusal."""
     old = w.sites["site-c"][2]
     if target == "missing":
         name, code = "att_missing", Code.ATTESTATION_NOT_FOUND
@@ -149,7 +152,9 @@ def test_supersedes_must_name_the_live_attestation_of_the_site(w: World, target:
     else:
         w.attest("site-c", "mine-c", "industrial", capacity=60 * T, supersedes=old)
         name, code = old, Code.ATTESTATION_SUPERSEDED
-    refused(w, attestation_envelope(w, 60 * T, (-1, 30), supersedes=name), code, name)
+    env = attestation_envelope(w, 60 * T, (-1, 30), supersedes=name)
+    assert name in references(env).attestations and "site-c" in references(env).site_attestations
+    refused(w, env, code, name)
 
 
 # --------------------------------------------------------------------------- revocation
