@@ -253,3 +253,51 @@ def test_a_bundle_carries_the_corrections_and_every_event_is_needed(w: World):
     for i in needed:
         cut = {**bundle, "events": bundle["events"][:i] + bundle["events"][i + 1 :]}
         assert not verify_bundle(cut, root).ok, i
+
+
+async def test_the_api_bundle_carries_revocations_and_superseded_chains(world, publish, store, root_key):
+    """api.store.bundle_events on the real embedded database: a lot issued after a revocation and
+    a class correction gets a bundle with both attestations, the revocation and the superseded
+    chain's issuance; it verifies offline with the root key alone."""
+    from datetime import UTC, datetime, timedelta
+
+    from conftest import AttestationState
+
+    from ledger import statements as st
+    from ledger.bundle import assemble, verify_bundle
+    from ledger.models import Location, SiteInfo
+
+    for org_id, roles in (("v2-auditor", ("auditor",)), ("v2-mine", ("mine",))):
+        await publish(world.register(org_id, *roles))
+    env, first = world.attest("v2-auditor", "v2-mine", "v2-site", "industrial", capacity=100 * T)
+    await publish(env)
+    env, _ = world.issue(first, 30 * T)
+    await publish(env)
+    await publish(world.sign(RevokeAttestation(site_id="v2-site", attestation_id=first), "v2-auditor"))
+    nonce, capacity, now = world.nonce(), Opening.fresh(80 * T), datetime.now(UTC)
+    site = SiteInfo(site_id="v2-site", operator="v2-mine", name="Site v2-site", country="CD", region="Lualaba",
+                    location=Location(lat=-10.7, lon=25.5), origin_class="artisanal")  # fmt: skip
+    payload = builders.build_attestation(
+        world.network, "v2-auditor", nonce, site=site, valid_from=now - timedelta(days=1),
+        valid_until=now + timedelta(days=365), capacity=capacity,
+        operator_sealing_key=world.members["v2-mine"].sealing_public, supersedes=first,
+    )  # fmt: skip
+    await publish(world.sign(payload, "v2-auditor", nonce=nonce))
+    second = st.attestation_id(world.network, "v2-auditor", nonce)
+    carried = world.attestations[first].issued
+    world.attestations[second] = AttestationState(second, "v2-site", "artisanal", "v2-mine", capacity, carried)
+    env, lot = world.issue(second, 20 * T)
+    await publish(env)
+    nonce = world.nonce()
+    claim = builders.build_claim(world.network, "v2-mine", nonce, lot_id=lot, kind=ClaimKind.amount_in_range,
+                                 openings=world.members["v2-mine"].openings[lot], low=20 * T, high=20 * T)  # fmt: skip
+    await publish(world.sign(claim, "v2-mine", nonce=nonce))
+    claim_id = claim_id_of(world.network, "v2-mine", nonce)
+
+    events = await store.bundle_events(lot, claim_id)
+    types = [e.payload.type for e in events]
+    assert types.count("attest_site") == 2 and types.count("revoke_attestation") == 1 and types.count("issue") == 2
+    assert (await store.attestation(first)).superseded_by == second
+    assert (await store.attestation(first)).revoked_at is not None
+    report = verify_bundle(assemble(events, claim_id, world.network), root_key.verify_key.encode().hex())
+    assert report.ok, report.summary
