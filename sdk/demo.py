@@ -236,10 +236,13 @@ class _Run:
         lots["kambove"] = [
             await self.issue("kambove-coop", "kambove-asm", z.kambove_lot, "hand-sorted heterogenite concentrate (ASM)")
         ]
-        post_g = z.recycled_lot * 2 // 3  # two thirds end-of-life batteries, one third production scrap
+        # sized so that the recycled share at the Finnish refinery is 16.5 % of the 4 x recycled_lot of clean
+        # hydroxide (16.0-16.9 % claimed downstream); two thirds end-of-life batteries, one third production scrap
+        recycled_g = 4 * z.recycled_lot * 165 // 835
+        post_g = recycled_g * 2 // 3
         lots["recycled"] = [
             await self.issue("nordic-recycling", "nbr-plant", post_g, D.black_mass(post_g)),
-            await self.issue("nordic-recycling", "nbr-scrap", z.recycled_lot - post_g, "cell-production scrap"),
+            await self.issue("nordic-recycling", "nbr-scrap", recycled_g - post_g, "cell-production scrap"),
         ]
         self.result.ids["lot_kw_first"] = lots["kw"][0]
         self.result.ids["lot_kasulo"] = lots["kasulo"][0]
@@ -294,8 +297,7 @@ class _Run:
         merged = await self.accepted(
             t.transform_proportional("merge", industrial, [(D.hydroxide(total) + ", LSM blend", total)])
         )
-        # sized so the recycled share at the Finnish refinery is 16.5 % (16.0-16.9 % claimed downstream)
-        clean_g = z.recycled_lot * 835 // 165
+        clean_g = 4 * z.recycled_lot  # with the recycled lots: 16.5 % recycled at the Finnish refinery
         split = await self.accepted(
             t.transform_proportional(
                 "split",
