@@ -110,7 +110,7 @@ def check(name: str, data: dict, seeded) -> None:
         nodes = {e["node"]["id"]: e["node"] for e in data["lots"]["edges"]}
         assert set(nodes) == {ids["lot_pack_clean"], ids["lot_pack_mixed"]}
         kinds = sorted(c["kind"] for c in nodes[ids["lot_pack_clean"]]["claims"])
-        assert kinds == ["ancestry_excludes", "share_at_least"]
+        assert kinds == ["ancestry_excludes", "share_at_least", "share_in_range"]
         assert [c["kind"] for c in nodes[ids["lot_pack_mixed"]]["claims"]] == ["share_at_most"]
     elif name == "ArtisanalLots":
         nodes = [e["node"] for e in data["lots"]["edges"]]
