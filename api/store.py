@@ -10,8 +10,8 @@ Collections and what makes them safe:
 | collection       | _id                    | notes                                                   |
 |------------------|------------------------|---------------------------------------------------------|
 | organizations    | org id                 | upserted whole by registry events                        |
-| sites            | site id                | insert-if-absent                                         |
-| attestations     | attestation id         | by site                                                  |
+| sites            | site id                | upserted whole (serialised by the site-attestation guard) |
+| attestations     | attestation id         | by site; inserted; replaced whole when superseded/revoked |
 | issuance_marks   | attestation id         | latest (seq, cumulative) of each attestation             |
 | lots             | lot id                 | owner / consumed / class / parents indexes               |
 | events           | event id               | the signed envelope + `seq` (ledger order) + query keys  |
@@ -275,6 +275,7 @@ class Store:
                 [("attestation_id", a), ("issuance_seq", a)], sparse=True, name="attestation_issuance"
             ),
             self.events.create_index([("claim_id", a)], sparse=True, name="claim"),
+            self.events.create_index([("site_id", a), ("type", a)], sparse=True, name="site_type"),
             self.claims.create_index([("lot_id", a), ("created_at", a)], name="lot_created"),
             self.sealed_openings.create_index([("recipient", a), ("seq", a)], name="recipient_seq"),
             self.attestations.create_index([("site_id", a), ("valid_from", a)], name="site_from"),
@@ -322,6 +323,9 @@ class Store:
             doc["site_id"] = payload.site.site_id
             if effects.attestations:
                 doc["attestation_id"] = effects.attestations[0].attestation_id
+        elif effects.event_type == "revoke_attestation":
+            doc["site_id"] = payload.site_id
+            doc["attestation_id"] = payload.attestation_id
         elif effects.event_type == "issue":
             doc["site_id"] = payload.site_id
             doc["attestation_id"] = payload.attestation_id
@@ -432,18 +436,19 @@ class Store:
             raise _Abort(Rejection(Code.REPLAYED_NONCE, f"event {event_id} was already accepted")) from None
         for org in effects.organizations:
             await self._write_organization(s, org, view)
+        # Sites are whole-record upserts and superseded / revoked attestations whole-record
+        # replacements: every event that writes them carries the site's "site-attestation"
+        # guard, so concurrent attestations and revocations of one site are serialised by
+        # the guard, not merged here. New attestations are inserts (an id collision fails).
         for site in effects.sites:
-            # the rules emit a site only when they saw none: a concurrent attestation
-            # of the same new site (possibly with another class) must lose, not be merged
-            try:
-                await self.sites.insert_one(to_doc(site, site.site_id), session=s)
-            except DuplicateKeyError:
-                raise _Abort(
-                    Rejection(Code.CONFLICT, f"site {site.site_id} was attested concurrently by another publication")
-                ) from None
+            await self.sites.replace_one({"_id": site.site_id}, to_doc(site, site.site_id), upsert=True, session=s)
         if effects.attestations:
             await self._insert_all(
                 s, self.attestations, [to_doc(a, a.attestation_id) for a in effects.attestations], "attestation"
+            )
+        for attestation in effects.attestation_updates:
+            await self.attestations.replace_one(
+                {"_id": attestation.attestation_id}, to_doc(attestation, attestation.attestation_id), session=s
             )
         if effects.issuance_mark is not None:
             mark = effects.issuance_mark
@@ -594,12 +599,18 @@ class Store:
         async def lots() -> None:
             view.lots.update(await self.lots_by_ids(refs.lots))
 
+        async def site_chains() -> None:
+            chains = await self.attestations_by_site_ids(refs.site_attestations)
+            found = {a.attestation_id: a for chain in chains.values() for a in chain}
+            view.attestations.update(found)
+            view.issuance_marks.update(await self.issuance_marks_by_ids(found))
+
         async def ancestry() -> None:
             roots = set(getattr(refs, "ancestry", None) or ())
             if roots:
                 view.lots.update(await self.ancestry_lots(roots))
 
-        await asyncio.gather(orgs(), sites(), attestations(), marks(), lots(), ancestry())
+        await asyncio.gather(orgs(), sites(), attestations(), marks(), lots(), site_chains(), ancestry())
         return view
 
     async def _by_ids(self, collection, model: type[M], ids: Iterable[str]) -> dict[str, M]:
@@ -803,10 +814,12 @@ class Store:
     async def bundle_events(self, lot_id: str, claim_id: str) -> list[Envelope]:
         """Every signed event a verifier needs to check `claim_id` on `lot_id` offline,
         in ledger order (`seq`): the claim, the lot's whole ancestry (issuances,
-        transfers, transformations), the attestations of the issuing sites with
-        the full capacity chain (every issuance under those attestations up to
-        the highest seq used), and the registry entries of every organisation
-        involved. Bounded round trips: ancestry levels + 5.
+        transfers, transformations), every attestation and revocation of the
+        issuing sites up to the claim, the capacity chains (every issuance
+        under the attestations used up to the highest seq used, and every
+        issuance under a superseded attestation of those sites), and the
+        registry entries of every organisation involved. Bounded round trips:
+        ancestry levels + 6.
         """
         claim = (await self.claims_by_ids([claim_id])).get(claim_id)
         if claim is None:
@@ -826,22 +839,35 @@ class Store:
         ).to_list(None)
         docs.update((d["_id"], d) for d in lot_events)
 
-        # attestations and capacity chains of the issuances in the ancestry
+        # every attestation and revocation of each issuing site (a verifier sees
+        # corrections), and the capacity chains the ancestry's issuances rely on: seq 0
+        # up to the highest used, plus every issuance under a superseded attestation
+        # of those sites (its cumulative carries over into its successor's chain)
         highest: dict[str, int] = {}
+        sites: set[str] = set()
         for d in lot_events:
             if d["type"] == "issue":
                 att = d["attestation_id"]
                 highest[att] = max(highest.get(att, -1), d["issuance_seq"])
-        if highest:
+                sites.add(d["site_id"])
+        if sites:
+            superseded = [
+                a.attestation_id
+                for chain in (await self.attestations_by_site_ids(sites)).values()
+                for a in chain
+                if a.superseded_by is not None
+            ]
             chain = await self.events.find(
                 {
+                    "seq": {"$lte": claim_doc["seq"]},
                     "$or": [
-                        {"attestation_id": att, "type": "attest_site"} for att in highest
-                    ]
-                    + [
-                        {"attestation_id": att, "type": "issue", "issuance_seq": {"$lte": top}}
-                        for att, top in highest.items()
-                    ]
+                        {"site_id": {"$in": sorted(sites)}, "type": {"$in": ["attest_site", "revoke_attestation"]}},
+                        {"attestation_id": {"$in": superseded}, "type": "issue"},
+                        *(
+                            {"attestation_id": att, "type": "issue", "issuance_seq": {"$lte": top}}
+                            for att, top in highest.items()
+                        ),
+                    ],
                 }
             ).to_list(None)
             docs.update((d["_id"], d) for d in chain)

@@ -10,6 +10,12 @@ otherwise), every ratio measured within this one run:
   range.m1.decode_ms                         RangeProof.from_bytes (subgroup checks)
   batch.n64.{one_by_one_ms,batched_ms,speedup}  64 proofs (m = 1, n = 64)
   backend.py_ecc_over_arkworks.verify_m1     py_ecc verify / arkworks verify
+  transform.{without_cap,with_cap}.verify_ms  a refine of 2 inputs into 1 output (both
+                                             origin classes present): balance + range
+                                             proofs, and the same plus the loss-cap proof
+  transform.loss_cap.verify_ratio            with_cap / without_cap (target <= 1.3)
+  transform.{without_cap,with_cap}.batched_ms the same, range proofs batched in one MSM
+  transform.loss_cap.batched_verify_ratio    (as offline bundle verification does)
   floor.m{1,16}.verify_over_msm              verify / one native arkworks MSM with
                                              the same number of points as the
                                              verifier's MSM (random full scalars)
@@ -53,7 +59,7 @@ from crypto.bulletproofs import (  # noqa: E402
 )
 from crypto.generators import bulletproof_generators  # noqa: E402
 from crypto.group import ORDER, Point, use_backend  # noqa: E402
-from crypto.pedersen import Opening  # noqa: E402
+from crypto.pedersen import Opening, commit_opening  # noqa: E402
 from crypto.transcript import Transcript  # noqa: E402
 
 STATEMENT = b"bench/range"
@@ -140,6 +146,56 @@ def machine_info() -> dict:
     return info
 
 
+def transform_verifiers():
+    """Two callables verifying one honest refine (2 lots, industrial + artisanal, into 1 output)
+    the way `ledger.rules` does: balance + range proofs, and the same plus the loss-cap proof."""
+    from nacl.public import PrivateKey
+
+    from ledger import builders
+    from ledger import statements as st
+    from ledger.proofs import BatchCollector, VerifyNow, decode_range_proof, decode_zero_proof
+
+    grams = {"industrial": 800_000_000, "artisanal": 200_000_000}
+    inputs = {f"lot_{k}": {k: Opening.fresh(v)} for k, v in grams.items()}
+    outputs = [builders.PlannedOutput("sulfate", {k: Opening.fresh(v * 96 // 100) for k, v in grams.items()})]
+    sealing = bytes(PrivateKey.generate().public_key).hex()
+    nonce = "ab" * 16
+    payload = builders.build_transform("bench", "refiner", nonce, process="refine", inputs=inputs, outputs=outputs,
+                                       owner_sealing_key=sealing)  # fmt: skip
+    out_ids = st.output_lot_ids("bench", "refiner", nonce, 1)
+    facts = ("bench", "refiner", nonce, "refine", list(inputs), out_ids)
+    in_points = [{k: commit_opening(x) for k, x in o.items()} for o in inputs.values()]
+    out_points = [{k: Point.from_hex(c) for k, c in o.commitments.items()} for o in payload.outputs]
+    loss_points = {k: Point.from_hex(c) for k, c in payload.loss.items()}
+    identity = Point.identity()
+
+    def without_cap(sink=None) -> None:
+        sink = sink or VerifyNow()
+        sink.check_zero("balance", st.transform_balance_transcript(*facts),
+                        st.class_balances(in_points, out_points, loss_points, identity),
+                        decode_zero_proof("balance_proof", payload.balance_proof))  # fmt: skip
+        values = st.transform_range_values(out_points, loss_points, identity)
+        sink.check_range("range", RangeStatement(st.transform_range_transcript(*facts), tuple(values),
+                                                 decode_range_proof("range_proof", payload.range_proof), 64))  # fmt: skip
+
+    def with_cap(sink=None) -> None:
+        sink = sink or VerifyNow()
+        without_cap(sink)
+        caps = st.loss_cap_values(in_points, loss_points, "refine", identity, lambda x, n: x * n)
+        sink.check_range("loss cap", RangeStatement(st.loss_cap_transcript(*facts), tuple(caps),
+                                                           decode_range_proof("loss_cap_proof", payload.loss_cap_proof), 64))  # fmt: skip
+
+    def batched(verifier):
+        def run() -> None:
+            sink = BatchCollector()
+            verifier(sink)
+            sink.verify()
+
+        return run
+
+    return with_cap, without_cap, batched(with_cap), batched(without_cap)
+
+
 def run(quick: bool) -> dict:
     scale = 1 if quick else 3
     out: dict = machine_info()
@@ -208,6 +264,21 @@ def run(quick: bool) -> dict:
     bm = record(f"msm.native.{batch_points}_ms", samples(native_msm(batch_points), 7 * scale))
     out["floor.batch_n64.batched_over_msm"] = round(b / bm, 4)
 
+    # --- transformation with and without the loss cap ---------------------
+    print("transformation verify, with and without the loss-cap proof", flush=True)
+    with_cap, without_cap, with_cap_batched, without_cap_batched = transform_verifiers()
+    with_cap()
+    timings: dict[str, list[float]] = {}
+    for _ in range(10 * scale):  # interleaved, so that load changes hit all alike
+        for key, fn in (("without_cap.verify_ms", without_cap), ("with_cap.verify_ms", with_cap),
+                        ("without_cap.batched_ms", without_cap_batched), ("with_cap.batched_ms", with_cap_batched)):  # fmt: skip
+            timings.setdefault(key, []).extend(samples(fn, 1, warmup=0))
+    med = {key: record(f"transform.{key}", values) for key, values in timings.items()}
+    out["transform.loss_cap.verify_ratio"] = round(med["with_cap.verify_ms"] / med["without_cap.verify_ms"], 3)
+    out["transform.loss_cap.batched_verify_ratio"] = round(
+        med["with_cap.batched_ms"] / med["without_cap.batched_ms"], 3
+    )
+
     # --- py_ecc reference ------------------------------------------------
     print("py_ecc reference backend, m = 1", flush=True)
     proof, commitments, ark_verify = results[1]
@@ -240,6 +311,8 @@ def run(quick: bool) -> dict:
         "floor.batch_n64.batched_over_msm",
         "batch.n64.speedup",
         "backend.py_ecc_over_arkworks.verify_m1",
+        "transform.loss_cap.verify_ratio",
+        "transform.loss_cap.batched_verify_ratio",
     ):
         print(f"  {key:<44} {out[key]:10.3f}")
     return out

@@ -4,8 +4,10 @@ Every claim here is "some public linear combination of commitments commits to a
 value in [0, 2^64)", proven with a 64-bit Bulletproof (`crypto.bulletproofs`):
 
 * in range    low <= v <= high          on  [C - low*G, high*G - C]        (m = 2)
-* share       q*v_index <= p*sum(v)     on  p*sum(C) - q*C_index            (m = 1)
-              q*v_index >= p*sum(v)     on  q*C_index - p*sum(C)            (m = 1)
+* share       q*v_index <= p*sum(v)     on  p*sum(C) - q*C_index, sum(C) - G          (m = 2)
+              q*v_index >= p*sum(v)     on  q*C_index - p*sum(C), sum(C) - G          (m = 2)
+* share in    p*sum(v) <= q*v_index     on  q*C_index - p*sum(C),
+  range         <= p_max*sum(v)             p_max*sum(C) - q*C_index, sum(C) - G     (m = 3)
 * nonnegative v >= 0 (and < 2^64)       on  C                               (m = 1)
 
 Before the range proof, each claim absorbs into the caller's transcript its
@@ -44,6 +46,7 @@ MAX_SHARE_VALUES = 1 << 16
 
 IN_RANGE_DOMAIN = b"claim/in-range"
 SHARE_DOMAIN = b"claim/share"
+SHARE_IN_RANGE_DOMAIN = b"claim/share-in-range"
 NONNEGATIVE_DOMAIN = b"claim/nonnegative"
 
 
@@ -268,6 +271,95 @@ def verify_share(
 ) -> None:
     """Check a share proof (see `prove_share` for the soundness precondition). Raises ProofError."""
     _verify(share_batch_statement(transcript, commitments, index, p, q, at_least, proof))
+
+
+# --------------------------------------------------------------------------- share in range
+
+
+def share_in_range_statements(commitments: Sequence[Point], index: int, p: int, p_max: int, q: int) -> list[Point]:
+    """The three points a share-in-range proof shows non-negative: share >= p/q, share <= p_max/q, sum(v) >= 1."""
+    return [
+        share_statement(commitments, index, p, q, True),
+        share_statement(commitments, index, p_max, q, False),
+        nonempty_statement(commitments),
+    ]
+
+
+def _share_in_range_error(count: int, index: object, p: object, p_max: object, q: object) -> str | None:
+    error = _share_error(count, index, p, q, True) or _share_error(count, index, p_max, q, False)
+    if error is None and not p <= p_max:
+        error = "need p <= p_max"
+    return error
+
+
+def _bind_share_in_range(transcript: Transcript, commitments: Sequence[Point], index: int, p: int, p_max: int, q: int) -> None:
+    transcript.domain_separator(SHARE_IN_RANGE_DOMAIN)
+    transcript.append_u64(b"p", p)
+    transcript.append_u64(b"p_max", p_max)
+    transcript.append_u64(b"q", q)
+    transcript.append_u64(b"index", index)
+    transcript.append_points(b"C", commitments)
+
+
+def prove_share_in_range(
+    transcript: Transcript,
+    commitments: Sequence[Point],
+    openings: Sequence[Opening],
+    index: int,
+    p: int,
+    p_max: int,
+    q: int,
+) -> RangeProof:
+    """Prove p/q <= v_index/sum(v) <= p_max/q (both bounds, one proof, m = 3).
+
+    Same soundness precondition and completeness bound as `prove_share`.
+    ProvingError if either bound fails, the values sum to zero, a difference
+    is 2^64 or more, or the openings do not open the commitments.
+    """
+    commitments, openings = list(commitments), list(openings)
+    error = _share_in_range_error(len(commitments), index, p, p_max, q)
+    if error:
+        raise ProvingError(f"share-in-range claim: {error}")
+    if len(openings) != len(commitments):
+        raise ProvingError(f"share-in-range claim: {len(commitments)} commitments but {len(openings)} openings")
+    for i, (c, o) in enumerate(zip(commitments, openings)):
+        if not 0 <= o.value < VALUE_BOUND:
+            raise ProvingError(f"share-in-range claim: value {i} is outside [0, 2^64)")
+        _check_opens(c, o, f"commitment {i}")
+    total = sum(openings, Opening.zero())
+    if total.value < 1:
+        raise ProvingError("share-in-range claim: the values sum to zero, so no share can be shown")
+    above = openings[index].scale(q) - total.scale(p)
+    below = total.scale(p_max) - openings[index].scale(q)
+    if above.value < 0 or below.value < 0:
+        raise ProvingError("share-in-range claim: the claim is false")
+    if max(above.value, below.value) >= VALUE_BOUND:
+        raise ProvingError("share-in-range claim: true, but a difference is too large for a 64-bit proof")
+    _bind_share_in_range(transcript, commitments, index, p, p_max, q)
+    return _prove(
+        transcript, share_in_range_statements(commitments, index, p, p_max, q), [above, below, total - Opening(1, 0)]
+    )
+
+
+def share_in_range_batch_statement(
+    transcript: Transcript, commitments: Sequence[Point], index: int, p: int, p_max: int, q: int, proof: RangeProof
+) -> RangeStatement:
+    """Bind the share-in-range claim into `transcript`; return the range statement to verify (or batch)."""
+    commitments = list(commitments)
+    error = _share_in_range_error(len(commitments), index, p, p_max, q)
+    if error:
+        raise ProofError("share-in-range", error)
+    if any(not isinstance(c, Point) for c in commitments):
+        raise ProofError("share-in-range", "commitments must be Points")
+    _bind_share_in_range(transcript, commitments, index, p, p_max, q)
+    return RangeStatement(transcript, tuple(share_in_range_statements(commitments, index, p, p_max, q)), proof, BITS)
+
+
+def verify_share_in_range(
+    transcript: Transcript, commitments: Sequence[Point], index: int, p: int, p_max: int, q: int, proof: RangeProof
+) -> None:
+    """Check a share-in-range proof. Raises ProofError."""
+    _verify(share_in_range_batch_statement(transcript, commitments, index, p, p_max, q, proof))
 
 
 # --------------------------------------------------------------------------- non-negative

@@ -30,7 +30,7 @@ from collections.abc import Iterable
 
 from .group import ORDER, Point, scalar_to_bytes
 
-PROTOCOL = b"oretrace/v1"
+PROTOCOL = b"oretrace/v2"
 
 
 def _frame(label: bytes, data: bytes) -> bytes:

@@ -17,13 +17,15 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from crypto.bulletproofs import prove_range
-from crypto.claims import prove_in_range, prove_nonnegative, prove_share
+from crypto.claims import prove_in_range, prove_nonnegative, prove_share, prove_share_in_range
 from crypto.errors import ProvingError
 from crypto.pedersen import Opening, commit_opening
 from crypto.sigma import prove_zero
 
 from . import statements as st
 from .models import (
+    CLASS_SETS,
+    LOSS_CAPS,
     ORIGIN_CLASSES,
     AttestSite,
     ClaimKind,
@@ -61,8 +63,11 @@ def build_attestation(
     valid_until: datetime,
     capacity: Opening,
     operator_sealing_key: str,
+    supersedes: str | None = None,
 ) -> AttestSite:
-    """Auditor: attest a site's class and commit to its capacity for [valid_from, valid_until)."""
+    """Auditor: attest a site's class and commit to its capacity for [valid_from, valid_until),
+    or (`supersedes`) replace the site's attestation for an overlapping period: a capacity
+    or class correction, whose capacity then bounds the period's whole issuance."""
     att_id = st.attestation_id(network, signer, nonce)
     return AttestSite(
         site=site,
@@ -70,6 +75,7 @@ def build_attestation(
         valid_until=valid_until,
         capacity_commitment=commit_opening(capacity).hex(),
         capacity_opening_sealed=seal(capacity_plaintext(att_id, capacity), operator_sealing_key),
+        supersedes=supersedes,
     )
 
 
@@ -165,13 +171,12 @@ def build_transform(
     """Owner: consume `inputs` (lot id -> openings, in payload order), create `outputs`.
 
     The loss per class is whatever the inputs hold beyond the outputs, committed
-    with a fresh blinding; ProvingError if outputs exceed inputs in some class.
+    with a fresh blinding. ProvingError if outputs exceed inputs in some class,
+    or if the loss in some class exceeds the process's cap
+    (`ledger.models.LOSS_CAPS`: q*L_k <= p*In_k).
     """
-    input_ids = list(inputs)
-    out_ids = st.output_lot_ids(network, signer, nonce, len(outputs))
-    in_openings = [inputs[i] for i in input_ids]
+    in_openings = list(inputs.values())
     out_openings = [o.openings for o in outputs]
-
     present = {k for item in [*in_openings, *out_openings] for k in item}
     surpluses = st.class_balances(in_openings, out_openings, {}, Opening.zero())
     loss: dict[str, Opening] = {}
@@ -180,18 +185,49 @@ def build_transform(
             raise ProvingError(f"outputs exceed inputs in class {k} by {-surplus.value} g")
         if k in present:
             loss[k] = Opening.fresh(surplus.value)
+    cap_p, cap_q = LOSS_CAPS[process]
+    headroom = st.loss_cap_values(in_openings, loss, process, Opening.zero(), Opening.scale)
+    for k, h in zip(ORIGIN_CLASSES, headroom, strict=True):
+        if h.value < 0:
+            raise ProvingError(
+                f"the loss in class {k} exceeds {cap_p}/{cap_q} of its input, the loss cap of process {process}"
+            )
+    return prove_transform(
+        network, signer, nonce, process=process, inputs=inputs, outputs=outputs, loss=loss,
+        loss_cap_witness=headroom, owner_sealing_key=owner_sealing_key,
+    )  # fmt: skip
 
-    # Per class, inputs - outputs - loss opens to (0, rho_k): its commitment is rho_k*H.
+
+def prove_transform(
+    network: str,
+    signer: str,
+    nonce: str,
+    *,
+    process: str,
+    inputs: Mapping[str, ClassOpenings],
+    outputs: Sequence[PlannedOutput],
+    loss: ClassOpenings,
+    loss_cap_witness: Sequence[Opening],
+    owner_sealing_key: str,
+) -> Transform:
+    """Prove and pack a transformation exactly as told: `loss` is declared as given
+    and the loss-cap proof is made for `loss_cap_witness` (one opening per class,
+    ORIGIN_CLASSES order). `build_transform` derives both honestly; the demo's
+    loss launderer (sdk.attacks) lies through them, and the rules catch the lie.
+    ProvingError if an output, loss or witness value is outside [0, 2^64)."""
+    input_ids = list(inputs)
+    out_ids = st.output_lot_ids(network, signer, nonce, len(outputs))
+    in_openings = [inputs[i] for i in input_ids]
+    out_openings = [o.openings for o in outputs]
+    facts = (network, signer, nonce, process, input_ids, out_ids)
+    # Per class, inputs - outputs - loss opens to (0, rho_k) when the books balance: rho_k*H.
     rhos = st.class_balances(in_openings, out_openings, loss, Opening.zero())
     balance_proof = prove_zero(
-        st.transform_balance_transcript(network, signer, nonce, input_ids, out_ids),
-        [commit_opening(r) for r in rhos],
-        [r.blinding for r in rhos],
+        st.transform_balance_transcript(*facts), [commit_opening(r) for r in rhos], [r.blinding for r in rhos]
     )
     values = st.transform_range_values(out_openings, loss, Opening.zero())
-    range_proof, _ = prove_range(
-        st.transform_range_transcript(network, signer, nonce, input_ids, out_ids), values, st.RANGE_BITS
-    )
+    range_proof, _ = prove_range(st.transform_range_transcript(*facts), values, st.RANGE_BITS)
+    loss_cap_proof, _ = prove_range(st.loss_cap_transcript(*facts), list(loss_cap_witness), st.RANGE_BITS)
     return Transform(
         process=process,
         inputs=input_ids,
@@ -199,6 +235,7 @@ def build_transform(
         loss=_hex_points(loss),
         balance_proof=balance_proof.to_bytes().hex(),
         range_proof=range_proof.to_bytes().hex(),
+        loss_cap_proof=loss_cap_proof.to_bytes().hex(),
         openings_sealed_to_owner=seal(lots_plaintext(dict(zip(out_ids, out_openings))), owner_sealing_key),
     )
 
@@ -216,26 +253,31 @@ def build_claim(
     q: int | None = None,
     low: int | None = None,
     high: int | None = None,
+    p_max: int | None = None,
 ) -> PublishClaim:
-    """Owner: a claim about one of its lots. Share and amount claims need the lot's openings."""
+    """Owner: a claim about one of its lots. Share and amount claims need the lot's openings.
+
+    `origin_class` is a class of ORIGIN_CLASSES or a class set of CLASS_SETS."""
     kind = ClaimKind(kind)
-    params = st.claim_params(kind, origin_class, p, q, low, high)
+    params = st.claim_params(kind, origin_class, p, q, low, high, p_max)
     proof = None
     if kind is not ClaimKind.ancestry_excludes:
         if openings is None:
             raise ProvingError(f"a {kind.value} claim needs the lot's openings")
-        if kind is not ClaimKind.amount_in_range and origin_class not in ORIGIN_CLASSES:
-            raise ProvingError(f"a {kind.value} claim needs an origin class, one of {', '.join(ORIGIN_CLASSES)}")
+        named = (*ORIGIN_CLASSES, *CLASS_SETS)
+        if kind is not ClaimKind.amount_in_range and origin_class not in named:
+            raise ProvingError(f"a {kind.value} claim needs an origin class or class set, one of {', '.join(named)}")
         transcript = st.claim_transcript(network, signer, st.claim_id(network, signer, nonce), lot_id, kind, params)
-        per_class = st.per_class(openings, Opening.zero())
         if kind is ClaimKind.amount_in_range:
-            total = sum(per_class, Opening.zero())
+            total = sum(st.per_class(openings, Opening.zero()), Opening.zero())
             proof = prove_in_range(transcript, commit_opening(total), total, low, high)
         else:
-            points = [commit_opening(o) for o in per_class]
-            index = ORIGIN_CLASSES.index(origin_class)
-            at_least = kind is ClaimKind.share_at_least
-            proof = prove_share(transcript, points, per_class, index, p, q, at_least)
+            split = st.share_split(openings, origin_class, Opening.zero())
+            points = [commit_opening(o) for o in split]
+            if kind is ClaimKind.share_in_range:
+                proof = prove_share_in_range(transcript, points, split, 0, p, p_max, q)
+            else:
+                proof = prove_share(transcript, points, split, 0, p, q, kind is ClaimKind.share_at_least)
     return PublishClaim(
         lot_id=lot_id,
         kind=kind,
@@ -244,5 +286,6 @@ def build_claim(
         q=q,
         low=low,
         high=high,
+        p_max=p_max,
         proof=None if proof is None else proof.to_bytes().hex(),
     )

@@ -16,10 +16,13 @@ Its events must be (the API selects them; `assemble` only packs them):
    every organisation involved: the signers of the events below, the
    receivers of their transfers and the operators of their sites
    (`involved_organizations`);
-2. the attest_site events of every site where an ancestry lot was issued;
+2. every attest_site and revoke_attestation event of every site where an
+   ancestry lot was issued, up to the claim (a verifier sees corrections);
 3. the whole capacity chain of those attestations: every issue event under
-   them, seq 0 up to the last one the ancestry relies on (sequence numbers
-   and cumulative commitments chain, so a gap fails the replay);
+   them, seq 0 up to the last one the ancestry relies on, and every issue
+   event under a superseded attestation of those sites, whose cumulative
+   carries over to its successor (sequence numbers and cumulative
+   commitments chain, so a gap fails the replay);
 4. every event up to the claim that creates, transfers or consumes an
    ancestry lot (the claimed lot and every lot upstream of it);
 5. the publish_claim event itself, last.
@@ -51,7 +54,7 @@ from .checkpoint import NoteKey
 from .effects import Effects
 from .envelope import Envelope, MalformedEnvelope, parse_envelope
 from .errors import Rejection
-from .models import AttestSite, Claim, ClaimKind, PublishClaim, RegisterLogKey, Transfer, timestamp_text
+from .models import CLAIM_MODELS, AttestSite, Claim, ClaimKind, PublishClaim, RegisterLogKey, Transfer, timestamp_text
 from .proofs import BatchCollector, batch_scope
 from .rules import Policy, ancestry, apply
 from .view import OPERATOR, MemoryView, apply_effects_to_view
@@ -405,6 +408,9 @@ def describe_claim(claim: Claim) -> str:
         case ClaimKind.share_at_most | ClaimKind.share_at_least:
             op = "<=" if claim.kind is ClaimKind.share_at_most else ">="
             return f"{claim.origin_class} share {op} {claim.p}/{claim.q} ({100 * claim.p / claim.q:g}%)"
+        case ClaimKind.share_in_range:
+            low, high = 100 * claim.p / claim.q, 100 * claim.p_max / claim.q
+            return f"{claim.origin_class} share between {claim.p}/{claim.q} and {claim.p_max}/{claim.q} ({low:g}-{high:g}%)"
         case ClaimKind.amount_in_range:
             return f"contained cobalt between {claim.low} g and {claim.high} g"
     raise AssertionError(claim.kind)
@@ -415,6 +421,7 @@ def _claim_summary(claim: Claim, owner_name: str) -> dict[str, Any]:
         **claim.model_dump(mode="json", exclude_none=True),
         "owner_name": owner_name,
         "statement": describe_claim(claim),
+        "iso22095_model": CLAIM_MODELS[claim.kind],
     }
 
 

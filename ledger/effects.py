@@ -17,7 +17,7 @@ from .models import Attestation, Claim, IssuanceMark, Lot, Organization, Site
 
 @dataclass(frozen=True)
 class Guard:
-    """A unique key: (namespace, key). Namespaces: nonce, consume, custody, issuance."""
+    """A unique key: (namespace, key). Namespaces: nonce, consume, custody, issuance, site-attestation."""
 
     namespace: str
     key: str
@@ -49,8 +49,9 @@ class Effects:
     lot_ids: list[str] = field(default_factory=list)  # every lot the event touches (for queries)
     guards: list[Guard] = field(default_factory=list)
     organizations: list[Organization] = field(default_factory=list)  # upserts (whole record)
-    sites: list[Site] = field(default_factory=list)  # inserts or identical re-attestations
-    attestations: list[Attestation] = field(default_factory=list)
+    sites: list[Site] = field(default_factory=list)  # upserts (whole record)
+    attestations: list[Attestation] = field(default_factory=list)  # inserts (new ids)
+    attestation_updates: list[Attestation] = field(default_factory=list)  # superseded / revoked: whole record
     issuance_mark: IssuanceMark | None = None  # replaces the attestation's mark
     new_lots: list[Lot] = field(default_factory=list)
     consumed: list[str] = field(default_factory=list)  # lot ids, set consumed_by_event

@@ -23,11 +23,30 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
 
-#: Versioned, fixed list of origin classes. A lot carries one commitment per class.
-ORIGIN_CLASSES_VERSION = 1
-ORIGIN_CLASSES: tuple[str, ...] = ("industrial", "artisanal", "recycled")
+#: Versioned, fixed list of origin classes (protocol v2). A lot carries one commitment
+#: per class; the version and order are bound in every proof context. Recycled
+#: cobalt is split as EU 2023/1542 Art. 8 and the battery passport report it:
+#: pre-consumer (manufacturing waste) and post-consumer (end-of-life products).
+ORIGIN_CLASSES_VERSION = 2
+ORIGIN_CLASSES: tuple[str, ...] = ("industrial", "artisanal", "recycled_pre_consumer", "recycled_post_consumer")
 
-OriginClass = Literal["industrial", "artisanal", "recycled"]
+OriginClass = Literal["industrial", "artisanal", "recycled_pre_consumer", "recycled_post_consumer"]
+#: Named sets of origin classes a claim may be about ("recycled" = pre + post consumer).
+CLASS_SETS: dict[str, tuple[str, ...]] = {"recycled": ("recycled_pre_consumer", "recycled_post_consumer")}
+ClassSet = Literal["recycled"]
+
+Process = Literal["refine", "split", "merge", "convert"]
+#: Protocol v2 loss caps: a transformation of this process may lose, in every
+#: origin class k, at most p/q of that class's input (q*L_k <= p*In_k). Part of
+#: the network policy of every v2 network, bound in every transformation proof
+#: context; see docs/protocol.md "Loss cap" for the figures and why they are
+#: protocol constants rather than per-site attestations.
+LOSS_CAPS: dict[str, tuple[int, int]] = {
+    "refine": (10, 100),
+    "convert": (5, 100),
+    "merge": (2, 100),
+    "split": (2, 100),
+}
 #: Integers in signed JSON stay within I-JSON's exact range: RFC 8785 refuses
 #: larger ones, so they could never be signed. 2^53 - 1 g is 9 billion tonnes.
 JSON_SAFE_MAX = 2**53 - 1
@@ -142,6 +161,13 @@ class AttestSite(Strict):
     The capacity opening is sealed to the site operator, who needs it to prove
     every issuance stays within capacity. The attestation id is derived from the
     envelope (see `ledger.encoding.derive_id`, prefix "att").
+
+    A site has one capacity chain per period: an attestation whose period
+    overlaps that of a live attestation of the site (one not yet superseded) is
+    refused (ATTESTATION_OVERLAP) unless it names it in `supersedes`. A
+    superseding attestation replaces it: its capacity bounds the whole
+    period's issuance (the predecessor's cumulative carries over), and its
+    site description, origin class included, becomes the site's.
     """
 
     type: Literal["attest_site"] = "attest_site"
@@ -150,6 +176,20 @@ class AttestSite(Strict):
     valid_until: Timestamp
     capacity_commitment: PointHex
     capacity_opening_sealed: Sealed
+    supersedes: Ident | None = None
+
+
+class RevokeAttestation(Strict):
+    """Signed by the auditor who made the attestation: no issuance under it is accepted any more.
+
+    The issuances before it stand (they were audited); the period can be
+    re-attested by an attestation that supersedes the revoked one.
+    """
+
+    type: Literal["revoke_attestation"] = "revoke_attestation"
+    site_id: Ident
+    attestation_id: Ident
+    reason: Text = ""
 
 
 class Issue(Strict):
@@ -193,17 +233,21 @@ class Transform(Strict):
     For every class k: sum(in C_k) - sum(out C_k) - loss_k = rho_k * H, shown by
     `balance_proof` (one ZeroProof over the classes in ORIGIN_CLASSES order), and
     every output and loss amount is in [0, 2^64), shown by one aggregated
-    `range_proof` over (output 0 classes..., output 1 classes..., loss classes...).
+    `range_proof` over (output 0 classes..., output 1 classes..., loss classes...),
+    and for every class k the loss is within the process's cap,
+    q*L_k <= p*In_k with (p, q) = LOSS_CAPS[process], shown by one aggregated
+    `loss_cap_proof` over p*In_k - q*L_k (ORIGIN_CLASSES order).
     Output lot i has id derive_id("lot", network, signer, nonce, i).
     """
 
     type: Literal["transform"] = "transform"
-    process: Literal["refine", "split", "merge", "convert"]
+    process: Process
     inputs: list[Ident] = Field(min_length=1, max_length=32)
     outputs: list[OutputLot] = Field(min_length=1, max_length=20)
     loss: dict[OriginClass, PointHex]
     balance_proof: ProofHex
     range_proof: ProofHex
+    loss_cap_proof: ProofHex
     openings_sealed_to_owner: Sealed
 
 
@@ -211,23 +255,39 @@ class ClaimKind(str, Enum):
     ancestry_excludes = "ancestry_excludes"
     share_at_most = "share_at_most"
     share_at_least = "share_at_least"
+    share_in_range = "share_in_range"
     amount_in_range = "amount_in_range"
+
+
+#: The ISO 22095:2020 chain-of-custody model each claim kind implements (docs/protocol.md, "Claims v2").
+CLAIM_MODELS: dict[ClaimKind, str] = {
+    ClaimKind.ancestry_excludes: "segregation",  # no input of the excluded class anywhere upstream
+    ClaimKind.share_at_most: "mass balance",  # class shares as allocated by balanced, loss-capped transformations
+    ClaimKind.share_at_least: "mass balance",
+    ClaimKind.share_in_range: "mass balance",
+    ClaimKind.amount_in_range: "none (a quantity of the lot, independent of the model)",
+}
 
 
 class PublishClaim(Strict):
     """Owner: a claim about one lot, checkable by anyone from a disclosure bundle.
 
+    `origin_class` is one class or a class set of CLASS_SETS ("recycled" =
+    pre- + post-consumer); v_S below is the lot's amount in those classes.
     ancestry_excludes(origin_class): no proof; follows from the verified DAG.
-    share_at_most / share_at_least(origin_class, p, q): q*v_k <= / >= p*sum(v).
-    amount_in_range(low, high): low <= sum(v) <= high.
+    share_at_most / share_at_least(origin_class, p, q): q*v_S <= / >= p*sum(v).
+    share_in_range(origin_class, p, p_max, q): p*sum(v) <= q*v_S <= p_max*sum(v)
+      (q = 1000 gives bounds to 0.1 percentage point).
+    amount_in_range(low, high): low <= sum(v) <= high (grams of contained cobalt).
     The claim id is derive_id("clm", network, signer, nonce, 0).
     """
 
     type: Literal["publish_claim"] = "publish_claim"
     lot_id: Ident
     kind: ClaimKind
-    origin_class: OriginClass | None = None
+    origin_class: OriginClass | ClassSet | None = None
     p: int | None = Field(default=None, ge=0, lt=2**16)
+    p_max: int | None = Field(default=None, ge=0, lt=2**16)
     q: int | None = Field(default=None, gt=0, lt=2**16)
     low: int | None = Field(default=None, ge=0, le=JSON_SAFE_MAX)
     high: int | None = Field(default=None, ge=0, le=JSON_SAFE_MAX)
@@ -251,7 +311,15 @@ class RegisterLogKey(Strict):
 
 
 Payload = Annotated[
-    RegisterOrganization | RotateKey | RevokeKey | AttestSite | Issue | Transfer | Transform | PublishClaim
+    RegisterOrganization
+    | RotateKey
+    | RevokeKey
+    | AttestSite
+    | RevokeAttestation
+    | Issue
+    | Transfer
+    | Transform
+    | PublishClaim
     | RegisterLogKey,
     Field(discriminator="type"),
 ]
@@ -296,10 +364,19 @@ class Attestation(Strict):
     valid_until: datetime
     capacity_commitment: str
     event_id: str
+    supersedes: str | None = None
+    superseded_by: str | None = None
+    revoked_at: datetime | None = None
+    revoked_by_event: str | None = None
 
 
 class IssuanceMark(Strict):
-    """The latest issuance under an attestation: what the next one chains onto."""
+    """The latest issuance under an attestation: what the next one chains onto.
+
+    A superseding attestation starts with the mark of its predecessor's chain
+    (seq -1, the predecessor's cumulative), so its first issuance is seq 0 and
+    the period's total keeps counting.
+    """
 
     attestation_id: str
     seq: int
@@ -334,3 +411,4 @@ class Claim(Strict):
     high: int | None = None
     event_id: str
     created_at: datetime
+    p_max: int | None = None

@@ -21,7 +21,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from crypto.bulletproofs import MAX_AGGREGATION, RangeStatement
-from crypto.claims import in_range_batch_statement, nonnegative_batch_statement, share_batch_statement
+from crypto.claims import (
+    in_range_batch_statement,
+    nonnegative_batch_statement,
+    share_batch_statement,
+    share_in_range_batch_statement,
+)
 from crypto.errors import ProofError
 from crypto.group import Point
 from crypto.transcript import Transcript
@@ -33,7 +38,7 @@ from .errors import Code, Rejection
 from .models import (
     CUSTODIAN_ROLES,
     ISSUER_ROLES,
-    ORIGIN_CLASSES,
+    LOSS_CAPS,
     TRANSFORMER_ROLES,
     Attestation,
     AttestSite,
@@ -46,6 +51,7 @@ from .models import (
     PublishClaim,
     RegisterLogKey,
     RegisterOrganization,
+    RevokeAttestation,
     RevokeKey,
     Role,
     RotateKey,
@@ -63,7 +69,7 @@ DEFAULT_CLOCK_SKEW = timedelta(minutes=5)
 #: Which origin classes a site may have, by the issuing role of its operator.
 SITE_CLASSES_BY_ROLE: dict[Role, frozenset[str]] = {
     Role.mine: frozenset({"industrial", "artisanal"}),
-    Role.recycler: frozenset({"recycled"}),
+    Role.recycler: frozenset({"recycled_pre_consumer", "recycled_post_consumer"}),
 }
 
 
@@ -96,6 +102,12 @@ def references(envelope: Envelope) -> References:
         case AttestSite():
             refs.organizations.add(p.site.operator)
             refs.sites.add(p.site.site_id)
+            refs.site_attestations.add(p.site.site_id)  # and their issuance marks
+            if p.supersedes is not None:  # possibly (wrongly) of another site
+                refs.attestations.add(p.supersedes)
+        case RevokeAttestation():
+            refs.sites.add(p.site_id)
+            refs.site_attestations.add(p.site_id)
         case Issue():
             refs.sites.add(p.site_id)
             refs.attestations.add(p.attestation_id)  # and its issuance mark
@@ -315,7 +327,7 @@ def _attest_site(env: Envelope, p: AttestSite, org, view: LedgerView, _proofs) -
             Code.WRONG_ROLE,
             f"site {info.site_id} of class {info.origin_class} cannot be operated by {operator.org_id}"
             f" (roles {', '.join(r.value for r in operator.roles)}): mines operate industrial or artisanal"
-            " sites, recyclers recycled ones",
+            " sites, recyclers recycled (pre- or post-consumer) ones",
         )
     _require_aware("valid_from", p.valid_from)
     _require_aware("valid_until", p.valid_until)
@@ -325,13 +337,30 @@ def _attest_site(env: Envelope, p: AttestSite, org, view: LedgerView, _proofs) -
 
     site = Site(**info.model_dump())
     known = view.site(info.site_id)
-    if known is not None and known != site:
+    chain = view.site_attestations(info.site_id)
+    new_id = st.attestation_id(env.network, env.signer, env.nonce)
+    predecessor = None
+    if p.supersedes is not None:  # a revoked attestation is superseded to re-attest its period
+        predecessor = _live_attestation(view, p.supersedes, info.site_id, allow_revoked=True)
+    if known is not None and predecessor is None and known != site:
         differing = sorted(f for f in Site.model_fields if getattr(known, f) != getattr(site, f))
         raise Rejection(
-            Code.SITE_MISMATCH, f"site {info.site_id} is already attested with a different {', '.join(differing)}"
+            Code.SITE_MISMATCH,
+            f"site {info.site_id} is already attested with a different {', '.join(differing)};"
+            " a correction must supersede the site's current attestation",
         )
+    if known is not None and known.operator != site.operator:
+        raise Rejection(Code.SITE_MISMATCH, f"site {info.site_id} is operated by {known.operator}, not {site.operator}")
+    for other in chain:
+        if other.superseded_by is None and other.attestation_id != p.supersedes and _overlap(other, p.valid_from, p.valid_until):
+            raise Rejection(
+                Code.ATTESTATION_OVERLAP,
+                f"site {info.site_id} already has attestation {other.attestation_id} for"
+                f" {other.valid_from.isoformat()} to {other.valid_until.isoformat()}: one capacity chain per site and"
+                " period; supersede it instead",
+            )
     attestation = Attestation(
-        attestation_id=st.attestation_id(env.network, env.signer, env.nonce),
+        attestation_id=new_id,
         site_id=info.site_id,
         auditor=auditor.org_id,
         origin_class=info.origin_class,
@@ -339,14 +368,79 @@ def _attest_site(env: Envelope, p: AttestSite, org, view: LedgerView, _proofs) -
         valid_until=p.valid_until,
         capacity_commitment=p.capacity_commitment,
         event_id=env.event_id,
+        supersedes=p.supersedes,
     )
-    return Effects(
+    effects = Effects(
         env,
         p.type,
-        sites=[site] if known is None else [],
+        guards=[_site_chain_guard(info.site_id, chain)],
+        sites=[site] if known != site else [],
         attestations=[attestation],
         sealed=[SealedOpening(operator.org_id, (), p.capacity_opening_sealed, env.event_id)],
     )
+    if predecessor is not None:
+        effects.attestation_updates.append(predecessor.model_copy(update={"superseded_by": new_id}))
+        if predecessor.revoked_at is None:  # a revocation already closed the chain
+            effects.guards.append(_close_chain_guard(view, predecessor))
+        mark = view.issuance_mark(predecessor.attestation_id)
+        if mark is not None:  # the period's total keeps counting under the new capacity
+            effects.issuance_mark = IssuanceMark(
+                attestation_id=new_id, seq=-1, cumulative=mark.cumulative, event_id=env.event_id
+            )
+    return effects
+
+
+def _revoke_attestation(env: Envelope, p: RevokeAttestation, org, view: LedgerView, _proofs) -> Effects:
+    auditor = _require_role(org, frozenset({Role.auditor}), "revoke attestations")
+    attestation = _live_attestation(view, p.attestation_id, p.site_id)
+    if attestation.auditor != auditor.org_id:
+        raise Rejection(
+            Code.WRONG_ROLE, f"attestation {attestation.attestation_id} was made by {attestation.auditor}, not {auditor.org_id}"
+        )
+    revoked = attestation.model_copy(update={"revoked_at": env.timestamp, "revoked_by_event": env.event_id})
+    return Effects(
+        env,
+        p.type,
+        guards=[_site_chain_guard(p.site_id, view.site_attestations(p.site_id)), _close_chain_guard(view, attestation)],
+        attestation_updates=[revoked],
+    )
+
+
+def _live_attestation(view: LedgerView, attestation_id: str, site_id: str, allow_revoked: bool = False) -> Attestation:
+    """The attestation, if it is of `site_id`, not superseded and (unless allowed) not revoked."""
+    attestation = view.attestation(attestation_id)
+    if attestation is None:
+        raise Rejection(Code.ATTESTATION_NOT_FOUND, f"attestation {attestation_id} does not exist")
+    if attestation.site_id != site_id:
+        raise Rejection(Code.SITE_MISMATCH, f"attestation {attestation_id} is for site {attestation.site_id}")
+    if attestation.superseded_by is not None:
+        raise Rejection(
+            Code.ATTESTATION_SUPERSEDED,
+            f"attestation {attestation_id} was superseded by {attestation.superseded_by}",
+        )
+    if attestation.revoked_at is not None and not allow_revoked:
+        raise Rejection(
+            Code.ATTESTATION_REVOKED,
+            f"attestation {attestation_id} was revoked at {attestation.revoked_at.isoformat()}",
+        )
+    return attestation
+
+
+def _overlap(attestation: Attestation, valid_from: datetime, valid_until: datetime) -> bool:
+    return attestation.valid_from < valid_until and valid_from < attestation.valid_until
+
+
+def _site_chain_guard(site_id: str, chain: Sequence[Attestation]) -> Guard:
+    """Attestations and revocations of one site are serialised: each takes the next step number."""
+    step = len(chain) + sum(a.revoked_at is not None for a in chain)
+    return Guard("site-attestation", f"{site_id}:{step}", "a concurrent attestation or revocation of the site won")
+
+
+def _close_chain_guard(view: LedgerView, attestation: Attestation) -> Guard:
+    """Takes the attestation's next issuance step, so that a concurrent issuance under it loses."""
+    mark = view.issuance_mark(attestation.attestation_id)
+    step = 0 if mark is None else mark.seq + 1
+    return Guard("issuance", f"{attestation.attestation_id}:{step}", "the attestation was closed meanwhile")
 
 
 # --------------------------------------------------------------------------- lots
@@ -359,17 +453,11 @@ def _issue(env: Envelope, p: Issue, org, view: LedgerView, proofs: ProofSink) ->
         raise Rejection(Code.SITE_NOT_FOUND, f"site {p.site_id} has never been attested")
     if site.operator != issuer.org_id:
         raise Rejection(Code.WRONG_ROLE, f"only {site.operator}, the operator of site {site.site_id}, may issue there")
-    attestation = view.attestation(p.attestation_id)
-    if attestation is None:
-        raise Rejection(Code.ATTESTATION_NOT_FOUND, f"attestation {p.attestation_id} does not exist")
-    if attestation.site_id != site.site_id:
-        raise Rejection(
-            Code.SITE_MISMATCH, f"attestation {attestation.attestation_id} is for site {attestation.site_id}"
-        )
+    attestation = _live_attestation(view, p.attestation_id, site.site_id)
     if attestation.origin_class != site.origin_class:
         # The lot takes the site's class, the capacity is the attestation's: they must
-        # be about the same class (sites are immutable, so this holds unless a store
-        # merged two concurrent first attestations of a site; never rely on that).
+        # be about the same class (a class correction supersedes the attestation and
+        # updates the site in one event, so this holds for every live attestation).
         raise Rejection(
             Code.SITE_MISMATCH,
             f"attestation {attestation.attestation_id} attests class {attestation.origin_class},"
@@ -472,19 +560,33 @@ def _transform(env: Envelope, p: Transform, org, view: LedgerView, proofs: Proof
         raise Rejection(Code.MALFORMED, f"outputs: {len(values)} range values exceed the maximum of {MAX_AGGREGATION}")
 
     out_ids = st.output_lot_ids(env.network, env.signer, env.nonce, len(p.outputs))
+    facts = (env.network, env.signer, env.nonce, p.process, p.inputs, out_ids)
     proofs.check_zero(
         "balance proof",
-        st.transform_balance_transcript(env.network, env.signer, env.nonce, p.inputs, out_ids),
+        st.transform_balance_transcript(*facts),
         st.class_balances(in_points, out_points, loss_points, Point.identity()),
         decode_zero_proof("balance_proof", p.balance_proof),
         "outputs exceed inputs in some class or the proof is invalid",
     )
     _check_amounts_in_range(
         proofs,
-        st.transform_range_transcript(env.network, env.signer, env.nonce, p.inputs, out_ids),
+        st.transform_range_transcript(*facts),
         values,
         p.range_proof,
         "an output or loss amount is not proven to lie in [0, 2^64)",
+    )
+    cap_p, cap_q = LOSS_CAPS[p.process]
+    cap_values = st.loss_cap_values(in_points, loss_points, p.process, Point.identity(), lambda x, n: x * n)
+    proofs.check_range(
+        "loss-cap proof",
+        RangeStatement(
+            st.loss_cap_transcript(*facts),
+            tuple(cap_values),
+            decode_range_proof("loss_cap_proof", p.loss_cap_proof),
+            st.RANGE_BITS,
+        ),
+        f"the loss in some origin class exceeds {cap_p}/{cap_q} of that class's input, the cap of process"
+        f" {p.process}, or the proof is invalid",
     )
     new_lots = [
         _created_lot(env, owner, lot_id, dict(out.commitments), out.product, parents=list(p.inputs))
@@ -508,6 +610,7 @@ CLAIM_PARAMETERS: dict[ClaimKind, frozenset[str]] = {
     ClaimKind.ancestry_excludes: frozenset({"origin_class"}),
     ClaimKind.share_at_most: frozenset({"origin_class", "p", "q", "proof"}),
     ClaimKind.share_at_least: frozenset({"origin_class", "p", "q", "proof"}),
+    ClaimKind.share_in_range: frozenset({"origin_class", "p", "p_max", "q", "proof"}),
     ClaimKind.amount_in_range: frozenset({"low", "high", "proof"}),
 }
 
@@ -527,26 +630,30 @@ def _publish_claim(env: Envelope, p: PublishClaim, _org, view: LedgerView, proof
     _check_claim_parameters(p)
     claim_id = st.claim_id(env.network, env.signer, env.nonce)
     if p.kind is ClaimKind.ancestry_excludes:
+        excluded = st.members(p.origin_class)
         for ancestor in ancestry(view, lot.lot_id):
-            if ancestor.origin_class == p.origin_class:
+            if ancestor.origin_class in excluded:
                 origin = "was" if ancestor.lot_id == lot.lot_id else f"descends from lot {ancestor.lot_id},"
                 raise Rejection(
                     Code.CLAIM_DOES_NOT_HOLD,
-                    f"lot {lot.lot_id} {origin} issued at {p.origin_class} site {ancestor.site_id}",
+                    f"lot {lot.lot_id} {origin} issued at {ancestor.origin_class} site {ancestor.site_id}",
                 )
     else:
-        params = st.claim_params(p.kind, p.origin_class, p.p, p.q, p.low, p.high)
+        params = st.claim_params(p.kind, p.origin_class, p.p, p.q, p.low, p.high, p.p_max)
         transcript = st.claim_transcript(env.network, env.signer, claim_id, lot.lot_id, p.kind, params)
-        per_class = st.per_class(_lot_points(lot), Point.identity())
+        points = _lot_points(lot)
         proof = decode_range_proof("proof", p.proof)
         try:
             if p.kind is ClaimKind.amount_in_range:
-                total = sum(per_class, Point.identity())
+                total = sum(st.per_class(points, Point.identity()), Point.identity())
                 statement = in_range_batch_statement(transcript, total, p.low, p.high, proof)
+            elif p.kind is ClaimKind.share_in_range:
+                split = st.share_split(points, p.origin_class, Point.identity())
+                statement = share_in_range_batch_statement(transcript, split, 0, p.p, p.p_max, p.q, proof)
             else:
-                index = ORIGIN_CLASSES.index(p.origin_class)
+                split = st.share_split(points, p.origin_class, Point.identity())
                 at_least = p.kind is ClaimKind.share_at_least
-                statement = share_batch_statement(transcript, per_class, index, p.p, p.q, at_least, proof)
+                statement = share_batch_statement(transcript, split, 0, p.p, p.q, at_least, proof)
         except ProofError as exc:
             raise Rejection(Code.INVALID_CLAIM, exc.reason) from None
         proofs.check_range("claim proof", statement, f"the lot does not satisfy {p.kind.value} or the proof is invalid")
@@ -560,6 +667,7 @@ def _publish_claim(env: Envelope, p: PublishClaim, _org, view: LedgerView, proof
         q=p.q,
         low=p.low,
         high=p.high,
+        p_max=p.p_max,
         event_id=env.event_id,
         created_at=env.timestamp,
     )
@@ -568,13 +676,17 @@ def _publish_claim(env: Envelope, p: PublishClaim, _org, view: LedgerView, proof
 
 def _check_claim_parameters(p: PublishClaim) -> None:
     expected = CLAIM_PARAMETERS[p.kind]
-    given = {name for name in ("origin_class", "p", "q", "low", "high", "proof") if getattr(p, name) is not None}
+    given = {
+        name for name in ("origin_class", "p", "p_max", "q", "low", "high", "proof") if getattr(p, name) is not None
+    }
     if missing := expected - given:
         raise Rejection(Code.INVALID_CLAIM, f"{p.kind.value} needs {', '.join(sorted(missing))}")
     if extra := given - expected:
         raise Rejection(Code.INVALID_CLAIM, f"{p.kind.value} takes no {', '.join(sorted(extra))}")
     if p.q is not None and not p.p <= p.q:
         raise Rejection(Code.INVALID_CLAIM, f"p/q = {p.p}/{p.q} is not a share in [0, 1]")
+    if p.p_max is not None and not p.p <= p.p_max <= p.q:
+        raise Rejection(Code.INVALID_CLAIM, f"need p <= p_max <= q, got {p.p}, {p.p_max}, {p.q}")
     if p.low is not None and not p.low <= p.high:
         raise Rejection(Code.INVALID_CLAIM, f"low {p.low} is above high {p.high}")
 
@@ -593,6 +705,7 @@ _RULES: dict[type, _Rule] = {
     RotateKey: _rotate_key,
     RevokeKey: _revoke_key,
     AttestSite: _attest_site,
+    RevokeAttestation: _revoke_attestation,
     Issue: _issue,
     Transfer: _transfer,
     Transform: _transform,

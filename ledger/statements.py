@@ -15,19 +15,20 @@ parameters (n, m) into the transcript; this module adds the domain facts.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from crypto.transcript import Transcript
 
 from .encoding import canonical_json, derive_id
-from .models import ORIGIN_CLASSES, ORIGIN_CLASSES_VERSION, ClaimKind
+from .models import CLASS_SETS, LOSS_CAPS, ORIGIN_CLASSES, ORIGIN_CLASSES_VERSION, ClaimKind
 
-ISSUE_RANGE = b"oretrace/v1/issue/range"
-ISSUE_CAPACITY = b"oretrace/v1/issue/capacity"
-TRANSFORM_BALANCE = b"oretrace/v1/transform/balance"
-TRANSFORM_RANGE = b"oretrace/v1/transform/range"
-CLAIM_LABELS: dict[ClaimKind, bytes] = {kind: b"oretrace/v1/claim/" + kind.value.encode() for kind in ClaimKind}
+ISSUE_RANGE = b"oretrace/v2/issue/range"
+ISSUE_CAPACITY = b"oretrace/v2/issue/capacity"
+TRANSFORM_BALANCE = b"oretrace/v2/transform/balance"
+TRANSFORM_RANGE = b"oretrace/v2/transform/range"
+TRANSFORM_LOSS_CAP = b"oretrace/v2/transform/loss-cap"
+CLAIM_LABELS: dict[ClaimKind, bytes] = {kind: b"oretrace/v2/claim/" + kind.value.encode() for kind in ClaimKind}
 
 #: Range proofs in oretrace are all 64-bit (amounts are in [0, 2^64)).
 RANGE_BITS = 64
@@ -79,25 +80,48 @@ def capacity_transcript(network: str, signer: str, lot_id: str, attestation_id: 
 
 
 def transform_balance_transcript(
-    network: str, signer: str, nonce: str, input_ids: Sequence[str], output_lot_ids: Sequence[str]
+    network: str, signer: str, nonce: str, process: str, input_ids: Sequence[str], output_lot_ids: Sequence[str]
 ) -> Transcript:
     """Per class, inputs - outputs - loss commits to zero (knowledge of rho_k)."""
-    return _transform_transcript(TRANSFORM_BALANCE, network, signer, nonce, input_ids, output_lot_ids)
+    return _transform_transcript(TRANSFORM_BALANCE, network, signer, nonce, process, input_ids, output_lot_ids)
 
 
 def transform_range_transcript(
-    network: str, signer: str, nonce: str, input_ids: Sequence[str], output_lot_ids: Sequence[str]
+    network: str, signer: str, nonce: str, process: str, input_ids: Sequence[str], output_lot_ids: Sequence[str]
 ) -> Transcript:
     """Every output and loss amount is in [0, 2^64) (one aggregated proof)."""
-    return _transform_transcript(TRANSFORM_RANGE, network, signer, nonce, input_ids, output_lot_ids)
+    return _transform_transcript(TRANSFORM_RANGE, network, signer, nonce, process, input_ids, output_lot_ids)
+
+
+def loss_cap_transcript(
+    network: str, signer: str, nonce: str, process: str, input_ids: Sequence[str], output_lot_ids: Sequence[str]
+) -> Transcript:
+    """Per class k, p*In_k - q*L_k is in [0, 2^64) with (p, q) = LOSS_CAPS[process] (one aggregated proof)."""
+    return _transform_transcript(TRANSFORM_LOSS_CAP, network, signer, nonce, process, input_ids, output_lot_ids)
 
 
 def _transform_transcript(
-    statement: bytes, network: str, signer: str, nonce: str, input_ids: Sequence[str], output_lot_ids: Sequence[str]
+    statement: bytes,
+    network: str,
+    signer: str,
+    nonce: str,
+    process: str,
+    input_ids: Sequence[str],
+    output_lot_ids: Sequence[str],
 ) -> Transcript:
-    """Both proofs of a transformation bind the same facts; only the label differs."""
+    """The proofs of a transformation bind the same facts (the process and its loss
+    cap included); only the label differs."""
+    p, q = LOSS_CAPS[process]
     return _transcript(
-        statement, "transform", network, signer, nonce=nonce, inputs=list(input_ids), outputs=list(output_lot_ids)
+        statement,
+        "transform",
+        network,
+        signer,
+        nonce=nonce,
+        process=process,
+        loss_cap={"p": p, "q": q},
+        inputs=list(input_ids),
+        outputs=list(output_lot_ids),
     )
 
 
@@ -108,9 +132,10 @@ def claim_params(
     q: int | None = None,
     low: int | None = None,
     high: int | None = None,
+    p_max: int | None = None,
 ) -> dict[str, Any]:
     """The claim's parameters as they enter its context (absent ones omitted)."""
-    params = {"origin_class": origin_class, "p": p, "q": q, "low": low, "high": high}
+    params = {"origin_class": origin_class, "p": p, "p_max": p_max, "q": q, "low": low, "high": high}
     return {"kind": ClaimKind(kind).value, **{k: v for k, v in params.items() if v is not None}}
 
 
@@ -125,6 +150,24 @@ def claim_transcript(
 
 
 # --------------------------------------------------------------------------- value layouts
+
+
+def members(origin_class: str) -> tuple[str, ...]:
+    """The origin classes a claim's `origin_class` names: a class, or a set of CLASS_SETS."""
+    return CLASS_SETS.get(origin_class, (origin_class,))
+
+
+def share_split(commitments: Mapping[str, T], origin_class: str, zero: T) -> list[T]:
+    """[amount in `origin_class` (a class or class set), amount in every other class]:
+    the two values a share claim is proven over (index 0 is the share's numerator)."""
+    selected = members(origin_class)
+    inside, rest = zero, zero
+    for k in ORIGIN_CLASSES:
+        if k in selected:
+            inside = inside + commitments.get(k, zero)
+        else:
+            rest = rest + commitments.get(k, zero)
+    return [inside, rest]
 
 
 def per_class(commitments: Mapping[str, T], missing: T) -> list[T]:
@@ -163,3 +206,24 @@ def class_balances(
             d = d - item.get(k, zero)
         balances.append(d - loss.get(k, zero))
     return balances
+
+
+def loss_cap_values(
+    inputs: Sequence[Mapping[str, T]],
+    loss: Mapping[str, T],
+    process: str,
+    zero: T,
+    scale: Callable[[T, int], T],
+) -> list[T]:
+    """Per class k (ORIGIN_CLASSES order): p*In_k - q*L_k, (p, q) = LOSS_CAPS[process].
+
+    In_k is the sum of the inputs' class-k commitments (or openings), L_k the
+    loss. Non-negative iff the loss is at most p/q of the class's input. No
+    wrap-around mod the group order: every In_k term and L_k is proven in
+    [0, 2^64) (upstream / by the transformation's range proof), at most 32
+    inputs and p, q < 2^16, so |p*In_k - q*L_k| < 2^86.
+    `scale(x, n)` multiplies by an integer (Point: x * n; Opening: x.scale(n)).
+    """
+    p, q = LOSS_CAPS[process]
+    totals = class_balances(inputs, [], {}, zero)
+    return [scale(total, p) - scale(loss.get(k, zero), q) for k, total in zip(ORIGIN_CLASSES, totals, strict=True)]

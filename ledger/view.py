@@ -22,6 +22,7 @@ class LedgerView(Protocol):
     def organization(self, org_id: str) -> Organization | None: ...
     def site(self, site_id: str) -> Site | None: ...
     def attestation(self, attestation_id: str) -> Attestation | None: ...
+    def site_attestations(self, site_id: str) -> list[Attestation]: ...
     def issuance_mark(self, attestation_id: str) -> IssuanceMark | None: ...
     def lot(self, lot_id: str) -> Lot | None: ...
 
@@ -33,6 +34,8 @@ class References:
     organizations: set[str] = field(default_factory=set)
     sites: set[str] = field(default_factory=set)
     attestations: set[str] = field(default_factory=set)
+    #: sites whose every attestation the rule reads (capacity chains, overlap)
+    site_attestations: set[str] = field(default_factory=set)
     lots: set[str] = field(default_factory=set)
     #: lots whose whole ancestry (the lot and every lot upstream, via parents) the
     #: rule walks; the store prefetches them all (e.g. one $graphLookup) into `lots`.
@@ -59,6 +62,11 @@ class MemoryView:
     def attestation(self, attestation_id: str) -> Attestation | None:
         return self.attestations.get(attestation_id)
 
+    def site_attestations(self, site_id: str) -> list[Attestation]:
+        """Every attestation of the site, oldest period first."""
+        found = [a for a in self.attestations.values() if a.site_id == site_id]
+        return sorted(found, key=lambda a: (a.valid_from, a.attestation_id))
+
     def issuance_mark(self, attestation_id: str) -> IssuanceMark | None:
         return self.issuance_marks.get(attestation_id)
 
@@ -76,7 +84,7 @@ def apply_effects_to_view(view: MemoryView, effects: Effects) -> None:
         view.organizations[org.org_id] = org
     for site in effects.sites:
         view.sites[site.site_id] = site
-    for attestation in effects.attestations:
+    for attestation in [*effects.attestations, *effects.attestation_updates]:
         view.attestations[attestation.attestation_id] = attestation
     if effects.issuance_mark is not None:
         view.issuance_marks[effects.issuance_mark.attestation_id] = effects.issuance_mark

@@ -41,7 +41,8 @@ SCALARS = {
 class OriginClass(Enum):
     industrial = "industrial"
     artisanal = "artisanal"
-    recycled = "recycled"
+    recycled_pre_consumer = "recycled_pre_consumer"
+    recycled_post_consumer = "recycled_post_consumer"
 
 
 assert tuple(c.value for c in OriginClass) == ORIGIN_CLASSES
@@ -258,7 +259,11 @@ class Claim:
     lot_id: strawberry.ID
     kind: ClaimKind  # type: ignore[valid-type]
     origin_class: OriginClass | None
+    class_set: str | None = strawberry.field(
+        description='The class set the claim is about ("recycled" = pre + post consumer), when not one class.'
+    )
     p: int | None
+    p_max: int | None = strawberry.field(description="share_in_range: numerator of the upper bound (over q).")
     q: int | None
     low: UInt64 | None  # type: ignore[valid-type]
     high: UInt64 | None  # type: ignore[valid-type]
@@ -272,8 +277,10 @@ class Claim:
             id=strawberry.ID(claim.claim_id),
             lot_id=strawberry.ID(claim.lot_id),
             kind=ClaimKind(claim.kind.value),
-            origin_class=origin_class(claim.origin_class),
+            origin_class=origin_class(claim.origin_class) if claim.origin_class not in m.CLASS_SETS else None,
+            class_set=claim.origin_class if claim.origin_class in m.CLASS_SETS else None,
             p=claim.p,
+            p_max=claim.p_max,
             q=claim.q,
             low=claim.low,
             high=claim.high,

@@ -16,6 +16,11 @@ stand between the cheater and the ledger:
   consumed. The outputs' and loss' range proof is valid (all amounts are
   non-negative), but the balance proof was made for the honest outputs, so it
   does not verify for the inflated ones: BAD_PROOF.
+* `launder_loss` / `forge_laundered_transform`: a trader merges artisanal
+  and industrial lots and declares (part of) the artisanal input as process
+  loss beyond the process's loss cap. Balance and range proofs are true; the
+  loss-cap proof is made for the cap values clamped at zero, so it does not
+  verify for the true (negative) headroom: BAD_PROOF naming the loss-cap proof.
 
 Nothing here is used by the SDK's normal paths.
 """
@@ -29,7 +34,7 @@ from crypto.group import Point
 from crypto.pedersen import Opening, commit_opening
 from crypto.sigma import prove_zero
 from ledger import statements as st
-from ledger.builders import PlannedOutput, prove_issue
+from ledger.builders import ClassOpenings, PlannedOutput, prove_issue, prove_transform
 from ledger.envelope import Envelope
 from ledger.models import ORIGIN_CLASSES, OutputLot, Transform
 from ledger.openings import lots_plaintext, seal
@@ -105,8 +110,9 @@ def forge_inflated_transform(
     honest_points = st.class_balances(
         [_points(o) for o in in_openings], [_points(o) for o in honest], _points(loss), Point.identity()
     )
+    facts = (network, signer, nonce, process, list(inputs), out_ids)
     balance_proof = prove_zero(
-        st.transform_balance_transcript(network, signer, nonce, list(inputs), out_ids),
+        st.transform_balance_transcript(*facts),
         honest_points,
         [r.blinding for r in rhos],
     )
@@ -115,8 +121,13 @@ def forge_inflated_transform(
         base = inflated[0].get(k, Opening.zero())
         inflated[0][k] = Opening(base.value + extra, base.blinding)
     range_proof, _ = prove_range(
-        st.transform_range_transcript(network, signer, nonce, list(inputs), out_ids),
+        st.transform_range_transcript(*facts),
         st.transform_range_values(inflated, loss, Opening.zero()),
+        st.RANGE_BITS,
+    )
+    loss_cap_proof, _ = prove_range(
+        st.loss_cap_transcript(*facts),
+        st.loss_cap_values(in_openings, loss, process, Opening.zero(), Opening.scale),
         st.RANGE_BITS,
     )
     payload = Transform(
@@ -129,6 +140,44 @@ def forge_inflated_transform(
         loss={k: p.hex() for k, p in _points(loss).items()},
         balance_proof=balance_proof.to_bytes().hex(),
         range_proof=range_proof.to_bytes().hex(),
+        loss_cap_proof=loss_cap_proof.to_bytes().hex(),
         openings_sealed_to_owner=seal(lots_plaintext(dict(zip(out_ids, inflated))), pub.wallet.sealing_public_hex),
     )
+    return pub.sign(payload, nonce)
+
+
+def launder_loss(
+    network: str,
+    signer: str,
+    nonce: str,
+    *,
+    process: str,
+    inputs: Mapping[str, ClassOpenings],
+    outputs: Sequence[PlannedOutput],
+    owner_sealing_key: str,
+) -> Transform:
+    """A transformation whose per-class loss (inputs - outputs, balance exact) may
+    exceed the process's loss cap: the loss-cap proof is made for max(0, headroom)."""
+    in_openings = list(inputs.values())
+    out_openings = [o.openings for o in outputs]
+    present = {k for item in [*in_openings, *out_openings] for k in item}
+    surpluses = st.class_balances(in_openings, out_openings, {}, Opening.zero())
+    loss = {k: Opening.fresh(s.value) for k, s in zip(ORIGIN_CLASSES, surpluses) if k in present}
+    headroom = st.loss_cap_values(in_openings, loss, process, Opening.zero(), Opening.scale)
+    clamped = [h if h.value >= 0 else Opening(0, h.blinding) for h in headroom]
+    return prove_transform(
+        network, signer, nonce, process=process, inputs=inputs, outputs=outputs, loss=loss,
+        loss_cap_witness=clamped, owner_sealing_key=owner_sealing_key,
+    )  # fmt: skip
+
+
+def forge_laundered_transform(
+    pub: Publisher, *, process: str, inputs: Sequence[str], outputs: Sequence[PlannedOutput]
+) -> Envelope:
+    """`launder_loss` on lots the publisher holds, signed by it."""
+    nonce = new_nonce()
+    payload = launder_loss(
+        pub.network, pub.org_id, nonce, process=process, inputs={i: pub.wallet.lot(i).openings for i in inputs},
+        outputs=outputs, owner_sealing_key=pub.wallet.sealing_public_hex,
+    )  # fmt: skip
     return pub.sign(payload, nonce)

@@ -56,6 +56,7 @@ from ledger.view import OPERATOR
 from .cli_params import (
     GRAMS,
     SHARE_MAX,
+    ClaimClassChoice,
     ClaimKindChoice,
     OriginClassChoice,
     ProcessChoice,
@@ -1191,19 +1192,28 @@ def transform(
     _emit(as_json, {**_published_json(r), "outputs": created}, human)
 
 
-def _check_claim_args(kind, origin_class, p, q, low, high) -> None:
-    if kind in (ClaimKindChoice.ancestry_excludes, ClaimKindChoice.share_at_most, ClaimKindChoice.share_at_least):
+def _check_claim_args(kind, origin_class, p, p_max, q, low, high) -> None:
+    shares = (ClaimKindChoice.share_at_most, ClaimKindChoice.share_at_least, ClaimKindChoice.share_in_range)
+    classes = ", ".join(c.value for c in ClaimClassChoice)
+    if kind is ClaimKindChoice.ancestry_excludes or kind in shares:
         if origin_class is None:
-            _fail(f"--kind {kind.value} needs --class ({', '.join(ORIGIN_CLASSES)})", EXIT_USAGE)
+            _fail(f"--kind {kind.value} needs --class ({classes})", EXIT_USAGE)
         if low is not None or high is not None:
             _fail(f"--low/--high apply to amount_in_range, not {kind.value}", EXIT_USAGE)
-    if kind is ClaimKindChoice.ancestry_excludes and (p is not None or q is not None):
-        _fail("--p/--q apply to share_at_most and share_at_least", EXIT_USAGE)
-    if kind in (ClaimKindChoice.share_at_most, ClaimKindChoice.share_at_least):
+    if kind is ClaimKindChoice.ancestry_excludes and (p is not None or q is not None or p_max is not None):
+        _fail("--p/--p-max/--q apply to share claims", EXIT_USAGE)
+    if kind in shares:
         if p is None or q is None:
             _fail(f"--kind {kind.value} needs --p and --q (the share p/q, e.g. --p 16 --q 100)", EXIT_USAGE)
         if p > q:
             _fail(f"--p {p} is larger than --q {q}: a share is at most 1", EXIT_USAGE)
+    if kind is ClaimKindChoice.share_in_range:
+        if p_max is None:
+            _fail("--kind share_in_range needs --p-max (the share lies in [p/q, p_max/q], e.g. --p 160 --p-max 169 --q 1000)", EXIT_USAGE)
+        if not p <= p_max <= q:
+            _fail(f"share_in_range needs --p <= --p-max <= --q (got {p}, {p_max}, {q})", EXIT_USAGE)
+    elif p_max is not None:
+        _fail("--p-max applies to share_in_range only", EXIT_USAGE)
     if kind is ClaimKindChoice.amount_in_range:
         if low is None or high is None:
             _fail("--kind amount_in_range needs --low and --high (grams)", EXIT_USAGE)
@@ -1218,8 +1228,9 @@ def claim(
     lot: Annotated[str, typer.Argument(callback=ident, help="One of your lots.", show_default=False)],
     wallet: WalletOpt,
     kind: Annotated[ClaimKindChoice, typer.Option(case_sensitive=False, help="What is claimed.")],
-    origin_class: Annotated[OriginClassChoice | None, typer.Option("--class", case_sensitive=False, help="Origin class the claim is about.")] = None,
-    p: Annotated[int | None, typer.Option(min=0, max=SHARE_MAX, help="Share numerator (share_at_most / share_at_least).")] = None,
+    origin_class: Annotated[ClaimClassChoice | None, typer.Option("--class", case_sensitive=False, help="Origin class, or class set (recycled = recycled_pre_consumer + recycled_post_consumer), the claim is about.")] = None,
+    p: Annotated[int | None, typer.Option(min=0, max=SHARE_MAX, help="Share numerator (share_at_most / share_at_least; share_in_range: the lower bound's).")] = None,
+    p_max: Annotated[int | None, typer.Option("--p-max", min=0, max=SHARE_MAX, help="share_in_range: the upper bound's numerator (over the same --q).")] = None,
     q: Annotated[int | None, typer.Option(min=1, max=SHARE_MAX, help="Share denominator.")] = None,
     low: Annotated[int | None, typer.Option(min=0, max=JSON_SAFE_MAX, help="amount_in_range: lower bound, grams.")] = None,
     high: Annotated[int | None, typer.Option(min=0, max=JSON_SAFE_MAX, help="amount_in_range: upper bound, grams.")] = None,
@@ -1228,14 +1239,14 @@ def claim(
     as_json: JsonOpt = False,
 ) -> None:
     """Publish a claim on one of your lots; optionally save its disclosure bundle."""
-    _check_claim_args(kind, origin_class, p, q, low, high)
+    _check_claim_args(kind, origin_class, p, p_max, q, low, high)
     cls = origin_class.value if origin_class else None
 
     async def act(pub, client):
         with err.status("proving the claim..."):
-            return await pub.claim(lot, kind.value, origin_class=cls, p=p, q=q, low=low, high=high)
+            return await pub.claim(lot, kind.value, origin_class=cls, p=p, q=q, low=low, high=high, p_max=p_max)
 
-    intent = _intent("claim", lot=lot, kind=kind.value, origin_class=cls, p=p, q=q, low=low, high=high,
+    intent = _intent("claim", lot=lot, kind=kind.value, origin_class=cls, p=p, p_max=p_max, q=q, low=low, high=high,
                      bundle_out=str(bundle_out) if bundle_out else None)  # fmt: skip
     r, _ = _publish(wallet, api, intent, act, keep_pending=bundle_out is not None)
     if bundle_out:

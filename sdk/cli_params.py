@@ -32,7 +32,7 @@ from pathlib import Path
 import typer
 from iso3166 import countries_by_alpha2
 
-from ledger.models import JSON_SAFE_MAX, ORIGIN_CLASSES, ClaimKind, Role
+from ledger.models import CLASS_SETS, JSON_SAFE_MAX, LOSS_CAPS, ORIGIN_CLASSES, ClaimKind, Role
 
 IDENT_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 TEXT_MAX = 200
@@ -40,8 +40,10 @@ SHARE_MAX = 2**16 - 1
 
 RoleChoice = Enum("RoleChoice", {r.value: r.value for r in Role if r is not Role.operator}, type=str)
 OriginClassChoice = Enum("OriginClassChoice", {k: k for k in ORIGIN_CLASSES}, type=str)
+#: What a claim may be about: one origin class, or a class set (ledger.models.CLASS_SETS).
+ClaimClassChoice = Enum("ClaimClassChoice", {k: k for k in (*ORIGIN_CLASSES, *CLASS_SETS)}, type=str)
 ClaimKindChoice = Enum("ClaimKindChoice", {k.value: k.value for k in ClaimKind}, type=str)
-ProcessChoice = Enum("ProcessChoice", {k: k for k in ("refine", "split", "merge", "convert")}, type=str)
+ProcessChoice = Enum("ProcessChoice", {k: k for k in LOSS_CAPS}, type=str)
 
 
 def ident(value: str | None) -> str | None:

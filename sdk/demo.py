@@ -9,8 +9,9 @@ The story (numbers and sources: docs/demo.md; every organisation is fictional):
 
 1. The network operator registers the organisations; an auditor attests six
    sites (two large industrial concessions in Lualaba, an industrial mine in
-   Haut-Katanga, two artisanal sites, a European recycler) and commits to each
-   site's audited capacity for the year.
+   Haut-Katanga, two artisanal sites, and a European recycler's two lines:
+   end-of-life batteries, post-consumer, and cell-production scrap,
+   pre-consumer) and commits to each site's audited capacity for the year.
 2. The sites issue lots (cobalt hydroxide, artisanal heterogenite
    concentrate, black mass), each with a capacity proof.
 3. Laundering attempt 1: the Haut-Katanga mine, close to its audited
@@ -19,17 +20,22 @@ The story (numbers and sources: docs/demo.md; every organisation is fictional):
    forges the proof (against a smaller amount, then against a stale
    cumulative); the API rejects both with typed errors.
 4. A trader buys at the mine gate, merges the industrial lots and splits
-   them; it blends the rest with the Haut-Katanga and artisanal lots.
+   them. Laundering attempt 3: it merges the rest with the Haut-Katanga and
+   artisanal lots, keeps the industrial cobalt and declares the artisanal
+   cobalt as process loss; the loss-cap proof (a merge may lose 2 % of each
+   class) is refused (BAD_PROOF). It then blends them honestly.
 5. A Finnish refiner refines clean hydroxide with recycled black mass; a
    Chinese refiner refines the blend. Laundering attempt 2: the Chinese
    refiner declares more sulfate than its input held (forged balance proof);
    the API rejects it.
 6. A cathode maker and a cell maker transform both lines; the OEM receives
    the cells for two pack batches.
-7. The OEM claims, on the clean batch, "no artisanal origin" and "recycled
-   share >= 16 %" (both hold, and their bundles verify offline); on the mixed
-   batch, "no artisanal origin" is refused (CLAIM_DOES_NOT_HOLD) while the
-   honest mass-balance claim "artisanal share <= 25 %" holds.
+7. The OEM claims, on the clean batch, "no artisanal origin", the battery
+   passport's "recycled cobalt 16.0-16.9 %" (share_in_range over the class
+   set recycled = pre + post consumer) and "post-consumer recycled >= 10 %"
+   (all hold, and their bundles verify offline); on the mixed batch, "no
+   artisanal origin" is refused (CLAIM_DOES_NOT_HOLD) while the honest
+   mass-balance cap "artisanal share <= 25 %" holds.
 """
 
 from __future__ import annotations
@@ -46,7 +52,12 @@ from ledger.bundle import verify_bundle
 from ledger.view import OPERATOR
 
 from . import demo_data as D
-from .attacks import forge_inflated_transform, forge_issue_smaller_amount, forge_issue_stale_cumulative
+from .attacks import (
+    forge_inflated_transform,
+    forge_issue_smaller_amount,
+    forge_issue_stale_cumulative,
+    forge_laundered_transform,
+)
 from .client import ApiRejection, Client
 from .publisher import ProvingRefused, Publisher, proportional_outputs
 from .wallet import Wallet
@@ -231,8 +242,13 @@ class _Run:
         lots["kambove"] = [
             await self.issue("kambove-coop", "kambove-asm", z.kambove_lot, "hand-sorted heterogenite concentrate (ASM)")
         ]
+        # sized so that the recycled share at the Finnish refinery is 16.5 % of the 4 x recycled_lot of clean
+        # hydroxide (16.0-16.9 % claimed downstream); two thirds end-of-life batteries, one third production scrap
+        recycled_g = 4 * z.recycled_lot * 165 // 835
+        post_g = recycled_g * 2 // 3
         lots["recycled"] = [
-            await self.issue("nordic-recycling", "nbr-plant", z.recycled_lot, D.black_mass(z.recycled_lot))
+            await self.issue("nordic-recycling", "nbr-plant", post_g, D.black_mass(post_g)),
+            await self.issue("nordic-recycling", "nbr-scrap", recycled_g - post_g, "cell-production scrap"),
         ]
         self.result.ids["lot_kw_first"] = lots["kw"][0]
         self.result.ids["lot_kasulo"] = lots["kasulo"][0]
@@ -287,7 +303,7 @@ class _Run:
         merged = await self.accepted(
             t.transform_proportional("merge", industrial, [(D.hydroxide(total) + ", LSM blend", total)])
         )
-        clean_g = 4 * z.recycled_lot  # sized so the recycled share at the Finnish refinery is 20 %
+        clean_g = 4 * z.recycled_lot  # with the recycled lots: 16.5 % recycled at the Finnish refinery
         split = await self.accepted(
             t.transform_proportional(
                 "split",
@@ -298,12 +314,24 @@ class _Run:
         clean, rest = split.lot_ids
         blend_in = [rest, *lots["lk"], *lots["kasulo"], *lots["kambove"]]
         blend_g = sum([(await t.held(x)).total for x in blend_in])
+        self.say("Laundering attempt 3: the trader merges, keeps the industrial cobalt and declares the artisanal as loss")
+        held = [(await t.held(x)).openings for x in blend_in]
+        industrial_g = sum(o["industrial"].value for o in held if "industrial" in o)
+        laundered = proportional_outputs([{"industrial": o["industrial"]} for o in held if "industrial" in o],
+                                         [industrial_g], ["cobalt hydroxide, LSM only"])  # fmt: skip
+        await self.expect_rejection(
+            f"trader declares all {(blend_g - industrial_g) / D.T:,.1f} t Co of artisanal input as process loss"
+            " (2 % merge loss cap)",
+            "BAD_PROOF",
+            t.submit(forge_laundered_transform(t, process="merge", inputs=blend_in, outputs=laundered)),
+        )
         blend = await self.accepted(
             t.transform_proportional("merge", blend_in, [(D.hydroxide(blend_g) + ", LSM + ASM blend", blend_g)])
         )
         await self.accepted(t.transfer(clean, "bothnia-refining"))
         await self.accepted(t.transfer(blend.lot_ids[0], "qiantang-cobalt"))
-        await self.accepted(self.p("nordic-recycling").transfer(lots["recycled"][0], "bothnia-refining"))
+        for lot in lots["recycled"]:
+            await self.accepted(self.p("nordic-recycling").transfer(lot, "bothnia-refining"))
         self.result.ids["lot_trader_blend"] = blend.lot_ids[0]
         return clean, blend.lot_ids[0]
 
@@ -316,9 +344,9 @@ class _Run:
         r = await self.accepted(pub.transform_proportional("refine", inputs, [(D.sulfate(grams), grams)]))
         return r.lot_ids[0]
 
-    async def refiners(self, clean: str, blend: str, recycled: str) -> tuple[str, str]:
+    async def refiners(self, clean: str, blend: str, recycled: list[str]) -> tuple[str, str]:
         self.say("Refiners turn hydroxide (and black mass) into cobalt sulfate")
-        sulfate_fi = await self.refine("bothnia-refining", [clean, recycled])
+        sulfate_fi = await self.refine("bothnia-refining", [clean, *recycled])
 
         self.say("Laundering attempt 2: the Chinese refiner declares more sulfate than its input held")
         cn = self.p("qiantang-cobalt")
@@ -371,7 +399,10 @@ class _Run:
         oem = self.p("rhine-motors")
         wanted = [
             ("clean-no-artisanal", clean, dict(kind="ancestry_excludes", origin_class="artisanal")),
-            ("clean-recycled-16pct", clean, dict(kind="share_at_least", origin_class="recycled", p=16, q=100)),
+            # battery-passport style: recycled cobalt 16.0-16.9 %, of which post-consumer >= 10 %
+            ("clean-recycled-16pct", clean, dict(kind="share_in_range", origin_class="recycled", p=160, p_max=169, q=1000)),
+            ("clean-post-consumer-10pct", clean,
+             dict(kind="share_at_least", origin_class="recycled_post_consumer", p=10, q=100)),
             ("mixed-artisanal-max-25pct", mixed, dict(kind="share_at_most", origin_class="artisanal", p=25, q=100)),
         ]
         published = []
@@ -453,7 +484,7 @@ async def run_scenario(
     lots = await run.mines_issue()
     await run.laundering_capacity()
     clean, blend = await run.trade(lots)
-    sulfate_fi, sulfate_cn = await run.refiners(clean, blend, lots["recycled"][0])
+    sulfate_fi, sulfate_cn = await run.refiners(clean, blend, lots["recycled"])
     pack_clean, pack_mixed = await run.downstream(sulfate_fi, sulfate_cn)
     await run.claims(pack_clean, pack_mixed, out_dir)
     ids = run.result.ids

@@ -84,7 +84,9 @@ SITES: tuple[SiteSpec, ...] = (
     SiteSpec("kambove-asm", "kambove-coop", "Kambove artisanal site", "CD", "Haut-Katanga", -10.87, 26.60,
              "artisanal", 800 * T, "artisanal site, ~0.8 kt Co/yr estimated"),
     SiteSpec("nbr-plant", "nordic-recycling", "Nordic black-mass plant", "SE", "Västernorrland", 62.39, 17.31,
-             "recycled", 600 * T, "recycler, ~0.6 kt recovered Co/yr audited"),
+             "recycled_post_consumer", 600 * T, "recycler of end-of-life batteries, ~0.6 kt recovered Co/yr audited"),
+    SiteSpec("nbr-scrap", "nordic-recycling", "Nordic production-scrap line", "SE", "Västernorrland", 62.39, 17.31,
+             "recycled_pre_consumer", 300 * T, "recycler of cell-production scrap, ~0.3 kt recovered Co/yr audited"),
 )
 
 

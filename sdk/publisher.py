@@ -437,8 +437,12 @@ class Publisher:
         q: int | None = None,
         low: int | None = None,
         high: int | None = None,
+        p_max: int | None = None,
     ) -> Published:
-        """Publish a claim on one of the organisation's lots (proven when it needs a proof)."""
+        """Publish a claim on one of the organisation's lots (proven when it needs a proof).
+
+        `origin_class` is a class or a class set ("recycled" = pre + post consumer);
+        share_in_range takes p <= p_max <= q (p/q <= share <= p_max/q)."""
         kind = ClaimKind(kind)
         openings = None if kind is ClaimKind.ancestry_excludes else (await self.held(lot_id)).openings
         nonce = new_nonce()
@@ -455,6 +459,7 @@ class Publisher:
             q=q,
             low=low,
             high=high,
+            p_max=p_max,
         )
         return self.settle(await self.submit(self.sign(payload, nonce)), save=False)
 

@@ -117,7 +117,7 @@ async def test_organizations_and_sites(gql, chain: Chain) -> None:
     assert {"auditor", "mine", "trader"} <= set(ids) and ids == sorted(ids)
     body = await gql("{ sites(first: 10, originClass: industrial) { edges { node { id latitude region } } } }")
     assert chain.site_id in [e["node"]["id"] for e in body["data"]["sites"]["edges"]]
-    body = await gql("{ sites(originClass: recycled) { edges { node { id } } pageInfo { hasNextPage } } }")
+    body = await gql("{ sites(originClass: recycled_pre_consumer) { edges { node { id } } pageInfo { hasNextPage } } }")
     assert body["data"]["sites"] == {"edges": [], "pageInfo": {"hasNextPage": False}}
     body = await gql("query($id: ID!) { attestation(id: $id) { id originClass site { id } auditor { id } } }",
                      {"id": chain.attestation_id})  # fmt: skip

@@ -376,3 +376,55 @@ def test_batch_statements():
         batch_verify_range(bad)
     with pytest.raises(ProofError):
         in_range_batch_statement(T(), c, 1000, 100, in_range)
+
+
+# --------------------------------------------------------------------------- share in range (protocol v2)
+
+
+def _split(inside: int, rest: int) -> tuple[list[Point], list[Opening]]:
+    openings = [Opening.fresh(inside), Opening.fresh(rest)]
+    return [commit_opening(o) for o in openings], openings
+
+
+@pytest.mark.parametrize(
+    ("inside", "rest", "p", "p_max", "holds"),
+    [
+        (165, 835, 160, 169, True),  # 16.5 %: inside 16.0-16.9 %
+        (160, 840, 160, 169, True),  # exactly the lower bound
+        (169, 831, 160, 169, True),  # exactly the upper bound
+        (159, 841, 160, 169, False),  # 0.1 point below
+        (170, 830, 160, 169, False),  # 0.1 point above
+        (0, 1000, 0, 0, True),
+        (1000, 0, 1000, 1000, True),
+    ],
+)
+def test_share_in_range_is_exact_at_both_bounds(inside, rest, p, p_max, holds):
+    from crypto.claims import prove_share_in_range, verify_share_in_range
+
+    points, openings = _split(inside, rest)
+    if not holds:
+        with pytest.raises(ProvingError, match="the claim is false"):
+            prove_share_in_range(T(), points, openings, 0, p, p_max, 1000)
+        return
+    proof = prove_share_in_range(T(), points, openings, 0, p, p_max, 1000)
+    verify_share_in_range(T(), points, 0, p, p_max, 1000, proof)
+    for other in ((p + 1, max(p + 1, p_max)), (p, p_max + 1) if p_max < 1000 else (p - 1, p_max)):
+        if other[0] > other[1] or other[0] < 0:
+            continue
+        with pytest.raises(ProofError):  # the bounds are bound in the transcript
+            verify_share_in_range(T(), points, 0, other[0], other[1], 1000, proof)
+
+
+def test_share_in_range_refuses_bad_parameters_and_empty_totals():
+    from crypto.claims import prove_share_in_range, share_in_range_batch_statement
+
+    points, openings = _split(5, 5)
+    for p, p_max, q in ((6, 5, 10), (1, 11, 10), (0, 0, 0)):
+        with pytest.raises(ProvingError):
+            prove_share_in_range(T(), points, openings, 0, p, p_max, q)
+    proof = prove_share_in_range(T(), points, openings, 0, 4, 6, 10)
+    with pytest.raises(ProofError, match="p <= p_max"):
+        share_in_range_batch_statement(T(), points, 0, 7, 6, 10, proof)
+    empty, zero = _split(0, 0)
+    with pytest.raises(ProvingError, match="sum to zero"):
+        prove_share_in_range(T(), empty, zero, 0, 0, 10, 10)

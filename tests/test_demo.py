@@ -49,8 +49,13 @@ async def test_every_expected_outcome_happened(result):
     failed = [o for o in result.outcomes if not o.ok]
     assert not failed, failed
     assert result.ok
-    assert len(result.outcomes) == 9
-    assert result.rejected == 4  # two forged issuances, the forged refinery, the false claim
+    assert len(result.outcomes) == 11
+    assert result.rejected == 5  # two forged issuances, the laundered loss, the forged refinery, the false claim
+
+
+async def test_trader_cannot_launder_artisanal_cobalt_through_the_loss(result):
+    o = _outcome(result, "artisanal input as process loss")
+    assert o.observed.startswith("BAD_PROOF: loss-cap proof")
 
 
 async def test_over_capacity_issuance_refused_by_wallet_then_by_api(result):
@@ -76,7 +81,9 @@ async def test_artisanal_claim_honestly_fails_on_mixed_batch(result):
 async def test_bundles_written_and_verify_offline(result, wallets):
     root = wallets["operator"].signing_public_hex
     names = sorted(b.name for b in result.bundles)
-    assert names == ["clean-no-artisanal", "clean-recycled-16pct", "mixed-artisanal-max-25pct"]
+    assert names == [
+        "clean-no-artisanal", "clean-post-consumer-10pct", "clean-recycled-16pct", "mixed-artisanal-max-25pct"
+    ]  # fmt: skip
     assert (result.out_dir / "root-key.hex").read_text().strip() == root
     import json
 
@@ -91,7 +98,8 @@ async def test_bundles_written_and_verify_offline(result, wallets):
         assert '"value"' not in text and '"blinding"' not in text
     statements = {b.name: b.statement for b in result.bundles}
     assert statements["clean-no-artisanal"] == "no artisanal origin anywhere upstream"
-    assert statements["clean-recycled-16pct"].startswith("recycled share >= 16/100")
+    assert statements["clean-recycled-16pct"].startswith("recycled share between 160/1000 and 169/1000")
+    assert statements["clean-post-consumer-10pct"].startswith("recycled_post_consumer share >= 10/100")
     tampered = _outcome(result, "one commitment changed")
     assert tampered.observed.startswith("INVALID")
 
@@ -115,9 +123,11 @@ async def test_wallet_amounts_match_the_story(result, wallets):
     assert mixed.total == z.packs_mixed * D.PACK_CO_G
     a = clean.amounts()
     assert a["artisanal"] == 0
-    assert 100 * a["recycled"] >= 16 * clean.total  # the claim, in plaintext
+    recycled = a["recycled_pre_consumer"] + a["recycled_post_consumer"]
+    assert 160 * clean.total <= 1000 * recycled <= 169 * clean.total  # the claims, in plaintext
+    assert 100 * a["recycled_post_consumer"] >= 10 * clean.total and a["recycled_pre_consumer"] > 0
     m = mixed.amounts()
-    assert m["artisanal"] > 0 and m["recycled"] == 0
+    assert m["artisanal"] > 0 and m["recycled_pre_consumer"] == m["recycled_post_consumer"] == 0
     assert 100 * m["artisanal"] <= 25 * mixed.total
     # the forged refinery left nothing behind: the honest refinery consumed the blend once
     trader = wallets["lakeside-trading"]
@@ -128,11 +138,11 @@ async def test_provenance_of_the_batches(result, api):
     clean = await api.provenance(result.ids["lot_pack_clean"])
     assert not clean["truncated"]
     classes = {n["originClass"] for n in clean["nodes"] if n["originClass"]}
-    assert classes == {"industrial", "recycled"}
+    assert classes == {"industrial", "recycled_pre_consumer", "recycled_post_consumer"}
     mixed = await api.provenance(result.ids["lot_pack_mixed"])
     classes = {n["originClass"] for n in mixed["nodes"] if n["originClass"]}
     assert classes == {"industrial", "artisanal"}
     node_ids = {n["id"] for n in mixed["nodes"]}
     assert all(e["parent"] in node_ids and e["child"] in node_ids for e in mixed["edges"])
     claims = await api.claims(result.ids["lot_pack_clean"])
-    assert sorted(c["kind"] for c in claims) == ["ancestry_excludes", "share_at_least"]
+    assert sorted(c["kind"] for c in claims) == ["ancestry_excludes", "share_at_least", "share_in_range"]

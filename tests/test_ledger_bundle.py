@@ -23,16 +23,25 @@ def required_events(w: World, claim_id: str) -> list[Envelope]:
     lots = {lot.lot_id for lot in ancestry(w.view, w.view.claims[claim_id].lot_id)}
     touching = [e for e in log if lots & set(e.lot_ids)]
     last_seq: dict[str, int] = {}
+    sites: set[str] = set()
     for e in touching:
         if e.event_type == "issue":
             p = e.envelope.payload
             last_seq[p.attestation_id] = max(p.seq, last_seq.get(p.attestation_id, 0))
+            sites.add(p.site_id)
+    # every attestation and revocation of those sites; issuances under superseded ones carry over
+    attests = [e for e in log if e.event_type in ("attest_site", "revoke_attestation")
+               and any(a.site_id in sites for a in [*e.attestations, *e.attestation_updates])]  # fmt: skip
+    superseded = {a.attestation_id for e in attests for a in e.attestation_updates if a.superseded_by is not None}
     chains = [
         e
         for e in log
-        if e.event_type == "issue" and e.envelope.payload.seq <= last_seq.get(e.envelope.payload.attestation_id, -1)
+        if e.event_type == "issue"
+        and (
+            e.envelope.payload.seq <= last_seq.get(e.envelope.payload.attestation_id, -1)
+            or e.envelope.payload.attestation_id in superseded
+        )
     ]
-    attests = [e for e in log if any(a.attestation_id in last_seq for a in e.attestations)]
     core = {e.event_id for e in [*touching, *chains, *attests]}
     orgs = involved_organizations(e.envelope for e in log if e.event_id in core)
     registry = {e.event_id for e in log if e.event_type in REGISTRY and e.envelope.payload.org_id in orgs}
@@ -82,8 +91,8 @@ def test_ancestry_claim_bundle_verifies(chain: World, clean_bundle: dict, root_h
     assert [c.name for c in report.checks] == ["format", "decode", "rules", "uniqueness", "revocation", "proofs", "claim"]
     assert report.claim["kind"] == "ancestry_excludes" and report.claim["lot_id"] == chain.names["CLEAN"]
     assert report.summary.startswith("VALID: no artisanal origin anywhere upstream, claimed by Oem")
-    # issuances A1 and R1 (range + capacity each) and the transformation: all in one batch
-    assert (report.range_proofs, report.sigma_proofs) == (5, 1)
+    # issuances A1 and R1 (range + capacity each) and the transformation (range + loss cap): one batch
+    assert (report.range_proofs, report.sigma_proofs) == (6, 1)
     types = [e["payload"]["type"] for e in clean_bundle["events"]]
     assert types.count("register_organization") == 5  # not mine-b: it is nowhere upstream
     assert clean_bundle["format"] == BUNDLE_FORMAT and types[-1] == "publish_claim"
@@ -93,7 +102,7 @@ def test_share_claim_bundle_verifies(share_bundle: dict, root_hex: str):
     report = verify_bundle(share_bundle, root_hex)
     assert report.ok, report.summary
     assert report.claim["statement"] == "recycled share >= 16/100 (16%)"
-    assert report.range_proofs == 6
+    assert report.range_proofs == 7
 
 
 def test_a_bundle_with_every_event_up_to_the_claim_verifies_too(chain: World, root_hex: str):

@@ -30,14 +30,14 @@ def raw_seal(data: bytes) -> str:
 
 
 def test_lot_openings_round_trip_as_canonical_json():
-    lots = {"lot_1": {"industrial": Opening(5, 7), "recycled": Opening(0, ORDER - 1)}}
+    lots = {"lot_1": {"industrial": Opening(5, 7), "recycled_post_consumer": Opening(0, ORDER - 1)}}
     plaintext = lots_plaintext(lots)
     assert plaintext == {
         "v": 1,
         "lots": {
             "lot_1": {
                 "industrial": {"value": 5, "blinding": f"{7:064x}"},
-                "recycled": {"value": 0, "blinding": f"{ORDER - 1:064x}"},
+                "recycled_post_consumer": {"value": 0, "blinding": f"{ORDER - 1:064x}"},
             }
         },
     }

@@ -77,7 +77,7 @@ def test_chain_state(chain: World):
     n, v = chain.names, chain.view
     clean, dirty = v.lot(n["CLEAN"]), v.lot(n["DIRTY"])
     assert clean.owner == "oem" and clean.issuer == "refiner" and clean.custody_seq == 1
-    assert clean.parents == [n["A1"], n["R1"]] and set(clean.commitments) == {"industrial", "recycled"}
+    assert clean.parents == [n["A1"], n["R1"]] and set(clean.commitments) == {"industrial", "recycled_post_consumer"}
     assert dirty.owner == "refiner" and dirty.parents == [n["B1"]]
     for lot in ("A1", "R1", "B1"):
         assert v.lot(n[lot]).consumed_by_event is not None
@@ -246,14 +246,15 @@ def attestation(chain: World, site_id: str, operator: str, origin_class: str, **
 
 
 def test_attestation_rules(chain: World):
-    ok = chain.apply(chain.sign(attestation(chain, "site-a", "mine-a", "industrial"), "auditor"))
-    assert ok.sites == [] and len(ok.attestations) == 1  # identical re-attestation of a known site
+    next_period = {"valid_from": T0 + timedelta(days=30), "valid_until": T0 + timedelta(days=60)}
+    ok = chain.apply(chain.sign(attestation(chain, "site-a", "mine-a", "industrial", **next_period), "auditor"))
+    assert ok.sites == [] and len(ok.attestations) == 1  # identical site, next period: a new chain
     rejected(
         chain, chain.sign(attestation(chain, "site-x", "mine-a", "industrial"), "mine-a"), Code.WRONG_ROLE, "auditor"
     )
     rejected(
         chain,
-        chain.sign(attestation(chain, "site-a", "mine-a", "artisanal"), "auditor"),
+        chain.sign(attestation(chain, "site-a", "mine-a", "artisanal", **next_period), "auditor"),
         Code.SITE_MISMATCH,
         "origin_class",
     )
@@ -263,7 +264,8 @@ def test_attestation_rules(chain: World):
         Code.WRONG_ROLE,
         "recycler",
     )
-    rejected(chain, chain.sign(attestation(chain, "site-x", "mine-a", "recycled"), "auditor"), Code.WRONG_ROLE, "mine")
+    recycled_mine = attestation(chain, "site-x", "mine-a", "recycled_pre_consumer")
+    rejected(chain, chain.sign(recycled_mine, "auditor"), Code.WRONG_ROLE, "mine")
     rejected(chain, chain.sign(attestation(chain, "site-x", "refiner", "industrial"), "auditor"), Code.WRONG_ROLE)
     backwards = attestation(chain, "site-x", "mine-a", "industrial", valid_until=T0 - timedelta(days=1))
     rejected(chain, chain.sign(backwards, "auditor"), Code.MALFORMED, "valid_from")
@@ -392,11 +394,12 @@ def test_transfer_rules(chain: World):
 
 def test_transform_rules(chain: World):
     n = chain.names
-    plan = [builders.PlannedOutput("x", {"artisanal": Opening.fresh(0)})]
 
     def transform(signer: str, inputs: list[str]):
         nonce = secrets.token_hex(16)
         openings = {i: chain.openings[i] for i in inputs}
+        kept = {k: Opening.fresh(sum(o[k].value for o in openings.values() if k in o)) for o in openings.values() for k in o}
+        plan = [builders.PlannedOutput("x", kept)]
         payload = builders.build_transform(
             NETWORK, signer, nonce, process="refine", inputs=openings, outputs=plan,
             owner_sealing_key=chain.orgs[signer].sealing_public,
@@ -422,19 +425,25 @@ def test_honest_builder_cannot_make_outputs_exceed_inputs(chain: World):
         )  # fmt: skip
 
 
-def handmade_transform(chain: World, nonce: str, inputs: list[str], outputs, loss, range_values=None) -> Transform:
+def handmade_transform(
+    chain: World, nonce: str, inputs: list[str], outputs, loss, range_values=None, cap_values=None
+) -> Transform:
     """A refiner's transformation built by hand from openings, to forge what the builder refuses.
 
     The balance proof is made for the points rho_k*H that an honest balance
-    would give; `range_values` replaces the openings the range proof covers.
+    would give; `range_values` replaces the openings the range proof covers and
+    `cap_values` those of the loss-cap proof (default: the true p*In_k - q*L_k mod r).
     """
     out_ids = st.output_lot_ids(NETWORK, "refiner", nonce, len(outputs))
-    rhos = [d.blinding for d in st.class_balances([chain.openings[i] for i in inputs], outputs, loss, Opening.zero())]
-    balance = prove_zero(
-        st.transform_balance_transcript(NETWORK, "refiner", nonce, inputs, out_ids), [H() * r for r in rhos], rhos
-    )
+    in_openings = [chain.openings[i] for i in inputs]
+    facts = (NETWORK, "refiner", nonce, "refine", inputs, out_ids)
+    rhos = [d.blinding for d in st.class_balances(in_openings, outputs, loss, Opening.zero())]
+    balance = prove_zero(st.transform_balance_transcript(*facts), [H() * r for r in rhos], rhos)
     values = range_values or st.transform_range_values(outputs, loss, Opening.zero())
-    range_proof, _ = prove_range(st.transform_range_transcript(NETWORK, "refiner", nonce, inputs, out_ids), values)
+    range_proof, _ = prove_range(st.transform_range_transcript(*facts), values)
+    true_caps = st.loss_cap_values(in_openings, loss, "refine", Opening.zero(), Opening.scale)
+    caps = cap_values or [Opening(c.value % ORDER, c.blinding) for c in true_caps]
+    cap_proof, _ = prove_range(st.loss_cap_transcript(*facts), caps)
     return Transform(
         process="refine",
         inputs=inputs,
@@ -444,14 +453,15 @@ def handmade_transform(chain: World, nonce: str, inputs: list[str], outputs, los
         loss={k: commit_opening(o).hex() for k, o in loss.items()},
         balance_proof=balance.to_bytes().hex(),
         range_proof=range_proof.to_bytes().hex(),
+        loss_cap_proof=cap_proof.to_bytes().hex(),
         openings_sealed_to_owner="c2VhbGVk",
     )
 
 
 def test_handmade_honest_transform_is_accepted(chain: World):
     nonce = secrets.token_hex(16)
-    outputs = [{"artisanal": Opening.fresh(60_000_000)}]
-    loss = {"artisanal": Opening.fresh(AMOUNTS["DIRTY.artisanal"] - 60_000_000)}
+    outputs = [{"artisanal": Opening.fresh(64_000_000)}]
+    loss = {"artisanal": Opening.fresh(AMOUNTS["DIRTY.artisanal"] - 64_000_000)}
     chain.apply(chain.sign(handmade_transform(chain, nonce, [chain.names["DIRTY"]], outputs, loss), "refiner", nonce))
 
 
@@ -491,8 +501,8 @@ def test_negative_loss_is_caught_by_the_range_proof(chain: World):
 
 def test_transform_output_points_are_decoded_strictly(chain: World):
     nonce = secrets.token_hex(16)
-    outputs = [{"artisanal": Opening.fresh(60_000_000)}]
-    loss = {"artisanal": Opening.fresh(AMOUNTS["DIRTY.artisanal"] - 60_000_000)}
+    outputs = [{"artisanal": Opening.fresh(64_000_000)}]
+    loss = {"artisanal": Opening.fresh(AMOUNTS["DIRTY.artisanal"] - 64_000_000)}
     honest = handmade_transform(chain, nonce, [chain.names["DIRTY"]], outputs, loss)
     bad = honest.model_copy(update={"outputs": [OutputLot(commitments={"artisanal": compressed_x(True)}, product="x")]})
     rejected(chain, chain.sign(bad, "refiner", nonce), Code.MALFORMED, "outputs[0].commitments.artisanal")

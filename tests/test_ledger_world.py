@@ -94,9 +94,15 @@ class World:
         args.update(overrides)
         return sign(payload, **args)
 
-    def apply(self, envelope: Envelope, policy: Policy | None = None) -> Effects:
-        """Run the rules only (no state change)."""
-        return apply(envelope, self.view, policy or self.policy, VerifyNow())
+    def apply(self, envelope: Envelope, policy: Policy | None = None, backend: str | None = None) -> Effects:
+        """Run the rules only (no state change), on the curve `backend` if given (the envelope
+        is built on the default one: verifying is what differs between backends)."""
+        if backend is None:
+            return apply(envelope, self.view, policy or self.policy, VerifyNow())
+        from conftest import curve_backend
+
+        with curve_backend(backend):
+            return apply(envelope, self.view, policy or self.policy, VerifyNow())
 
     def submit(self, envelope: Envelope) -> Effects:
         effects = self.apply(envelope)
@@ -130,17 +136,27 @@ class World:
             origin_class=origin_class,
         )
 
-    def attest(self, site_id: str, operator: str, origin_class: str, capacity: int, auditor: str = "auditor") -> str:
+    def attest(
+        self,
+        site_id: str,
+        operator: str,
+        origin_class: str,
+        capacity: int,
+        auditor: str = "auditor",
+        supersedes: str | None = None,
+        days: tuple[int, int] = (-1, 30),
+    ) -> str:
         nonce = secrets.token_hex(16)
         payload = builders.build_attestation(
             NETWORK,
             auditor,
             nonce,
             site=self.site_info(site_id, operator, origin_class),
-            valid_from=T0 - timedelta(days=1),
-            valid_until=T0 + timedelta(days=30),
+            valid_from=T0 + timedelta(days=days[0]),
+            valid_until=T0 + timedelta(days=days[1]),
             capacity=Opening.fresh(capacity),
             operator_sealing_key=self.orgs[operator].sealing_public,
+            supersedes=supersedes,
         )
         self.submit(self.sign(payload, auditor, nonce))
         att_id = attestation_id(NETWORK, auditor, nonce)
@@ -148,10 +164,14 @@ class World:
         plaintext = unseal(payload.capacity_opening_sealed, self.orgs[operator].sealing)
         self.capacity[att_id] = capacity_openings(plaintext)[att_id]
         self.sites[site_id] = (operator, origin_class, att_id)
+        if supersedes in self.issued:  # the period's cumulative carries over, seq restarts at 0
+            self.issued[att_id] = (0, self.issued[supersedes][1])
         return att_id
 
-    def build_issue(self, site_id: str, value: int, nonce: str):
+    def build_issue(self, site_id: str, value: int, nonce: str, attestation: str | None = None):
+        """An issuance at the site, under its current attestation (or `attestation`)."""
         operator, origin_class, att_id = self.sites[site_id]
+        att_id = attestation or att_id
         seq, before = self.issued.get(att_id, (0, Opening.zero()))
         opening = Opening.fresh(value)
         payload = builders.build_issue(
@@ -189,7 +209,12 @@ class World:
         return self.submit(self.sign(payload, owner))
 
     def transform(
-        self, owner: str, inputs: list[str], outputs: list[dict[str, int]], nonce: str | None = None
+        self,
+        owner: str,
+        inputs: list[str],
+        outputs: list[dict[str, int]],
+        nonce: str | None = None,
+        process: str = "refine",
     ) -> list[str]:
         nonce = nonce or secrets.token_hex(16)
         planned = [
@@ -199,7 +224,7 @@ class World:
             NETWORK,
             owner,
             nonce,
-            process="refine",
+            process=process,
             inputs={lot_id: self.openings[lot_id] for lot_id in inputs},
             outputs=planned,
             owner_sealing_key=self.orgs[owner].sealing_public,
@@ -227,7 +252,7 @@ AMOUNTS = {
     "B1": 77_777_731,
     "R1": 45_678_913,
     "CLEAN.industrial": 120_000_007,
-    "CLEAN.recycled": 45_000_011,
+    "CLEAN.recycled_post_consumer": 45_000_011,
     "DIRTY.artisanal": 70_000_003,
 }
 
@@ -242,7 +267,7 @@ def build_world() -> World:
     w.register("oem", Role.oem)
     w.attest("site-a", "mine-a", "industrial", capacity=1_000_000_000)
     w.attest("site-b", "mine-b", "artisanal", capacity=500_000_000)
-    w.attest("site-r", "recycler", "recycled", capacity=300_000_000)
+    w.attest("site-r", "recycler", "recycled_post_consumer", capacity=300_000_000)
     n = w.names
     n["A1"] = w.issue("site-a", AMOUNTS["A1"])
     n["A2"] = w.issue("site-a", AMOUNTS["A2"])
@@ -253,7 +278,7 @@ def build_world() -> World:
     (n["CLEAN"],) = w.transform(
         "refiner",
         [n["A1"], n["R1"]],
-        [{"industrial": AMOUNTS["CLEAN.industrial"], "recycled": AMOUNTS["CLEAN.recycled"]}],
+        [{"industrial": AMOUNTS["CLEAN.industrial"], "recycled_post_consumer": AMOUNTS["CLEAN.recycled_post_consumer"]}],
     )
     (n["DIRTY"],) = w.transform("refiner", [n["B1"]], [{"artisanal": AMOUNTS["DIRTY.artisanal"]}])
     w.transfer(n["CLEAN"], "oem")

@@ -110,7 +110,7 @@ def check(name: str, data: dict, seeded) -> None:
         nodes = {e["node"]["id"]: e["node"] for e in data["lots"]["edges"]}
         assert set(nodes) == {ids["lot_pack_clean"], ids["lot_pack_mixed"]}
         kinds = sorted(c["kind"] for c in nodes[ids["lot_pack_clean"]]["claims"])
-        assert kinds == ["ancestry_excludes", "share_at_least"]
+        assert kinds == ["ancestry_excludes", "share_at_least", "share_in_range"]
         assert [c["kind"] for c in nodes[ids["lot_pack_mixed"]]["claims"]] == ["share_at_most"]
     elif name == "ArtisanalLots":
         nodes = [e["node"] for e in data["lots"]["edges"]]
@@ -120,7 +120,7 @@ def check(name: str, data: dict, seeded) -> None:
         p = data["provenance"]
         assert not p["truncated"]
         classes = {n["originClass"] for n in p["nodes"] if n["originClass"]}
-        assert classes == {"industrial", "recycled"}  # the clean batch: no artisanal node
+        assert classes == {"industrial", "recycled_pre_consumer", "recycled_post_consumer"}  # the clean batch: no artisanal node
         regions = {n["site"]["region"] for n in p["nodes"] if n["site"]}
         assert "Lualaba" in regions
         ids_ = {n["id"] for n in p["nodes"]}
@@ -129,12 +129,13 @@ def check(name: str, data: dict, seeded) -> None:
     elif name == "Lot":
         lot = data["lot"]
         assert lot["owner"]["id"] == "rhine-motors" and lot["custodySeq"] == 1
-        assert {c["originClass"] for c in lot["commitments"]} == {"industrial", "recycled"}
+        assert {c["originClass"] for c in lot["commitments"]} == {"industrial", "recycled_pre_consumer", "recycled_post_consumer"}
         assert all(re.fullmatch(r"[0-9a-f]{96}", c["commitment"]) for c in lot["commitments"])
     elif name == "Bundle":
         report = verify_bundle(data["disclosureBundle"], seeded["root"])
         assert report.ok, report.summary
-        assert report.claim["statement"].startswith("recycled share >= 16/100")
+        assert report.claim["statement"].startswith("recycled share between 160/1000 and 169/1000")
+        assert report.claim["iso22095_model"] == "mass balance"
     elif name == "Entities":
         first, unknown = data["_entities"]
         assert first["id"] == ids["lot_pack_clean"] and first["owner"]["name"] == "Rhine Motors AG"

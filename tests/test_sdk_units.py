@@ -22,7 +22,7 @@ from sdk.wallet import LotEntry, Wallet, WalletError, write_private_json
 def test_wallet_roundtrip_keeps_keys_and_openings(tmp_path):
     w = Wallet.generate("acme", "net", name="ACME", roles=["mine"])
     w.add_lot(LotEntry("lot_1", {"industrial": Opening.fresh(2**64 - 1)}, "hydroxide", attestation_id="att_1", issue_seq=0))
-    w.add_lot(LotEntry("lot_2", {"artisanal": Opening(0, 0), "recycled": Opening.fresh(5)}, "blend"))
+    w.add_lot(LotEntry("lot_2", {"artisanal": Opening(0, 0), "recycled_post_consumer": Opening.fresh(5)}, "blend"))
     w.add_capacity("att_1", "site", Opening.fresh(10**12))
     path = w.save(tmp_path / "acme.json")
     again = Wallet.load(path)
@@ -35,8 +35,8 @@ def test_wallet_roundtrip_keeps_keys_and_openings(tmp_path):
 def test_wallet_unseals_what_is_sealed_to_it():
     w = Wallet.generate("acme", "net")
     o = Opening.fresh(1234)
-    ciphertext = seal(lots_plaintext({"lot_x": {"recycled": o}}), w.sealing_public_hex)
-    assert unseal(ciphertext, w.sealing_key)["lots"]["lot_x"]["recycled"]["value"] == 1234
+    ciphertext = seal(lots_plaintext({"lot_x": {"recycled_post_consumer": o}}), w.sealing_public_hex)
+    assert unseal(ciphertext, w.sealing_key)["lots"]["lot_x"]["recycled_post_consumer"]["value"] == 1234
 
 
 def test_wallet_file_is_private_from_the_start(tmp_path, monkeypatch):

@@ -22,7 +22,7 @@ def msg(label: bytes, data: bytes):
 
 
 def test_protocol_id_is_versioned():
-    assert PROTOCOL == b"oretrace/v1"
+    assert PROTOCOL == b"oretrace/v2"
 
 
 def test_same_inputs_same_challenge():

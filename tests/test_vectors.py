@@ -21,9 +21,11 @@ from crypto.claims import (
     in_range_batch_statement,
     nonnegative_batch_statement,
     share_batch_statement,
+    share_in_range_batch_statement,
     verify_in_range,
     verify_nonnegative,
     verify_share,
+    verify_share_in_range,
 )
 from crypto.errors import DecodeError, ProofError
 from crypto.generators import DST, G, H, bulletproof_generators
@@ -78,6 +80,11 @@ def verify_case(case: dict, context: str | None = None) -> None:
             t, [_point(c) for c in case["commitments"]], case["index"], case["p"], case["q"], case["at_least"],
             RangeProof.from_bytes(proof),
         )  # fmt: skip
+    elif kind == "share_in_range":
+        verify_share_in_range(
+            t, [_point(c) for c in case["commitments"]], case["index"], case["p"], case["p_max"], case["q"],
+            RangeProof.from_bytes(proof),
+        )  # fmt: skip
     elif kind == "nonnegative":
         verify_nonnegative(t, _point(case["commitment"]), RangeProof.from_bytes(proof))
     else:
@@ -130,7 +137,9 @@ def test_invalid_encodings_rejected(curve):
 
 
 def test_every_kind_is_present():
-    assert [c["kind"] for c in PROOFS] == ["opening", "zero", "range", "in_range", "share", "nonnegative"]
+    assert [c["kind"] for c in PROOFS] == [
+        "opening", "zero", "range", "in_range", "share", "share_in_range", "nonnegative"
+    ]  # fmt: skip
     assert len(next(c for c in PROOFS if c["kind"] == "range")["commitments"]) == 2
 
 
@@ -148,7 +157,7 @@ def test_stored_proofs_fail_in_another_context():
 def test_stored_range_proofs_batch():
     statements = []
     for case in PROOFS:
-        if case["kind"] not in ("in_range", "share", "nonnegative"):
+        if case["kind"] not in ("in_range", "share", "share_in_range", "nonnegative"):
             continue
         t, proof = _transcript(case), RangeProof.from_bytes(bytes.fromhex(case["proof"]))
         if case["kind"] == "in_range":
@@ -156,9 +165,13 @@ def test_stored_range_proofs_batch():
         elif case["kind"] == "share":
             cs = [_point(c) for c in case["commitments"]]
             statements.append(share_batch_statement(t, cs, case["index"], case["p"], case["q"], case["at_least"], proof))
+        elif case["kind"] == "share_in_range":
+            cs = [_point(c) for c in case["commitments"]]
+            args = (case["index"], case["p"], case["p_max"], case["q"])
+            statements.append(share_in_range_batch_statement(t, cs, *args, proof))
         else:
             statements.append(nonnegative_batch_statement(t, _point(case["commitment"]), proof))
-    assert len(statements) == 3
+    assert len(statements) == 4
     batch_verify_range(statements)
 
 

@@ -31,7 +31,7 @@ if str(ROOT) not in sys.path:
 
 from crypto import transcript as transcript_module  # noqa: E402
 from crypto.bulletproofs import prove_range  # noqa: E402
-from crypto.claims import prove_in_range, prove_nonnegative, prove_share  # noqa: E402
+from crypto.claims import prove_in_range, prove_nonnegative, prove_share, prove_share_in_range  # noqa: E402
 from crypto.generators import DST, G, H, bulletproof_generators  # noqa: E402
 from crypto.group import ORDER, Point, use_backend  # noqa: E402
 from crypto.pedersen import Opening, commit, commit_opening  # noqa: E402
@@ -245,6 +245,18 @@ def _share_case() -> dict:
     }
 
 
+def _share_in_range_case() -> dict:
+    """Protocol v2: recycled (pre + post consumer) = 165 of 1000 against the rest, in [160, 169]/1000."""
+    case = {"kind": "share_in_range", "statement": STATEMENT_PREFIX + "share_in_range", "context": _ctx("share_in_range")}
+    openings = [Opening(165_000, blinding("share_in_range/0")), Opening(835_000, blinding("share_in_range/1"))]
+    cs = [commit_opening(o) for o in openings]
+    index, p, p_max, q = 0, 160, 169, 1000
+    with deterministic_rng("share_in_range"):
+        proof = prove_share_in_range(transcript(case), cs, openings, index, p, p_max, q)
+    return {**case, "commitments": [c.hex() for c in cs], "index": index, "p": p, "p_max": p_max, "q": q,
+            "proof": proof.to_bytes().hex()}  # fmt: skip
+
+
 def _nonnegative_case() -> dict:
     case = {"kind": "nonnegative", "statement": STATEMENT_PREFIX + "nonnegative", "context": _ctx("nonnegative")}
     capacity, cumulative = Opening(5_000_000, blinding("capacity")), Opening(4_999_999, blinding("cumulative"))
@@ -255,7 +267,7 @@ def _nonnegative_case() -> dict:
 
 
 SIGMA_CASES = (_opening_case, _zero_case)
-RANGE_CASES = (_range_case, _in_range_case, _share_case, _nonnegative_case)
+RANGE_CASES = (_range_case, _in_range_case, _share_case, _share_in_range_case, _nonnegative_case)
 
 
 def proofs_vector(*, sigma_backends: tuple[str, ...] = ("arkworks", "py_ecc")) -> dict:
