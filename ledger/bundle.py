@@ -298,7 +298,6 @@ def _check_revocations(envelopes: list[Envelope], view: MemoryView) -> None:
 IDENTITY_PRESERVED = "identity preserved"
 SEGREGATION = "segregation"
 MASS_BALANCE = "mass balance"
-NO_MODEL = "none (quantity statement)"
 
 
 def claim_meaning(claim: Claim, view: MemoryView) -> dict[str, Any]:
@@ -338,14 +337,14 @@ def claim_meaning(claim: Claim, view: MemoryView) -> dict[str, Any]:
                 "country": org.country if org else "",
             }
     identity_preserved = len(sites) == 1
-    if claim.kind in (ClaimKind.share_at_most, ClaimKind.share_at_least):
-        model = MASS_BALANCE
+    model = CLAIM_MODELS[claim.kind]
+    if model == MASS_BALANCE:
         wording = (
             f"book share (mass balance): of the contained cobalt booked to this lot, the {claim.origin_class} share"
-            " is as stated; it is an allocation under the balance proofs, not the physical content of the lot"
+            " is as stated; it is an allocation under the balance and loss-cap proofs, not the physical content"
+            " of the lot"
         )
     elif claim.kind is ClaimKind.amount_in_range:
-        model = NO_MODEL
         wording = "a quantity statement about this one lot (contained cobalt, in grams), not about its origin"
     else:
         model = IDENTITY_PRESERVED if identity_preserved else SEGREGATION
@@ -421,7 +420,6 @@ def _claim_summary(claim: Claim, owner_name: str) -> dict[str, Any]:
         **claim.model_dump(mode="json", exclude_none=True),
         "owner_name": owner_name,
         "statement": describe_claim(claim),
-        "iso22095_model": CLAIM_MODELS[claim.kind],
     }
 
 

@@ -135,7 +135,7 @@ def check(name: str, data: dict, seeded) -> None:
         report = verify_bundle(data["disclosureBundle"], seeded["root"])
         assert report.ok, report.summary
         assert report.claim["statement"].startswith("recycled share between 160/1000 and 169/1000")
-        assert report.claim["iso22095_model"] == "mass balance"
+        assert report.meaning["model"] == "mass balance"
     elif name == "Entities":
         first, unknown = data["_entities"]
         assert first["id"] == ids["lot_pack_clean"] and first["owner"]["name"] == "Rhine Motors AG"
