@@ -92,19 +92,15 @@ def _init_verifier_process() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
 
 
-#: Bulletproof generators precomputed per verifier (64 bits x 8 values); larger
-#: aggregations extend the cache on demand. Without this the first
-#: verification in each worker pays ~0.3 s of hash_to_curve.
-WARM_GENERATORS = 64 * 8
-
-
 def _warm_up() -> bool:
-    """Import the ledger and precompute generators (in a fresh worker, or the server)."""
+    """Import the ledger and precompute every generator a publication can need
+    (G, H and all crypto.generators.MAX_VECTOR vector points, ~3 s once per
+    process), in a fresh worker or the server, before it serves. The cache is
+    thread safe either way; this keeps hash_to_curve off the first requests."""
     import ledger.rules  # noqa: F401
-    from crypto.generators import H, bulletproof_generators
+    from crypto.generators import precompute
 
-    H()
-    bulletproof_generators(WARM_GENERATORS)
+    precompute()
     return True
 
 
