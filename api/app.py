@@ -31,7 +31,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+import pymongo
+from graphql import GraphQLError
 from strawberry.asgi import GraphQL
+from strawberry.extensions import SchemaExtension
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types.execution import PreExecutionError
 from strawberry.types.unset import UNSET
@@ -42,7 +45,7 @@ from resolvers.schema import build_schema
 from .embedded import EmbeddedDatabase
 from .service import Ingestion
 from .settings import Settings
-from .store import Store
+from .store import RETRY_AFTER_SECONDS, Store, is_infrastructure_fault
 
 log = logging.getLogger("oretrace.api")
 
@@ -198,7 +201,7 @@ class Runtime:
             uri = await self.embedded.astart()
             log.info("embedded database (pid %s) at %s, data in %s", self.embedded.pid, uri, self.embedded.storage_path)
             _write_embedded_info(self.embedded)
-        store = await Store.connect(uri, self.settings.database)
+        store = await Store.connect(uri, self.settings.database, ancestry_limit=self.settings.ancestry_limit)
         try:
             await store.ensure_indexes()
         except Exception:
@@ -237,6 +240,51 @@ def _remove_embedded_info(db: EmbeddedDatabase) -> None:
         pass
 
 
+# --------------------------------------------------------------------------- database faults
+
+
+#: Error codes that tell a client to retry later (HTTP mapping below).
+RETRYABLE_CODES = frozenset({"SERVICE_UNAVAILABLE", "OUTCOME_UNKNOWN"})
+
+
+def unavailable_error(message: str) -> dict[str, Any]:
+    return {"message": message, "extensions": {"code": "SERVICE_UNAVAILABLE", "retryAfterSeconds": RETRY_AFTER_SECONDS}}
+
+
+class DatabaseFaults(SchemaExtension):
+    """Every operation's database work runs under one deadline (pymongo's
+    client-side operation timeout, `settings.request_deadline_seconds`), and an
+    infrastructure fault met while resolving (database down, paused, full, too
+    slow for the deadline) becomes a typed SERVICE_UNAVAILABLE error with a
+    retry hint instead of a masked INTERNAL_SERVER_ERROR (kept for bugs).
+    Added last, so it runs before MaskUnexpectedErrors on the way out."""
+
+    deadline_seconds: float = 10.0
+
+    def on_operation(self):
+        with pymongo.timeout(self.deadline_seconds):
+            yield
+        result = self.execution_context.result
+        errors = getattr(result, "errors", None)
+        if errors:
+            result.errors = [self._typed(e) for e in errors]
+
+    @staticmethod
+    def _typed(error: GraphQLError) -> GraphQLError:
+        if error.original_error is None or not is_infrastructure_fault(error.original_error):
+            return error
+        log.warning("database unavailable at %s: %s", ".".join(map(str, error.path or ())), error.original_error)
+        body = unavailable_error("the database is unavailable; retry later")
+        return GraphQLError(
+            body["message"], nodes=error.nodes, source=error.source, positions=error.positions,
+            path=error.path, original_error=None, extensions=body["extensions"],
+        )  # fmt: skip
+
+
+def database_faults(deadline_seconds: float) -> type[DatabaseFaults]:
+    return type("DatabaseFaults", (DatabaseFaults,), {"deadline_seconds": deadline_seconds})
+
+
 # --------------------------------------------------------------------------- GraphQL view
 
 
@@ -244,8 +292,10 @@ class GraphQLView(GraphQL):
     """Strawberry's ASGI view + GraphQL-over-HTTP status codes and media types."""
 
     def __init__(self, runtime: Runtime, **kwargs: Any) -> None:
+        schema = build_schema(runtime.settings.limits)
+        schema.extensions = (*schema.extensions, database_faults(runtime.settings.request_deadline_seconds))
         super().__init__(
-            build_schema(runtime.settings.limits),
+            schema,
             graphql_ide="graphiql",
             allow_queries_via_get=True,
             subscription_protocols=(),
@@ -327,7 +377,30 @@ class GraphQLView(GraphQL):
             # a request error: execution never started, so no `data` entry, and 400
             data.pop("data", None)
             request.state.sub_response.status_code = 400
+        self._retry_hint(request, data)
         return data
+
+    @staticmethod
+    def _retry_hint(request: Request, data: dict[str, Any]) -> None:
+        """Retryable errors (SERVICE_UNAVAILABLE, OUTCOME_UNKNOWN) carry
+        `Retry-After` whatever the media type. With graphql-response+json, an
+        operation that produced no data at all because of them (data null) is
+        answered as the request failure it is: no `data` entry and 503, which
+        GraphQL-over-HTTP allows only without `data`. application/json keeps
+        200 and the body (`data: null`), as that media type requires."""
+        errors = data.get("errors") or []
+        codes = [(e.get("extensions") or {}).get("code") for e in errors]
+        if not any(c in RETRYABLE_CODES for c in codes):
+            return
+        sub_response = request.state.sub_response
+        sub_response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        if (
+            getattr(request.state, "media", None) == GRAPHQL_RESPONSE_JSON
+            and data.get("data") is None
+            and all(c in RETRYABLE_CODES for c in codes)
+        ):
+            data.pop("data", None)
+            sub_response.status_code = 503
 
     def create_response(self, response_data, sub_response: Response) -> Response:  # type: ignore[override]
         response = super().create_response(response_data, sub_response)
@@ -351,10 +424,20 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         runtime.attach(store, owned=False)
     view = GraphQLView(runtime)
 
-    async def healthz(request: Request) -> Response:
-        if runtime.store is not None and await runtime.store.ping():
+    async def readiness(request: Request) -> Response:
+        """Ready = the database answers a write and the read of it (a panicked or
+        full storage engine fails the write); 503 + Retry-After otherwise."""
+        if runtime.store is not None and await runtime.store.ready():
             return JSONResponse({"status": "ok"})
-        return JSONResponse({"status": "unavailable", "reason": "database does not answer"}, status_code=503)
+        return JSONResponse(
+            {"status": "unavailable", "reason": "the database does not accept a write and read"},
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+
+    async def liveness(request: Request) -> Response:
+        """Alive = this process serves HTTP (restart it otherwise); no database check."""
+        return JSONResponse({"status": "alive"})
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -365,7 +448,12 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
             await runtime.stop()
 
     app = Starlette(
-        routes=[Route("/graphql", view), Route("/healthz", healthz, methods=["GET"])],
+        routes=[
+            Route("/graphql", view),
+            Route("/healthz", readiness, methods=["GET"]),
+            Route("/readyz", readiness, methods=["GET"]),
+            Route("/livez", liveness, methods=["GET"]),
+        ],
         lifespan=lifespan,
     )
     app.state.runtime = runtime

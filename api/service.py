@@ -8,11 +8,17 @@
 The rules see a snapshot; races between concurrent publications are settled by
 the guards' unique keys inside the transaction (the loser gets CONFLICT or
 REPLAYED_NONCE and nothing of it is written).
+
+Before all of it, the envelope's event id is looked up: a resend of an accepted
+envelope returns the original outcome (idempotent publication). The signer is
+authenticated before the prefetch does any work that grows with the ledger
+(the ancestry walk of an `ancestry_excludes` claim).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -21,13 +27,18 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import anyio
+import pymongo
 from pydantic import ValidationError
+from pymongo.errors import PyMongoError
 
+from ledger.encoding import canonical_json
 from ledger.envelope import Envelope, parse_envelope
 from ledger.errors import Code, Rejection
 
 from .settings import Settings
-from .store import Store
+from .store import Store, is_infrastructure_fault, service_unavailable
+
+log = logging.getLogger("oretrace.service")
 
 
 @dataclass(frozen=True)
@@ -187,8 +198,15 @@ class Ingestion:
         )
 
     async def publish(self, data: Any, expected_type: str | None = None) -> PublishOutcome:
-        from ledger import rules
+        """Validate and write one signed envelope; its outcome, or Rejection.
 
+        Idempotent: an envelope already accepted (same event id and the same
+        signed JSON) returns its original outcome, looked up before the rules
+        run (a resend after a lost answer, OUTCOME_UNKNOWN or SERVICE_UNAVAILABLE);
+        a different envelope reusing a nonce is still REPLAYED_NONCE. All database
+        work runs within `settings.request_deadline_seconds` (pymongo CSOT);
+        infrastructure faults are SERVICE_UNAVAILABLE (nothing written) or
+        OUTCOME_UNKNOWN (see Store.apply_effects)."""
         envelope = parse_envelope_or_reject(data)
         payload_type = envelope.payload.type
         if expected_type is not None and payload_type != expected_type:
@@ -196,10 +214,37 @@ class Ingestion:
                 Code.MALFORMED,
                 f"this mutation takes a '{expected_type}' payload, the envelope carries '{payload_type}'",
             )
+        with pymongo.timeout(self.settings.request_deadline_seconds):
+            try:
+                return await self._publish(envelope)
+            except PyMongoError as exc:
+                if not is_infrastructure_fault(exc):
+                    raise
+                log.warning("publication %s: database unavailable: %s", envelope.event_id, exc)
+                raise service_unavailable("the database is unavailable") from exc
+
+    async def _publish(self, envelope: Envelope) -> PublishOutcome:
+        from ledger import rules
+
+        # the rules' own signer check (network, freshness, registered signer, valid
+        # key, signature), run before the ancestry walk; `apply` repeats it (cheap)
+        authenticate_signer = rules._authenticate
+
+        original = await self._original_outcome(envelope)
+        if original is not None:
+            return original
         policy = self.policy()
-        view = await self.store.prefetch(rules.references(envelope))
+        view = await self.store.prefetch(
+            rules.references(envelope), authenticate=lambda v: authenticate_signer(envelope, v, policy)
+        )
         effects = await self.verifier.apply(envelope, view, policy)
-        applied = await self.store.apply_effects(effects, view)
+        try:
+            applied = await self.store.apply_effects(effects, view)
+        except Rejection as rejection:
+            # two identical envelopes racing: the loser finds the winner's event
+            if rejection.code is Code.REPLAYED_NONCE and (original := await self._original_outcome(envelope)):
+                return original
+            raise
         return PublishOutcome(
             event_id=effects.event_id,
             type=effects.event_type,
@@ -208,4 +253,19 @@ class Ingestion:
             attestation_id=effects.attestations[0].attestation_id if effects.attestations else None,
             seq=applied.seq,
             accepted_at=applied.accepted_at,
+        )
+
+    async def _original_outcome(self, envelope: Envelope) -> PublishOutcome | None:
+        """The outcome of this exact envelope if it was already accepted."""
+        accepted = await self.store.accepted_publication(envelope.event_id)
+        if accepted is None or canonical_json(accepted.envelope) != canonical_json(envelope.to_json()):
+            return None
+        return PublishOutcome(
+            event_id=accepted.event_id,
+            type=accepted.type,
+            lot_ids=accepted.lot_ids,
+            claim_id=accepted.claim_id,
+            attestation_id=accepted.attestation_id,
+            seq=accepted.seq,
+            accepted_at=accepted.accepted_at,
         )

@@ -16,6 +16,9 @@
 | ORETRACE_MAX_PROVENANCE_DEPTH| 256               | largest `maxDepth` of `provenance`                   |
 | ORETRACE_VERIFY_MODE         | thread            | proof verification in worker `thread`s or `process`es |
 | ORETRACE_VERIFY_WORKERS      | CPU count         | verification workers                                 |
+| ORETRACE_REQUEST_DEADLINE_SECONDS | 10           | all database work of one request (pymongo CSOT)      |
+| ORETRACE_MAX_ANCESTRY_DEPTH  | 256               | levels any ancestry walk may climb (claims, bundles) |
+| ORETRACE_MAX_ANCESTRY_LOTS   | 10000             | lots any ancestry walk may collect                   |
 
 `pydantic-settings` is not a dependency; `Settings.from_env()` does the same
 job with plain pydantic validation (clear errors on bad values).
@@ -75,6 +78,11 @@ class Settings(BaseModel):
     verify_workers: int | None = Field(default=None, gt=0)
     embedded_log_level: str = "WARNING"
     embedded_startup_timeout: float = 30.0
+    #: deadline (seconds) for all database work of one request; beyond it the
+    #: request answers SERVICE_UNAVAILABLE (or OUTCOME_UNKNOWN during a commit)
+    request_deadline_seconds: float = Field(default=10.0, gt=0, le=600)
+    max_ancestry_depth: int = Field(default=256, ge=0)
+    max_ancestry_lots: int = Field(default=10_000, gt=0)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -90,6 +98,9 @@ class Settings(BaseModel):
             ("root_public_key", "ORETRACE_ROOT_PUBLIC_KEY"),
             ("verify_mode", "ORETRACE_VERIFY_MODE"),
             ("verify_workers", "ORETRACE_VERIFY_WORKERS"),
+            ("request_deadline_seconds", "ORETRACE_REQUEST_DEADLINE_SECONDS"),
+            ("max_ancestry_depth", "ORETRACE_MAX_ANCESTRY_DEPTH"),
+            ("max_ancestry_lots", "ORETRACE_MAX_ANCESTRY_LOTS"),
         ):
             if env.get(var):
                 values[key] = env[var]
@@ -114,6 +125,12 @@ class Settings(BaseModel):
                 "Ed25519 public key (64 hex characters) to check the organisation registry"
             )
         return self.root_public_key
+
+    @property
+    def ancestry_limit(self):
+        from .store import AncestryLimit
+
+        return AncestryLimit(self.max_ancestry_depth, self.max_ancestry_lots)
 
     @property
     def embedded_storage_path(self) -> Path:
