@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -225,10 +226,12 @@ class Runtime:
 
 
 def _write_embedded_info(db: EmbeddedDatabase) -> None:
-    try:
-        (db.data_dir / "embedded.json").write_text(
-            json.dumps({"pid": db.pid, "uri": db.uri, "storage_path": str(db.storage_path)}) + "\n"
-        )
+    path = db.data_dir / "embedded.json"
+    try:  # owner-only (0600), like the data directory (0700) it lives in
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(json.dumps({"pid": db.pid, "uri": db.uri, "storage_path": str(db.storage_path)}) + "\n")
     except OSError:  # pragma: no cover - informational only
         pass
 

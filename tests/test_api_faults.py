@@ -449,3 +449,20 @@ async def test_sdk_publish_resends_the_same_envelope_until_it_lands(settings, fs
     assert result["eventId"] == env.event_id and result["lotIds"] == [lot_id]
     assert len(sent) == 2 and sent[0] == sent[1]  # resent, byte for byte the same request
     assert await event_count(fstore, env.event_id) == 1
+
+
+# --------------------------------------------------------------------------- file permissions
+
+
+def test_embedded_data_directory_and_info_file_are_owner_only(tmp_path):
+    from api.app import _write_embedded_info
+
+    data_dir = tmp_path / "shared"
+    data_dir.mkdir()
+    data_dir.chmod(0o755)  # as a careless operator (or an old release) left it
+    with EmbeddedDatabase(data_dir) as db:
+        assert data_dir.stat().st_mode & 0o777 == 0o700
+        (data_dir / "embedded.json").write_text("{}")
+        (data_dir / "embedded.json").chmod(0o644)
+        _write_embedded_info(db)
+        assert (data_dir / "embedded.json").stat().st_mode & 0o777 == 0o600
