@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -34,7 +35,10 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+import pymongo
+from graphql import GraphQLError
 from strawberry.asgi import GraphQL
+from strawberry.extensions import SchemaExtension
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types.execution import PreExecutionError
 from strawberry.types.unset import UNSET
@@ -49,7 +53,7 @@ from .embedded import EmbeddedDatabase
 from .rate_limit import RateLimit
 from .service import Ingestion
 from .settings import Settings
-from .store import Store
+from .store import RETRY_AFTER_SECONDS, Store, is_infrastructure_fault
 
 log = logging.getLogger("oretrace.api")
 
@@ -232,7 +236,7 @@ class Runtime:
             uri = await self.embedded.astart()
             log.info("embedded database (pid %s) at %s, data in %s", self.embedded.pid, uri, self.embedded.storage_path)
             _write_embedded_info(self.embedded)
-        store = await Store.connect(uri, self.settings.database)
+        store = await Store.connect(uri, self.settings.database, ancestry_limit=self.settings.ancestry_limit)
         try:
             await store.ensure_indexes()
         except Exception:
@@ -257,10 +261,12 @@ class Runtime:
 
 
 def _write_embedded_info(db: EmbeddedDatabase) -> None:
-    try:
-        (db.data_dir / "embedded.json").write_text(
-            json.dumps({"pid": db.pid, "uri": db.uri, "storage_path": str(db.storage_path)}) + "\n"
-        )
+    path = db.data_dir / "embedded.json"
+    try:  # owner-only (0600), like the data directory (0700) it lives in
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(json.dumps({"pid": db.pid, "uri": db.uri, "storage_path": str(db.storage_path)}) + "\n")
     except OSError:  # pragma: no cover - informational only
         pass
 
@@ -270,6 +276,51 @@ def _remove_embedded_info(db: EmbeddedDatabase) -> None:
         (db.data_dir / "embedded.json").unlink()
     except OSError:
         pass
+
+
+# --------------------------------------------------------------------------- database faults
+
+
+#: Error codes that tell a client to retry later (HTTP mapping below).
+RETRYABLE_CODES = frozenset({"SERVICE_UNAVAILABLE", "OUTCOME_UNKNOWN"})
+
+
+def unavailable_error(message: str) -> dict[str, Any]:
+    return {"message": message, "extensions": {"code": "SERVICE_UNAVAILABLE", "retryAfterSeconds": RETRY_AFTER_SECONDS}}
+
+
+class DatabaseFaults(SchemaExtension):
+    """Every operation's database work runs under one deadline (pymongo's
+    client-side operation timeout, `settings.request_deadline_seconds`), and an
+    infrastructure fault met while resolving (database down, paused, full, too
+    slow for the deadline) becomes a typed SERVICE_UNAVAILABLE error with a
+    retry hint instead of a masked INTERNAL_SERVER_ERROR (kept for bugs).
+    Added last, so it runs before MaskUnexpectedErrors on the way out."""
+
+    deadline_seconds: float = 10.0
+
+    def on_operation(self):
+        with pymongo.timeout(self.deadline_seconds):
+            yield
+        result = self.execution_context.result
+        errors = getattr(result, "errors", None)
+        if errors:
+            result.errors = [self._typed(e) for e in errors]
+
+    @staticmethod
+    def _typed(error: GraphQLError) -> GraphQLError:
+        if error.original_error is None or not is_infrastructure_fault(error.original_error):
+            return error
+        log.warning("database unavailable at %s: %s", ".".join(map(str, error.path or ())), error.original_error)
+        body = unavailable_error("the database is unavailable; retry later")
+        return GraphQLError(
+            body["message"], nodes=error.nodes, source=error.source, positions=error.positions,
+            path=error.path, original_error=None, extensions=body["extensions"],
+        )  # fmt: skip
+
+
+def database_faults(deadline_seconds: float) -> type[DatabaseFaults]:
+    return type("DatabaseFaults", (DatabaseFaults,), {"deadline_seconds": deadline_seconds})
 
 
 # --------------------------------------------------------------------------- GraphQL view
@@ -306,8 +357,10 @@ class GraphQLView(GraphQL):
         return HTMLResponse(self.graphql_ide_html, headers={"Content-Security-Policy": GRAPHIQL_CSP})
 
     def __init__(self, runtime: Runtime, **kwargs: Any) -> None:
+        schema = build_schema(runtime.settings.limits)
+        schema.extensions = (*schema.extensions, database_faults(runtime.settings.request_deadline_seconds))
         super().__init__(
-            build_schema(runtime.settings.limits),
+            schema,
             graphql_ide="graphiql",
             allow_queries_via_get=True,
             subscription_protocols=(),
@@ -431,7 +484,30 @@ class GraphQLView(GraphQL):
             # a request error: execution never started, so no `data` entry, and 400
             data.pop("data", None)
             request.state.sub_response.status_code = 400
+        self._retry_hint(request, data)
         return data
+
+    @staticmethod
+    def _retry_hint(request: Request, data: dict[str, Any]) -> None:
+        """Retryable errors (SERVICE_UNAVAILABLE, OUTCOME_UNKNOWN) carry
+        `Retry-After` whatever the media type. With graphql-response+json, an
+        operation that produced no data at all because of them (data null) is
+        answered as the request failure it is: no `data` entry and 503, which
+        GraphQL-over-HTTP allows only without `data`. application/json keeps
+        200 and the body (`data: null`), as that media type requires."""
+        errors = data.get("errors") or []
+        codes = [(e.get("extensions") or {}).get("code") for e in errors]
+        if not any(c in RETRYABLE_CODES for c in codes):
+            return
+        sub_response = request.state.sub_response
+        sub_response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        if (
+            getattr(request.state, "media", None) == GRAPHQL_RESPONSE_JSON
+            and data.get("data") is None
+            and all(c in RETRYABLE_CODES for c in codes)
+        ):
+            data.pop("data", None)
+            sub_response.status_code = 503
 
     def create_response(self, response_data, sub_response: Response) -> Response:  # type: ignore[override]
         response = super().create_response(response_data, sub_response)
@@ -455,10 +531,20 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         runtime.attach(store, owned=False)
     view = GraphQLView(runtime)
 
-    async def healthz(request: Request) -> Response:
-        if runtime.store is not None and await runtime.store.ping():
+    async def readiness(request: Request) -> Response:
+        """Ready = the database answers a write and the read of it (a panicked or
+        full storage engine fails the write); 503 + Retry-After otherwise."""
+        if runtime.store is not None and await runtime.store.ready():
             return JSONResponse({"status": "ok"})
-        return JSONResponse({"status": "unavailable", "reason": "database does not answer"}, status_code=503)
+        return JSONResponse(
+            {"status": "unavailable", "reason": "the database does not accept a write and read"},
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+
+    async def liveness(request: Request) -> Response:
+        """Alive = this process serves HTTP (restart it otherwise); no database check."""
+        return JSONResponse({"status": "alive"})
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -471,7 +557,9 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     app = Starlette(
         routes=[
             Route("/graphql", view),
-            Route("/healthz", healthz, methods=["GET"]),
+            Route("/healthz", readiness, methods=["GET"]),
+            Route("/readyz", readiness, methods=["GET"]),
+            Route("/livez", liveness, methods=["GET"]),
             Mount(GRAPHIQL_PATH, StaticFiles(directory=GRAPHIQL_DIR), name="graphiql"),
             *translog.routes(runtime),
         ],

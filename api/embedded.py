@@ -145,6 +145,8 @@ class EmbeddedDatabase:
         if self.running():
             raise EmbeddedDatabaseError("the embedded database is already running")
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # the data files, log and config are the ledger: readable by this user only
+        os.chmod(self.data_dir, 0o700)
         config = self.data_dir / CONFIG_NAME
         if not config.exists():
             config.write_text("# oretrace: settings come from the command line\n")

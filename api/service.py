@@ -8,11 +8,17 @@
 The rules see a snapshot; races between concurrent publications are settled by
 the guards' unique keys inside the transaction (the loser gets CONFLICT or
 REPLAYED_NONCE and nothing of it is written).
+
+Before all of it, the envelope's event id is looked up: a resend of an accepted
+envelope returns the original outcome (idempotent publication). The signer is
+authenticated before the prefetch does any work that grows with the ledger
+(the ancestry walk of an `ancestry_excludes` claim).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -21,13 +27,18 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import anyio
+import pymongo
 from pydantic import ValidationError
+from pymongo.errors import PyMongoError
 
+from ledger.encoding import canonical_json
 from ledger.envelope import Envelope, parse_envelope
 from ledger.errors import Code, Rejection
 
 from .settings import Settings
-from .store import Store
+from .store import Store, is_infrastructure_fault, service_unavailable
+
+log = logging.getLogger("oretrace.service")
 
 
 @dataclass(frozen=True)
@@ -93,19 +104,15 @@ def _init_verifier_process() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
 
 
-#: Bulletproof generators precomputed per verifier (64 bits x 8 values); larger
-#: aggregations extend the cache on demand. Without this the first
-#: verification in each worker pays ~0.3 s of hash_to_curve.
-WARM_GENERATORS = 64 * 8
-
-
 def _warm_up() -> bool:
-    """Import the ledger and precompute generators (in a fresh worker, or the server)."""
+    """Import the ledger and precompute every generator a publication can need
+    (G, H and all crypto.generators.MAX_VECTOR vector points, ~3 s once per
+    process), in a fresh worker or the server, before it serves. The cache is
+    thread safe either way; this keeps hash_to_curve off the first requests."""
     import ledger.rules  # noqa: F401
-    from crypto.generators import H, bulletproof_generators
+    from crypto.generators import precompute
 
-    H()
-    bulletproof_generators(WARM_GENERATORS)
+    precompute()
     return True
 
 
@@ -192,8 +199,15 @@ class Ingestion:
         )
 
     async def publish(self, data: Any, expected_type: str | None = None) -> PublishOutcome:
-        from ledger import rules
+        """Validate and write one signed envelope; its outcome, or Rejection.
 
+        Idempotent: an envelope already accepted (same event id and the same
+        signed JSON) returns its original outcome, looked up before the rules
+        run (a resend after a lost answer, OUTCOME_UNKNOWN or SERVICE_UNAVAILABLE);
+        a different envelope reusing a nonce is still REPLAYED_NONCE. All database
+        work runs within `settings.request_deadline_seconds` (pymongo CSOT);
+        infrastructure faults are SERVICE_UNAVAILABLE (nothing written) or
+        OUTCOME_UNKNOWN (see Store.apply_effects)."""
         envelope = parse_envelope_or_reject(data)
         payload_type = envelope.payload.type
         if expected_type is not None and payload_type != expected_type:
@@ -201,10 +215,37 @@ class Ingestion:
                 Code.MALFORMED,
                 f"this mutation takes a '{expected_type}' payload, the envelope carries '{payload_type}'",
             )
+        with pymongo.timeout(self.settings.request_deadline_seconds):
+            try:
+                return await self._publish(envelope)
+            except PyMongoError as exc:
+                if not is_infrastructure_fault(exc):
+                    raise
+                log.warning("publication %s: database unavailable: %s", envelope.event_id, exc)
+                raise service_unavailable("the database is unavailable") from exc
+
+    async def _publish(self, envelope: Envelope) -> PublishOutcome:
+        from ledger import rules
+
+        # the rules' own signer check (network, freshness, registered signer, valid
+        # key, signature), run before the ancestry walk; `apply` repeats it (cheap)
+        authenticate_signer = rules._authenticate
+
+        original = await self._original_outcome(envelope)
+        if original is not None:
+            return original
         policy = self.policy()
-        view = await self.store.prefetch(rules.references(envelope))
+        view = await self.store.prefetch(
+            rules.references(envelope), authenticate=lambda v: authenticate_signer(envelope, v, policy)
+        )
         effects = await self.verifier.apply(envelope, view, policy)
-        applied = await self.store.apply_effects(effects, view)
+        try:
+            applied = await self.store.apply_effects(effects, view)
+        except Rejection as rejection:
+            # two identical envelopes racing: the loser finds the winner's event
+            if rejection.code is Code.REPLAYED_NONCE and (original := await self._original_outcome(envelope)):
+                return original
+            raise
         return PublishOutcome(
             event_id=effects.event_id,
             type=effects.event_type,
@@ -214,4 +255,19 @@ class Ingestion:
             seq=applied.seq,
             accepted_at=applied.accepted_at,
             log_index=applied.log_index,
+        )
+
+    async def _original_outcome(self, envelope: Envelope) -> PublishOutcome | None:
+        """The outcome of this exact envelope if it was already accepted."""
+        accepted = await self.store.accepted_publication(envelope.event_id)
+        if accepted is None or canonical_json(accepted.envelope) != canonical_json(envelope.to_json()):
+            return None
+        return PublishOutcome(
+            event_id=accepted.event_id,
+            type=accepted.type,
+            lot_ids=accepted.lot_ids,
+            claim_id=accepted.claim_id,
+            attestation_id=accepted.attestation_id,
+            seq=accepted.seq,
+            accepted_at=accepted.accepted_at,
         )

@@ -31,6 +31,9 @@
 | ORETRACE_LOG_ORIGIN          | oretrace.log/<network> | checkpoint origin line and log key name         |
 | ORETRACE_CHECKPOINT_INTERVAL | 2                 | seconds between checkpoints while the log grows      |
 | ORETRACE_WITNESSES           | (none)            | `<vkey>@<url>` witnesses that cosign checkpoints     |
+| ORETRACE_REQUEST_DEADLINE_SECONDS | 10           | all database work of one request (pymongo CSOT)      |
+| ORETRACE_MAX_ANCESTRY_DEPTH  | 256               | levels any ancestry walk may climb (claims, bundles) |
+| ORETRACE_MAX_ANCESTRY_LOTS   | 10000             | lots any ancestry walk may collect                   |
 
 `pydantic-settings` is not a dependency; `Settings.from_env()` does the same
 job with plain pydantic validation (clear errors on bad values).
@@ -118,6 +121,11 @@ class Settings(BaseModel):
     witnesses: str | None = None
     embedded_log_level: str = "WARNING"
     embedded_startup_timeout: float = 30.0
+    #: deadline (seconds) for all database work of one request; beyond it the
+    #: request answers SERVICE_UNAVAILABLE (or OUTCOME_UNKNOWN during a commit)
+    request_deadline_seconds: float = Field(default=10.0, gt=0, le=600)
+    max_ancestry_depth: int = Field(default=256, ge=0)
+    max_ancestry_lots: int = Field(default=10_000, gt=0)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -137,6 +145,9 @@ class Settings(BaseModel):
             ("log_origin", "ORETRACE_LOG_ORIGIN"),
             ("checkpoint_interval", "ORETRACE_CHECKPOINT_INTERVAL"),
             ("witnesses", "ORETRACE_WITNESSES"),
+            ("request_deadline_seconds", "ORETRACE_REQUEST_DEADLINE_SECONDS"),
+            ("max_ancestry_depth", "ORETRACE_MAX_ANCESTRY_DEPTH"),
+            ("max_ancestry_lots", "ORETRACE_MAX_ANCESTRY_LOTS"),
         ):
             if env.get(var):
                 values[key] = env[var]
@@ -166,6 +177,11 @@ class Settings(BaseModel):
     def origin(self) -> str:
         """The log's checkpoint origin (C2SP tlog-checkpoint), unique per network."""
         return self.log_origin or f"oretrace.log/{self.network}"
+
+    def ancestry_limit(self):
+        from .store import AncestryLimit
+
+        return AncestryLimit(self.max_ancestry_depth, self.max_ancestry_lots)
 
     @property
     def embedded_storage_path(self) -> Path:

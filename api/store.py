@@ -34,16 +34,28 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextvars
 import logging
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
+import pymongo
 from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument, WriteConcern
-from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
+from pymongo.errors import (
+    BulkWriteError,
+    ConnectionFailure,
+    DuplicateKeyError,
+    ExecutionTimeout,
+    OperationFailure,
+    PyMongoError,
+    WaitQueueTimeoutError,
+    WriteConcernError,
+    WTimeoutError,
+)
 from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import ReadPreference
 
@@ -81,6 +93,30 @@ REGISTRY_TYPES = ("register_organization", "rotate_key", "revoke_key")
 DUPLICATE_KEY = 11000
 MAX_TRANSACTION_ATTEMPTS = 10
 MAX_COMMIT_ATTEMPTS = 5
+#: Back-off between retries (transaction and commit): full jitter, doubling from
+#: BACKOFF_BASE up to BACKOFF_CAP seconds (MongoDB's transactions spec retries
+#: TransientTransactionError and UnknownTransactionCommitResult; the pause keeps
+#: retries from running back to back against a struggling server).
+BACKOFF_BASE = 0.01
+BACKOFF_CAP = 1.0
+#: Seconds a client is told to wait before retrying a retryable error.
+RETRY_AFTER_SECONDS = 1
+#: Bound on aborting a failed commit's transaction (killSessions): the server may
+#: first have to be rediscovered (a "shutting down" answer marks it unknown).
+KILL_SESSION_TIMEOUT = 5.0
+
+#: Server error codes that describe the database's state, not the command
+#: (https://github.com/mongodb/mongo/blob/master/src/mongo/base/error_codes.yml):
+#: HostUnreachable 6, HostNotFound 7, LockTimeout 24, MaxTimeMSExpired 50,
+#: NetworkTimeout 89, ShutdownInProgress 91, WriteConflict 112, PrimarySteppedDown 189,
+#: NoSuchTransaction 251, ExceededTimeLimit 262, TransactionExceededLifetimeLimitSeconds 290,
+#: SocketException 9001, NotWritablePrimary 10107, InterruptedAtShutdown 11600,
+#: Interrupted 11601, InterruptedDueToReplStateChange 11602, NotPrimaryNoSecondaryOk 13435,
+#: NotPrimaryOrSecondary 13436, OutOfDiskSpace 14031.
+INFRASTRUCTURE_CODES = frozenset(
+    {6, 7, 24, 50, 89, 91, 112, 189, 251, 262, 290, 9001, 10107, 11600, 11601, 11602, 13435, 13436, 14031}
+)
+_RETRY_LABELS = ("TransientTransactionError", "UnknownTransactionCommitResult", "RetryableWriteError")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -114,6 +150,31 @@ def from_doc(model: type[M], doc: dict[str, Any]) -> M:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def is_infrastructure_fault(exc: BaseException) -> bool:
+    """True for a database that is down, paused, full, shutting down, too slow for
+    the request's deadline, or answering with a retryable label: the client
+    should retry later. False for everything else (a bug: INTERNAL_SERVER_ERROR)."""
+    if isinstance(exc, (TimeoutError, ConnectionFailure, WaitQueueTimeoutError, ExecutionTimeout, WTimeoutError)):
+        return True
+    if not isinstance(exc, PyMongoError):
+        return False
+    if exc.timeout or isinstance(exc, WriteConcernError) or any(exc.has_error_label(x) for x in _RETRY_LABELS):
+        return True
+    return isinstance(exc, OperationFailure) and exc.code in INFRASTRUCTURE_CODES
+
+
+def service_unavailable(what: str) -> Rejection:
+    return Rejection(
+        Code.SERVICE_UNAVAILABLE,
+        f"{what}; nothing was written, retry in {RETRY_AFTER_SECONDS} s or later",
+    )
+
+
+def _backoff(attempt: int) -> float:
+    """Full-jitter exponential back-off for retry `attempt` (1, 2, ...), in seconds."""
+    return random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
 
 
 @dataclass
@@ -204,12 +265,44 @@ class StoreStats:
     rejections: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class AncestryLimit:
+    """Caps on every ancestry walk (claim prefetch, disclosure bundles): levels
+    above the starting lots, and lots in all. Settings ORETRACE_MAX_ANCESTRY_DEPTH
+    and ORETRACE_MAX_ANCESTRY_LOTS."""
+
+    max_depth: int = 256
+    max_lots: int = 10_000
+
+
+@dataclass
+class AcceptedPublication:
+    """What an accepted publication created, as stored (for idempotent resends)."""
+
+    event_id: str
+    type: str
+    lot_ids: list[str]  # lots created by the event, in the event's order
+    claim_id: str | None
+    attestation_id: str | None
+    seq: int
+    accepted_at: datetime
+    envelope: dict[str, Any]
+
+
 # --------------------------------------------------------------------------- store
 
 
 class Store:
-    def __init__(self, client: AsyncMongoClient, database: str, *, owns_client: bool = True) -> None:
+    def __init__(
+        self,
+        client: AsyncMongoClient,
+        database: str,
+        *,
+        owns_client: bool = True,
+        ancestry_limit: AncestryLimit = AncestryLimit(),
+    ) -> None:
         self.client = client
+        self.ancestry_limit = ancestry_limit
         self.db = client[database]
         self.database = database
         self._owns_client = owns_client
@@ -233,15 +326,21 @@ class Store:
         self.translog: TransparencyLog | None = None  # set by the app (api.app.Runtime)
 
     @classmethod
-    async def connect(cls, uri: str, database: str, **client_options: Any) -> Store:
+    async def connect(
+        cls, uri: str, database: str, *, ancestry_limit: AncestryLimit = AncestryLimit(), **client_options: Any
+    ) -> Store:
         options: dict[str, Any] = {
             "appname": "oretrace",
             "serverSelectionTimeoutMS": 10_000,
             "retryWrites": True,
+            # A "shutting down"/"not primary" answer marks the server unknown until
+            # the next heartbeat: 1 s (not the default 10 s) bounds how long a
+            # restarted or recovering database stays unusable to this client.
+            "heartbeatFrequencyMS": 1_000,
         }
         options.update(client_options)
         client: AsyncMongoClient = AsyncMongoClient(uri, **options)
-        return cls(client, database)
+        return cls(client, database, ancestry_limit=ancestry_limit)
 
     async def close(self) -> None:
         """Stop the log's background task (it reads through this client), then close the client."""
@@ -250,12 +349,20 @@ class Store:
         if self._owns_client:
             await self.client.close()
 
-    async def ping(self, timeout: float = 2.0) -> bool:
+    async def ready(self, timeout: float = 2.0) -> bool:
+        """Readiness: a majority-acknowledged write to `health` and its read back,
+        within `timeout` seconds. A panicked, full or read-only engine fails it,
+        where a `ping` would still pass."""
+        token = f"{_now().isoformat()}:{random.getrandbits(64):016x}"
         try:
-            await asyncio.wait_for(self.client.admin.command("ping"), timeout)
-        except (PyMongoError, TimeoutError, OSError):
+            with pymongo.timeout(timeout):
+                health = self.db.get_collection("health", write_concern=WriteConcern("majority"))
+                await health.replace_one({"_id": "readiness"}, {"_id": "readiness", "token": token}, upsert=True)
+                doc = await health.find_one({"_id": "readiness"})
+        except (PyMongoError, TimeoutError, OSError) as exc:
+            log.warning("readiness check failed: %s", exc)
             return False
-        return True
+        return doc is not None and doc.get("token") == token
 
     async def ensure_indexes(self) -> None:
         """One index per query path (idempotent)."""
@@ -341,9 +448,21 @@ class Store:
 
         `view` is the snapshot the rules read (from `prefetch`): organisation
         records are then written only if unchanged since (their `_rev`), so a
-        concurrent key rotation cannot silently undo a revocation. Without a
-        view (tests, tools) organisations are upserted unconditionally."""
-        seq = await self._next_seq()
+        concurrent key rotation cannot silently undo a revocation, and the
+        signer's key is re-checked inside the transaction (`_confirm_signing_key`).
+        Without a view (tests, tools) organisations are upserted unconditionally.
+
+        Errors (all `Rejection`): the rule codes of a lost race (CONFLICT,
+        REPLAYED_NONCE, ...); SERVICE_UNAVAILABLE when the database fails before
+        the commit or answers a definite commit error (the transaction is
+        aborted: nothing written); OUTCOME_UNKNOWN when every commit attempt
+        ended without an answer (the publication may have landed: resubmitting
+        the same envelope is safe). Runs within the caller's `pymongo.timeout`.
+        """
+        try:
+            seq = await self._next_seq()
+        except PyMongoError as exc:
+            raise self._infrastructure(exc, "the database did not allocate a ledger position") from exc
         accepted_at = _now()
         event_doc = self._event_doc(effects, seq, accepted_at)
         attempt = 0
@@ -357,13 +476,25 @@ class Store:
                 self.stats.rejections[code] = self.stats.rejections.get(code, 0) + 1
                 raise abort.rejection from None
             except PyMongoError as exc:
-                if exc.has_error_label("TransientTransactionError") and attempt < MAX_TRANSACTION_ATTEMPTS:
+                if (
+                    exc.has_error_label("TransientTransactionError")
+                    and attempt < MAX_TRANSACTION_ATTEMPTS
+                    and not exc.timeout
+                ):
                     self.stats.transient_retries += 1
-                    await asyncio.sleep(random.uniform(0, min(0.2, 0.005 * 2**attempt)))
+                    await asyncio.sleep(_backoff(attempt))
                     continue
-                raise
+                raise self._infrastructure(exc, "the database failed during the publication's transaction") from exc
             self.stats.transactions += 1
             return AppliedEvent(effects.event_id, seq, accepted_at, attempt, event_doc["log_index"])
+
+    @staticmethod
+    def _infrastructure(exc: PyMongoError, what: str) -> Exception:
+        """SERVICE_UNAVAILABLE for an infrastructure fault; the error itself (a bug) otherwise."""
+        if not is_infrastructure_fault(exc):
+            return exc
+        log.warning("%s: %s", what, exc)
+        return service_unavailable(what)
 
     async def _run_transaction(
         self, effects: Effects, event_doc: dict[str, Any], seq: int, view: SnapshotView | None
@@ -383,15 +514,50 @@ class Store:
                     except PyMongoError:  # the server may have aborted it already
                         pass
                 raise
-            for commit_attempt in range(1, MAX_COMMIT_ATTEMPTS + 1):
-                try:
-                    await session.commit_transaction()
-                    return
-                except PyMongoError as exc:
-                    if exc.has_error_label("UnknownTransactionCommitResult") and commit_attempt < MAX_COMMIT_ATTEMPTS:
-                        self.stats.commit_retries += 1
-                        continue
-                    raise
+            await self._commit(session)
+
+    async def _commit(self, session) -> None:
+        """Commit, retrying an unknown result (UnknownTransactionCommitResult: lost
+        connection, timeout, write-concern error) with back-off, as MongoDB's
+        transactions spec advises; a commit retry is idempotent on the server.
+
+        On any failure the transaction is killed (`killSessions`), so that a
+        transaction the server still holds open does not keep its documents
+        locked until transactionLifetimeLimitSeconds; the session is then ended
+        by the caller's `async with`."""
+        for attempt in range(1, MAX_COMMIT_ATTEMPTS + 1):
+            try:
+                await session.commit_transaction()
+                return
+            except PyMongoError as exc:
+                unknown = exc.has_error_label("UnknownTransactionCommitResult")
+                if unknown and attempt < MAX_COMMIT_ATTEMPTS and not exc.timeout:
+                    self.stats.commit_retries += 1
+                    await asyncio.sleep(_backoff(attempt))
+                    continue
+                await self._kill_session(session)
+                if unknown:
+                    log.warning("commit outcome unknown after %d attempts: %s", attempt, exc)
+                    raise Rejection(
+                        Code.OUTCOME_UNKNOWN,
+                        f"the database did not confirm the commit after {attempt} attempts; the publication "
+                        "may have landed: resubmitting the same envelope is safe (it returns the original outcome)",
+                    ) from exc
+                raise
+
+    async def _kill_session(self, session) -> None:
+        """Abort whatever the server still holds for `session` (best effort, bounded).
+        killSessions is the documented way to abort another session's transaction;
+        it runs on its own session and outside the request's deadline."""
+
+        async def kill() -> None:
+            with pymongo.timeout(KILL_SESSION_TIMEOUT):
+                await self.client.admin.command("killSessions", [session.session_id])
+
+        try:  # a fresh context: the request's (possibly expired) deadline does not apply
+            await asyncio.create_task(kill(), context=contextvars.Context())
+        except PyMongoError as exc:  # the database may be gone: its transaction then dies with it
+            log.warning("could not kill the session of a failed commit: %s", exc)
 
     async def _insert_guards(self, session, guards: Sequence[Guard], event_id: str) -> None:
         nonce_guards = [g for g in guards if g.namespace == "nonce"]
@@ -428,6 +594,7 @@ class Store:
     ) -> None:
         event_id = effects.event_id
         s = session
+        await self._confirm_signing_key(s, effects, view)
         await self._insert_guards(s, effects.guards, event_id)
         event_doc["log_index"] = await translog.assign_leaf(self.db, s)  # in this transaction: gap-free, commit order
         try:
@@ -523,6 +690,44 @@ class Store:
             ]
             await self._insert_all(s, self.sealed_openings, docs, "sealed opening")
 
+    async def _confirm_signing_key(self, session, effects: Effects, view: SnapshotView | None) -> None:
+        """Revocation at commit: the signer's registry record, as of this transaction.
+
+        A read alone would not stop a revocation committing between this read and
+        our commit (snapshot reads take no lock), so the record is *written*
+        (`_signed_events` += 1): a registry change committed after our snapshot
+        makes this a write conflict (TransientTransactionError, retried with a new
+        snapshot), one committed before it is read here. If the record changed
+        since the rules read it (`_rev`), the key must still exist and be
+        unrevoked, else REVOKED_KEY / UNKNOWN_KEY. Correct on a replica set:
+        it relies only on snapshot isolation and write conflicts. Publications
+        by one organisation therefore serialise on its record (retried)."""
+        signer = effects.envelope.signer
+        if view is None or signer not in view.org_revisions:  # the operator, or no snapshot (tools)
+            return
+        doc = await self.organizations.find_one_and_update(
+            {"_id": signer},
+            {"$inc": {"_signed_events": 1}},
+            session=session,
+            return_document=ReturnDocument.AFTER,
+        )
+        if doc is None:
+            raise _Abort(Rejection(Code.UNKNOWN_SIGNER, f"organisation {signer} is no longer registered"))
+        if int(doc.get("_rev", 0)) == view.org_revisions[signer]:
+            return
+        key_id = effects.envelope.key_id
+        key = next((k for k in from_doc(Organization, doc).signing_keys if k.key_id == key_id), None)
+        if key is None:
+            raise _Abort(Rejection(Code.UNKNOWN_KEY, f"{signer} no longer has key {key_id!r}"))
+        if key.revoked_at is not None:
+            raise _Abort(
+                Rejection(
+                    Code.REVOKED_KEY,
+                    f"key {key_id!r} of {signer} was revoked at {key.revoked_at.isoformat()}, "
+                    "while this publication was being verified",
+                )
+            )
+
     @staticmethod
     def _custody_filter(effects: Effects, lot_id: str, view: SnapshotView | None) -> dict[str, Any]:
         """The lot as the rules saw it: held by the signer, at the custody step of the
@@ -573,10 +778,17 @@ class Store:
 
     # ------------------------------------------------------------------ ingestion reads
 
-    async def prefetch(self, refs: References) -> SnapshotView:
+    async def prefetch(
+        self, refs: References, authenticate: Callable[[SnapshotView], None] | None = None
+    ) -> SnapshotView:
         """The ledger state an envelope's rule reads: one `$in` query per collection
-        (run concurrently), plus one `$in` query per ancestry level if the rule
-        needs whole ancestries (`refs.ancestry`)."""
+        (run concurrently), then, if the rule needs whole ancestries
+        (`refs.ancestry`), one `$in` query per ancestry level, capped by
+        `ancestry_limit` (INVALID_CLAIM beyond it).
+
+        `authenticate(view)` runs between the two and raises Rejection for an
+        unknown signer, key or bad signature, so that no work growing with the
+        ledger is done for an unauthenticated envelope."""
         view = SnapshotView()
 
         async def orgs() -> None:
@@ -605,12 +817,12 @@ class Store:
             view.attestations.update(found)
             view.issuance_marks.update(await self.issuance_marks_by_ids(found))
 
-        async def ancestry() -> None:
-            roots = set(getattr(refs, "ancestry", None) or ())
-            if roots:
-                view.lots.update(await self.ancestry_lots(roots))
-
-        await asyncio.gather(orgs(), sites(), attestations(), marks(), lots(), site_chains(), ancestry())
+        await asyncio.gather(orgs(), sites(), attestations(), marks(), lots(), site_chains())
+        roots = set(getattr(refs, "ancestry", None) or ())
+        if roots:
+            if authenticate is not None:
+                authenticate(view)  # before any work that grows with the ledger
+            view.lots.update(await self.ancestry_lots(roots))
         return view
 
     async def _by_ids(self, collection, model: type[M], ids: Iterable[str]) -> dict[str, M]:
@@ -638,12 +850,23 @@ class Store:
     async def claims_by_ids(self, ids: Iterable[str]) -> dict[str, Claim]:
         return await self._by_ids(self.claims, Claim, ids)
 
-    async def ancestry_lots(self, roots: Iterable[str], max_depth: int | None = None) -> dict[str, Lot]:
-        """The lots in `roots` and all their ancestors: one `$in` query per DAG level."""
+    async def ancestry_lots(self, roots: Iterable[str]) -> dict[str, Lot]:
+        """The lots in `roots` and all their ancestors: one `$in` query per DAG level.
+
+        Raises Rejection(INVALID_CLAIM) when the ancestry reaches deeper than
+        `ancestry_limit.max_depth` levels above the roots or holds more than
+        `ancestry_limit.max_lots` lots: the walk stops there."""
+        limit = self.ancestry_limit
         found: dict[str, Lot] = {}
         frontier = list(dict.fromkeys(roots))
         depth = 0
-        while frontier and (max_depth is None or depth <= max_depth):
+        while frontier:
+            if depth > limit.max_depth or len(found) + len(frontier) > limit.max_lots:
+                raise Rejection(
+                    Code.INVALID_CLAIM,
+                    f"the ancestry of lot(s) {', '.join(sorted(roots))} exceeds this server's limit "
+                    f"({limit.max_depth} levels, {limit.max_lots} lots)",
+                )
             level = await self.lots_by_ids(frontier)
             found.update(level)
             frontier = list(
@@ -651,6 +874,28 @@ class Store:
             )
             depth += 1
         return found
+
+    async def accepted_publication(self, event_id: str) -> AcceptedPublication | None:
+        """The stored outcome of an accepted event, or None (two round trips)."""
+        doc = await self.events.find_one({"_id": event_id})
+        if doc is None:
+            return None
+        created = {
+            d["_id"]
+            for d in await self.lots.find(
+                {"_id": {"$in": list(doc.get("lot_ids", []))}, "created_by_event": event_id}, {"_id": 1}
+            ).to_list(None)
+        }
+        return AcceptedPublication(
+            event_id=event_id,
+            type=doc["type"],
+            lot_ids=[i for i in doc.get("lot_ids", []) if i in created],
+            claim_id=doc.get("claim_id"),
+            attestation_id=doc.get("attestation_id") if doc["type"] == "attest_site" else None,
+            seq=doc["seq"],
+            accepted_at=datetime.fromisoformat(doc["accepted_at"].replace("Z", "+00:00")),
+            envelope=doc["envelope"],
+        )
 
     # ------------------------------------------------------------------ resolver reads
 

@@ -243,6 +243,9 @@ def _powers(x: int, count: int) -> list[int]:
     return out
 
 
+#: Thread safe without a lock: a digest is a pure function of the immutable
+#: generator prefix, so a race only computes the same bytes twice, and the
+#: dict assignment is atomic.
 _DIGESTS: dict[tuple[str, int], bytes] = {}
 
 

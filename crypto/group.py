@@ -39,6 +39,7 @@ import contextlib
 import contextvars
 import os
 import secrets
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
@@ -180,15 +181,22 @@ class PyEccBackend:
 
 _BACKENDS = {"arkworks": ArkworksBackend, "py_ecc": PyEccBackend}
 _instances: dict[str, Backend] = {}
+_instances_lock = threading.Lock()
 _active: Backend
 
 
 def get_backend(name: str) -> Backend:
+    """The one instance of backend `name` in this process (Points of two instances
+    cannot be mixed, so it is built once, under a lock). ValueError if unknown."""
     if name not in _BACKENDS:
         raise ValueError(f"unknown curve backend {name!r}; choose one of {sorted(_BACKENDS)}")
-    if name not in _instances:
-        _instances[name] = _BACKENDS[name]()
-    return _instances[name]
+    instance = _instances.get(name)
+    if instance is None:
+        with _instances_lock:
+            instance = _instances.get(name)
+            if instance is None:
+                instance = _instances[name] = _BACKENDS[name]()
+    return instance
 
 
 def use_backend(name: str) -> None:

@@ -32,12 +32,27 @@ class Code(str, Enum):
     INVALID_CLAIM = "INVALID_CLAIM"
     CLAIM_DOES_NOT_HOLD = "CLAIM_DOES_NOT_HOLD"
     CONFLICT = "CONFLICT"  # lost a race against a concurrent publication
+    # Infrastructure, not the envelope: retry later (nothing was written).
+    SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
+    # The commit's outcome stayed unknown after bounded retries: the publication
+    # may or may not have landed; resubmitting the same envelope is safe (it
+    # returns the original outcome if it landed).
+    OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"
+
+
+#: Codes a client should retry (same envelope, after `retry_after` seconds).
+RETRYABLE_CODES = frozenset({Code.SERVICE_UNAVAILABLE, Code.OUTCOME_UNKNOWN})
 
 
 class Rejection(Exception):
-    """A publication (or a bundle item) breaks a rule. Nothing is written."""
+    """A publication (or a bundle item) breaks a rule. Nothing is written
+    (OUTCOME_UNKNOWN excepted: see its comment)."""
 
     def __init__(self, code: Code, message: str):
         self.code = code
         self.message = message
         super().__init__(f"{code.value}: {message}")
+
+    @property
+    def retryable(self) -> bool:
+        return self.code in RETRYABLE_CODES

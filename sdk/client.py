@@ -16,12 +16,17 @@ in-process (`httpx.ASGITransport`) or against a real server over TCP.
 
 from __future__ import annotations
 
+import asyncio
+import random
 from typing import Any
 
 import httpx
 
 from ledger.envelope import Envelope
-from ledger.errors import Code
+from ledger.errors import RETRYABLE_CODES, Code
+
+#: Codes after which `publish` resends the same envelope.
+RETRYABLE = frozenset(code.value for code in RETRYABLE_CODES)
 
 
 class ApiError(Exception):
@@ -77,8 +82,10 @@ class Client:
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = 120.0,
         headers: dict[str, str] | None = None,
+        publish_attempts: int = 5,
     ):
         self.url = url
+        self.publish_attempts = max(1, publish_attempts)
         self._http = httpx.AsyncClient(
             transport=transport,
             timeout=timeout,
@@ -127,11 +134,29 @@ class Client:
 
     # ----------------------------------------------------------- mutations
     async def publish(self, envelope: Envelope) -> dict[str, Any]:
-        """Submit any signed envelope through the mutation for its payload type."""
+        """Submit any signed envelope through the mutation for its payload type.
+
+        Retries, resending the SAME envelope (publication is idempotent: a
+        resend of an accepted envelope returns its original outcome), when the
+        server answers SERVICE_UNAVAILABLE or OUTCOME_UNKNOWN or cannot be
+        reached: up to `publish_attempts` attempts, waiting the server's retry
+        hint or an exponential back-off with jitter (0.5 s doubling, at most
+        8 s). Raises the last ApiRejection / ApiError when attempts run out."""
         field = MUTATIONS[envelope.payload.type]
         query = f"mutation($e: JSON!) {{ {field}(envelope: $e) {{ {PUBLISH_FIELDS} }} }}"
-        data = await self.execute(query, {"e": envelope.to_json()})
-        return data[field]
+        variables = {"e": envelope.to_json()}
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return (await self.execute(query, variables))[field]
+            except ApiRejection as exc:
+                if exc.code not in RETRYABLE or attempt >= self.publish_attempts:
+                    raise
+            except ApiError:  # unreachable or a broken answer: the envelope may or may not have landed
+                if attempt >= self.publish_attempts:
+                    raise
+            await asyncio.sleep(random.uniform(0.5, 1.0) * min(8.0, 0.5 * 2 ** (attempt - 1)))
 
     async def register_organization(self, envelope: Envelope) -> dict[str, Any]:
         return await self.publish(envelope)

@@ -227,7 +227,8 @@ async def live_server(app) -> AsyncIterator[str]:
     )
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]  # leave Ctrl-C to pytest
     task = asyncio.create_task(server.serve())
-    for _ in range(200):
+    # startup precomputes all Bulletproof generators (~3 s idle, more on a loaded machine)
+    for _ in range(2400):
         if server.started:
             break
         if task.done():
