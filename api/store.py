@@ -353,16 +353,18 @@ class Store:
         """Readiness: a majority-acknowledged write to `health` and its read back,
         within `timeout` seconds. A panicked, full or read-only engine fails it,
         where a `ping` would still pass."""
-        token = f"{_now().isoformat()}:{random.getrandbits(64):016x}"
+        # one document per check: concurrent probes must not read each other's token
+        probe = f"readiness:{random.getrandbits(64):016x}"
         try:
             with pymongo.timeout(timeout):
                 health = self.db.get_collection("health", write_concern=WriteConcern("majority"))
-                await health.replace_one({"_id": "readiness"}, {"_id": "readiness", "token": token}, upsert=True)
-                doc = await health.find_one({"_id": "readiness"})
+                await health.insert_one({"_id": probe, "at": _now().isoformat()})
+                doc = await health.find_one({"_id": probe})
+                await health.delete_one({"_id": probe})
         except (PyMongoError, TimeoutError, OSError) as exc:
             log.warning("readiness check failed: %s", exc)
             return False
-        return doc is not None and doc.get("token") == token
+        return doc is not None
 
     async def ensure_indexes(self) -> None:
         """One index per query path (idempotent)."""
