@@ -18,6 +18,7 @@ import pytest
 from nacl.signing import SigningKey
 from typer.testing import CliRunner
 
+from conftest import operator_wallet
 from sdk.cli import app
 from sdk.client import Client
 from sdk.demo_data import attestation_period
@@ -34,12 +35,12 @@ async def small_chain(live_server, api_settings, root_key: SigningKey, tmp_path_
     """Operator, auditor, a mine with an attested site and one lot, a trader; wallets as files."""
     net = api_settings.network
     d = tmp_path_factory.mktemp("cli-inputs")
-    operator = Wallet.generate("operator", net, key_id="root")
-    operator.signing_seed = bytes(root_key)
+    operator = operator_wallet(net, root_key)
+    root = operator.root_public_key
     wallets = {
-        "auditor": Wallet.generate("in-auditor", net, name="Auditor", country="CD", roles=["auditor"]),
-        "mine": Wallet.generate("in-mine", net, name="Mine", country="CD", roles=["mine"]),
-        "trader": Wallet.generate("in-trader", net, name="Trader", country="CH", roles=["trader"]),
+        "auditor": Wallet.generate("in-auditor", net, root_public_key=root, name="Auditor", country="CD", roles=["auditor"]),
+        "mine": Wallet.generate("in-mine", net, root_public_key=root, name="Mine", country="CD", roles=["mine"]),
+        "trader": Wallet.generate("in-trader", net, root_public_key=root, name="Trader", country="CH", roles=["trader"]),
     }
     url = f"{live_server}/graphql"
     async with Client(url) as client:

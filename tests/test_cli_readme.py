@@ -16,6 +16,7 @@ from pathlib import Path
 
 from nacl.signing import SigningKey
 
+from conftest import operator_wallet
 from sdk.client import Client
 from sdk.demo_data import attestation_period
 from sdk.publisher import Publisher
@@ -40,11 +41,11 @@ def test_readme_spells_the_command_one_way():
 
 async def test_readme_python_example_runs(live_server, api_settings, root_key: SigningKey, tmp_path):
     net = api_settings.network
-    operator = Wallet.generate("operator", net, key_id="root")
-    operator.signing_seed = bytes(root_key)
-    auditor = Wallet.generate("rd-auditor", net, name="Auditor", country="CD", roles=["auditor"])
-    mine = Wallet.generate("rd-mine", net, name="Mine", country="CD", roles=["mine"])
-    oem = Wallet.generate("rd-oem", net, name="OEM", country="DE", roles=["oem"])
+    operator = operator_wallet(net, root_key)
+    root = operator.root_public_key
+    auditor = Wallet.generate("rd-auditor", net, root_public_key=root, name="Auditor", country="CD", roles=["auditor"])
+    mine = Wallet.generate("rd-mine", net, root_public_key=root, name="Mine", country="CD", roles=["mine"])
+    oem = Wallet.generate("rd-oem", net, root_public_key=root, name="OEM", country="DE", roles=["oem"])
     url = f"{live_server}/graphql"
     async with Client(url) as client:
         for w in (auditor, mine, oem):
