@@ -1467,7 +1467,7 @@ def wallet_new_key(
 ) -> None:
     """Replace the wallet's signing key with a new one and print the request for the operator.
 
-    The sealing key stays (openings sealed to it remain readable). Until the operator runs the printed
+    Refused for the operator's wallet (its key is the network's root key). The sealing key stays (openings sealed to it remain readable). Until the operator runs the printed
     `oretrace rotate-key` command, the server refuses this wallet's publications (UNKNOWN_KEY).
     """
     from nacl.signing import SigningKey
@@ -1475,6 +1475,9 @@ def wallet_new_key(
     from .journal import Journal
 
     w = _load_wallet(wallet, writable=True)
+    if w.org_id == OPERATOR:
+        _fail(f"{wallet} holds the network's root key, which every wallet and verifier pins: a new key would be a"
+              " new network (`oretrace network init`), so the wallet keeps its key", EXIT_USAGE)  # fmt: skip
     if key_id == w.key_id:
         _fail(f"{key_id} is already the wallet's key id; choose a new one (e.g. k2)", EXIT_USAGE)
     if Journal(wallet).path.exists():

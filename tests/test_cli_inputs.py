@@ -179,6 +179,11 @@ CASES = [
     ("revoke-key bad key id", "revoke-key --org in-mine --key-id 'k 1' -w {operator}", 2, "not an id"),
     ("new-key bad key id", "wallet new-key -w {mine} --key-id 'k 2'", 2, "not an id"),
     ("new-key same key id", "wallet new-key -w {mine} --key-id k1", 2, "already"),
+    ("new-key operator's root key", "wallet new-key -w {operator} --key-id k2", 2, "network's root key"),
+    # the log key
+    ("log register-key non-operator", "log register-key -w {mine}", 2, "only the network operator"),
+    ("log register-key bad key", "log register-key -w {operator} --public-key xyz", 2, "64 hexadecimal"),
+    ("log register-key another key", "log register-key -w {operator} --public-key " + "ab" * 32, 1, "not " + "ab" * 32),
     # wallet maintenance and downloads
     ("export-keys out is a dir", "wallet export-keys -w {mine} --out {dir}", 2, "is a directory"),
     ("export-keys short passphrase", "wallet export-keys -w {mine} --out {dir}/k.backup", 2, "at least 12"),
