@@ -1467,8 +1467,9 @@ def wallet_new_key(
 ) -> None:
     """Replace the wallet's signing key with a new one and print the request for the operator.
 
-    Refused for the operator's wallet (its key is the network's root key). The sealing key stays (openings sealed to it remain readable). Until the operator runs the printed
+    The sealing key stays (openings sealed to it remain readable). Until the operator runs the printed
     `oretrace rotate-key` command, the server refuses this wallet's publications (UNKNOWN_KEY).
+    Refused for the operator's wallet: its key is the network's root key.
     """
     from nacl.signing import SigningKey
 
