@@ -24,7 +24,7 @@ BEGIN = "<!-- payload-schemas:begin -->"
 END = "<!-- payload-schemas:end -->"
 #: Objects in the order a reader meets them: payloads (union order), then nested objects.
 _ORDER = ("RegisterOrganization", "RotateKey", "RevokeKey", "AttestSite", "Issue", "Transfer", "Transform",
-          "PublishClaim", "KeyEntry", "SiteInfo", "Location", "OutputLot")  # fmt: skip
+          "PublishClaim", "RegisterLogKey", "KeyEntry", "SiteInfo", "Location", "OutputLot")  # fmt: skip
 
 
 def _ref_name(ref: str) -> str:

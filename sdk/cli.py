@@ -467,6 +467,21 @@ def _settings(data_dir: Path | None, **overrides):
         _fail(str(exc), 2)
 
 
+def _print_log_key(settings) -> None:
+    """Print the transparency log's origin and checkpoint key (created on first start), for the
+    operator to compare with what `oretrace log register-key` registers."""
+    from api.translog import load_log_key
+    from ledger.checkpoint import key_from_signing_key
+
+    try:
+        key = key_from_signing_key(settings.origin, load_log_key(settings.log_key, settings.data_dir))
+    except (OSError, ValueError) as exc:
+        _fail(f"the log key in {settings.data_dir} cannot be read ({exc}); restore it from a backup", EXIT_USAGE)
+    console.print(f"transparency log {settings.origin}, checkpoint key {key.public_key.hex()}\n  vkey {key.vkey()}\n"
+                  "the operator registers it once (bundles are anchored only then): oretrace log register-key"
+                  " --wallet operator.json", highlight=False, soft_wrap=True)  # fmt: skip
+
+
 def _require_free_port(host: str, port: int) -> None:
     import socket
 
@@ -535,6 +550,7 @@ def serve(
         settings = _settings(data_dir, network=net, root_public_key=root)
         console.print(f"oretrace API for network {net} on http://{host}:{port}/graphql (GraphiQL in a browser),"
                       " health at /healthz", highlight=False)  # fmt: skip
+        _print_log_key(settings)
         try:
             api_serve(host, port, settings=settings, log_level=log_level)
         except KeyboardInterrupt:
@@ -999,18 +1015,26 @@ def revoke_key(
     _operator_publish(wallet, api, as_json, RevokeKey(org_id=org, key_id=key_id, reason=reason), f"revoked key {key_id} of {org}")
 
 
-def _operator_publish(wallet: Path, api: str | None, as_json: bool, payload, done: str) -> None:
-    from .publisher import new_nonce
-
+def _require_operator(wallet: Path, what: str = "change an organisation's keys") -> None:
+    """Exit 2 unless `wallet` is the network operator's."""
     w = _load_wallet(wallet)
     if w.org_id != OPERATOR:
-        _fail("only the network operator's wallet can change an organisation's keys", EXIT_USAGE)
+        _fail(f"{wallet} is the wallet of {w.org_id}: only the network operator's wallet can {what}", EXIT_USAGE)
+
+
+def _operator_publish(wallet: Path, api: str | None, as_json: bool, payload, done: str, extra: dict | None = None) -> None:
+    """Sign `payload` with the operator's wallet and publish it (journalled: a retry publishes it once);
+    print `done` (or, with --json, the publication's ids and `extra`)."""
+    from .publisher import new_nonce
+
+    _require_operator(wallet)
 
     async def act(pub, client):
         return pub.settle(await pub.submit(pub.sign(payload, new_nonce())), save=False)
 
     r, _ = _publish(wallet, api, _intent(payload.type, payload=payload.model_dump(mode="json")), act)
-    _emit(as_json, _published_json(r), lambda: console.print(f"{done} (event {r.event_id})", highlight=False))
+    _emit(as_json, {**(extra or {}), **_published_json(r)},
+          lambda: console.print(f"{done} (event {r.event_id})", highlight=False))  # fmt: skip
 
 
 @app.command()
@@ -1456,12 +1480,16 @@ def wallet_new_key(
 
     The sealing key stays (openings sealed to it remain readable). Until the operator runs the printed
     `oretrace rotate-key` command, the server refuses this wallet's publications (UNKNOWN_KEY).
+    Refused for the operator's wallet: its key is the network's root key.
     """
     from nacl.signing import SigningKey
 
     from .journal import Journal
 
     w = _load_wallet(wallet, writable=True)
+    if w.org_id == OPERATOR:
+        _fail(f"{wallet} holds the network's root key, which every wallet and verifier pins: a new key would be a"
+              " new network (`oretrace network init`), so the wallet keeps its key", EXIT_USAGE)  # fmt: skip
     if key_id == w.key_id:
         _fail(f"{key_id} is already the wallet's key id; choose a new one (e.g. k2)", EXIT_USAGE)
     if Journal(wallet).path.exists():
@@ -1508,6 +1536,66 @@ def wallet_show(wallet: WalletOpt) -> None:
             indent=2,
         )
     )
+
+
+# --------------------------------------------------------------------------- the transparency log
+
+log_app = typer.Typer(help="The network's transparency log (docs/log.md).", no_args_is_help=True)
+app.add_typer(log_app, name="log")
+
+
+@log_app.command("register-key")
+def log_register_key(
+    wallet: WalletOpt,
+    api: ApiOpt = None,
+    public_key: Annotated[
+        str | None,
+        typer.Option("--public-key", callback=hex_key,
+                     help="The log key `oretrace serve` printed at startup (64 hex): refuse if the server reports another."),
+    ] = None,  # fmt: skip
+    as_json: JsonOpt = False,
+) -> None:
+    """(Network operator) register the checkpoint key of the log your server runs: its bundles get anchored.
+
+    Reads `logKey` from the server at --api, prints the key it registers (compare it with the log key
+    `oretrace serve` printed at startup, or pass that as --public-key) and publishes a register_log_key
+    event signed with the root key. Does nothing when the key is already registered: safe to repeat.
+    Exit 0 registered (or already), 1 the server refused or reported a malformed or different key, 2 usage.
+    """
+    from pydantic import ValidationError
+
+    from ledger.checkpoint import ED25519, NoteKey
+    from ledger.models import RegisterLogKey
+
+    from .client import Client
+
+    _require_operator(wallet, "register the log's key")
+    url = _api_url(api)
+
+    async def read_key() -> dict[str, Any]:
+        async with Client(url) as client:
+            return await client.log_key()
+
+    served = _run(read_key(), api=url)
+    try:
+        payload = RegisterLogKey(origin=served.get("origin"), public_key=served.get("publicKey"))
+        vkey = NoteKey(payload.origin, ED25519, bytes.fromhex(payload.public_key)).vkey()
+    except (ValidationError, ValueError, TypeError, AttributeError):
+        _fail(f"the server at {url} reports a malformed log key; nothing was published")
+    if public_key is not None and public_key != payload.public_key:
+        _fail(f"the server at {url} reports log key {payload.public_key}, not {public_key}: is --api the server"
+              " you run? Nothing was published")  # fmt: skip
+    key = {"origin": payload.origin, "public_key": payload.public_key, "vkey": vkey}
+    if served.get("registered") is True:
+        _emit(as_json, {**key, "already_registered": True},
+              lambda: console.print(f"log key {payload.public_key} of {payload.origin} is already registered;"
+                                    " nothing to do", highlight=False))  # fmt: skip
+        return
+    if not as_json:
+        console.print(f"registering log key {payload.public_key} of {payload.origin}\n  vkey {vkey}\ncompare it with"
+                      " the log key `oretrace serve` printed at startup", highlight=False)  # fmt: skip
+    _operator_publish(wallet, url, as_json, payload, f"registered log key {payload.public_key}",
+                      {**key, "already_registered": False})  # fmt: skip
 
 
 # --------------------------------------------------------------------------- witness / monitor

@@ -28,6 +28,10 @@ openings each organisation holds so later transformations can prove balance.
 Publish an envelope with `await publish(envelope)` (the ingestion service,
 no HTTP) or through the `gql` fixture's mutations.
 
+`operator_wallet(network, root_key)` is the operator's SDK wallet (signs with the
+root key and pins it); organisations' test wallets pin the same key with
+`Wallet.generate(..., root_public_key=root_key.verify_key.encode().hex())`.
+
 `with curve_backend(name):` switches the curve backend inside a test; like the
 two backend fixtures it always restores arkworks, the backend every other test
 expects.
@@ -113,6 +117,17 @@ def mongo_uri(embedded_db: EmbeddedDatabase) -> str:
 @pytest.fixture(scope="session")
 def root_key() -> SigningKey:
     return SigningKey.generate()
+
+
+def operator_wallet(network: str, root_key: SigningKey):
+    """The operator's `sdk.wallet.Wallet` signing with `root_key`, pinning that key as the
+    network's root (as `oretrace network init` writes it)."""
+    from sdk.wallet import Wallet
+
+    root = root_key.verify_key.encode().hex()
+    operator = Wallet.generate("operator", network, key_id="root", root_public_key=root)
+    operator.signing_seed = bytes(root_key)
+    return operator
 
 
 def fresh_database_name(prefix: str = "t") -> str:

@@ -18,6 +18,7 @@ import pytest
 from nacl.signing import SigningKey
 from typer.testing import CliRunner
 
+from conftest import operator_wallet
 from sdk.cli import app
 from sdk.client import Client
 from sdk.demo_data import attestation_period
@@ -36,9 +37,8 @@ async def chain(live_server, api_settings, root_key: SigningKey, tmp_path_factor
     """Publish a tiny chain; return wallets (saved to files), the bundle file and the root key."""
     net = api_settings.network
     d = tmp_path_factory.mktemp("cli")
-    operator = Wallet.generate("operator", net, key_id="root")
-    operator.signing_seed = bytes(root_key)
-    root = root_key.verify_key.encode().hex()
+    operator = operator_wallet(net, root_key)
+    root = operator.root_public_key
     w = {
         "auditor": Wallet.generate("cli-auditor", net, root_public_key=root, name="Auditor", country="CD", roles=["auditor"]),
         "mine": Wallet.generate("cli-mine", net, root_public_key=root, name="Mine", country="CD", roles=["mine"]),

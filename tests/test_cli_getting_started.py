@@ -3,12 +3,14 @@
 Every line of the page's `sh` blocks that starts with `oretrace` runs in
 order in an empty directory, with LOT_ID and ROOT_KEY replaced by what the
 earlier commands printed and `> file` redirections honoured. `oretrace serve`
-runs for real, as a child process on a port of this stream's range, on a
+runs for real, as a child process on a free port, on a
 fresh database of the test session's embedded SecantusDB (MONGODB_URI); the
 other commands find it through ORETRACE_API, the only difference from the
 page. The walk ends with `oretrace verify` proving the claim under the root
-key printed by `oretrace network init`, and with a wallet restored from the
-encrypted key backup alone that holds every lot with its product.
+key printed by `oretrace network init` (the bundle anchored in the log whose
+key `oretrace log register-key` registered: the key `serve` printed at
+startup), and with a wallet restored from the encrypted key backup alone that
+holds every lot with its product.
 """
 
 from __future__ import annotations
@@ -29,10 +31,10 @@ from typer.testing import CliRunner
 from sdk.cli import app
 from sdk.wallet import Wallet
 
-from conftest import fresh_database_name
+from conftest import free_port, fresh_database_name
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "getting-started.md"
-PORT = 8431
+PORT = free_port()
 runner = CliRunner()
 
 
@@ -49,16 +51,18 @@ def doc_commands() -> list[str]:
 
 def test_the_page_has_the_whole_walk():
     names = [shlex.split(c)[1] for c in doc_commands()]
-    for step in ("network", "serve", "keys", "register", "attest", "issue", "transfer", "claim", "verify", "wallet"):
+    for step in ("network", "serve", "log", "keys", "register", "attest", "issue", "transfer", "claim", "verify",
+                 "wallet"):
         assert step in names, step
 
 
 @pytest.fixture
 async def serve_process(mongo_uri, tmp_path, monkeypatch):
-    """Start `oretrace serve` (the page's command + --port) as a child; yield a starter, stop it after."""
+    """Start `oretrace serve` (the page's command + --port) as a child; yield a starter (it returns the
+    process), stop it after."""
     started: list[subprocess.Popen] = []
 
-    async def start(argv: list[str]) -> None:
+    async def start(argv: list[str]) -> subprocess.Popen:
         env = {**os.environ, "MONGODB_URI": mongo_uri, "ORETRACE_DATABASE": fresh_database_name("gs"),
                "PYTHONPATH": str(DOC.parent.parent)}  # fmt: skip
         for var in ("ORETRACE_NETWORK", "ORETRACE_ROOT_PUBLIC_KEY", "ORETRACE_CONFIG"):
@@ -72,7 +76,7 @@ async def serve_process(mongo_uri, tmp_path, monkeypatch):
                     raise AssertionError(f"serve exited: {proc.stdout.read().decode()}")
                 try:
                     if (await client.get(f"http://127.0.0.1:{PORT}/healthz")).status_code == 200:
-                        return
+                        return proc
                 except httpx.HTTPError:
                     pass
                 await asyncio.sleep(0.1)
@@ -94,6 +98,7 @@ async def test_getting_started_walk_through(tmp_path, monkeypatch, serve_process
            "ORETRACE_NETWORK": None, "ORETRACE_ROOT_PUBLIC_KEY": None, "ORETRACE_CONFIG": None, "ORETRACE_WALLET": None}  # fmt: skip
     values: dict[str, str] = {}
     outputs: dict[str, str] = {}
+    server = None
     for command in doc_commands():
         for name, value in values.items():
             command = command.replace(name, value)
@@ -105,7 +110,7 @@ async def test_getting_started_walk_through(tmp_path, monkeypatch, serve_process
         if argv[0] == "mkdir" or argv[:1] == ["--version"]:
             continue
         if argv[0] == "serve":
-            await serve_process(argv)
+            server = await serve_process(argv)
             continue
         r = await asyncio.to_thread(runner.invoke, app, argv, env=env)
         assert r.exception is None or isinstance(r.exception, SystemExit), (command, r.exception)
@@ -117,7 +122,12 @@ async def test_getting_started_walk_through(tmp_path, monkeypatch, serve_process
             values["ROOT_KEY"] = re.search(r"root public key: ([0-9a-f]{64})", r.output).group(1)
         if argv[0] == "issue":
             values["LOT_ID"] = re.search(r"issued lot (lot_[0-9a-f]+)", r.output).group(1)
-    assert "PROVEN" in outputs["verify"]
+    assert "PROVEN" in outputs["verify"] and "Anchored in" in outputs["verify"]
+    server.send_signal(signal.SIGINT)
+    startup = server.communicate(timeout=60)[0].decode()
+    log_key = re.search(r"transparency log \S+, checkpoint key ([0-9a-f]{64})", startup)
+    assert log_key, startup
+    assert f"registering log key {log_key.group(1)} " in outputs["log"], outputs["log"]
     lot = values["LOT_ID"]
     restored = Wallet.load(tmp_path / "acme-restored.json")
     original = Wallet.load(tmp_path / "acme.json")

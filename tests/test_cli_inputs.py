@@ -18,6 +18,7 @@ import pytest
 from nacl.signing import SigningKey
 from typer.testing import CliRunner
 
+from conftest import operator_wallet
 from sdk.cli import app
 from sdk.client import Client
 from sdk.demo_data import attestation_period
@@ -34,12 +35,12 @@ async def small_chain(live_server, api_settings, root_key: SigningKey, tmp_path_
     """Operator, auditor, a mine with an attested site and one lot, a trader; wallets as files."""
     net = api_settings.network
     d = tmp_path_factory.mktemp("cli-inputs")
-    operator = Wallet.generate("operator", net, key_id="root")
-    operator.signing_seed = bytes(root_key)
+    operator = operator_wallet(net, root_key)
+    root = operator.root_public_key
     wallets = {
-        "auditor": Wallet.generate("in-auditor", net, name="Auditor", country="CD", roles=["auditor"]),
-        "mine": Wallet.generate("in-mine", net, name="Mine", country="CD", roles=["mine"]),
-        "trader": Wallet.generate("in-trader", net, name="Trader", country="CH", roles=["trader"]),
+        "auditor": Wallet.generate("in-auditor", net, root_public_key=root, name="Auditor", country="CD", roles=["auditor"]),
+        "mine": Wallet.generate("in-mine", net, root_public_key=root, name="Mine", country="CD", roles=["mine"]),
+        "trader": Wallet.generate("in-trader", net, root_public_key=root, name="Trader", country="CH", roles=["trader"]),
     }
     url = f"{live_server}/graphql"
     async with Client(url) as client:
@@ -178,6 +179,11 @@ CASES = [
     ("revoke-key bad key id", "revoke-key --org in-mine --key-id 'k 1' -w {operator}", 2, "not an id"),
     ("new-key bad key id", "wallet new-key -w {mine} --key-id 'k 2'", 2, "not an id"),
     ("new-key same key id", "wallet new-key -w {mine} --key-id k1", 2, "already"),
+    ("new-key operator's root key", "wallet new-key -w {operator} --key-id k2", 2, "network's root key"),
+    # the log key
+    ("log register-key non-operator", "log register-key -w {mine}", 2, "only the network operator"),
+    ("log register-key bad key", "log register-key -w {operator} --public-key xyz", 2, "64 hexadecimal"),
+    ("log register-key another key", "log register-key -w {operator} --public-key " + "ab" * 32, 1, "not " + "ab" * 32),
     # wallet maintenance and downloads
     ("export-keys out is a dir", "wallet export-keys -w {mine} --out {dir}", 2, "is a directory"),
     ("export-keys short passphrase", "wallet export-keys -w {mine} --out {dir}/k.backup", 2, "at least 12"),

@@ -21,6 +21,7 @@ import pytest
 from nacl.signing import SigningKey
 from typer.testing import CliRunner
 
+from conftest import operator_wallet
 import sdk.client
 import sdk.wallet
 from sdk.cli import EXIT_NOT_SAVED, EXIT_OUTCOME_UNKNOWN, app
@@ -38,12 +39,12 @@ async def net(live_server, api_settings, root_key: SigningKey, tmp_path_factory)
     """A registered auditor, mine (with an attested site) and trader; wallets as files in a fresh directory."""
     network = api_settings.network
     d = tmp_path_factory.mktemp("cli-publish")
-    operator = Wallet.generate("operator", network, key_id="root")
-    operator.signing_seed = bytes(root_key)
+    operator = operator_wallet(network, root_key)
+    root = operator.root_public_key
     wallets = {
-        "auditor": Wallet.generate("pb-auditor", network, name="Auditor", country="CD", roles=["auditor"]),
-        "mine": Wallet.generate("pb-mine", network, name="Mine", country="CD", roles=["mine"]),
-        "trader": Wallet.generate("pb-trader", network, name="Trader", country="CH", roles=["trader"]),
+        "auditor": Wallet.generate("pb-auditor", network, root_public_key=root, name="Auditor", country="CD", roles=["auditor"]),
+        "mine": Wallet.generate("pb-mine", network, root_public_key=root, name="Mine", country="CD", roles=["mine"]),
+        "trader": Wallet.generate("pb-trader", network, root_public_key=root, name="Trader", country="CH", roles=["trader"]),
     }
     url = f"{live_server}/graphql"
     async with Client(url) as client:

@@ -1,4 +1,5 @@
-"""README.md's "From Python" example runs as written, and the README spells the command one way.
+"""README.md's "From Python" example runs as written, the README spells the command one way, and
+every command of its "A network of your own" summary is one the CLI knows, with options it accepts.
 
 The example is saved as claim.py in a directory laid out like `make run`'s
 (oretrace-data/demo-wallets/rhine-motors.json, here the wallet of an OEM
@@ -11,11 +12,16 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 
+import pytest
 from nacl.signing import SigningKey
+from typer.testing import CliRunner
 
+from conftest import operator_wallet
+from sdk.cli import app
 from sdk.client import Client
 from sdk.demo_data import attestation_period
 from sdk.publisher import Publisher
@@ -32,6 +38,27 @@ def python_example() -> str:
     return blocks[0]
 
 
+def network_summary() -> list[str]:
+    """The `oretrace` lines of the "A network of your own" sh block: continuations joined,
+    comments and `> file` redirections dropped."""
+    section = README.read_text().split("## A network of your own", 1)[1].split("\n## ", 1)[0]
+    block = re.findall(r"```sh\n(.*?)```", section, flags=re.S)[0].replace("\\\n", " ")
+    return [line.split(" #")[0].split(" > ")[0].strip() for line in block.splitlines() if line.startswith("oretrace ")]
+
+
+def test_readme_summary_has_the_operators_steps():
+    names = [" ".join(shlex.split(c)[1:3]) for c in network_summary()]
+    order = ["network init", "serve --data-dir", "log register-key"]
+    assert [n for n in names if n in order] == order  # the log key is registered before anything is published
+
+
+@pytest.mark.parametrize("command", network_summary(), ids=lambda c: " ".join(shlex.split(c)[1:3]))
+def test_readme_summary_commands_parse(command):
+    """Click parses every argument before it acts on --help: an unknown command or option fails here."""
+    r = CliRunner().invoke(app, [*shlex.split(command)[1:], "--help"])
+    assert r.exit_code == 0, f"{command}\n{r.output}"
+
+
 def test_readme_spells_the_command_one_way():
     text = README.read_text()
     assert ".venv/bin/oretrace" not in text
@@ -40,11 +67,11 @@ def test_readme_spells_the_command_one_way():
 
 async def test_readme_python_example_runs(live_server, api_settings, root_key: SigningKey, tmp_path):
     net = api_settings.network
-    operator = Wallet.generate("operator", net, key_id="root")
-    operator.signing_seed = bytes(root_key)
-    auditor = Wallet.generate("rd-auditor", net, name="Auditor", country="CD", roles=["auditor"])
-    mine = Wallet.generate("rd-mine", net, name="Mine", country="CD", roles=["mine"])
-    oem = Wallet.generate("rd-oem", net, name="OEM", country="DE", roles=["oem"])
+    operator = operator_wallet(net, root_key)
+    root = operator.root_public_key
+    auditor = Wallet.generate("rd-auditor", net, root_public_key=root, name="Auditor", country="CD", roles=["auditor"])
+    mine = Wallet.generate("rd-mine", net, root_public_key=root, name="Mine", country="CD", roles=["mine"])
+    oem = Wallet.generate("rd-oem", net, root_public_key=root, name="OEM", country="DE", roles=["oem"])
     url = f"{live_server}/graphql"
     async with Client(url) as client:
         for w in (auditor, mine, oem):

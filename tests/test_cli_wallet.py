@@ -12,6 +12,7 @@ import pytest
 from nacl.signing import SigningKey
 from typer.testing import CliRunner
 
+from conftest import operator_wallet
 from sdk.backup import BackupError, export_keys, import_keys
 from sdk.cli import app
 from sdk.client import Client
@@ -135,11 +136,11 @@ async def test_old_wallets_without_a_root_key_still_load(tmp_path):
 
 async def test_rotate_and_revoke_key(live_server, api_settings, root_key: SigningKey, store, tmp_path):
     net = api_settings.network
-    operator = Wallet.generate("operator", net, key_id="root")
-    operator.signing_seed = bytes(root_key)
+    operator = operator_wallet(net, root_key)
+    root = operator.root_public_key
     operator.save(tmp_path / "operator.json")
-    auditor = Wallet.generate("kr-auditor", net, name="Auditor", country="CD", roles=["auditor"])
-    mine = Wallet.generate("kr-mine", net, name="Mine", country="CD", roles=["mine"])
+    auditor = Wallet.generate("kr-auditor", net, root_public_key=root, name="Auditor", country="CD", roles=["auditor"])
+    mine = Wallet.generate("kr-mine", net, root_public_key=root, name="Mine", country="CD", roles=["mine"])
     url = f"{live_server}/graphql"
     async with Client(url) as client:
         for w in (auditor, mine):
@@ -182,11 +183,11 @@ def test_missing_directories_are_created_only_when_asked(tmp_path):
 async def test_new_signing_key_then_operator_rotation(live_server, api_settings, root_key: SigningKey, store, tmp_path):
     """The supplier makes a new key, the operator adds it and revokes the old one: publishing goes on."""
     net = api_settings.network
-    operator = Wallet.generate("operator", net, key_id="root")
-    operator.signing_seed = bytes(root_key)
+    operator = operator_wallet(net, root_key)
+    root = operator.root_public_key
     operator.save(tmp_path / "operator.json")
-    auditor = Wallet.generate("nk-auditor", net, name="Auditor", country="CD", roles=["auditor"])
-    mine = Wallet.generate("nk-mine", net, name="Mine", country="CD", roles=["mine"])
+    auditor = Wallet.generate("nk-auditor", net, root_public_key=root, name="Auditor", country="CD", roles=["auditor"])
+    mine = Wallet.generate("nk-mine", net, root_public_key=root, name="Mine", country="CD", roles=["mine"])
     url = f"{live_server}/graphql"
     async with Client(url) as client:
         for w in (auditor, mine):
