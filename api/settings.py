@@ -178,6 +178,7 @@ class Settings(BaseModel):
         """The log's checkpoint origin (C2SP tlog-checkpoint), unique per network."""
         return self.log_origin or f"oretrace.log/{self.network}"
 
+    @property
     def ancestry_limit(self):
         from .store import AncestryLimit
 

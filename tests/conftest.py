@@ -61,7 +61,7 @@ from api.app import create_app
 from api.embedded import EmbeddedDatabase
 from api.service import Ingestion
 from api.settings import Settings
-from api.store import Store
+from api.store import READINESS_COMMENT, Store
 from crypto.group import use_backend
 
 NETWORK = "oretrace-test"
@@ -153,6 +153,8 @@ class CommandCounter(monitoring.CommandListener):
         self.names: list[str] = []
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command.get("comment") == READINESS_COMMENT:
+            return  # health checks, not the request under test
         if self.database is None or event.database_name == self.database:
             self.names.append(event.command_name)
 
