@@ -107,6 +107,28 @@ class Published:
             attestation_id=r.get("attestationId"),
         )
 
+    @classmethod
+    def expected(cls, envelope: Envelope, log_index: int | None = None) -> Published:
+        """What an accepted `envelope` creates, derived locally: its event id and the
+        ids `ledger.statements` derives from (network, signer, nonce) for its lots,
+        claim or attestation. The publisher records these, never the server's word."""
+        p, args = envelope.payload, (envelope.network, envelope.signer, envelope.nonce)
+        match p:
+            case Issue():
+                lot_ids = [st.issued_lot_id(*args)]
+            case Transform(outputs=outputs):
+                lot_ids = st.output_lot_ids(*args, len(outputs))
+            case _:
+                lot_ids = []
+        return cls(
+            event_id=envelope.event_id,
+            type=p.type,
+            lot_ids=lot_ids,
+            claim_id=st.claim_id(*args) if p.type == "publish_claim" else None,
+            attestation_id=st.attestation_id(*args) if isinstance(p, AttestSite) else None,
+            log_index=log_index,
+        )
+
 
 def proportional_outputs(
     inputs: Sequence[Mapping[str, Opening]],
@@ -172,7 +194,18 @@ class Publisher:
         )
 
     async def submit(self, envelope: Envelope) -> Published:
-        return Published.from_result(await self.client.publish(envelope))
+        """Publish `envelope`; the ids it created, derived locally. UntrustedAnswer (nothing
+        recorded) if the server's answer names other ids: the wallet files openings under
+        lot ids it computed itself, so a lying answer cannot misfile them."""
+        answer = Published.from_result(await self.client.publish(envelope))
+        expected = Published.expected(envelope, answer.log_index)
+        if answer != expected:
+            raise UntrustedAnswer(
+                f"the server answered the publication of {expected.event_id} with ids it does not create"
+                f" (event {answer.event_id!r}, lots {answer.lot_ids!r}, claim {answer.claim_id!r},"
+                f" attestation {answer.attestation_id!r})"
+            )
+        return expected
 
     def _save(self) -> None:
         if self.autosave:
