@@ -29,11 +29,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ledger.models import ORIGIN_CLASSES
+
+from .terminal import plain_console, safe
 
 app = typer.Typer(
     name="oretrace",
@@ -45,8 +46,8 @@ app = typer.Typer(
 wallet_app = typer.Typer(help="Wallet maintenance.", no_args_is_help=True)
 app.add_typer(wallet_app, name="wallet")
 
-console = Console()
-err = Console(stderr=True)
+console = plain_console()  # no emoji codes, no highlighting; untrusted text goes through safe()
+err = plain_console(stderr=True)
 
 DEFAULT_API = "http://127.0.0.1:8000/graphql"
 
@@ -60,7 +61,9 @@ WalletOpt = Annotated[
 
 
 def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[bold red]error:[/] {message}")
+    """Print `message` (plain text, possibly from the server, a wallet or a file: printed
+    literally) as a one-line error and exit with `code`."""
+    err.print(f"[bold red]error:[/] {safe(message)}")
     raise typer.Exit(code)
 
 
@@ -73,7 +76,7 @@ def _run(coro):
     try:
         return asyncio.run(coro)
     except ApiRejection as exc:
-        _fail(f"the API rejected it: [bold]{exc.code}[/]: {exc.message}")
+        _fail(f"the API rejected it: {exc.code}: {exc.message}")
     except ProvingRefused as exc:
         _fail(f"the wallet refuses to prove it: {exc}")
     except WalletError as exc:
@@ -158,7 +161,6 @@ def verify(
     from ledger.bundle import verify_bundle
 
     from .report import UnreadableBundle, json_report, print_report, read_bundle_file
-    from .terminal import plain_console, safe
     from .trust_store import BESIDE_KEY_NAME, BesideKeyOnly, TrustStoreError, resolve_anchor
 
     out, errors = plain_console(), plain_console(stderr=True)
@@ -225,7 +227,6 @@ def trust_add(
     replace: Annotated[bool, typer.Option("--replace", help="Replace a different key already pinned for NETWORK.")] = False,
 ) -> None:
     """Pin NETWORK's root public key in the trust store (check it with the operator first)."""
-    from .terminal import plain_console, safe
     from .trust_store import TrustStoreError, add_anchor, trust_store_path
 
     try:
@@ -240,7 +241,6 @@ def trust_add(
 @trust_app.command("list")
 def trust_list(as_json: Annotated[bool, typer.Option("--json", help="Print the anchors as JSON.")] = False) -> None:
     """List the pinned networks and their root keys."""
-    from .terminal import plain_console, safe
     from .trust_store import TrustStoreError, load_anchors, trust_store_path
 
     try:
@@ -262,7 +262,6 @@ def trust_list(as_json: Annotated[bool, typer.Option("--json", help="Print the a
 @trust_app.command("remove")
 def trust_remove(network: Annotated[str, typer.Argument(help="The network to unpin.")]) -> None:
     """Unpin NETWORK (exit 1 if it was not pinned)."""
-    from .terminal import plain_console, safe
     from .trust_store import TrustStoreError, remove_anchor
 
     try:
@@ -465,7 +464,7 @@ def _print_outcomes(result) -> None:
     table.add_column("observed", ratio=4, overflow="fold")
     for o in result.outcomes:
         observed = o.observed if len(o.observed) <= 140 else o.observed[:139] + "…"
-        table.add_row("[green]✓[/]" if o.ok else "[bold red]✗[/]", o.step, o.expected, observed)
+        table.add_row("[green]✓[/]" if o.ok else "[bold red]✗[/]", safe(o.step), safe(o.expected), safe(observed))
     console.print(table)
 
 
@@ -583,10 +582,15 @@ def register(
     from .client import Client
     from .publisher import Publisher
 
+    from ledger.encoding import loads_strict
+
     try:
-        req = json.loads(request.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        req = loads_strict(request.read_bytes())  # another party's file: the one I-JSON reader
+    except (OSError, ValueError) as exc:
         _fail(f"cannot read {request}: {exc}", 2)
+    fields = ("org_id", "name", "country", "roles", "signing_public_key", "sealing_public_key")
+    if not isinstance(req, dict) or any(name not in req for name in fields):
+        _fail(f"{request} is not a registration request (an object with {', '.join(fields)})", 2)
     w = _load_wallet(wallet)
 
     async def go():
@@ -596,8 +600,11 @@ def register(
                 req["signing_public_key"], req["sealing_public_key"], req.get("key_id", "k1"),
             )  # fmt: skip
 
-    r = _run(go())
-    console.print(f"registered [bold]{req['org_id']}[/] (event {r.event_id})")
+    try:
+        r = _run(go())
+    except ValueError as exc:  # a field the registration payload refuses (pydantic names it)
+        _fail(f"{request}: not a valid registration request: {exc}", 2)
+    console.print(f"registered [bold]{safe(req['org_id'])}[/] (event {r.event_id})")
 
 
 @app.command()
@@ -784,7 +791,7 @@ def lots(
 
         _run(go())
         w.save()
-    table = Table(title=f"Lots of {w.meta.get('name', w.org_id)} ({w.org_id})")
+    table = Table(title=f"Lots of {safe(w.meta.get('name', w.org_id))} ({safe(w.org_id)})")
     table.add_column("lot", no_wrap=True)
     table.add_column("product", overflow="fold", ratio=1)
     for k in ORIGIN_CLASSES:
@@ -795,7 +802,7 @@ def lots(
     for e in shown:
         amounts = e.amounts()
         table.add_row(
-            e.lot_id, e.product, *(_grams(amounts[k]) if amounts[k] else "-" for k in ORIGIN_CLASSES),
+            safe(e.lot_id), safe(e.product), *(_grams(amounts[k]) if amounts[k] else "-" for k in ORIGIN_CLASSES),
             _grams(e.total), "gone" if e.spent else "held",
         )  # fmt: skip
     console.print(table)
@@ -917,14 +924,14 @@ def monitor(
     except MonitorError as exc:
         _fail(str(exc), 2)
     c = report.checkpoint
-    console.print(f"[bold]Log[/] {c.origin}: {report.size} entries replayed, checkpoint root"
+    console.print(f"[bold]Log[/] {safe(c.origin)}: {report.size} entries replayed, checkpoint root"
                   f" {c.body().split(chr(10))[2]}; {report.range_proofs} range proofs batched this run")  # fmt: skip
     if report.ok:
         console.print("[bold green]OK[/]: every checkpoint matches the entries, every entry obeys the ledger rules,"
                       " no nonce, consumption, issuance step or id used twice, no event by a revoked key.")  # fmt: skip
         raise typer.Exit(0)
     for v in report.violations:
-        console.print(f"[bold red]VIOLATION[/] {v}")
+        console.print(f"[bold red]VIOLATION[/] {safe(v)}")
     raise typer.Exit(1)
 
 

@@ -346,3 +346,40 @@ async def test_a_wallet_without_a_pin_refuses_to_trust_the_server(net):
     async with Client(net["url"]) as client:
         with pytest.raises(WalletError, match="pins no root public key"):
             await sync(unpinned, client)
+
+
+# --------------------------------------------------------------------------- answers the client cannot read
+
+_HOSTILE_ANSWER = """
+import asyncio, httpx, sys
+import crypto.group, py_ecc.bls12_381  # py_ecc raises the recursion limit to 100,000
+from sdk.client import ApiError, Client
+body = {body}
+async def main():
+    async with Client("http://lying.invalid/graphql", transport=httpx.MockTransport(
+            lambda request: httpx.Response(200, content=body))) as client:
+        try:
+            await client.event("evt_" + "0" * 32)
+        except ApiError as exc:
+            print("ApiError", str(exc)[:80])
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize(
+    "body",
+    ['b"[" * 200_000 + b"]" * 200_000', """b'{"data": {"event": 1}, "data": {"event": 2}}'""", """b'{"data": ' * 100 + b'1'"""],
+    ids=["deep", "duplicate", "truncated"],
+)
+def test_an_unreadable_answer_is_an_api_error_not_a_crash(body):  # body: a Python expression
+    """A hostile endpoint's answer is read with the one I-JSON reader: deep nesting
+    (which overflowed the C decoder's stack, killing the wallet process) and duplicate
+    member names are an ApiError. In a subprocess, so a crash is a failure."""
+    import os
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _HOSTILE_ANSWER.format(body=body)], capture_output=True, text=True,
+                       timeout=120, env=os.environ.copy())  # fmt: skip
+    assert r.returncode == 0, (r.returncode, r.stderr[-400:])
+    assert r.stdout.startswith("ApiError"), r.stdout
