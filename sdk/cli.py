@@ -52,6 +52,15 @@ err = plain_console(stderr=True)
 DEFAULT_API = "http://127.0.0.1:8000/graphql"
 
 ApiOpt = Annotated[str, typer.Option("--api", envvar="ORETRACE_API", help="GraphQL endpoint of the oretrace API.")]
+PublicQuantityOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-public-quantity",
+        help="Publish a text that states a mass, volume or percentage anyway (it is public: every bundle shows it).",
+    ),
+]
+#: Every text field of an envelope is signed in clear and copied into every bundle.
+PUBLIC_TEXT = "PUBLIC: every bundle shows it; state no quantity or grade"
 WalletOpt = Annotated[
     Path, typer.Option("--wallet", "-w", envvar="ORETRACE_WALLET", help="The organisation's wallet file (JSON, 0600).")
 ]
@@ -614,13 +623,14 @@ def attest(
     operator: Annotated[str, typer.Option(help="Org id of the site's operator.")],
     origin_class: Annotated[str, typer.Option("--class", help="industrial, artisanal or recycled.")],
     capacity_g: Annotated[int, typer.Option("--capacity-g", help="Audited capacity for the period, grams of Co.")],
-    name: Annotated[str, typer.Option(help="Site name.")],
+    name: Annotated[str, typer.Option(help=f"Site name ({PUBLIC_TEXT}).")],
     country: Annotated[str, typer.Option(help="ISO country code.")],
-    region: Annotated[str, typer.Option(help="Region / province.")] = "",
+    region: Annotated[str, typer.Option(help=f"Region / province ({PUBLIC_TEXT}).")] = "",
     lat: float = 0.0,
     lon: float = 0.0,
     valid_from: Annotated[datetime | None, typer.Option("--from", help="Start of the period (UTC).")] = None,
     valid_until: Annotated[datetime | None, typer.Option("--until", help="End of the period (UTC).")] = None,
+    allow_public_quantity: PublicQuantityOpt = False,
     api: ApiOpt = DEFAULT_API,
 ) -> None:
     """(Auditor) attest a site's origin class and commit to its capacity (sealed to the operator)."""
@@ -638,6 +648,7 @@ def attest(
             return await Publisher(w, client).attest_site(
                 site_id=site, operator=operator, name=name, country=country, region=region, lat=lat, lon=lon,
                 origin_class=origin_class, valid_from=start, valid_until=end, capacity_g=capacity_g,
+                allow_public_quantity=allow_public_quantity,
             )  # fmt: skip
 
     r = _run(go())
@@ -652,8 +663,9 @@ def issue(
     wallet: WalletOpt,
     site: Annotated[str, typer.Option("--site", help="One of your attested sites.")],
     grams: Annotated[int, typer.Option("--grams", help="Contained cobalt, integer grams.")],
-    product: Annotated[str, typer.Option(help="Product description.")] = "cobalt hydroxide",
+    product: Annotated[str, typer.Option(help=f"Product description ({PUBLIC_TEXT}).")] = "cobalt hydroxide",
     attestation: Annotated[str | None, typer.Option(help="Attestation id (default: the latest for the site).")] = None,
+    allow_public_quantity: PublicQuantityOpt = False,
     api: ApiOpt = DEFAULT_API,
 ) -> None:
     """Issue a lot at one of your sites, with range and capacity proofs."""
@@ -674,7 +686,8 @@ def issue(
                     _fail(f"no attestation of site {site} is addressed to {w.org_id}")
                 att = candidates[-1].attestation_id
             with err.status("proving range and capacity..."):
-                return await Publisher(w, client).issue(site_id=site, attestation_id=att, amount_g=grams, product=product)
+                return await Publisher(w, client).issue(site_id=site, attestation_id=att, amount_g=grams, product=product,
+                                                        allow_public_quantity=allow_public_quantity)  # fmt: skip
 
     r = _run(go())
     console.print(f"issued lot [bold]{r.lot_ids[0]}[/] ({_grams(grams)} Co) — event {r.event_id}")
@@ -715,8 +728,11 @@ def _parse_output(text: str) -> tuple[str, int]:
 def transform(
     wallet: WalletOpt,
     inputs: Annotated[list[str], typer.Option("--input", "-i", help="Input lot id (repeat).")],
-    outputs: Annotated[list[str], typer.Option("--output", "-o", help="Output as PRODUCT=GRAMS (repeat).")],
+    outputs: Annotated[
+        list[str], typer.Option("--output", "-o", help=f"Output as PRODUCT=GRAMS (repeat; PRODUCT is {PUBLIC_TEXT}).")
+    ],
     process: Annotated[str, typer.Option(help="refine, split, merge or convert.")] = "refine",
+    allow_public_quantity: PublicQuantityOpt = False,
     api: ApiOpt = DEFAULT_API,
 ) -> None:
     """Consume own lots and create outputs with the inputs' class mix; the rest is declared as loss."""
@@ -731,11 +747,13 @@ def transform(
     async def go():
         async with Client(api) as client:
             with err.status("proving mass balance and ranges..."):
-                return await Publisher(w, client).transform_proportional(process, inputs, planned)
+                return await Publisher(w, client).transform_proportional(
+                    process, inputs, planned, allow_public_quantity=allow_public_quantity
+                )
 
     r = _run(go())
     for lot_id, (product, grams) in zip(r.lot_ids, planned):
-        console.print(f"created lot [bold]{lot_id}[/]: {product} ({_grams(grams)} Co)")
+        console.print(f"created lot [bold]{lot_id}[/]: {safe(product)} ({_grams(grams)} Co)")
     console.print(f"event {r.event_id}")
 
 

@@ -69,14 +69,15 @@ class PublicQuantity(ProvingRefused):
     """A product text states a mass, volume or percentage (nothing was sent)."""
 
 
-def check_product_text(text: str, *, allow_public_quantity: bool = False) -> None:
-    """PublicQuantity if `text` states a quantity (see sdk.public_text) and that was not
-    explicitly allowed: product texts are public, in every envelope and bundle."""
+def check_product_text(text: str, *, allow_public_quantity: bool = False, what: str = "product text") -> None:
+    """PublicQuantity if `text` (the `what` of an envelope: "product text", "site name", ...)
+    states a quantity (see sdk.public_text) and that was not explicitly allowed: every text
+    field is public, in every envelope and bundle."""
     found = None if allow_public_quantity else quantity_in(text)
     if found is not None:
         raise PublicQuantity(
-            f"the product text {text!r} states {found!r}: product texts are public (every bundle shows them)"
-            " and would reveal what the commitments hide; remove it, or pass allow_public_quantity=True"
+            f"the {what} {text!r} states {found!r}: every text field is public (every bundle shows it)"
+            " and this would reveal what the commitments hide; remove it, or pass allow_public_quantity=True"
             " (--allow-public-quantity) if it is meant to be public"
         )
 
@@ -296,8 +297,13 @@ class Publisher:
         valid_from: datetime,
         valid_until: datetime,
         capacity_g: int,
+        allow_public_quantity: bool = False,
     ) -> Published:
-        """Auditor: attest a site's origin class and commit to its capacity (sealed to the operator)."""
+        """Auditor: attest a site's origin class and commit to its capacity (sealed to the operator).
+        The site's name and region are public text: PublicQuantity if one states a quantity (a
+        capacity written into a name would undo its commitment), unless `allow_public_quantity`."""
+        for what, text in (("site name", name), ("site region", region)):
+            check_product_text(text, allow_public_quantity=allow_public_quantity, what=what)
         nonce = new_nonce()
         site = SiteInfo(
             site_id=site_id,
