@@ -132,7 +132,8 @@ class RotateKey(Strict):
 
 
 class RevokeKey(Strict):
-    """Operator-signed: envelopes by this key dated at or after revocation are invalid."""
+    """Operator-signed: the key publishes nothing more (whatever an envelope's own date), and
+    envelopes by it dated at or after the revocation are invalid wherever a bundle lists them."""
 
     type: Literal["revoke_key"] = "revoke_key"
     org_id: Ident

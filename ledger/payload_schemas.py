@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from . import models
 from .models import ORIGIN_CLASSES, ORIGIN_CLASSES_VERSION, Payload
 
 BEGIN = "<!-- payload-schemas:begin -->"
@@ -77,10 +78,12 @@ def _constraints(schema: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def _presence(name: str, schema: dict[str, Any], required: set[str]) -> str:
+def _presence(model: str, name: str, required: set[str]) -> str:
     if name in required:
         return "required"
-    default = schema.get("default")
+    # from the model, not the JSON schema: a default_factory (e.g. `retire: []`) has no
+    # "default" in the schema, yet the field is always written like any other default
+    default = getattr(models, model).model_fields[name].get_default(call_default_factory=True)
     if default is None:
         return "optional: omitted when absent (never `null`)"
     return f"always written; `{json.dumps(default)}` if not given"
@@ -101,7 +104,7 @@ def markdown() -> str:
         title = f"`{d['properties']['type']['const']}` ({name})" if "type" in d["properties"] else f"`{name}`"
         lines += ["", f"#### {title}", "", "| field | JSON type | constraints | presence |", "|---|---|---|---|"]
         for field, prop in d["properties"].items():
-            presence = "required" if field == "type" else _presence(field, prop, required)
+            presence = "required" if field == "type" else _presence(name, field, required)
             constraints = _constraints(prop).replace("|", "\\|").replace("\n", " ")
             lines.append(f"| `{field}` | {_type(prop, defs)} | {constraints} | {presence} |")
     return "\n".join(lines) + "\n"

@@ -177,7 +177,10 @@ def _authenticate(envelope: Envelope, view: LedgerView, policy: Policy) -> Organ
         key = _signing_key(org, envelope.key_id)
         if key is None:
             raise Rejection(Code.UNKNOWN_KEY, f"{org.org_id} has no key {envelope.key_id!r}")
-        if key.revoked_at is not None and envelope.timestamp >= key.revoked_at:
+        if key.revoked_at is not None:
+            # whatever the envelope's own date: a key revoked in the ledger publishes nothing
+            # more (a stolen key could otherwise back-date within the clock skew and land after
+            # its revocation; a replay refuses what is listed after it the same way)
             raise Rejection(
                 Code.REVOKED_KEY, f"key {key.key_id!r} of {org.org_id} was revoked at {key.revoked_at.isoformat()}"
             )

@@ -74,6 +74,8 @@ from .cli_params import (
 )
 from .network_config import DEFAULT_CONFIG, NetworkConfigError, load_config
 
+from .terminal import plain_console, safe, strip_controls
+
 app = typer.Typer(
     name="oretrace",
     help="Confidential, verifiable provenance for critical-mineral supply chains.\n\n"
@@ -104,6 +106,15 @@ ApiOpt = Annotated[
     typer.Option("--api", envvar="ORETRACE_API", show_default=False,
                  help=f"GraphQL endpoint of the oretrace API [default: the network file's, else {DEFAULT_API}]."),
 ]  # fmt: skip
+PublicQuantityOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-public-quantity",
+        help="Publish a text that states a mass, volume or percentage anyway (it is public: every bundle shows it).",
+    ),
+]
+#: Every text field of an envelope is signed in clear and copied into every bundle.
+PUBLIC_TEXT = "PUBLIC: every bundle shows it; state no quantity or grade"
 WalletOpt = Annotated[
     Path, typer.Option("--wallet", "-w", envvar="ORETRACE_WALLET", help="The organisation's wallet file (JSON, 0600).")
 ]
@@ -148,7 +159,9 @@ def _main(
 
 
 def _fail(message: str, code: int = EXIT_REFUSED) -> None:
-    err.print(Text.assemble(("error: ", "bold red"), message))
+    """Print `message` (possibly from the server, a wallet or a file: printed literally,
+    control characters removed) as a one-line error and exit with `code`."""
+    err.print(Text.assemble(("error: ", "bold red"), strip_controls(message)))
     raise typer.Exit(code)
 
 
@@ -338,7 +351,6 @@ def verify(
     from ledger.bundle import verify_bundle
 
     from .report import UnreadableBundle, json_report, print_report, read_bundle_file
-    from .terminal import plain_console, safe
     from .trust_store import BESIDE_KEY_NAME, BesideKeyOnly, TrustStoreError, resolve_anchor
 
     out, errors = plain_console(), plain_console(stderr=True)
@@ -405,7 +417,6 @@ def trust_add(
     replace: Annotated[bool, typer.Option("--replace", help="Replace a different key already pinned for NETWORK.")] = False,
 ) -> None:
     """Pin NETWORK's root public key in the trust store (check it with the operator first)."""
-    from .terminal import plain_console, safe
     from .trust_store import TrustStoreError, add_anchor, trust_store_path
 
     try:
@@ -420,7 +431,6 @@ def trust_add(
 @trust_app.command("list")
 def trust_list(as_json: Annotated[bool, typer.Option("--json", help="Print the anchors as JSON.")] = False) -> None:
     """List the pinned networks and their root keys."""
-    from .terminal import plain_console, safe
     from .trust_store import TrustStoreError, load_anchors, trust_store_path
 
     try:
@@ -442,7 +452,6 @@ def trust_list(as_json: Annotated[bool, typer.Option("--json", help="Print the a
 @trust_app.command("remove")
 def trust_remove(network: Annotated[str, typer.Argument(help="The network to unpin.")]) -> None:
     """Unpin NETWORK (exit 1 if it was not pinned)."""
-    from .terminal import plain_console, safe
     from .trust_store import TrustStoreError, remove_anchor
 
     try:
@@ -695,7 +704,7 @@ def _print_outcomes(result) -> None:
     table.add_column("observed", ratio=4, overflow="fold")
     for o in result.outcomes:
         observed = o.observed if len(o.observed) <= 140 else o.observed[:139] + "…"
-        table.add_row("[green]✓[/]" if o.ok else "[bold red]✗[/]", o.step, o.expected, observed)
+        table.add_row("[green]✓[/]" if o.ok else "[bold red]✗[/]", safe(o.step), safe(o.expected), safe(observed))
     console.print(table)
 
 
@@ -1044,13 +1053,14 @@ def attest(
     operator: Annotated[str, typer.Option(callback=ident, help="Org id of the site's operator.")],
     origin_class: Annotated[OriginClassChoice, typer.Option("--class", case_sensitive=False, help="The site's origin class.")],
     capacity_g: Annotated[int, typer.Option("--capacity-g", **GRAMS, help="Audited capacity for the period, grams of contained cobalt.")],
-    name: Annotated[str, typer.Option(callback=text, help="Site name.")],
+    name: Annotated[str, typer.Option(callback=text, help=f"Site name ({PUBLIC_TEXT}).")],
     country_code: Annotated[str, typer.Option("--country", callback=country, help="ISO 3166-1 alpha-2 country code.")],
-    region: Annotated[str, typer.Option(callback=text, help="Region / province.")] = "",
+    region: Annotated[str, typer.Option(callback=text, help=f"Region / province ({PUBLIC_TEXT}).")] = "",
     lat: Annotated[float, typer.Option(callback=latitude, help="Latitude, degrees (-90 to 90).")] = 0.0,
     lon: Annotated[float, typer.Option(callback=longitude, help="Longitude, degrees (-180 to 180).")] = 0.0,
     valid_from: Annotated[datetime | None, typer.Option("--from", formats=["%Y-%m-%d"], help="First day of the audited period (UTC) [default: 1 January of this year].")] = None,
     valid_until: Annotated[datetime | None, typer.Option("--until", formats=["%Y-%m-%d"], help="Last day of the period, inclusive (UTC) [default: 31 December of this year].")] = None,
+    allow_public_quantity: PublicQuantityOpt = False,
     api: ApiOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -1069,7 +1079,7 @@ def attest(
                 origin_class=origin_class.value, capacity_g=capacity_g)  # fmt: skip
 
     async def act(pub, client):
-        return await pub.attest_site(valid_from=start, valid_until=end, **args)
+        return await pub.attest_site(valid_from=start, valid_until=end, allow_public_quantity=allow_public_quantity, **args)
 
     r, _ = _publish(wallet, api, _intent("attest", **args, first=str(first), last=str(last)), act)
     _emit(as_json, {**_published_json(r), "valid_from": start.isoformat(), "valid_until": end.isoformat()},
@@ -1085,8 +1095,9 @@ def issue(
     wallet: WalletOpt,
     site: Annotated[str, typer.Option("--site", callback=ident, help="One of your attested sites.")],
     grams: Annotated[int, typer.Option("--grams", **GRAMS, help="Contained cobalt, whole grams.")],
-    product: Annotated[str, typer.Option(callback=text, help="Product description.")] = "cobalt hydroxide",
+    product: Annotated[str, typer.Option(callback=text, help=f"Product description ({PUBLIC_TEXT}).")] = "cobalt hydroxide",
     attestation: Annotated[str | None, typer.Option(callback=ident, help="Attestation id (default: the latest for the site).")] = None,
+    allow_public_quantity: PublicQuantityOpt = False,
     api: ApiOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -1104,7 +1115,8 @@ def issue(
                 _fail(f"no attestation of site {site} is addressed to {pub.wallet.org_id}; nothing was published")
             att = candidates[-1].attestation_id
         with err.status("proving range and capacity..."):
-            return await pub.issue(site_id=site, attestation_id=att, amount_g=grams, product=product)
+            return await pub.issue(site_id=site, attestation_id=att, amount_g=grams, product=product,
+                                   allow_public_quantity=allow_public_quantity)
 
     r, _ = _publish(wallet, api, _intent("issue", site=site, grams=grams, product=product, attestation=attestation), act)
     _emit(as_json, {**_published_json(r), "grams": grams, "product": product},
@@ -1163,12 +1175,13 @@ def _print_plan(plan: dict[str, Any], exact: bool) -> None:
 def transform(
     wallet: WalletOpt,
     inputs: Annotated[list[str], typer.Option("--input", "-i", callback=idents, help="Input lot id (repeat).")],
-    outputs: Annotated[list[str], typer.Option("--output", "-o", callback=parse_outputs, help="Output as PRODUCT=GRAMS, grams >= 1 (repeat).")],
+    outputs: Annotated[list[str], typer.Option("--output", "-o", callback=parse_outputs, help=f"Output as PRODUCT=GRAMS, grams >= 1 (repeat; PRODUCT is {PUBLIC_TEXT}).")],
     process: Annotated[ProcessChoice, typer.Option(case_sensitive=False, help="The kind of transformation.")] = ProcessChoice.refine,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan and stop: nothing is signed or sent.")] = False,
     max_loss: Annotated[float, typer.Option("--max-loss-percent", min=0, max=100, help="Largest process loss accepted without --accept-loss, percent of the input cobalt.")] = 5.0,
     accept_loss: Annotated[bool, typer.Option("--accept-loss", help="Publish even if the loss exceeds --max-loss-percent.")] = False,
     exact: Annotated[bool, typer.Option("--exact", help="Show whole grams.")] = False,
+    allow_public_quantity: PublicQuantityOpt = False,
     api: ApiOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -1202,7 +1215,7 @@ def transform(
                   f" loss, above --max-loss-percent {max_loss:g}; check the outputs, or pass --accept-loss."
                   " Nothing was published.", EXIT_REFUSED)  # fmt: skip
         with err.status("proving mass balance and ranges..."):
-            return await pub.transform(process.value, inputs, planned)
+            return await pub.transform(process.value, inputs, planned, allow_public_quantity=allow_public_quantity)
 
     r, w = _publish(wallet, api, _intent("transform", inputs=inputs, outputs=planned_outputs, process=process.value), act)
     created = [{"lot_id": i, "product": w.lots[i].product if i in w.lots else "", "grams": w.lots[i].total if i in w.lots else None}
@@ -1366,7 +1379,7 @@ def lots(
     for e in shown:
         amounts = e.amounts()
         cells = [f"{amounts[k]:,}" for k in ORIGIN_CLASSES] if exact else [_grams(e.total), _mix(amounts)]
-        table.add_row(e.lot_id, e.product, *cells, *(["yes" if not e.spent else "no"] if all_ else []))
+        table.add_row(safe(e.lot_id), safe(e.product), *cells, *(["yes" if not e.spent else "no"] if all_ else []))
     console.print(table)
     if not shown:
         console.print("no lots", style="dim")
@@ -1665,14 +1678,14 @@ def monitor(
     except MonitorError as exc:
         _fail(str(exc), 2)
     c = report.checkpoint
-    console.print(f"[bold]Log[/] {c.origin}: {report.size} entries replayed, checkpoint root"
+    console.print(f"[bold]Log[/] {safe(c.origin)}: {report.size} entries replayed, checkpoint root"
                   f" {c.body().split(chr(10))[2]}; {report.range_proofs} range proofs batched this run")  # fmt: skip
     if report.ok:
         console.print("[bold green]OK[/]: every checkpoint matches the entries, every entry obeys the ledger rules,"
                       " no nonce, consumption, issuance step or id used twice, no event by a revoked key.")  # fmt: skip
         raise typer.Exit(0)
     for v in report.violations:
-        console.print(f"[bold red]VIOLATION[/] {v}")
+        console.print(f"[bold red]VIOLATION[/] {safe(v)}")
     raise typer.Exit(1)
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from ledger.encoding import loads_strict
 from ledger.envelope import Envelope
 from ledger.errors import RETRYABLE_CODES, Code
 
@@ -109,11 +110,13 @@ class Client:
             body["variables"] = variables
         try:
             response = await self._http.post(self.url, json=body)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise ApiError(f"cannot reach {self.url}: {exc.__class__.__name__}: {exc}") from exc
         try:
-            payload = response.json()
-        except ValueError:
+            # the one I-JSON reader: a hostile endpoint's deep nesting must not crash the
+            # C decoder (py_ecc raises the recursion limit), nor duplicate names go unseen
+            payload = loads_strict(response.content)
+        except ValueError:  # StrictJSONError is a ValueError
             raise ApiError(f"HTTP {response.status_code} from {self.url}: {response.text[:300]!r}") from None
         if not isinstance(payload, dict):
             raise ApiError(f"HTTP {response.status_code}: not a GraphQL response")
@@ -265,6 +268,6 @@ class Client:
         base = self.url.rsplit("/graphql", 1)[0]
         try:
             r = await self._http.get(base + "/healthz")
-        except httpx.HTTPError:
+        except (httpx.HTTPError, httpx.InvalidURL):
             return False
         return r.status_code == 200

@@ -69,14 +69,15 @@ class PublicQuantity(ProvingRefused):
     """A product text states a mass, volume or percentage (nothing was sent)."""
 
 
-def check_product_text(text: str, *, allow_public_quantity: bool = False) -> None:
-    """PublicQuantity if `text` states a quantity (see sdk.public_text) and that was not
-    explicitly allowed: product texts are public, in every envelope and bundle."""
+def check_product_text(text: str, *, allow_public_quantity: bool = False, what: str = "product text") -> None:
+    """PublicQuantity if `text` (the `what` of an envelope: "product text", "site name", ...)
+    states a quantity (see sdk.public_text) and that was not explicitly allowed: every text
+    field is public, in every envelope and bundle."""
     found = None if allow_public_quantity else quantity_in(text)
     if found is not None:
         raise PublicQuantity(
-            f"the product text {text!r} states {found!r}: product texts are public (every bundle shows them)"
-            " and would reveal what the commitments hide; remove it, or pass allow_public_quantity=True"
+            f"the {what} {text!r} states {found!r}: every text field is public (every bundle shows it)"
+            " and this would reveal what the commitments hide; remove it, or pass allow_public_quantity=True"
             " (--allow-public-quantity) if it is meant to be public"
         )
 class NotSaved(Exception):
@@ -117,6 +118,28 @@ class Published:
             claim_id=r.get("claimId"),
             log_index=r.get("logIndex"),
             attestation_id=r.get("attestationId"),
+        )
+
+    @classmethod
+    def expected(cls, envelope: Envelope, log_index: int | None = None) -> Published:
+        """What an accepted `envelope` creates, derived locally: its event id and the
+        ids `ledger.statements` derives from (network, signer, nonce) for its lots,
+        claim or attestation. The publisher records these, never the server's word."""
+        p, args = envelope.payload, (envelope.network, envelope.signer, envelope.nonce)
+        match p:
+            case Issue():
+                lot_ids = [st.issued_lot_id(*args)]
+            case Transform(outputs=outputs):
+                lot_ids = st.output_lot_ids(*args, len(outputs))
+            case _:
+                lot_ids = []
+        return cls(
+            event_id=envelope.event_id,
+            type=p.type,
+            lot_ids=lot_ids,
+            claim_id=st.claim_id(*args) if p.type == "publish_claim" else None,
+            attestation_id=st.attestation_id(*args) if isinstance(p, AttestSite) else None,
+            log_index=log_index,
         )
 
 
@@ -187,15 +210,25 @@ class Publisher:
         )
 
     async def submit(self, envelope: Envelope) -> Published:
-        if self.journal is None:
-            return Published.from_result(await self.client.publish(envelope))
-        self.journal.record(envelope)  # before it leaves the machine
+        """Publish `envelope` (recorded in the journal first, if any); the ids it created,
+        derived locally. UntrustedAnswer if the server's answer names other ids: the wallet
+        files openings under lot ids it computed itself, so a lying answer cannot misfile them."""
+        if self.journal is not None:
+            self.journal.record(envelope)  # before it leaves the machine
         try:
-            return Published.from_result(await self.client.publish(envelope))
+            answer = Published.from_result(await self.client.publish(envelope))
         except ApiRejection as exc:
-            if exc.code != "OUTCOME_UNKNOWN":  # a definite refusal: nothing was published
+            if self.journal is not None and exc.code != "OUTCOME_UNKNOWN":  # a definite refusal
                 self.journal.clear()
             raise
+        expected = Published.expected(envelope, answer.log_index)
+        if answer != expected:
+            raise UntrustedAnswer(
+                f"the server answered the publication of {expected.event_id} with ids it does not create"
+                f" (event {answer.event_id!r}, lots {answer.lot_ids!r}, claim {answer.claim_id!r},"
+                f" attestation {answer.attestation_id!r})"
+            )
+        return expected
 
     def _save(self) -> None:
         if self.autosave:
@@ -296,8 +329,13 @@ class Publisher:
         valid_from: datetime,
         valid_until: datetime,
         capacity_g: int,
+        allow_public_quantity: bool = False,
     ) -> Published:
-        """Auditor: attest a site's origin class and commit to its capacity (sealed to the operator)."""
+        """Auditor: attest a site's origin class and commit to its capacity (sealed to the operator).
+        The site's name and region are public text: PublicQuantity if one states a quantity (a
+        capacity written into a name would undo its commitment), unless `allow_public_quantity`."""
+        for what, text in (("site name", name), ("site region", region)):
+            check_product_text(text, allow_public_quantity=allow_public_quantity, what=what)
         nonce = new_nonce()
         site = SiteInfo(
             site_id=site_id,

@@ -17,19 +17,20 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.markup import escape
 
-#: Unicode format characters that reorder or hide text (Trojan Source, CVE-2021-42574).
-_BIDI_AND_INVISIBLE = frozenset(
-    "\u061c\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2060\u2066\u2067\u2068\u2069\ufeff"
-)
+#: Unicode categories never printed: controls (Cc: ESC, CR, BS, DEL, newlines, C1),
+#: format characters (Cf: bidi overrides and isolates - Trojan Source, CVE-2021-42574 -,
+#: zero-width and invisible characters, soft hyphen, tag characters that hide text),
+#: line and paragraph separators (Zl, Zp: a terminal may break the line there) and
+#: surrogates (Cs).
+_NEVER_PRINTED = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
 
 
 def strip_controls(text: str) -> str:
-    """`text` without C0/C1 control characters (category Cc, including ESC, CR,
-    BS, DEL and newlines) and without bidi and zero-width format characters.
-    Each removed character becomes U+FFFD so the reader sees something was there."""
-    return "".join(
-        "\ufffd" if unicodedata.category(ch) == "Cc" or ch in _BIDI_AND_INVISIBLE else ch for ch in text
-    )
+    """`text` without the characters of `_NEVER_PRINTED` categories (controls, format
+    characters such as bidi overrides and zero-width or tag characters, line and
+    paragraph separators). Each removed character becomes U+FFFD so the reader sees
+    something was there."""
+    return "".join("\ufffd" if unicodedata.category(ch) in _NEVER_PRINTED else ch for ch in text)
 
 
 def safe(value: Any) -> str:

@@ -84,6 +84,14 @@ def check_network(network: str) -> str:
     return network
 
 
+def wanted_name(network: str | None) -> str:
+    """`network` if it is a well-formed network name, else the placeholder "NETWORK"."""
+    try:
+        return check_network(network) if network is not None else "NETWORK"
+    except TrustStoreError:
+        return "NETWORK"
+
+
 def trust_store_path() -> Path:
     """$XDG_CONFIG_HOME/oretrace/trust.json, XDG_CONFIG_HOME defaulting to ~/.config
     (an empty or relative XDG_CONFIG_HOME is ignored, as the XDG spec says)."""
@@ -197,6 +205,9 @@ def resolve_anchor(
     store), BesideKeyOnly (nothing configured but a root-key.hex next to the bundle)
     or NoAnchor (nothing at all)."""
     environ = os.environ if environ is None else environ
+    # the bundle's network name goes into a command the user may paste into a shell:
+    # only a well-formed name (A-Z a-z 0-9 _ . : -, nothing a shell interprets) is shown
+    shown = wanted_name(network or bundle_network)
     if root_key and root_key_file:
         raise TrustStoreError("give either --root-key or --root-key-file, not both")
     if root_key:
@@ -219,10 +230,10 @@ def resolve_anchor(
     if beside.is_file():
         raise BesideKeyOnly(
             f"{beside} lies next to the bundle and is not a trust anchor (whoever made the bundle could have made it);"
-            f" get the operator's root key from them, then: oretrace trust add {wanted or 'NETWORK'} KEY",
+            f" get the operator's root key from them, then: oretrace trust add {shown} KEY",
             beside,
         )
     raise NoAnchor(
         f"no trust anchor for network {wanted!r}: pass --root-key HEX, set {ROOT_KEY_ENV},"
-        f" or run: oretrace trust add {wanted or 'NETWORK'} KEY"
+        f" or run: oretrace trust add {shown} KEY"
     )

@@ -281,6 +281,21 @@ async def test_rejected_revoked_key(gql, store, world, chain, cast) -> None:
     await expect_rejection(gql, store, env, "REVOKED_KEY", match="revoked")
 
 
+async def test_rejected_revoked_key_back_dated_before_its_revocation(gql, store, world, gql_publish, cast) -> None:
+    """A stolen key back-dating within the clock skew to before its revocation is still
+    refused: a key revoked in the ledger publishes nothing more (before this, the server
+    accepted such an envelope for the whole skew window after the revocation)."""
+    from ledger.models import Transfer
+
+    await gql_publish(world.register("backdating-trader", "trader"))
+    revocation = world.revoke("backdating-trader")
+    await gql_publish(revocation)
+    for seconds in (1, 60, 240):
+        env = world.sign(Transfer(lot_id=cast["trader2_lot"], to="trader", opening_sealed_to_receiver="eA=="),
+                         "backdating-trader", timestamp=revocation.timestamp - timedelta(seconds=seconds))  # fmt: skip
+        await expect_rejection(gql, store, env, "REVOKED_KEY", match="revoked")
+
+
 async def test_rejected_wrong_role(gql, store, world, chain, cast) -> None:
     env, _ = world.attest("trader", "mine", "rogue-site")  # a trader is no auditor
     await expect_rejection(gql, store, env, "WRONG_ROLE")

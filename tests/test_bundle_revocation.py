@@ -62,6 +62,25 @@ def test_revocation_after_every_event_of_the_key_keeps_the_bundle_valid(setting)
     w, bundle = setting
     for org_id in ("oem", "refiner"):
         last = parse_envelope(bundle["events"][signed_by(bundle, org_id)[-1]])
-        events = [*bundle["events"][:-1], revocation(w, org_id, last.timestamp + timedelta(seconds=1)), bundle["events"][-1]]
+        events = [*bundle["events"], revocation(w, org_id, last.timestamp + timedelta(seconds=1))]
         report = verify_bundle({**bundle, "events": events}, w.policy.root_public_key)
         assert report.ok, report.summary
+
+
+@pytest.mark.parametrize("org_id", ["oem", "refiner", "mine-a"])
+def test_event_listed_after_the_revocation_fails_whatever_its_date(setting, org_id):
+    """A revoked key publishes nothing more: an event dated before the revocation but
+    listed after it (in ledger order it arrived after, back-dated within the clock skew)
+    fails the replay, wherever the revocation stands before it."""
+    w, bundle = setting
+    mine = signed_by(bundle, org_id)
+    last = parse_envelope(bundle["events"][mine[-1]])
+    revoke = revocation(w, org_id, last.timestamp + timedelta(seconds=1))  # dated after every event of the key
+    registered = next(i for i, e in enumerate(bundle["events"])
+                      if e["payload"]["type"] == "register_organization" and e["payload"]["org_id"] == org_id)  # fmt: skip
+    for position in range(registered + 1, mine[-1] + 1):  # listed before (at least) the key's last event
+        events = list(bundle["events"])
+        events.insert(position, revoke)
+        report = verify_bundle({**bundle, "events": events}, w.policy.root_public_key)
+        assert not report.ok, (org_id, position)
+        assert report.failed().name == "rules" and "REVOKED_KEY" in report.failed().detail, report.summary

@@ -19,6 +19,26 @@ WITH_QUANTITY = [
     "grade 21 percent",
     "concentrate 12 tonnes",
     "drums of 200 L",
+    # other spellings: words, multipliers, qualifiers, trade units, grouping characters
+    "hydroxide, twenty tonnes",
+    "hydroxide, twenty t",
+    "half a tonne of sulfate",
+    "two hundred and fifty kilograms",
+    "thirty-five percent Co",
+    "20k t hydroxide",
+    "20 metric tons",
+    "20 short tons",
+    "hydroxide 20 dmt",
+    "4000 mtu",
+    "5 cwt",
+    "35 wt.% Co",
+    "35 pct",
+    "350 \u2030 Co",
+    "3.5e4 g",
+    "1,5 kg",
+    "20\u00a0000\u202ft",
+    "\uff12\uff10 t",
+    "20 Tonnen",
 ]
 WITHOUT_QUANTITY = [
     "cobalt hydroxide (dry)",
@@ -27,6 +47,11 @@ WITHOUT_QUANTITY = [
     "NMC811 cells for 75 kWh EV packs",
     "Co(OH)2 intermediate, lot 2026-17",
     "black mass from end-of-life packs",
+    "tent fabric, often tonnage-rated",
+    "ten-year offtake, one-stop logistics",
+    "100 Mines Road plant, 2 mills",
+    "NMC811 t-grade",
+    "a dozen drums",
 ]
 
 
@@ -66,3 +91,37 @@ async def test_publisher_refuses_before_signing(tmp_path):
     with pytest.raises(PublicQuantity):
         await pub.transform_proportional("split", ["lot_x"], [("part, 40 %", 4), ("rest", 6)])
     assert w.lots == {}
+
+
+async def test_site_name_and_region_are_public_text_too():
+    """A capacity written into a site's name or region would undo its commitment."""
+    from datetime import UTC, datetime, timedelta
+
+    from sdk.publisher import Publisher
+    from sdk.wallet import Wallet
+
+    class NoServer:
+        def __getattr__(self, name):
+            raise AssertionError(f"the server was called ({name}) before the site texts were checked")
+
+    pub = Publisher(Wallet.generate("pt-auditor", "oretrace-test", roles=["auditor"]), NoServer())
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    site = dict(site_id="s", operator="o", country="CD", lat=0.0, lon=0.0, origin_class="industrial",
+                valid_from=start, valid_until=start + timedelta(days=90), capacity_g=24 * 10**9)  # fmt: skip
+    for name, region in (("Kolwezi West, 24 kt Co/yr", "Lualaba"), ("Kolwezi West", "Lualaba (24,000 tonnes)")):
+        with pytest.raises(PublicQuantity, match="site (name|region)"):
+            await pub.attest_site(name=name, region=region, **site)
+
+
+@pytest.mark.parametrize("command", ["issue", "transform", "attest"])
+def test_cli_says_texts_are_public_and_offers_the_override(command):
+    """The refusal names --allow-public-quantity: the commands that publish text have it,
+    and their help says the text is public."""
+    from typer.testing import CliRunner
+
+    from sdk.cli import app
+
+    r = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "300"})
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())
+    assert "--allow-public-quantity" in text and "PUBLIC: every bundle shows it" in text

@@ -177,6 +177,79 @@ async def test_the_honest_endpoint_still_works(net):
         assert (await Publisher(mine, client).sealing_key_of("tr-trader")) == wallet(net, "trader").sealing_public_hex
 
 
+# --------------------------------------------------------------------------- lies about what a publication created
+
+
+def publish_answer_lie(field: str) -> Rewrite:
+    """Rewrite the server's answer to a publication: another lot id (an existing lot of
+    someone else), the outputs in another order, another event id, or a claim id."""
+
+    def rewrite(query, variables, answer):
+        result = next(iter((answer.get("data") or {}).values()), None) if query.lstrip().startswith("mutation") else None
+        if not isinstance(result, dict) or "lotIds" not in result:
+            return answer
+        if field == "lot" and result["lotIds"]:
+            result["lotIds"] = [LIE_LOT[0], *result["lotIds"][1:]]
+        elif field == "order":
+            result["lotIds"] = list(reversed(result["lotIds"]))
+        elif field == "event":
+            result["eventId"] = "evt_" + "0" * 32
+        elif field == "claim":
+            result["claimId"] = "clm_" + "0" * 24
+        return answer
+
+    return rewrite
+
+
+LIE_LOT: list[str] = []
+
+
+@pytest.mark.parametrize("field", ["lot", "event", "claim"])
+async def test_issue_answer_with_other_ids_is_refused_and_nothing_is_filed(net, field, tmp_path):
+    """The wallet files an issued lot's opening under the id it derives itself: an answer
+    naming another lot (or event, or a claim an issuance does not make) is UntrustedAnswer,
+    no lot is filed, and a sync through the honest server then files it under its true id."""
+    LIE_LOT[:] = [net["lots"][2]]
+    mine = wallet(net, "mine")
+    async with Client(net["url"]) as client:
+        await sync(mine, client)  # learn the issuances of the other cases first
+    mine.save(tmp_path / "mine.json")
+    lots_before = {k: e.openings for k, e in mine.lots.items()}
+    async with lying(net, publish_answer_lie(field)) as client:
+        with pytest.raises(UntrustedAnswer, match="ids it does not create"):
+            await Publisher(mine, client).issue(
+                site_id="tr-site", attestation_id=net["att"], amount_g=2_000, product="hydroxide"
+            )
+    assert {k: e.openings for k, e in Wallet.load(tmp_path / "mine.json").lots.items()} == lots_before
+    async with Client(net["url"]) as client:
+        await sync(mine, client)
+    new = set(mine.lots) - set(lots_before)
+    assert len(new) == 1 and mine.lots[new.pop()].openings["industrial"].value == 2_000
+    assert mine.lots[net["lots"][2]].openings == lots_before[net["lots"][2]]
+
+
+async def test_transform_answer_with_outputs_reordered_is_refused(net):
+    from ledger.builders import PlannedOutput
+
+    mine, trader = wallet(net, "mine"), wallet(net, "trader")
+    async with Client(net["url"]) as client:
+        lot = (await Publisher(mine, client, autosave=False).issue(
+            site_id="tr-site", attestation_id=net["att"], amount_g=4_000, product="hydroxide")).lot_ids[0]  # fmt: skip
+        await Publisher(mine, client, autosave=False).transfer(lot, "tr-trader")
+        await sync(trader, client)
+    before = trader.to_json()
+    outputs = [PlannedOutput("a", {"industrial": Opening.fresh(3_000)}),
+               PlannedOutput("b", {"industrial": Opening.fresh(1_000)})]  # fmt: skip
+    async with lying(net, publish_answer_lie("order")) as client:
+        with pytest.raises(UntrustedAnswer, match="ids it does not create"):
+            await Publisher(trader, client, autosave=False).transform("split", [lot], outputs)
+    assert trader.to_json() == before
+    async with Client(net["url"]) as client:  # the honest server: the outputs are filed under their true ids
+        await sync(trader, client, full=True)
+    assert sorted(trader.lots[x].openings["industrial"].value for x in set(trader.lots) - set(before["lots"])) == [1_000, 3_000]
+    trader.save(net["dir"] / "trader.json")  # the module's later cases compare with this wallet
+
+
 # --------------------------------------------------------------------------- lies about boxes
 
 
@@ -273,3 +346,40 @@ async def test_a_wallet_without_a_pin_refuses_to_trust_the_server(net):
     async with Client(net["url"]) as client:
         with pytest.raises(WalletError, match="pins no root public key"):
             await sync(unpinned, client)
+
+
+# --------------------------------------------------------------------------- answers the client cannot read
+
+_HOSTILE_ANSWER = """
+import asyncio, httpx, sys
+import crypto.group, py_ecc.bls12_381  # py_ecc raises the recursion limit to 100,000
+from sdk.client import ApiError, Client
+body = {body}
+async def main():
+    async with Client("http://lying.invalid/graphql", transport=httpx.MockTransport(
+            lambda request: httpx.Response(200, content=body))) as client:
+        try:
+            await client.event("evt_" + "0" * 32)
+        except ApiError as exc:
+            print("ApiError", str(exc)[:80])
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize(
+    "body",
+    ['b"[" * 200_000 + b"]" * 200_000', """b'{"data": {"event": 1}, "data": {"event": 2}}'""", """b'{"data": ' * 100 + b'1'"""],
+    ids=["deep", "duplicate", "truncated"],
+)
+def test_an_unreadable_answer_is_an_api_error_not_a_crash(body):  # body: a Python expression
+    """A hostile endpoint's answer is read with the one I-JSON reader: deep nesting
+    (which overflowed the C decoder's stack, killing the wallet process) and duplicate
+    member names are an ApiError. In a subprocess, so a crash is a failure."""
+    import os
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _HOSTILE_ANSWER.format(body=body)], capture_output=True, text=True,
+                       timeout=120, env=os.environ.copy())  # fmt: skip
+    assert r.returncode == 0, (r.returncode, r.stderr[-400:])
+    assert r.stdout.startswith("ApiError"), r.stdout

