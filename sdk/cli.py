@@ -30,6 +30,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -591,7 +592,7 @@ def register(
 
     async def go():
         async with Client(api) as client:
-            return await Publisher(w, client).register_organization(
+            return await Publisher(w, client, fetch_receipts=True).register_organization(
                 req["org_id"], req["name"], req["country"], req["roles"],
                 req["signing_public_key"], req["sealing_public_key"], req.get("key_id", "k1"),
             )  # fmt: skip
@@ -628,13 +629,52 @@ def attest(
 
     async def go():
         async with Client(api) as client:
-            return await Publisher(w, client).attest_site(
+            return await Publisher(w, client, fetch_receipts=True).attest_site(
                 site_id=site, operator=operator, name=name, country=country, region=region, lat=lat, lon=lon,
                 origin_class=origin_class, valid_from=start, valid_until=end, capacity_g=capacity_g,
             )  # fmt: skip
 
     r = _run(go())
     console.print(f"attested site [bold]{site}[/]: attestation [bold]{r.attestation_id}[/] (event {r.event_id})")
+
+
+@app.command()
+def receipts(
+    wallet: WalletOpt,
+    api: ApiOpt = DEFAULT_API,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the receipt book as JSON.")] = False,
+) -> None:
+    """Fetch the log receipts still pending for this wallet's publications and list them all.
+
+    Each publication's receipt (its leaf index, a checkpoint that includes it, the
+    inclusion proof, checked against the wallet's own envelope) is kept in
+    <wallet>.receipts.json. Exit 1 if some stay pending."""
+    from .client import Client
+    from .receipts import ReceiptBook, book_path
+
+    _load_wallet(wallet)
+
+    async def go():
+        book = ReceiptBook(book_path(wallet))
+        if book.pending():
+            async with Client(api) as client:
+                await book.complete(client)
+        return book
+
+    book = _run(go())
+    if as_json:
+        print(json.dumps(book.publications, indent=2))
+    else:
+        for event_id, entry in book.publications.items():
+            receipt = entry["receipt"]
+            state = (
+                f"leaf {entry['log_index']} in checkpoint size {receipt['tree_size']}"
+                if receipt
+                else f"leaf {entry['log_index']}, PENDING: {entry['error'] or 'not fetched yet'}"
+            )
+            console.print(f"{event_id}  {escape(state)}")
+    if book.pending():
+        raise typer.Exit(1)
 
 
 # --------------------------------------------------------------------------- supplier commands
@@ -667,7 +707,7 @@ def issue(
                     _fail(f"no attestation of site {site} is addressed to {w.org_id}")
                 att = candidates[-1].attestation_id
             with err.status("proving range and capacity..."):
-                return await Publisher(w, client).issue(site_id=site, attestation_id=att, amount_g=grams, product=product)
+                return await Publisher(w, client, fetch_receipts=True).issue(site_id=site, attestation_id=att, amount_g=grams, product=product)
 
     r = _run(go())
     console.print(f"issued lot [bold]{r.lot_ids[0]}[/] ({_grams(grams)} Co) — event {r.event_id}")
@@ -688,7 +728,7 @@ def transfer(
 
     async def go():
         async with Client(api) as client:
-            return await Publisher(w, client).transfer(lot, to)
+            return await Publisher(w, client, fetch_receipts=True).transfer(lot, to)
 
     r = _run(go())
     console.print(f"lot [bold]{lot}[/] transferred to [bold]{to}[/] (event {r.event_id})")
@@ -724,7 +764,7 @@ def transform(
     async def go():
         async with Client(api) as client:
             with err.status("proving mass balance and ranges..."):
-                return await Publisher(w, client).transform_proportional(process, inputs, planned)
+                return await Publisher(w, client, fetch_receipts=True).transform_proportional(process, inputs, planned)
 
     r = _run(go())
     for lot_id, (product, grams) in zip(r.lot_ids, planned):
@@ -753,7 +793,7 @@ def claim(
 
     async def go():
         async with Client(api) as client:
-            r = await Publisher(w, client).claim(lot, kind, origin_class=origin_class, p=p, q=q, low=low, high=high)
+            r = await Publisher(w, client, fetch_receipts=True).claim(lot, kind, origin_class=origin_class, p=p, q=q, low=low, high=high)
             bundle = await client.disclosure_bundle(lot, r.claim_id) if bundle_out else None
             return r, bundle
 

@@ -55,6 +55,7 @@ from ledger.view import OPERATOR
 
 from .client import ApiRejection, Client
 from .public_text import quantity_in
+from .receipts import Receipt, ReceiptBook, book_path
 from .registry import Registry, UntrustedAnswer
 from .wallet import LotEntry, Wallet, WalletError
 
@@ -146,10 +147,16 @@ def proportional_outputs(
 class Publisher:
     """Acts for one organisation: its wallet signs, the client submits."""
 
-    def __init__(self, wallet: Wallet, client: Client, *, autosave: bool = True):
+    def __init__(self, wallet: Wallet, client: Client, *, autosave: bool = True, fetch_receipts: bool = False):
+        """`fetch_receipts`: after each accepted publication, ask for its log receipt at once
+        (one more round trip; the `oretrace` commands do); otherwise it stays pending in
+        `receipts` until `collect_receipts`. Receipts are kept beside a saved wallet
+        (`sdk.receipts.book_path`), in memory otherwise."""
         self.wallet = wallet
         self.client = client
         self.autosave = autosave and wallet.path is not None
+        self.fetch_receipts = fetch_receipts
+        self.receipts = ReceiptBook(book_path(wallet.path) if self.autosave else None)
         self._registry: Registry | None = None
 
     # ---------------------------------------------------------------- basics
@@ -172,7 +179,17 @@ class Publisher:
         )
 
     async def submit(self, envelope: Envelope) -> Published:
-        return Published.from_result(await self.client.publish(envelope))
+        """Publish a signed envelope; an accepted one is recorded in `receipts` with its leaf index."""
+        published = Published.from_result(await self.client.publish(envelope))
+        if published.log_index is not None:
+            self.receipts.record(envelope, published.log_index)
+            if self.fetch_receipts:
+                await self.receipts.complete(self.client, event_ids=[envelope.event_id])
+        return published
+
+    async def collect_receipts(self) -> list[Receipt]:
+        """Fetch and check every pending log receipt (sdk.receipts.ReceiptBook.complete); the new ones."""
+        return await self.receipts.complete(self.client)
 
     def _save(self) -> None:
         if self.autosave:

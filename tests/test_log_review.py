@@ -53,3 +53,69 @@ async def test_witness_keeps_one_evidence_file_per_checkpoint_whatever_the_proof
     evidence = kept[0].read_bytes().split(b"\n", 1)[1]
     assert cp.open_checkpoint(evidence, ORIGIN, [cp.key_from_signing_key(ORIGIN, LOG_KEY)])[0].size == 9
     assert b"someone.else" not in evidence
+
+
+def run_cli(*args: str):
+    from typer.testing import CliRunner
+
+    from sdk.cli import app as cli
+
+    return CliRunner().invoke(cli, list(args))
+
+
+async def test_publisher_and_cli_keep_a_checked_receipt_per_publication(
+    logged, app, live_server, api_settings, root_key, tmp_path
+):
+    """Issue 12 point 4: every accepted publication is kept with its leaf index, and a checkpoint
+    that includes it with the inclusion proof once available; a server that proves another
+    leaf than it acknowledged gets no receipt."""
+    import asyncio
+
+    from ledger import merkle
+    from ledger.anchoring import entry_leaf_hash
+    from ledger.envelope import parse_envelope
+    from sdk.client import Client
+    from sdk.publisher import Publisher
+    from sdk.receipts import ReceiptBook, book_path
+    from sdk.wallet import Wallet
+
+    log_key = app.state.runtime.store.translog.key
+    net = api_settings.network
+    operator = Wallet.generate("operator", net, key_id="root")
+    operator.signing_seed = bytes(root_key)
+    wallet_file = tmp_path / "operator.json"
+    operator.save(wallet_file)
+    members = [Wallet.generate(f"rcpt-{i}", net, name=f"R{i}", country="CD", roles=["trader"]) for i in range(3)]
+    url = f"{live_server}/graphql"
+    async with Client(url) as client:
+        first = await Publisher(operator, client, fetch_receipts=True).register_wallet(members[0])
+        book = ReceiptBook(book_path(wallet_file))
+        receipt = book.receipt(first.event_id)
+        assert receipt is not None and receipt.log_index == first.log_index and not book.pending()
+        checkpoint, _ = cp.open_checkpoint(receipt.checkpoint, log_key.name, [log_key])
+        envelope = parse_envelope(book.publications[first.event_id]["envelope"])
+        merkle.verify_inclusion(entry_leaf_hash(envelope), receipt.log_index, checkpoint.size,
+                                [bytes.fromhex(h) for h in receipt.inclusion_proof], checkpoint.root)  # fmt: skip
+
+        later = Publisher(operator, client)  # the SDK default: recorded now, fetched on demand
+        second = await later.register_wallet(members[1])
+        third = await later.register_wallet(members[2])
+        assert ReceiptBook(book_path(wallet_file)).pending() == [second.event_id, third.event_id]
+        assert [r.event_id for r in await later.collect_receipts()] == [second.event_id, third.event_id]
+        assert ReceiptBook(book_path(wallet_file)).pending() == []
+
+        fourth = await later.register_wallet(Wallet.generate("rcpt-x", net, name="X", country="CD", roles=["trader"]))
+    book = ReceiptBook(book_path(wallet_file))
+    for lie in (fourth.log_index - 1, fourth.log_index + 1):
+        book.publications[fourth.event_id]["log_index"] = lie  # as if the mutation had acknowledged this leaf
+        book._save()
+        refused = await asyncio.to_thread(run_cli, "receipts", "--wallet", str(wallet_file), "--api", url)
+        assert refused.exit_code == 1, refused.output
+        said = " ".join(refused.output.split())  # rich wraps lines
+        assert f"acknowledged leaf {lie} for {fourth.event_id}" in said and "PENDING" in said
+    book.publications[fourth.event_id]["log_index"] = fourth.log_index
+    book._save()
+    done = await asyncio.to_thread(run_cli, "receipts", "--wallet", str(wallet_file), "--api", url)
+    assert done.exit_code == 0, done.output
+    assert f"{fourth.event_id} leaf {fourth.log_index} in checkpoint" in " ".join(done.output.split())
+    assert ReceiptBook(book_path(wallet_file)).receipt(fourth.event_id).log_index == fourth.log_index
