@@ -49,6 +49,7 @@ from . import demo_data as D
 from .attacks import forge_inflated_transform, forge_issue_smaller_amount, forge_issue_stale_cumulative
 from .client import ApiRejection, Client
 from .publisher import ProvingRefused, Publisher, proportional_outputs
+from .receipts import BOOK_SUFFIX
 from .wallet import Wallet
 
 Progress = Callable[[str], None]
@@ -140,7 +141,8 @@ def save_wallets(wallets: dict[str, Wallet], directory: Path) -> None:
 
 
 def load_wallets(directory: Path) -> dict[str, Wallet]:
-    return {p.stem: Wallet.load(p) for p in sorted(directory.glob("*.json"))}
+    """The wallets saved by `save_wallets` (their receipt books beside them are not wallets)."""
+    return {p.stem: Wallet.load(p) for p in sorted(directory.glob("*.json")) if not p.name.endswith(BOOK_SUFFIX)}
 
 
 # --------------------------------------------------------------------------- scenario

@@ -40,6 +40,7 @@ from .client import ApiError, Client
 from .wallet import WalletError, write_private_json
 
 BOOK_VERSION = 1
+BOOK_SUFFIX = ".receipts.json"
 
 
 class ReceiptError(ApiError):
@@ -91,7 +92,7 @@ class ReceiptBookError(WalletError):
 def book_path(wallet_path: str | Path) -> Path:
     """Where the receipts of the wallet at `wallet_path` are kept: `<stem>.receipts.json` beside it."""
     path = Path(wallet_path)
-    return path.with_name(f"{path.stem}.receipts.json")
+    return path.with_name(path.stem + BOOK_SUFFIX)
 
 
 class ReceiptBook:

@@ -119,3 +119,18 @@ async def test_publisher_and_cli_keep_a_checked_receipt_per_publication(
     assert done.exit_code == 0, done.output
     assert f"{fourth.event_id} leaf {fourth.log_index} in checkpoint" in " ".join(done.output.split())
     assert ReceiptBook(book_path(wallet_file)).receipt(fourth.event_id).log_index == fourth.log_index
+
+
+def test_demo_wallet_directory_with_receipt_books_reloads(tmp_path):
+    """`oretrace serve --demo` reloads its wallets from a directory where each publisher now
+    also keeps `<org>.receipts.json`: a receipt book is not read as a wallet."""
+    from sdk.demo import load_wallets, save_wallets
+    from sdk.receipts import ReceiptBook, book_path
+    from sdk.wallet import Wallet
+
+    wallets = {org: Wallet.generate(org, "oretrace-test", name=org, country="CD", roles=["trader"])
+               for org in ("alpha", "beta")}  # fmt: skip
+    save_wallets(wallets, tmp_path)
+    for org in wallets:
+        ReceiptBook(book_path(tmp_path / f"{org}.json"))._save()
+    assert sorted(load_wallets(tmp_path)) == ["alpha", "beta"]
