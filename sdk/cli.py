@@ -203,7 +203,7 @@ def verify(
 
 def _witness_keys(vkeys: list[str], min_cosignatures: int) -> tuple:
     """--witness vkeys as ledger.checkpoint.NoteKey (type 0x04); exit 2 on a malformed one."""
-    from ledger.checkpoint import COSIGNATURE_V1, NoteError, parse_vkey
+    from ledger.checkpoint import COSIGNATURE_V1, NoteError, distinct_witnesses, parse_vkey
 
     keys = []
     for text in vkeys:
@@ -214,6 +214,10 @@ def _witness_keys(vkeys: list[str], min_cosignatures: int) -> tuple:
         if key.type != COSIGNATURE_V1:
             _fail(f"--witness {text!r}: not a cosignature/v1 (type 0x04) key", 2)
         keys.append(key)
+    try:
+        keys = distinct_witnesses(keys)
+    except NoteError as exc:
+        _fail(f"--witness: {exc}", 2)
     if min_cosignatures > len(keys):
         _fail(f"--min-cosignatures {min_cosignatures} needs at least that many --witness keys", 2)
     return tuple(keys)

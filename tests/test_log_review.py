@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import base64
+import copy
+import time
 
 import pytest
 from nacl.signing import SigningKey
 
 from conftest import build_chain
 from ledger import checkpoint as cp
+from ledger.bundle import verify_bundle
+from test_log_bundle import WITNESS, WITNESS_KEY, anchored, failed  # noqa: F401 - anchored: the shared fixture
 
 ODD_TILE_PATHS = [
     "/tile/0/000", "/tile/0/000.p/0", "/tile/0/000.p/256", "/tile/0/000.p/255", "/tile/0/000.p/1",
@@ -134,3 +138,46 @@ def test_demo_wallet_directory_with_receipt_books_reloads(tmp_path):
     for org in wallets:
         ReceiptBook(book_path(tmp_path / f"{org}.json"))._save()
     assert sorted(load_wallets(tmp_path)) == ["alpha", "beta"]
+
+
+def _cosigned(bundle, *signatures):
+    out = copy.deepcopy(bundle)
+    note = cp.parse_note(bundle["log"]["checkpoint"])
+    out["log"]["checkpoint"] = cp.Note(note.text, note.signatures + tuple(signatures)).encode().decode()
+    return out
+
+
+async def test_quorum_games(anchored):
+    """One witness key counts once however it is named; a cosignature under another name, over
+    another checkpoint or with an altered timestamp counts for nothing or fails."""
+    _chain, bundle, root = anchored
+    text = cp.parse_note(bundle["log"]["checkpoint"]).text
+    now = int(time.time())
+    alias = cp.key_from_signing_key("witness.test/alias", WITNESS, cp.COSIGNATURE_V1)  # same key, second name
+    twice = _cosigned(bundle, cp.cosign(text, WITNESS_KEY.name, WITNESS, now), cp.cosign(text, alias.name, WITNESS, now))
+    assert failed(verify_bundle(twice, root, witnesses=(WITNESS_KEY, alias), min_cosignatures=2)) == "log"
+    renamed = cp.key_from_signing_key(WITNESS_KEY.name, SigningKey(bytes([10] * 32)), cp.COSIGNATURE_V1)
+    assert failed(verify_bundle(twice, root, witnesses=(WITNESS_KEY, renamed), min_cosignatures=1)) == "log"
+    repeated = verify_bundle(twice, root, witnesses=(WITNESS_KEY, WITNESS_KEY), min_cosignatures=1)
+    assert repeated.ok and repeated.anchor["cosigners"].keys() == {WITNESS_KEY.name}, repeated.summary
+    assert failed(verify_bundle(twice, root, witnesses=(WITNESS_KEY, WITNESS_KEY), min_cosignatures=2)) == "log"
+
+    other = cp.key_from_signing_key("witness.test/other", SigningKey(bytes([12] * 32)), cp.COSIGNATURE_V1)
+    good = cp.cosign(text, WITNESS_KEY.name, WITNESS, now)
+    wrong_name = cp.Signature(other.name, other.key_id, good.signature)  # w1's signature filed under another witness
+    assert failed(verify_bundle(_cosigned(bundle, wrong_name), root, witnesses=(other,), min_cosignatures=1)) == "log"
+    stale = cp.parse_checkpoint_body(text)
+    older = cp.Checkpoint(stale.origin, stale.size - 1, stale.root)
+    replayed = cp.cosign(older.body(), WITNESS_KEY.name, WITNESS, now)  # a cosignature of another checkpoint
+    shifted = cp.Signature(good.name, good.key_id, (now + 1).to_bytes(8, "big") + good.signature[8:])
+    for bad in (replayed, shifted):
+        assert failed(verify_bundle(_cosigned(bundle, bad), root, witnesses=(WITNESS_KEY,), min_cosignatures=1)) == "log"
+
+
+def test_cli_refuses_one_witness_key_under_two_names(tmp_path):
+    alias = cp.key_from_signing_key("witness.test/alias", WITNESS, cp.COSIGNATURE_V1)
+    bundle = tmp_path / "b.json"
+    bundle.write_text("{}")
+    result = run_cli("verify", str(bundle), "--root-key", "00" * 32, "--witness", WITNESS_KEY.vkey(),
+                     "--witness", alias.vkey(), "--min-cosignatures", "2")  # fmt: skip
+    assert result.exit_code == 2 and "listed for two witnesses" in " ".join(result.output.split()), result.output
