@@ -181,3 +181,32 @@ def test_cli_refuses_one_witness_key_under_two_names(tmp_path):
     result = run_cli("verify", str(bundle), "--root-key", "00" * 32, "--witness", WITNESS_KEY.vkey(),
                      "--witness", alias.vkey(), "--min-cosignatures", "2")  # fmt: skip
     assert result.exit_code == 2 and "listed for two witnesses" in " ".join(result.output.split()), result.output
+
+
+async def test_log_key_registrations_that_do_not_count(anchored, app, world, publish):
+    """A checkpoint key 'registered' by a non-operator, or registered by an event the checkpoint
+    does not include (a later leaf), does not anchor the bundle."""
+    from ledger.models import RegisterLogKey
+
+    chain, bundle, root = anchored
+    origin = app.state.runtime.store.translog.origin
+    text = cp.parse_note(bundle["log"]["checkpoint"]).text
+    size = cp.parse_checkpoint_body(text).size
+    rogue = SigningKey(bytes([21] * 32))
+    registration = RegisterLogKey(origin=origin, public_key=bytes(rogue.verify_key).hex())
+
+    def with_checkpoint_by(key, extra_event, index):
+        forged = copy.deepcopy(bundle)
+        forged["log"]["checkpoint"] = cp.Note(text, (cp.sign_note(text, origin, key),)).encode().decode()
+        forged["events"].append(extra_event.to_json())
+        forged["log"]["leaves"].append({"index": index, "inclusion_proof": []})
+        return forged
+
+    by_member = world.sign(registration, "trader-lg")  # a registered organisation, not the operator
+    refused = verify_bundle(with_checkpoint_by(rogue, by_member, size + 5), root)
+    assert failed(refused) == "rules" and "operator" in refused.failed().detail, refused.failed().detail
+    genuine = world.sign(registration, "operator")
+    outcome = await publish(genuine)  # accepted by the ledger, but after the checkpoint
+    assert outcome.log_index >= size
+    later = verify_bundle(with_checkpoint_by(rogue, genuine, outcome.log_index), root)
+    assert failed(later) == "log" and "beyond the checkpoint size" in later.failed().detail
