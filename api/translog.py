@@ -351,12 +351,18 @@ class TransparencyLog:
         return raw[: 32 * width] if len(raw) >= 32 * width else None
 
     async def entries(self, index: int, width: int) -> bytes | None:
-        """C2SP entry bundle of leaves [index*256, index*256+width), or None if not integrated."""
+        """C2SP entry bundle of leaves [index*256, index*256+width), or None if not integrated.
+
+        Raises LogUnavailable if an integrated leaf's event is missing from the database."""
         tree = await self.tree()
         start = index * merkle.TILE_WIDTH
         if start + width > tree.size:
             return None
         docs = await self.entries_range(start, start + width)
+        if [d["log_index"] for d in docs] != list(range(start, start + width)):
+            # the tree has these leaves but the database lost or moved an event: never serve a shifted bundle
+            log.error("log entries [%d, %d) are not all in the database", start, start + width)
+            raise LogUnavailable(f"log entries {start}..{start + width - 1} are not all readable")
         return merkle.entry_bundle(log_entry(d["envelope"]) for d in docs)
 
     async def entries_range(self, start: int, end: int) -> list[dict[str, Any]]:
@@ -443,7 +449,10 @@ def routes(runtime) -> list:
             level, index, width = merkle.parse_tile_path(request.path_params["path"])
         except ValueError as exc:
             return PlainTextResponse(f"{exc}\n", status_code=400)
-        data = await (log_.entries(index, width) if level == "entries" else log_.tile(level, index, width))
+        try:
+            data = await (log_.entries(index, width) if level == "entries" else log_.tile(level, index, width))
+        except LogUnavailable as exc:
+            return PlainTextResponse(f"{exc}\n", status_code=503, headers={"Retry-After": "2"})
         if data is None:
             return PlainTextResponse("no such tile\n", status_code=404)
         return Response(

@@ -210,3 +210,41 @@ async def test_log_key_registrations_that_do_not_count(anchored, app, world, pub
     assert outcome.log_index >= size
     later = verify_bundle(with_checkpoint_by(rogue, genuine, outcome.log_index), root)
     assert failed(later) == "log" and "beyond the checkpoint size" in later.failed().detail
+
+
+async def test_monitor_on_a_database_that_lost_or_reordered_events(anchored, app, store, client, live_server, root_key, tmp_path):
+    """An event deleted from the database after it was logged: the entry bundle is refused (503,
+    never a shifted bundle) and the monitor stops with exit-2 MonitorError; two events whose
+    leaf indices were swapped: the monitor reports the checkpoint as not the root of the entries."""
+    from sdk.monitor import Monitor, MonitorError
+
+    log = app.state.runtime.store.translog
+    await log.advance()
+    root = root_key.verify_key.encode().hex()
+    assert (await Monitor(live_server, root, tmp_path / "clean").run()).ok
+    size = (await log.tree()).size
+    width = size % 256 or 256
+    path = f"/tile/entries/{(size - 1) // 256:03d}" + (f".p/{width}" if width != 256 else "")
+    victim = await store.events.find_one({"log_index": size - 3})
+    await store.events.delete_one({"_id": victim["_id"]})
+    try:
+        response = await client.get(path)
+        assert response.status_code == 503, response.status_code
+        with pytest.raises(MonitorError, match="503"):
+            await Monitor(live_server, root, tmp_path / "deleted").run()
+    finally:
+        await store.events.insert_one(victim)
+    assert (await client.get(path)).status_code == 200
+
+    a, b = size - 2, size - 1
+    doc_a, doc_b = [await store.events.find_one({"log_index": i}) for i in (a, b)]
+    await store.events.update_one({"_id": doc_a["_id"]}, {"$set": {"log_index": -1}})
+    await store.events.update_one({"_id": doc_b["_id"]}, {"$set": {"log_index": a}})
+    await store.events.update_one({"_id": doc_a["_id"]}, {"$set": {"log_index": b}})
+    try:
+        report = await Monitor(live_server, root, tmp_path / "swapped").run()
+        assert any(v.kind == "inconsistent checkpoint" for v in report.violations), [str(v) for v in report.violations]
+    finally:
+        await store.events.update_one({"_id": doc_a["_id"]}, {"$set": {"log_index": -1}})
+        await store.events.update_one({"_id": doc_b["_id"]}, {"$set": {"log_index": b}})
+        await store.events.update_one({"_id": doc_a["_id"]}, {"$set": {"log_index": a}})
