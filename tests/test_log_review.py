@@ -11,6 +11,7 @@ from nacl.signing import SigningKey
 
 from conftest import build_chain
 from ledger import checkpoint as cp
+from ledger import merkle
 from ledger.bundle import verify_bundle
 from test_log_bundle import WITNESS, WITNESS_KEY, anchored, failed  # noqa: F401 - anchored: the shared fixture
 
@@ -75,7 +76,6 @@ async def test_publisher_and_cli_keep_a_checked_receipt_per_publication(
     leaf than it acknowledged gets no receipt."""
     import asyncio
 
-    from ledger import merkle
     from ledger.anchoring import entry_leaf_hash
     from ledger.envelope import parse_envelope
     from sdk.client import Client
@@ -248,3 +248,35 @@ async def test_monitor_on_a_database_that_lost_or_reordered_events(anchored, app
         await store.events.update_one({"_id": doc_a["_id"]}, {"$set": {"log_index": -1}})
         await store.events.update_one({"_id": doc_b["_id"]}, {"$set": {"log_index": b}})
         await store.events.update_one({"_id": doc_a["_id"]}, {"$set": {"log_index": a}})
+
+
+async def test_a_lagging_replica_never_rolls_the_log_back(anchored, app, store, world, publish):
+    """Two API replicas each run an integrator on one database. One that read the events before
+    the other's round (so it saw fewer) must not shrink the stored tree, the partial tiles or the
+    served checkpoint: proofs for the larger size stay answerable and the checkpoint only grows."""
+    from api import translog
+
+    served = app.state.runtime.store.translog
+
+    def replica() -> translog.TransparencyLog:
+        return translog.TransparencyLog(store.db, served.origin, served.signing_key, checkpoint_interval=0.05)
+
+    slow, fast = replica(), replica()
+    await slow.advance()
+    for i in range(3):
+        await publish(world.register(f"lag-{i}", "trader"))
+    ahead = cp.parse_checkpoint_body(cp.parse_note(await fast.advance()).text)
+    # the slow replica's query returned only the first new event (it ran before the others committed)
+    doc = await store.events.find_one({"log_index": slow._edge.size})
+    async with slow._lock:
+        await slow._append([merkle.leaf_hash(translog.log_entry(doc["envelope"]))])
+        await slow._issue_locked()
+    assert (await fast.tree()).size == ahead.size
+    latest = cp.parse_checkpoint_body(cp.parse_note(await fast.latest_checkpoint()).text)
+    assert (latest.size, latest.root) == (ahead.size, ahead.root)
+    [proof] = await fast.inclusion_proofs([ahead.size - 1], ahead.size)
+    last = await store.events.find_one({"log_index": ahead.size - 1})
+    merkle.verify_inclusion(merkle.leaf_hash(translog.log_entry(last["envelope"])), ahead.size - 1, ahead.size,
+                            proof, ahead.root)  # fmt: skip
+    caught_up = cp.parse_checkpoint_body(cp.parse_note(await slow.advance()).text)
+    assert (caught_up.size, caught_up.root) == (ahead.size, ahead.root)
