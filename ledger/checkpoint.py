@@ -214,8 +214,13 @@ def parse_checkpoint_body(text: str) -> Checkpoint:
     origin, size_text, root_text, *extensions = lines
     if not origin:
         raise NoteError("empty checkpoint origin")
-    if not (size_text.isascii() and size_text.isdigit()) or (size_text != "0" and size_text.startswith("0")):
-        raise NoteError(f"bad checkpoint size {size_text!r}")
+    if (
+        not (size_text.isascii() and size_text.isdigit())
+        or (size_text != "0" and size_text.startswith("0"))
+        or len(size_text) > 19
+        or int(size_text) >= 2**63
+    ):  # a decimal uint64 below 2**63 (Go's sumdb/tlog, int64)
+        raise NoteError(f"bad checkpoint size {size_text[:40]!r}")
     try:
         root = base64.b64decode(root_text, validate=True)
     except binascii.Error:
