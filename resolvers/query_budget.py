@@ -68,9 +68,12 @@ CONNECTIONS = frozenset({"lots", "organizations", "sites", "sealedOpenings"})
 RELATIONS = frozenset({"claims", "attestations"})
 #: List fields whose items hold scalars only (bounded by the data, never multiplied
 #: by the query), or a connection's `edges` (the connection carries the multiplier).
-UNMULTIPLIED_LISTS = frozenset({"edges", "commitments", "signingKeys", "roles", "lotIds", "parentIds"})
+#: `hashes` (InclusionProof) and `consistencyProof` are RFC 9162 proofs: at most 64 hex hashes.
+UNMULTIPLIED_LISTS = frozenset(
+    {"edges", "commitments", "signingKeys", "roles", "lotIds", "parentIds", "hashes", "consistencyProof"}
+)
 #: Root fields without a selection set that still read the database.
-LEAF_WEIGHTS: dict[str, int] = {"event": 1}
+LEAF_WEIGHTS: dict[str, int] = {"event": 1, "consistencyProof": 1, "logCheckpoint": 1}
 #: Fields whose weight is 1 + a provenance depth (one round trip per level).
 DEPTH_WEIGHTED = frozenset({"provenance", "disclosureBundle"})
 ENTITIES = "_entities"
