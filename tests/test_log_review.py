@@ -280,3 +280,21 @@ async def test_a_lagging_replica_never_rolls_the_log_back(anchored, app, store, 
                             proof, ahead.root)  # fmt: skip
     caught_up = cp.parse_checkpoint_body(cp.parse_note(await slow.advance()).text)
     assert (caught_up.size, caught_up.root) == (ahead.size, ahead.root)
+
+
+async def test_monitor_reports_a_checkpoint_beyond_the_served_log(anchored, app, live_server, root_key, tmp_path):
+    """A checkpoint shown to a verifier (say, in a bundle) that is larger than the tree the log
+    serves the monitor: a rollback or a split view if the log key signed it, a forgery otherwise."""
+    from sdk.monitor import Monitor
+
+    log = app.state.runtime.store.translog
+    await log.advance()
+    root = root_key.verify_key.encode().hex()
+    served = cp.parse_checkpoint_body(cp.parse_note(await log.latest_checkpoint()).text)
+    beyond = cp.Checkpoint(served.origin, served.size + 5, bytes(range(32)))
+    for key, kind in ((log.signing_key, "rollback"), (SigningKey(bytes([23] * 32)), "checkpoint signature")):
+        monitor = Monitor(live_server, root, tmp_path / kind)
+        monitor.add_checkpoint_text(cp.sign_checkpoint(beyond, log.origin, key).encode())
+        report = await monitor.run()
+        assert [v.kind for v in report.violations] == [kind], [str(v) for v in report.violations]
+    assert (await Monitor(live_server, root, tmp_path / "honest").run()).ok
