@@ -70,7 +70,8 @@ async def fetch_receipt(
     try:
         if expected_index is not None and answer["logIndex"] != expected_index:
             raise ReceiptError(
-                f"the server acknowledged leaf {expected_index} for {envelope.event_id}, now proves leaf {answer['logIndex']}"
+                f"the server acknowledged leaf {expected_index} for {envelope.event_id},"
+                f" now proves leaf {answer['logIndex']}"
             )
         note = cp.parse_note(answer["checkpoint"] or "")
         checkpoint = cp.parse_checkpoint_body(note.text)

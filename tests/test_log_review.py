@@ -154,7 +154,9 @@ async def test_quorum_games(anchored):
     text = cp.parse_note(bundle["log"]["checkpoint"]).text
     now = int(time.time())
     alias = cp.key_from_signing_key("witness.test/alias", WITNESS, cp.COSIGNATURE_V1)  # same key, second name
-    twice = _cosigned(bundle, cp.cosign(text, WITNESS_KEY.name, WITNESS, now), cp.cosign(text, alias.name, WITNESS, now))
+    twice = _cosigned(
+        bundle, cp.cosign(text, WITNESS_KEY.name, WITNESS, now), cp.cosign(text, alias.name, WITNESS, now)
+    )
     assert failed(verify_bundle(twice, root, witnesses=(WITNESS_KEY, alias), min_cosignatures=2)) == "log"
     renamed = cp.key_from_signing_key(WITNESS_KEY.name, SigningKey(bytes([10] * 32)), cp.COSIGNATURE_V1)
     assert failed(verify_bundle(twice, root, witnesses=(WITNESS_KEY, renamed), min_cosignatures=1)) == "log"
@@ -171,7 +173,8 @@ async def test_quorum_games(anchored):
     replayed = cp.cosign(older.body(), WITNESS_KEY.name, WITNESS, now)  # a cosignature of another checkpoint
     shifted = cp.Signature(good.name, good.key_id, (now + 1).to_bytes(8, "big") + good.signature[8:])
     for bad in (replayed, shifted):
-        assert failed(verify_bundle(_cosigned(bundle, bad), root, witnesses=(WITNESS_KEY,), min_cosignatures=1)) == "log"
+        report = verify_bundle(_cosigned(bundle, bad), root, witnesses=(WITNESS_KEY,), min_cosignatures=1)
+        assert failed(report) == "log"
 
 
 def test_cli_refuses_one_witness_key_under_two_names(tmp_path):
@@ -212,7 +215,9 @@ async def test_log_key_registrations_that_do_not_count(anchored, app, world, pub
     assert failed(later) == "log" and "beyond the checkpoint size" in later.failed().detail
 
 
-async def test_monitor_on_a_database_that_lost_or_reordered_events(anchored, app, store, client, live_server, root_key, tmp_path):
+async def test_monitor_on_a_database_that_lost_or_reordered_events(
+    anchored, app, store, client, live_server, root_key, tmp_path
+):
     """An event deleted from the database after it was logged: the entry bundle is refused (503,
     never a shifted bundle) and the monitor stops with exit-2 MonitorError; two events whose
     leaf indices were swapped: the monitor reports the checkpoint as not the root of the entries."""
