@@ -11,12 +11,13 @@ docs/log.md describes the design; in short:
 * **Integrator** (`TransparencyLog.integrate`): follows committed leaves in
   index order, hashes each entry (RFC 8785 bytes of the envelope, RFC 9162
   leaf hash) and maintains the C2SP tlog-tiles hashes in `log_tiles`
-  (`_id` "<level>/<index>", `hashes` = concatenated 32-byte hashes, partial
-  tiles grow in place), then records the integrated size and root in
+  (`_id` "<level>/<index>", `hashes` = concatenated 32-byte hashes, `width` =
+  their count; partial tiles grow in place), then records the integrated size and root in
   `log_state` `tree`. Tiles are written before the size, and a restart
   resumes from the recorded size (rewriting the right edge with identical
   bytes), so a crash anywhere loses nothing: the tree is a function of the
-  events.
+  events. Tiles, size and checkpoint are only ever replaced by wider / larger
+  ones, so integrators of several API replicas never roll each other back.
 * **Checkpoints** (`issue_checkpoint`): every `checkpoint_interval` seconds
   while the tree grew, a C2SP checkpoint signed by the log key is stored in
   `log_checkpoints` (`_id` = size) and becomes `log_state` `checkpoint`;
@@ -41,6 +42,7 @@ from typing import Any
 import httpx
 from nacl.signing import SigningKey
 from pymongo import ASCENDING, ReplaceOne, ReturnDocument
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from ledger import checkpoint as cp
 from ledger import merkle
@@ -53,6 +55,7 @@ TREE_ID = "tree"
 CHECKPOINT_ID = "checkpoint"
 MAX_BATCH = 4096
 WITNESS_TIMEOUT = 5.0
+DUPLICATE_KEY = 11000
 
 
 class LogUnavailable(RuntimeError):
@@ -226,16 +229,29 @@ class TransparencyLog:
             await self._append(leaves)
 
     async def _append(self, leaves: list[bytes]) -> None:
-        """Tiles first, then the size: a crash in between is redone identically on restart."""
+        """Tiles first, then the size: a crash in between is redone identically on restart.
+
+        Every write only grows what is stored (a tile is replaced only by a wider one, the
+        size only by a larger one): another replica's integrator that read fewer events in
+        the same moment cannot shrink the tree under the proofs and checkpoints of this one."""
         assert self._edge is not None
         writes = self._edge.append(leaves)
-        await self.db.log_tiles.bulk_write(
-            [ReplaceOne({"_id": f"{lv}/{i}"}, {"_id": f"{lv}/{i}", "hashes": data}, upsert=True)
-             for (lv, i), data in writes.items()],
-            ordered=False,
-        )
+        narrower = lambda width: {"$or": [{"width": {"$lt": width}}, {"width": {"$exists": False}}]}  # noqa: E731
+        try:
+            await self.db.log_tiles.bulk_write(
+                [ReplaceOne({"_id": f"{lv}/{i}", **narrower(len(data) // 32)},
+                            {"_id": f"{lv}/{i}", "hashes": data, "width": len(data) // 32}, upsert=True)
+                 for (lv, i), data in writes.items()],
+                ordered=False,
+            )  # fmt: skip
+        except BulkWriteError as exc:  # a tile already as wide: the upsert's insert hits its _id
+            if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])) or exc.details.get(
+                "writeConcernErrors"
+            ):
+                raise
         await self.db.log_state.update_one(
-            {"_id": TREE_ID}, {"$set": {"size": self._edge.size, "root": self._edge.root()}}
+            {"_id": TREE_ID, "size": {"$lt": self._edge.size}},
+            {"$set": {"size": self._edge.size, "root": self._edge.root()}},
         )
 
     # ------------------------------------------------------------------ checkpoints
@@ -256,11 +272,13 @@ class TransparencyLog:
             {"_id": checkpoint.size, "root": checkpoint.root, "note": text, "issued_at": time.time()},
             upsert=True,
         )
-        await self.db.log_state.replace_one(
-            {"_id": CHECKPOINT_ID},
-            {"_id": CHECKPOINT_ID, "size": checkpoint.size, "note": text, "key_id": key_id},
-            upsert=True,
-        )
+        current_doc = {"_id": CHECKPOINT_ID, "size": checkpoint.size, "note": text, "key_id": key_id}
+        try:  # never replace a larger checkpoint (another replica's)
+            await self.db.log_state.replace_one(
+                {"_id": CHECKPOINT_ID, "size": {"$lte": checkpoint.size}}, current_doc, upsert=True
+            )
+        except DuplicateKeyError:
+            return (await self.latest_checkpoint()) or text.encode()
         return text.encode()
 
     async def key_is_registered(self) -> bool:
@@ -351,12 +369,18 @@ class TransparencyLog:
         return raw[: 32 * width] if len(raw) >= 32 * width else None
 
     async def entries(self, index: int, width: int) -> bytes | None:
-        """C2SP entry bundle of leaves [index*256, index*256+width), or None if not integrated."""
+        """C2SP entry bundle of leaves [index*256, index*256+width), or None if not integrated.
+
+        Raises LogUnavailable if an integrated leaf's event is missing from the database."""
         tree = await self.tree()
         start = index * merkle.TILE_WIDTH
         if start + width > tree.size:
             return None
         docs = await self.entries_range(start, start + width)
+        if [d["log_index"] for d in docs] != list(range(start, start + width)):
+            # the tree has these leaves but the database lost or moved an event: never serve a shifted bundle
+            log.error("log entries [%d, %d) are not all in the database", start, start + width)
+            raise LogUnavailable(f"log entries {start}..{start + width - 1} are not all readable")
         return merkle.entry_bundle(log_entry(d["envelope"]) for d in docs)
 
     async def entries_range(self, start: int, end: int) -> list[dict[str, Any]]:
@@ -443,7 +467,10 @@ def routes(runtime) -> list:
             level, index, width = merkle.parse_tile_path(request.path_params["path"])
         except ValueError as exc:
             return PlainTextResponse(f"{exc}\n", status_code=400)
-        data = await (log_.entries(index, width) if level == "entries" else log_.tile(level, index, width))
+        try:
+            data = await (log_.entries(index, width) if level == "entries" else log_.tile(level, index, width))
+        except LogUnavailable as exc:
+            return PlainTextResponse(f"{exc}\n", status_code=503, headers={"Retry-After": "2"})
         if data is None:
             return PlainTextResponse("no such tile\n", status_code=404)
         return Response(

@@ -164,7 +164,7 @@ def verify_anchoring(
             raise AnchoringError(f"log.checkpoint: {exc}") from None
         if len(cosigners) < min_cosignatures:
             raise AnchoringError(
-                f"log.checkpoint: {len(cosigners)} of the {len(witnesses)} trusted witnesses cosigned it,"
+                f"log.checkpoint: {len(cosigners)} of the {len(set(witnesses))} trusted witnesses cosigned it,"
                 f" {min_cosignatures} required"
             )
     return Anchor(checkpoint, signer.vkey(), cosigners)

@@ -214,8 +214,13 @@ def parse_checkpoint_body(text: str) -> Checkpoint:
     origin, size_text, root_text, *extensions = lines
     if not origin:
         raise NoteError("empty checkpoint origin")
-    if not (size_text.isascii() and size_text.isdigit()) or (size_text != "0" and size_text.startswith("0")):
-        raise NoteError(f"bad checkpoint size {size_text!r}")
+    if (
+        not (size_text.isascii() and size_text.isdigit())
+        or (size_text != "0" and size_text.startswith("0"))
+        or len(size_text) > 19
+        or int(size_text) >= 2**63
+    ):  # a decimal uint64 below 2**63 (Go's sumdb/tlog, int64)
+        raise NoteError(f"bad checkpoint size {size_text[:40]!r}")
     try:
         root = base64.b64decode(root_text, validate=True)
     except binascii.Error:
@@ -260,13 +265,26 @@ def cosign(text: str, name: str, signing_key: SigningKey, timestamp: int) -> Sig
     return Signature(name, key.key_id, timestamp.to_bytes(8, "big") + sig)
 
 
+def distinct_witnesses(witnesses: Sequence[NoteKey]) -> list[NoteKey]:
+    """`witnesses` without exact repeats; NoteError if one key has two names or one name two keys."""
+    unique = list(dict.fromkeys(witnesses))
+    for attribute, what in (("public_key", "key"), ("name", "name")):
+        values = [getattr(k, attribute) for k in unique]
+        for key in unique:
+            if values.count(getattr(key, attribute)) > 1:
+                raise NoteError(f"witness {key.name!r}: the same {what} is listed for two witnesses")
+    return unique
+
+
 def verify_cosignatures(note: Note, witnesses: Sequence[NoteKey]) -> dict[str, int]:
     """{witness name: cosignature timestamp} for every witness in `witnesses`
     (type 0x04 keys) whose cosignature on the note verifies.
 
-    A cosignature by a known witness that fails raises NoteError; unknown lines are ignored."""
+    A cosignature by a known witness that fails raises NoteError; unknown lines are ignored.
+    One witness is one Ed25519 key: a key listed under two names, or a name listed with
+    two keys, raises NoteError (it would count one signer twice towards a quorum)."""
     out: dict[str, int] = {}
-    for key in witnesses:
+    for key in distinct_witnesses(witnesses):
         if key.type != COSIGNATURE_V1:
             raise NoteError(f"witness key {key.name!r} is not a cosignature/v1 (0x04) key")
         for sig in _matching(note, key):

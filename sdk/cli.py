@@ -46,6 +46,7 @@ from typing import Annotated, Any
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
@@ -394,7 +395,7 @@ def verify(
 
 def _witness_keys(vkeys: list[str], min_cosignatures: int) -> tuple:
     """--witness vkeys as ledger.checkpoint.NoteKey (type 0x04); exit 2 on a malformed one."""
-    from ledger.checkpoint import COSIGNATURE_V1, NoteError, parse_vkey
+    from ledger.checkpoint import COSIGNATURE_V1, NoteError, distinct_witnesses, parse_vkey
 
     keys = []
     for text in vkeys:
@@ -405,6 +406,10 @@ def _witness_keys(vkeys: list[str], min_cosignatures: int) -> tuple:
         if key.type != COSIGNATURE_V1:
             _fail(f"--witness {text!r}: not a cosignature/v1 (type 0x04) key", 2)
         keys.append(key)
+    try:
+        keys = distinct_witnesses(keys)
+    except NoteError as exc:
+        _fail(f"--witness: {exc}", 2)
     if min_cosignatures > len(keys):
         _fail(f"--min-cosignatures {min_cosignatures} needs at least that many --witness keys", 2)
     return tuple(keys)
@@ -812,7 +817,7 @@ def _publish(wallet_path: Path, api: str | None, intent: dict[str, Any], act, *,
                 if resumed.published is not None and resumed.pending.intent == journal.intent:
                     _keep(resumed.pending.envelope)
                     return resumed.published
-            published = await act(Publisher(w, client, journal=journal), client)
+            published = await act(Publisher(w, client, journal=journal, fetch_receipts=True), client)
             _keep(journal.last_envelope)
             return published
 
@@ -1085,6 +1090,45 @@ def attest(
     _emit(as_json, {**_published_json(r), "valid_from": start.isoformat(), "valid_until": end.isoformat()},
           lambda: console.print(f"attested site {site} for {first} to {last} (inclusive): attestation"
                                 f" {r.attestation_id} (event {r.event_id})", highlight=False))
+
+
+@app.command()
+def receipts(
+    wallet: WalletOpt,
+    api: ApiOpt = DEFAULT_API,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the receipt book as JSON.")] = False,
+) -> None:
+    """Fetch the log receipts still pending for this wallet's publications and list them all.
+
+    Each publication's receipt (its leaf index, a checkpoint that includes it, the
+    inclusion proof, checked against the wallet's own envelope) is kept in
+    <wallet>.receipts.json. Exit 1 if some stay pending."""
+    from .client import Client
+    from .receipts import ReceiptBook, book_path
+
+    _load_wallet(wallet)
+
+    async def go():
+        book = ReceiptBook(book_path(wallet))
+        if book.pending():
+            async with Client(api) as client:
+                await book.complete(client)
+        return book
+
+    book = _run(go())
+    if as_json:
+        print(json.dumps(book.publications, indent=2))
+    else:
+        for event_id, entry in book.publications.items():
+            receipt = entry["receipt"]
+            state = (
+                f"leaf {entry['log_index']} in checkpoint size {receipt['tree_size']}"
+                if receipt
+                else f"leaf {entry['log_index']}, PENDING: {entry['error'] or 'not fetched yet'}"
+            )
+            console.print(f"{event_id}  {escape(state)}")
+    if book.pending():
+        raise typer.Exit(1)
 
 
 # --------------------------------------------------------------------------- supplier commands

@@ -60,6 +60,7 @@ from .attacks import (
 )
 from .client import ApiRejection, Client
 from .publisher import ProvingRefused, Publisher, proportional_outputs
+from .receipts import BOOK_SUFFIX
 from .wallet import Wallet
 
 Progress = Callable[[str], None]
@@ -151,7 +152,8 @@ def save_wallets(wallets: dict[str, Wallet], directory: Path) -> None:
 
 
 def load_wallets(directory: Path) -> dict[str, Wallet]:
-    return {p.stem: Wallet.load(p) for p in sorted(directory.glob("*.json"))}
+    """The wallets saved by `save_wallets` (their receipt books beside them are not wallets)."""
+    return {p.stem: Wallet.load(p) for p in sorted(directory.glob("*.json")) if not p.name.endswith(BOOK_SUFFIX)}
 
 
 # --------------------------------------------------------------------------- scenario

@@ -159,16 +159,21 @@ class Monitor:
         return checkpoint
 
     def _verify_signatures(self, notes: list[bytes]) -> None:
+        """Every checkpoint seen must be signed by a log key registered (and not retired) in the
+        replayed log. One the log signed beyond the entries it serves (the served checkpoint only
+        grows, and any other was issued before this run) shows a rollback or a split view."""
         keys = registered_log_keys(self.state.log_envelopes)
         for note in notes:
             parsed = cp.parse_note(note)
             checkpoint = cp.parse_checkpoint_body(parsed.text)
-            if checkpoint.size > self.tree.size:
-                continue  # signed by a key the monitor may not have replayed yet
             try:
                 cp.verify_note(parsed, [k for k in keys if k.name == checkpoint.origin])
             except cp.NoteError as exc:
                 self._violation(None, "checkpoint signature", f"size {checkpoint.size}: {exc}")
+                continue
+            if checkpoint.size > self.tree.size:
+                self._violation(None, "rollback", f"the log signed a tree of size {checkpoint.size} but serves"
+                                f" {self.tree.size} entries (or a cache served a stale checkpoint: run again)")  # fmt: skip
 
     # ------------------------------------------------------------------ run
 

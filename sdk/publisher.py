@@ -55,6 +55,7 @@ from ledger.view import OPERATOR
 
 from .client import ApiRejection, Client
 from .public_text import quantity_in
+from .receipts import Receipt, ReceiptBook, book_path
 from .registry import Registry, UntrustedAnswer
 from .wallet import LotEntry, Wallet, WalletError
 
@@ -181,12 +182,20 @@ def proportional_outputs(
 class Publisher:
     """Acts for one organisation: its wallet signs, the client submits."""
 
-    def __init__(self, wallet: Wallet, client: Client, *, autosave: bool = True, journal=None):
+    def __init__(
+        self, wallet: Wallet, client: Client, *, autosave: bool = True, journal=None, fetch_receipts: bool = False
+    ):
         """`journal`: an `sdk.journal.Journal`; each envelope is recorded there before it is
-        sent and cleared once the outcome is saved (a retry resubmits it: `resume_pending`)."""
+        sent and cleared once the outcome is saved (a retry resubmits it: `resume_pending`).
+        `fetch_receipts`: after each accepted publication, ask for its log receipt at once
+        (one more round trip; the `oretrace` commands do); otherwise it stays pending in
+        `receipts` until `collect_receipts`. Receipts are kept beside a saved wallet
+        (`sdk.receipts.book_path`), in memory otherwise."""
         self.wallet = wallet
         self.client = client
         self.autosave = autosave and wallet.path is not None
+        self.fetch_receipts = fetch_receipts
+        self.receipts = ReceiptBook(book_path(wallet.path) if self.autosave else None)
         self._registry: Registry | None = None
         self.journal = journal
 
@@ -228,7 +237,15 @@ class Publisher:
                 f" (event {answer.event_id!r}, lots {answer.lot_ids!r}, claim {answer.claim_id!r},"
                 f" attestation {answer.attestation_id!r})"
             )
+        if expected.log_index is not None:
+            self.receipts.record(envelope, expected.log_index)
+            if self.fetch_receipts:
+                await self.receipts.complete(self.client, event_ids=[envelope.event_id])
         return expected
+
+    async def collect_receipts(self) -> list[Receipt]:
+        """Fetch and check every pending log receipt (sdk.receipts.ReceiptBook.complete); the new ones."""
+        return await self.receipts.complete(self.client)
 
     def _save(self) -> None:
         if self.autosave:

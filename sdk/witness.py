@@ -16,8 +16,12 @@ lock, so two concurrent requests cannot roll the size back (tlog-witness,
 | 413    | body over 64 KiB |
 | 422    | proof does not verify, a non-empty proof from 0, same size with another root (a fork), size 0 with a non-empty root |
 
-Every refused checkpoint that the log did sign is kept in `<state dir>/evidence/`:
-a fork signed by the log is proof of its misbehaviour.
+Every refused checkpoint that the log did sign is kept in `<state dir>/evidence/`
+(the checkpoint text and the log's signature lines only, one file per distinct
+checkpoint text): a fork signed by the log is
+proof of its misbehaviour. The request's consistency proof is not kept: anyone
+can send a wrong one, so it proves nothing, and keeping it would let any client
+fill the disk with variations of one checkpoint.
 """
 
 from __future__ import annotations
@@ -93,11 +97,16 @@ class Witness:
         finally:
             os.close(dir_fd)
 
-    def _keep_evidence(self, origin: str, body: bytes, reason: str) -> None:
+    def _keep_evidence(self, origin: str, note: cp.Note, reason: str) -> None:
+        """Keep a refused checkpoint with the log's (verified) signatures, once per checkpoint text."""
         folder = Path(self.state_dir) / "evidence"
         folder.mkdir(parents=True, exist_ok=True)
-        name = f"{int(self.clock())}-{hashlib.sha256(body).hexdigest()[:12]}.txt"
-        (folder / name).write_bytes(f"# {origin}: {reason}\n".encode() + body)
+        path = folder / f"{hashlib.sha256(note.text.encode()).hexdigest()[:32]}.txt"
+        if path.exists():
+            return
+        logs = {(k.name, k.key_id) for k in self.logs[origin]}
+        signed = cp.Note(note.text, tuple(dict.fromkeys(s for s in note.signatures if (s.name, s.key_id) in logs)))
+        path.write_bytes(f"# {origin}: {reason}\n".encode() + signed.encode())
 
     # ------------------------------------------------------------------ add-checkpoint
 
@@ -130,7 +139,7 @@ class Witness:
                     raise merkle.MerkleProofError("a consistency proof from size 0 must be empty")
                 merkle.verify_consistency(old, checkpoint.size, root, checkpoint.root, proof)
             except merkle.MerkleProofError as exc:
-                self._keep_evidence(checkpoint.origin, body, f"refused: {exc}")
+                self._keep_evidence(checkpoint.origin, note, f"refused: {exc}")
                 return Reply(422, f"not an append-only extension of size {size}: {exc}\n")
             self._save(checkpoint.origin, checkpoint.size, checkpoint.root)
         cosignature = cp.cosign(note.text, self.name, self.signing_key, int(self.clock()))

@@ -68,6 +68,9 @@ def test_checkpoint_round_trip():
         (signed().replace(b"\n5\n", b"\n6\n"), "bad signature"),
         (signed().replace(b"\n5\n", b"\n05\n"), "bad checkpoint size"),
         (signed().replace(b"\n5\n", b"\n-5\n"), "bad checkpoint size"),
+        (signed().replace(b"\n5\n", b"\n" + b"9" * 5000 + b"\n"), "bad checkpoint size"),  # not a ValueError of int()
+        (signed().replace(b"\n5\n", b"\n%d\n" % 2**63), "bad checkpoint size"),
+        (signed().replace(b"\n5\n", b"\n\xd9\xa3\n"), "bad checkpoint size"),  # an Arabic-Indic digit
         (signed().replace(b"\n\n", b"\n"), "blank line"),
         (signed().replace("— ".encode(), b"- "), "malformed signature line"),
         (signed()[:-1], "blank line"),
