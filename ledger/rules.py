@@ -108,6 +108,7 @@ def references(envelope: Envelope) -> References:
         case RevokeAttestation():
             refs.sites.add(p.site_id)
             refs.site_attestations.add(p.site_id)
+            refs.attestations.add(p.attestation_id)  # possibly (wrongly) of another site
         case Issue():
             refs.sites.add(p.site_id)
             refs.attestations.add(p.attestation_id)  # and its issuance mark

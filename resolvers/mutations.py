@@ -42,6 +42,7 @@ class Mutation:
     rotate_key = _publish_mutation("rotate_key", "Operator-signed key addition")
     revoke_key = _publish_mutation("revoke_key", "Operator-signed key revocation")
     attest_site = _publish_mutation("attest_site", "Auditor-signed site attestation")
+    revoke_attestation = _publish_mutation("revoke_attestation", "Auditor-signed revocation of its attestation")
     issue_lot = _publish_mutation("issue", "Site operator issues a lot")
     transfer_lot = _publish_mutation("transfer", "Owner transfers custody of a lot")
     transform_lots = _publish_mutation("transform", "Owner consumes lots and creates new ones")

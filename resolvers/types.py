@@ -165,8 +165,13 @@ class Attestation:
     valid_until: datetime
     capacity_commitment: str
     event_id: strawberry.ID
+    revoked_at: datetime | None = strawberry.field(
+        description="When its auditor revoked it (no issuance under it is accepted since); null if never."
+    )
     auditor_id: strawberry.Private[str]
     site_id: strawberry.Private[str]
+    supersedes_id: strawberry.Private[str | None]
+    superseded_by_id: strawberry.Private[str | None]
 
     @classmethod
     def from_record(cls, att: m.Attestation) -> Attestation:
@@ -177,9 +182,20 @@ class Attestation:
             valid_until=att.valid_until,
             capacity_commitment=att.capacity_commitment,
             event_id=strawberry.ID(att.event_id),
+            revoked_at=att.revoked_at,
             auditor_id=att.auditor,
             site_id=att.site_id,
+            supersedes_id=att.supersedes,
+            superseded_by_id=att.superseded_by,
         )
+
+    @strawberry.field(description="The attestation of the site this one replaced (its issuances count against this capacity).")
+    async def supersedes(self, info: Info) -> Attestation | None:
+        return await load_attestation(info, self.supersedes_id)
+
+    @strawberry.field(description="The attestation that replaced this one (no issuance under this one is accepted since).")
+    async def superseded_by(self, info: Info) -> Attestation | None:
+        return await load_attestation(info, self.superseded_by_id)
 
     @strawberry.field
     async def auditor(self, info: Info) -> Organization | None:

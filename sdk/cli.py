@@ -1066,12 +1066,14 @@ def attest(
     valid_from: Annotated[datetime | None, typer.Option("--from", formats=["%Y-%m-%d"], help="First day of the audited period (UTC) [default: 1 January of this year].")] = None,
     valid_until: Annotated[datetime | None, typer.Option("--until", formats=["%Y-%m-%d"], help="Last day of the period, inclusive (UTC) [default: 31 December of this year].")] = None,
     allow_public_quantity: PublicQuantityOpt = False,
+    supersedes: Annotated[str | None, typer.Option("--supersedes", callback=ident, help="The site's current attestation this one replaces (a capacity or class correction); its issuances count against the new capacity.")] = None,
     api: ApiOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """(Auditor) attest a site's origin class and commit to its capacity (sealed to the site operator).
 
     The period runs from --from 00:00 UTC to the end of --until (inclusive); without them, the calendar year.
+    A period overlapping the site's current attestation needs --supersedes with that attestation's id.
     """
     today = datetime.now(UTC).date()
     first = (valid_from.date() if valid_from else today.replace(month=1, day=1))
@@ -1081,15 +1083,39 @@ def attest(
     start = datetime.combine(first, datetime.min.time(), UTC)
     end = datetime.combine(last + timedelta(days=1), datetime.min.time(), UTC)
     args = dict(site_id=site, operator=operator, name=name, country=country_code, region=region, lat=lat, lon=lon,
-                origin_class=origin_class.value, capacity_g=capacity_g)  # fmt: skip
+                origin_class=origin_class.value, capacity_g=capacity_g, supersedes=supersedes)  # fmt: skip
 
     async def act(pub, client):
         return await pub.attest_site(valid_from=start, valid_until=end, allow_public_quantity=allow_public_quantity, **args)
 
     r, _ = _publish(wallet, api, _intent("attest", **args, first=str(first), last=str(last)), act)
-    _emit(as_json, {**_published_json(r), "valid_from": start.isoformat(), "valid_until": end.isoformat()},
+    _emit(as_json, {**_published_json(r), "valid_from": start.isoformat(), "valid_until": end.isoformat(),
+                    "supersedes": supersedes},
           lambda: console.print(f"attested site {site} for {first} to {last} (inclusive): attestation"
-                                f" {r.attestation_id} (event {r.event_id})", highlight=False))
+                                f" {r.attestation_id}" + (f", superseding {supersedes}" if supersedes else "")
+                                + f" (event {r.event_id})", highlight=False))
+
+
+@app.command("revoke-attestation")
+def revoke_attestation(
+    attestation: Annotated[str, typer.Argument(callback=ident, help="The attestation to revoke.", show_default=False)],
+    site: Annotated[str, typer.Option("--site", callback=ident, help="The attested site.")],
+    wallet: WalletOpt,
+    reason: Annotated[str, typer.Option(callback=text, help="Why (public, kept in the ledger, at most 200 characters).")] = "",
+    api: ApiOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """(Auditor who made it) revoke an attestation: issuances under it are refused from now on.
+
+    Issuances before it stand; re-attest the period with `oretrace attest --supersedes ATTESTATION`.
+    """
+
+    async def act(pub, client):
+        return await pub.revoke_attestation(site_id=site, attestation_id=attestation, reason=reason)
+
+    r, _ = _publish(wallet, api, _intent("revoke-attestation", attestation=attestation, site=site, reason=reason), act)
+    _emit(as_json, {**_published_json(r), "attestation_id": attestation, "site_id": site},
+          lambda: console.print(f"revoked attestation {attestation} of site {site} (event {r.event_id})", highlight=False))
 
 
 @app.command()
@@ -1140,7 +1166,7 @@ def issue(
     site: Annotated[str, typer.Option("--site", callback=ident, help="One of your attested sites.")],
     grams: Annotated[int, typer.Option("--grams", **GRAMS, help="Contained cobalt, whole grams.")],
     product: Annotated[str, typer.Option(callback=text, help=f"Product description ({PUBLIC_TEXT}).")] = "cobalt hydroxide",
-    attestation: Annotated[str | None, typer.Option(callback=ident, help="Attestation id (default: the latest for the site).")] = None,
+    attestation: Annotated[str | None, typer.Option(callback=ident, help="Attestation id (default: the site's current one, superseded ones skipped).")] = None,
     allow_public_quantity: PublicQuantityOpt = False,
     api: ApiOpt = None,
     as_json: JsonOpt = False,
@@ -1151,10 +1177,8 @@ def issue(
     async def act(pub, client):
         att = attestation
         if att is None:
-            candidates = [c for c in pub.wallet.capacities.values() if c.site_id == site]
-            if not candidates:
-                await sync(pub.wallet, client)
-                candidates = [c for c in pub.wallet.capacities.values() if c.site_id == site]
+            await sync(pub.wallet, client)  # learn a superseding attestation the auditor sealed meanwhile
+            candidates = pub.wallet.live_capacities(site)
             if not candidates:
                 _fail(f"no attestation of site {site} is addressed to {pub.wallet.org_id}; nothing was published")
             att = candidates[-1].attestation_id

@@ -58,6 +58,7 @@ MUTATIONS = {
     "rotate_key": "rotateKey",
     "revoke_key": "revokeKey",
     "attest_site": "attestSite",
+    "revoke_attestation": "revokeAttestation",
     "issue": "issueLot",
     "transfer": "transferLot",
     "transform": "transformLots",

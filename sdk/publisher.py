@@ -46,6 +46,7 @@ from ledger.models import (
     Location,
     RegisterLogKey,
     RegisterOrganization,
+    RevokeAttestation,
     Role,
     SiteInfo,
     Transfer,
@@ -347,10 +348,20 @@ class Publisher:
         valid_until: datetime,
         capacity_g: int,
         allow_public_quantity: bool = False,
+        supersedes: str | None = None,
     ) -> Published:
         """Auditor: attest a site's origin class and commit to its capacity (sealed to the operator).
+
         The site's name and region are public text: PublicQuantity if one states a quantity (a
-        capacity written into a name would undo its commitment), unless `allow_public_quantity`."""
+        capacity written into a name would undo its commitment), unless `allow_public_quantity`.
+
+        `supersedes`: the site's current attestation that this one replaces (a capacity or
+        class correction for an overlapping period); `capacity_g` then bounds the whole
+        period's issuance, the predecessor's included (docs/ledger.md, section 5a). The
+        server refuses an overlap without it (ATTESTATION_OVERLAP) and a predecessor that
+        is unknown, of another site or already superseded (ATTESTATION_NOT_FOUND,
+        SITE_MISMATCH, ATTESTATION_SUPERSEDED): ApiRejection with that code.
+        """
         for what, text in (("site name", name), ("site region", region)):
             check_product_text(text, allow_public_quantity=allow_public_quantity, what=what)
         nonce = new_nonce()
@@ -373,19 +384,34 @@ class Publisher:
             valid_until=valid_until,
             capacity=Opening.fresh(capacity_g),
             operator_sealing_key=await self.sealing_key_of(operator),
+            supersedes=supersedes,
         )
         return self.settle(await self.submit(self.sign(payload, nonce)), save=False)
 
+    async def revoke_attestation(self, *, site_id: str, attestation_id: str, reason: str = "") -> Published:
+        """Auditor who made it: revoke an attestation, so that no issuance under it is accepted any more.
+
+        Issuances before it stand; the period can be re-attested by superseding it.
+        ApiRejection WRONG_ROLE (another auditor's attestation), ATTESTATION_REVOKED,
+        ATTESTATION_SUPERSEDED, ATTESTATION_NOT_FOUND or SITE_MISMATCH (of another site).
+        `reason`: public text, at most 200 characters."""
+        payload = RevokeAttestation(site_id=site_id, attestation_id=attestation_id, reason=reason)
+        return self.settle(await self.submit(self.sign(payload, new_nonce())), save=False)
+
     # ----------------------------------------------------------------- mine
     async def _issuance_state(self, attestation_id: str) -> tuple[int, Opening, str]:
-        """(next seq, opening of the cumulative so far, origin class), checked against the server."""
+        """(next seq, opening of the cumulative so far, origin class), checked against the server.
+
+        Under a superseding attestation the cumulative carries over the issuances of
+        the attestations it supersedes (`Wallet.cumulative_opening`): the server's
+        chain then starts at seq -1 with the predecessor's cumulative."""
         att = await self.client.attestation(attestation_id)
         if att is None:
             raise ApiRejection("ATTESTATION_NOT_FOUND", f"attestation {attestation_id} does not exist")
         mark = att["lastIssuance"]
         for attempt in range(2):
             count, issued_before = self.wallet.cumulative_opening(attestation_id)
-            if mark is None and count == 0:
+            if mark is None and count == 0 and issued_before == Opening.zero():
                 return 0, Opening.zero(), att["originClass"]
             if mark is not None and count == mark["seq"] + 1 and commit_opening(issued_before).hex() == mark["cumulative"]:
                 return count, issued_before, att["originClass"]
@@ -575,7 +601,7 @@ async def sync(wallet: Wallet, client: Client, *, progress=None, full: bool = Fa
     registry = Registry(client, wallet.network, wallet.pinned_root_key)
     report = SyncReport()
     lot_entries: list[LotEntry] = []
-    capacities: list[tuple[str, str, Opening]] = []
+    capacities: list[tuple[str, str, Opening, str | None]] = []
     records = await client.sealed_openings(wallet.org_id)
     report.sealed = len(records)
     for n, record in enumerate(records, 1):
@@ -603,7 +629,7 @@ async def sync(wallet: Wallet, client: Client, *, progress=None, full: bool = Fa
                     report.mismatched += 1
                     continue
                 if full or att_id not in wallet.capacities:
-                    capacities.append((att_id, p.site.site_id, opening))
+                    capacities.append((att_id, p.site.site_id, opening, p.supersedes))
                     report.capacities += 1
             continue
         if "lots" not in plaintext:
@@ -626,8 +652,8 @@ async def sync(wallet: Wallet, client: Client, *, progress=None, full: bool = Fa
             report.lots += 1
     held_lots = await client.lots(owner=wallet.org_id, consumed=False)
     # every check passed: now change the wallet
-    for att_id, site_id, opening in capacities:
-        wallet.add_capacity(att_id, site_id, opening)
+    for att_id, site_id, opening, supersedes in capacities:
+        wallet.add_capacity(att_id, site_id, opening, supersedes)
     for entry in lot_entries:
         wallet.add_lot(entry)
     held = {lot["id"] for lot in held_lots}

@@ -117,18 +117,30 @@ class LotEntry:
 
 @dataclass
 class CapacityEntry:
-    """The opening of an attestation's capacity commitment (sealed by the auditor to the operator)."""
+    """The opening of an attestation's capacity commitment (sealed by the auditor to the operator).
+
+    `supersedes`: the attestation it replaces, as the auditor's signed attest_site
+    event names it (None for the first of a chain); the capacity then bounds the
+    whole chain's issuance (docs/ledger.md, section 5a).
+    """
 
     attestation_id: str
     site_id: str
     opening: Opening
+    supersedes: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"site_id": self.site_id, "opening": _opening_to_json(self.opening)}
+        d = {"site_id": self.site_id, "opening": _opening_to_json(self.opening)}
+        if self.supersedes is not None:
+            d["supersedes"] = self.supersedes
+        return d
 
     @classmethod
     def from_json(cls, attestation_id: str, d: dict[str, Any]) -> CapacityEntry:
-        return cls(attestation_id, d["site_id"], _opening_from_json(d["opening"]))
+        supersedes = d.get("supersedes")
+        if supersedes is not None and not isinstance(supersedes, str):
+            raise WalletError(f"a capacity's supersedes must be an attestation id, not {supersedes!r}")
+        return cls(attestation_id, d["site_id"], _opening_from_json(d["opening"]), supersedes)
 
 
 @dataclass
@@ -227,8 +239,8 @@ class Wallet:
         return [e for e in self.lots.values() if not e.spent]
 
     # ------------------------------------------------------------- capacity
-    def add_capacity(self, attestation_id: str, site_id: str, opening: Opening) -> None:
-        self.capacities[attestation_id] = CapacityEntry(attestation_id, site_id, opening)
+    def add_capacity(self, attestation_id: str, site_id: str, opening: Opening, supersedes: str | None = None) -> None:
+        self.capacities[attestation_id] = CapacityEntry(attestation_id, site_id, opening, supersedes)
 
     def capacity(self, attestation_id: str) -> CapacityEntry:
         try:
@@ -244,14 +256,33 @@ class Wallet:
         issued = [e for e in self.lots.values() if e.attestation_id == attestation_id]
         return sorted(issued, key=lambda e: e.issue_seq if e.issue_seq is not None else -1)
 
+    def capacity_chain(self, attestation_id: str) -> list[str]:
+        """`attestation_id` and the attestations it supersedes, newest first, as far as the
+        wallet's capacity entries name them. WalletError if the links form a cycle."""
+        chain = [attestation_id]
+        while (entry := self.capacities.get(chain[-1])) is not None and entry.supersedes is not None:
+            if entry.supersedes in chain:
+                raise WalletError(f"the attestations {', '.join(chain)} supersede each other in a cycle")
+            chain.append(entry.supersedes)
+        return chain
+
     def cumulative_opening(self, attestation_id: str) -> tuple[int, Opening]:
-        """(number of issuances, opening of their summed commitment) under an attestation."""
-        issued = self.issued_under(attestation_id)
+        """(number of issuances under `attestation_id`, opening of the cumulative commitment).
+
+        The cumulative sums the issuances of the whole capacity chain: those under
+        the attestation and under every attestation it supersedes (directly or not),
+        whose total carries over to it (docs/ledger.md, section 5a)."""
         total = Opening.zero()
-        for e in issued:
-            for o in e.openings.values():
-                total = total + o
-        return len(issued), total
+        for att_id in self.capacity_chain(attestation_id):
+            for e in self.issued_under(att_id):
+                for o in e.openings.values():
+                    total = total + o
+        return len(self.issued_under(attestation_id)), total
+
+    def live_capacities(self, site_id: str) -> list[CapacityEntry]:
+        """The site's capacity entries that no other entry of the wallet supersedes."""
+        superseded = {c.supersedes for c in self.capacities.values()}
+        return [c for c in self.capacities.values() if c.site_id == site_id and c.attestation_id not in superseded]
 
     # ------------------------------------------------------------ file I/O
     def to_json(self) -> dict[str, Any]:

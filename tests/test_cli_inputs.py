@@ -57,7 +57,8 @@ async def small_chain(live_server, api_settings, root_key: SigningKey, tmp_path_
     operator.save(d / "operator.json")
     for name, w in wallets.items():
         w.save(d / f"{name}.json")
-    return {"url": url, "dir": d, "lot": lot, "network": net, "root": root_key.verify_key.encode().hex()}
+    return {"url": url, "dir": d, "lot": lot, "att": att.attestation_id, "network": net,
+            "root": root_key.verify_key.encode().hex()}
 
 
 def _request(**changes) -> str:
@@ -108,6 +109,18 @@ CASES = [
     ("attest long name", "attest -w {auditor} --site s2 --operator in-mine --class industrial --capacity-g 5 --name " + TOO_LONG + " --country CD", 2, "at most 200"),
     ("attest until before from", "attest -w {auditor} --site s2 --operator in-mine --class industrial --capacity-g 5 --name n --country CD --from 2026-06-01 --until 2026-05-31", 2, "before --from"),
     ("attest bad date", "attest -w {auditor} --site s2 --operator in-mine --class industrial --capacity-g 5 --name n --country CD --from 2026-13-01", 2, "--from"),
+    ("attest supersedes id", "attest -w {auditor} --site in-site --operator in-mine --class industrial --capacity-g 5 --name Pit --country CD --supersedes 'att 1'", 2, "not an id"),
+    ("attest supersedes unknown", "attest -w {auditor} --site in-site --operator in-mine --class industrial --capacity-g 5 --name Pit --country CD --region Lualaba --lat -10.7 --lon 25.5 --supersedes att_nope", 1, "ATTESTATION_NOT_FOUND"),
+    ("attest overlap without supersedes", "attest -w {auditor} --site in-site --operator in-mine --class industrial --capacity-g 5 --name Pit --country CD --region Lualaba --lat -10.7 --lon 25.5", 1, "ATTESTATION_OVERLAP"),
+    # revoke-attestation
+    ("revoke-attestation id", "revoke-attestation 'att 1' --site in-site -w {auditor}", 2, "not an id"),
+    ("revoke-attestation site id", "revoke-attestation att_x --site 'in site' -w {auditor}", 2, "not an id"),
+    ("revoke-attestation no site", "revoke-attestation att_x -w {auditor}", 2, "--site"),
+    ("revoke-attestation long reason", "revoke-attestation att_x --site in-site --reason " + TOO_LONG + " -w {auditor}", 2, "at most 200"),
+    ("revoke-attestation no wallet", "revoke-attestation att_x --site in-site -w {dir}/missing.json", 2, "no wallet"),
+    ("revoke-attestation unknown", "revoke-attestation att_nope --site in-site -w {auditor}", 1, "ATTESTATION_NOT_FOUND"),
+    ("revoke-attestation by the mine", "revoke-attestation {att} --site in-site -w {mine}", 1, "WRONG_ROLE"),
+    ("revoke-attestation other site", "revoke-attestation {att} --site s2 -w {auditor}", 1, "SITE_MISMATCH"),
     # keys: ids, roles, countries, network, paths
     ("keys org with space", "keys --org 'Bad Org!' --country DE --role refiner --network n1 -w {dir}/new.json", 2, "not an id"),
     ("keys role miner", "keys --org ok --country DE --role miner --network n1 -w {dir}/new.json", 2, "miner"),
@@ -243,7 +256,7 @@ async def test_bad_input_is_a_clear_error_and_changes_nothing(small_chain, store
         path.write_text(json.dumps(data))
         paths[name] = str(path)
     (work / "junk.json").write_bytes(b"\x00\xffjunk")
-    values = {"dir": str(work), "lot": small_chain["lot"], "junk": str(work / "junk.json"), **paths}
+    values = {"dir": str(work), "lot": small_chain["lot"], "att": small_chain["att"], "junk": str(work / "junk.json"), **paths}
     for name in ("operator", "auditor", "mine", "trader"):
         copy = work / f"{name}.json"
         copy.write_bytes((d / f"{name}.json").read_bytes())
