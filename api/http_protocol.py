@@ -14,7 +14,11 @@
   for large responses and reads nothing, or a byte now and then, held its
   connection, its task and its buffers indefinitely; 256 of them fill the
   connection cap and lock every other client out, /healthz included).
-  Abort, not close: close() itself waits for the unsent bytes.
+  Abort, not close: close() itself waits for the unsent bytes;
+* a **JSON 400** for requests h11 cannot parse (bad framing: a malformed
+  Content-Length or chunk size, an unsupported Transfer-Encoding, a bad
+  request line or header): one GraphQL error coded BAD_REQUEST, like every
+  other refusal, instead of uvicorn's plain-text answer.
 
     protocol_class = bounded_h11_protocol(header_timeout=10.0, max_connections=256, send_timeout=30.0)
     uvicorn.Config(app, http=protocol_class, limit_concurrency=256, timeout_keep_alive=5)
@@ -28,9 +32,13 @@ bound lives where, and what a front proxy should add.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
+import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from .app import http_error_code
 
 log = logging.getLogger("oretrace.http")
 
@@ -89,6 +97,23 @@ class BoundedH11Protocol(H11Protocol):
         self._send_timer = None
         log.info("aborted a connection: the client read none of its response for %s s", self.send_timeout)
         self.transport.abort()  # connection_lost follows: uvicorn marks the cycle disconnected
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a request h11 cannot parse, as JSON (`msg` is
+        uvicorn's fixed text, never the client's bytes); the connection closes."""
+        if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):  # a response already started
+            self.transport.close()
+            return
+        body = json.dumps({"errors": [{"message": msg, "extensions": {"code": http_error_code(400)}}]}).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"), h11.Data(data=body),
+                      h11.EndOfMessage()):  # fmt: skip
+            self.transport.write(self.conn.send(event))
+        self.transport.close()
 
     def _arm_header_timer(self) -> None:
         self._cancel_header_timer()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 from collections.abc import AsyncIterator
 
@@ -222,5 +223,36 @@ async def test_responses_the_client_does_not_read_are_aborted(running, request_b
     received = await closed_by_server(reader)
     answers = request_bytes.count(STATIC_GET) * (GRAPHIQL_DIR / "graphiql.min.js").stat().st_size
     assert len(received) < answers  # cut short, not answered in full
+    writer.close()
+    await healthz(host, port)
+
+
+POST_HEAD = b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+QUERY = b'{"query":"{__typename}"}'
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        POST_HEAD + b"Content-Length: -1\r\n\r\n" + QUERY,
+        POST_HEAD + b"Content-Length: 24\r\nContent-Length: 25\r\n\r\n" + QUERY,
+        POST_HEAD + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n" + QUERY + b"\r\n0\r\n\r\n",
+        POST_HEAD + b"Transfer-Encoding: gzip, chunked\r\n\r\n18\r\n" + QUERY + b"\r\n0\r\n\r\n",
+        b"GARBAGE\r\n\r\n",
+        b"GET /health\x00z HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+    ],
+    ids=["negative-length", "two-lengths", "bad-chunk-size", "gzip-transfer-coding", "no-request-line",
+         "nul-in-target", "header-without-colon"],  # fmt: skip
+)
+async def test_requests_h11_cannot_parse_get_a_json_400(server, request_bytes: bytes) -> None:
+    host, port = server
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(request_bytes)
+    await writer.drain()
+    answer = await closed_by_server(reader)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and b"content-type: application/json" in head.lower(), answer[:300]
+    assert json.loads(body)["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
     writer.close()
     await healthz(host, port)
