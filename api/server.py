@@ -43,9 +43,11 @@ def make_config(
         "timeout_graceful_shutdown": 10,
         "server_header": False,
         "proxy_headers": False,
-        # connection hygiene (docs/operations.md): header timeout and connection cap in the
-        # protocol, keep-alive and concurrent requests in uvicorn, body timeout in the app
-        "http": bounded_h11_protocol(limits.header_timeout_seconds, limits.max_connections),
+        # connection hygiene (docs/operations.md): header and send timeouts and connection cap
+        # in the protocol, keep-alive and concurrent requests in uvicorn, body timeout in the app
+        "http": bounded_h11_protocol(
+            limits.header_timeout_seconds, limits.max_connections, limits.send_timeout_seconds
+        ),
         "timeout_keep_alive": limits.keepalive_timeout_seconds,
         "limit_concurrency": limits.max_connections,
     }

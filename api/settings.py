@@ -64,6 +64,7 @@ _ENV_LIMITS = {
     "max_heavy_operations": "ORETRACE_MAX_HEAVY_OPERATIONS",
     "header_timeout_seconds": "ORETRACE_HEADER_TIMEOUT_SECONDS",
     "body_timeout_seconds": "ORETRACE_BODY_TIMEOUT_SECONDS",
+    "send_timeout_seconds": "ORETRACE_SEND_TIMEOUT_SECONDS",
     "keepalive_timeout_seconds": "ORETRACE_KEEPALIVE_TIMEOUT_SECONDS",
     "max_connections": "ORETRACE_MAX_CONNECTIONS",
     "rate_limit_per_second": "ORETRACE_RATE_LIMIT_PER_SECOND",
@@ -94,6 +95,7 @@ class Limits(BaseModel):
     #: connection hygiene (api.http_protocol, api.app.BodyLimits, api.rate_limit; docs/operations.md)
     header_timeout_seconds: float = Field(default=10.0, gt=0)
     body_timeout_seconds: float = Field(default=30.0, gt=0)
+    send_timeout_seconds: float = Field(default=30.0, gt=0)
     keepalive_timeout_seconds: int = Field(default=5, gt=0)
     max_connections: int = Field(default=256, gt=0)
     rate_limit_per_second: float = Field(default=0.0, ge=0)  # off: a front proxy usually limits (docs)

@@ -146,17 +146,19 @@ def api_settings(root_key: SigningKey, tmp_path_factory) -> Settings:
 
 
 class CommandCounter(monitoring.CommandListener):
-    """Counts the commands a client sends (round trips), by name, for one database."""
+    """Counts the commands a client sends (round trips), by name and collection, for one database."""
 
     def __init__(self, database: str | None = None) -> None:
         self.database = database
         self.names: list[str] = []
+        self.collections: list[object] = []  # the command's target (a collection name for find, aggregate, ...)
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         if event.command.get("comment") == READINESS_COMMENT:
             return  # health checks, not the request under test
         if self.database is None or event.database_name == self.database:
             self.names.append(event.command_name)
+            self.collections.append(event.command.get(event.command_name))
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass
@@ -166,9 +168,15 @@ class CommandCounter(monitoring.CommandListener):
 
     def reset(self) -> None:
         self.names.clear()
+        self.collections.clear()
 
-    def count(self, *names: str) -> int:
-        return sum(1 for n in self.names if not names or n in names)
+    def count(self, *names: str, collections: frozenset[str] | None = None) -> int:
+        """Commands named `names` (all if none), on `collections` only if given."""
+        return sum(
+            1
+            for n, c in zip(self.names, self.collections, strict=True)
+            if (not names or n in names) and (collections is None or c in collections)
+        )
 
 
 @pytest.fixture(scope="module")

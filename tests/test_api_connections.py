@@ -1,5 +1,5 @@
 """Connection hygiene (issue 8, item 7) on a real uvicorn built by
-api.server.make_config: header and body read timeouts, keep-alive, a cap on
+api.server.make_config: header and body read timeouts, a send timeout, keep-alive, a cap on
 open connections and a per-client rate limit; /healthz keeps answering
 through all of it. Timeouts are set small here; no assertion is timed (the
 `wait_for` bounds only stop a broken test from hanging)."""
@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import socket
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 import uvicorn
 
+from api.app import GRAPHIQL_DIR
 from api.rate_limit import TokenBuckets
 from api.server import make_config
 from api.settings import Limits, Settings
@@ -23,6 +26,7 @@ from conftest import free_port
 LIMITS = Limits(
     header_timeout_seconds=0.5,
     body_timeout_seconds=0.5,
+    send_timeout_seconds=0.5,
     keepalive_timeout_seconds=1,
     max_connections=6,
     rate_limit_per_second=2.0,
@@ -32,7 +36,7 @@ SAFETY = 30  # seconds: only so that a regression fails instead of hanging
 
 
 @pytest.fixture(scope="module")
-async def server(api_settings: Settings, store: Store) -> AsyncIterator[tuple[str, int]]:
+async def running(api_settings: Settings, store: Store) -> AsyncIterator[uvicorn.Server]:
     settings = api_settings.model_copy(update={"limits": LIMITS})
     port = free_port()
     config = make_config(settings, "127.0.0.1", port, store=store, log_level="warning", access_log=False)
@@ -44,9 +48,14 @@ async def server(api_settings: Settings, store: Store) -> AsyncIterator[tuple[st
             break
         await asyncio.sleep(0.025)
     assert server.started
-    yield "127.0.0.1", port
+    yield server
     server.should_exit = True
     await asyncio.wait_for(task, 15)
+
+
+@pytest.fixture(scope="module")
+def server(running: uvicorn.Server) -> tuple[str, int]:
+    return "127.0.0.1", running.config.port
 
 
 async def healthz(host: str, port: int) -> None:
@@ -169,3 +178,81 @@ def test_token_buckets_forget_the_least_recent_clients() -> None:
         buckets.take(client)
     assert list(buckets.buckets) == ["b", "c", "d"]
     assert buckets.take("a") == 0.0  # forgotten: a full bucket again
+
+
+STATIC_GET = b"GET /graphiql/graphiql.min.js HTTP/1.1\r\nHost: x\r\n\r\n"  # 3.5 MB each
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "read_every"),
+    [(STATIC_GET * 3, None), (STATIC_GET * 3, 0.05), (STATIC_GET, None)],
+    ids=["pipelined-unread", "pipelined-a-byte-now-and-then", "one-unread"],
+)
+async def test_responses_the_client_does_not_read_are_aborted(running, request_bytes: bytes, read_every) -> None:
+    """Slow read: requests for megabytes of responses from a client with a tiny
+    receive buffer that reads nothing, or a byte now and then. The server's
+    write buffer fills (uvicorn would wait for it forever); at the send timeout
+    the connection is aborted, and /healthz is answered meanwhile."""
+    host, port = "127.0.0.1", running.config.port
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+    sock.connect((host, port))
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=sock, limit=1024)
+    writer.write(request_bytes)
+
+    ours = ("127.0.0.1", sock.getsockname()[1])
+
+    def open_on_server() -> bool:
+        return any(p.client == ours for p in running.server_state.connections)
+
+    async def until_accepted() -> None:
+        while not open_on_server():
+            await asyncio.sleep(0.01)
+
+    async def until_closed_by_server() -> None:
+        while open_on_server():
+            await healthz(host, port)
+            if read_every is not None:
+                with contextlib.suppress(ConnectionError):
+                    await reader.read(1)
+            await asyncio.sleep(read_every or 0.05)
+
+    await asyncio.wait_for(until_accepted(), SAFETY)
+    await asyncio.wait_for(until_closed_by_server(), SAFETY)
+    received = await closed_by_server(reader)
+    answers = request_bytes.count(STATIC_GET) * (GRAPHIQL_DIR / "graphiql.min.js").stat().st_size
+    assert len(received) < answers  # cut short, not answered in full
+    writer.close()
+    await healthz(host, port)
+
+
+POST_HEAD = b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+QUERY = b'{"query":"{__typename}"}'
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        POST_HEAD + b"Content-Length: -1\r\n\r\n" + QUERY,
+        POST_HEAD + b"Content-Length: 24\r\nContent-Length: 25\r\n\r\n" + QUERY,
+        POST_HEAD + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n" + QUERY + b"\r\n0\r\n\r\n",
+        POST_HEAD + b"Transfer-Encoding: gzip, chunked\r\n\r\n18\r\n" + QUERY + b"\r\n0\r\n\r\n",
+        b"GARBAGE\r\n\r\n",
+        b"GET /health\x00z HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+    ],
+    ids=["negative-length", "two-lengths", "bad-chunk-size", "gzip-transfer-coding", "no-request-line",
+         "nul-in-target", "header-without-colon"],  # fmt: skip
+)
+async def test_requests_h11_cannot_parse_get_a_json_400(server, request_bytes: bytes) -> None:
+    host, port = server
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(request_bytes)
+    await writer.drain()
+    answer = await closed_by_server(reader)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and b"content-type: application/json" in head.lower(), answer[:300]
+    assert json.loads(body)["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
+    writer.close()
+    await healthz(host, port)
