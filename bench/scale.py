@@ -127,7 +127,10 @@ def _lot_template(issue_event: dict) -> dict:
 async def insert_raw(store: Store, real: dict, events: int, first_seq: int, wide: int) -> dict:
     """Raw lots and their events up to `events` in all; returns the deep and wide lot ids."""
     template = _lot_template(real["issue"])
-    event_template = {k: v for k, v in real["issue"].items() if k not in ("_id", "seq", "lot_ids", "log_index")}
+    # without the keys that would make them members of the real issuance's capacity chain
+    # (attestation_id, issuance_seq): `disclosureBundle` must read only the real part
+    dropped = ("_id", "seq", "lot_ids", "log_index", "attestation_id", "issuance_seq", "site_id")
+    event_template = {k: v for k, v in real["issue"].items() if k not in dropped}
     seq = first_seq
     lots: list[dict] = []
     evts: list[dict] = []
