@@ -30,6 +30,7 @@ payloads leniently (pydantic coercion) before signing, never after.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,6 +42,8 @@ from .encoding import StrictJSONError, canonical_json, check_i_json, sha256_hex
 from .models import Ident, Payload, Timestamp, timestamp_text
 
 ENVELOPE_DOMAIN = b"oretrace/envelope/v1\n"
+#: Key of the cached event id in an Envelope's instance dict (not a model field).
+_EVENT_ID = "_event_id"
 _payload_adapter: TypeAdapter = TypeAdapter(Payload)
 
 
@@ -60,8 +63,31 @@ class Envelope(BaseModel):
 
     @property
     def event_id(self) -> str:
-        """Content address of the whole signed envelope."""
-        return "evt_" + sha256_hex(canonical_json(self.to_json()))[:32]
+        """Content address of the whole signed envelope: "evt_" + the first 32 hex
+        digits of SHA-256 over its RFC 8785 bytes (`canonical_json(to_json())`).
+
+        Computed once per envelope (the model is frozen; the verifier and the rules
+        read it about 8 times per event): `parse_envelope` stores the id of exactly
+        the canonical bytes it accepted, an envelope built otherwise (`sign`, the
+        models) computes it on first access. `model_copy` drops it (an update
+        changes the bytes)."""
+        cached = self.__dict__.get(_EVENT_ID)
+        if cached is None:
+            cached = self._remember_event_id(canonical_json(self.to_json()))
+        return cached
+
+    def _remember_event_id(self, canonical: bytes) -> str:
+        """Store (in the instance dict, outside the fields, so equality, hashing and
+        dumps ignore it) and return the id of `canonical`, which must be this
+        envelope's RFC 8785 bytes."""
+        event_id = "evt_" + sha256_hex(canonical)[:32]
+        self.__dict__[_EVENT_ID] = event_id
+        return event_id
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Envelope:
+        copied = super().model_copy(update=update, deep=deep)
+        copied.__dict__.pop(_EVENT_ID, None)
+        return copied
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
@@ -179,6 +205,7 @@ def parse_envelope(data: Any) -> Envelope:
         raise MalformedEnvelope(_path(first["loc"]), first["msg"]) from None
     dumped = envelope.to_json()
     if _identical(data, dumped):  # same JSON values of the same types: same RFC 8785 bytes
+        envelope._remember_event_id(canonical_json(dumped))
         return envelope
     try:
         received = canonical_json(data)
@@ -187,6 +214,7 @@ def parse_envelope(data: Any) -> Envelope:
     if canonical_json(dumped) != received:
         where, what = _first_difference(data, dumped, "") or ("envelope", "not in canonical form")
         raise MalformedEnvelope(where, what)
+    envelope._remember_event_id(received)  # the id of exactly the bytes accepted
     return envelope
 
 

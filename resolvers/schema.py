@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +16,7 @@ from graphql.execution.values import get_variable_values
 from graphql.language import FieldNode, FragmentSpreadNode, InlineFragmentNode, OperationDefinitionNode, SelectionSetNode
 from graphql.validation import ValidationRule
 from strawberry.schema.schema import validate_document
-from strawberry.extensions import AddValidationRules, MaxTokensLimiter, SchemaExtension
+from strawberry.extensions import AddValidationRules, MaxTokensLimiter, ParserCache, SchemaExtension
 from strawberry.extensions.query_depth_limiter import get_fragments
 from strawberry.federation.schema import FederationAny
 from strawberry.types import Info
@@ -80,6 +81,35 @@ def _costly_fields_rule(budget: dict[str, int]) -> type[ValidationRule]:
     return CostlyRootFieldsRule
 
 
+#: The costly root fields rule, one class for the process: the validation rules of
+#: every request are then the same tuple, so `cached_validation` can key on it.
+COSTLY_FIELDS_RULE = _costly_fields_rule(COSTLY_ROOT_FIELDS)
+
+#: How many distinct documents keep their parse (`ParserCache`) and their validation
+#: result (`cached_validation`): the SDK and the publisher send a handful of constant
+#: documents (one per mutation, variables apart). Bounded (LRU), so unique document
+#: texts from a client cannot grow memory; a miss only costs what no cache costs.
+DOCUMENT_CACHE_SIZE = 256
+
+
+@functools.lru_cache(maxsize=DOCUMENT_CACHE_SIZE)
+def _validate_once(schema, document, rules: tuple) -> tuple[GraphQLError, ...]:
+    return tuple(validate_document(schema, document, rules))
+
+
+def cached_validation(schema, document, rules: tuple) -> list[GraphQLError]:
+    """graphql-core's validation of `document` against `schema` with `rules`
+    (`strawberry.schema.schema.validate_document`), computed once per distinct
+    document. Sound because these rules read the document and the schema only,
+    never the variables: everything that depends on the variables (coercion,
+    identifier variables, the cost budget) runs on every request, after this.
+    Strawberry's own `ValidationCache` is not used: it would set
+    `pre_execution_errors` to `[]` on success, and `PreExecutionChecks` (which
+    must validate, coerce and budget in one step) would then see a request as
+    already checked."""
+    return list(_validate_once(schema, document, rules))
+
+
 #: Documents up to this many characters are checked on the event loop: their
 #: validation costs at most ~3 ms (measured warm on a loaded 2-core machine).
 INLINE_CHECK_CHARS = 512
@@ -115,7 +145,13 @@ class PreExecutionChecks(SchemaExtension):
     `INLINE_CHECK_CHARS` is checked on `CHECK_POOL`, two worker threads: the
     event loop keeps answering (/healthz included), and at most two such
     checks compete with it for the GIL at any time. So are large variables
-    (their coercion is linear, but 18,000 representations take a while)."""
+    (their coercion is linear, but 18,000 representations take a while).
+
+    The document-only part, graphql-core's validation, is computed once per
+    distinct document (`cached_validation`), and parsing once per distinct
+    text (Strawberry's `ParserCache`, installed by `build_schema`); the
+    variables' coercion, the identifier checks and the cost budget run on
+    every request."""
 
     def __init__(self, limits: Limits, heavy_slots: asyncio.Semaphore) -> None:
         self.limits = limits
@@ -134,7 +170,7 @@ class PreExecutionChecks(SchemaExtension):
 
     def _errors(self, context) -> list[GraphQLError]:
         schema, document = context.schema._schema, context.graphql_document
-        errors = validate_document(schema, document, tuple(context.validation_rules))
+        errors = cached_validation(schema, document, tuple(context.validation_rules))
         operation = operation_of(document, context.operation_name)
         if errors or operation is None:
             return errors  # graphql-core reports a missing or ambiguous operation
@@ -219,7 +255,8 @@ def build_schema(limits: Limits | None = None) -> OretraceSchema:
         extensions=[
             lambda: PreExecutionChecks(limits, heavy_slots),
             lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
-            lambda: AddValidationRules([IdentifierLiteralRule, _costly_fields_rule(COSTLY_ROOT_FIELDS)]),
+            lambda: ParserCache(maxsize=DOCUMENT_CACHE_SIZE),  # after MaxTokensLimiter: it sets the parse options
+            lambda: AddValidationRules([IdentifierLiteralRule, COSTLY_FIELDS_RULE]),
             MaskUnexpectedErrors,
         ],
     )
