@@ -318,7 +318,7 @@ class Runtime:
                 try:
                     await db.arestart()
                     break
-                except EmbeddedDatabaseError as exc:
+                except (EmbeddedDatabaseError, OSError) as exc:  # OSError: spawning itself failed
                     log.error("restart %d of the embedded database failed: %s", failures, exc)
                     if failures < self.settings.embedded_max_restarts:
                         await asyncio.sleep(min(first * 2 ** (failures - 1), cap))
