@@ -217,6 +217,7 @@ class EmbeddedDatabase:
         with MongoClient(self.public_uri, serverSelectionTimeoutMS=5000) as client:
             password, command = self._provisioning(client.admin.command("usersInfo", DB_USER))
             client.admin.command(command)
+            client.admin.command("fsync")  # the user is on disk before its password is stored
         self._store_password(password)
 
     async def _aprovision(self) -> None:
@@ -224,6 +225,7 @@ class EmbeddedDatabase:
         try:
             password, command = self._provisioning(await client.admin.command("usersInfo", DB_USER))
             await client.admin.command(command)
+            await client.admin.command("fsync")  # the user is on disk before its password is stored
         finally:
             await client.close()
         self._store_password(password)
