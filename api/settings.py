@@ -187,7 +187,9 @@ class Settings(BaseModel):
         """The log's checkpoint origin (C2SP tlog-checkpoint), unique per network."""
         return self.log_origin or f"oretrace.log/{self.network}"
 
+    @property
     def ancestry_limit(self):
+        """The store's cap of every ancestry walk (api.store.AncestryLimit)."""
         from .store import AncestryLimit
 
         return AncestryLimit(self.max_ancestry_depth, self.max_ancestry_lots)
