@@ -21,10 +21,11 @@ import asyncio
 import json
 import logging
 import os
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ from resolvers.errors import is_unexpected, mask
 from resolvers.schema import build_schema
 
 from . import translog
-from .embedded import EmbeddedDatabase
+from .embedded import EmbeddedDatabase, EmbeddedDatabaseError
 from .rate_limit import RateLimit
 from .service import Ingestion
 from .settings import Settings
@@ -200,7 +201,48 @@ class BodyLimits:
         await self.app(scope, replay, send)
 
 
+class TypedCancellation:
+    """A request cancelled before its response started (uvicorn cancels the
+    requests still running `timeout_graceful_shutdown` seconds after SIGTERM)
+    answers a typed JSON 503 SERVICE_UNAVAILABLE with Retry-After, never
+    uvicorn's plain-text 500, and the request task then ends. Outermost
+    middleware, so it covers every route."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except asyncio.CancelledError:
+            if started:  # half a response already out: nothing typed can follow
+                raise
+            body = {"errors": [unavailable_error("the server is shutting down; retry later")]}
+            await JSONResponse(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})(
+                scope, receive, send
+            )
+            # answered: the request task ends normally (re-raising would make uvicorn log
+            # an "Exception in ASGI application" traceback for an orderly shutdown)
+
+
 # --------------------------------------------------------------------------- runtime
+
+
+#: seconds between two checks that the embedded database child is alive
+SUPERVISION_INTERVAL_SECONDS = 0.2
+#: back-off between failed restarts of the embedded database: 0.5 s doubling, at most 8 s
+RESTART_BACKOFF_SECONDS = (0.5, 8.0)
 
 
 @dataclass
@@ -212,6 +254,10 @@ class Runtime:
     ingestion: Ingestion | None = None
     embedded: EmbeddedDatabase | None = None
     owns_store: bool = True
+    #: True while the supervised embedded database is down and being restarted:
+    #: requests answer SERVICE_UNAVAILABLE at once instead of waiting for the deadline
+    database_down: bool = False
+    _supervisor: asyncio.Task | None = field(default=None, repr=False)
 
     def attach(self, store: Store, *, owned: bool) -> None:
         self.store = store
@@ -234,7 +280,10 @@ class Runtime:
                 startup_timeout=self.settings.embedded_startup_timeout,
             )
             uri = await self.embedded.astart()
-            log.info("embedded database (pid %s) at %s, data in %s", self.embedded.pid, uri, self.embedded.storage_path)
+            log.info(
+                "embedded database (pid %s) at %s, data in %s",
+                self.embedded.pid, self.embedded.public_uri, self.embedded.storage_path,
+            )  # fmt: skip
             _write_embedded_info(self.embedded)
         store = await Store.connect(uri, self.settings.database, ancestry_limit=self.settings.ancestry_limit)
         try:
@@ -246,8 +295,52 @@ class Runtime:
         self.attach(store, owned=True)
         await self.ingestion.start()
         store.translog.start()
+        if self.embedded is not None:
+            self._supervisor = asyncio.create_task(self._supervise(self.embedded), name="oretrace-embedded-supervisor")
+
+    async def _supervise(self, db: EmbeddedDatabase) -> None:
+        """Watch the embedded database child; when it dies, restart it on the same
+        data directory and port (the store's client reconnects by itself) with a
+        bounded back-off. After `settings.embedded_max_restarts` failed restarts in
+        a row, stop this server (SIGTERM to itself: graceful shutdown, then exit)
+        so that a process supervisor, if any, takes over (docs/operations.md)."""
+        while True:
+            await asyncio.sleep(SUPERVISION_INTERVAL_SECONDS)
+            if db.running():
+                continue
+            self.database_down = True
+            log.error(
+                "embedded database (pid %s) exited with code %s; restarting it on %s",
+                db.pid, db.process.returncode if db.process else None, db.storage_path,
+            )  # fmt: skip
+            first, cap = RESTART_BACKOFF_SECONDS
+            for failures in range(1, self.settings.embedded_max_restarts + 1):
+                try:
+                    await db.arestart()
+                    break
+                except (EmbeddedDatabaseError, OSError) as exc:  # OSError: spawning itself failed
+                    log.error("restart %d of the embedded database failed: %s", failures, exc)
+                    if failures < self.settings.embedded_max_restarts:
+                        await asyncio.sleep(min(first * 2 ** (failures - 1), cap))
+            else:
+                log.critical(
+                    "the embedded database did not restart after %d attempts; stopping this server",
+                    self.settings.embedded_max_restarts,
+                )
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            _write_embedded_info(db)
+            log.warning("embedded database restarted (pid %s)", db.pid)
+            self.database_down = False
 
     async def stop(self) -> None:
+        if self._supervisor is not None:  # first: a database stopped on purpose is not restarted
+            self._supervisor.cancel()
+            try:
+                await self._supervisor
+            except asyncio.CancelledError:
+                pass
+            self._supervisor = None
         if self.ingestion is not None:
             await asyncio.to_thread(self.ingestion.close)
         if self.store is not None and self.owns_store:
@@ -266,7 +359,7 @@ def _write_embedded_info(db: EmbeddedDatabase) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w") as out:
-            out.write(json.dumps({"pid": db.pid, "uri": db.uri, "storage_path": str(db.storage_path)}) + "\n")
+            out.write(json.dumps({"pid": db.pid, "uri": db.public_uri, "storage_path": str(db.storage_path)}) + "\n")
     except OSError:  # pragma: no cover - informational only
         pass
 
@@ -384,6 +477,8 @@ class GraphQLView(GraphQL):
         GraphQL error, in the negotiated media type (application/json when the
         Accept header named neither)."""
         headers = {"Allow": "GET, POST"} if status == 405 else {}
+        if status == 503:
+            headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         media = getattr(request.state, "media", None) or negotiate(request.headers.get("accept")) or APPLICATION_JSON
         return Response(
             json.dumps({"errors": [{"message": reason, "extensions": {"code": http_error_code(status)}}]}),
@@ -464,6 +559,8 @@ class GraphQLView(GraphQL):
         runtime = self.runtime
         if runtime.store is None or runtime.ingestion is None:
             raise HTTPException(503, "the database is not connected yet")
+        if runtime.database_down:
+            raise HTTPException(503, "the database is restarting; retry later")
         return Context.create(runtime.store, runtime.ingestion, runtime.settings, request, response)
 
     async def process_result(self, request: Request, result) -> Any:  # type: ignore[override]
@@ -534,7 +631,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     async def readiness(request: Request) -> Response:
         """Ready = the database answers a write and the read of it (a panicked or
         full storage engine fails the write); 503 + Retry-After otherwise."""
-        if runtime.store is not None and await runtime.store.ready():
+        if runtime.store is not None and not runtime.database_down and await runtime.store.ready():
             return JSONResponse({"status": "ok"})
         return JSONResponse(
             {"status": "unavailable", "reason": "the database does not accept a write and read"},
@@ -570,4 +667,5 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     app.add_middleware(BodyLimits, max_bytes=limits.max_body_bytes, timeout=limits.body_timeout_seconds)
     if limits.rate_limit_per_second > 0:  # outermost: a refused request costs no body read
         app.add_middleware(RateLimit, rate=limits.rate_limit_per_second, burst=limits.rate_limit_burst, exempt=("/healthz",))
+    app.add_middleware(TypedCancellation)  # around everything: see its docstring
     return app

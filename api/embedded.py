@@ -34,6 +34,19 @@ Lifecycle:
 * The child runs in its own session (process group), so a Ctrl-C in a
   terminal reaches the API first, which then stops the database in order.
 * The data directory persists: restarting on the same directory keeps data.
+  `restart()` / `arestart()` start a dead child again on the same directory
+  AND the same port, so a connected client (pymongo rediscovers the server
+  within its heartbeat) needs no new URI (api.app.Runtime supervises it).
+* Credentials (`auth=True`, the default): the daemon runs with `--auth`
+  (SCRAM-SHA-256 for every command but the handshake). At the first start of
+  a data directory without DATA/credentials.json (new, or from before
+  credentials existed) the daemon is started once WITHOUT `--auth`, the user
+  `oretrace` (role `root`) is created, or its password reset when it exists,
+  with a fresh random password (`secrets.token_urlsafe(32)`, 256 bits), the
+  password is stored in DATA/credentials.json (0600, in the 0700 directory),
+  and the daemon is restarted with `--auth`. SecantusDB has no "localhost
+  exception", hence that one unauthenticated start (on a fresh random
+  loopback port, for about a second, before the API serves anything).
 
 The daemon advertises itself as a single-node replica set, so multi-document
 transactions work.
@@ -43,7 +56,9 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -51,6 +66,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote_plus
 
 from pymongo import AsyncMongoClient, MongoClient
 from pymongo.errors import PyMongoError
@@ -58,6 +74,10 @@ from pymongo.errors import PyMongoError
 _PR_SET_PDEATHSIG = 1
 LOG_NAME = "secantusd.log"
 CONFIG_NAME = "secantusd.toml"
+CREDENTIALS_NAME = "credentials.json"
+#: the one database user the API connects as (role root on the daemon: it owns
+#: the data, runs transactions, killSessions and serverStatus)
+DB_USER = "oretrace"
 
 
 class EmbeddedDatabaseError(RuntimeError):
@@ -105,6 +125,7 @@ class EmbeddedDatabase:
         log_level: str = "WARNING",
         startup_timeout: float = 30.0,
         extra_args: list[str] | None = None,
+        auth: bool = True,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.storage_path = self.data_dir / "db"
@@ -116,11 +137,26 @@ class EmbeddedDatabase:
         self.startup_timeout = startup_timeout
         self.extra_args = list(extra_args or [])
         self.process: subprocess.Popen[bytes] | None = None
+        self.auth = auth
+        self.credentials_path = self.data_dir / CREDENTIALS_NAME
+        #: the password of DB_USER once provisioned (None: no --auth)
+        self._password: str | None = None
 
     # ------------------------------------------------------------------ info
 
     @property
     def uri(self) -> str:
+        """The connection URI, with the credentials when the daemon runs with --auth."""
+        if self._password is None:
+            return self.public_uri
+        return (
+            f"mongodb://{quote_plus(DB_USER)}:{quote_plus(self._password)}@{self.host}:{self.port}"
+            "/?directConnection=true&authSource=admin&authMechanism=SCRAM-SHA-256"
+        )
+
+    @property
+    def public_uri(self) -> str:
+        """The URI without credentials (for logs and embedded.json)."""
         if self.port is None:
             raise EmbeddedDatabaseError("the embedded database is not started")
         return f"mongodb://{self.host}:{self.port}/?directConnection=true"
@@ -141,7 +177,60 @@ class EmbeddedDatabase:
 
     # ------------------------------------------------------------------ start
 
-    def _spawn(self) -> None:
+    def _read_password(self) -> str | None:
+        """The stored password, or None when this directory is not provisioned yet."""
+        try:
+            password = json.loads(self.credentials_path.read_text())["password"]
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise EmbeddedDatabaseError(
+                f"{self.credentials_path} is unreadable ({exc}); restore it from a backup, or delete it "
+                "to provision a new password at the next start"
+            ) from exc
+        if not isinstance(password, str) or not password:
+            raise EmbeddedDatabaseError(f"{self.credentials_path} holds no password")
+        return password
+
+    @staticmethod
+    def _provisioning(users_info: dict) -> tuple[str, dict]:
+        """(a new random password, the admin command creating DB_USER with it, or
+        resetting its password when `usersInfo` says the user exists)."""
+        password = secrets.token_urlsafe(32)
+        if users_info.get("users"):
+            return password, {"updateUser": DB_USER, "pwd": password}
+        return password, {"createUser": DB_USER, "pwd": password, "roles": ["root"]}
+
+    def _store_password(self, password: str) -> None:
+        """Write DATA/credentials.json owner-only (0600), atomically."""
+        tmp = self.credentials_path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(json.dumps({"user": DB_USER, "password": password}) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, self.credentials_path)
+
+    def _provision(self) -> None:
+        """On the daemon started without --auth: create the user, store its password."""
+        with MongoClient(self.public_uri, serverSelectionTimeoutMS=5000) as client:
+            password, command = self._provisioning(client.admin.command("usersInfo", DB_USER))
+            client.admin.command(command)
+            client.admin.command("fsync")  # the user is on disk before its password is stored
+        self._store_password(password)
+
+    async def _aprovision(self) -> None:
+        client: AsyncMongoClient = AsyncMongoClient(self.public_uri, serverSelectionTimeoutMS=5000)
+        try:
+            password, command = self._provisioning(await client.admin.command("usersInfo", DB_USER))
+            await client.admin.command(command)
+            await client.admin.command("fsync")  # the user is on disk before its password is stored
+        finally:
+            await client.close()
+        self._store_password(password)
+
+    def _spawn(self, *, auth: bool) -> None:
         if self.running():
             raise EmbeddedDatabaseError("the embedded database is already running")
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -161,6 +250,7 @@ class EmbeddedDatabase:
             # An acknowledged publication must survive a crash: fsync the
             # journal at every commit (the daemon's default buffers it).
             "--sync-on-commit",
+            *(["--auth"] if auth else []),
             *self.extra_args,
         ]  # fmt: skip
         parent = os.getpid()
@@ -190,9 +280,39 @@ class EmbeddedDatabase:
         return self.process is not None and self.process.poll() is not None
 
     def start(self) -> str:
-        """Start and wait until it answers (blocking). Returns the connection URI."""
+        """Start and wait until it answers (blocking); provision credentials first
+        when the directory has none (module docstring). Returns the connection URI."""
+        if self.auth and self._read_password() is None:
+            self._start_once(auth=False)
+            try:
+                self._provision()
+            finally:
+                self.stop()
+        return self._start_once(auth=self.auth)
+
+    async def astart(self) -> str:
+        """`start()` from the event-loop thread (see PDEATHSIG caveat), waiting without blocking."""
+        if self.auth and self._read_password() is None:
+            await self._astart_once(auth=False)
+            try:
+                await self._aprovision()
+            finally:
+                await self.astop()
+        return await self._astart_once(auth=self.auth)
+
+    def restart(self) -> str:
+        """Start again after the child died: same data directory, same port."""
+        self._requested_port = self.port
+        return self.start()
+
+    async def arestart(self) -> str:
+        self._requested_port = self.port
+        return await self.astart()
+
+    def _start_once(self, *, auth: bool) -> str:
+        self._password = self._read_password() if auth else None
         for attempt in range(3):
-            self._spawn()
+            self._spawn(auth=auth)
             deadline = time.monotonic() + self.startup_timeout
             client = MongoClient(self.uri, serverSelectionTimeoutMS=250, connectTimeoutMS=250)
             try:
@@ -215,10 +335,10 @@ class EmbeddedDatabase:
             # a free port found by bind(0) can be taken before the daemon binds it: retry
         raise self._failure("could not start")  # pragma: no cover
 
-    async def astart(self) -> str:
-        """Start from the event-loop thread (see PDEATHSIG caveat) and wait without blocking."""
+    async def _astart_once(self, *, auth: bool) -> str:
+        self._password = self._read_password() if auth else None
         for attempt in range(3):
-            self._spawn()
+            self._spawn(auth=auth)
             deadline = time.monotonic() + self.startup_timeout
             client: AsyncMongoClient = AsyncMongoClient(
                 self.uri, serverSelectionTimeoutMS=250, connectTimeoutMS=250

@@ -40,7 +40,10 @@ def make_config(
         "log_level": log_level,
         "access_log": access_log,
         "lifespan": "on",
-        "timeout_graceful_shutdown": 10,
+        # SIGTERM: stop accepting, let requests in flight finish this long, then
+        # cancel them (typed 503 from api.app.TypedCancellation), then the lifespan
+        # stops the database
+        "timeout_graceful_shutdown": settings.shutdown_grace_seconds,
         "server_header": False,
         "proxy_headers": False,
         # connection hygiene (docs/operations.md): header and send timeouts and connection cap

@@ -32,6 +32,8 @@
 | ORETRACE_CHECKPOINT_INTERVAL | 2                 | seconds between checkpoints while the log grows      |
 | ORETRACE_WITNESSES           | (none)            | `<vkey>@<url>` witnesses that cosign checkpoints     |
 | ORETRACE_REQUEST_DEADLINE_SECONDS | 10           | all database work of one request (pymongo CSOT)      |
+| ORETRACE_SHUTDOWN_GRACE_SECONDS | 10           | after SIGTERM, in-flight requests may finish this long (then typed 503) |
+| ORETRACE_EMBEDDED_MAX_RESTARTS | 5             | failed restarts in a row of the embedded database before the server exits |
 | ORETRACE_MAX_ANCESTRY_DEPTH  | 256               | levels any ancestry walk may climb (claims, bundles) |
 | ORETRACE_MAX_ANCESTRY_LOTS   | 10000             | lots any ancestry walk may collect                   |
 
@@ -126,6 +128,11 @@ class Settings(BaseModel):
     #: deadline (seconds) for all database work of one request; beyond it the
     #: request answers SERVICE_UNAVAILABLE (or OUTCOME_UNKNOWN during a commit)
     request_deadline_seconds: float = Field(default=10.0, gt=0, le=600)
+    #: after SIGTERM, requests in flight may finish for this long; then they are
+    #: cancelled and answer a typed 503 (api.app.TypedCancellation)
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0, le=600)
+    #: failed restarts in a row of a dead embedded database before the server exits
+    embedded_max_restarts: int = Field(default=5, gt=0, le=100)
     max_ancestry_depth: int = Field(default=256, ge=0)
     max_ancestry_lots: int = Field(default=10_000, gt=0)
 
@@ -148,6 +155,8 @@ class Settings(BaseModel):
             ("checkpoint_interval", "ORETRACE_CHECKPOINT_INTERVAL"),
             ("witnesses", "ORETRACE_WITNESSES"),
             ("request_deadline_seconds", "ORETRACE_REQUEST_DEADLINE_SECONDS"),
+            ("shutdown_grace_seconds", "ORETRACE_SHUTDOWN_GRACE_SECONDS"),
+            ("embedded_max_restarts", "ORETRACE_EMBEDDED_MAX_RESTARTS"),
             ("max_ancestry_depth", "ORETRACE_MAX_ANCESTRY_DEPTH"),
             ("max_ancestry_lots", "ORETRACE_MAX_ANCESTRY_LOTS"),
         ):
@@ -182,6 +191,7 @@ class Settings(BaseModel):
 
     @property
     def ancestry_limit(self):
+        """The store's cap of every ancestry walk (api.store.AncestryLimit)."""
         from .store import AncestryLimit
 
         return AncestryLimit(self.max_ancestry_depth, self.max_ancestry_lots)
