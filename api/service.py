@@ -270,4 +270,5 @@ class Ingestion:
             attestation_id=accepted.attestation_id,
             seq=accepted.seq,
             accepted_at=accepted.accepted_at,
+            log_index=accepted.log_index,
         )

@@ -290,6 +290,7 @@ class AcceptedPublication:
     seq: int
     accepted_at: datetime
     envelope: dict[str, Any]
+    log_index: int | None = None  # its leaf in the transparency log (None: stored before the log)
 
 
 # --------------------------------------------------------------------------- store
@@ -902,6 +903,7 @@ class Store:
             seq=doc["seq"],
             accepted_at=datetime.fromisoformat(doc["accepted_at"].replace("Z", "+00:00")),
             envelope=doc["envelope"],
+            log_index=doc.get("log_index"),
         )
 
     # ------------------------------------------------------------------ resolver reads
