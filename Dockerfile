@@ -54,10 +54,14 @@ USER oretrace
 WORKDIR /var/lib/oretrace
 EXPOSE 8000
 
-# /healthz answers 200 once the database answers (503 otherwise). No curl in a
-# slim image: the interpreter does the request.
+# /livez answers 200 while the process serves HTTP (restart it otherwise); /readyz
+# (= /healthz) also writes and reads the database, for a load balancer's readiness
+# probe. No curl in a slim image: the interpreter does the request.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
-  CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4).status == 200 else 1)"]
+  CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/livez', timeout=4).status == 200 else 1)"]
 
-# MONGODB_URI and ORETRACE_ROOT_PUBLIC_KEY come from the environment (docker run -e / orchestrator secrets).
+# MONGODB_URI, ORETRACE_NETWORK and ORETRACE_ROOT_PUBLIC_KEY come from the environment
+# (docker run -e / orchestrator secrets); so does ORETRACE_LOG_KEY, the transparency
+# log's checkpoint key (hex seed): without it one is generated in the data directory,
+# which must then be a persistent volume (docs/log.md, docs/operations.md).
 CMD ["oretrace", "serve", "--host", "0.0.0.0", "--port", "8000"]
