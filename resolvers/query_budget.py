@@ -68,20 +68,12 @@ CONNECTIONS = frozenset({"lots", "organizations", "sites", "sealedOpenings"})
 RELATIONS = frozenset({"claims", "attestations"})
 #: List fields whose items hold scalars only (bounded by the data, never multiplied
 #: by the query), or a connection's `edges` (the connection carries the multiplier).
-<<<<<<< HEAD
-#: Merkle proofs (`hashes`, `consistencyProof`) hold at most 2*log2(tree size) hashes.
-=======
 #: `hashes` (InclusionProof) and `consistencyProof` are RFC 9162 proofs: at most 64 hex hashes.
->>>>>>> revlog
 UNMULTIPLIED_LISTS = frozenset(
     {"edges", "commitments", "signingKeys", "roles", "lotIds", "parentIds", "hashes", "consistencyProof"}
 )
 #: Root fields without a selection set that still read the database.
-<<<<<<< HEAD
-LEAF_WEIGHTS: dict[str, int] = {"event": 1, "consistencyProof": 1}
-=======
 LEAF_WEIGHTS: dict[str, int] = {"event": 1, "consistencyProof": 1, "logCheckpoint": 1}
->>>>>>> revlog
 #: Fields whose weight is 1 + a provenance depth (one round trip per level).
 DEPTH_WEIGHTED = frozenset({"provenance", "disclosureBundle"})
 ENTITIES = "_entities"
