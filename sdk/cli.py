@@ -1229,7 +1229,7 @@ def _print_plan(plan: dict[str, Any], exact: bool) -> None:
     table.add_column("", no_wrap=True)
     table.add_column("lot / product", overflow="fold", ratio=1)
     for k in ORIGIN_CLASSES:
-        table.add_column(k[:5] + ".", justify="right", no_wrap=True)
+        table.add_column(_class_abbrev(k), justify="right", no_wrap=True)
     fmt = (lambda g: f"{g:,}") if exact else _grams
     for i in plan["inputs"]:
         table.add_row("in", f"{i['lot_id']} {i['product']}", *(fmt(i["grams"][k]) for k in ORIGIN_CLASSES))
@@ -1453,8 +1453,14 @@ def lots(
         console.print("no lots", style="dim")
 
 
+def _class_abbrev(origin_class: str) -> str:
+    """A short, distinct label of an origin class for narrow tables: "ind", "art", "rec-pre", "rec-post"."""
+    head, *rest = origin_class.split("_")
+    return head[:3] + "".join(f"-{part}" for part in rest[:1])
+
+
 def _mix(amounts: dict[str, int]) -> str:
-    """Shares of the origin classes, e.g. "ind 84% rec 16%" (whole percent, rounded down, >0 shown as <1%)."""
+    """Shares of the origin classes, e.g. "ind 84% rec-post 16%" (whole percent, rounded down, >0 shown as <1%)."""
     total = sum(amounts.values())
     if not total:
         return "-"
@@ -1462,7 +1468,7 @@ def _mix(amounts: dict[str, int]) -> str:
     for k in ORIGIN_CLASSES:
         if amounts[k]:
             pct = 100 * amounts[k] // total
-            parts.append(f"{k[:3]} {pct}%" if pct else f"{k[:3]} <1%")
+            parts.append(f"{_class_abbrev(k)} {pct}%" if pct else f"{_class_abbrev(k)} <1%")
     return " ".join(parts)
 
 

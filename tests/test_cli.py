@@ -251,7 +251,7 @@ async def test_lots_command_shows_decrypted_amounts(chain, monkeypatch):
     assert "400,000" in r.output and "300,000" in r.output
     r = await asyncio.to_thread(runner.invoke, app, ["lots", "--wallet", str(path), "--offline", "--json"])
     listed = {x["lot_id"]: x for x in json.loads(r.stdout)}
-    assert listed[chain["lots"]["outputs"][0]]["grams"] == {"industrial": 400_000, "artisanal": 0, "recycled": 0}
+    assert listed[chain["lots"]["outputs"][0]]["grams"] == {"industrial": 400_000, "artisanal": 0, "recycled_pre_consumer": 0, "recycled_post_consumer": 0}
 
 
 async def test_keys_command_writes_a_0600_wallet(tmp_path):
