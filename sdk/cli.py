@@ -1437,8 +1437,7 @@ def lots(
     table.add_column("lot", no_wrap=True)
     table.add_column("product", overflow="fold", ratio=1, min_width=10)
     if exact:
-        for k in ORIGIN_CLASSES:
-            table.add_column(f"{k[:5]}. g", justify="right", no_wrap=True)
+        table.add_column("Co g by origin", justify="right", no_wrap=True)
     else:
         table.add_column("Co", justify="right", no_wrap=True)
         table.add_column("origin mix", no_wrap=True)
@@ -1446,11 +1445,16 @@ def lots(
         table.add_column("held", no_wrap=True)
     for e in shown:
         amounts = e.amounts()
-        cells = [f"{amounts[k]:,}" for k in ORIGIN_CLASSES] if exact else [_grams(e.total), _mix(amounts)]
+        cells = [_exact_by_origin(amounts)] if exact else [_grams(e.total), _mix(amounts)]
         table.add_row(safe(e.lot_id), safe(e.product), *cells, *(["yes" if not e.spent else "no"] if all_ else []))
     console.print(table)
     if not shown:
         console.print("no lots", style="dim")
+
+
+def _exact_by_origin(amounts: dict[str, int]) -> str:
+    """Exact grams per non-zero origin class, one per line ("ind 7,000,000"), so that a row fits 80 columns."""
+    return "\n".join(f"{_class_abbrev(k)} {amounts[k]:,}" for k in ORIGIN_CLASSES if amounts[k]) or "0"
 
 
 def _class_abbrev(origin_class: str) -> str:

@@ -51,3 +51,15 @@ def test_transform_plan_headers_are_distinct_at_80_columns(monkeypatch):
     header = next(line for line in out.getvalue().splitlines() if "lot / product" in line)
     assert "rec-pre" in header and "rec-post" in header, header
     assert header.count("recyc.") == 0, header
+
+
+@pytest.mark.parametrize(
+    ("amounts", "expected"),
+    [
+        ({"industrial": 7_000_000}, "ind 7,000,000"),
+        ({"recycled_pre_consumer": 9_007_199_254_740_991, "artisanal": 1}, "art 1\nrec-pre 9,007,199,254,740,991"),
+        ({}, "0"),
+    ],
+)
+def test_exact_grams_one_class_per_line(amounts, expected):
+    assert cli._exact_by_origin({k: amounts.get(k, 0) for k in ORIGIN_CLASSES}) == expected
