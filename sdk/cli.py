@@ -941,7 +941,7 @@ def _read_request(path: Path, network: str) -> dict[str, Any]:
     except OSError as exc:
         _fail(f"cannot read {path}: {exc.strerror}", EXIT_USAGE)
     except StrictJSONError as exc:
-        _fail(f"{path} is not a registration request (not JSON: {exc})", EXIT_USAGE)
+        _fail(f"{path} is not a registration request ({exc})", EXIT_USAGE)
     if not isinstance(req, dict):
         _fail(f"{path} is not a registration request (a JSON object is expected)", EXIT_USAGE)
     required = ("org_id", "name", "country", "roles", "signing_public_key", "sealing_public_key")

@@ -354,7 +354,7 @@ class Wallet:
         except OSError as exc:
             raise WalletError(f"cannot read wallet {path}: {exc.strerror}") from None
         except StrictJSONError as exc:
-            raise WalletError(f"{path} is not a wallet file (not JSON: {exc})") from None
+            raise WalletError(f"{path} is not a wallet file ({exc})") from None
         return cls.from_json(data, path)
 
     def save(self, path: str | os.PathLike | None = None) -> Path:
