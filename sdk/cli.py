@@ -194,8 +194,19 @@ def _api_url(api: str | None) -> str:
 
 
 def _check_api(api: str) -> None:
+    """Exit 2 unless `api` is an http(s) URL httpx can send to: no spaces or control characters, a valid port."""
+    import httpx
+
     if not api.startswith(("http://", "https://")):
         _fail(f"--api {api!r} is not an http(s) URL (e.g. {DEFAULT_API})", EXIT_USAGE)
+    if not api.isprintable() or any(ch.isspace() for ch in api):
+        _fail(f"--api {api!r} holds spaces or control characters (e.g. {DEFAULT_API})", EXIT_USAGE)
+    try:
+        port = httpx.URL(api).port
+    except httpx.InvalidURL as exc:
+        _fail(f"--api {api!r} is not a valid URL ({exc})", EXIT_USAGE)
+    if port is not None and not 1 <= port <= 65535:
+        _fail(f"--api {api!r}: port {port} is not between 1 and 65535", EXIT_USAGE)
 
 
 def _api_hint(api: str) -> str:
@@ -1433,7 +1444,7 @@ def lots(
         print(json.dumps([{"lot_id": e.lot_id, "product": e.product, "grams": e.amounts(), "total": e.total,
                            "held": not e.spent} for e in shown], indent=2))  # fmt: skip
         return
-    table = Table(title=f"Lots of {w.meta.get('name', w.org_id)} ({w.org_id})", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(title=f"Lots of {safe(w.meta.get('name', w.org_id))} ({safe(w.org_id)})", box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("lot", no_wrap=True)
     table.add_column("product", overflow="fold", ratio=1, min_width=10)
     if exact:
