@@ -7,6 +7,8 @@ message, the parser's reason, no doubled prefix and no traceback.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from typer.testing import CliRunner
 
@@ -51,3 +53,39 @@ def test_not_json_is_said_once(workdir, argv, kind, content):
     assert kind in r.output and "not JSON" in r.output, r.output
     assert "not JSON: not JSON" not in r.output and "not JSON (not JSON" not in r.output, r.output
     assert not (workdir / "new.json").exists()
+
+
+def _set(member, value):
+    def mutate(wallet):
+        wallet[member] = value
+        return wallet
+
+    return mutate
+
+
+def _drop(member):
+    def mutate(wallet):
+        del wallet[member]
+        return wallet
+
+    return mutate
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda wallet: [wallet], "a JSON object is expected"),
+        (_set("lots", "oops"), "'lots' must be a JSON object"),
+        (_drop("signing_key"), "'signing_key' is missing"),
+    ],
+    ids=["array", "lots-oops", "missing-key"],
+)
+def test_a_malformed_wallet_is_named_by_its_path(workdir, mutate, reason):
+    """JSON that is not shaped like a wallet: the message names the file, as for non-JSON."""
+    wallet = json.loads((workdir / "operator.json").read_text())
+    (workdir / "bad.json").write_text(json.dumps(mutate(wallet)))
+    (workdir / "bad.json").chmod(0o600)
+    r = runner.invoke(app, ["lots", "--wallet", "bad.json", "--offline"])
+    assert r.exit_code == 2, r.output
+    text = " ".join(r.output.split())
+    assert "bad.json" in text and "not a wallet file" in text and reason in text, text
