@@ -234,6 +234,15 @@ def _check_output(path: Path) -> None:
         _fail(exc.message, EXIT_USAGE)
 
 
+def _taken(path: Path, advice: str) -> str:
+    """Why a file the command would create is refused: it exists (then `advice`), or it is a
+    symbolic link to nothing (a wallet is written through links, so the target is named)."""
+    if path.is_symlink() and not path.exists():
+        return (f"{path} is a symbolic link to {os.readlink(path)}, which does not exist: remove the link,"
+                " or create the wallet where it points with --wallet <target>")  # fmt: skip
+    return f"{path} exists; {advice}"
+
+
 def _save_new(wallet, path: Path) -> None:
     try:
         wallet.save(path)
@@ -872,7 +881,7 @@ def network_init(
 
     for path, what in ((wallet, "wallet"), (config, "settings file")):
         if path.exists() or path.is_symlink():
-            _fail(f"{path} exists; this network's {what} would be lost (choose another path)", EXIT_USAGE)
+            _fail(_taken(path, f"this network's {what} would be lost (choose another path)"), EXIT_USAGE)
         _check_output(path)
     _check_api(api)
     w = Wallet.generate(OPERATOR, network, key_id="root", name="network operator", roles=[])
@@ -920,7 +929,7 @@ def keys(
     if not 1 <= len(roles) <= 4 or len(set(roles)) != len(roles):
         _fail(f"give one to four different --role values ({', '.join(r.value for r in RoleChoice)})", EXIT_USAGE)
     if (wallet.exists() or wallet.is_symlink()) and not force:
-        _fail(f"{wallet} exists; use --force to overwrite (its keys would be lost)", EXIT_USAGE)
+        _fail(_taken(wallet, "use --force to overwrite (its keys would be lost)"), EXIT_USAGE)
     _check_output(wallet)
     w = Wallet.generate(org, net, key_id=key_id, root_public_key=root, name=name or org, country=country_code, roles=roles)
     _save_new(w, wallet)
@@ -1541,7 +1550,7 @@ def wallet_restore(
 
     if from_backup is not None:
         if (wallet.exists() or wallet.is_symlink()) and not force:
-            _fail(f"{wallet} exists; restore into a new file, or pass --force to replace it", EXIT_USAGE)
+            _fail(_taken(wallet, "restore into a new file, or pass --force to replace it"), EXIT_USAGE)
         _check_output(wallet)
         try:
             fresh = import_keys(from_backup, _passphrase(confirm=False))
