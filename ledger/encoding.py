@@ -136,7 +136,7 @@ def loads_strict(data: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
         try:
             data = bytes(data).decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise StrictJSONError(f"not UTF-8 at byte {exc.start}") from None
+            raise StrictJSONError(f"not JSON: not UTF-8 at byte {exc.start}") from None
     if _nested_deeper_than(data, max_depth):
         raise StrictJSONError(f"nested deeper than {max_depth} levels")
     try:

@@ -84,7 +84,7 @@ def read_backup(path: str | os.PathLike) -> dict[str, Any]:
     except OSError as exc:
         raise BackupError(f"cannot read {path}: {exc.strerror}") from None
     except StrictJSONError as exc:
-        raise BackupError(f"{path} is not a key backup (not JSON: {exc})") from None
+        raise BackupError(f"{path} is not a key backup ({exc})") from None
     kdf = data.get("kdf") if isinstance(data, dict) else None
     if not isinstance(data, dict) or data.get("format") != BACKUP_FORMAT or not isinstance(kdf, dict):
         raise BackupError(f"{path} is not an oretrace key backup ({BACKUP_FORMAT})")

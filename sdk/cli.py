@@ -194,8 +194,19 @@ def _api_url(api: str | None) -> str:
 
 
 def _check_api(api: str) -> None:
+    """Exit 2 unless `api` is an http(s) URL httpx can send to: no spaces or control characters, a valid port."""
+    import httpx
+
     if not api.startswith(("http://", "https://")):
         _fail(f"--api {api!r} is not an http(s) URL (e.g. {DEFAULT_API})", EXIT_USAGE)
+    if not api.isprintable() or any(ch.isspace() for ch in api):
+        _fail(f"--api {api!r} holds spaces or control characters (e.g. {DEFAULT_API})", EXIT_USAGE)
+    try:
+        port = httpx.URL(api).port
+    except httpx.InvalidURL as exc:
+        _fail(f"--api {api!r} is not a valid URL ({exc})", EXIT_USAGE)
+    if port is not None and not 1 <= port <= 65535:
+        _fail(f"--api {api!r}: port {port} is not between 1 and 65535", EXIT_USAGE)
 
 
 def _api_hint(api: str) -> str:
@@ -221,6 +232,15 @@ def _check_output(path: Path) -> None:
         output_file(path)
     except typer.BadParameter as exc:
         _fail(exc.message, EXIT_USAGE)
+
+
+def _taken(path: Path, advice: str) -> str:
+    """Why a file the command would create is refused: it exists (then `advice`), or it is a
+    symbolic link to nothing (a wallet is written through links, so the target is named)."""
+    if path.is_symlink() and not path.exists():
+        return (f"{path} is a symbolic link to {os.readlink(path)}, which does not exist: remove the link,"
+                " or create the wallet where it points with --wallet <target>")  # fmt: skip
+    return f"{path} exists; {advice}"
 
 
 def _save_new(wallet, path: Path) -> None:
@@ -861,7 +881,7 @@ def network_init(
 
     for path, what in ((wallet, "wallet"), (config, "settings file")):
         if path.exists() or path.is_symlink():
-            _fail(f"{path} exists; this network's {what} would be lost (choose another path)", EXIT_USAGE)
+            _fail(_taken(path, f"this network's {what} would be lost (choose another path)"), EXIT_USAGE)
         _check_output(path)
     _check_api(api)
     w = Wallet.generate(OPERATOR, network, key_id="root", name="network operator", roles=[])
@@ -909,7 +929,7 @@ def keys(
     if not 1 <= len(roles) <= 4 or len(set(roles)) != len(roles):
         _fail(f"give one to four different --role values ({', '.join(r.value for r in RoleChoice)})", EXIT_USAGE)
     if (wallet.exists() or wallet.is_symlink()) and not force:
-        _fail(f"{wallet} exists; use --force to overwrite (its keys would be lost)", EXIT_USAGE)
+        _fail(_taken(wallet, "use --force to overwrite (its keys would be lost)"), EXIT_USAGE)
     _check_output(wallet)
     w = Wallet.generate(org, net, key_id=key_id, root_public_key=root, name=name or org, country=country_code, roles=roles)
     _save_new(w, wallet)
@@ -941,7 +961,7 @@ def _read_request(path: Path, network: str) -> dict[str, Any]:
     except OSError as exc:
         _fail(f"cannot read {path}: {exc.strerror}", EXIT_USAGE)
     except StrictJSONError as exc:
-        _fail(f"{path} is not a registration request (not JSON: {exc})", EXIT_USAGE)
+        _fail(f"{path} is not a registration request ({exc})", EXIT_USAGE)
     if not isinstance(req, dict):
         _fail(f"{path} is not a registration request (a JSON object is expected)", EXIT_USAGE)
     required = ("org_id", "name", "country", "roles", "signing_public_key", "sealing_public_key")
@@ -1229,7 +1249,7 @@ def _print_plan(plan: dict[str, Any], exact: bool) -> None:
     table.add_column("", no_wrap=True)
     table.add_column("lot / product", overflow="fold", ratio=1)
     for k in ORIGIN_CLASSES:
-        table.add_column(k[:5] + ".", justify="right", no_wrap=True)
+        table.add_column(_class_abbrev(k), justify="right", no_wrap=True)
     fmt = (lambda g: f"{g:,}") if exact else _grams
     for i in plan["inputs"]:
         table.add_row("in", f"{i['lot_id']} {i['product']}", *(fmt(i["grams"][k]) for k in ORIGIN_CLASSES))
@@ -1433,12 +1453,11 @@ def lots(
         print(json.dumps([{"lot_id": e.lot_id, "product": e.product, "grams": e.amounts(), "total": e.total,
                            "held": not e.spent} for e in shown], indent=2))  # fmt: skip
         return
-    table = Table(title=f"Lots of {w.meta.get('name', w.org_id)} ({w.org_id})", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(title=f"Lots of {safe(w.meta.get('name', w.org_id))} ({safe(w.org_id)})", box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("lot", no_wrap=True)
     table.add_column("product", overflow="fold", ratio=1, min_width=10)
     if exact:
-        for k in ORIGIN_CLASSES:
-            table.add_column(f"{k[:5]}. g", justify="right", no_wrap=True)
+        table.add_column("Co g by origin", justify="right", no_wrap=True)
     else:
         table.add_column("Co", justify="right", no_wrap=True)
         table.add_column("origin mix", no_wrap=True)
@@ -1446,15 +1465,26 @@ def lots(
         table.add_column("held", no_wrap=True)
     for e in shown:
         amounts = e.amounts()
-        cells = [f"{amounts[k]:,}" for k in ORIGIN_CLASSES] if exact else [_grams(e.total), _mix(amounts)]
+        cells = [_exact_by_origin(amounts)] if exact else [_grams(e.total), _mix(amounts)]
         table.add_row(safe(e.lot_id), safe(e.product), *cells, *(["yes" if not e.spent else "no"] if all_ else []))
     console.print(table)
     if not shown:
         console.print("no lots", style="dim")
 
 
+def _exact_by_origin(amounts: dict[str, int]) -> str:
+    """Exact grams per non-zero origin class, one per line ("ind 7,000,000"), so that a row fits 80 columns."""
+    return "\n".join(f"{_class_abbrev(k)} {amounts[k]:,}" for k in ORIGIN_CLASSES if amounts[k]) or "0"
+
+
+def _class_abbrev(origin_class: str) -> str:
+    """A short, distinct label of an origin class for narrow tables: "ind", "art", "rec-pre", "rec-post"."""
+    head, *rest = origin_class.split("_")
+    return head[:3] + "".join(f"-{part}" for part in rest[:1])
+
+
 def _mix(amounts: dict[str, int]) -> str:
-    """Shares of the origin classes, e.g. "ind 84% rec 16%" (whole percent, rounded down, >0 shown as <1%)."""
+    """Shares of the origin classes, e.g. "ind 84% rec-post 16%" (whole percent, rounded down, >0 shown as <1%)."""
     total = sum(amounts.values())
     if not total:
         return "-"
@@ -1462,7 +1492,7 @@ def _mix(amounts: dict[str, int]) -> str:
     for k in ORIGIN_CLASSES:
         if amounts[k]:
             pct = 100 * amounts[k] // total
-            parts.append(f"{k[:3]} {pct}%" if pct else f"{k[:3]} <1%")
+            parts.append(f"{_class_abbrev(k)} {pct}%" if pct else f"{_class_abbrev(k)} <1%")
     return " ".join(parts)
 
 
@@ -1520,7 +1550,7 @@ def wallet_restore(
 
     if from_backup is not None:
         if (wallet.exists() or wallet.is_symlink()) and not force:
-            _fail(f"{wallet} exists; restore into a new file, or pass --force to replace it", EXIT_USAGE)
+            _fail(_taken(wallet, "restore into a new file, or pass --force to replace it"), EXIT_USAGE)
         _check_output(wallet)
         try:
             fresh = import_keys(from_backup, _passphrase(confirm=False))

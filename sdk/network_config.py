@@ -87,7 +87,7 @@ def load_config(explicit: Path | None = None) -> NetworkConfig | None:
     except OSError as exc:
         raise NetworkConfigError(f"{path}: cannot read it ({exc.strerror})") from None
     except StrictJSONError as exc:
-        raise NetworkConfigError(f"{path}: not JSON ({exc})") from None
+        raise NetworkConfigError(f"{path} is not a network settings file ({exc})") from None
     return NetworkConfig.from_json(data, path)
 
 

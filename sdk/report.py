@@ -53,6 +53,11 @@ def read_bundle_file(path: Path) -> dict[str, Any]:
             f"{path}: this is a GraphQL response; the bundle is at .data.disclosureBundle"
             " (e.g. jq .data.disclosureBundle FILE > bundle.json)"
         )
+    if "format" not in data and "events" not in data:
+        raise UnreadableBundle(
+            f"{path}: not a disclosure bundle (a bundle is a JSON object with \"format\" and \"events\";"
+            " get one with: oretrace bundle LOT CLAIM --out FILE)"
+        )
     if data.get("format") == V1_FORMAT:
         raise UnreadableBundle(f"{path}: {V1_REFUSAL}")
     return data

@@ -354,8 +354,11 @@ class Wallet:
         except OSError as exc:
             raise WalletError(f"cannot read wallet {path}: {exc.strerror}") from None
         except StrictJSONError as exc:
-            raise WalletError(f"{path} is not a wallet file (not JSON: {exc})") from None
-        return cls.from_json(data, path)
+            raise WalletError(f"{path} is not a wallet file ({exc})") from None
+        try:
+            return cls.from_json(data, path)
+        except WalletError as exc:
+            raise WalletError(f"{path}: {exc}") from None
 
     def save(self, path: str | os.PathLike | None = None) -> Path:
         """Write the wallet atomically, 0600; through a symbolic link, to the file it points to."""

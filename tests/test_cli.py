@@ -249,9 +249,14 @@ async def test_lots_command_shows_decrypted_amounts(chain, monkeypatch):
         assert product in row and "ind 100%" in row
     r = await asyncio.to_thread(runner.invoke, app, ["lots", "--wallet", str(path), "--api", chain["url"], "--exact"])
     assert "400,000" in r.output and "300,000" in r.output
+    # exact grams at 80 columns: no figure cut with an ellipsis, the product column kept
+    exact_lines = r.output.splitlines()
+    assert max(len(line) for line in exact_lines) <= 80 and "…" not in r.output
+    for lot_id, product in zip(chain["lots"]["outputs"], ("part 1", "part 2")):
+        assert product in next(line for line in exact_lines if lot_id in line)
     r = await asyncio.to_thread(runner.invoke, app, ["lots", "--wallet", str(path), "--offline", "--json"])
     listed = {x["lot_id"]: x for x in json.loads(r.stdout)}
-    assert listed[chain["lots"]["outputs"][0]]["grams"] == {"industrial": 400_000, "artisanal": 0, "recycled": 0}
+    assert listed[chain["lots"]["outputs"][0]]["grams"] == {"industrial": 400_000, "artisanal": 0, "recycled_pre_consumer": 0, "recycled_post_consumer": 0}
 
 
 async def test_keys_command_writes_a_0600_wallet(tmp_path):
