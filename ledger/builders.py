@@ -158,6 +158,23 @@ def build_transfer(*, lot_id: str, to: str, openings: ClassOpenings, receiver_se
     )
 
 
+def balancing_loss(inputs: Mapping[str, ClassOpenings], outputs: Sequence[PlannedOutput]) -> dict[str, Opening]:
+    """The loss per class that balances a transformation exactly: what the inputs hold
+    beyond the outputs (grams), each committed with a fresh blinding, for every class
+    present in an input or output. ProvingError if outputs exceed inputs in some class."""
+    in_openings = list(inputs.values())
+    out_openings = [o.openings for o in outputs]
+    present = {k for item in [*in_openings, *out_openings] for k in item}
+    surpluses = st.class_balances(in_openings, out_openings, {}, Opening.zero())
+    loss: dict[str, Opening] = {}
+    for k, surplus in zip(ORIGIN_CLASSES, surpluses, strict=True):
+        if surplus.value < 0:
+            raise ProvingError(f"outputs exceed inputs in class {k} by {-surplus.value} g")
+        if k in present:
+            loss[k] = Opening.fresh(surplus.value)
+    return loss
+
+
 def build_transform(
     network: str,
     signer: str,
@@ -175,18 +192,9 @@ def build_transform(
     or if the loss in some class exceeds the process's cap
     (`ledger.models.LOSS_CAPS`: q*L_k <= p*In_k).
     """
-    in_openings = list(inputs.values())
-    out_openings = [o.openings for o in outputs]
-    present = {k for item in [*in_openings, *out_openings] for k in item}
-    surpluses = st.class_balances(in_openings, out_openings, {}, Opening.zero())
-    loss: dict[str, Opening] = {}
-    for k, surplus in zip(ORIGIN_CLASSES, surpluses, strict=True):
-        if surplus.value < 0:
-            raise ProvingError(f"outputs exceed inputs in class {k} by {-surplus.value} g")
-        if k in present:
-            loss[k] = Opening.fresh(surplus.value)
+    loss = balancing_loss(inputs, outputs)
     cap_p, cap_q = LOSS_CAPS[process]
-    headroom = st.loss_cap_values(in_openings, loss, process, Opening.zero(), Opening.scale)
+    headroom = st.loss_cap_values(list(inputs.values()), loss, process, Opening.zero(), Opening.scale)
     for k, h in zip(ORIGIN_CLASSES, headroom, strict=True):
         if h.value < 0:
             raise ProvingError(

@@ -34,7 +34,7 @@ from crypto.group import Point
 from crypto.pedersen import Opening, commit_opening
 from crypto.sigma import prove_zero
 from ledger import statements as st
-from ledger.builders import ClassOpenings, PlannedOutput, prove_issue, prove_transform
+from ledger.builders import ClassOpenings, PlannedOutput, balancing_loss, prove_issue, prove_transform
 from ledger.envelope import Envelope
 from ledger.models import ORIGIN_CLASSES, OutputLot, Transform
 from ledger.openings import lots_plaintext, seal
@@ -158,12 +158,8 @@ def launder_loss(
 ) -> Transform:
     """A transformation whose per-class loss (inputs - outputs, balance exact) may
     exceed the process's loss cap: the loss-cap proof is made for max(0, headroom)."""
-    in_openings = list(inputs.values())
-    out_openings = [o.openings for o in outputs]
-    present = {k for item in [*in_openings, *out_openings] for k in item}
-    surpluses = st.class_balances(in_openings, out_openings, {}, Opening.zero())
-    loss = {k: Opening.fresh(s.value) for k, s in zip(ORIGIN_CLASSES, surpluses) if k in present}
-    headroom = st.loss_cap_values(in_openings, loss, process, Opening.zero(), Opening.scale)
+    loss = balancing_loss(inputs, outputs)
+    headroom = st.loss_cap_values(list(inputs.values()), loss, process, Opening.zero(), Opening.scale)
     clamped = [h if h.value >= 0 else Opening(0, h.blinding) for h in headroom]
     return prove_transform(
         network, signer, nonce, process=process, inputs=inputs, outputs=outputs, loss=loss,
