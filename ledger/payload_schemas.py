@@ -24,7 +24,7 @@ from .models import ORIGIN_CLASSES, ORIGIN_CLASSES_VERSION, Payload
 BEGIN = "<!-- payload-schemas:begin -->"
 END = "<!-- payload-schemas:end -->"
 #: Objects in the order a reader meets them: payloads (union order), then nested objects.
-_ORDER = ("RegisterOrganization", "RotateKey", "RevokeKey", "AttestSite", "Issue", "Transfer", "Transform",
+_ORDER = ("RegisterOrganization", "RotateKey", "RevokeKey", "AttestSite", "RevokeAttestation", "Issue", "Transfer", "Transform",
           "PublishClaim", "RegisterLogKey", "KeyEntry", "SiteInfo", "Location", "OutputLot")  # fmt: skip
 
 

@@ -98,7 +98,7 @@ AMOUNTS_OF_EVERY_SIZE = (0, 7, 10**6, 2**64 - 1)
     "make",
     [
         lambda v: lots_plaintext({"lot_" + "a" * 24: {"industrial": Opening(v, 3)}}),  # issuance
-        lambda v: lots_plaintext({"lot_" + "b" * 24: {"industrial": Opening(v, 5), "recycled": Opening(v // 2, 6)}}),
+        lambda v: lots_plaintext({"lot_" + "b" * 24: {"industrial": Opening(v, 5), "recycled_post_consumer": Opening(v // 2, 6)}}),
         lambda v: lots_plaintext({"lot_" + "c" * 24: {"artisanal": Opening(v, 7)},
                                   "lot_" + "d" * 24: {"artisanal": Opening(v // 3, 8)}}),  # fmt: skip
         lambda v: capacity_plaintext("att_" + "e" * 24, Opening(v, 9)),

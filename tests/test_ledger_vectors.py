@@ -40,8 +40,9 @@ def test_ledger_vectors_hold(curve, mlv, stored):
 def test_every_proof_kind_has_its_challenges(stored):
     statements = {t["statement"] for case in stored[1]["cases"] for t in case["transcripts"] if t["challenges"]}
     assert statements == {
-        "oretrace/v1/issue/range", "oretrace/v1/issue/capacity", "oretrace/v1/transform/balance",
-        "oretrace/v1/transform/range", "oretrace/v1/claim/amount_in_range", "oretrace/v1/claim/share_at_least",
+        "oretrace/v2/issue/range", "oretrace/v2/issue/capacity", "oretrace/v2/transform/balance",
+        "oretrace/v2/transform/range", "oretrace/v2/transform/loss-cap", "oretrace/v2/claim/amount_in_range",
+        "oretrace/v2/claim/share_at_least",
     }  # fmt: skip
 
 

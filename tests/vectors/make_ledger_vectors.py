@@ -59,6 +59,7 @@ from ledger.models import (  # noqa: E402
     Payload,
     RegisterLogKey,
     RegisterOrganization,
+    RevokeAttestation,
     RevokeKey,
     Role,
     RotateKey,
@@ -197,6 +198,8 @@ def build() -> tuple[dict, dict, dict]:
                                   openings={"industrial": out}, **params)  # fmt: skip
         env = publish(label, payload, "refiner")
         claims[label] = st.claim_id(NETWORK, "refiner", env.nonce)
+    publish("revoke attestation", RevokeAttestation(site_id="site-1", attestation_id=att_id, reason="vector"),
+            "auditor")  # fmt: skip
     publish("rotate", RotateKey(org_id="trader", new_key=KeyEntry(key_id="k2", public_key=SigningKey(
         _seed("trader/k2")).verify_key.encode().hex())), OPERATOR)  # fmt: skip
     publish("revoke", RevokeKey(org_id="trader", key_id="k1", reason="vector"), OPERATOR)
