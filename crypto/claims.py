@@ -251,11 +251,7 @@ def share_batch_statement(
 ) -> RangeStatement:
     """Bind the share claim into `transcript`; return the range statement to verify (or batch)."""
     commitments = list(commitments)
-    error = _share_error(len(commitments), index, p, q, at_least)
-    if error:
-        raise ProofError("share", error)
-    if any(not isinstance(c, Point) for c in commitments):
-        raise ProofError("share", "commitments must be Points")
+    _refuse_statement("share", _share_error(len(commitments), index, p, q, at_least), commitments)
     _bind_share(transcript, commitments, index, p, q, at_least)
     return RangeStatement(transcript, tuple(share_statements(commitments, index, p, q, at_least)), proof, BITS)
 
@@ -346,11 +342,7 @@ def share_in_range_batch_statement(
 ) -> RangeStatement:
     """Bind the share-in-range claim into `transcript`; return the range statement to verify (or batch)."""
     commitments = list(commitments)
-    error = _share_in_range_error(len(commitments), index, p, p_max, q)
-    if error:
-        raise ProofError("share-in-range", error)
-    if any(not isinstance(c, Point) for c in commitments):
-        raise ProofError("share-in-range", "commitments must be Points")
+    _refuse_statement("share-in-range", _share_in_range_error(len(commitments), index, p, p_max, q), commitments)
     _bind_share_in_range(transcript, commitments, index, p, p_max, q)
     return RangeStatement(transcript, tuple(share_in_range_statements(commitments, index, p, p_max, q)), proof, BITS)
 
@@ -385,6 +377,14 @@ def nonnegative_batch_statement(transcript: Transcript, commitment: Point, proof
 def verify_nonnegative(transcript: Transcript, commitment: Point, proof: RangeProof) -> None:
     """Check a proof that 0 <= v < 2^64. Raises ProofError."""
     _verify(nonnegative_batch_statement(transcript, commitment, proof))
+
+
+def _refuse_statement(claim: str, error: str | None, commitments: Sequence[Point]) -> None:
+    """ProofError(claim, ...) for bad public parameters (`error`) or a commitment that is not a Point."""
+    if error:
+        raise ProofError(claim, error)
+    if any(not isinstance(c, Point) for c in commitments):
+        raise ProofError(claim, "commitments must be Points")
 
 
 def _verify(statement: RangeStatement) -> None:
