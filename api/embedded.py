@@ -66,7 +66,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import quote_plus
+from urllib.parse import quote_plus, urlsplit
 
 from pymongo import AsyncMongoClient, MongoClient
 from pymongo.errors import PyMongoError
@@ -82,6 +82,44 @@ DB_USER = "oretrace"
 
 class EmbeddedDatabaseError(RuntimeError):
     """The embedded database could not be started (message includes its log tail)."""
+
+
+def _credentialed_uri(host: str, port: int, password: str) -> str:
+    return (
+        f"mongodb://{quote_plus(DB_USER)}:{quote_plus(password)}@{host}:{port}"
+        "/?directConnection=true&authSource=admin&authMechanism=SCRAM-SHA-256"
+    )
+
+
+def _read_password(credentials_path: Path) -> str | None:
+    """The password stored in `credentials_path`, or None when it does not exist yet."""
+    try:
+        password = json.loads(credentials_path.read_text())["password"]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise EmbeddedDatabaseError(
+            f"{credentials_path} is unreadable ({exc}); restore it from a backup, or delete it "
+            "to provision a new password at the next start"
+        ) from exc
+    if not isinstance(password, str) or not password:
+        raise EmbeddedDatabaseError(f"{credentials_path} holds no password")
+    return password
+
+
+def local_client_uri(data_dir: str | os.PathLike) -> str:
+    """The URI, with the stored login, of the embedded database a running server started
+    in `data_dir` (its embedded.json and credentials.json): for local tools such as
+    backups and benchmarks. EmbeddedDatabaseError if either file is missing or unreadable."""
+    data_dir = Path(data_dir)
+    try:
+        public = urlsplit(json.loads((data_dir / "embedded.json").read_text())["uri"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise EmbeddedDatabaseError(f"no running embedded database in {data_dir} ({exc})") from exc
+    password = _read_password(data_dir / CREDENTIALS_NAME)
+    if password is None or public.hostname is None or public.port is None:
+        raise EmbeddedDatabaseError(f"{data_dir} holds no login for its embedded database")
+    return _credentialed_uri(public.hostname, public.port, password)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -149,10 +187,7 @@ class EmbeddedDatabase:
         """The connection URI, with the credentials when the daemon runs with --auth."""
         if self._password is None:
             return self.public_uri
-        return (
-            f"mongodb://{quote_plus(DB_USER)}:{quote_plus(self._password)}@{self.host}:{self.port}"
-            "/?directConnection=true&authSource=admin&authMechanism=SCRAM-SHA-256"
-        )
+        return _credentialed_uri(self.host, self.port, self._password)
 
     @property
     def public_uri(self) -> str:
@@ -179,18 +214,7 @@ class EmbeddedDatabase:
 
     def _read_password(self) -> str | None:
         """The stored password, or None when this directory is not provisioned yet."""
-        try:
-            password = json.loads(self.credentials_path.read_text())["password"]
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise EmbeddedDatabaseError(
-                f"{self.credentials_path} is unreadable ({exc}); restore it from a backup, or delete it "
-                "to provision a new password at the next start"
-            ) from exc
-        if not isinstance(password, str) or not password:
-            raise EmbeddedDatabaseError(f"{self.credentials_path} holds no password")
-        return password
+        return _read_password(self.credentials_path)
 
     @staticmethod
     def _provisioning(users_info: dict) -> tuple[str, dict]:

@@ -70,6 +70,7 @@ import httpx  # noqa: E402
 from nacl.public import PrivateKey  # noqa: E402
 from nacl.signing import SigningKey  # noqa: E402
 
+from api.embedded import local_client_uri  # noqa: E402
 from api.store import Store  # noqa: E402
 from crypto.pedersen import Opening  # noqa: E402
 from ledger import statements as st  # noqa: E402
@@ -261,7 +262,7 @@ class Server:
             time.sleep(0.1)
         else:
             raise RuntimeError("server did not start")
-        self.db_uri = json.loads((data_dir / "embedded.json").read_text())["uri"]
+        self.db_uri = local_client_uri(data_dir)  # the embedded database requires its login
 
     def stop(self, account: CpuAccount | None = None) -> None:
         if account is not None:
