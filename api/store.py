@@ -90,6 +90,9 @@ COLLECTIONS = (
     "log_checkpoints",
 )
 REGISTRY_TYPES = ("register_organization", "rotate_key", "revoke_key")
+#: The most registry events `registry_event_ids` returns for one organisation (its
+#: registration and key rotations and revocations; the operator signs each one).
+MAX_REGISTRY_EVENTS = 1000
 DUPLICATE_KEY = 11000
 #: `comment` on the readiness probe's commands, so that database profiling (and the
 #: tests' command counters) can tell health checks from request-driven reads.
@@ -967,6 +970,14 @@ class Store:
     async def event(self, event_id: str) -> EventRecord | None:
         doc = await self.events.find_one({"_id": event_id})
         return self._event_record(doc) if doc else None
+
+    async def registry_event_ids(self, org_id: str) -> list[str]:
+        """Ids of the operator-signed registry events about `org_id` (register_organization,
+        rotate_key, revoke_key), in ledger order; at most MAX_REGISTRY_EVENTS."""
+        cursor = self.events.find(
+            {"org_id": org_id, "type": {"$in": list(REGISTRY_TYPES)}}, projection={"_id": 1}
+        ).sort("seq", 1).limit(MAX_REGISTRY_EVENTS)
+        return [d["_id"] async for d in cursor]
 
     @staticmethod
     def _event_record(doc: dict[str, Any]) -> EventRecord:

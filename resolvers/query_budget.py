@@ -70,10 +70,10 @@ RELATIONS = frozenset({"claims", "attestations"})
 #: by the query), or a connection's `edges` (the connection carries the multiplier).
 #: Merkle proofs (`hashes`, `consistencyProof`) hold at most 2*log2(tree size) hashes.
 UNMULTIPLIED_LISTS = frozenset(
-    {"edges", "commitments", "signingKeys", "roles", "lotIds", "parentIds", "hashes", "consistencyProof"}
+    {"edges", "commitments", "signingKeys", "roles", "lotIds", "parentIds", "hashes", "consistencyProof", "registryEvents"}
 )
-#: Root fields without a selection set that still read the database.
-LEAF_WEIGHTS: dict[str, int] = {"event": 1, "consistencyProof": 1, "logCheckpoint": 1}
+#: Fields without a selection set that still read the database (one query each).
+LEAF_WEIGHTS: dict[str, int] = {"event": 1, "consistencyProof": 1, "logCheckpoint": 1, "registryEvents": 1}
 #: Fields whose weight is 1 + a provenance depth (one round trip per level).
 DEPTH_WEIGHTED = frozenset({"provenance", "disclosureBundle"})
 ENTITIES = "_entities"

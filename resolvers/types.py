@@ -123,6 +123,14 @@ class Organization:
     sealing_key: str = strawberry.field(description="X25519 public key (hex) openings are sealed to.")
     registered_by_event: strawberry.ID
 
+    @strawberry.field(
+        description="Ids of the operator-signed registry events of this organisation (its registration,"
+        " key rotations and key revocations), in ledger order; at most 1,000. A client that trusts only"
+        " the root key replays them to learn the current keys (docs/sdk.md, 'Keys from rotations')."
+    )
+    async def registry_events(self, info: Info) -> list[strawberry.ID]:
+        return [strawberry.ID(e) for e in await info.context.store.registry_event_ids(str(self.id))]
+
     @classmethod
     def from_record(cls, org: m.Organization) -> Organization:
         return cls(

@@ -16,10 +16,20 @@ A wallet pins its network's root public key when it is created
   verified event that created it (issue: the class from the verified
   attestation; transform: the output's commitments).
 
-Limit: rotate_key events are not served by the API (there is no query listing
-an organisation's registry events), so a key or sealing key added by rotation
-cannot be verified and is refused with `UntrustedAnswer`, never taken on the
-server's word.
+Keys from rotations: `organization { registryEvents }` lists the ids of the
+organisation's registry events (registration, rotate_key, revoke_key) in
+ledger order. Each is fetched and checked like the registration (strict
+decoding, id, operator signature under the pinned root key, about this
+organisation, timestamps not going backwards) and replayed: a rotation adds
+its signing key and may replace the sealing key, a revocation makes envelopes
+by the key dated at or after it invalid (the rule of `ledger.bundle`). The
+server's `sealingKey` must be the one the replay ends with.
+
+Limit: the server chooses which events to list. An omitted rotation makes the
+SDK refuse the new key (safe); an omitted revocation or a withheld sealing-key
+rotation cannot be seen from the answers alone: the transparency log's
+monitors (`oretrace monitor`, docs/log.md) are what detect a server hiding
+registry events.
 
 Every refusal is `UntrustedAnswer` (the message says what the server got
 wrong); callers make no change before all checks of an operation passed.
@@ -27,12 +37,13 @@ wrong); callers make no change before all checks of an operation passed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from ledger import statements as st
 from ledger.envelope import Envelope, MalformedEnvelope, parse_envelope, signature_is_valid
-from ledger.models import AttestSite, Issue, RegisterOrganization, Transform
+from ledger.models import AttestSite, Issue, RegisterOrganization, RevokeKey, RotateKey, Transform, timestamp_text
 from ledger.rules import ROOT_KEY_ID
 from ledger.view import OPERATOR
 
@@ -58,9 +69,10 @@ class RegisteredOrganization:
     signing_keys: dict[str, str]  # key id -> Ed25519 public key hex
     sealing_key: str  # X25519 public key hex
     event_id: str  # the register_organization event ("" for the operator)
+    revoked_at: dict[str, datetime] = field(default_factory=dict)  # key id -> the revocation's timestamp
 
 
-_ORG_QUERY = "query($id: ID!) { organization(id: $id) { id sealingKey registeredByEvent } }"
+_ORG_QUERY = "query($id: ID!) { organization(id: $id) { id sealingKey registeredByEvent registryEvents } }"
 _LOT_QUERY = "query($id: ID!) { lot(id: $id) { id createdByEvent } }"
 _ATTESTATION_QUERY = "query($id: ID!) { attestation(id: $id) { id eventId } }"
 
@@ -89,26 +101,55 @@ class Registry:
         if answer is None:
             raise ApiRejection("UNKNOWN_ORGANIZATION", f"organisation {org_id} is not registered")
         event_id = str(answer.get("registeredByEvent"))
-        env = await self._envelope(event_id)
+        env = await self._registry_event(org_id, event_id)
         p = env.payload
-        if env.signer != OPERATOR or env.key_id != ROOT_KEY_ID or not isinstance(p, RegisterOrganization):
+        if not isinstance(p, RegisterOrganization):
             raise UntrustedAnswer(f"event {event_id}, given as {org_id}'s registration, is not an operator registration")
-        if p.org_id != org_id:
-            raise UntrustedAnswer(f"event {event_id}, given as {org_id}'s registration, registers {p.org_id}")
-        if not signature_is_valid(env, self.root_public_key):
-            raise UntrustedAnswer(f"the registration {event_id} of {org_id} is not signed by the pinned root key")
-        if answer.get("sealingKey") != p.sealing_key:
+        listed = answer.get("registryEvents")
+        if not isinstance(listed, list) or not listed or listed[0] != event_id:
+            raise UntrustedAnswer(f"the registry events listed for {org_id} do not start with its registration {event_id}")
+        signing_keys = {k.key_id: k.public_key for k in p.signing_keys}
+        sealing_key, revoked_at, last = p.sealing_key, {}, env.timestamp
+        for later_id in listed[1:]:
+            later = await self._registry_event(org_id, str(later_id))
+            if later.timestamp < last:
+                raise UntrustedAnswer(f"{org_id}'s registry events are not listed in ledger order ({later_id})")
+            last = later.timestamp
+            match later.payload:
+                case RotateKey(new_key=key, sealing_key=new_sealing_key) if key.key_id not in signing_keys:
+                    signing_keys[key.key_id] = key.public_key
+                    sealing_key = new_sealing_key or sealing_key
+                case RevokeKey(key_id=key_id) if key_id in signing_keys and key_id not in revoked_at:
+                    revoked_at[key_id] = later.timestamp
+                case _:
+                    raise UntrustedAnswer(
+                        f"event {later_id}, listed as a registry event of {org_id}, does not apply after the"
+                        " ones before it (a second registration, a duplicate key, or a revocation of an unknown key)"
+                    )
+        if answer.get("sealingKey") != sealing_key:
             raise UntrustedAnswer(
                 f"the server gives {org_id}'s sealing key as {answer.get('sealingKey')!r}; its root-signed"
-                f" registration {event_id} says {p.sealing_key} (a key from a rotation cannot be verified: the API"
-                " serves no rotation events)"
+                f" registry events say {sealing_key}"
             )
         org = RegisteredOrganization(
-            org_id, p.name, tuple(r.value for r in p.roles), {k.key_id: k.public_key for k in p.signing_keys},
-            p.sealing_key, event_id,
-        )  # fmt: skip
+            org_id, p.name, tuple(r.value for r in p.roles), signing_keys, sealing_key, event_id, revoked_at
+        )
         self._orgs[org_id] = org
         return org
+
+    async def _registry_event(self, org_id: str, event_id: str) -> Envelope:
+        """A registry event about `org_id`, signed by the operator's root key."""
+        env = await self._envelope(event_id)
+        if env.signer != OPERATOR or env.key_id != ROOT_KEY_ID:
+            raise UntrustedAnswer(f"event {event_id}, given as a registry event of {org_id}, is not the operator's")
+        if not isinstance(env.payload, RegisterOrganization | RotateKey | RevokeKey):
+            raise UntrustedAnswer(f"event {event_id}, given as a registry event of {org_id}, is not one")
+        if env.payload.org_id != org_id:
+            verb = "registers" if isinstance(env.payload, RegisterOrganization) else "is about"
+            raise UntrustedAnswer(f"event {event_id}, given as a registry event of {org_id}, {verb} {env.payload.org_id}")
+        if not signature_is_valid(env, self.root_public_key):
+            raise UntrustedAnswer(f"the registry event {event_id} of {org_id} is not signed by the pinned root key")
+        return env
 
     async def sealing_key(self, org_id: str) -> str:
         """The X25519 key to seal to `org_id`, from its root-signed registration."""
@@ -124,10 +165,16 @@ class Registry:
         if public_key is None:
             raise UntrustedAnswer(
                 f"event {event_id} is signed with key {env.key_id!r} of {env.signer}, which its root-signed"
-                " registration does not hold"
+                " registry events do not hold"
             )
         if not signature_is_valid(env, public_key):
             raise UntrustedAnswer(f"event {event_id}: the signature does not verify under {env.signer}'s key")
+        revoked_at = signer.revoked_at.get(env.key_id)
+        if revoked_at is not None and env.timestamp >= revoked_at:
+            raise UntrustedAnswer(
+                f"event {event_id} is signed with key {env.key_id!r} of {env.signer}, revoked at"
+                f" {timestamp_text(revoked_at)}, and dated {timestamp_text(env.timestamp)}"
+            )
         self._events[event_id] = env
         return env
 

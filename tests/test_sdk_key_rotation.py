@@ -1,0 +1,233 @@
+"""Keys from rotations, verified against the root key alone (sdk.registry).
+
+A real server on the embedded database. The operator registers an organisation,
+then rotates its signing key (with a new sealing key) and revokes the old one.
+Through the honest endpoint the SDK learns the rotated keys by replaying the
+organisation's root-signed registry events (`organization { registryEvents }`).
+Through a lying endpoint (an httpx transport in front of the real server that
+rewrites chosen answers) every way of misreporting those events is refused
+with UntrustedAnswer, and a transfer to the organisation publishes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from nacl.public import PrivateKey
+from nacl.signing import SigningKey
+
+from ledger.envelope import parse_envelope, sign
+from crypto.pedersen import Opening
+from ledger.models import KeyEntry, RevokeKey, RotateKey, Transfer
+from ledger.openings import lots_plaintext, seal
+from sdk.client import Client
+from sdk.demo_data import attestation_period
+from sdk.publisher import Publisher, new_nonce, sync
+from sdk.registry import Registry, UntrustedAnswer
+from sdk.wallet import Wallet
+
+Rewrite = Callable[[str, dict[str, Any], dict[str, Any]], dict[str, Any]]
+
+
+class LyingTransport(httpx.AsyncBaseTransport):
+    """Forwards to the real server; `rewrite(query, variables, response)` may change the answer."""
+
+    def __init__(self, rewrite: Rewrite):
+        self.rewrite = rewrite
+        self.upstream = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content or b"{}")
+        response = await self.upstream.handle_async_request(request)
+        raw = await response.aread()
+        await response.aclose()
+        answer = self.rewrite(body.get("query", ""), body.get("variables") or {}, json.loads(raw))
+        return httpx.Response(response.status_code, json=answer)
+
+    async def aclose(self) -> None:
+        await self.upstream.aclose()
+
+
+@pytest.fixture(scope="module")
+async def net(live_server, api_settings, root_key: SigningKey, tmp_path_factory):
+    """kr-trader registered with key k1, then rotated to k2 with a new sealing key, k1 revoked;
+    kr-mine holds two issued lots; kr-other has one rotation of its own."""
+    network = api_settings.network
+    root = root_key.verify_key.encode().hex()
+    operator = Wallet.generate("operator", network, key_id="root")
+    operator.signing_seed = bytes(root_key)
+    make = lambda org, roles: Wallet.generate(org, network, root_public_key=root, name=org, country="CD", roles=roles)  # noqa: E731
+    auditor, mine, trader, other = make("kr-auditor", ["auditor"]), make("kr-mine", ["mine"]), make("kr-trader", ["trader"]), make("kr-other", ["trader"])
+    trader.key_id = "k1"
+    old_seed = trader.signing_seed
+    url = f"{live_server}/graphql"
+    async with Client(url) as client:
+        op = Publisher(operator, client)
+        for w in (auditor, mine, trader, other):
+            await op.register_wallet(w)
+        start, end = attestation_period()
+        att = await Publisher(auditor, client).attest_site(
+            site_id="kr-site", operator="kr-mine", name="Rotation pit", country="CD", region="Lualaba",
+            lat=-10.7, lon=25.5, origin_class="industrial", valid_from=start, valid_until=end, capacity_g=10**9,
+        )  # fmt: skip
+        lots = [(await Publisher(mine, client).issue(site_id="kr-site", attestation_id=att.attestation_id,
+                                                      amount_g=g, product="hydroxide")).lot_ids[0]
+                for g in (6_000, 4_000, 2_000)]  # fmt: skip
+        # the trader's new keys, announced by the operator; then its old key is revoked
+        trader.signing_seed, trader.key_id = bytes(SigningKey.generate()), "k2"
+        trader.sealing_secret = bytes(PrivateKey.generate())
+        rotation = await op.submit(op.sign(RotateKey(org_id="kr-trader", new_key=KeyEntry(key_id="k2", public_key=trader.signing_public_hex),
+                                                     sealing_key=trader.sealing_public_hex), new_nonce()))  # fmt: skip
+        revocation = await op.submit(op.sign(RevokeKey(org_id="kr-trader", key_id="k1", reason="rotated"), new_nonce()))
+        other_rotation = await op.submit(op.sign(RotateKey(org_id="kr-other", new_key=KeyEntry(
+            key_id="k9", public_key=SigningKey.generate().verify_key.encode().hex())), new_nonce()))  # fmt: skip
+        registration = (await client.execute('query { organization(id: "kr-trader") { registeredByEvent } }'))[
+            "organization"]["registeredByEvent"]  # fmt: skip
+        issuance = (await client.execute("query($id: ID!) { lot(id: $id) { createdByEvent } }", {"id": lots[1]}))["lot"]["createdByEvent"]
+    return {"url": url, "root": root, "network": network, "mine": mine, "trader": trader, "old_seed": old_seed,
+            "lots": lots, "registration": registration, "rotation": rotation.event_id, "issuance": issuance,
+            "revocation": revocation.event_id, "other_rotation": other_rotation.event_id}  # fmt: skip
+
+
+def a_box(net) -> str:
+    return seal(lots_plaintext({net["lots"][2]: {"industrial": Opening(1, 1)}}), net["trader"].sealing_public_hex)
+
+
+async def owner_of(url: str, lot_id: str) -> str:
+    async with Client(url) as client:
+        return (await client.lot(lot_id))["owner"]["id"]
+
+
+async def test_registry_events_are_listed_in_ledger_order(net):
+    async with Client(net["url"]) as client:
+        org = (await client.execute('query { organization(id: "kr-trader") { registryEvents } }'))["organization"]
+    assert org["registryEvents"] == [net["registration"], net["rotation"], net["revocation"]]
+
+
+async def test_the_sdk_learns_rotated_keys_from_root_signed_events(net):
+    async with Client(net["url"]) as client:
+        registry = Registry(client, net["network"], net["root"])
+        org = await registry.organization("kr-trader")
+        assert org.sealing_key == net["trader"].sealing_public_hex
+        assert org.signing_keys["k2"] == net["trader"].signing_public_hex
+        assert set(org.revoked_at) == {"k1"}
+
+
+async def test_a_transfer_to_a_rotated_organisation_is_sealed_to_its_new_key(net):
+    """End to end: the mine seals the opening to the rotated sealing key; the trader, holding only
+    its new keys, publishes with k2 and opens the box."""
+    trader = net["trader"]
+    async with Client(net["url"]) as client:
+        await Publisher(net["mine"], client, autosave=False).transfer(net["lots"][0], "kr-trader")
+        report = await sync(trader, client)
+        assert report.unreadable == 0 and trader.lots[net["lots"][0]].openings["industrial"].value == 6_000
+        await Publisher(trader, client, autosave=False).transfer(net["lots"][0], "kr-mine")
+    assert await owner_of(net["url"], net["lots"][0]) == "kr-mine"
+
+
+def listing_lie(net, kind: str) -> Rewrite:
+    """Rewrite kr-trader's `registryEvents` (and, for a forgery, serve the forged event)."""
+    forged = sign(RotateKey(org_id="kr-trader", new_key=KeyEntry(key_id="k7", public_key="11" * 32),
+                            sealing_key=bytes(PrivateKey.generate().public_key).hex()),
+                  network=net["network"], signer="operator", key_id="root", signing_key=SigningKey.generate())  # fmt: skip
+
+    def rewrite(query, variables, answer):
+        data = answer.get("data") or {}
+        org = data.get("organization")
+        if "organization(" in query and org and variables.get("id") == "kr-trader":
+            events = org["registryEvents"]
+            org["registryEvents"] = {
+                "omit-rotation": [events[0]],
+                "duplicated": [events[0], events[1], events[1], events[2]],
+                "another-organisation": [events[0], net["other_rotation"], *events[1:]],
+                "not-a-registry-event": [events[0], net["issuance"], *events[1:]],
+                "forged": [*events, forged.event_id],
+                "missing-registration": events[1:],
+                "not-a-list": "everything is fine",
+            }[kind]
+            if kind == "forged":
+                org["sealingKey"] = forged.payload.sealing_key
+        if "event(" in query and variables.get("id") == forged.event_id:
+            data["event"] = {"id": forged.event_id, "type": "rotate_key", "envelope": forged.to_json()}
+        return answer
+
+    return rewrite
+
+
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("omit-rotation", "sealing key"),
+        ("duplicated", "does not apply"),
+        ("another-organisation", "is about kr-other"),
+        ("not-a-registry-event", "is not the operator.s"),
+        ("forged", "not signed by the pinned root key"),
+        ("missing-registration", "do not start with its registration"),
+        ("not-a-list", "do not start with its registration"),
+    ],
+)
+async def test_a_misreported_registry_is_refused_and_nothing_is_published(net, kind, message):
+    async with Client(net["url"], transport=LyingTransport(listing_lie(net, kind))) as client:
+        with pytest.raises(UntrustedAnswer, match=message):
+            await Publisher(net["mine"], client, autosave=False).transfer(net["lots"][1], "kr-trader")
+    assert await owner_of(net["url"], net["lots"][1]) == "kr-mine"
+
+
+@pytest.mark.parametrize("dated", ["after", "at"])
+async def test_an_event_signed_with_a_revoked_key_after_its_revocation_is_refused(net, dated):
+    """A server holding the trader's compromised old key serves an envelope it signed after the
+    revocation; the SDK refuses it (the rule of ledger.bundle), while an event dated before stands."""
+    async with Client(net["url"]) as client:
+        revocation = parse_envelope((await client.event(net["revocation"]))["envelope"])
+    when = revocation.timestamp + (timedelta(seconds=5) if dated == "after" else timedelta(0))
+    forged = sign(Transfer(lot_id=net["lots"][2], to="kr-trader", opening_sealed_to_receiver=a_box(net)),
+                  network=net["network"], signer="kr-trader", key_id="k1", signing_key=SigningKey(net["old_seed"]),
+                  timestamp=when)  # fmt: skip
+
+    def serve_forged(query, variables, answer):
+        if "event(" in query and variables.get("id") == forged.event_id:
+            answer["data"] = {"event": {"id": forged.event_id, "type": "transfer", "envelope": forged.to_json()}}
+        return answer
+
+    async with Client(net["url"], transport=LyingTransport(serve_forged)) as client:
+        with pytest.raises(UntrustedAnswer, match="revoked at"):
+            await Registry(client, net["network"], net["root"]).verified_event(forged.event_id)
+
+
+async def test_an_event_signed_with_the_old_key_before_its_revocation_stands(net):
+    async with Client(net["url"]) as client:
+        revocation = parse_envelope((await client.event(net["revocation"]))["envelope"])
+    earlier = revocation.timestamp - timedelta(seconds=1)
+    signed = sign(Transfer(lot_id=net["lots"][2], to="kr-trader", opening_sealed_to_receiver=a_box(net)),
+                  network=net["network"], signer="kr-trader", key_id="k1", signing_key=SigningKey(net["old_seed"]),
+                  timestamp=earlier)  # fmt: skip
+
+    def serve(query, variables, answer):
+        if "event(" in query and variables.get("id") == signed.event_id:
+            answer["data"] = {"event": {"id": signed.event_id, "type": "transfer", "envelope": signed.to_json()}}
+        return answer
+
+    async with Client(net["url"], transport=LyingTransport(serve)) as client:
+        env = await Registry(client, net["network"], net["root"]).verified_event(signed.event_id)
+    assert env.key_id == "k1"
+
+
+def test_each_registry_listing_counts_one_read_in_the_query_budget():
+    """`registryEvents` is one database query per organisation: a page of 100 organisations
+    asking for it costs 100 more than the same page without it."""
+    from graphql import parse
+
+    from api.settings import Limits
+    from resolvers.query_budget import analyse, operation_of
+
+    def cost(text: str) -> int:
+        document = parse(text)
+        return analyse(operation_of(document, None), document, {}, Limits()).cost
+
+    page = "{ organizations(first: 100) { edges { node { id %s } } } }"
+    assert cost(page % "registryEvents") - cost(page % "") == 100
