@@ -41,7 +41,7 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich import box
@@ -375,18 +375,25 @@ def verify(
     from .trust_store import BESIDE_KEY_NAME, BesideKeyOnly, TrustStoreError, resolve_anchor
 
     out, errors = plain_console(), plain_console(stderr=True)
-    witnesses = _witness_keys(witness or [], min_cosignatures)
+
+    def refuse(exc: Exception, code: int) -> NoReturn:
+        """Nothing was verified: the reason on stderr (and, with --json, as a JSON document)."""
+        errors.print(f"[bold red]error:[/] {safe(exc)}")
+        if as_json:
+            print(json.dumps({"ok": False, "verified": False, "exit_code": code, "error": strip_controls(str(exc)),
+                              "bundle": str(bundle)}, indent=2))  # fmt: skip
+        raise typer.Exit(code)
+
     try:
+        witnesses = _witness_keys(witness or [], min_cosignatures)
         data = read_bundle_file(bundle)
         bundle_network = data.get("network") if isinstance(data.get("network"), str) else None
         anchor = resolve_anchor(root_key=root_key, root_key_file=root_key_file, network=network,
                                 bundle_network=bundle_network, bundle_path=bundle)  # fmt: skip
     except BesideKeyOnly as exc:
-        errors.print(f"[bold red]error:[/] {safe(exc)}")
-        raise typer.Exit(EXIT_BESIDE_KEY) from None
-    except (UnreadableBundle, TrustStoreError) as exc:
-        errors.print(f"[bold red]error:[/] {safe(exc)}")
-        raise typer.Exit(2) from None
+        refuse(exc, EXIT_BESIDE_KEY)
+    except (UnreadableBundle, TrustStoreError, BadWitnessOption) as exc:
+        refuse(exc, 2)
     beside = bundle.parent / BESIDE_KEY_NAME
     try:
         ignored = beside if beside.read_text().strip().lower() != anchor.root_public_key else None
@@ -413,8 +420,12 @@ def verify(
     raise typer.Exit(0 if report.ok else 1)
 
 
+class BadWitnessOption(ValueError):
+    """A --witness or --min-cosignatures value `verify` cannot use (exit 2)."""
+
+
 def _witness_keys(vkeys: list[str], min_cosignatures: int) -> tuple:
-    """--witness vkeys as ledger.checkpoint.NoteKey (type 0x04); exit 2 on a malformed one."""
+    """--witness vkeys as ledger.checkpoint.NoteKey (type 0x04). BadWitnessOption on a malformed one."""
     from ledger.checkpoint import COSIGNATURE_V1, NoteError, distinct_witnesses, parse_vkey
 
     keys = []
@@ -422,16 +433,16 @@ def _witness_keys(vkeys: list[str], min_cosignatures: int) -> tuple:
         try:
             key = parse_vkey(text)
         except NoteError as exc:
-            _fail(f"--witness {text!r}: {exc}", 2)
+            raise BadWitnessOption(f"--witness {text!r}: {exc}") from None
         if key.type != COSIGNATURE_V1:
-            _fail(f"--witness {text!r}: not a cosignature/v1 (type 0x04) key", 2)
+            raise BadWitnessOption(f"--witness {text!r}: not a cosignature/v1 (type 0x04) key")
         keys.append(key)
     try:
         keys = distinct_witnesses(keys)
     except NoteError as exc:
-        _fail(f"--witness: {exc}", 2)
+        raise BadWitnessOption(f"--witness: {exc}") from None
     if min_cosignatures > len(keys):
-        _fail(f"--min-cosignatures {min_cosignatures} needs at least that many --witness keys", 2)
+        raise BadWitnessOption(f"--min-cosignatures {min_cosignatures} needs at least that many --witness keys")
     return tuple(keys)
 
 
