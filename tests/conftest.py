@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import socket
@@ -235,6 +236,29 @@ def publish(ingestion: Ingestion):
         return await ingestion.publish(envelope.to_json())
 
     return run
+
+
+Rewrite = Callable[[str, dict[str, Any], dict[str, Any]], dict[str, Any]]
+
+
+class LyingTransport(httpx.AsyncBaseTransport):
+    """An untrusted server for SDK tests: forwards every request to the real server, and
+    `rewrite(query, variables, answer)` may change the decoded JSON answer before the SDK sees it."""
+
+    def __init__(self, rewrite: Rewrite):
+        self.rewrite = rewrite
+        self.upstream = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content or b"{}")
+        response = await self.upstream.handle_async_request(request)
+        raw = await response.aread()
+        await response.aclose()
+        answer = self.rewrite(body.get("query", ""), body.get("variables") or {}, json.loads(raw))
+        return httpx.Response(response.status_code, json=answer)
+
+    async def aclose(self) -> None:
+        await self.upstream.aclose()
 
 
 def free_port() -> int:

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable
-from typing import Any
 
 import httpx
 import pytest
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
+from conftest import LyingTransport, Rewrite
 from crypto.pedersen import Opening
 from ledger.models import Transfer
 from ledger.openings import capacity_plaintext, lots_plaintext, seal
@@ -33,26 +32,6 @@ from sdk.wallet import Wallet, WalletError
 ATTACKER = PrivateKey.generate()
 ATTACKER_PUBLIC = bytes(ATTACKER.public_key).hex()
 
-Rewrite = Callable[[str, dict[str, Any], dict[str, Any]], dict[str, Any]]
-
-
-class LyingTransport(httpx.AsyncBaseTransport):
-    """Forwards to the real server; `rewrite(query, variables, response)` may change the answer."""
-
-    def __init__(self, rewrite: Rewrite):
-        self.rewrite = rewrite
-        self.upstream = httpx.AsyncHTTPTransport()
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        body = json.loads(request.content or b"{}")
-        response = await self.upstream.handle_async_request(request)
-        raw = await response.aread()
-        await response.aclose()
-        answer = self.rewrite(body.get("query", ""), body.get("variables") or {}, json.loads(raw))
-        return httpx.Response(response.status_code, json=answer)
-
-    async def aclose(self) -> None:
-        await self.upstream.aclose()
 
 
 @pytest.fixture(scope="module")
