@@ -20,16 +20,28 @@ Keys from rotations: `organization { registryEvents }` lists the ids of the
 organisation's registry events (registration, rotate_key, revoke_key) in
 ledger order. Each is fetched and checked like the registration (strict
 decoding, id, operator signature under the pinned root key, about this
-organisation, timestamps not going backwards) and replayed: a rotation adds
-its signing key and may replace the sealing key, a revocation makes envelopes
-by the key dated at or after it invalid (the rule of `ledger.bundle`). The
-server's `sealingKey` must be the one the replay ends with.
+organisation) and replayed in the listed order, under the ledger's rules: a
+rotation adds a key id not seen before and may replace the sealing key, a
+revocation needs a listed, unrevoked key and makes envelopes by it dated at
+or after the revocation invalid (the date half of the rule of
+`ledger.bundle`). The server's `sealingKey` must be the one the replay ends
+with. The events' own dates need not increase: the ledger orders them by
+commit, and each date is only within the server's clock skew.
 
-Limit: the server chooses which events to list. An omitted rotation makes the
-SDK refuse the new key (safe); an omitted revocation or a withheld sealing-key
-rotation cannot be seen from the answers alone: the transparency log's
-monitors (`oretrace monitor`, docs/log.md) are what detect a server hiding
-registry events.
+Freshness: a Registry keeps what it verified (organisations, events), except
+`sealing_key`, which re-reads the listing each time (verified events are not
+fetched again), so a long-lived Publisher seals to the key of the latest
+rotation.
+
+Limit: the server chooses which events to list and in which order. An
+omitted rotation makes the SDK refuse the new key (safe); an omitted
+revocation, a withheld sealing-key rotation, or two sealing-key rotations
+listed the wrong way round cannot be seen from the answers alone: the
+transparency log's monitors (`oretrace monitor`, docs/log.md) are what detect
+a server hiding or reordering registry events. Nor can the SDK see the ledger
+position of other events: an envelope by a revoked key dated before its
+revocation is accepted (a bundle also refuses it when listed after the
+revocation; the ledger refuses it).
 
 Every refusal is `UntrustedAnswer` (the message says what the server got
 wrong); callers make no change before all checks of an operation passed.
@@ -87,10 +99,11 @@ class Registry:
         self._orgs: dict[str, RegisteredOrganization] = {}
         self._events: dict[str, Envelope] = {}
 
-    async def organization(self, org_id: str) -> RegisteredOrganization:
-        """The verified registration of `org_id`. ApiRejection UNKNOWN_ORGANIZATION if the
-        server knows none; UntrustedAnswer if what it shows is not root-signed."""
-        if org_id in self._orgs:
+    async def organization(self, org_id: str, *, fresh: bool = False) -> RegisteredOrganization:
+        """`org_id` as its root-signed registry events state it (kept; `fresh` re-reads the
+        listing). ApiRejection UNKNOWN_ORGANIZATION if the server knows none; UntrustedAnswer
+        if what it shows is not root-signed or does not replay."""
+        if org_id in self._orgs and not fresh:
             return self._orgs[org_id]
         if org_id == OPERATOR:
             org = RegisteredOrganization(OPERATOR, "network operator", ("operator",),
@@ -109,12 +122,9 @@ class Registry:
         if not isinstance(listed, list) or not listed or listed[0] != event_id:
             raise UntrustedAnswer(f"the registry events listed for {org_id} do not start with its registration {event_id}")
         signing_keys = {k.key_id: k.public_key for k in p.signing_keys}
-        sealing_key, revoked_at, last = p.sealing_key, {}, env.timestamp
+        sealing_key, revoked_at = p.sealing_key, {}
         for later_id in listed[1:]:
             later = await self._registry_event(org_id, str(later_id))
-            if later.timestamp < last:
-                raise UntrustedAnswer(f"{org_id}'s registry events are not listed in ledger order ({later_id})")
-            last = later.timestamp
             match later.payload:
                 case RotateKey(new_key=key, sealing_key=new_sealing_key) if key.key_id not in signing_keys:
                     signing_keys[key.key_id] = key.public_key
@@ -138,8 +148,9 @@ class Registry:
         return org
 
     async def _registry_event(self, org_id: str, event_id: str) -> Envelope:
-        """A registry event about `org_id`, signed by the operator's root key."""
-        env = await self._envelope(event_id)
+        """A registry event about `org_id`, signed by the operator's root key (verified once,
+        then kept with the other verified events)."""
+        env = self._events.get(event_id) or await self._envelope(event_id)
         if env.signer != OPERATOR or env.key_id != ROOT_KEY_ID:
             raise UntrustedAnswer(f"event {event_id}, given as a registry event of {org_id}, is not the operator's")
         if not isinstance(env.payload, RegisterOrganization | RotateKey | RevokeKey):
@@ -147,13 +158,16 @@ class Registry:
         if env.payload.org_id != org_id:
             verb = "registers" if isinstance(env.payload, RegisterOrganization) else "is about"
             raise UntrustedAnswer(f"event {event_id}, given as a registry event of {org_id}, {verb} {env.payload.org_id}")
-        if not signature_is_valid(env, self.root_public_key):
-            raise UntrustedAnswer(f"the registry event {event_id} of {org_id} is not signed by the pinned root key")
+        if event_id not in self._events:
+            if not signature_is_valid(env, self.root_public_key):
+                raise UntrustedAnswer(f"the registry event {event_id} of {org_id} is not signed by the pinned root key")
+            self._events[event_id] = env
         return env
 
     async def sealing_key(self, org_id: str) -> str:
-        """The X25519 key to seal to `org_id`, from its root-signed registration."""
-        return (await self.organization(org_id)).sealing_key
+        """The X25519 key (hex) to seal to `org_id` now: from its root-signed registry events,
+        re-read at each call (a rotation since the last call is used)."""
+        return (await self.organization(org_id, fresh=True)).sealing_key
 
     async def verified_event(self, event_id: str) -> Envelope:
         """The envelope of `event_id`, decoded strictly and signed by a registered key of its signer."""

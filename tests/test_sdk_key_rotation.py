@@ -11,7 +11,7 @@ with UntrustedAnswer, and a transfer to the organisation publishes nothing.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from nacl.public import PrivateKey
@@ -66,6 +66,7 @@ async def net(live_server, api_settings, root_key: SigningKey, tmp_path_factory)
             "organization"]["registeredByEvent"]  # fmt: skip
         issuance = (await client.execute("query($id: ID!) { lot(id: $id) { createdByEvent } }", {"id": lots[1]}))["lot"]["createdByEvent"]
     return {"url": url, "root": root, "network": network, "mine": mine, "trader": trader, "old_seed": old_seed,
+            "operator": operator, "root_key": root_key,
             "lots": lots, "registration": registration, "rotation": rotation.event_id, "issuance": issuance,
             "revocation": revocation.event_id, "other_rotation": other_rotation.event_id}  # fmt: skip
 
@@ -192,3 +193,60 @@ def test_each_registry_listing_counts_one_read_in_the_query_budget():
 
     page = "{ organizations(first: 100) { edges { node { id %s } } } }"
     assert cost(page % "registryEvents") - cost(page % "") == 100
+
+
+async def register(net, client: Client, org_id: str) -> Wallet:
+    """A new trader `org_id` (key k1), registered by the operator."""
+    wallet = Wallet.generate(org_id, net["network"], root_public_key=net["root"], name=org_id, country="CD",
+                             roles=["trader"])  # fmt: skip
+    wallet.key_id = "k1"
+    await Publisher(net["operator"], client).register_wallet(wallet)
+    return wallet
+
+
+def operator_signed(net, payload, *, seconds_ago: int = 0):
+    return sign(payload, network=net["network"], signer="operator", key_id="root", signing_key=net["root_key"],
+                timestamp=datetime.now(UTC) - timedelta(seconds=seconds_ago))  # fmt: skip
+
+
+@pytest.mark.parametrize("late", ["revocation", "rotation"])
+async def test_registry_events_committed_out_of_date_order_are_read_as_the_ledger_reads_them(net, late):
+    """The ledger orders registry events by commit; each one's own date need only be within the
+    clock skew of the server. A revocation or rotation signed before, but committed after, another
+    registry event (an envelope resent from the journal, two operator machines, a slow clock) is a
+    registry the server and the offline verifier accept: the SDK must read it too, not refuse the
+    organisation for good."""
+    org_id = f"kr-late-{late}"
+    async with Client(net["url"]) as client:
+        await register(net, client, org_id)
+        new_sealing = bytes(PrivateKey.generate().public_key).hex()
+        rotation = RotateKey(org_id=org_id, new_key=KeyEntry(key_id="k2", public_key=SigningKey.generate().verify_key.encode().hex()),
+                             sealing_key=new_sealing)  # fmt: skip
+        revocation = RevokeKey(org_id=org_id, key_id="k1", reason="compromised")
+        first, second = (rotation, revocation) if late == "revocation" else (revocation, rotation)
+        envelopes = [operator_signed(net, first), operator_signed(net, second, seconds_ago=60)]  # the later one dated earlier
+        op = Publisher(net["operator"], client)
+        for envelope in envelopes:
+            await op.submit(envelope)
+        listed = (await client.execute("query($id: ID!) { organization(id: $id) { registryEvents } }", {"id": org_id}))
+        assert listed["organization"]["registryEvents"][1:] == [e.event_id for e in envelopes]
+        org = await Registry(client, net["network"], net["root"]).organization(org_id)
+    assert set(org.signing_keys) == {"k1", "k2"} and org.sealing_key == new_sealing
+    revoked = next(e for e in envelopes if isinstance(e.payload, RevokeKey))
+    assert org.revoked_at == {"k1": revoked.timestamp}
+
+
+async def test_a_long_lived_registry_seals_to_the_sealing_key_of_a_later_rotation(net):
+    """A Publisher keeps its Registry for its whole life (a service that transfers all day). A
+    rotation of the receiver's sealing key committed after the first transfer must be used for
+    the next one: a key rotated away (lost, or compromised) must not keep receiving boxes."""
+    async with Client(net["url"]) as client:
+        await register(net, client, "kr-fresh")
+        publisher = Publisher(net["mine"], client, autosave=False)
+        before = await publisher.sealing_key_of("kr-fresh")
+        new_sealing = bytes(PrivateKey.generate().public_key).hex()
+        await Publisher(net["operator"], client).submit(operator_signed(net, RotateKey(
+            org_id="kr-fresh", new_key=KeyEntry(key_id="k2", public_key=SigningKey.generate().verify_key.encode().hex()),
+            sealing_key=new_sealing)))  # fmt: skip
+        after = await publisher.sealing_key_of("kr-fresh")
+    assert before != new_sealing and after == new_sealing
