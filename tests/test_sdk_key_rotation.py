@@ -250,3 +250,43 @@ async def test_a_long_lived_registry_seals_to_the_sealing_key_of_a_later_rotatio
             sealing_key=new_sealing)))  # fmt: skip
         after = await publisher.sealing_key_of("kr-fresh")
     assert before != new_sealing and after == new_sealing
+
+
+def root_signed_extra(net, kind: str):
+    """A root-signed registry event of kr-trader that the ledger would refuse after its real ones."""
+    fresh_key = SigningKey.generate().verify_key.encode().hex()
+    payload, network = {
+        "re-add-revoked-key": (RotateKey(org_id="kr-trader", new_key=KeyEntry(key_id="k1", public_key=fresh_key)), net["network"]),
+        "re-add-live-key": (RotateKey(org_id="kr-trader", new_key=KeyEntry(key_id="k2", public_key=fresh_key)), net["network"]),
+        "revoked-twice": (RevokeKey(org_id="kr-trader", key_id="k1", reason="again"), net["network"]),
+        "other-network": (RotateKey(org_id="kr-trader", new_key=KeyEntry(key_id="k8", public_key=fresh_key)), "another-net"),
+    }[kind]  # fmt: skip
+    return sign(payload, network=network, signer="operator", key_id="root", signing_key=net["root_key"])
+
+
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("re-add-revoked-key", "does not apply"),
+        ("re-add-live-key", "does not apply"),
+        ("revoked-twice", "does not apply"),
+        ("other-network", "is for network 'another-net'"),
+    ],
+)
+async def test_a_root_signed_event_the_ledger_would_refuse_is_refused_in_the_listing(net, kind, message):
+    """Signed by the real root key, so only the replay's rules stop it: a revocation then a re-add
+    of the same key id (which would make the revoked key id sign again), a second revocation (which
+    would move the revocation date), an event of another network using the same root key."""
+    extra = root_signed_extra(net, kind)
+
+    def rewrite(query, variables, answer):
+        data = answer.get("data") or {}
+        if "organization(" in query and data.get("organization") and variables.get("id") == "kr-trader":
+            data["organization"]["registryEvents"].append(extra.event_id)
+        if "event(" in query and variables.get("id") == extra.event_id:
+            data["event"] = {"id": extra.event_id, "type": extra.payload.type, "envelope": extra.to_json()}
+        return answer
+
+    async with Client(net["url"], transport=LyingTransport(rewrite)) as client:
+        with pytest.raises(UntrustedAnswer, match=message):
+            await Registry(client, net["network"], net["root"]).organization("kr-trader")
