@@ -37,6 +37,7 @@ import asyncio
 import json
 import os
 import signal
+import stat
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -44,6 +45,8 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+import typer.core
+from typer.exceptions import TyperException
 from rich import box
 from rich.console import Console
 from rich.markup import escape
@@ -331,6 +334,28 @@ def _grams(g: int) -> str:
 #: 3 the only root key in sight lies next to the bundle (never an anchor).
 EXIT_BESIDE_KEY = 3
 
+def _verify_refusal(error: str, code: int, bundle: str | None) -> str:
+    """`verify --json`'s document when nothing was verified (exit 2 or 3): `error` without
+    control characters, `bundle` the path given (null if there was none)."""
+    document = {"ok": False, "verified": False, "exit_code": code, "error": strip_controls(error), "bundle": bundle}
+    return json.dumps(document, indent=2)
+
+
+class _VerifyCommand(typer.core.TyperCommand):
+    """`verify`: with --json, a usage error found before the command runs (a bad option value,
+    an unknown option, no bundle) also prints the refusal document on stdout (`bundle` null);
+    click then prints its usage message on stderr and exits 2 as for any command."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        options = args[: args.index("--")] if "--" in args else list(args)  # the parser consumes `args`
+        try:
+            return super().parse_args(ctx, args)
+        except TyperException as exc:  # typer's click: UsageError, BadParameter, NoSuchOption, ...
+            if "--json" in options:  # `bundle` null: the command line was not understood
+                print(_verify_refusal(exc.format_message(), exc.exit_code, None))
+            raise
+
+
 trust_app = typer.Typer(
     help="Pinned trust anchors: the root public key of each network, for `oretrace verify`.",
     no_args_is_help=True,
@@ -338,7 +363,7 @@ trust_app = typer.Typer(
 app.add_typer(trust_app, name="trust")
 
 
-@app.command()
+@app.command(cls=_VerifyCommand)
 def verify(
     bundle: Annotated[Path, typer.Argument(help="A disclosure bundle (JSON).", show_default=False)],
     root_key: Annotated[str | None, typer.Option("--root-key", help="The network operator's root public key (hex).")] = None,
@@ -380,8 +405,7 @@ def verify(
         """Nothing was verified: the reason on stderr (and, with --json, as a JSON document)."""
         errors.print(f"[bold red]error:[/] {safe(exc)}")
         if as_json:
-            print(json.dumps({"ok": False, "verified": False, "exit_code": code, "error": strip_controls(str(exc)),
-                              "bundle": str(bundle)}, indent=2))  # fmt: skip
+            print(_verify_refusal(str(exc), code, str(bundle)))
         raise typer.Exit(code)
 
     try:
@@ -395,10 +419,8 @@ def verify(
     except (UnreadableBundle, TrustStoreError, BadWitnessOption) as exc:
         refuse(exc, 2)
     beside = bundle.parent / BESIDE_KEY_NAME
-    try:
-        ignored = beside if beside.read_text().strip().lower() != anchor.root_public_key else None
-    except (OSError, UnicodeDecodeError):
-        ignored = None
+    beside_key = _key_file_text(beside)
+    ignored = beside if beside_key is not None and beside_key != anchor.root_public_key else None
 
     started = time.perf_counter()
     checks = dict(
@@ -418,6 +440,27 @@ def verify(
     else:
         print_report(out, report, bundle, anchor, elapsed, ignored)
     raise typer.Exit(0 if report.ok else 1)
+
+
+#: The most of a key file next to a bundle that `verify` reads (a key is 64 hex digits).
+MAX_KEY_FILE_BYTES = 4096
+
+
+def _key_file_text(path: Path) -> str | None:
+    """The key in `path` (stripped, lowercase) if it is a regular file, else None. Opened without
+    blocking and read up to MAX_KEY_FILE_BYTES: a FIFO or a device planted beside a bundle (an
+    archive can carry either, or a link to one) must neither hang `verify` nor fill its memory."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as file:
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            return file.read(MAX_KEY_FILE_BYTES).decode().strip().lower()
+        except (OSError, UnicodeDecodeError):
+            return None
 
 
 class BadWitnessOption(ValueError):

@@ -34,10 +34,14 @@ class UnreadableBundle(Exception):
 
 def read_bundle_file(path: Path) -> dict[str, Any]:
     """The bundle in `path` as a JSON object; UnreadableBundle saying why not."""
+    too_large = UnreadableBundle(f"{path}: larger than {MAX_BUNDLE_BYTES} bytes; not a disclosure bundle")
     try:
         if path.stat().st_size > MAX_BUNDLE_BYTES:
-            raise UnreadableBundle(f"{path}: larger than {MAX_BUNDLE_BYTES} bytes; not a disclosure bundle")
-        raw = path.read_bytes()
+            raise too_large
+        with path.open("rb") as file:  # a pipe (`verify <(curl ...)`) has no size: bound the read itself
+            raw = file.read(MAX_BUNDLE_BYTES + 1)
+        if len(raw) > MAX_BUNDLE_BYTES:
+            raise too_large
     except FileNotFoundError:
         raise UnreadableBundle(f"{path}: no such file") from None
     except OSError as exc:
