@@ -90,9 +90,14 @@ COLLECTIONS = (
     "log_checkpoints",
 )
 REGISTRY_TYPES = ("register_organization", "rotate_key", "revoke_key")
-#: The most registry events `registry_event_ids` returns for one organisation (its
+#: The most registry events `registry_event_ids` lists for one organisation (its
 #: registration and key rotations and revocations; the operator signs each one).
 MAX_REGISTRY_EVENTS = 1000
+
+
+class RegistryTooLong(Exception):
+    """An organisation has more than MAX_REGISTRY_EVENTS registry events: they are not listed
+    (a cut list would hide the latest rotations and revocations)."""
 DUPLICATE_KEY = 11000
 #: `comment` on the readiness probe's commands, so that database profiling (and the
 #: tests' command counters) can tell health checks from request-driven reads.
@@ -973,11 +978,18 @@ class Store:
 
     async def registry_event_ids(self, org_id: str) -> list[str]:
         """Ids of the operator-signed registry events about `org_id` (register_organization,
-        rotate_key, revoke_key), in ledger order; at most MAX_REGISTRY_EVENTS."""
+        rotate_key, revoke_key), in ledger order, all of them. RegistryTooLong if there are
+        more than MAX_REGISTRY_EVENTS (never a list cut short)."""
         cursor = self.events.find(
             {"org_id": org_id, "type": {"$in": list(REGISTRY_TYPES)}}, projection={"_id": 1}
-        ).sort("seq", 1).limit(MAX_REGISTRY_EVENTS)
-        return [d["_id"] async for d in cursor]
+        ).sort("seq", 1).limit(MAX_REGISTRY_EVENTS + 1)
+        ids = [d["_id"] async for d in cursor]
+        if len(ids) > MAX_REGISTRY_EVENTS:
+            raise RegistryTooLong(
+                f"organisation {org_id} has more than {MAX_REGISTRY_EVENTS} registry events; this server does not"
+                " list them (a partial list would hide the latest rotations and revocations)"
+            )
+        return ids
 
     @staticmethod
     def _event_record(doc: dict[str, Any]) -> EventRecord:

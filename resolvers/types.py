@@ -16,8 +16,10 @@ from strawberry.dataloader import DataLoader
 from ledger import models as m
 from ledger.models import ORIGIN_CLASSES
 
+from api.store import RegistryTooLong
+
 from .context import Info
-from .errors import bad_input
+from .errors import PublicError, bad_input
 
 #: A node type built from a ledger record (Lot, Organization, Site, Attestation).
 NodeT = TypeVar("NodeT")
@@ -125,11 +127,16 @@ class Organization:
 
     @strawberry.field(
         description="Ids of the operator-signed registry events of this organisation (its registration,"
-        " key rotations and key revocations), in ledger order; at most 1,000. A client that trusts only"
-        " the root key replays them to learn the current keys (docs/sdk.md, 'Keys from rotations')."
+        " key rotations and key revocations), in ledger order, all of them. More than 1,000: the error"
+        " REGISTRY_TOO_LONG, never a list cut short. A client that trusts only the root key replays them"
+        " to learn the current keys (docs/sdk.md, 'Trusting the server for nothing')."
     )
     async def registry_events(self, info: Info) -> list[strawberry.ID]:
-        return [strawberry.ID(e) for e in await info.context.store.registry_event_ids(str(self.id))]
+        try:
+            ids = await info.context.store.registry_event_ids(str(self.id))
+        except RegistryTooLong as exc:
+            raise PublicError(str(exc), "REGISTRY_TOO_LONG") from None
+        return [strawberry.ID(e) for e in ids]
 
     @classmethod
     def from_record(cls, org: m.Organization) -> Organization:

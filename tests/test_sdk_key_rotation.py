@@ -22,7 +22,7 @@ from crypto.pedersen import Opening
 from ledger.envelope import parse_envelope, sign
 from ledger.models import KeyEntry, RevokeKey, RotateKey, Transfer
 from ledger.openings import lots_plaintext, seal
-from sdk.client import Client
+from sdk.client import ApiRejection, Client
 from sdk.demo_data import attestation_period
 from sdk.publisher import Publisher, new_nonce, sync
 from sdk.registry import Registry, UntrustedAnswer
@@ -290,3 +290,22 @@ async def test_a_root_signed_event_the_ledger_would_refuse_is_refused_in_the_lis
     async with Client(net["url"], transport=LyingTransport(rewrite)) as client:
         with pytest.raises(UntrustedAnswer, match=message):
             await Registry(client, net["network"], net["root"]).organization("kr-trader")
+
+
+async def test_a_registry_longer_than_the_listing_limit_is_refused_not_cut(net, monkeypatch):
+    """The listing keeps the oldest events: cut at the limit, it would drop the latest rotations
+    and revocations while looking complete, and the SDK would accept envelopes by a revoked key.
+    Past the limit the field answers a typed error instead (kr-trader has 3 registry events)."""
+    import api.store
+
+    monkeypatch.setattr(api.store, "MAX_REGISTRY_EVENTS", 2)
+    async with Client(net["url"]) as client:
+        with pytest.raises(ApiRejection, match="more than 2 registry events") as refused:
+            await client.execute('query { organization(id: "kr-trader") { registryEvents } }')
+        assert refused.value.code == "REGISTRY_TOO_LONG"
+        with pytest.raises(ApiRejection, match="REGISTRY_TOO_LONG"):
+            await Registry(client, net["network"], net["root"]).organization("kr-trader")
+    monkeypatch.setattr(api.store, "MAX_REGISTRY_EVENTS", 3)  # exactly at the limit: listed in full
+    async with Client(net["url"]) as client:
+        org = await Registry(client, net["network"], net["root"]).organization("kr-trader")
+    assert set(org.revoked_at) == {"k1"}
