@@ -28,6 +28,14 @@ from ledger.errors import RETRYABLE_CODES, Code
 
 #: Codes after which `publish` resends the same envelope.
 RETRYABLE = frozenset(code.value for code in RETRYABLE_CODES)
+#: The largest answer the client reads (bytes). The largest honest answers are disclosure
+#: bundles: ~5 KB per event, so this leaves room for bundles of tens of thousands of events.
+MAX_RESPONSE_BYTES = 256 * 2**20
+
+
+def _shown(content: bytes) -> str:
+    """The start of an answer that is not a GraphQL response, for an error message."""
+    return repr(content[:300].decode("utf-8", "replace"))
 
 
 class ApiError(Exception):
@@ -85,9 +93,12 @@ class Client:
         timeout: float = 120.0,
         headers: dict[str, str] | None = None,
         publish_attempts: int = 5,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ):
         self.url = url
         self.publish_attempts = max(1, publish_attempts)
+        self.timeout = timeout
+        self.max_response_bytes = max_response_bytes
         self._http = httpx.AsyncClient(
             transport=transport,
             timeout=timeout,
@@ -109,18 +120,15 @@ class Client:
         body: dict[str, Any] = {"query": query}
         if variables:
             body["variables"] = variables
-        try:
-            response = await self._http.post(self.url, json=body)
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise ApiError(f"cannot reach {self.url}: {exc.__class__.__name__}: {exc}") from exc
+        status, content = await self._post(body)
         try:
             # the one I-JSON reader: a hostile endpoint's deep nesting must not crash the
             # C decoder (py_ecc raises the recursion limit), nor duplicate names go unseen
-            payload = loads_strict(response.content)
+            payload = loads_strict(content)
         except ValueError:  # StrictJSONError is a ValueError
-            raise ApiError(f"HTTP {response.status_code} from {self.url}: {response.text[:300]!r}") from None
+            raise ApiError(f"HTTP {status} from {self.url}: {_shown(content)}") from None
         if not isinstance(payload, dict):
-            raise ApiError(f"HTTP {response.status_code}: not a GraphQL response")
+            raise ApiError(f"HTTP {status}: not a GraphQL response")
         errors = payload.get("errors") or []
         if errors:
             first = errors[0] if isinstance(errors[0], dict) else {"message": str(errors[0])}
@@ -128,13 +136,35 @@ class Client:
             message = first.get("message", "")
             if code and code != "INTERNAL_SERVER_ERROR":
                 raise ApiRejection(str(code), message, path=first.get("path"))
-            raise ApiError(f"GraphQL error (HTTP {response.status_code}): {message}")
-        if response.status_code >= 400:
-            raise ApiError(f"HTTP {response.status_code} from {self.url}: {response.text[:300]!r}")
+            raise ApiError(f"GraphQL error (HTTP {status}): {message}")
+        if status >= 400:
+            raise ApiError(f"HTTP {status} from {self.url}: {_shown(content)}")
         data = payload.get("data")
         if data is None:
             raise ApiError("GraphQL response without data")
         return data
+
+    async def _post(self, body: dict[str, Any]) -> tuple[int, bytes]:
+        """POST `body`; (status, response bytes). The server is not trusted to be brief: the
+        answer is read in chunks, at most `max_response_bytes` of it, and the whole exchange
+        within `timeout` seconds (httpx's own timeout bounds each read, not their sum).
+        ApiError if unreachable, too slow or too large."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                async with self._http.stream("POST", self.url, json=body) as response:
+                    chunks, size = [], 0
+                    async for chunk in response.aiter_bytes():
+                        size += len(chunk)
+                        if size > self.max_response_bytes:
+                            raise ApiError(
+                                f"the answer from {self.url} exceeds {self.max_response_bytes:,} bytes; nothing of it was used"
+                            )
+                        chunks.append(chunk)
+                    return response.status_code, b"".join(chunks)
+        except TimeoutError:
+            raise ApiError(f"no complete answer from {self.url} within {self.timeout:g} s") from None
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise ApiError(f"cannot reach {self.url}: {exc.__class__.__name__}: {exc}") from exc
 
     # ----------------------------------------------------------- mutations
     async def publish(self, envelope: Envelope) -> dict[str, Any]:
