@@ -59,6 +59,7 @@ def settings(root_key: SigningKey, tmp_path_factory) -> Settings:
         network=NETWORK,
         root_public_key=root_key.verify_key.encode().hex(),
         request_deadline_seconds=10,
+        readiness_interval_seconds=0,  # a database check per probe: the probes below follow each fault at once
     )
 
 
