@@ -601,12 +601,20 @@ class GraphQLView(GraphQL):
                     406, f"Not Acceptable: this endpoint answers {GRAPHQL_RESPONSE_JSON} or {APPLICATION_JSON}"
                 )
             request.state.media = media
+        decoded = None
         if request.method == "POST":
             body = await request.body()  # already buffered by BodyLimits
             if len(body) > INLINE_BODY_BYTES:  # decoding and I-JSON checks: up to ~0.2 s of CPU per MiB
                 loop = asyncio.get_running_loop()
-                _DECODED_BODY.set((body, await loop.run_in_executor(BODY_DECODER, self._decode_outcome, body)))
-        return await super().run(request, context, root_value)
+                decoded = _DECODED_BODY.set((body, await loop.run_in_executor(BODY_DECODER, self._decode_outcome, body)))
+        try:
+            return await super().run(request, context, root_value)
+        finally:
+            # drop the request's parsed body and encoded answer now: a context outliving the
+            # request (a test's task, a copied context) must not keep megabytes alive
+            if decoded is not None:
+                _DECODED_BODY.reset(decoded)
+            _ENCODED_RESPONSE.set(None)
 
     async def execute_single(self, request, request_adapter, sub_response, context, root_value, request_data):  # type: ignore[override]
         try:

@@ -57,9 +57,9 @@ class ReadinessCheck:
 
     async def ready(self) -> bool:
         now = self.clock()
-        if self.started_at is None or now - self.started_at > self.interval:
-            self._start()
-        if self.completed_at is not None and now - self.completed_at <= self.max_age and self.interval > 0:
+        if self.interval == 0 or self.started_at is None or now - self.started_at > self.interval:
+            self._start()  # unless one is in flight
+        if self.interval > 0 and self.completed_at is not None and now - self.completed_at <= self.max_age:
             return self.result
         return await asyncio.shield(self._in_flight)  # one probe cancelled must not cancel the others' check
 

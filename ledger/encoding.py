@@ -88,6 +88,8 @@ _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
 #: '[' and '{' step +1, ']' and '}' step -1, as byte values 2 and 0 (one is subtracted per step).
 _STEPS = bytes.maketrans(b"[{]}", b"\x02\x02\x00\x00")
+#: Brackets per C-level step of the depth scan (a few ms of work each).
+_DEPTH_CHUNK = 64 * 1024
 
 
 def _nested_deeper_than(text: str, max_depth: int) -> bool:
@@ -96,14 +98,24 @@ def _nested_deeper_than(text: str, max_depth: int) -> bool:
     Checked before json.loads: its C scanner recurses once per level and, when a
     library has raised the recursion limit (py_ecc sets 100,000), overflows the C
     stack on deep input (a segmentation fault, not a RecursionError). Linear time,
-    in C-level loops (regular expressions, accumulate)."""
+    in C-level loops (regular expressions, accumulate). The running depth is
+    computed `_DEPTH_CHUNK` brackets per C call, stopping at the first chunk
+    that goes too deep: one C call over a whole 1 MiB body held Python's GIL
+    for its whole duration (tens of ms), stalling a server's event loop while
+    another thread read a body."""
     if text.count("[") + text.count("{") <= max_depth:
         return False
     brackets = _NOT_BRACKETS.sub("", _JSON_STRING.sub("", text))
     if brackets.count("[") + brackets.count("{") <= max_depth:
         return False
     steps = brackets.encode("ascii").translate(_STEPS)
-    return max(map(operator.sub, accumulate(steps), count(1))) > max_depth
+    total = 0  # sum of the steps so far; the depth after i brackets is that sum minus i
+    for start in range(0, len(steps), _DEPTH_CHUNK):
+        chunk = steps[start : start + _DEPTH_CHUNK]
+        if max(map(operator.sub, accumulate(chunk, initial=total), count(start))) > max_depth:
+            return True
+        total += sum(chunk)
+    return False
 
 
 def _short(path: str, limit: int = 80) -> str:
