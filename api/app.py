@@ -136,6 +136,14 @@ def request_error_code(message: str) -> str:
 # --------------------------------------------------------------------------- body size limit
 
 
+#: POST bodies larger than this are decoded on a worker thread, off the event loop,
+#: and admitted a few at a time (BodyLimits).
+INLINE_BODY_BYTES = 64 * 1024
+#: The thread large bodies are decoded on: one, so that decoding competes with the
+#: event loop for the GIL as one thread, however many large bodies are admitted.
+BODY_DECODER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="oretrace-body-decoder")
+
+
 class BodyLimits:
     """Refuse request bodies above `max_bytes` with 413, and bodies not fully
     received within `timeout` seconds of the request's headers with 408
@@ -494,12 +502,6 @@ GRAPHIQL_CSP = (
 )
 
 
-#: POST bodies larger than this are decoded on a worker thread, off the event loop,
-#: and admitted a few at a time (BodyLimits).
-INLINE_BODY_BYTES = 64 * 1024
-#: The thread large bodies are decoded on: one, so that decoding competes with the
-#: event loop for the GIL as one thread, however many large bodies are admitted.
-BODY_DECODER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="oretrace-body-decoder")
 #: (body, (decoded value, error)) of the current request's large body: a ContextVar,
 #: so concurrent requests never see each other's; matched by identity with the bytes
 #: Strawberry reads back from the same Request.
@@ -645,7 +647,7 @@ class GraphQLView(GraphQL):
             raise HTTPException(503, "the database is restarting; retry later")
         context = Context.create(runtime.store, runtime.ingestion, runtime.settings, request, response)
         context.query_worker = runtime.query_worker
-        request.state.context = context
+        request.state.graphql_extra = context.extra  # read by process_result (the context holds the request)
         return context
 
     async def process_result(self, request: Request, result) -> Any:  # type: ignore[override]
@@ -667,10 +669,9 @@ class GraphQLView(GraphQL):
             data.pop("data", None)
             request.state.sub_response.status_code = 400
         self._retry_hint(request, data)
-        context = getattr(request.state, "context", None)
-        if context is not None and context.extra.get("executed_on_worker"):
+        if getattr(request.state, "graphql_extra", {}).get("executed_on_worker"):
             # a heavy query's answer (up to ~200 KB of JSON) is encoded on the worker too
-            _ENCODED_RESPONSE.set((data, await context.query_worker.encode(data)))
+            _ENCODED_RESPONSE.set((data, await self.runtime.query_worker.encode(data)))
         return data
 
     def encode_json(self, data: object) -> str | bytes:

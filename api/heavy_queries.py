@@ -42,6 +42,7 @@ with 8 of them in flight, /healthz p99 was 0.4-0.8 s (docs/performance.md,
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import threading
@@ -127,7 +128,7 @@ class QueryWorker:
                     executor_class=schema.execution_context_class,
                     operation_extensions=ctx.operation_extensions,
                 )
-                if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
+                if inspect.isawaitable(result):
                     result = await result
             return result
 
