@@ -470,13 +470,20 @@ class DatabaseFaults(SchemaExtension):
         result = self.execution_context.result
         errors = getattr(result, "errors", None)
         if errors:
-            result.errors = [self._typed(e) for e in errors]
+            typed = [self._typed(e) for e in errors]
+            faults = [(e, t) for e, t in zip(errors, typed, strict=True) if t is not e]
+            if faults:  # one line per operation: a 4,096-lot answer past its deadline has thousands
+                first = faults[0][0]
+                log.warning(
+                    "database unavailable for %d field(s), first at %s: %s",
+                    len(faults), ".".join(map(str, first.path or ())), first.original_error,
+                )  # fmt: skip
+            result.errors = typed
 
     @staticmethod
     def _typed(error: GraphQLError) -> GraphQLError:
         if error.original_error is None or not is_infrastructure_fault(error.original_error):
             return error
-        log.warning("database unavailable at %s: %s", ".".join(map(str, error.path or ())), error.original_error)
         body = unavailable_error("the database is unavailable; retry later")
         return GraphQLError(
             body["message"], nodes=error.nodes, source=error.source, positions=error.positions,
@@ -572,7 +579,10 @@ class GraphQLView(GraphQL):
         if decoded is not None and decoded[0] is data:
             value, error = decoded[1]
             if error is not None:
-                raise error
+                try:
+                    raise error
+                finally:  # this frame must not keep the exception that keeps this frame (a cycle)
+                    decoded = error = None
             return value
         return self._decode(data)
 
@@ -593,7 +603,7 @@ class GraphQLView(GraphQL):
         try:
             return cls._decode(data), None
         except HTTPException as exc:
-            return None, exc
+            return None, exc.with_traceback(None)  # not the decoder's frames (they hold the body's text)
 
     async def run(self, request, context=UNSET, root_value=UNSET):  # type: ignore[override]
         if not self.should_render_graphql_ide(self.request_adapter_class(request)):
