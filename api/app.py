@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -51,7 +52,9 @@ from resolvers.schema import build_schema
 
 from . import translog
 from .embedded import EmbeddedDatabase, EmbeddedDatabaseError
+from .heavy_queries import QueryWorker
 from .rate_limit import RateLimit
+from .readiness import ReadinessCheck
 from .service import Ingestion
 from .settings import Settings
 from .store import RETRY_AFTER_SECONDS, Store, is_infrastructure_fault
@@ -133,6 +136,14 @@ def request_error_code(message: str) -> str:
 # --------------------------------------------------------------------------- body size limit
 
 
+#: POST bodies larger than this are decoded on a worker thread, off the event loop,
+#: and admitted a few at a time (BodyLimits).
+INLINE_BODY_BYTES = 64 * 1024
+#: The thread large bodies are decoded on: one, so that decoding competes with the
+#: event loop for the GIL as one thread, however many large bodies are admitted.
+BODY_DECODER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="oretrace-body-decoder")
+
+
 class BodyLimits:
     """Refuse request bodies above `max_bytes` with 413, and bodies not fully
     received within `timeout` seconds of the request's headers with 408
@@ -142,27 +153,55 @@ class BodyLimits:
     Checks Content-Length first, then counts the streamed bytes (chunked
     uploads have no Content-Length). The body is buffered (it is at most
     `max_bytes`) and replayed to the app. Both refusals close the connection.
+
+    **Large bodies** (over `INLINE_BODY_BYTES`) are admitted `large_slots` at a
+    time: a request holds its slot from before its body is read until its
+    response is complete, so the memory of large bodies (the bytes, their
+    parse, the variables, the answer) is bounded by the slots, whatever the
+    number of clients. A request waiting for a slot has not read its body
+    (uvicorn stops reading the socket beyond 64 KiB), so it holds almost
+    nothing; after `large_wait` seconds without a slot it is answered 503
+    SERVICE_UNAVAILABLE with Retry-After (the server is busy: retry later)
+    and the connection closes. A chunked body takes its slot when it passes
+    the threshold. The body timeout counts from the slot (or the headers).
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, timeout: float) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout: float, large_slots: int = 2,
+                 large_wait: float = 10.0) -> None:  # fmt: skip
         self.app = app
         self.max_bytes = max_bytes
         self.timeout = timeout
+        self.large_slots = asyncio.Semaphore(large_slots)
+        self.large_wait = large_wait
 
     @staticmethod
     async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, message: str) -> None:
+        headers = {"Connection": "close"}
+        if status == 503:
+            headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         response = JSONResponse(
             {"errors": [{"message": message, "extensions": {"code": http_error_code(status)}}]},
             status_code=status,
-            headers={"Connection": "close"},
+            headers=headers,
         )
         await response(scope, receive, send)
+
+    async def _admit(self) -> bool:
+        """Take a large-body slot within `large_wait` seconds (False: none came free)."""
+        try:
+            async with asyncio.timeout(self.large_wait):
+                await self.large_slots.acquire()
+        except TimeoutError:
+            return False
+        return True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         too_large = f"request body exceeds the limit of {self.max_bytes} bytes"
+        busy = "the server is parsing as many large request bodies as it allows; retry later"
+        declared = None
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
@@ -173,32 +212,49 @@ class BodyLimits:
                 if declared > self.max_bytes:
                     await self._refuse(scope, receive, send, 413, too_large)
                     return
-        body = bytearray()
+        admitted = False
         try:
-            async with asyncio.timeout(self.timeout):
-                while True:
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        return
-                    body += message.get("body", b"")
-                    if len(body) > self.max_bytes:
-                        await self._refuse(scope, receive, send, 413, too_large)
-                        return
-                    if not message.get("more_body", False):
-                        break
-        except TimeoutError:
-            await self._refuse(scope, receive, send, 408, f"request body not received within {self.timeout:g} s")
-            return
-        replayed = False
+            if declared is not None and declared > INLINE_BODY_BYTES:
+                if not await self._admit():
+                    await self._refuse(scope, receive, send, 503, busy)
+                    return
+                admitted = True
+            body = bytearray()
+            try:
+                async with asyncio.timeout(self.timeout):
+                    while True:
+                        message = await receive()
+                        if message["type"] == "http.disconnect":
+                            return
+                        body += message.get("body", b"")
+                        if len(body) > self.max_bytes:
+                            await self._refuse(scope, receive, send, 413, too_large)
+                            return
+                        if not admitted and len(body) > INLINE_BODY_BYTES:  # chunked: no Content-Length
+                            if not await self._admit():
+                                await self._refuse(scope, receive, send, 503, busy)
+                                return
+                            admitted = True
+                        if not message.get("more_body", False):
+                            break
+            except TimeoutError:
+                await self._refuse(scope, receive, send, 408, f"request body not received within {self.timeout:g} s")
+                return
+            data = bytes(body)
+            del body  # one copy of the body, not two
+            replayed = False
 
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": bytes(body), "more_body": False}
-            return await receive()
+            async def replay() -> Message:
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return {"type": "http.request", "body": data, "more_body": False}
+                return await receive()
 
-        await self.app(scope, replay, send)
+            await self.app(scope, replay, send)
+        finally:
+            if admitted:
+                self.large_slots.release()
 
 
 class TypedCancellation:
@@ -241,6 +297,8 @@ class TypedCancellation:
 
 #: seconds between two checks that the embedded database child is alive
 SUPERVISION_INTERVAL_SECONDS = 0.2
+#: a readiness check that has not answered within this many seconds failed
+READINESS_TIMEOUT_SECONDS = 2.0
 #: back-off between failed restarts of the embedded database: 0.5 s doubling, at most 8 s
 RESTART_BACKOFF_SECONDS = (0.5, 8.0)
 
@@ -258,11 +316,21 @@ class Runtime:
     #: requests answer SERVICE_UNAVAILABLE at once instead of waiting for the deadline
     database_down: bool = False
     _supervisor: asyncio.Task | None = field(default=None, repr=False)
+    #: the shared readiness check of /readyz and /healthz (api.readiness)
+    readiness: ReadinessCheck | None = None
+    #: where heavy queries execute (api.heavy_queries); its thread starts at the first one
+    query_worker: QueryWorker | None = None
 
     def attach(self, store: Store, *, owned: bool) -> None:
         self.store = store
         self.ingestion = Ingestion(store, self.settings)
         self.owns_store = owned
+        self.readiness = ReadinessCheck(
+            lambda timeout: store.ready(timeout),
+            interval=self.settings.readiness_interval_seconds,
+            timeout=READINESS_TIMEOUT_SECONDS,
+        )
+        self.query_worker = QueryWorker(store, self.settings.request_deadline_seconds)
         if store.translog is None:  # one log per store, however many apps share it
             store.translog = translog.open_log(store.db, self.settings)
 
@@ -341,6 +409,10 @@ class Runtime:
             except asyncio.CancelledError:
                 pass
             self._supervisor = None
+        if self.readiness is not None:
+            await self.readiness.close()
+        if self.query_worker is not None:
+            await self.query_worker.close()
         if self.ingestion is not None:
             await asyncio.to_thread(self.ingestion.close)
         if self.store is not None and self.owns_store:
@@ -398,13 +470,20 @@ class DatabaseFaults(SchemaExtension):
         result = self.execution_context.result
         errors = getattr(result, "errors", None)
         if errors:
-            result.errors = [self._typed(e) for e in errors]
+            typed = [self._typed(e) for e in errors]
+            faults = [(e, t) for e, t in zip(errors, typed, strict=True) if t is not e]
+            if faults:  # one line per operation: a 4,096-lot answer past its deadline has thousands
+                first = faults[0][0]
+                log.warning(
+                    "database unavailable for %d field(s), first at %s: %s",
+                    len(faults), ".".join(map(str, first.path or ())), first.original_error,
+                )  # fmt: skip
+            result.errors = typed
 
     @staticmethod
     def _typed(error: GraphQLError) -> GraphQLError:
         if error.original_error is None or not is_infrastructure_fault(error.original_error):
             return error
-        log.warning("database unavailable at %s: %s", ".".join(map(str, error.path or ())), error.original_error)
         body = unavailable_error("the database is unavailable; retry later")
         return GraphQLError(
             body["message"], nodes=error.nodes, source=error.source, positions=error.positions,
@@ -430,14 +509,17 @@ GRAPHIQL_CSP = (
 )
 
 
-#: POST bodies larger than this are decoded on a worker thread, off the event loop.
-INLINE_BODY_BYTES = 64 * 1024
 #: (body, (decoded value, error)) of the current request's large body: a ContextVar,
 #: so concurrent requests never see each other's; matched by identity with the bytes
 #: Strawberry reads back from the same Request.
 _DECODED_BODY: ContextVar[tuple[bytes, tuple[object, HTTPException | None]] | None] = ContextVar(
     "oretrace_decoded_body", default=None
 )
+
+
+#: (response data, its JSON text) of the current request when encoded off the loop
+#: (GraphQLView.process_result); matched by identity in encode_json.
+_ENCODED_RESPONSE: ContextVar[tuple[object, str] | None] = ContextVar("oretrace_encoded_response", default=None)
 
 
 class GraphQLView(GraphQL):
@@ -497,7 +579,10 @@ class GraphQLView(GraphQL):
         if decoded is not None and decoded[0] is data:
             value, error = decoded[1]
             if error is not None:
-                raise error
+                try:
+                    raise error
+                finally:  # this frame must not keep the exception that keeps this frame (a cycle)
+                    decoded = error = None
             return value
         return self._decode(data)
 
@@ -518,7 +603,7 @@ class GraphQLView(GraphQL):
         try:
             return cls._decode(data), None
         except HTTPException as exc:
-            return None, exc
+            return None, exc.with_traceback(None)  # not the decoder's frames (they hold the body's text)
 
     async def run(self, request, context=UNSET, root_value=UNSET):  # type: ignore[override]
         if not self.should_render_graphql_ide(self.request_adapter_class(request)):
@@ -528,11 +613,20 @@ class GraphQLView(GraphQL):
                     406, f"Not Acceptable: this endpoint answers {GRAPHQL_RESPONSE_JSON} or {APPLICATION_JSON}"
                 )
             request.state.media = media
+        decoded = None
         if request.method == "POST":
             body = await request.body()  # already buffered by BodyLimits
-            if len(body) > INLINE_BODY_BYTES:  # decoding and I-JSON checks: ~0.2 s of CPU per MiB
-                _DECODED_BODY.set((body, await asyncio.to_thread(self._decode_outcome, body)))
-        return await super().run(request, context, root_value)
+            if len(body) > INLINE_BODY_BYTES:  # decoding and I-JSON checks: up to ~0.2 s of CPU per MiB
+                loop = asyncio.get_running_loop()
+                decoded = _DECODED_BODY.set((body, await loop.run_in_executor(BODY_DECODER, self._decode_outcome, body)))
+        try:
+            return await super().run(request, context, root_value)
+        finally:
+            # drop the request's parsed body and encoded answer now: a context outliving the
+            # request (a test's task, a copied context) must not keep megabytes alive
+            if decoded is not None:
+                _DECODED_BODY.reset(decoded)
+            _ENCODED_RESPONSE.set(None)
 
     async def execute_single(self, request, request_adapter, sub_response, context, root_value, request_data):  # type: ignore[override]
         try:
@@ -561,7 +655,10 @@ class GraphQLView(GraphQL):
             raise HTTPException(503, "the database is not connected yet")
         if runtime.database_down:
             raise HTTPException(503, "the database is restarting; retry later")
-        return Context.create(runtime.store, runtime.ingestion, runtime.settings, request, response)
+        context = Context.create(runtime.store, runtime.ingestion, runtime.settings, request, response)
+        context.query_worker = runtime.query_worker
+        request.state.graphql_extra = context.extra  # read by process_result (the context holds the request)
+        return context
 
     async def process_result(self, request: Request, result) -> Any:  # type: ignore[override]
         if result.errors:
@@ -582,7 +679,17 @@ class GraphQLView(GraphQL):
             data.pop("data", None)
             request.state.sub_response.status_code = 400
         self._retry_hint(request, data)
+        if getattr(request.state, "graphql_extra", {}).get("executed_on_worker"):
+            # a heavy query's answer (up to ~200 KB of JSON) is encoded on the worker too
+            _ENCODED_RESPONSE.set((data, await self.runtime.query_worker.encode(data)))
         return data
+
+    def encode_json(self, data: object) -> str | bytes:
+        """Strawberry's compact JSON; a heavy query's answer arrives encoded (process_result)."""
+        encoded = _ENCODED_RESPONSE.get()
+        if encoded is not None and encoded[0] is data:
+            return encoded[1]
+        return super().encode_json(data)
 
     @staticmethod
     def _retry_hint(request: Request, data: dict[str, Any]) -> None:
@@ -629,9 +736,11 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     view = GraphQLView(runtime)
 
     async def readiness(request: Request) -> Response:
-        """Ready = the database answers a write and the read of it (a panicked or
-        full storage engine fails the write); 503 + Retry-After otherwise."""
-        if runtime.store is not None and not runtime.database_down and await runtime.store.ready():
+        """Ready = the database answered a write and the read of it (a panicked or
+        full storage engine fails the write) in a check at most
+        `settings.readiness_interval_seconds` + 2 s old (api.readiness); 503 +
+        Retry-After otherwise, and at once while the embedded database restarts."""
+        if runtime.store is not None and not runtime.database_down and await runtime.readiness.ready():
             return JSONResponse({"status": "ok"})
         return JSONResponse(
             {"status": "unavailable", "reason": "the database does not accept a write and read"},
@@ -664,7 +773,10 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     )
     app.state.runtime = runtime
     limits = settings.limits
-    app.add_middleware(BodyLimits, max_bytes=limits.max_body_bytes, timeout=limits.body_timeout_seconds)
+    app.add_middleware(
+        BodyLimits, max_bytes=limits.max_body_bytes, timeout=limits.body_timeout_seconds,
+        large_slots=limits.large_body_slots, large_wait=limits.large_body_wait_seconds,
+    )  # fmt: skip
     if limits.rate_limit_per_second > 0:  # outermost: a refused request costs no body read
         app.add_middleware(RateLimit, rate=limits.rate_limit_per_second, burst=limits.rate_limit_burst, exempt=("/healthz",))
     app.add_middleware(TypedCancellation)  # around everything: see its docstring

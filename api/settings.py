@@ -25,6 +25,8 @@
 | ORETRACE_MAX_CONNECTIONS     | 256               | open connections (more are closed; 503 over requests) |
 | ORETRACE_RATE_LIMIT_PER_SECOND | 0 (off)        | requests per second per client address (429 above)   |
 | ORETRACE_RATE_LIMIT_BURST    | 100               | requests a client may send at once                   |
+| ORETRACE_LARGE_BODY_MEMORY_MB | 64               | memory for bodies > 64 KiB in flight: budget / (30 x max body) requests at once (2) |
+| ORETRACE_LARGE_BODY_WAIT_SECONDS | 10            | a large body waits this long for its turn, then 503  |
 | ORETRACE_VERIFY_MODE         | thread            | proof verification in worker `thread`s or `process`es |
 | ORETRACE_VERIFY_WORKERS      | CPU count         | verification workers                                 |
 | ORETRACE_LOG_KEY             | <data_dir>/log-key.hex | hex Ed25519 seed of the log's checkpoint key    |
@@ -36,6 +38,7 @@
 | ORETRACE_EMBEDDED_MAX_RESTARTS | 5             | failed restarts in a row of the embedded database before the server exits |
 | ORETRACE_MAX_ANCESTRY_DEPTH  | 256               | levels any ancestry walk may climb (claims, bundles) |
 | ORETRACE_MAX_ANCESTRY_LOTS   | 10000             | lots any ancestry walk may collect                   |
+| ORETRACE_READINESS_INTERVAL_SECONDS | 1          | /readyz: a new database check at most this often (answers from a check <= this + 2 s old) |
 
 `pydantic-settings` is not a dependency; `Settings.from_env()` does the same
 job with plain pydantic validation (clear errors on bad values).
@@ -71,7 +74,14 @@ _ENV_LIMITS = {
     "max_connections": "ORETRACE_MAX_CONNECTIONS",
     "rate_limit_per_second": "ORETRACE_RATE_LIMIT_PER_SECOND",
     "rate_limit_burst": "ORETRACE_RATE_LIMIT_BURST",
+    "large_body_memory_mb": "ORETRACE_LARGE_BODY_MEMORY_MB",
+    "large_body_wait_seconds": "ORETRACE_LARGE_BODY_WAIT_SECONDS",
 }
+
+#: Peak memory of one request per byte of its body, for bodies of small JSON values
+#: (`[[],[],...]`, `[{},{},...]`: ~25 MB of Python objects per MiB, measured with
+#: tracemalloc, plus the body's bytes and text): sizes the large-body slots.
+BODY_MEMORY_FACTOR = 30
 
 
 class SettingsError(RuntimeError):
@@ -102,6 +112,17 @@ class Limits(BaseModel):
     max_connections: int = Field(default=256, gt=0)
     rate_limit_per_second: float = Field(default=0.0, ge=0)  # off: a front proxy usually limits (docs)
     rate_limit_burst: int = Field(default=100, gt=0)
+    #: memory for request bodies over 64 KiB being read, parsed and served at once
+    #: (api.app.BodyLimits): `large_body_slots` such requests at a time
+    large_body_memory_mb: int = Field(default=64, gt=0)
+    #: a large body waits at most this long for a slot, then 503 + Retry-After
+    large_body_wait_seconds: float = Field(default=10.0, gt=0)
+
+    @property
+    def large_body_slots(self) -> int:
+        """Requests with a body over 64 KiB admitted at once: the memory budget over
+        what one body of `max_body_bytes` may cost (BODY_MEMORY_FACTOR), at least 1."""
+        return max(1, self.large_body_memory_mb * 2**20 // (self.max_body_bytes * BODY_MEMORY_FACTOR))
 
     @property
     def max_clock_skew(self) -> timedelta:
@@ -135,6 +156,9 @@ class Settings(BaseModel):
     embedded_max_restarts: int = Field(default=5, gt=0, le=100)
     max_ancestry_depth: int = Field(default=256, ge=0)
     max_ancestry_lots: int = Field(default=10_000, gt=0)
+    #: /readyz starts a new database check when the latest started longer ago than
+    #: this, and answers from the latest completed one meanwhile (api.readiness)
+    readiness_interval_seconds: float = Field(default=1.0, ge=0, le=60)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -159,6 +183,7 @@ class Settings(BaseModel):
             ("embedded_max_restarts", "ORETRACE_EMBEDDED_MAX_RESTARTS"),
             ("max_ancestry_depth", "ORETRACE_MAX_ANCESTRY_DEPTH"),
             ("max_ancestry_lots", "ORETRACE_MAX_ANCESTRY_LOTS"),
+            ("readiness_interval_seconds", "ORETRACE_READINESS_INTERVAL_SECONDS"),
         ):
             if env.get(var):
                 values[key] = env[var]

@@ -223,6 +223,25 @@ def operation_of(document: DocumentNode, operation_name: str | None) -> Operatio
     return next((o for o in operations if o.name and o.name.value == operation_name), None)
 
 
+def root_fields(operation: OperationDefinitionNode, document: DocumentNode) -> frozenset[str]:
+    """Names of the fields `operation` selects at its root, fragments and inline
+    fragments expanded (each fragment visited once). The document must be valid."""
+    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+    names: set[str] = set()
+    seen: set[str] = set()
+    todo = [operation.selection_set]
+    while todo:
+        for selection in todo.pop().selections:
+            if isinstance(selection, FieldNode):
+                names.add(selection.name.value)
+            elif isinstance(selection, InlineFragmentNode):
+                todo.append(selection.selection_set)
+            elif isinstance(selection, FragmentSpreadNode) and selection.name.value not in seen:
+                seen.add(selection.name.value)
+                todo.append(fragments[selection.name.value].selection_set)
+    return frozenset(names)
+
+
 def analyse(operation: OperationDefinitionNode, document: DocumentNode, variables: Mapping[str, Any],
             limits: Limits) -> Analysis:  # fmt: skip
     """The limit errors and the cost of `operation`, given its coerced

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from api.settings import Limits
+from api.store import Store
 from conftest import build_chain
 from resolvers.query_budget import (
     CONNECTIONS,
@@ -495,7 +496,7 @@ async def test_heavy_operations_execute_a_few_at_a_time(api_settings, store, mon
     app = create_app(settings, store=store)
     running, seen = 0, []
 
-    async def slow_event(event_id: str):
+    async def slow_event(self, event_id: str):  # on the class: heavy ones read through the worker's Store
         nonlocal running
         running += 1
         seen.append(running)
@@ -503,7 +504,7 @@ async def test_heavy_operations_execute_a_few_at_a_time(api_settings, store, mon
         running -= 1
         return None
 
-    monkeypatch.setattr(store, "event", slow_event)
+    monkeypatch.setattr(Store, "event", slow_event)
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
             responses = await asyncio.gather(
@@ -511,6 +512,7 @@ async def test_heavy_operations_execute_a_few_at_a_time(api_settings, store, mon
             )
     finally:
         app.state.runtime.ingestion.close()
+        await app.state.runtime.query_worker.close()
     assert all(r.json() == {"data": {"event": None}} for r in responses)
     assert max(seen) == most_at_once, seen
 

@@ -59,6 +59,7 @@ def settings(root_key: SigningKey, tmp_path_factory) -> Settings:
         network=NETWORK,
         root_public_key=root_key.verify_key.encode().hex(),
         request_deadline_seconds=10,
+        readiness_interval_seconds=0,  # a database check per probe: the probes below follow each fault at once
     )
 
 
@@ -335,6 +336,37 @@ async def test_reads_during_a_database_fault_are_typed_and_retryable(http, admin
             assert response.headers["retry-after"] == "1"
     body = (await http.post("/graphql", json=query)).json()
     assert body == {"data": {"lot": {"id": chain.issued[0]}}}
+
+
+@pytest.fixture(scope="module")
+async def heavy_http(settings: Settings, fstore: Store) -> AsyncIterator:
+    """Every query heavy: it executes on the query worker (api.heavy_queries), own client."""
+    import httpx
+
+    from api.app import create_app
+    from api.settings import Limits
+
+    app = create_app(settings.model_copy(update={"limits": Limits(heavy_query_cost=1)}), store=fstore)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        yield client, app.state.runtime.query_worker
+    app.state.runtime.ingestion.close()
+    await app.state.runtime.query_worker.close()
+
+
+@pytest.mark.parametrize("error", [{"errorCode": 11600}, {"errorCode": 262}, {"closeConnection": True}])
+async def test_a_database_fault_on_the_query_worker_is_typed_as_on_the_loop(http, heavy_http, admin, chain, error):
+    query = {"query": "query($id: ID!) { lot(id: $id) { id owner { id } } }", "variables": {"id": chain.issued[0]}}
+    client, worker = heavy_http
+    executed = worker.executions
+    async with failpoint(admin, {"failCommands": ["find"], **error}):
+        for headers in ({}, GRAPHQL_RESPONSE):
+            on_worker, on_loop = (await client.post("/graphql", json=query, headers=headers),
+                                  await http.post("/graphql", json=query, headers=headers))  # fmt: skip
+            assert (on_worker.status_code, on_worker.json()) == (on_loop.status_code, on_loop.json())
+            assert on_worker.json()["errors"][0]["extensions"] == {"code": "SERVICE_UNAVAILABLE", "retryAfterSeconds": 1}
+            assert on_worker.headers["retry-after"] == "1"
+    assert worker.executions - executed == 2
+    assert (await client.post("/graphql", json=query)).json()["data"]["lot"]["id"] == chain.issued[0]
 
 
 async def test_a_publication_during_a_database_fault_is_503_without_data(http, admin, fworld, chain, fstore):

@@ -1,0 +1,226 @@
+"""Heavy queries execute on the query worker (api.heavy_queries: its own thread,
+event loop and database client), so the server's event loop stays free; the
+answers are exactly those of the normal path. No assertion is timed: "the
+loop stays free" is shown by ordering (probes answer while heavy queries are
+held in the database layer, before they are released)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from api.app import create_app
+from api.settings import Limits, Settings
+from api.store import Store
+from conftest import build_chain
+from resolvers.schema import MAIN_LOOP_ROOT_FIELDS, build_schema
+from resolvers.log import LogQuery
+
+GR = "application/graphql-response+json"
+
+
+@pytest.fixture(scope="module")
+async def chain(world, publish):
+    return await build_chain(world, publish, suffix="-hq")
+
+
+async def _client(settings: Settings, store: Store) -> AsyncIterator[tuple[httpx.AsyncClient, object]]:
+    app = create_app(settings, store=store)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test", timeout=120) as c:
+            yield c, app
+    finally:
+        app.state.runtime.ingestion.close()
+        await app.state.runtime.query_worker.close()
+
+
+def _with_limits(settings: Settings, **limits) -> Settings:
+    return settings.model_copy(update={"limits": Limits(**limits)})
+
+
+@pytest.fixture(scope="module")
+async def on_worker(api_settings: Settings, store: Store):
+    """Every operation heavy (cost >= 1): queries execute on the worker."""
+    async for pair in _client(_with_limits(api_settings, heavy_query_cost=1, max_heavy_operations=2), store):
+        yield pair
+
+
+@pytest.fixture(scope="module")
+async def on_loop(api_settings: Settings, store: Store):
+    """No operation heavy: everything executes on the event loop."""
+    async for pair in _client(_with_limits(api_settings, heavy_query_cost=10**9), store):
+        yield pair
+
+
+def _queries(chain) -> list[tuple[str, dict | None, bool]]:
+    """(query, variables, whether it executes: False when refused before execution)."""
+    refined, issued = chain.refined[0], chain.issued[0]
+    return [
+        ("{ lots(first: 8) { edges { cursor node { id owner { id name } parents { id parentIds } } } "
+         "pageInfo { hasNextPage endCursor } } }", None, True),
+        ("query($l: ID!) { provenance(lotId: $l) { nodes { id owner { id } } edges { parent child } truncated } }",
+         {"l": refined}, True),
+        ("query($r: [_Any!]!) { _entities(representations: $r) { ... on Lot { id owner { name } parents { id } } "
+         "... on Site { id } ... on Organization { id roles } } }",
+         {"r": [{"__typename": "Lot", "id": refined}, {"__typename": "Site", "id": chain.site_id},
+                {"__typename": "Lot", "id": "lot_missing"}, {"__typename": "Nope", "id": "x"},
+                {"__typename": "Organization", "id": "mine-hq"}]}, True),
+        ("query($s: ID!) { site(id: $s) { id attestations(first: 5) { id site { id attestations { id } } } } }",
+         {"s": chain.site_id}, True),
+        ("query($x: ID!) { lot(id: $x) { id } }", {"x": "\ud800"}, False),  # BAD_USER_INPUT before execution
+        ('{ lots(first: 2, after: "not-a-cursor") { edges { node { id } } } }', None, True),  # BAD_USER_INPUT in a resolver
+        ("{ lots(first: 100) { edges { node { parents { parents { parents { id } } } } } } }", None, False),  # QUERY_TOO_COSTLY
+        ('query($l: ID!) { lot(id: $l) { id claims { id } } organization(id: "nobody") { id } }', {"l": issued}, True),
+        ('{ lot(id: "lot_x") { id nope } }', None, False),  # validation error
+    ]
+
+
+@pytest.mark.parametrize("index", range(9))
+@pytest.mark.parametrize("accept", [None, GR])
+async def test_the_worker_answers_exactly_what_the_event_loop_answers(chain, on_worker, on_loop, index, accept):
+    query, variables, executes = _queries(chain)[index]
+    headers = {"content-type": "application/json", **({"accept": accept} if accept else {})}
+    body = json.dumps({"query": query, **({"variables": variables} if variables is not None else {})})  # \ud800 escaped
+    worker_client, worker_app = on_worker
+    loop_client, _ = on_loop
+    worker = worker_app.state.runtime.query_worker
+    executed = worker.executions
+    on_worker_answer = await worker_client.post("/graphql", content=body, headers=headers)
+    on_loop_answer = await loop_client.post("/graphql", content=body, headers=headers)
+    assert on_worker_answer.status_code == on_loop_answer.status_code
+    assert on_worker_answer.headers["content-type"] == on_loop_answer.headers["content-type"]
+    assert on_worker_answer.content == on_loop_answer.content, (on_worker_answer.text, on_loop_answer.text)
+    assert worker.executions - executed == (1 if executes else 0)
+
+
+def test_the_log_fields_stay_on_the_event_loop() -> None:
+    """Every root field of the transparency log (its state lives on the server's loop) is listed."""
+    import strawberry
+
+    log_fields = set(strawberry.Schema(query=LogQuery)._schema.query_type.fields)
+    assert {"logCheckpoint", "inclusionProof"} <= log_fields <= MAIN_LOOP_ROOT_FIELDS
+    assert "disclosureBundle" in MAIN_LOOP_ROOT_FIELDS  # anchors its bundle in the log
+
+
+async def test_a_log_field_in_a_heavy_query_executes_on_the_loop(on_worker, chain) -> None:
+    client, app = on_worker
+    worker = app.state.runtime.query_worker
+    executed = worker.executions
+    response = await client.post("/graphql", json={"query": "{ logCheckpoint lots(first: 1) { edges { node { id } } } }"})
+    assert response.status_code == 200 and "lots" in response.json()["data"], response.text
+    assert worker.executions == executed
+
+
+async def test_mutations_never_execute_on_the_worker(on_worker, world) -> None:
+    client, app = on_worker
+    worker = app.state.runtime.query_worker
+    executed = worker.executions
+    envelope = world.register("heavy-mutation-org", "trader")
+    response = await client.post(
+        "/graphql", json={"query": "mutation($e: JSON!) { registerOrganization(envelope: $e) { eventId } }",
+                          "variables": {"e": envelope.to_json()}},  # fmt: skip
+    )
+    assert response.status_code == 200 and response.json()["data"]["registerOrganization"]["eventId"], response.text
+    assert worker.executions == executed
+
+
+# --------------------------------------------------------------------------- the loop stays free
+
+
+class HeldReads:
+    """Store.list_lots held (on whatever loop calls it) until `release()`."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Semaphore(0)
+        self.gate = threading.Event()
+        self.threads: list[str] = []
+        self.completed = 0  # reads that went on to the database after the gate
+
+    def install(self, monkeypatch) -> None:
+        original = Store.list_lots
+        held = self
+
+        async def list_lots(self, *args, **kwargs):
+            held.threads.append(threading.current_thread().name)
+            held.entered.release()
+            await asyncio.to_thread(held.gate.wait, 60)
+            held.completed += 1
+            return await original(self, *args, **kwargs)
+
+        monkeypatch.setattr(Store, "list_lots", list_lots)
+
+    async def wait_entered(self, n: int) -> None:
+        for _ in range(n):
+            assert await asyncio.to_thread(self.entered.acquire, True, 60), "a held read never started"
+
+    def release(self) -> None:
+        self.gate.set()
+
+
+HEAVY = "{ lots(first: 50) { edges { node { id owner { id } } } } }"
+
+
+@pytest.mark.parametrize("in_flight", [1, 2])
+async def test_probes_answer_while_heavy_queries_are_in_flight(api_settings, store, chain, monkeypatch, in_flight):
+    held = HeldReads()
+    held.install(monkeypatch)
+    settings = _with_limits(api_settings, heavy_query_cost=50, max_heavy_operations=2)
+    async for client, app in _client(settings, store):
+        heavy = [asyncio.create_task(client.post("/graphql", json={"query": HEAVY})) for _ in range(in_flight)]
+        try:
+            await held.wait_entered(in_flight)
+            # the heavy queries are now inside their execution, held; the server still answers
+            probes = [await client.get(path) for path in ("/livez", "/healthz", "/readyz")]
+            cheap = await client.post("/graphql", json={"query": '{ organization(id: "mine-hq") { id } }'})
+            assert not any(task.done() for task in heavy)
+        finally:
+            held.release()
+        answers = await asyncio.gather(*heavy)
+        assert [p.status_code for p in probes] == [200, 200, 200]
+        assert cheap.json() == {"data": {"organization": {"id": "mine-hq"}}}
+        for answer in answers:
+            assert answer.status_code == 200 and len(answer.json()["data"]["lots"]["edges"]) > 0, answer.text
+        assert held.threads == ["oretrace-heavy-queries"] * in_flight  # executed on the worker's thread
+
+
+async def test_heavy_queries_beyond_the_slots_wait_and_cheap_ones_do_not(api_settings, store, chain, monkeypatch):
+    held = HeldReads()
+    held.install(monkeypatch)
+    settings = _with_limits(api_settings, heavy_query_cost=50, max_heavy_operations=1)
+    async for client, app in _client(settings, store):
+        first = asyncio.create_task(client.post("/graphql", json={"query": HEAVY}))
+        try:
+            await held.wait_entered(1)
+            second = asyncio.create_task(client.post("/graphql", json={"query": HEAVY}))
+            cheap = await client.post("/graphql", json={"query": '{ organization(id: "mine-hq") { id } }'})
+            assert cheap.json() == {"data": {"organization": {"id": "mine-hq"}}}
+            assert not first.done() and not second.done() and len(held.threads) == 1  # the second waits its slot
+        finally:
+            held.release()
+        for answer in await asyncio.gather(first, second):
+            assert answer.status_code == 200 and "errors" not in answer.json(), answer.text
+        assert len(held.threads) == 2
+
+
+async def test_a_cancelled_heavy_request_cancels_its_execution_on_the_worker(api_settings, store, chain, monkeypatch):
+    """Shutdown cancels requests in flight (typed 503, api.app.TypedCancellation): the
+    worker's task is cancelled too, it does not run on."""
+    held = HeldReads()
+    held.install(monkeypatch)
+    settings = _with_limits(api_settings, heavy_query_cost=50, max_heavy_operations=1)
+    async for client, app in _client(settings, store):
+        request = asyncio.create_task(client.post("/graphql", json={"query": HEAVY}))
+        await held.wait_entered(1)
+        request.cancel()
+        cancelled = await request
+        assert cancelled.status_code == 503 and cancelled.json()["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
+        held.release()
+        # the slot is free again and the worker still serves
+        answer = await client.post("/graphql", json={"query": HEAVY})
+        assert answer.status_code == 200 and "errors" not in answer.json(), answer.text
+        assert len(held.threads) == 2 and held.completed == 1  # the cancelled read never reached the database

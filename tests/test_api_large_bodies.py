@@ -1,0 +1,179 @@
+"""Request bodies over INLINE_BODY_BYTES (api.app.BodyLimits, GraphQLView.run):
+decoded on the body-decoder thread with exactly the answers of small bodies,
+admitted `Limits.large_body_slots` at a time (the others wait, then 503), and
+not kept once answered. Ordering only, no timing: a request is held inside
+the app by a database read that waits for the test."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import threading
+
+import httpx
+import pytest
+
+from api import app as app_module
+from api.app import INLINE_BODY_BYTES, create_app
+from api.settings import BODY_MEMORY_FACTOR, Limits
+from api.store import Store
+from conftest import build_chain
+
+JSON = {"content-type": "application/json"}
+
+
+@pytest.fixture(scope="module")
+async def chain(world, publish):
+    return await build_chain(world, publish, suffix="-lb")
+
+
+def padded(body: bytes) -> bytes:
+    """The same JSON text with trailing whitespace, past the inline threshold."""
+    return body + b" " * (INLINE_BODY_BYTES + 1 - len(body) + 10)
+
+
+SMALL_BODIES = [
+    json.dumps({"query": "{ __typename }"}).encode(),
+    json.dumps({"query": "query($x: ID!) { lot(id: $x) { id } }", "variables": {"x": "lot_none"}}).encode(),
+    b'{"query": "{ __typename }", "variables": {"a": "\xff"}}',  # not UTF-8
+    b'{"query": "{ __typename }", "query": "{ __typename }"}',  # duplicate member name
+    b'{"query": "{ __typename }", "variables": {"a": ["x", {"b": "\\udc00"}]}}',  # lone surrogate, deep
+    b'{"query": "{ __typename }", "variables": {"a": "\\ud83d\\ude00"}}',  # a surrogate pair: fine
+    b'{"query": "{ __typename }", "variables": {"a": NaN}}',
+    b'{"query": "{ __typename }", "variables": {"a": ' + b"7" * 41 + b"}}",
+    b'{"query": "{ __typename }", "variables": ' + b"[" * 65 + b"]" * 65 + b"}",
+    b'[{"query": "{ __typename }"}]',  # not an object
+    b'{"query": "{ __typename }" "variables": {}}',  # not JSON
+    b"null",
+]
+
+
+@pytest.mark.parametrize("body", SMALL_BODIES, ids=range(len(SMALL_BODIES)))
+async def test_large_bodies_get_the_answers_of_their_small_versions(client, monkeypatch, body: bytes) -> None:
+    threads: list[str] = []
+    decode = app_module.GraphQLView._decode
+
+    def spy(data):
+        threads.append(threading.current_thread().name)
+        return decode(data)
+
+    monkeypatch.setattr(app_module.GraphQLView, "_decode", staticmethod(spy))
+    small = await client.post("/graphql", content=body, headers=JSON)
+    large = await client.post("/graphql", content=padded(body), headers=JSON)
+    assert (large.status_code, large.json()) == (small.status_code, small.json())
+    assert small.status_code in (200, 400) and small.headers["content-type"].startswith("application/json")
+    assert threads[0] == threading.main_thread().name and threads[1].startswith("oretrace-body-decoder"), threads
+
+
+async def test_a_large_body_is_not_kept_once_answered(client) -> None:
+    """Nothing reachable keeps its parsed value once the request is answered, whatever
+    outlives the request (here the test's own task, which ran the app: the context
+    variable that carried the decoded body to Strawberry used to keep it there)."""
+    marker = "marker_not_kept_" + "0" * 8
+    body = json.dumps({"query": "{ __typename }", "variables": {marker: list(range(20_000))}}).encode()
+    assert len(body) > INLINE_BODY_BYTES
+    response = await client.post("/graphql", content=body, headers=JSON)
+    assert response.json() == {"data": {"__typename": "Query"}}
+    gc.collect()  # Strawberry's per-request objects hold each other in cycles: collect those
+    assert not [o for o in gc.get_objects() if type(o) is dict and marker in o]
+
+
+# --------------------------------------------------------------------------- admission
+
+
+class HeldLots:
+    """Store.list_lots waits for `release()` (on whichever loop calls it)."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.entered = threading.Semaphore(0)
+        self.gate = threading.Event()
+        original = Store.list_lots
+        held = self
+
+        async def list_lots(self, *args, **kwargs):
+            held.entered.release()
+            await asyncio.to_thread(held.gate.wait, 60)
+            return await original(self, *args, **kwargs)
+
+        monkeypatch.setattr(Store, "list_lots", list_lots)
+
+    async def wait_entered(self) -> None:
+        assert await asyncio.to_thread(self.entered.acquire, True, 60), "the held read never started"
+
+
+HELD_QUERY = padded(json.dumps({"query": "{ lots(first: 1) { edges { node { id } } } }"}).encode())
+LARGE = padded(json.dumps({"query": "{ __typename }"}).encode())
+SMALL = json.dumps({"query": "{ __typename }"}).encode()
+
+
+def one_slot_limits(wait: float) -> Limits:
+    limits = Limits(large_body_memory_mb=BODY_MEMORY_FACTOR - 1, large_body_wait_seconds=wait)
+    assert limits.large_body_slots == 1
+    return limits
+
+
+async def _app_client(api_settings, store, limits: Limits):
+    app = create_app(api_settings.model_copy(update={"limits": limits}), store=store)
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test", timeout=120)
+    return app, client
+
+
+async def chunks(body: bytes, size: int = 16 * 1024):
+    for i in range(0, len(body), size):
+        yield body[i : i + size]
+
+
+def test_the_slots_follow_the_memory_budget() -> None:
+    assert Limits().large_body_slots == 2  # 64 MB / (30 x 1 MiB)
+    assert Limits(large_body_memory_mb=1).large_body_slots == 1  # never zero
+    assert Limits(max_body_bytes=256 * 1024, large_body_memory_mb=64).large_body_slots == 8
+
+
+async def test_beyond_the_slots_large_bodies_get_503_after_the_wait(api_settings, store, chain, monkeypatch) -> None:
+    held = HeldLots(monkeypatch)
+    app, client = await _app_client(api_settings, store, one_slot_limits(wait=0.2))
+    try:
+        first = asyncio.create_task(client.post("/graphql", content=HELD_QUERY, headers=JSON))
+        try:
+            await held.wait_entered()  # the first large body holds the only slot
+            refused = [
+                await client.post("/graphql", content=LARGE, headers=JSON),
+                await client.post("/graphql", content=chunks(LARGE), headers=JSON),  # chunked: no Content-Length
+            ]
+            small = await client.post("/graphql", content=SMALL, headers=JSON)  # small bodies never wait
+            assert not first.done()
+        finally:
+            held.gate.set()
+        assert (await first).status_code == 200
+        for response in refused:
+            assert response.status_code == 503, response.text
+            assert response.json()["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
+            assert int(response.headers["retry-after"]) > 0 and response.headers["connection"] == "close"
+        assert small.json() == {"data": {"__typename": "Query"}}
+        # the slot is free again
+        after = await client.post("/graphql", content=LARGE, headers=JSON)
+        assert after.json() == {"data": {"__typename": "Query"}}
+    finally:
+        await client.aclose()
+        app.state.runtime.ingestion.close()
+
+
+async def test_within_the_wait_large_bodies_queue_for_a_slot(api_settings, store, chain, monkeypatch) -> None:
+    held = HeldLots(monkeypatch)
+    app, client = await _app_client(api_settings, store, one_slot_limits(wait=60))
+    try:
+        first = asyncio.create_task(client.post("/graphql", content=HELD_QUERY, headers=JSON))
+        await held.wait_entered()
+        queued = [asyncio.create_task(client.post("/graphql", content=body, headers=JSON))
+                  for body in (LARGE, chunks(LARGE))]  # fmt: skip
+        small = await client.post("/graphql", content=SMALL, headers=JSON)
+        assert small.json() == {"data": {"__typename": "Query"}}
+        assert not first.done() and not any(q.done() for q in queued)  # waiting, not refused
+        held.gate.set()
+        assert (await first).status_code == 200
+        for response in await asyncio.gather(*queued):
+            assert response.json() == {"data": {"__typename": "Query"}}
+    finally:
+        await client.aclose()
+        app.state.runtime.ingestion.close()
