@@ -87,7 +87,7 @@ def _variables(block: str, seeded) -> dict:
         entry = oem.wallet.lot(pack)
         nonce = new_nonce()
         payload = build_claim(
-            oem.network, oem.org_id, nonce, lot_id=pack, kind="amount_in_range", openings=entry.openings,
+            oem.network, oem.org_id, nonce, lot_ids=[pack], kind="amount_in_range", openings={pack: entry.openings},
             low=entry.total - 1_000, high=entry.total + 1_000,
         )  # fmt: skip
         variables["envelope"] = oem.sign(payload, nonce).to_json()
