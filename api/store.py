@@ -15,7 +15,7 @@ Collections and what makes them safe:
 | issuance_marks   | attestation id         | latest (seq, cumulative) of each attestation             |
 | lots             | lot id                 | owner / consumed / class / parents indexes               |
 | events           | event id               | the signed envelope + `seq` (ledger order) + query keys  |
-| claims           | claim id               | by lot                                                   |
+| claims           | claim id               | by lot (multikey index on the claimed set `lot_ids`)     |
 | sealed_openings  | "<event id>:<i>"       | by recipient                                             |
 | nonces           | "<signer>:<nonce>"...  | the `nonce` guards: a replay is a duplicate key          |
 | guards           | "<namespace>:<key>"    | every other guard (consume, custody, issuance, ...)      |
@@ -399,7 +399,7 @@ class Store:
             ),
             self.events.create_index([("claim_id", a)], sparse=True, name="claim"),
             self.events.create_index([("site_id", a), ("type", a)], sparse=True, name="site_type"),
-            self.claims.create_index([("lot_id", a), ("created_at", a)], name="lot_created"),
+            self.claims.create_index([("lot_ids", a), ("created_at", a)], name="lot_ids_created"),  # multikey
             self.sealed_openings.create_index([("recipient", a), ("seq", a)], name="recipient_seq"),
             self.attestations.create_index([("site_id", a), ("valid_from", a)], name="site_from"),
             self.sites.create_index([("origin_class", a), ("_id", a)], name="class_id"),
@@ -675,20 +675,21 @@ class Store:
                     Rejection(Code.CONFLICT, f"custody of lot {move.lot_id} changed concurrently (transfer lost the race)")
                 )
         if effects.claims:
-            # A claim is its lot's current owner's: re-check the custody the rules saw
-            # with a WRITE to the lot (a read would not conflict with a transfer or a
-            # transformation committing meanwhile; a write does).
+            # A claim covers lots its signer holds or consumed: re-check the custody the
+            # rules saw (owner = signer at the snapshot's custody step) with a WRITE to
+            # each lot (a read would not conflict with a transfer committing meanwhile; a
+            # write does). A concurrent consumption by the signer keeps the lot eligible.
             for claim in effects.claims:
-                result = await self.lots.update_one(
-                    {**self._custody_filter(effects, claim.lot_id, view), "consumed_by_event": None},
+                result = await self.lots.update_many(
+                    {"$or": [self._custody_filter(effects, lot_id, view) for lot_id in claim.lot_ids]},
                     {"$set": {"_last_claim_event": event_id}},
                     session=s,
                 )
-                if result.modified_count != 1:
+                if result.modified_count != len(claim.lot_ids):
                     raise _Abort(
                         Rejection(
                             Code.CONFLICT,
-                            f"lot {claim.lot_id} was transferred or consumed by a concurrent publication",
+                            f"lot(s) {', '.join(claim.lot_ids)}: one was transferred by a concurrent publication",
                         )
                     )
             await self._insert_all(s, self.claims, [to_doc(c, c.claim_id) for c in effects.claims], "claim")
@@ -917,7 +918,20 @@ class Store:
     # ------------------------------------------------------------------ resolver reads
 
     async def claims_by_lot_ids(self, lot_ids: Iterable[str]) -> dict[str, list[Claim]]:
-        return await self._grouped_by(self.claims, Claim, "lot_id", lot_ids, "created_at")
+        """Per lot id, the claims whose set contains it, oldest first: one `$in` query on the
+        multikey index `lot_ids` serves a whole DataLoader batch (a claim over several of the
+        wanted lots is listed under each of them)."""
+        wanted = list(dict.fromkeys(lot_ids))
+        out: dict[str, list[Claim]] = {i: [] for i in wanted}
+        if not wanted:
+            return out
+        cursor = self.claims.find({"lot_ids": {"$in": wanted}}).sort([("created_at", ASCENDING), ("_id", ASCENDING)])
+        for doc in await cursor.to_list(None):
+            claim = from_doc(Claim, doc)
+            for lot_id in claim.lot_ids:
+                if lot_id in out:
+                    out[lot_id].append(claim)
+        return out
 
     async def attestations_by_site_ids(self, site_ids: Iterable[str]) -> dict[str, list[Attestation]]:
         return await self._grouped_by(self.attestations, Attestation, "site_id", site_ids, "valid_from")
@@ -1088,32 +1102,44 @@ class Store:
 
     # ------------------------------------------------------------------ disclosure bundles
 
-    async def bundle_events(self, lot_id: str, claim_id: str) -> list[Envelope]:
-        """Every signed event a verifier needs to check `claim_id` on `lot_id` offline,
-        in ledger order (`seq`): the claim, the lot's whole ancestry (issuances,
-        transfers, transformations), every attestation and revocation of the
-        issuing sites up to the claim, the capacity chains (every issuance
-        under the attestations used up to the highest seq used, and every
-        issuance under a superseded attestation of those sites), and the
-        registry entries of every organisation involved. Bounded round trips:
-        ancestry levels + 6.
+    async def bundle_events(self, claim_id: str, lot_id: str | None = None) -> list[Envelope]:
+        """Every signed event a verifier needs to check `claim_id` offline, in ledger order
+        (`seq`): the claim, the whole ancestry of every lot of its set (issuances,
+        transfers, transformations; the union, each event once), every attestation and
+        revocation of the issuing sites up to the claim, the capacity chains (every
+        issuance under the attestations used up to the highest seq used, and every
+        issuance under a superseded attestation of those sites), and the registry
+        entries of every organisation involved. The lots come from the claim; `lot_id`,
+        if given, must be one of them (INVALID_CLAIM otherwise). Bounded round trips:
+        ancestry levels + 6, the walk capped by `ancestry_limit` (INVALID_CLAIM beyond).
         """
         claim = (await self.claims_by_ids([claim_id])).get(claim_id)
         if claim is None:
             raise Rejection(Code.INVALID_CLAIM, f"claim {claim_id!r} not found")
-        if claim.lot_id != lot_id:
-            raise Rejection(Code.INVALID_CLAIM, f"claim {claim_id} is about lot {claim.lot_id}, not {lot_id}")
+        if lot_id is not None and lot_id not in claim.lot_ids:
+            raise Rejection(
+                Code.INVALID_CLAIM, f"claim {claim_id} is about lot(s) {', '.join(claim.lot_ids)}, not {lot_id}"
+            )
         claim_doc = await self.events.find_one({"_id": claim.event_id})
         if claim_doc is None:  # pragma: no cover - written in the same transaction
             raise Rejection(Code.INVALID_CLAIM, f"the event of claim {claim_id} is missing")
-        ancestry = await self.ancestry_lots([lot_id])
-        if lot_id not in ancestry:
-            raise Rejection(Code.LOT_NOT_FOUND, f"lot {lot_id!r} not found")
+        ancestry = await self.ancestry_lots(claim.lot_ids)
+        missing = [i for i in claim.lot_ids if i not in ancestry]
+        if missing:  # pragma: no cover - a claim's lots exist when it is accepted
+            raise Rejection(Code.LOT_NOT_FOUND, f"lot(s) {', '.join(missing)} not found")
 
         docs: dict[str, dict[str, Any]] = {claim_doc["_id"]: claim_doc}
-        lot_events = await self.events.find(
-            {"lot_ids": {"$in": list(ancestry)}, "type": {"$ne": "publish_claim"}}
-        ).to_list(None)
+        # the events that create, transfer or consume an ancestry lot, but not a transformation
+        # that only consumes claimed lots (a claim may cover lots its signer consumed): its
+        # outputs are outside the ancestry, and its other inputs' history is not the claim's
+        created = {lot.created_by_event for lot in ancestry.values()}
+        lot_events = [
+            d
+            for d in await self.events.find(
+                {"lot_ids": {"$in": list(ancestry)}, "type": {"$ne": "publish_claim"}}
+            ).to_list(None)
+            if d["type"] != "transform" or d["_id"] in created
+        ]
         docs.update((d["_id"], d) for d in lot_events)
 
         # every attestation and revocation of each issuing site (a verifier sees

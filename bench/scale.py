@@ -113,7 +113,8 @@ async def replay_bundle(store: Store, bundle: dict, root_hex: str) -> dict:
         apply_effects_to_view(view, effects)
         await store.apply_effects(effects)
     issue = await store.events.find_one({"type": "issue"})
-    return {"lot_id": bundle["lot_id"], "claim_id": bundle["claim_id"], "network": bundle["network"], "issue": issue}
+    (lot_id,) = bundle["lot_ids"]  # the fixture's claim is about one lot
+    return {"lot_id": lot_id, "claim_id": bundle["claim_id"], "network": bundle["network"], "issue": issue}
 
 
 def _lot_template(issue_event: dict) -> dict:

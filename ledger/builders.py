@@ -26,6 +26,7 @@ from . import statements as st
 from .models import (
     CLASS_SETS,
     LOSS_CAPS,
+    MAX_CLAIM_LOTS,
     ORIGIN_CLASSES,
     AttestSite,
     ClaimKind,
@@ -253,9 +254,9 @@ def build_claim(
     signer: str,
     nonce: str,
     *,
-    lot_id: str,
+    lot_ids: Sequence[str],
     kind: ClaimKind,
-    openings: ClassOpenings | None = None,
+    openings: Mapping[str, ClassOpenings] | None = None,
     origin_class: str | None = None,
     p: int | None = None,
     q: int | None = None,
@@ -263,31 +264,44 @@ def build_claim(
     high: int | None = None,
     p_max: int | None = None,
 ) -> PublishClaim:
-    """Owner: a claim about one of its lots. Share and amount claims need the lot's openings.
+    """A claim about a set of lots the signer holds or consumed (one lot: a set of one).
 
-    `origin_class` is a class of ORIGIN_CLASSES or a class set of CLASS_SETS."""
+    `lot_ids` in any order (the payload lists them sorted); ProvingError if one is
+    listed twice, or if there are more than MAX_CLAIM_LOTS. Share and amount
+    claims need `openings`: lot id -> that lot's class openings, for every lot of
+    the set; the proof is over the per-class sums (`statements.aggregate`).
+    `origin_class` is a class of ORIGIN_CLASSES or a class set of CLASS_SETS.
+    Ownership and overlap (no lot upstream of another) are the rules' to check:
+    the builder cannot see the ledger."""
     kind = ClaimKind(kind)
+    ordered = sorted(lot_ids)
+    if len(set(ordered)) != len(ordered):
+        raise ProvingError("a claim lists each lot once")
+    if not 1 <= len(ordered) <= MAX_CLAIM_LOTS:
+        raise ProvingError(f"a claim covers 1 to {MAX_CLAIM_LOTS} lots, not {len(ordered)}")
     params = st.claim_params(kind, origin_class, p, q, low, high, p_max)
     proof = None
     if kind is not ClaimKind.ancestry_excludes:
-        if openings is None:
-            raise ProvingError(f"a {kind.value} claim needs the lot's openings")
+        missing = [lot_id for lot_id in ordered if openings is None or lot_id not in openings]
+        if missing:
+            raise ProvingError(f"a {kind.value} claim needs the openings of lot(s) {', '.join(missing)}")
         named = (*ORIGIN_CLASSES, *CLASS_SETS)
         if kind is not ClaimKind.amount_in_range and origin_class not in named:
             raise ProvingError(f"a {kind.value} claim needs an origin class or class set, one of {', '.join(named)}")
-        transcript = st.claim_transcript(network, signer, st.claim_id(network, signer, nonce), lot_id, kind, params)
+        transcript = st.claim_transcript(network, signer, st.claim_id(network, signer, nonce), ordered, kind, params)
+        summed = st.aggregate([openings[lot_id] for lot_id in ordered], Opening.zero())
         if kind is ClaimKind.amount_in_range:
-            total = sum(st.per_class(openings, Opening.zero()), Opening.zero())
+            total = sum(st.per_class(summed, Opening.zero()), Opening.zero())
             proof = prove_in_range(transcript, commit_opening(total), total, low, high)
         else:
-            split = st.share_split(openings, origin_class, Opening.zero())
+            split = st.share_split(summed, origin_class, Opening.zero())
             points = [commit_opening(o) for o in split]
             if kind is ClaimKind.share_in_range:
                 proof = prove_share_in_range(transcript, points, split, 0, p, p_max, q)
             else:
                 proof = prove_share(transcript, points, split, 0, p, q, kind is ClaimKind.share_at_least)
     return PublishClaim(
-        lot_id=lot_id,
+        lot_ids=ordered,
         kind=kind,
         origin_class=origin_class,
         p=p,

@@ -2,7 +2,8 @@
 
 A bundle is JSON:
 
-    {"format": "oretrace-bundle/v2", "network": ..., "claim_id": ..., "lot_id": ...,
+    {"format": "oretrace-bundle/v2", "network": ..., "claim_id": ...,
+     "lot_ids": [...],                              # the claim's set of lots, strictly ascending
      "events": [<Envelope.to_json()>, ...],         # in ledger order, ending with the claim
      "log": {...}}                                  # optional: transparency-log checkpoint and proofs
 
@@ -17,14 +18,19 @@ Its events must be (the API selects them; `assemble` only packs them):
    receivers of their transfers and the operators of their sites
    (`involved_organizations`);
 2. every attest_site and revoke_attestation event of every site where an
-   ancestry lot was issued, up to the claim (a verifier sees corrections);
+   ancestry lot (of any lot of the set) was issued, up to the claim (a
+   verifier sees corrections);
 3. the whole capacity chain of those attestations: every issue event under
    them, seq 0 up to the last one the ancestry relies on, and every issue
    event under a superseded attestation of those sites, whose cumulative
    carries over to its successor (sequence numbers and cumulative
    commitments chain, so a gap fails the replay);
 4. every event up to the claim that creates, transfers or consumes an
-   ancestry lot (the claimed lot and every lot upstream of it);
+   ancestry lot: the union of the ancestries of the claimed lots (each lot
+   of the set and every lot upstream of it), each event once; except a
+   transformation that consumed a claimed lot (a claim may cover lots its
+   signer consumed): its outputs are outside the ancestry, its other inputs'
+   history is not the claim's, so the replay shows that lot unconsumed;
 5. the publish_claim event itself, last.
 
 `verify_bundle` trusts nothing but the root public key. It replays the events
@@ -36,7 +42,11 @@ it stands in the bundle: listing it before the revocation event does not help),
 verifies all range and balance proofs of the bundle in one batch
 (`ledger.proofs.BatchCollector`: one multi-scalar multiplication, worker
 processes on every core), and finally checks that
-the named claim was accepted. The report also says what the claim means
+the named claim was accepted and is about exactly the bundle's `lot_ids`.
+The replay itself refuses a bundle that leaves out part of a claimed lot's
+ancestry (a lot whose creating event is missing is LOT_NOT_FOUND to the
+rules), and the claim's own rule re-checks, from the replayed DAG, that no
+lot of the set is upstream of another (OVERLAPPING_LOTS). The report also says what the claim means
 (`ClaimMeaning`: ISO 22095 chain-of-custody model, sites, transformers).
 A bundle holds commitments, proofs, signatures and sealed ciphertexts: no
 amount and no blinding.
@@ -63,7 +73,7 @@ BUNDLE_FORMAT = "oretrace-bundle/v2"
 V1_FORMAT = "oretrace-bundle/v1"
 V1_REFUSAL = "protocol v1 bundle; use oretrace < 0.2"
 #: Top-level members of a v2 bundle; "log" belongs to the transparency log.
-_MEMBERS = frozenset({"format", "network", "claim_id", "lot_id", "events", "log"})
+_MEMBERS = frozenset({"format", "network", "claim_id", "lot_ids", "events", "log"})
 
 
 # --------------------------------------------------------------------------- assembling
@@ -95,21 +105,21 @@ def assemble(events: list[Envelope], claim_id: str, network: str) -> dict[str, A
     """
     ordered: list[Envelope] = []
     seen: set[str] = set()
-    lot_id: str | None = None
+    lot_ids: list[str] | None = None
     for env in events:
-        if env.event_id in seen or (lot_id is not None and not isinstance(env.payload, RegisterLogKey)):
+        if env.event_id in seen or (lot_ids is not None and not isinstance(env.payload, RegisterLogKey)):
             continue
         seen.add(env.event_id)
         ordered.append(env)
         if isinstance(env.payload, PublishClaim) and st.claim_id(env.network, env.signer, env.nonce) == claim_id:
-            lot_id = env.payload.lot_id
-    if lot_id is None:
+            lot_ids = list(env.payload.lot_ids)
+    if lot_ids is None:
         raise ValueError(f"claim {claim_id} is not among the {len(ordered)} events given")
     return {
         "format": BUNDLE_FORMAT,
         "network": network,
         "claim_id": claim_id,
-        "lot_id": lot_id,
+        "lot_ids": lot_ids,
         "events": [e.to_json() for e in ordered],
     }
 
@@ -193,10 +203,10 @@ def _verify(
     witnesses: tuple[NoteKey, ...],
     min_cosignatures: int,
 ) -> None:
-    network, claim_id, lot_id, raw_events = _read_format(bundle)
+    network, claim_id, lot_ids, raw_events = _read_format(bundle)
     if expected_network is not None and network != expected_network:
         raise _Failed("format", f"network: the bundle is for {network!r}, the verifier expects {expected_network!r}")
-    report.claim = {"claim_id": claim_id, "lot_id": lot_id}
+    report.claim = {"claim_id": claim_id, "lot_ids": lot_ids}
     report.checks.append(Check("format", True, f"{BUNDLE_FORMAT} on network {network}"))
 
     envelopes = []
@@ -266,12 +276,14 @@ def _verify(
     claim = view.claims.get(claim_id)
     if claim is None:
         raise _Failed("claim", f"claim {claim_id} is not published by any event of the bundle")
-    if claim.lot_id != lot_id:
-        raise _Failed("claim", f"claim {claim_id} is about lot {claim.lot_id}, the bundle names lot {lot_id}")
+    if claim.lot_ids != lot_ids:
+        raise _Failed(
+            "claim", f"claim {claim_id} is about {describe_lots(claim.lot_ids)}, the bundle names {describe_lots(lot_ids)}"
+        )
     owner = view.organization(claim.owner)
     report.claim = _claim_summary(claim, owner.name if owner else claim.owner)
     report.meaning = claim_meaning(claim, view)
-    report.checks.append(Check("claim", True, f"{report.claim['statement']} holds for lot {lot_id}"))
+    report.checks.append(Check("claim", True, f"{report.claim['statement']} holds {report.claim['scope']}"))
 
 
 def _check_revocations(envelopes: list[Envelope], view: MemoryView) -> None:
@@ -314,9 +326,14 @@ def claim_meaning(claim: Claim, view: MemoryView) -> dict[str, Any]:
     * `sites`: every site where an ancestor was issued: site_id, name, country,
       region, origin_class, operator, operator_name;
     * `transformers`: every organisation that transformed material upstream
-      (org_id, name, country): the refiners etc. an OEM lists in due diligence.
+      (org_id, name, country): the refiners etc. an OEM lists in due diligence;
+    * `lots`: the claimed set, each {lot_id, product};
+    * `mass_balance`: what the aggregate sums over, {lots (the set's size),
+      upstream_lots, issued_lots, transformations (balanced, loss-capped
+      transformation events upstream), origin_classes (of the issued ancestors)}.
+    Every figure comes from the replayed DAG of the whole set (each lot once).
     """
-    lots = ancestry(view, claim.lot_id)
+    lots = ancestry(view, claim.lot_ids)
     sites: dict[str, dict[str, Any]] = {}
     transformers: dict[str, dict[str, Any]] = {}
     for lot in lots:
@@ -337,28 +354,42 @@ def claim_meaning(claim: Claim, view: MemoryView) -> dict[str, Any]:
                 "country": org.country if org else "",
             }
     identity_preserved = len(sites) == 1
+    single = len(claim.lot_ids) == 1
+    booked = "this lot" if single else f"these {len(claim.lot_ids)} lots together"
     model = CLAIM_MODELS[claim.kind]
     if model == MASS_BALANCE:
         wording = (
-            f"book share (mass balance): of the contained cobalt booked to this lot, the {claim.origin_class} share"
+            f"book share (mass balance): of the contained cobalt booked to {booked}, the {claim.origin_class} share"
             " is as stated; it is an allocation under the balance and loss-cap proofs, not the physical content"
-            " of the lot"
+            f" of {'the lot' if single else 'each lot'}"
         )
     elif claim.kind is ClaimKind.amount_in_range:
-        wording = "a quantity statement about this one lot (contained cobalt, in grams), not about its origin"
+        what = "this one lot" if single else f"the sum over these {len(claim.lot_ids)} lots"
+        wording = f"a quantity statement about {what} (contained cobalt, in grams), not about its origin"
     else:
         model = IDENTITY_PRESERVED if identity_preserved else SEGREGATION
         wording = (
-            "the material of this lot comes from the single site below and was never mixed with other material"
+            f"the material of {booked} comes from the single site below and was never mixed with other material"
             if identity_preserved
-            else f"no {claim.origin_class} material entered the lot's recorded ancestry at any step"
+            else f"no {claim.origin_class} material entered the recorded ancestry of {booked} at any step"
         )
+    claimed = [lot for lot in lots if lot.lot_id in claim.lot_ids]
     return {
         "model": model,
         "identity_preserved": identity_preserved,
         "wording": wording,
         "sites": sorted(sites.values(), key=lambda s: s["site_id"]),
         "transformers": sorted(transformers.values(), key=lambda t: t["org_id"]),
+        "lots": [
+            {"lot_id": lot.lot_id, "product": lot.product} for lot in sorted(claimed, key=lambda lot: lot.lot_id)
+        ],
+        "mass_balance": {
+            "lots": len(claimed),
+            "upstream_lots": len(lots) - len(claimed),
+            "issued_lots": sum(lot.site_id is not None for lot in lots),
+            "transformations": len({lot.created_by_event for lot in lots if lot.parents}),
+            "origin_classes": sorted({lot.origin_class for lot in lots if lot.origin_class is not None}),
+        },
     }
 
 
@@ -387,16 +418,19 @@ def _read_format(bundle: Any) -> tuple[str, str, str, list[Any]]:
         raise _Failed("format", V1_REFUSAL)
     if bundle.get("format") != BUNDLE_FORMAT:
         raise _Failed("format", f"format is {bundle.get('format')!r}, expected {BUNDLE_FORMAT!r}")
-    for name in ("network", "claim_id", "lot_id"):
+    for name in ("network", "claim_id"):
         if not isinstance(bundle.get(name), str):
             raise _Failed("format", f"{name}: must be a string")
     unknown = sorted(set(bundle) - _MEMBERS)
     if unknown:
         raise _Failed("format", f"unknown member(s) {', '.join(map(repr, unknown))}")
+    lot_ids = bundle.get("lot_ids")
+    if not isinstance(lot_ids, list) or not lot_ids or not all(isinstance(x, str) for x in lot_ids):
+        raise _Failed("format", "lot_ids: must be a non-empty list of lot ids")
     events = bundle.get("events")
     if not isinstance(events, list) or not events:
         raise _Failed("format", "events: must be a non-empty list")
-    return bundle["network"], bundle["claim_id"], bundle["lot_id"], events
+    return bundle["network"], bundle["claim_id"], lot_ids, events
 
 
 def describe_claim(claim: Claim) -> str:
@@ -415,11 +449,19 @@ def describe_claim(claim: Claim) -> str:
     raise AssertionError(claim.kind)
 
 
+def describe_lots(lot_ids: list[str]) -> str:
+    """"lot A" for one lot, "3 lots: A, B, C" for a set (the claim's scope in words)."""
+    return f"lot {lot_ids[0]}" if len(lot_ids) == 1 else f"{len(lot_ids)} lots: {', '.join(lot_ids)}"
+
+
 def _claim_summary(claim: Claim, owner_name: str) -> dict[str, Any]:
+    """The claim record as JSON, plus `owner_name`, `statement` (describe_claim) and
+    `scope` ("for lot A" / "for 3 lots: A, B, C")."""
     return {
         **claim.model_dump(mode="json", exclude_none=True),
         "owner_name": owner_name,
         "statement": describe_claim(claim),
+        "scope": f"for {describe_lots(claim.lot_ids)}",
     }
 
 
@@ -434,7 +476,7 @@ def _summary(report: VerificationReport) -> str:
         else "; NOT anchored in the log"
     )
     return (
-        f"VALID: {c['statement']}, claimed by {c['owner_name']} for lot {c['lot_id']} ({c['claim_id']}); "
+        f"VALID: {c['statement']}, claimed by {c['owner_name']} {c['scope']} ({c['claim_id']}); "
         f"{report.events} events replayed, {report.range_proofs} range proofs batched, "
         f"{report.sigma_proofs} balance proofs{anchored}"
     )

@@ -31,6 +31,7 @@ class Code(str, Enum):
     BAD_PROOF = "BAD_PROOF"
     INVALID_CLAIM = "INVALID_CLAIM"
     CLAIM_DOES_NOT_HOLD = "CLAIM_DOES_NOT_HOLD"
+    OVERLAPPING_LOTS = "OVERLAPPING_LOTS"  # a claim's set holds a lot and one of its ancestors
     CONFLICT = "CONFLICT"  # lost a race against a concurrent publication
     # Infrastructure, not the envelope: retry later (nothing was written).
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"

@@ -266,16 +266,31 @@ CLAIM_MODELS: dict[ClaimKind, str] = {
     ClaimKind.share_at_most: "mass balance",  # class shares as allocated by balanced, loss-capped transformations
     ClaimKind.share_at_least: "mass balance",
     ClaimKind.share_in_range: "mass balance",
-    ClaimKind.amount_in_range: "none (a quantity of the lot, independent of the model)",
+    ClaimKind.amount_in_range: "none (a quantity of the lots, independent of the model)",
 }
 
 
+#: At most this many lots in one claim (an aggregate over a set of lots).
+MAX_CLAIM_LOTS = 64
+
+
 class PublishClaim(Strict):
-    """Owner: a claim about one lot, checkable by anyone from a disclosure bundle.
+    """A claim about a set of lots the signer holds or consumed, checkable by anyone
+    from a disclosure bundle (docs/protocol.md, "Aggregate claims").
+
+    `lot_ids` is the set, 1 to MAX_CLAIM_LOTS ids in strictly ascending order
+    (sorted, no duplicates; else MALFORMED); a single-lot claim is the set of
+    one. Every lot must be currently held by the signer or consumed by a
+    transformation the signer published (NOT_OWNER otherwise), and no lot of
+    the set may be an ancestor of another (OVERLAPPING_LOTS: its cobalt would
+    count twice). The statements below are about the aggregate: per origin
+    class k, v_k = the sum over the set of the lots' class-k amounts (the
+    commitments add).
 
     `origin_class` is one class or a class set of CLASS_SETS ("recycled" =
-    pre- + post-consumer); v_S below is the lot's amount in those classes.
-    ancestry_excludes(origin_class): no proof; follows from the verified DAG.
+    pre- + post-consumer); v_S below is the aggregate amount in those classes.
+    ancestry_excludes(origin_class): no proof; follows from the verified DAG
+      (no lot of the set has an ancestor issued at a site of that class).
     share_at_most / share_at_least(origin_class, p, q): q*v_S <= / >= p*sum(v).
     share_in_range(origin_class, p, p_max, q): p*sum(v) <= q*v_S <= p_max*sum(v)
       (q = 1000 gives bounds to 0.1 percentage point).
@@ -284,7 +299,7 @@ class PublishClaim(Strict):
     """
 
     type: Literal["publish_claim"] = "publish_claim"
-    lot_id: Ident
+    lot_ids: list[Ident] = Field(min_length=1, max_length=MAX_CLAIM_LOTS)
     kind: ClaimKind
     origin_class: OriginClass | ClassSet | None = None
     p: int | None = Field(default=None, ge=0, lt=2**16)
@@ -402,7 +417,7 @@ class Lot(Strict):
 
 class Claim(Strict):
     claim_id: str
-    lot_id: str
+    lot_ids: list[str]  # the claimed set, strictly ascending
     owner: str
     kind: ClaimKind
     origin_class: str | None = None

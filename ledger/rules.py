@@ -118,9 +118,9 @@ def references(envelope: Envelope) -> References:
         case Transform():
             refs.lots.update(p.inputs)
         case PublishClaim():
-            refs.lots.add(p.lot_id)
-            if p.kind is ClaimKind.ancestry_excludes:
-                refs.ancestry.add(p.lot_id)
+            refs.lots.update(p.lot_ids)
+            if p.kind is ClaimKind.ancestry_excludes or len(p.lot_ids) > 1:  # exclusion / no-overlap walks
+                refs.ancestry.update(p.lot_ids)
     return refs
 
 
@@ -133,20 +133,22 @@ def apply(envelope: Envelope, view: LedgerView, policy: Policy, proofs: ProofSin
     return effects
 
 
-def ancestry(view: LedgerView, lot_id: str) -> list[Lot]:
-    """The lot and every lot upstream of it (each once, breadth-first); LOT_NOT_FOUND if any is missing."""
+def ancestry(view: LedgerView, lot_ids: str | Sequence[str]) -> list[Lot]:
+    """The lots `lot_ids` (one id or several) and every lot upstream of them, each once,
+    breadth-first; LOT_NOT_FOUND if any is missing."""
+    roots = [lot_ids] if isinstance(lot_ids, str) else list(lot_ids)
     found: dict[str, Lot] = {}
-    queue = deque([lot_id])
+    queue = deque((lot_id, lot_id) for lot_id in roots)  # (lot, the root it is upstream of)
     while queue:
-        current = queue.popleft()
+        current, root = queue.popleft()
         if current in found:
             continue
         lot = view.lot(current)
         if lot is None:
-            where = "" if current == lot_id else f" (an ancestor of {lot_id})"
+            where = "" if current == root else f" (an ancestor of {root})"
             raise Rejection(Code.LOT_NOT_FOUND, f"lot {current}{where} is not in the ledger")
         found[current] = lot
-        queue.extend(lot.parents)
+        queue.extend((parent, root) for parent in lot.parents)
     return list(found.values())
 
 
@@ -620,32 +622,40 @@ CLAIM_PARAMETERS: dict[ClaimKind, frozenset[str]] = {
 
 
 def _publish_claim(env: Envelope, p: PublishClaim, _org, view: LedgerView, proofs: ProofSink) -> Effects:
-    """A claim about a lot its signer currently holds.
+    """A claim about a set of lots its signer holds or consumed (docs/protocol.md, "Aggregate claims").
 
     Share and amount claims are range proofs on linear combinations of the
-    lot's class commitments. Share claims are sound only because every class
-    amount of the lot is already proven to lie in [0, 2^64) upstream (by the
-    issuance or transformation range proof that created the lot; transfers
-    never change commitments) and p, q < 2^16: then p*sum(v) - q*v_k cannot
-    wrap around the group order, and a 64-bit range proof on it proves the
-    integer inequality. Amount claims need no such precondition.
+    aggregate class commitments (per class, the sum of the lots' commitments).
+    Share claims are sound only because every class amount of every lot is
+    already proven to lie in [0, 2^64) upstream (by the issuance or
+    transformation range proof that created the lot; transfers never change
+    commitments), the set has at most MAX_CLAIM_LOTS lots and p, q < 2^16:
+    then p*sum(v) - q*v_S cannot wrap around the group order, and a 64-bit
+    range proof on it proves the integer inequality. Amount claims need no such
+    precondition. No lot of the set may be upstream of another
+    (OVERLAPPING_LOTS), or its cobalt would count twice in the sums.
     """
-    lot = _require_own_unconsumed_lot(view, p.lot_id, env.signer)
+    lots = _claimed_lots(view, p.lot_ids, env.signer)
     _check_claim_parameters(p)
+    if len(lots) > 1:
+        _refuse_overlapping_lots(view, p.lot_ids)
     claim_id = st.claim_id(env.network, env.signer, env.nonce)
     if p.kind is ClaimKind.ancestry_excludes:
         excluded = st.members(p.origin_class)
-        for ancestor in ancestry(view, lot.lot_id):
+        for ancestor in ancestry(view, p.lot_ids):
             if ancestor.origin_class in excluded:
-                origin = "was" if ancestor.lot_id == lot.lot_id else f"descends from lot {ancestor.lot_id},"
+                if ancestor.lot_id in p.lot_ids:
+                    which = f"lot {ancestor.lot_id} was"
+                else:
+                    claimed = f"lot {p.lot_ids[0]}" if len(p.lot_ids) == 1 else "a lot of the set"
+                    which = f"{claimed} descends from lot {ancestor.lot_id},"
                 raise Rejection(
-                    Code.CLAIM_DOES_NOT_HOLD,
-                    f"lot {lot.lot_id} {origin} issued at {ancestor.origin_class} site {ancestor.site_id}",
+                    Code.CLAIM_DOES_NOT_HOLD, f"{which} issued at {ancestor.origin_class} site {ancestor.site_id}"
                 )
     else:
         params = st.claim_params(p.kind, p.origin_class, p.p, p.q, p.low, p.high, p.p_max)
-        transcript = st.claim_transcript(env.network, env.signer, claim_id, lot.lot_id, p.kind, params)
-        points = _lot_points(lot)
+        transcript = st.claim_transcript(env.network, env.signer, claim_id, p.lot_ids, p.kind, params)
+        points = st.aggregate([_lot_points(lot) for lot in lots], Point.identity())
         proof = decode_range_proof("proof", p.proof)
         try:
             if p.kind is ClaimKind.amount_in_range:
@@ -660,10 +670,11 @@ def _publish_claim(env: Envelope, p: PublishClaim, _org, view: LedgerView, proof
                 statement = share_batch_statement(transcript, split, 0, p.p, p.q, at_least, proof)
         except ProofError as exc:
             raise Rejection(Code.INVALID_CLAIM, exc.reason) from None
-        proofs.check_range("claim proof", statement, f"the lot does not satisfy {p.kind.value} or the proof is invalid")
+        what = "the lot does not" if len(lots) == 1 else f"the aggregate of the {len(lots)} lots does not"
+        proofs.check_range("claim proof", statement, f"{what} satisfy {p.kind.value} or the proof is invalid")
     claim = Claim(
         claim_id=claim_id,
-        lot_id=lot.lot_id,
+        lot_ids=list(p.lot_ids),
         owner=env.signer,
         kind=p.kind,
         origin_class=p.origin_class,
@@ -675,7 +686,57 @@ def _publish_claim(env: Envelope, p: PublishClaim, _org, view: LedgerView, proof
         event_id=env.event_id,
         created_at=env.timestamp,
     )
-    return Effects(env, p.type, lot_ids=[lot.lot_id], claims=[claim])
+    return Effects(env, p.type, lot_ids=list(p.lot_ids), claims=[claim])
+
+
+def _claimed_lots(view: LedgerView, lot_ids: Sequence[str], signer: str) -> list[Lot]:
+    """The lots of a claim's set: strictly ascending ids (MALFORMED), each in the ledger
+    (LOT_NOT_FOUND) and held by the signer: currently, or when a transformation the
+    signer published consumed it (NOT_OWNER). A lot's `owner` is frozen at its
+    consumption (only its owner may transform it, and a consumed lot cannot be
+    transferred), so `owner == signer` is exactly "held or consumed by the signer"."""
+    if any(a >= b for a, b in zip(lot_ids, lot_ids[1:])):
+        raise Rejection(Code.MALFORMED, "lot_ids: must be strictly ascending (sorted, each lot once)")
+    lots = []
+    for lot_id in lot_ids:
+        lot = view.lot(lot_id)
+        if lot is None:
+            raise Rejection(Code.LOT_NOT_FOUND, f"lot {lot_id} does not exist")
+        if lot.owner != signer:
+            held = f"was consumed while held by {lot.owner}" if lot.consumed_by_event else f"is held by {lot.owner}"
+            raise Rejection(
+                Code.NOT_OWNER,
+                f"lot {lot_id} {held}, not {signer}: a claim covers lots its signer holds or consumed",
+            )
+        lots.append(lot)
+    return lots
+
+
+def _refuse_overlapping_lots(view: LedgerView, lot_ids: Sequence[str]) -> None:
+    """OVERLAPPING_LOTS if a lot of the set is upstream of another (its cobalt would count
+    twice in the aggregate). One breadth-first walk over the union of the lots' proper
+    ancestries, each lot visited once; the server prefetched them with a capped walk
+    (`api.store.Store.ancestry_lots`), a bundle carries them. LOT_NOT_FOUND for a
+    missing ancestor."""
+    claimed = set(lot_ids)
+    seen: set[str] = set()
+    # (an ancestor, the lot of the set it is upstream of)
+    queue = deque((parent, lot_id) for lot_id in lot_ids for parent in view.lot(lot_id).parents)
+    while queue:
+        current, below = queue.popleft()
+        if current in seen:
+            continue
+        if current in claimed:
+            raise Rejection(
+                Code.OVERLAPPING_LOTS,
+                f"lot_ids: lot {current} is an ancestor of lot {below}; both are in the set, so the cobalt of"
+                f" {current} would count twice",
+            )
+        lot = view.lot(current)
+        if lot is None:
+            raise Rejection(Code.LOT_NOT_FOUND, f"lot {current} (an ancestor of {below}) is not in the ledger")
+        seen.add(current)
+        queue.extend((parent, below) for parent in lot.parents)
 
 
 def _check_claim_parameters(p: PublishClaim) -> None:

@@ -29,6 +29,8 @@ TRANSFORM_BALANCE = b"oretrace/v2/transform/balance"
 TRANSFORM_RANGE = b"oretrace/v2/transform/range"
 TRANSFORM_LOSS_CAP = b"oretrace/v2/transform/loss-cap"
 CLAIM_LABELS: dict[ClaimKind, bytes] = {kind: b"oretrace/v2/claim/" + kind.value.encode() for kind in ClaimKind}
+#: Domain separator of a claim's lot set in its transcript (`claim_transcript`).
+CLAIM_LOTS_DOMAIN = b"oretrace/v2/claim/lots"
 
 #: Range proofs in oretrace are all 64-bit (amounts are in [0, 2^64)).
 RANGE_BITS = 64
@@ -140,16 +142,40 @@ def claim_params(
 
 
 def claim_transcript(
-    network: str, signer: str, claim_id: str, lot_id: str, kind: ClaimKind, params: Mapping[str, Any]
+    network: str, signer: str, claim_id: str, lot_ids: Sequence[str], kind: ClaimKind, params: Mapping[str, Any]
 ) -> Transcript:
-    """The proof of a share or amount claim about one lot."""
+    """The proof of a share or amount claim about a set of lots (`lot_ids`, strictly ascending).
+
+    The context binds the network, signer, claim id and parameters; the lot set
+    follows, domain-separated (CLAIM_LOTS_DOMAIN) and length-prefixed: the u64
+    `lots.len`, then each id as a `lot` message (UTF-8), in the given order.
+    A proof made for one set therefore never verifies for another (nor for a
+    subset, a superset or a reordering)."""
     kind = ClaimKind(kind)
-    return _transcript(
-        CLAIM_LABELS[kind], "publish_claim", network, signer, claim_id=claim_id, lot_id=lot_id, params=dict(params)
+    transcript = _transcript(
+        CLAIM_LABELS[kind], "publish_claim", network, signer, claim_id=claim_id, params=dict(params)
     )
+    transcript.domain_separator(CLAIM_LOTS_DOMAIN)
+    transcript.append_u64(b"lots.len", len(lot_ids))
+    for lot_id in lot_ids:
+        transcript.append_message(b"lot", lot_id.encode())
+    return transcript
 
 
 # --------------------------------------------------------------------------- value layouts
+
+
+def aggregate(per_lot: Sequence[Mapping[str, T]], zero: T) -> dict[str, T]:
+    """Per origin class (ORIGIN_CLASSES order), the sum over a claim's lots of their
+    class amounts: commitments (Points) or openings, since Pedersen commitments add.
+    A class missing from every lot is `zero`."""
+    totals: dict[str, T] = {}
+    for k in ORIGIN_CLASSES:
+        total = zero
+        for lot in per_lot:
+            total = total + lot.get(k, zero)
+        totals[k] = total
+    return totals
 
 
 def members(origin_class: str) -> tuple[str, ...]:

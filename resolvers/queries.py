@@ -166,23 +166,27 @@ class Query:
             depth=graph.depth,
         )
 
-    @strawberry.field(description="Claims published on a lot, oldest first (paged: first, after).")
+    @strawberry.field(
+        description="Claims whose set of lots contains this lot (single-lot and aggregate claims), "
+        "oldest first (paged: first, after)."
+    )
     async def claims(
         self, info: Info, lot_id: strawberry.ID, first: RelationFirst = None, after: RelationAfter = None
     ) -> list[Claim]:
         return await claims_of(info, lot_id, first, after)
 
     @strawberry.field(
-        description="A self-contained disclosure bundle for a claim on a lot: verify it offline "
-        "with the network's root public key (`oretrace verify`)."
+        description="A self-contained disclosure bundle for a claim (over one lot or a set): verify it "
+        "offline with the network's root public key (`oretrace verify`). The lots come from the claim; "
+        "`lotId`, if given, must be one of them (INVALID_CLAIM otherwise)."
     )
     async def disclosure_bundle(
-        self, info: Info, lot_id: strawberry.ID, claim_id: strawberry.ID
+        self, info: Info, claim_id: strawberry.ID, lot_id: strawberry.ID | None = None
     ) -> JSON | None:
         from ledger.bundle import assemble
 
         try:
-            events = await info.context.store.bundle_events(lot_id, claim_id)
+            events = await info.context.store.bundle_events(claim_id, lot_id)
         except Rejection as rejection:
             raise from_rejection(rejection) from None
         # packing (and serialising) every event of a whole ancestry is CPU work: off the event loop

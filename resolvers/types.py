@@ -284,10 +284,15 @@ class ClassCommitment:
     commitment: str = strawberry.field(description="Pedersen commitment v*G + r*H (48-byte compressed point, hex).")
 
 
-@strawberry.type(description="A claim about a lot, checkable offline from its disclosure bundle.")
+@strawberry.type(
+    description="A claim about a set of lots (one lot: a set of one), checkable offline from its disclosure bundle."
+)
 class Claim:
     id: strawberry.ID
-    lot_id: strawberry.ID
+    lot_ids: list[strawberry.ID] = strawberry.field(
+        description="The claimed lots, strictly ascending (1 to 64): held by the claimant or consumed by it;"
+        " share and amount statements are about their sum."
+    )
     kind: ClaimKind  # type: ignore[valid-type]
     origin_class: OriginClass | None
     class_set: str | None = strawberry.field(
@@ -306,7 +311,7 @@ class Claim:
     def from_record(cls, claim: m.Claim) -> Claim:
         return cls(
             id=strawberry.ID(claim.claim_id),
-            lot_id=strawberry.ID(claim.lot_id),
+            lot_ids=[strawberry.ID(i) for i in claim.lot_ids],
             kind=ClaimKind(claim.kind.value),
             origin_class=origin_class(claim.origin_class) if claim.origin_class not in m.CLASS_SETS else None,
             class_set=claim.origin_class if claim.origin_class in m.CLASS_SETS else None,
@@ -374,7 +379,7 @@ class Lot:
     async def site(self, info: Info) -> Site | None:
         return await load_site(info, self.record.site_id)
 
-    @strawberry.field(description="Claims published on this lot, oldest first (paged: first, after).")
+    @strawberry.field(description="Claims whose set contains this lot, oldest first (paged: first, after).")
     async def claims(self, info: Info, first: RelationFirst = None, after: RelationAfter = None) -> list[Claim]:
         return await claims_of(info, self.record.lot_id, first, after)
 
@@ -384,7 +389,7 @@ class Lot:
 
 
 async def claims_of(info: Info, lot_id: str, first: int | None, after: str | None) -> list[Claim]:
-    """A page of the claims on a lot (see relation_page)."""
+    """A page of the claims whose set contains the lot (see relation_page)."""
     records = await info.context.loaders.claims_by_lot.load(lot_id)
     return [Claim.from_record(c) for c in relation_page(info, records, first, after, lambda c: c.claim_id)]
 

@@ -21,6 +21,10 @@ stand between the cheater and the ledger:
   loss beyond the process's loss cap. Balance and range proofs are true; the
   loss-cap proof is made for the cap values clamped at zero, so it does not
   verify for the true (negative) headroom: BAD_PROOF naming the loss-cap proof.
+* `double_counting_claim`: an aggregate claim over a lot and one of its
+  descendants (e.g. a cathode lot and the cells made from it), so that the
+  same cobalt counts twice in the sums. The proof is true for those sums;
+  the server walks the set's ancestry and refuses it (OVERLAPPING_LOTS).
 
 Nothing here is used by the SDK's normal paths.
 """
@@ -34,7 +38,14 @@ from crypto.group import Point
 from crypto.pedersen import Opening, commit_opening
 from crypto.sigma import prove_zero
 from ledger import statements as st
-from ledger.builders import ClassOpenings, PlannedOutput, balancing_loss, prove_issue, prove_transform
+from ledger.builders import (
+    ClassOpenings,
+    PlannedOutput,
+    balancing_loss,
+    build_claim,
+    prove_issue,
+    prove_transform,
+)
 from ledger.envelope import Envelope
 from ledger.models import ORIGIN_CLASSES, OutputLot, Transform
 from ledger.openings import lots_plaintext, seal
@@ -175,5 +186,18 @@ def forge_laundered_transform(
     payload = launder_loss(
         pub.network, pub.org_id, nonce, process=process, inputs={i: pub.wallet.lot(i).openings for i in inputs},
         outputs=outputs, owner_sealing_key=pub.wallet.sealing_public_hex,
+    )  # fmt: skip
+    return pub.sign(payload, nonce)
+
+
+def double_counting_claim(pub: Publisher, lot_ids: Sequence[str], kind: str, **params) -> Envelope:
+    """An aggregate claim over `lot_ids` (lots the publisher holds or consumed), proven by the
+    honest builder from the wallet's openings but without the SDK's check of the set
+    (`Publisher._check_claim_set`): with a lot and its descendant, the sums count their
+    common cobalt twice."""
+    nonce = new_nonce()
+    payload = build_claim(
+        pub.network, pub.org_id, nonce, lot_ids=lot_ids, kind=kind,
+        openings={i: pub.wallet.lot(i).openings for i in lot_ids}, **params,
     )  # fmt: skip
     return pub.sign(payload, nonce)

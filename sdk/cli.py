@@ -54,7 +54,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 from rich.text import Text
 
-from ledger.models import JSON_SAFE_MAX, ORIGIN_CLASSES
+from ledger.models import JSON_SAFE_MAX, MAX_CLAIM_LOTS, ORIGIN_CLASSES
 from ledger.view import OPERATOR
 
 from .cli_params import (
@@ -256,7 +256,7 @@ def _save_new(wallet, path: Path) -> None:
 def _run(coro, *, wallet: Path | None = None, journal=None, api: str | None = None):
     """Run a coroutine; every expected failure becomes one message and its exit code (never a traceback)."""
     from .client import ApiError, ApiRejection
-    from .publisher import NotSaved, ProvingRefused
+    from .publisher import ClaimSetRefused, NotSaved, ProvingRefused
     from .wallet import WalletError
 
     try:
@@ -278,7 +278,8 @@ def _run(coro, *, wallet: Path | None = None, journal=None, api: str | None = No
         hint = _api_hint(api) if api and exc.code.startswith("GRAPHQL") else ""
         _fail(f"the API refused it: {exc.code}: {exc.message}{hint}; nothing was published")
     except ProvingRefused as exc:
-        _fail(f"the wallet refuses to prove it: {exc}; nothing was published")
+        verb = "send" if isinstance(exc, ClaimSetRefused) else "prove"
+        _fail(f"the wallet refuses to {verb} it: {exc}; nothing was published")
     except WalletError as exc:
         _fail(str(exc))
     except ApiError as exc:
@@ -749,6 +750,7 @@ def _print_banner(api: str, settings, ids: dict[str, Any], wallet_dir: Path) -> 
     pack = ids.get("lot_pack_clean", "<lot id>")
     mixed = ids.get("lot_pack_mixed", "<lot id>")
     claim = ids.get("claim_clean_recycled_16pct", "<claim id>")
+    aggregate = ids.get("claim_model_year_recycled_16pct", "<claim id>")
     console.rule("[bold]oretrace is running")
     console.print(f"[bold]GraphiQL[/]: open {api} in a browser (health: {api.rsplit('/graphql', 1)[0]}/healthz)")
     console.print(f"Network [bold]{settings.network}[/], root public key {settings.root_public_key}")
@@ -756,13 +758,15 @@ def _print_banner(api: str, settings, ids: dict[str, Any], wallet_dir: Path) -> 
     console.print("\nTry these in GraphiQL (ids are from this seeding):\n")
     examples = [
         "The OEM's lots and their claims",
-        '{ lots(owner: "rhine-motors", first: 5) { edges { node { id product claims { id kind originClass p q } } } } }',
+        '{ lots(owner: "rhine-motors", first: 5) { edges { node { id product claims { id lotIds kind classSet originClass p pMax q } } } } }',
         "Ancestry of the clean pack batch (A), back to the mine sites",
         f'{{ provenance(lotId: "{pack}", maxDepth: 20) {{ truncated nodes {{ id product originClass site {{ name region }} owner {{ name country }} }} edges {{ parent child }} }} }}',
         "Ancestry of the mixed batch (B): note the artisanal nodes",
         f'{{ provenance(lotId: "{mixed}") {{ nodes {{ id originClass site {{ name region }} }} }} }}',
         "A disclosure bundle (save it as a file and run `oretrace verify FILE --root-key <root public key>`)",
         f'{{ disclosureBundle(lotId: "{pack}", claimId: "{claim}") }}',
+        "The bundle of the aggregate claim over the model's three clean deliveries (its lots come from the claim)",
+        f'{{ disclosureBundle(claimId: "{aggregate}") }}',
     ]
     for title, query in zip(examples[::2], examples[1::2]):
         console.print(f"  [dim]# {title}[/]")
@@ -810,7 +814,7 @@ def demo(
     for b in result.bundles:
         table.add_row(
             b.path.name if b.path else b.name,
-            b.statement,
+            b.statement + (f", over {len(b.lot_ids)} lots" if len(b.lot_ids) > 1 else ""),
             f"[green]VALID[/] ({b.verify_seconds:.1f} s)" if b.ok else "[bold red]INVALID[/]",
         )
     console.print(table)
@@ -1404,7 +1408,7 @@ def _check_claim_args(kind, origin_class, p, p_max, q, low, high) -> None:
 
 @app.command()
 def claim(
-    lot: Annotated[str, typer.Argument(callback=ident, help="One of your lots.", show_default=False)],
+    lots: Annotated[list[str], typer.Argument(callback=idents, metavar="LOT...", help="Your lot(s): one lot, or several (up to 64) for an aggregate claim over their sum.", show_default=False)],
     wallet: WalletOpt,
     kind: Annotated[ClaimKindChoice, typer.Option(case_sensitive=False, help="What is claimed.")],
     origin_class: Annotated[ClaimClassChoice | None, typer.Option("--class", case_sensitive=False, help="Origin class, or class set (recycled = recycled_pre_consumer + recycled_post_consumer), the claim is about.")] = None,
@@ -1417,24 +1421,33 @@ def claim(
     api: ApiOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Publish a claim on one of your lots; optionally save its disclosure bundle."""
+    """Publish a claim about one of your lots, or an aggregate claim about several (LOT LOT ...:
+    1 to 64 lots you hold or consumed, none upstream of another); optionally save its disclosure bundle."""
+    chosen = list(lots)
+    if len(set(chosen)) != len(chosen):
+        twice = sorted({x for x in chosen if chosen.count(x) > 1})
+        _fail(f"lot(s) {', '.join(twice)} listed twice: a claim covers each lot once", EXIT_USAGE)
+    if len(chosen) > MAX_CLAIM_LOTS:
+        _fail(f"a claim covers at most {MAX_CLAIM_LOTS} lots, not {len(chosen)}", EXIT_USAGE)
+    chosen.sort()
     _check_claim_args(kind, origin_class, p, p_max, q, low, high)
     cls = origin_class.value if origin_class else None
 
     async def act(pub, client):
         with err.status("proving the claim..."):
-            return await pub.claim(lot, kind.value, origin_class=cls, p=p, q=q, low=low, high=high, p_max=p_max)
+            return await pub.claim(chosen, kind.value, origin_class=cls, p=p, q=q, low=low, high=high, p_max=p_max)
 
-    intent = _intent("claim", lot=lot, kind=kind.value, origin_class=cls, p=p, p_max=p_max, q=q, low=low, high=high,
-                     bundle_out=str(bundle_out) if bundle_out else None)  # fmt: skip
+    intent = _intent("claim", lots=chosen, kind=kind.value, origin_class=cls, p=p, p_max=p_max, q=q, low=low,
+                     high=high, bundle_out=str(bundle_out) if bundle_out else None)  # fmt: skip
     r, _ = _publish(wallet, api, intent, act, keep_pending=bundle_out is not None)
     if bundle_out:
         from .journal import Journal
 
-        _fetch_bundle(api, lot, r.claim_id, bundle_out, published=r)
+        _fetch_bundle(api, chosen[0], r.claim_id, bundle_out, published=r)
         Journal(wallet, intent).clear()  # published and saved: nothing is pending any more
-    _emit(as_json, {**_published_json(r), "lot_id": lot, "bundle": str(bundle_out) if bundle_out else None},
-          lambda: console.print(f"claim {r.claim_id} published on lot {lot} (event {r.event_id})", highlight=False))
+    scope = f"lot {chosen[0]}" if len(chosen) == 1 else f"{len(chosen)} lots ({', '.join(chosen)})"
+    _emit(as_json, {**_published_json(r), "lot_ids": chosen, "bundle": str(bundle_out) if bundle_out else None},
+          lambda: console.print(f"claim {r.claim_id} published on {scope} (event {r.event_id})", highlight=False))
     if bundle_out and not as_json:
         console.print(f"disclosure bundle written to {bundle_out}; check it with: oretrace verify {bundle_out}", highlight=False)
 
@@ -1464,7 +1477,7 @@ def _fetch_bundle(api: str | None, lot: str, claim_id: str, out: Path, *, publis
 
 @app.command()
 def bundle(
-    lot: Annotated[str, typer.Argument(callback=ident, help="The claimed lot.", show_default=False)],
+    lot: Annotated[str, typer.Argument(callback=ident, help="The claimed lot (for an aggregate claim: any lot of its set).", show_default=False)],
     claim_id: Annotated[str, typer.Argument(callback=ident, help="The claim id.", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", callback=output_file, help="File to write the bundle to.")],
     api: ApiOpt = None,

@@ -277,11 +277,13 @@ class Client:
         return (await self.execute(q, {"id": lot_id, "d": max_depth}))["provenance"]
 
     async def claims(self, lot_id: str) -> list[dict[str, Any]]:
-        q = "query($id: ID!) { claims(lotId: $id) { id kind originClass p q low high } }"
+        """The claims whose set contains `lot_id` (single-lot and aggregate), oldest first."""
+        q = "query($id: ID!) { claims(lotId: $id) { id lotIds kind originClass classSet p pMax q low high } }"
         return (await self.execute(q, {"id": lot_id}))["claims"]
 
-    async def disclosure_bundle(self, lot_id: str, claim_id: str) -> dict[str, Any]:
-        q = "query($l: ID!, $c: ID!) { disclosureBundle(lotId: $l, claimId: $c) }"
+    async def disclosure_bundle(self, lot_id: str | None, claim_id: str) -> dict[str, Any]:
+        """The claim's disclosure bundle; `lot_id` (or None) must be one of the claim's lots."""
+        q = "query($l: ID, $c: ID!) { disclosureBundle(lotId: $l, claimId: $c) }"
         return (await self.execute(q, {"l": lot_id, "c": claim_id}))["disclosureBundle"]
 
     async def sealed_openings(self, recipient: str, *, first: int = 100) -> list[dict[str, Any]]:

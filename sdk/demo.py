@@ -29,13 +29,22 @@ The story (numbers and sources: docs/demo.md; every organisation is fictional):
    refiner declares more sulfate than its input held (forged balance proof);
    the API rejects it.
 6. A cathode maker and a cell maker transform both lines; the OEM receives
-   the cells for two pack batches.
-7. The OEM claims, on the clean batch, "no artisanal origin", the battery
+   the cells of one pack model from one plant in one year as three
+   deliveries of the clean line (batches A, A2, A3) and one of the mixed
+   line (batch B).
+7. The OEM claims, on the clean batch A, "no artisanal origin", the battery
    passport's "recycled cobalt 16.0-16.9 %" (share_in_range over the class
-   set recycled = pre + post consumer) and "post-consumer recycled >= 10 %"
-   (all hold, and their bundles verify offline); on the mixed batch, "no
-   artisanal origin" is refused (CLAIM_DOES_NOT_HOLD) while the honest
-   mass-balance cap "artisanal share <= 25 %" holds.
+   set recycled = pre + post consumer) and "post-consumer recycled >= 10 %";
+   then, passport-style over the model's whole year (an aggregate claim over
+   the three clean deliveries: the commitments add, the proof is the same),
+   "recycled cobalt 16.0-16.9 %", "of which post-consumer >= 10 %" and the
+   contained cobalt of the three within +-1 % (all hold, and their bundles
+   verify offline); on the mixed batch, "no artisanal origin" is refused
+   (CLAIM_DOES_NOT_HOLD) while the honest mass-balance cap "artisanal share
+   <= 25 %" holds.
+8. Double counting: the cell maker claims over its clean cathode lot and the
+   cells it made from it (the same cobalt twice). Its wallet refuses; sent
+   anyway, the API refuses it (OVERLAPPING_LOTS).
 """
 
 from __future__ import annotations
@@ -53,6 +62,7 @@ from ledger.view import OPERATOR
 
 from . import demo_data as D
 from .attacks import (
+    double_counting_claim,
     forge_inflated_transform,
     forge_issue_smaller_amount,
     forge_issue_stale_cumulative,
@@ -66,7 +76,7 @@ from .wallet import Wallet
 Progress = Callable[[str], None]
 
 #: Number of stage messages `run_scenario` reports (for progress bars).
-STAGES = 9
+STAGES = 10
 
 
 @dataclass
@@ -82,7 +92,7 @@ class Outcome:
 @dataclass
 class BundleResult:
     name: str
-    lot_id: str
+    lot_ids: list[str]  # the claimed set (one lot for a single-lot claim)
     claim_id: str
     statement: str
     path: Path | None
@@ -369,7 +379,8 @@ class _Run:
         await self.accepted(cn.transfer(sulfate_cn, "vistula-cathode"))
         return sulfate_fi, sulfate_cn
 
-    async def downstream(self, sulfate_fi: str, sulfate_cn: str) -> tuple[str, str]:
+    async def downstream(self, sulfate_fi: str, sulfate_cn: str) -> tuple[list[str], str]:
+        """(the OEM's clean deliveries A, A2, A3; its mixed delivery B)."""
         z = self.sizes
         self.say("The cathode maker converts sulfate to NMC811; the cell maker makes cells for the OEM")
         cam = self.p("vistula-cathode")
@@ -380,55 +391,71 @@ class _Run:
             cathodes.append(r.lot_ids[0])
             await self.accepted(cam.transfer(r.lot_ids[0], "alfold-cells"))
         cells = self.p("alfold-cells")
-        packs = []
-        for lot, n_packs, tag in ((cathodes[0], z.packs_clean, "A"), (cathodes[1], z.packs_mixed, "B")):
+        # one pack model, one plant, one year: three deliveries of the clean line (the first
+        # the size of the mixed line's batch B ratio as before), one of the mixed line
+        lines = (
+            (cathodes[0], [("A", z.packs_clean), ("A2", z.packs_clean * 3 // 5), ("A3", z.packs_clean * 2 // 5)]),
+            (cathodes[1], [("B", z.packs_mixed)]),
+        )
+        delivered: list[list[str]] = []
+        for lot, batches in lines:
             grams = self.recovered((await cells.held(lot)).total, D.CELL_RECOVERY)
-            to_oem = n_packs * D.PACK_CO_G
-            r = await self.accepted(
-                cells.transform_proportional(
-                    "convert",
-                    [lot],
-                    [(D.cells(to_oem) + f", Rhine Motors batch {tag}", to_oem), (D.cells(grams - to_oem), grams - to_oem)],
-                )
-            )
-            await self.accepted(cells.transfer(r.lot_ids[0], "rhine-motors"))
-            packs.append(r.lot_ids[0])
-        self.result.ids["lot_pack_clean"], self.result.ids["lot_pack_mixed"] = packs
-        return packs[0], packs[1]
+            outputs = [(D.cells(n * D.PACK_CO_G) + f", {D.PACK_MODEL}, batch {tag}", n * D.PACK_CO_G) for tag, n in batches]
+            rest = grams - sum(g for _, g in outputs)
+            r = await self.accepted(cells.transform_proportional("convert", [lot], [*outputs, (D.cells(rest), rest)]))
+            for out in r.lot_ids[: len(batches)]:
+                await self.accepted(cells.transfer(out, "rhine-motors"))
+            delivered.append(r.lot_ids[: len(batches)])
+            if lot == cathodes[0]:
+                self.result.ids["lot_cathode_clean"], self.result.ids["lot_cells_clean_rest"] = lot, r.lot_ids[-1]
+        clean, (mixed,) = delivered
+        self.result.ids["lot_pack_clean"], self.result.ids["lot_pack_mixed"] = clean[0], mixed
+        self.result.ids["lot_pack_clean_a2"], self.result.ids["lot_pack_clean_a3"] = clean[1], clean[2]
+        return clean, mixed
 
-    async def claims(self, clean: str, mixed: str, out_dir: Path | None) -> None:
-        self.say("The OEM publishes claims; bundles are fetched and verified offline")
+    async def claims(self, clean_lots: list[str], mixed: str, out_dir: Path | None) -> None:
+        self.say("The OEM publishes claims (single-lot and aggregate); bundles are fetched and verified offline")
         oem = self.p("rhine-motors")
+        clean = clean_lots[0]
+        year_g = sum([(await oem.held(x)).total for x in clean_lots])
         wanted = [
-            ("clean-no-artisanal", clean, dict(kind="ancestry_excludes", origin_class="artisanal")),
+            ("clean-no-artisanal", [clean], dict(kind="ancestry_excludes", origin_class="artisanal")),
             # battery-passport style: recycled cobalt 16.0-16.9 %, of which post-consumer >= 10 %
-            ("clean-recycled-16pct", clean, dict(kind="share_in_range", origin_class="recycled", p=160, p_max=169, q=1000)),
-            ("clean-post-consumer-10pct", clean,
+            ("clean-recycled-16pct", [clean], dict(kind="share_in_range", origin_class="recycled", p=160, p_max=169, q=1000)),
+            ("clean-post-consumer-10pct", [clean],
              dict(kind="share_at_least", origin_class="recycled_post_consumer", p=10, q=100)),
-            ("mixed-artisanal-max-25pct", mixed, dict(kind="share_at_most", origin_class="artisanal", p=25, q=100)),
+            ("mixed-artisanal-max-25pct", [mixed], dict(kind="share_at_most", origin_class="artisanal", p=25, q=100)),
+            # the passport's figures per model, plant and year: aggregate claims over the three deliveries
+            ("model-year-recycled-16pct", clean_lots,
+             dict(kind="share_in_range", origin_class="recycled", p=160, p_max=169, q=1000)),
+            ("model-year-post-consumer-10pct", clean_lots,
+             dict(kind="share_at_least", origin_class="recycled_post_consumer", p=100, q=1000)),
+            ("model-year-cobalt-amount", clean_lots,
+             dict(kind="amount_in_range", low=year_g * 99 // 100, high=year_g * 101 // 100)),
         ]
         published = []
-        for name, lot, params in wanted:
+        for name, lots, params in wanted:
             kind = params.pop("kind")
             try:
-                r = await self.accepted(oem.claim(lot, kind, **params))
+                r = await self.accepted(oem.claim(lots, kind, **params))
             except (ApiRejection, ProvingRefused) as exc:
                 self.outcome(f"OEM claim {name}", "accepted", f"refused: {exc}", False)
                 continue
-            published.append((name, lot, r.claim_id))
+            published.append((name, sorted(lots), r.claim_id))
             self.result.ids[f"claim_{name.replace('-', '_')}"] = r.claim_id
         await self.expect_rejection(
             "OEM claims 'no artisanal origin' for pack batch B (mixed line)",
             "CLAIM_DOES_NOT_HOLD",
             oem.claim(mixed, "ancestry_excludes", origin_class="artisanal"),
         )
+        await self.double_counting()
         root = self.result.root_public_key
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
             (out_dir / "root-key.hex").write_text(root + "\n")
         first_bundle = None
-        for name, lot, claim_id in published:
-            bundle = await self.client.disclosure_bundle(lot, claim_id)
+        for name, lots, claim_id in published:
+            bundle = await self.client.disclosure_bundle(None, claim_id)  # the server derives the lots
             path = None
             if out_dir is not None:
                 path = out_dir / f"{name}.json"
@@ -437,11 +464,13 @@ class _Run:
             report = verify_bundle(bundle, root)
             elapsed = time.perf_counter() - started
             statement = report.claim.get("statement", name)
-            self.result.bundles.append(BundleResult(name, lot, claim_id, statement, path, report.ok, report.summary, elapsed))
+            scope = report.claim.get("scope", "")
+            self.result.bundles.append(BundleResult(name, lots, claim_id, statement, path, report.ok, report.summary, elapsed))
             self.outcome(
                 f"bundle {name}.json verifies offline",
                 "valid",
-                f"{'VALID' if report.ok else 'INVALID'}: {statement} ({report.events} events, {report.range_proofs} range proofs, {elapsed:.1f} s)",
+                f"{'VALID' if report.ok else 'INVALID'}: {statement} {scope} ({report.events} events,"
+                f" {report.range_proofs} range proofs, {elapsed:.1f} s)",
                 report.ok,
             )
             first_bundle = first_bundle or bundle
@@ -454,6 +483,28 @@ class _Run:
                 report.summary[:160],
                 not report.ok,
             )
+
+    async def double_counting(self) -> None:
+        """The cell maker claims over its clean cathode lot (consumed) and the cells it made from it."""
+        self.say("Double counting: the cell maker claims over a lot and the cells made from it")
+        cells = self.p("alfold-cells")
+        lots = [self.result.ids["lot_cathode_clean"], self.result.ids["lot_cells_clean_rest"]]
+        params = dict(origin_class="recycled", p=160, q=1000)
+        step = "cell maker claims 'recycled >= 16 %' over its cathode lot and the cells made from it"
+        checked, expected = step + ", wallet check before sending", "wallet refuses to send"
+        try:
+            await cells.claim(lots, "share_at_least", **params)
+        except ProvingRefused as exc:
+            self.outcome(checked, expected, f"refused: {exc}", True)
+        except ApiRejection as exc:
+            self.outcome(checked, expected, f"sent, then {exc.code}", False)
+        else:
+            self.outcome(checked, expected, "ACCEPTED", False)
+        await self.expect_rejection(
+            step + ", sent anyway (the same cobalt counted twice)",
+            "OVERLAPPING_LOTS",
+            cells.submit(double_counting_claim(cells, lots, "share_at_least", **params)),
+        )
 
 
 def tamper(bundle: dict[str, Any]) -> dict[str, Any]:
@@ -487,8 +538,8 @@ async def run_scenario(
     await run.laundering_capacity()
     clean, blend = await run.trade(lots)
     sulfate_fi, sulfate_cn = await run.refiners(clean, blend, lots["recycled"])
-    pack_clean, pack_mixed = await run.downstream(sulfate_fi, sulfate_cn)
-    await run.claims(pack_clean, pack_mixed, out_dir)
+    clean_deliveries, pack_mixed = await run.downstream(sulfate_fi, sulfate_cn)
+    await run.claims(clean_deliveries, pack_mixed, out_dir)
     ids = run.result.ids
     ids["org_oem"] = "rhine-motors"
     ids["site_kasulo"] = "kasulo-asm"

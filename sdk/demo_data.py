@@ -28,6 +28,9 @@ KG = 1_000
 
 PACK_KWH = 75
 PACK_CO_G = 6_500  # grams of cobalt in one 75 kWh NMC811 pack (illustrative)
+#: The OEM's deliveries of one battery model from one plant in one year (the battery
+#: passport reports recycled content per model, plant and year: EU 2023/1542 Art. 8).
+PACK_MODEL = "Rhine Motors RM-75 packs, Leipzig plant, model year 2026"
 
 NETWORK = "oretrace-demo"
 

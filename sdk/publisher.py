@@ -38,6 +38,7 @@ from ledger.builders import (
 from ledger.envelope import Envelope, sign
 from ledger import statements as st
 from ledger.models import (
+    MAX_CLAIM_LOTS,
     ORIGIN_CLASSES,
     AttestSite,
     ClaimKind,
@@ -69,6 +70,12 @@ class ProvingRefused(Exception):
 
 class PublicQuantity(ProvingRefused):
     """A product text states a mass, volume or percentage (nothing was sent)."""
+
+
+class ClaimSetRefused(ProvingRefused):
+    """A claim's set of lots breaks a rule the SDK can see before sending: a lot listed
+    twice, no lot or more than MAX_CLAIM_LOTS, a lot neither held nor consumed by the
+    organisation, or a lot upstream of another (nothing was sent)."""
 
 
 def check_product_text(text: str, *, allow_public_quantity: bool = False, what: str = "product text") -> None:
@@ -510,7 +517,7 @@ class Publisher:
 
     async def claim(
         self,
-        lot_id: str,
+        lots: str | Sequence[str],
         kind: str | ClaimKind,
         *,
         origin_class: str | None = None,
@@ -520,19 +527,31 @@ class Publisher:
         high: int | None = None,
         p_max: int | None = None,
     ) -> Published:
-        """Publish a claim on one of the organisation's lots (proven when it needs a proof).
+        """Publish a claim about one lot or a set of lots (an aggregate), proven when it needs a proof.
 
+        `lots`: a lot id, or 1 to MAX_CLAIM_LOTS ids in any order (sent sorted). Every lot
+        must be held by the organisation or consumed by one of its transformations, and no
+        lot may be upstream of another: ClaimSetRefused (nothing sent) when the wallet and
+        the server's lot records show otherwise (the server's rules decide in the end).
+        Share and amount claims are about the sum over the set, from the openings the
+        wallet holds for every lot (WalletError if one is missing).
         `origin_class` is a class or a class set ("recycled" = pre + post consumer);
         share_in_range takes p <= p_max <= q (p/q <= share <= p_max/q)."""
         kind = ClaimKind(kind)
-        openings = None if kind is ClaimKind.ancestry_excludes else (await self.held(lot_id)).openings
+        lot_ids = sorted([lots] if isinstance(lots, str) else lots)
+        await self._check_claim_set(lot_ids)
+        openings = (
+            None
+            if kind is ClaimKind.ancestry_excludes
+            else {lot_id: (await self.held(lot_id)).openings for lot_id in lot_ids}
+        )
         nonce = new_nonce()
         payload = await self._prove(
             build_claim,
             network=self.network,
             signer=self.org_id,
             nonce=nonce,
-            lot_id=lot_id,
+            lot_ids=lot_ids,
             kind=kind,
             openings=openings,
             origin_class=origin_class,
@@ -543,6 +562,38 @@ class Publisher:
             p_max=p_max,
         )
         return self.settle(await self.submit(self.sign(payload, nonce)), save=False)
+
+    async def _check_claim_set(self, lot_ids: list[str]) -> None:
+        """ClaimSetRefused for a set the ledger would refuse (ledger.rules._publish_claim):
+        duplicates, size, a lot held by another organisation, a lot upstream of another
+        (from each lot's provenance). A single lot is left to the server, as before."""
+        if len(set(lot_ids)) != len(lot_ids):
+            twice = sorted({i for i in lot_ids if lot_ids.count(i) > 1})
+            raise ClaimSetRefused(f"lot(s) {', '.join(twice)} listed twice: a claim covers each lot once")
+        if not 1 <= len(lot_ids) <= MAX_CLAIM_LOTS:
+            raise ClaimSetRefused(f"a claim covers 1 to {MAX_CLAIM_LOTS} lots, not {len(lot_ids)}")
+        if len(lot_ids) == 1:
+            return
+        for lot_id in lot_ids:
+            record = await self.client.lot(lot_id)
+            if record is None:
+                raise ClaimSetRefused(f"lot {lot_id} is not in the ledger")
+            owner = (record.get("owner") or {}).get("id")
+            if owner != self.org_id:
+                state = "was consumed while held by" if record.get("consumed") else "is held by"
+                raise ClaimSetRefused(
+                    f"lot {lot_id} {state} {owner}, not {self.org_id}: a claim covers lots the organisation"
+                    " holds or consumed in its own transformations"
+                )
+        claimed = set(lot_ids)
+        for lot_id in lot_ids:
+            graph = await self.client.provenance(lot_id)
+            upstream = sorted(claimed.intersection(n["id"] for n in graph["nodes"]) - {lot_id})
+            if upstream:
+                raise ClaimSetRefused(
+                    f"lot {upstream[0]} is an ancestor of lot {lot_id}: its cobalt would count twice in the"
+                    " aggregate; claim over one of them"
+                )
 
 
 # --------------------------------------------------------------------------- syncing and restoring

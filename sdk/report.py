@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from ledger.bundle import V1_FORMAT, V1_REFUSAL, VerificationReport
+from ledger.bundle import V1_FORMAT, V1_REFUSAL, VerificationReport, describe_lots
 from ledger.encoding import StrictJSONError, loads_strict
 
 from .terminal import safe
@@ -118,13 +118,34 @@ def print_report(
         failed = [c for c in report.checks if not c.ok]
         lines = "\n".join(f"  - {safe(c.name)}: {safe(c.detail)}" for c in failed)
         body = (
-            f"[bold red]NOT PROVEN[/]: claim {safe(claim.get('claim_id', '?'))} on lot {safe(claim.get('lot_id', '?'))}.\n\n"
+            f"[bold red]NOT PROVEN[/]: claim {safe(claim.get('claim_id', '?'))} on {_scope(claim)}.\n\n"
             f"Failed check(s):\n{lines}\n\n"
             "Nothing in this bundle can be relied on: it was altered, is incomplete, or was not issued under this"
             " root key."
         )
         console.print(Panel(body, title="verification failed", expand=False))
     console.print(f"[dim]{elapsed:.2f} s[/]")
+
+
+def _scope(claim: dict[str, Any]) -> str:
+    """"lot A" / "3 lots: A, B, C" from a report's claim (whatever a failed bundle left there)."""
+    lot_ids = claim.get("lot_ids")
+    if isinstance(lot_ids, list) and lot_ids and all(isinstance(x, str) for x in lot_ids):
+        return safe(describe_lots(lot_ids))
+    return "lot ?"
+
+
+def _mass_balance_text(meaning: dict[str, Any]) -> str:
+    """The claimed set (one line per lot) and what the aggregate sums over."""
+    lots = "\n".join(f"  - {safe(lot['lot_id'])}: {safe(lot['product'])}" for lot in meaning.get("lots", []))
+    mb = meaning.get("mass_balance") or {}
+    summary = (
+        f"Mass balance over the set: {safe(mb.get('lots'))} lot(s) summed per origin class, resting on"
+        f" {safe(mb.get('upstream_lots'))} upstream lots, {safe(mb.get('issued_lots'))} issuances and"
+        f" {safe(mb.get('transformations'))} balanced, loss-capped transformations; origin classes upstream:"
+        f" {safe(', '.join(mb.get('origin_classes', [])) or 'none')}."
+    )
+    return f"Claimed lots:\n{lots or '  (none)'}\n{summary}\n"
 
 
 def _proven_text(report: VerificationReport) -> str:
@@ -141,13 +162,14 @@ def _proven_text(report: VerificationReport) -> str:
     if meaning.get("identity_preserved") and meaning.get("model") != "identity preserved":
         model += "; identity preserved: every issued ancestor comes from a single site"
     return (
-        f"[bold green]PROVEN[/]: {safe(claim.get('statement'))}, for lot {safe(claim.get('lot_id'))},"
+        f"[bold green]PROVEN[/]: {safe(claim.get('statement'))}, for {_scope(claim)},"
         f" claimed by {safe(claim.get('owner_name'))} ({safe(claim.get('owner'))}).\n\n"
         f"What it means: {safe(meaning.get('wording', ''))}.\n"
         f"Chain-of-custody model (ISO 22095): {model}.\n"
         f"Sites of the ancestry:\n{sites or '  (none)'}\n"
-        f"Organisations that transformed the material:\n{transformers or '  (none)'}\n\n"
-        f"All {report.events} events behind this lot (registrations, site attestations, issuances, transfers,"
+        f"Organisations that transformed the material:\n{transformers or '  (none)'}\n"
+        f"{_mass_balance_text(meaning)}\n"
+        f"All {report.events} events behind {'this lot' if len(claim.get('lot_ids') or []) == 1 else 'these lots'} (registrations, site attestations, issuances, transfers,"
         " transformations, the claim) are signed by keys that chain to the root key and obey the ledger rules:"
         " every issuance stayed within its site's audited capacity, no lot was consumed twice, every"
         f" transformation balances per origin class, and {report.range_proofs} range proofs verified in one"

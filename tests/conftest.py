@@ -454,7 +454,7 @@ class LedgerWorld:
         from ledger.builders import build_claim
 
         nonce = self.nonce()
-        payload = build_claim(self.network, owner, nonce, lot_id=lot_id, kind="ancestry_excludes",
+        payload = build_claim(self.network, owner, nonce, lot_ids=[lot_id], kind="ancestry_excludes",
                               origin_class=origin_class)  # fmt: skip
         return self.sign(payload, owner, nonce=nonce), st.claim_id(self.network, owner, nonce)
 
@@ -463,9 +463,9 @@ class LedgerWorld:
         from ledger.builders import build_claim
 
         nonce = self.nonce()
-        payload = build_claim(self.network, owner, nonce, lot_id=lot_id,
+        payload = build_claim(self.network, owner, nonce, lot_ids=[lot_id],
                               kind="share_at_least" if at_least else "share_at_most",
-                              openings=self.members[owner].openings[lot_id], origin_class=origin_class, p=p, q=q)  # fmt: skip
+                              openings={lot_id: self.members[owner].openings[lot_id]}, origin_class=origin_class, p=p, q=q)  # fmt: skip
         return self.sign(payload, owner, nonce=nonce), st.claim_id(self.network, owner, nonce)
 
 

@@ -294,6 +294,47 @@ async def test_ancestry_walks_are_capped(ing, fworld, chain, fstore, limit, ok):
         fstore.ancestry_limit = saved
 
 
+def aggregate_claim(w: LedgerWorld, owner: str, lot_ids: list[str]):
+    """An amount claim over `lot_ids` (their exact sum), by `owner`."""
+    from ledger.builders import build_claim
+
+    openings = {i: w.members[owner].openings[i] for i in lot_ids}
+    total = sum(o.value for lot in openings.values() for o in lot.values())
+    nonce = w.nonce()
+    payload = build_claim(w.network, owner, nonce, lot_ids=lot_ids, kind="amount_in_range", openings=openings,
+                          low=total, high=total)  # fmt: skip
+    return w.sign(payload, owner, nonce=nonce)
+
+
+async def test_an_unauthenticated_aggregate_claim_does_no_ancestry_walk(ing, fworld, chain, lot_finds):
+    """A set of two lots needs the no-overlap walk: it runs only for an authenticated signer."""
+    env = aggregate_claim(fworld, "trader-f", sorted(chain.refined))
+    forged = fworld.sign(env.payload, "trader-f", nonce=env.nonce, key_id="k9")
+    lot_finds.count = 0
+    assert (await rejected(ing, forged)).code is Code.UNKNOWN_KEY
+    assert lot_finds.count <= 1  # the claimed lots themselves (one $in), never a level above them
+    lot_finds.count = 0
+    assert (await publish(ing, env)).claim_id
+    assert lot_finds.count >= 3  # the lots, then their ancestry level by level
+
+
+@pytest.mark.parametrize("limit, ok", [(AncestryLimit(0, 100), False), (AncestryLimit(1, 100), True),
+                                       (AncestryLimit(5, 3), False), (AncestryLimit(5, 4), True)])  # fmt: skip
+async def test_the_no_overlap_walk_of_an_aggregate_claim_is_capped(ing, fworld, chain, fstore, limit, ok):
+    """Two sibling lots with the same 2 parents one level up: 4 lots, 1 level, whatever the claim's kind."""
+    saved = fstore.ancestry_limit
+    fstore.ancestry_limit = limit
+    try:
+        env = aggregate_claim(fworld, "trader-f", sorted(chain.refined))
+        if ok:
+            assert (await publish(ing, env)).claim_id
+        else:
+            rejection = await rejected(ing, env)
+            assert rejection.code is Code.INVALID_CLAIM and "exceeds this server's limit" in rejection.message
+    finally:
+        fstore.ancestry_limit = saved
+
+
 # --------------------------------------------------------------------------- HTTP: readiness, typed 503
 
 

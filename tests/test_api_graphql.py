@@ -68,7 +68,7 @@ async def test_lot_with_relations(gql, chain: Chain) -> None:
             owner { id name roles } issuer { id }
             parents { id originClass consumed site { id name originClass operator { id }
                       attestations { id auditor { id } capacityCommitment lastIssuance { seq } } } }
-            claims { id kind originClass lotId owner { id } }
+            claims { id kind originClass lotIds owner { id } }
         } }""",
         {"id": chain.refined[0]},
     )
@@ -83,7 +83,7 @@ async def test_lot_with_relations(gql, chain: Chain) -> None:
     assert parent["site"]["operator"]["id"] == "mine"
     assert parent["site"]["attestations"][0]["lastIssuance"]["seq"] == 1
     assert lot["claims"] == [
-        {"id": chain.claim_id, "kind": "ancestry_excludes", "originClass": "artisanal", "lotId": lot["id"],
+        {"id": chain.claim_id, "kind": "ancestry_excludes", "originClass": "artisanal", "lotIds": [lot["id"]],
          "owner": {"id": "trader"}}  # fmt: skip
     ]
     assert (await gql('{ lot(id: "lot_nope") { id } }'))["data"] == {"lot": None}
@@ -326,7 +326,7 @@ async def test_rejected_replayed_nonce(gql, store, world, chain, cast) -> None:
     assert await store.snapshot() == before
     from ledger.builders import build_claim
 
-    payload = build_claim(world.network, "trader", claim_event["nonce"], lot_id=chain.refined[1],
+    payload = build_claim(world.network, "trader", claim_event["nonce"], lot_ids=[chain.refined[1]],
                           kind="ancestry_excludes", origin_class="artisanal")  # fmt: skip
     fresh = world.sign(payload, "trader", nonce=claim_event["nonce"])  # a new claim reusing the nonce
     await expect_rejection(gql, store, fresh, "REPLAYED_NONCE")

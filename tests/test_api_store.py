@@ -71,7 +71,7 @@ async def test_guard_collision_writes_nothing(store: Store, world) -> None:
         new_lots=[lot("lot_a3", parents=["lot_a1"])],
         consumed=["lot_a2"],
         claims=[
-            Claim(claim_id="clm_x", lot_id="lot_a3", owner="acme", kind=ClaimKind.ancestry_excludes,
+            Claim(claim_id="clm_x", lot_ids=["lot_a3"], owner="acme", kind=ClaimKind.ancestry_excludes,
                   origin_class="artisanal", event_id="evt_x", created_at=datetime.now(UTC))  # fmt: skip
         ],
         sealed=[SealedOpening("acme", ("lot_a3",), "c2VhbGVk", "evt_x")],

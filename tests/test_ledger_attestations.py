@@ -206,7 +206,7 @@ def test_a_class_correction_changes_the_class_of_later_issuances(w: World, backe
     assert w.view.lot(after).origin_class == "artisanal" and set(w.view.lot(after).commitments) == {"artisanal"}
     assert w.view.lot(before).origin_class == "industrial"  # what was issued stays as audited then
     nonce = secrets.token_hex(16)
-    claim = builders.build_claim(NETWORK, "mine-c", nonce, lot_id=after, kind=ClaimKind.ancestry_excludes,
+    claim = builders.build_claim(NETWORK, "mine-c", nonce, lot_ids=[after], kind=ClaimKind.ancestry_excludes,
                                  origin_class="artisanal")  # fmt: skip
     refused(w, w.sign(claim, "mine-c", nonce), Code.CLAIM_DOES_NOT_HOLD, "artisanal site site-c", backend=backend)
     assert issued_lot_id(NETWORK, "mine-c", nonce) != after
@@ -236,8 +236,8 @@ def test_a_bundle_carries_the_corrections_and_every_event_is_needed(w: World):
     second = w.attest("site-c", "mine-c", "artisanal", capacity=80 * T, supersedes=first)
     lot = w.issue("site-c", 20 * T)
     nonce = secrets.token_hex(16)
-    claim = builders.build_claim(NETWORK, "mine-c", nonce, lot_id=lot, kind=ClaimKind.amount_in_range,
-                                 openings=w.openings[lot], low=19 * T, high=21 * T)  # fmt: skip
+    claim = builders.build_claim(NETWORK, "mine-c", nonce, lot_ids=[lot], kind=ClaimKind.amount_in_range,
+                                 openings={lot: w.openings[lot]}, low=19 * T, high=21 * T)  # fmt: skip
     w.submit(w.sign(claim, "mine-c", nonce))
     claim_id = claim_id_of(NETWORK, "mine-c", nonce)
     bundle = assemble(required_events(w, claim_id), claim_id, NETWORK)
@@ -289,12 +289,12 @@ async def test_the_api_bundle_carries_revocations_and_superseded_chains(world, p
     env, lot = world.issue(second, 20 * T)
     await publish(env)
     nonce = world.nonce()
-    claim = builders.build_claim(world.network, "v2-mine", nonce, lot_id=lot, kind=ClaimKind.amount_in_range,
-                                 openings=world.members["v2-mine"].openings[lot], low=20 * T, high=20 * T)  # fmt: skip
+    claim = builders.build_claim(world.network, "v2-mine", nonce, lot_ids=[lot], kind=ClaimKind.amount_in_range,
+                                 openings={lot: world.members["v2-mine"].openings[lot]}, low=20 * T, high=20 * T)  # fmt: skip
     await publish(world.sign(claim, "v2-mine", nonce=nonce))
     claim_id = claim_id_of(world.network, "v2-mine", nonce)
 
-    events = await store.bundle_events(lot, claim_id)
+    events = await store.bundle_events(claim_id, lot)
     types = [e.payload.type for e in events]
     assert types.count("attest_site") == 2 and types.count("revoke_attestation") == 1 and types.count("issue") == 2
     assert (await store.attestation(first)).superseded_by == second

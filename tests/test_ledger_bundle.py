@@ -20,8 +20,10 @@ def required_events(w: World, claim_id: str) -> list[Envelope]:
     """The event set docs/ledger.md prescribes, selected the way the API does (here from the in-memory log)."""
     index = next(i for i, e in enumerate(w.log) if any(c.claim_id == claim_id for c in e.claims))
     log = w.log[: index + 1]
-    lots = {lot.lot_id for lot in ancestry(w.view, w.view.claims[claim_id].lot_id)}
-    touching = [e for e in log if lots & set(e.lot_ids)]
+    lots = {lot.lot_id for lot in ancestry(w.view, w.view.claims[claim_id].lot_ids)}
+    # not a transformation that only consumed claimed lots (its outputs are outside the ancestry)
+    touching = [e for e in log if lots & set(e.lot_ids)
+                and (e.event_type != "transform" or any(lot.lot_id in lots for lot in e.new_lots))]  # fmt: skip
     last_seq: dict[str, int] = {}
     sites: set[str] = set()
     for e in touching:
@@ -89,7 +91,7 @@ def test_ancestry_claim_bundle_verifies(chain: World, clean_bundle: dict, root_h
     report = verify_bundle(clean_bundle, root_hex)
     assert report.ok, report.summary
     assert [c.name for c in report.checks] == ["format", "decode", "rules", "uniqueness", "revocation", "proofs", "claim"]
-    assert report.claim["kind"] == "ancestry_excludes" and report.claim["lot_id"] == chain.names["CLEAN"]
+    assert report.claim["kind"] == "ancestry_excludes" and report.claim["lot_ids"] == [chain.names["CLEAN"]]
     assert report.summary.startswith("VALID: no artisanal origin anywhere upstream, claimed by Oem")
     # issuances A1 and R1 (range + capacity each) and the transformation (range + loss cap): one batch
     assert (report.range_proofs, report.sigma_proofs) == (6, 1)
@@ -225,7 +227,7 @@ def test_network_root_and_claim_must_match(chain: World, clean_bundle: dict, sha
     other_root = "ab" * 32
     failed(clean_bundle, other_root, "rules", "event 0", "BAD_SIGNATURE")
     failed({**clean_bundle, "claim_id": chain.names["CLAIM_SHARE"]}, root_hex, "claim", "not published")
-    failed({**share_bundle, "lot_id": chain.names["A2"]}, root_hex, "claim", chain.names["A2"])
+    failed({**share_bundle, "lot_ids": [chain.names["A2"]]}, root_hex, "claim", chain.names["A2"])
 
 
 @pytest.mark.parametrize(
@@ -234,10 +236,13 @@ def test_network_root_and_claim_must_match(chain: World, clean_bundle: dict, sha
         ([], "format"),
         ("bundle", "format"),
         ({"format": "oretrace-bundle/v0"}, "format"),
-        ({"format": BUNDLE_FORMAT, "network": "n", "claim_id": "c", "lot_id": "l", "events": {}}, "format"),
-        ({"format": BUNDLE_FORMAT, "network": "n", "claim_id": "c", "lot_id": 7, "events": [{}]}, "format"),
-        ({"format": BUNDLE_FORMAT, "network": "n", "claim_id": "c", "lot_id": "l", "events": [{}]}, "decode"),
-        ({"format": BUNDLE_FORMAT, "network": "n", "claim_id": "c", "lot_id": "l", "events": [17]}, "decode"),
+        ({"format": BUNDLE_FORMAT, "network": "n", "claim_id": "c", "lot_ids": ["l"], "events": {}}, "format"),
+        ({"format": BUNDLE_FORMAT, "network": "n", "claim_id": "c", "lot_ids": [7], "events": [{}]}, "format"),
+        ({"format": BUNDLE_FORMAT, "network": "n", "claim_id": "c", "lot_ids": "l", "events": [{}]}, "format"),
+        ({"format": BUNDLE_FORMAT, "network": "n", "claim_id": "c", "lot_ids": [], "events": [{}]}, "format"),
+        ({"format": BUNDLE_FORMAT, "network": "n", "claim_id": "c", "lot_id": "l", "events": [{}]}, "format"),
+        ({"format": BUNDLE_FORMAT, "network": "n", "claim_id": "c", "lot_ids": ["l"], "events": [{}]}, "decode"),
+        ({"format": BUNDLE_FORMAT, "network": "n", "claim_id": "c", "lot_ids": ["l"], "events": [17]}, "decode"),
     ],
 )
 def test_malformed_bundles_fail_without_raising(junk, check, root_hex: str):

@@ -32,7 +32,7 @@ def w() -> World:
 
 def claim_envelope(w: World, **params):
     lot, nonce = w.names["CLEAN"], secrets.token_hex(16)
-    payload = builders.build_claim(NETWORK, "oem", nonce, lot_id=lot, openings=w.openings[lot], **params)
+    payload = builders.build_claim(NETWORK, "oem", nonce, lot_ids=[lot], openings={lot: w.openings[lot]}, **params)
     return w.sign(payload, "oem", nonce)
 
 
@@ -73,9 +73,9 @@ def test_a_share_outside_either_bound_is_refused(w: World, backend: str, p: int,
     above, below = split[0].scale(1000) - total.scale(p), total.scale(p_max) - split[0].scale(1000)
     clamped = [o if o.value >= 0 else Opening(0, o.blinding) for o in (above, below)]
     params = st.claim_params(ClaimKind.share_in_range, "recycled", p, 1000, p_max=p_max)
-    transcript = st.claim_transcript(NETWORK, "oem", st.claim_id(NETWORK, "oem", nonce), lot, ClaimKind.share_in_range, params)
+    transcript = st.claim_transcript(NETWORK, "oem", st.claim_id(NETWORK, "oem", nonce), [lot], ClaimKind.share_in_range, params)
     proof, _ = prove_range(transcript, [*clamped, total - Opening(1, 0)])
-    forged = PublishClaim(lot_id=lot, kind=ClaimKind.share_in_range, origin_class="recycled", p=p, p_max=p_max,
+    forged = PublishClaim(lot_ids=[lot], kind=ClaimKind.share_in_range, origin_class="recycled", p=p, p_max=p_max,
                           q=1000, proof=proof.to_bytes().hex())  # fmt: skip
     refused(w, w.sign(forged, "oem", nonce), Code.BAD_PROOF, "claim proof", backend=backend)
 
@@ -103,7 +103,7 @@ def test_class_sets_count_pre_and_post_consumer_together(w: World):
     with pytest.raises(ProvingError):
         claim_envelope(w, kind=ClaimKind.share_at_least, origin_class="recycled_pre_consumer", p=1, q=100)
     lot, nonce = w.names["CLEAN"], secrets.token_hex(16)
-    excludes = builders.build_claim(NETWORK, "oem", nonce, lot_id=lot, kind=ClaimKind.ancestry_excludes,
+    excludes = builders.build_claim(NETWORK, "oem", nonce, lot_ids=[lot], kind=ClaimKind.ancestry_excludes,
                                     origin_class="recycled")  # fmt: skip
     refused(w, w.sign(excludes, "oem", nonce), Code.CLAIM_DOES_NOT_HOLD, "recycled_post_consumer site site-r")
 

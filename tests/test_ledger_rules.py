@@ -519,7 +519,7 @@ def test_transform_output_points_are_decoded_strictly(chain: World):
 def claim(chain: World, lot: str, kind: ClaimKind, nonce: str | None = None, **params):
     nonce = nonce or secrets.token_hex(16)
     owner = chain.view.lot(lot).owner
-    payload = builders.build_claim(NETWORK, owner, nonce, lot_id=lot, kind=kind, openings=chain.openings[lot], **params)
+    payload = builders.build_claim(NETWORK, owner, nonce, lot_ids=[lot], kind=kind, openings={lot: chain.openings[lot]}, **params)
     return chain.sign(payload, owner, nonce)
 
 
@@ -554,22 +554,26 @@ def test_claim_proof_is_bound_to_its_parameters(chain: World):
     honest = claim(chain, chain.names["CLEAN"], ClaimKind.share_at_least, origin_class="recycled", p=16, q=100)
     lie = honest.payload.model_copy(update={"p": 30})
     rejected(chain, chain.sign(lie, "oem", honest.nonce), Code.BAD_PROOF, "claim proof")
-    other_lot = honest.payload.model_copy(update={"lot_id": chain.names["A2"]})
+    other_lot = honest.payload.model_copy(update={"lot_ids": [chain.names["A2"]]})
     rejected(chain, chain.sign(other_lot, "oem", honest.nonce), Code.NOT_OWNER)
 
 
-def test_claims_only_by_the_current_holder_of_an_unconsumed_lot(chain: World):
+def test_claims_only_by_a_holder_current_or_at_consumption(chain: World):
+    """A claim covers lots its signer holds now or consumed in its own transformation; a lot
+    held by someone else now, or consumed while someone else held it, is NOT_OWNER."""
     n = chain.names
     rejected(
         chain,
-        chain.sign(PublishClaim(lot_id=n["CLEAN"], kind="ancestry_excludes", origin_class="artisanal"), "refiner"),
-        Code.NOT_OWNER,
-    )
+        chain.sign(PublishClaim(lot_ids=[n["CLEAN"]], kind="ancestry_excludes", origin_class="artisanal"), "refiner"),
+        Code.NOT_OWNER, f"lot {n['CLEAN']} is held by oem, not refiner",
+    )  # fmt: skip
     rejected(
         chain,
-        chain.sign(PublishClaim(lot_id=n["B1"], kind="ancestry_excludes", origin_class="artisanal"), "refiner"),
-        Code.LOT_CONSUMED,
-    )
+        chain.sign(PublishClaim(lot_ids=[n["A1"]], kind="ancestry_excludes", origin_class="artisanal"), "mine-a"),
+        Code.NOT_OWNER, f"lot {n['A1']} was consumed while held by refiner, not mine-a",
+    )  # fmt: skip
+    # the refiner consumed B1 in its own transformation: it may claim about it
+    chain.apply(chain.sign(PublishClaim(lot_ids=[n["A1"]], kind="ancestry_excludes", origin_class="artisanal"), "refiner"))
 
 
 @pytest.mark.parametrize(
@@ -583,5 +587,5 @@ def test_claims_only_by_the_current_holder_of_an_unconsumed_lot(chain: World):
     ],
 )
 def test_invalid_claim_parameters(chain: World, params, message):
-    env = chain.sign(PublishClaim(lot_id=chain.names["CLEAN"], **params), "oem")
+    env = chain.sign(PublishClaim(lot_ids=[chain.names["CLEAN"]], **params), "oem")
     rejected(chain, env, Code.INVALID_CLAIM, message)

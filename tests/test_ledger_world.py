@@ -235,11 +235,13 @@ class World:
             self.openings[lot_id] = dict(plan.openings)
         return out_ids
 
-    def claim(self, lot_id: str, kind: ClaimKind, **params) -> str:
-        owner = self.view.lot(lot_id).owner
+    def claim(self, lot_ids: str | list[str], kind: ClaimKind, **params) -> str:
+        """A claim by the (first) lot's owner over one lot or a set."""
+        lot_ids = [lot_ids] if isinstance(lot_ids, str) else lot_ids
+        owner = self.view.lot(lot_ids[0]).owner
         nonce = secrets.token_hex(16)
         payload = builders.build_claim(
-            NETWORK, owner, nonce, lot_id=lot_id, kind=kind, openings=self.openings[lot_id], **params
+            NETWORK, owner, nonce, lot_ids=lot_ids, kind=kind, openings={i: self.openings[i] for i in lot_ids}, **params
         )
         self.submit(self.sign(payload, owner, nonce))
         return claim_id(NETWORK, owner, nonce)

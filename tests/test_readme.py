@@ -87,7 +87,7 @@ def _variables(block: str, seeded) -> dict:
         entry = oem.wallet.lot(pack)
         nonce = new_nonce()
         payload = build_claim(
-            oem.network, oem.org_id, nonce, lot_id=pack, kind="amount_in_range", openings=entry.openings,
+            oem.network, oem.org_id, nonce, lot_ids=[pack], kind="amount_in_range", openings={pack: entry.openings},
             low=entry.total - 1_000, high=entry.total + 1_000,
         )  # fmt: skip
         variables["envelope"] = oem.sign(payload, nonce).to_json()
@@ -108,9 +108,14 @@ def check(name: str, data: dict, seeded) -> None:
         assert sites["nbr-plant"]["attestations"][0]["auditor"]["name"] == "Copperbelt Assurance SARL"
     elif name == "OemLots":
         nodes = {e["node"]["id"]: e["node"] for e in data["lots"]["edges"]}
-        assert set(nodes) == {ids["lot_pack_clean"], ids["lot_pack_mixed"]}
+        deliveries = {ids["lot_pack_clean"], ids["lot_pack_clean_a2"], ids["lot_pack_clean_a3"]}
+        assert set(nodes) == deliveries | {ids["lot_pack_mixed"]}
+        # batch A's own claims, and the model-year aggregates over the three clean deliveries
         kinds = sorted(c["kind"] for c in nodes[ids["lot_pack_clean"]]["claims"])
-        assert kinds == ["ancestry_excludes", "share_at_least", "share_in_range"]
+        assert kinds == ["amount_in_range", "ancestry_excludes", "share_at_least", "share_at_least", "share_in_range",
+                         "share_in_range"]  # fmt: skip
+        for lot in deliveries - {ids["lot_pack_clean"]}:
+            assert sorted(c["kind"] for c in nodes[lot]["claims"]) == ["amount_in_range", "share_at_least", "share_in_range"]
         assert [c["kind"] for c in nodes[ids["lot_pack_mixed"]]["claims"]] == ["share_at_most"]
     elif name == "ArtisanalLots":
         nodes = [e["node"] for e in data["lots"]["edges"]]

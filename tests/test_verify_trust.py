@@ -233,9 +233,9 @@ HOSTILE = [
 
 @pytest.mark.parametrize("text", HOSTILE, ids=["markup", "unbalanced", "esc", "cr-bs-bel", "bidi-emoji"])
 def test_markup_and_control_characters_from_a_bundle_print_literally(genuine, tmp_path, text):
-    for member in ("claim_id", "lot_id"):
+    for member in ("claim_id", "lot_ids"):
         bundle = copy.deepcopy(genuine["clean"])
-        bundle[member] = text
+        bundle[member] = [text] if member == "lot_ids" else text
         path = write(tmp_path / f"{member}.json", bundle)
         r = run(["verify", str(path)], tmp_path / "config", env_key=genuine["root"])
         assert r.exit_code == 1, r.output

@@ -182,20 +182,24 @@ def build() -> tuple[dict, dict, dict]:
     lot_a, open_a = lots[0]
     publish("transfer", build_transfer(lot_id=lot_a, to="refiner", openings={"industrial": open_a},
                                        receiver_sealing_key=orgs["refiner"].sealing_public), "mine")  # fmt: skip
-    out = Opening(650_000, blinding("output"))
+    outs = [Opening(400_000, blinding("output")), Opening(250_000, blinding("output 1"))]
     with deterministic_rng("transform"):
         payload = build_transform(network=NETWORK, signer="refiner", nonce=_nonce("transform"), process="refine",
                                   inputs={lot_a: {"industrial": open_a}},
-                                  outputs=[PlannedOutput("cobalt sulfate", {"industrial": out})],
+                                  outputs=[PlannedOutput("cobalt sulfate", {"industrial": o}) for o in outs],
                                   owner_sealing_key=orgs["refiner"].sealing_public)  # fmt: skip
     env = publish("transform", payload, "refiner")
-    (refined,) = st.output_lot_ids(NETWORK, "refiner", env.nonce, 1)
+    refined = st.output_lot_ids(NETWORK, "refiner", env.nonce, 2)
+    openings = {lot: {"industrial": o} for lot, o in zip(refined, outs, strict=True)}
     claims = {}
-    for label, params in (("claim amount", {"kind": "amount_in_range", "low": 600_000, "high": 700_000}),
-                          ("claim share", {"kind": "share_at_least", "origin_class": "industrial", "p": 1, "q": 1})):  # fmt: skip
+    # the amount claim is an aggregate over both outputs (650 000 g), the share claim is about the first
+    for label, lot_ids, params in (
+        ("claim amount", refined, {"kind": "amount_in_range", "low": 600_000, "high": 700_000}),
+        ("claim share", refined[:1], {"kind": "share_at_least", "origin_class": "industrial", "p": 1, "q": 1}),
+    ):
         with deterministic_rng(label):
-            payload = build_claim(network=NETWORK, signer="refiner", nonce=_nonce(label), lot_id=refined,
-                                  openings={"industrial": out}, **params)  # fmt: skip
+            payload = build_claim(network=NETWORK, signer="refiner", nonce=_nonce(label), lot_ids=lot_ids,
+                                  openings={i: openings[i] for i in lot_ids}, **params)  # fmt: skip
         env = publish(label, payload, "refiner")
         claims[label] = st.claim_id(NETWORK, "refiner", env.nonce)
     publish("revoke attestation", RevokeAttestation(site_id="site-1", attestation_id=att_id, reason="vector"),
