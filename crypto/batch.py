@@ -13,7 +13,11 @@ the proof and the fixed generators. `Relation` is that shape:
   an OpeningProof 1);
 * `binding` is a challenge drawn from the proof's own transcript after the
   verifier replayed it, so it binds statement, context and every proof byte;
-* `proof_points` are the points the proof carries (not the statement's).
+* `proof_points` are the points the proof carries (not the statement's);
+* optionally, the relation's class has `prepare_batch(relations)`, called once
+  per batch with all relations of that class before any `terms`: work
+  shared by the whole batch (range proofs: ONE modular inversion for the
+  challenges of every proof, Montgomery's trick).
 
 `verify_relations` checks a list of relations at once:
 
@@ -109,6 +113,17 @@ class Relation(Protocol):
     def terms(self, weights: Sequence[int]) -> Terms: ...
 
 
+def _prepare(relations: Sequence[Relation]) -> None:
+    """Call each relation class's optional `prepare_batch` once, with its relations."""
+    by_kind: dict[Any, list[Relation]] = {}
+    for rel in relations:
+        prepare = getattr(type(rel), "prepare_batch", None)
+        if prepare is not None:
+            by_kind.setdefault(prepare, []).append(rel)
+    for prepare, rels in by_kind.items():
+        prepare(rels)
+
+
 class BatchFailure(Exception):
     """relations[index] does not hold (`reason` says how it was found out)."""
 
@@ -167,7 +182,7 @@ def _local_sum(f: _Folded) -> Point:
     for p, k in f.decoded.values():
         pts.append(p)
         ks.append(k)
-    return msm(pts, [k % ORDER for k in ks])
+    return msm(pts, ks)  # the backend reduces every coefficient mod r once
 
 
 def _holds(f: _Folded, deferred: DeferredPoints) -> bool:
@@ -202,6 +217,7 @@ def verify_relations(relations: Sequence[Relation], deferred: DeferredPoints | N
     if not relations:
         return
     deferred = deferred if deferred is not None else DeferredPoints()
+    _prepare(relations)
     weights = _draw_weights(relations)
     try:
         if _holds(_fold(relations, weights), deferred):
@@ -376,7 +392,7 @@ class DeferredPoints:
                 bad[enc] = native.reason
             else:
                 pts.append(Point(b, native, enc))
-                ks.append(k % ORDER)
+                ks.append(k)
         if bad:
             raise _BadPoints(bad)
         return msm(pts, ks)
