@@ -14,6 +14,10 @@ the proof and the fixed generators. `Relation` is that shape:
 * `binding` is a challenge drawn from the proof's own transcript after the
   verifier replayed it, so it binds statement, context and every proof byte;
 * `proof_points` are the points the proof carries (not the statement's);
+* optionally, `split_terms(weights)` gives `terms` without `g_vec`/`h_vec`
+  plus a picklable (function, args) that computes those two lists: the
+  O(nm) arithmetic of a range proof, which worker processes then run while
+  this process folds the rest (`_fold`);
 * optionally, the relation's class has `prepare_batch(relations)`, called once
   per batch with all relations of that class before any `terms`: work
   shared by the whole batch (range proofs: ONE modular inversion for the
@@ -149,29 +153,64 @@ class _Folded:
     first_holder: dict[bytes, int]  # deferred encoding -> index of the first relation holding it
 
 
-def _fold(relations: Sequence[Relation], weights: Sequence[Sequence[int]], offset: int = 0) -> _Folded:
+def _add_into(acc: list[int], values: Sequence[int]) -> None:
+    """acc[i] += values[i], growing acc with zeros as needed."""
+    n = len(values)
+    if n > len(acc):
+        acc += [0] * (n - len(acc))
+    acc[:n] = map(int.__add__, acc[:n], values)
+
+
+#: Vector jobs (`split_terms`) per message to a worker.
+_JOBS_PER_MESSAGE = 32
+
+
+def _fold(
+    relations: Sequence[Relation], weights: Sequence[Sequence[int]], offset: int = 0, remote: DeferredPoints | None = None
+) -> _Folded:
+    """The weighted sum of `relations` as one MSM. With `remote` (a DeferredPoints
+    with worker processes), relations that offer `split_terms` have their G_i / H_i
+    coefficients - the O(nm) Python arithmetic of a range proof - computed by the
+    workers while this process folds the rest."""
     f = _Folded([], [], 0, 0, {}, {}, {})
-    for idx, (rel, w) in enumerate(zip(relations, weights, strict=True)):
-        t = rel.terms(w)
-        n = len(t.g_vec)
-        if n > len(f.g_vec):
-            f.g_vec += [0] * (n - len(f.g_vec))
-            f.h_vec += [0] * (n - len(f.h_vec))
-        f.g_vec[:n] = map(int.__add__, f.g_vec[:n], t.g_vec)
-        f.h_vec[:n] = map(int.__add__, f.h_vec[:n], t.h_vec)
-        f.g += t.g
-        f.h += t.h
-        for p, k in zip(t.points, t.scalars, strict=True):
-            enc = p.to_bytes()
-            if p.is_deferred():
-                f.deferred[enc] = f.deferred.get(enc, 0) + k
-                f.first_holder.setdefault(enc, offset + idx)
-            elif not p.is_identity():
-                slot = f.decoded.get(enc)
-                if slot is None:
-                    f.decoded[enc] = [p, k]
-                else:
-                    slot[1] += k
+    jobs: list = []
+    parts: list[Terms] = []
+    for rel, w in zip(relations, weights, strict=True):
+        split = getattr(rel, "split_terms", None) if remote is not None else None
+        if split is None:
+            parts.append(rel.terms(w))
+            continue
+        t, job = split(w)
+        parts.append(t)
+        jobs.append(job)
+        if len(jobs) == _JOBS_PER_MESSAGE:
+            remote.send_vector_jobs(jobs)
+            jobs = []
+    if jobs:
+        remote.send_vector_jobs(jobs)
+    try:
+        for idx, t in enumerate(parts):
+            _add_into(f.g_vec, t.g_vec)
+            _add_into(f.h_vec, t.h_vec)
+            f.g += t.g
+            f.h += t.h
+            for p, k in zip(t.points, t.scalars, strict=True):
+                enc = p.to_bytes()
+                if p.is_deferred():
+                    f.deferred[enc] = f.deferred.get(enc, 0) + k
+                    f.first_holder.setdefault(enc, offset + idx)
+                elif not p.is_identity():
+                    slot = f.decoded.get(enc)
+                    if slot is None:
+                        f.decoded[enc] = [p, k]
+                    else:
+                        slot[1] += k
+    finally:
+        if remote is not None:  # always collect the replies: the pipes stay in step
+            g_vec, h_vec = remote.collect_vectors()
+    if remote is not None:
+        _add_into(f.g_vec, g_vec)
+        _add_into(f.h_vec, h_vec)
     return f
 
 
@@ -220,7 +259,7 @@ def verify_relations(relations: Sequence[Relation], deferred: DeferredPoints | N
     _prepare(relations)
     weights = _draw_weights(relations)
     try:
-        if _holds(_fold(relations, weights), deferred):
+        if _holds(_fold(relations, weights, remote=deferred if deferred.has_workers() else None), deferred):
             return
     except _BadPoints as bad:
         f = _fold(relations, weights)
@@ -284,6 +323,8 @@ class DeferredPoints:
         self._buffers: list[list[bytes]] = [[] for _ in pool.workers]
         self._sizes = [0] * len(pool.workers)
         self._next = 0
+        self._next_job = 0
+        self._vector_replies: list[int] = []
         try:
             pool.reset()
         except WorkerFailed:
@@ -321,6 +362,29 @@ class DeferredPoints:
             if len(buf) >= _CHUNK:
                 self._send(w, ("load", buf))
                 self._buffers[w] = []
+
+    def has_workers(self) -> bool:
+        """True once worker processes hold (some of) these points."""
+        return self._pool is not None
+
+    def send_vector_jobs(self, jobs: list) -> None:
+        """Have a worker compute and sum `jobs` ((function, args) -> (g_vec, h_vec)
+        coefficient lists, `Relation.split_terms`); collect with `collect_vectors`."""
+        w = self._next_job
+        self._next_job = (w + 1) % len(self._buffers)
+        self._send(w, ("vectors", jobs))
+        self._vector_replies.append(w)
+
+    def collect_vectors(self) -> tuple[list[int], list[int]]:
+        """The sums of every job sent since the last collection (empty lists if none)."""
+        g_vec: list[int] = []
+        h_vec: list[int] = []
+        replies, self._vector_replies = self._vector_replies, []
+        for w in replies:
+            g, h = self._recv(w)
+            _add_into(g_vec, g)
+            _add_into(h_vec, h)
+        return g_vec, h_vec
 
     def _send(self, w: int, msg) -> None:
         try:
@@ -415,7 +479,9 @@ def _worker_main(inbox: Connection, outbox: Connection, backend_name: str) -> No
     Messages: ("reset",) forget every point; ("load", [encoding, ...]) decode
     and append; ("msm", positions, scalars) answer ("ok", encoded sum) or
     ("bad", {encoding: reason}) if a point at one of the positions did not
-    decode. EOF or None: exit.
+    decode; ("vectors", [(function, args), ...]) answer the element-wise sums
+    (g_vec, h_vec) of the jobs' coefficient lists, reduced mod r
+    (`Relation.split_terms`). EOF or None: exit.
     """
     use_backend(backend_name)
     b = get_backend(backend_name)
@@ -438,6 +504,14 @@ def _worker_main(inbox: Connection, outbox: Connection, backend_name: str) -> No
                 except DecodeError as exc:
                     bad[len(points)] = (enc, exc.reason)
                     points.append(None)
+        elif msg[0] == "vectors":
+            g_vec: list[int] = []
+            h_vec: list[int] = []
+            for function, args in msg[1]:
+                g, h = function(*args)
+                _add_into(g_vec, g)
+                _add_into(h_vec, h)
+            outbox.send(([k % ORDER for k in g_vec], [k % ORDER for k in h_vec]))
         elif msg[0] == "msm":
             positions, scalars = msg[1], msg[2]
             failed = {bad[p][0]: bad[p][1] for p in positions if p in bad}

@@ -587,48 +587,60 @@ def _doubling(first: int, factors: Sequence[int]) -> list[int]:
     return out
 
 
-def _scalars(rp: _Replayed, proof: RangeProof, e1: int, e2: int):
-    """The coefficients of the single verification equation (docs, section
-    "Verifier"), with the inner-product part weighted by e1 and the
-    polynomial-commitment part (t check) weighted by e2.
-
-    Returns (g_i list, h_i list, coefficient of G, coefficient of H,
-    per-proof points, their coefficients); the coefficient of A (e1) is
-    included in the per-proof lists. The G_i / H_i coefficients are NOT
-    reduced mod r (any int; up to ~2^780): the MSM reduces each one once,
-    after `crypto.batch` has summed those of every proof of a batch.
-    """
-    n, m, y, z, x, w, us = rp.n, rp.m, rp.y, rp.z, rp.x, rp.w, rp.u
+def _vector_coefficients(
+    n: int, m: int, z: int, us: Sequence[int], u_inv: Sequence[int], y_inv: int, e1: int, a: int, b: int
+) -> tuple[list[int], list[int]]:
+    """The G_i and H_i coefficients of one range proof's equation weighted by e1:
+    the O(nm) part of the verifier's arithmetic (docs, "Verifier"). NOT reduced
+    mod r (any int, up to ~2^780): the MSM reduces each summed coefficient once.
+    A plain function of ints, so a worker process can run it (`RangeRelation.split_terms`)."""
     K = len(us)
-    if rp.u_inv is None:
-        _invert_challenges([rp])
-    u_inv, y_inv = rp.u_inv, rp.y_inv
-    u_sq = [u * u % ORDER for u in us]
-
     # s_i = prod_r u_r^(+1 if bit (K-1-r) of i is set else -1): bit p (LSB
-    # first) is round K-1-p. 1/s_i = s_(N-1-i).
+    # first) is round K-1-p, so s_0 = prod_r u_r^-1 and setting bit p
+    # multiplies by u_(K-1-p)^2. 1/s_i = s_(N-1-i).
     s0 = 1
     for ui in u_inv:
         s0 = s0 * ui % ORDER
-    s = _doubling(s0, u_sq[::-1])
+    s = _doubling(s0, [u * u % ORDER for u in reversed(us)])
     # y^-i for i < N, by doubling too: factors y^-(2^p).
     y_steps = [y_inv]
     for _ in range(K - 1):
         y_steps.append(y_steps[-1] * y_steps[-1] % ORDER)
     ypow = _doubling(1, y_steps)
-
-    a, b = proof.a, proof.b
     e1z = e1 * z % ORDER
     e1a = e1 * a % ORDER
     e1b = e1 * b % ORDER
     # g_i = e1 (-z - a s_i)
     gco = [-e1z - e1a * si for si in s]
     # h_i = e1 (z + y^-i (z^(2+j) 2^k - b / s_i))
-    zpow = _powers(z, m + 3)  # z^0 .. z^(m+2)
-    z2 = [q << k for q in (e1 * zpow[2 + j] % ORDER for j in range(m)) for k in range(n)]  # e1 z^(2+j) 2^k
+    zj = e1 * z % ORDER * z % ORDER  # e1 z^(2+j), j = 0
+    z2 = []
+    for _ in range(m):
+        z2 += [zj << k for k in range(n)]
+        zj = zj * z % ORDER
     hco = [e1z + yp * (q - e1b * si) for yp, q, si in zip(ypow, z2, reversed(s))]
+    return gco, hco
+
+
+def _scalars(rp: _Replayed, proof: RangeProof, e1: int, e2: int, vectors: bool = True):
+    """The coefficients of the single verification equation (docs, section
+    "Verifier"), with the inner-product part weighted by e1 and the
+    polynomial-commitment part (t check) weighted by e2.
+
+    Returns (g_i list, h_i list, coefficient of G, coefficient of H,
+    per-proof points, their coefficients); the coefficient of A (e1) is
+    included in the per-proof lists. The G_i / H_i coefficients
+    (`_vector_coefficients`, unreduced) are left empty if not `vectors`.
+    """
+    n, m, y, z, x, w, us = rp.n, rp.m, rp.y, rp.z, rp.x, rp.w, rp.u
+    K = len(us)
+    if rp.u_inv is None:
+        _invert_challenges([rp])
+    a, b = proof.a, proof.b
+    gco, hco = _vector_coefficients(n, m, z, us, rp.u_inv, rp.y_inv, e1, a, b) if vectors else ((), ())
 
     # delta(y, z) = (z - z^2) <1, y^N> - sum_j z^(3+j) (2^n - 1)
+    zpow = _powers(z, m + 3)  # z^0 .. z^(m+2)
     sum_y = 1
     yk = y
     for _ in range(K):  # <1, y^N> for N a power of two, by doubling
@@ -646,7 +658,7 @@ def _scalars(rp: _Replayed, proof: RangeProof, e1: int, e2: int):
         e2x,
         e2x * x % ORDER,
         *[e1 * v * v % ORDER for v in us],
-        *[e1 * v * v % ORDER for v in u_inv],
+        *[e1 * v * v % ORDER for v in rp.u_inv],
         *[e2 * zpow[2 + j] % ORDER for j in range(m)],
     ]
     return gco, hco, coef_G, coef_H, pts, kco
@@ -695,6 +707,15 @@ class RangeRelation:
         e1, e2 = weights
         gco, hco, coef_G, coef_H, pts, kco = _scalars(self.replayed, self.proof, e1, e2)
         return Terms(gco, hco, coef_G, coef_H, pts, kco)
+
+    def split_terms(self, weights: Sequence[int]) -> tuple[Terms, tuple]:
+        """`terms` without the G_i / H_i coefficients, and (function, args) computing
+        those (`_vector_coefficients`: plain ints, for a worker process)."""
+        e1, e2 = weights
+        rp = self.replayed
+        _, _, coef_G, coef_H, pts, kco = _scalars(rp, self.proof, e1, e2, vectors=False)
+        job = (_vector_coefficients, (rp.n, rp.m, rp.z, rp.u, rp.u_inv, rp.y_inv, e1, self.proof.a, self.proof.b))
+        return Terms((), (), coef_G, coef_H, pts, kco), job
 
     @staticmethod
     def prepare_batch(relations: Sequence[RangeRelation]) -> None:
