@@ -22,6 +22,10 @@ otherwise), every ratio measured within this one run:
   floor.m{1,16}.verify_over_msm              verify / one native arkworks MSM with
                                              the same number of points as the
                                              verifier's MSM (random full scalars)
+  floor.*_cpu, transform.loss_cap.verify_ratio_cpu  the same ratios in process CPU
+                                             time (same calls): on a loaded machine
+                                             wall-clock ratios mostly measure the
+                                             scheduler, CPU time still the work
   msm.native.{size}_ms                       those native MSMs
   group.arkworks.*                           a few primitive operations
   raw.<metric>                               every sample, ms
@@ -72,21 +76,34 @@ def transcript(i: int = 0) -> Transcript:
     return Transcript(STATEMENT, b"bench-context-%d" % i)
 
 
+#: CPU-time samples (ms) of the last `samples` call, in the same order.
+last_cpu: list[float] = []
+
+
 def samples(fn, reps: int, warmup: int = 1) -> list[float]:
-    """Wall-clock samples of fn() in ms (GC disabled while timing)."""
+    """Wall-clock samples of fn() in ms (GC disabled while timing); the process CPU
+    time of the same calls goes to `last_cpu` (the native MSM is single-threaded, so
+    CPU time is its cost even when other processes compete for the cores)."""
     for _ in range(warmup):
         fn()
     out = []
+    last_cpu.clear()
     gc.collect()
     gc.disable()
     try:
         for _ in range(reps):
+            c = time.process_time()
             t = time.perf_counter()
             fn()
             out.append((time.perf_counter() - t) * 1e3)
+            last_cpu.append((time.process_time() - c) * 1e3)
     finally:
         gc.enable()
     return out
+
+
+def cpu_median() -> float:
+    return statistics.median(last_cpu)
 
 
 def verifier_msm_points(n: int, m: int) -> int:
@@ -240,12 +257,14 @@ def run(quick: bool) -> dict:
             f"range.m{m}.verify_ms",
             samples(lambda: verify_range(transcript(), commitments, proof), verify_reps * scale),
         )
+        v_cpu = cpu_median()
         if m == 1:
             record("range.m1.decode_ms", samples(lambda: RangeProof.from_bytes(data), 100 * scale))
         size = verifier_msm_points(64, m)
         out[f"floor.m{m}.msm_points"] = size
         msm_med = record(f"msm.native.{size}_ms", samples(native_msm(size), verify_reps * scale))
         out[f"floor.m{m}.verify_over_msm"] = round(v / msm_med, 4)
+        out[f"floor.m{m}.verify_over_msm_cpu"] = round(v_cpu / cpu_median(), 4)
         results[m] = (proof, commitments, v)
 
     # --- batch -----------------------------------------------------------
@@ -262,11 +281,13 @@ def run(quick: bool) -> dict:
     batch_verify_range(statements)
     a = record("batch.n64.one_by_one_ms", samples(one_by_one, 3 * scale))
     b = record("batch.n64.batched_ms", samples(lambda: batch_verify_range(statements), 7 * scale))
+    b_cpu = cpu_median()
     out["batch.n64.speedup"] = round(a / b, 3)
     batch_points = 2 * 64 + 2 + 64 * (4 + 12 + 1)
     out["batch.n64.msm_points"] = batch_points
     bm = record(f"msm.native.{batch_points}_ms", samples(native_msm(batch_points), 7 * scale))
     out["floor.batch_n64.batched_over_msm"] = round(b / bm, 4)
+    out["floor.batch_n64.batched_over_msm_cpu"] = round(b_cpu / cpu_median(), 4)
 
     # --- transformation with and without the loss cap ---------------------
     print("transformation verify, with and without the loss-cap proof", flush=True)
@@ -274,12 +295,17 @@ def run(quick: bool) -> dict:
     with_cap()
     with_cap_each()
     timings: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
     for _ in range(10 * scale):  # interleaved, so that load changes hit all alike
         for key, fn in (("without_cap.verify_ms", without_cap), ("with_cap.verify_ms", with_cap),
                         ("without_cap.one_by_one_ms", without_cap_each), ("with_cap.one_by_one_ms", with_cap_each)):  # fmt: skip
             timings.setdefault(key, []).extend(samples(fn, 1, warmup=0))
+            cpu.setdefault(key, []).extend(last_cpu)
     med = {key: record(f"transform.{key}", values) for key, values in timings.items()}
     out["transform.loss_cap.verify_ratio"] = round(med["with_cap.verify_ms"] / med["without_cap.verify_ms"], 3)
+    out["transform.loss_cap.verify_ratio_cpu"] = round(
+        statistics.median(cpu["with_cap.verify_ms"]) / statistics.median(cpu["without_cap.verify_ms"]), 3
+    )
     out["transform.loss_cap.one_by_one_ratio"] = round(
         med["with_cap.one_by_one_ms"] / med["without_cap.one_by_one_ms"], 3
     )
@@ -318,6 +344,10 @@ def run(quick: bool) -> dict:
         "backend.py_ecc_over_arkworks.verify_m1",
         "transform.loss_cap.verify_ratio",
         "transform.loss_cap.one_by_one_ratio",
+        "floor.m1.verify_over_msm_cpu",
+        "floor.m16.verify_over_msm_cpu",
+        "floor.batch_n64.batched_over_msm_cpu",
+        "transform.loss_cap.verify_ratio_cpu",
     ):
         print(f"  {key:<44} {out[key]:10.3f}")
     return out

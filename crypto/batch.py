@@ -368,19 +368,24 @@ class DeferredPoints:
         return self._pool is not None
 
     def send_vector_jobs(self, jobs: list) -> None:
-        """Have a worker compute and sum `jobs` ((function, args) -> (g_vec, h_vec)
-        coefficient lists, `Relation.split_terms`); collect with `collect_vectors`."""
+        """Have a worker compute and add up `jobs` ((function, args) -> (g_vec, h_vec)
+        coefficient lists, `Relation.split_terms`); collect with `collect_vectors`.
+        Workers answer only when collected, so a stream of jobs never waits for
+        replies (nor fills the pipes both ways at once)."""
         w = self._next_job
         self._next_job = (w + 1) % len(self._buffers)
         self._send(w, ("vectors", jobs))
-        self._vector_replies.append(w)
+        if w not in self._vector_replies:
+            self._vector_replies.append(w)
 
     def collect_vectors(self) -> tuple[list[int], list[int]]:
         """The sums of every job sent since the last collection (empty lists if none)."""
         g_vec: list[int] = []
         h_vec: list[int] = []
-        replies, self._vector_replies = self._vector_replies, []
-        for w in replies:
+        workers, self._vector_replies = self._vector_replies, []
+        for w in workers:
+            self._send(w, ("collect",))
+        for w in workers:
             g, h = self._recv(w)
             _add_into(g_vec, g)
             _add_into(h_vec, h)
@@ -479,14 +484,16 @@ def _worker_main(inbox: Connection, outbox: Connection, backend_name: str) -> No
     Messages: ("reset",) forget every point; ("load", [encoding, ...]) decode
     and append; ("msm", positions, scalars) answer ("ok", encoded sum) or
     ("bad", {encoding: reason}) if a point at one of the positions did not
-    decode; ("vectors", [(function, args), ...]) answer the element-wise sums
-    (g_vec, h_vec) of the jobs' coefficient lists, reduced mod r
-    (`Relation.split_terms`). EOF or None: exit.
+    decode; ("vectors", [(function, args), ...]) add the jobs' coefficient lists
+    (`Relation.split_terms`) to running sums, no answer; ("collect",) answer
+    those sums (g_vec, h_vec), reduced mod r, and start new ones. EOF or None: exit.
     """
     use_backend(backend_name)
     b = get_backend(backend_name)
     points: list[Any] = []
     bad: dict[int, tuple[bytes, str]] = {}
+    g_vec: list[int] = []
+    h_vec: list[int] = []
     while True:
         try:
             msg = inbox.recv()
@@ -497,6 +504,7 @@ def _worker_main(inbox: Connection, outbox: Connection, backend_name: str) -> No
         if msg[0] == "reset":
             points.clear()
             bad.clear()
+            g_vec, h_vec = [], []
         elif msg[0] == "load":
             for enc in msg[1]:
                 try:
@@ -505,13 +513,13 @@ def _worker_main(inbox: Connection, outbox: Connection, backend_name: str) -> No
                     bad[len(points)] = (enc, exc.reason)
                     points.append(None)
         elif msg[0] == "vectors":
-            g_vec: list[int] = []
-            h_vec: list[int] = []
             for function, args in msg[1]:
                 g, h = function(*args)
                 _add_into(g_vec, g)
                 _add_into(h_vec, h)
+        elif msg[0] == "collect":
             outbox.send(([k % ORDER for k in g_vec], [k % ORDER for k in h_vec]))
+            g_vec, h_vec = [], []
         elif msg[0] == "msm":
             positions, scalars = msg[1], msg[2]
             failed = {bad[p][0]: bad[p][1] for p in positions if p in bad}
