@@ -174,24 +174,19 @@ def _fold(
     workers while this process folds the rest."""
     f = _Folded([], [], 0, 0, {}, {}, {})
     jobs: list = []
-    parts: list[Terms] = []
-    for rel, w in zip(relations, weights, strict=True):
-        split = getattr(rel, "split_terms", None) if remote is not None else None
-        if split is None:
-            parts.append(rel.terms(w))
-            continue
-        t, job = split(w)
-        parts.append(t)
-        jobs.append(job)
-        if len(jobs) == _JOBS_PER_MESSAGE:
-            remote.send_vector_jobs(jobs)
-            jobs = []
-    if jobs:
-        remote.send_vector_jobs(jobs)
     try:
-        for idx, t in enumerate(parts):
-            _add_into(f.g_vec, t.g_vec)
-            _add_into(f.h_vec, t.h_vec)
+        for idx, (rel, w) in enumerate(zip(relations, weights, strict=True)):
+            split = getattr(rel, "split_terms", None) if remote is not None else None
+            if split is None:
+                t = rel.terms(w)
+                _add_into(f.g_vec, t.g_vec)
+                _add_into(f.h_vec, t.h_vec)
+            else:
+                t, job = split(w)
+                jobs.append(job)
+                if len(jobs) == _JOBS_PER_MESSAGE:
+                    remote.send_vector_jobs(jobs)
+                    jobs = []
             f.g += t.g
             f.h += t.h
             for p, k in zip(t.points, t.scalars, strict=True):
@@ -205,6 +200,8 @@ def _fold(
                         f.decoded[enc] = [p, k]
                     else:
                         slot[1] += k
+        if jobs:
+            remote.send_vector_jobs(jobs)
     finally:
         if remote is not None:  # always collect the replies: the pipes stay in step
             g_vec, h_vec = remote.collect_vectors()
