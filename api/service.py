@@ -1,8 +1,9 @@
 """Ingestion: envelope JSON in, one atomic write (or a typed Rejection) out.
 
     parse (pydantic)  ->  prefetch (store, bounded round trips)
-      ->  rules.apply (pure, CPU heavy: signature + proof verification, run in a
-          worker process - or thread - so the event loop keeps serving reads)
+      ->  verify_publication (pure, CPU heavy: rules.apply, the signature, and
+          every proof of the envelope in one multi-scalar multiplication; run in
+          a worker process - or thread - so the event loop keeps serving reads)
       ->  store.apply_effects (one multi-document transaction)
 
 The rules see a snapshot; races between concurrent publications are settled by
@@ -76,16 +77,32 @@ def parse_envelope_or_reject(data: Any) -> Envelope:
         raise Rejection(Code.MALFORMED, f"malformed envelope: {exc}") from None
 
 
+def verify_publication(envelope: Envelope, view, policy):
+    """`ledger.rules.apply` for one envelope with all of its proofs - balance and
+    zero (sigma) proofs, range proofs, the loss-cap proof, the claim proof -
+    checked together in ONE multi-scalar multiplication with random weights
+    (`ledger.proofs.BatchCollector`, `crypto.batch.verify_relations`).
+
+    Returns the Effects, or raises Rejection: the rules' own (in the order they
+    run), then BAD_PROOF naming the first proof that does not verify, found by
+    bisection (e.g. "loss_cap_proof: ..."). Pure: nothing is written either way.
+    """
+    from ledger import rules
+    from ledger.proofs import BatchCollector
+
+    proofs = BatchCollector()
+    effects = rules.apply(envelope, view, policy, proofs)
+    proofs.verify()
+    return effects
+
+
 def _apply_in_worker(envelope, view, policy):
-    """Runs in a verifier process: rules.apply with an immediate proof sink.
+    """Runs in a verifier process: `verify_publication`.
 
     A Rejection does not survive pickling (its __init__ takes two arguments),
     so it travels back as a tuple and is re-raised in the server process."""
-    from ledger import rules
-    from ledger.proofs import VerifyNow
-
     try:
-        return "ok", rules.apply(envelope, view, policy, VerifyNow())
+        return "ok", verify_publication(envelope, view, policy)
     except Rejection as rejection:
         return "rejected", (rejection.code.value, rejection.message)
 
@@ -117,7 +134,7 @@ def _warm_up() -> bool:
 
 
 class Verifier:
-    """Runs `rules.apply` off the event loop, at most `workers` at a time.
+    """Runs `verify_publication` off the event loop, at most `workers` at a time.
 
     * "thread" (default): anyio worker threads. Verification time is mostly
       arkworks multi-scalar multiplication, which releases the GIL: two
@@ -154,12 +171,7 @@ class Verifier:
 
     async def apply(self, envelope, view, policy):
         if self.mode == "thread":
-            from ledger import rules
-            from ledger.proofs import VerifyNow
-
-            return await anyio.to_thread.run_sync(
-                rules.apply, envelope, view, policy, VerifyNow(), limiter=self._limiter
-            )
+            return await anyio.to_thread.run_sync(verify_publication, envelope, view, policy, limiter=self._limiter)
         loop = asyncio.get_running_loop()
         status, value = await loop.run_in_executor(self._process_pool(), _apply_in_worker, envelope, view, policy)
         if status == "rejected":

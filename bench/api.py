@@ -16,9 +16,15 @@ otherwise; every ratio is measured in this one run):
                                                the concurrent ingestion runs
   ingest.transform.inflight8.{tx_per_s,p99_ms} transformations with 8 requests in flight (default
                                                thread verifiers); p99 of each request's latency
-  ingest.transform.rules_apply_ms              CPU time of rules.apply for one transformation, one
-                                               thread, in this process (same run)
-  verify.transform_ms                          rules.apply of one transformation, in this process
+  ingest.transform.rules_apply_ms              CPU time of the server's verification of one
+                                               transformation (api.service.verify_publication:
+                                               rules.apply, all its proofs in one MSM), one thread,
+                                               in this process (same run)
+  ingest.transform.{with,without}_cap_cpu_ms   the same, with and without verifying the loss-cap
+                                               proof (the server accepts no v2 transformation
+                                               without one: "without" leaves it out in-process)
+  ingest.transform.loss_cap_ratio              with_cap / without_cap (issue 9: <= 1.3)
+  verify.transform_ms                          verify_publication of one transformation, in this process
   verify.threads2_speedup                      2 threads vs 1 on the same verifications (best of 3)
   verify.threads2_cpu_over_wall                process CPU time / wall time with 2 threads: ~2 means
                                                arkworks released the GIL and both threads ran
@@ -400,9 +406,12 @@ async def bench_inflight(client, pub: Publisher, count: int, inflight: int, resu
 
 
 def bench_verification(pub: Publisher, store_view, results: dict, count: int) -> None:
-    """rules.apply in this process: 1 thread vs 2 threads (does verification release the GIL?)."""
+    """The server's verification (`api.service.verify_publication`: rules.apply, every proof of
+    the envelope in one MSM) in this process: 1 thread vs 2 threads (does it release the GIL?),
+    and the loss-cap proof's share of it."""
+    from api.service import verify_publication
     from ledger import rules
-    from ledger.proofs import VerifyNow
+    from ledger.proofs import BatchCollector
 
     envs, views = store_view
     policy = rules.Policy(network=NETWORK, root_public_key=pub.root.verify_key.encode().hex())
@@ -411,12 +420,12 @@ def bench_verification(pub: Publisher, store_view, results: dict, count: int) ->
     for _ in range(3):  # trials: a second CPU-bound job on the machine skews any single one
         t0, c0 = time.perf_counter(), time.thread_time()
         for env, view in pairs:
-            rules.apply(env, view, policy, VerifyNow())
+            verify_publication(env, view, policy)
         ones.append(time.perf_counter() - t0)
         cpus.append(time.thread_time() - c0)
         with ThreadPoolExecutor(2) as pool:
             t0, c0 = time.perf_counter(), time.process_time()
-            list(pool.map(lambda ev: rules.apply(ev[0], ev[1], policy, VerifyNow()), pairs))
+            list(pool.map(lambda ev: verify_publication(ev[0], ev[1], policy), pairs))
             twos.append(time.perf_counter() - t0)
             cpu_ratios.append((time.process_time() - c0) / twos[-1])
     one, two = min(ones), min(twos)
@@ -426,6 +435,33 @@ def bench_verification(pub: Publisher, store_view, results: dict, count: int) ->
     results["verify.threads2_cpu_over_wall"] = round(max(cpu_ratios), 2)  # ~2 = both threads ran at once
     log(f"verification: {one / count * 1000:.1f} ms per transformation, 2 threads speed-up x{one / two:.2f} "
         f"(CPU time / wall time {max(cpu_ratios):.2f})")  # fmt: skip
+
+    class WithoutLossCap(BatchCollector):
+        """The same verification minus the loss-cap proof (a v2 server accepts no transformation
+        without one, so "without" can only be measured by leaving that proof out here)."""
+
+        def check_range(self, name, statement, meaning=""):
+            if name != "loss-cap proof":
+                super().check_range(name, statement, meaning)
+
+    def verify(sink_type):
+        for env, view in pairs:
+            sink = sink_type()
+            rules.apply(env, view, policy, sink)
+            sink.verify()
+
+    cpu = {BatchCollector: [], WithoutLossCap: []}
+    for _ in range(5):  # interleaved trials, CPU time of this thread
+        for sink_type, samples in cpu.items():
+            c0 = time.thread_time()
+            verify(sink_type)
+            samples.append(time.thread_time() - c0)
+    with_cap, without_cap = min(cpu[BatchCollector]), min(cpu[WithoutLossCap])
+    results["ingest.transform.with_cap_cpu_ms"] = round(with_cap / count * 1000, 2)
+    results["ingest.transform.without_cap_cpu_ms"] = round(without_cap / count * 1000, 2)
+    results["ingest.transform.loss_cap_ratio"] = round(with_cap / without_cap, 3)
+    log(f"loss cap: {with_cap / count * 1000:.1f} ms with, {without_cap / count * 1000:.1f} ms without "
+        f"(x{with_cap / without_cap:.2f})")  # fmt: skip
 
 
 async def insert_dag(store: Store, pub: Publisher, levels: int, width: int, prefix: str) -> str:

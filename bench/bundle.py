@@ -116,8 +116,8 @@ def census(bundle: dict, root: str) -> dict:
         encodings.add(bytes(data))
         return real_decode(b, data)
 
-    def recording_fold(relations, weights, offset=0):
-        f = real_fold(relations, weights, offset)
+    def recording_fold(relations, weights, offset=0, remote=None):
+        f = real_fold(relations, weights, offset, remote)
         sizes.append(2 * len(f.g_vec) + 2 + len(f.decoded) + len(f.deferred))
         return f
 

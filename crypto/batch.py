@@ -13,7 +13,15 @@ the proof and the fixed generators. `Relation` is that shape:
   an OpeningProof 1);
 * `binding` is a challenge drawn from the proof's own transcript after the
   verifier replayed it, so it binds statement, context and every proof byte;
-* `proof_points` are the points the proof carries (not the statement's).
+* `proof_points` are the points the proof carries (not the statement's);
+* optionally, `split_terms(weights)` gives `terms` without `g_vec`/`h_vec`
+  plus a picklable (function, args) that computes those two lists: the
+  O(nm) arithmetic of a range proof, which worker processes then run while
+  this process folds the rest (`_fold`);
+* optionally, the relation's class has `prepare_batch(relations)`, called once
+  per batch with all relations of that class before any `terms`: work
+  shared by the whole batch (range proofs: ONE modular inversion for the
+  challenges of every proof, Montgomery's trick).
 
 `verify_relations` checks a list of relations at once:
 
@@ -109,6 +117,17 @@ class Relation(Protocol):
     def terms(self, weights: Sequence[int]) -> Terms: ...
 
 
+def _prepare(relations: Sequence[Relation]) -> None:
+    """Call each relation class's optional `prepare_batch` once, with its relations."""
+    by_kind: dict[Any, list[Relation]] = {}
+    for rel in relations:
+        prepare = getattr(type(rel), "prepare_batch", None)
+        if prepare is not None:
+            by_kind.setdefault(prepare, []).append(rel)
+    for prepare, rels in by_kind.items():
+        prepare(rels)
+
+
 class BatchFailure(Exception):
     """relations[index] does not hold (`reason` says how it was found out)."""
 
@@ -134,29 +153,61 @@ class _Folded:
     first_holder: dict[bytes, int]  # deferred encoding -> index of the first relation holding it
 
 
-def _fold(relations: Sequence[Relation], weights: Sequence[Sequence[int]], offset: int = 0) -> _Folded:
+def _add_into(acc: list[int], values: Sequence[int]) -> None:
+    """acc[i] += values[i], growing acc with zeros as needed."""
+    n = len(values)
+    if n > len(acc):
+        acc += [0] * (n - len(acc))
+    acc[:n] = map(int.__add__, acc[:n], values)
+
+
+#: Vector jobs (`split_terms`) per message to a worker.
+_JOBS_PER_MESSAGE = 32
+
+
+def _fold(
+    relations: Sequence[Relation], weights: Sequence[Sequence[int]], offset: int = 0, remote: DeferredPoints | None = None
+) -> _Folded:
+    """The weighted sum of `relations` as one MSM. With `remote` (a DeferredPoints
+    with worker processes), relations that offer `split_terms` have their G_i / H_i
+    coefficients - the O(nm) Python arithmetic of a range proof - computed by the
+    workers while this process folds the rest."""
     f = _Folded([], [], 0, 0, {}, {}, {})
-    for idx, (rel, w) in enumerate(zip(relations, weights, strict=True)):
-        t = rel.terms(w)
-        n = len(t.g_vec)
-        if n > len(f.g_vec):
-            f.g_vec += [0] * (n - len(f.g_vec))
-            f.h_vec += [0] * (n - len(f.h_vec))
-        f.g_vec[:n] = map(int.__add__, f.g_vec[:n], t.g_vec)
-        f.h_vec[:n] = map(int.__add__, f.h_vec[:n], t.h_vec)
-        f.g += t.g
-        f.h += t.h
-        for p, k in zip(t.points, t.scalars, strict=True):
-            enc = p.to_bytes()
-            if p.is_deferred():
-                f.deferred[enc] = f.deferred.get(enc, 0) + k
-                f.first_holder.setdefault(enc, offset + idx)
-            elif not p.is_identity():
-                slot = f.decoded.get(enc)
-                if slot is None:
-                    f.decoded[enc] = [p, k]
-                else:
-                    slot[1] += k
+    jobs: list = []
+    try:
+        for idx, (rel, w) in enumerate(zip(relations, weights, strict=True)):
+            split = getattr(rel, "split_terms", None) if remote is not None else None
+            if split is None:
+                t = rel.terms(w)
+                _add_into(f.g_vec, t.g_vec)
+                _add_into(f.h_vec, t.h_vec)
+            else:
+                t, job = split(w)
+                jobs.append(job)
+                if len(jobs) == _JOBS_PER_MESSAGE:
+                    remote.send_vector_jobs(jobs)
+                    jobs = []
+            f.g += t.g
+            f.h += t.h
+            for p, k in zip(t.points, t.scalars, strict=True):
+                enc = p.to_bytes()
+                if p.is_deferred():
+                    f.deferred[enc] = f.deferred.get(enc, 0) + k
+                    f.first_holder.setdefault(enc, offset + idx)
+                elif not p.is_identity():
+                    slot = f.decoded.get(enc)
+                    if slot is None:
+                        f.decoded[enc] = [p, k]
+                    else:
+                        slot[1] += k
+        if jobs:
+            remote.send_vector_jobs(jobs)
+    finally:
+        if remote is not None:  # always collect the replies: the pipes stay in step
+            g_vec, h_vec = remote.collect_vectors()
+    if remote is not None:
+        _add_into(f.g_vec, g_vec)
+        _add_into(f.h_vec, h_vec)
     return f
 
 
@@ -167,7 +218,7 @@ def _local_sum(f: _Folded) -> Point:
     for p, k in f.decoded.values():
         pts.append(p)
         ks.append(k)
-    return msm(pts, [k % ORDER for k in ks])
+    return msm(pts, ks)  # the backend reduces every coefficient mod r once
 
 
 def _holds(f: _Folded, deferred: DeferredPoints) -> bool:
@@ -202,9 +253,10 @@ def verify_relations(relations: Sequence[Relation], deferred: DeferredPoints | N
     if not relations:
         return
     deferred = deferred if deferred is not None else DeferredPoints()
+    _prepare(relations)
     weights = _draw_weights(relations)
     try:
-        if _holds(_fold(relations, weights), deferred):
+        if _holds(_fold(relations, weights, remote=deferred if deferred.has_workers() else None), deferred):
             return
     except _BadPoints as bad:
         f = _fold(relations, weights)
@@ -268,6 +320,8 @@ class DeferredPoints:
         self._buffers: list[list[bytes]] = [[] for _ in pool.workers]
         self._sizes = [0] * len(pool.workers)
         self._next = 0
+        self._next_job = 0
+        self._vector_replies: list[int] = []
         try:
             pool.reset()
         except WorkerFailed:
@@ -305,6 +359,34 @@ class DeferredPoints:
             if len(buf) >= _CHUNK:
                 self._send(w, ("load", buf))
                 self._buffers[w] = []
+
+    def has_workers(self) -> bool:
+        """True once worker processes hold (some of) these points."""
+        return self._pool is not None
+
+    def send_vector_jobs(self, jobs: list) -> None:
+        """Have a worker compute and add up `jobs` ((function, args) -> (g_vec, h_vec)
+        coefficient lists, `Relation.split_terms`); collect with `collect_vectors`.
+        Workers answer only when collected, so a stream of jobs never waits for
+        replies (nor fills the pipes both ways at once)."""
+        w = self._next_job
+        self._next_job = (w + 1) % len(self._buffers)
+        self._send(w, ("vectors", jobs))
+        if w not in self._vector_replies:
+            self._vector_replies.append(w)
+
+    def collect_vectors(self) -> tuple[list[int], list[int]]:
+        """The sums of every job sent since the last collection (empty lists if none)."""
+        g_vec: list[int] = []
+        h_vec: list[int] = []
+        workers, self._vector_replies = self._vector_replies, []
+        for w in workers:
+            self._send(w, ("collect",))
+        for w in workers:
+            g, h = self._recv(w)
+            _add_into(g_vec, g)
+            _add_into(h_vec, h)
+        return g_vec, h_vec
 
     def _send(self, w: int, msg) -> None:
         try:
@@ -376,7 +458,7 @@ class DeferredPoints:
                 bad[enc] = native.reason
             else:
                 pts.append(Point(b, native, enc))
-                ks.append(k % ORDER)
+                ks.append(k)
         if bad:
             raise _BadPoints(bad)
         return msm(pts, ks)
@@ -399,12 +481,16 @@ def _worker_main(inbox: Connection, outbox: Connection, backend_name: str) -> No
     Messages: ("reset",) forget every point; ("load", [encoding, ...]) decode
     and append; ("msm", positions, scalars) answer ("ok", encoded sum) or
     ("bad", {encoding: reason}) if a point at one of the positions did not
-    decode. EOF or None: exit.
+    decode; ("vectors", [(function, args), ...]) add the jobs' coefficient lists
+    (`Relation.split_terms`) to running sums, no answer; ("collect",) answer
+    those sums (g_vec, h_vec), reduced mod r, and start new ones. EOF or None: exit.
     """
     use_backend(backend_name)
     b = get_backend(backend_name)
     points: list[Any] = []
     bad: dict[int, tuple[bytes, str]] = {}
+    g_vec: list[int] = []
+    h_vec: list[int] = []
     while True:
         try:
             msg = inbox.recv()
@@ -415,6 +501,7 @@ def _worker_main(inbox: Connection, outbox: Connection, backend_name: str) -> No
         if msg[0] == "reset":
             points.clear()
             bad.clear()
+            g_vec, h_vec = [], []
         elif msg[0] == "load":
             for enc in msg[1]:
                 try:
@@ -422,6 +509,14 @@ def _worker_main(inbox: Connection, outbox: Connection, backend_name: str) -> No
                 except DecodeError as exc:
                     bad[len(points)] = (enc, exc.reason)
                     points.append(None)
+        elif msg[0] == "vectors":
+            for function, args in msg[1]:
+                g, h = function(*args)
+                _add_into(g_vec, g)
+                _add_into(h_vec, h)
+        elif msg[0] == "collect":
+            outbox.send(([k % ORDER for k in g_vec], [k % ORDER for k in h_vec]))
+            g_vec, h_vec = [], []
         elif msg[0] == "msm":
             positions, scalars = msg[1], msg[2]
             failed = {bad[p][0]: bad[p][1] for p in positions if p in bad}

@@ -253,9 +253,17 @@ def _generators(count: int) -> tuple[list[Point], list[Point], bytes]:
     """The first `count` G_i and H_i, and a SHA-512 digest of their encodings
     (cached per backend and count; both backends give the same bytes)."""
     Gs, Hs = bulletproof_generators(count)
+    return Gs, Hs, _generator_digest(count, Gs, Hs)
+
+
+def _generator_digest(count: int, Gs: Sequence[Point] | None = None, Hs: Sequence[Point] | None = None) -> bytes:
+    """The digest of the first `count` G_i and H_i (the transcript's "gens.digest");
+    the verifier takes it from the cache without copying the vectors."""
     key = (backend().name, count)
     digest = _DIGESTS.get(key)
     if digest is None:
+        if Gs is None or Hs is None:
+            Gs, Hs = bulletproof_generators(count)
         h = hashlib.sha512()
         h.update(b"oretrace/bulletproofs/generators/v1")
         h.update(struct.pack(">I", len(_GENERATOR_DST)) + _GENERATOR_DST)
@@ -265,7 +273,7 @@ def _generators(count: int) -> tuple[list[Point], list[Point], bytes]:
         for p in Hs:
             h.update(p.to_bytes())
         digest = _DIGESTS[key] = h.digest()
-    return Gs, Hs, digest
+    return digest
 
 
 def _bind_statement(t: Transcript, n: int, count: int, V: Sequence[Point], digest: bytes) -> None:
@@ -480,8 +488,9 @@ def _prove_inner_product(
 
 @dataclass
 class _Replayed:
-    """Everything the verifier derived for one proof: the padded statement and
-    the recomputed challenges."""
+    """Everything the verifier derived for one proof: the padded statement, the
+    recomputed challenges and (once `_invert_challenges` ran) the inverses of
+    the round challenges u_r and of y."""
 
     n: int
     m: int
@@ -491,6 +500,20 @@ class _Replayed:
     x: int
     w: int
     u: list[int]
+    u_inv: list[int] | None = None
+    y_inv: int | None = None
+
+
+def _invert_challenges(replayed: Sequence[_Replayed]) -> None:
+    """Fill in u_inv and y_inv of every replayed proof that lacks them, with ONE
+    modular inversion for all of them (Montgomery's trick, `_batch_invert`)."""
+    todo = [rp for rp in replayed if rp.u_inv is None]
+    if not todo:
+        return
+    inverses = iter(_batch_invert([v for rp in todo for v in (*rp.u, rp.y)]))
+    for rp in todo:
+        rp.u_inv = [next(inverses) for _ in rp.u]
+        rp.y_inv = next(inverses)
 
 
 def _reject(reason: str) -> ProofError:
@@ -531,8 +554,7 @@ def _replay(t: Transcript, commitments: Sequence[Point], proof: RangeProof, n: i
             raise _reject(f"{name} is not a canonical scalar")
 
     V = commitments + [Point.identity()] * (m - count)
-    _, _, digest = _generators(N)
-    _bind_statement(t, n, count, V, digest)
+    _bind_statement(t, n, count, V, _generator_digest(N))
     t.append_point(b"A", proof.A)
     t.append_point(b"S", proof.S)
     y = t.challenge_scalar(b"y")
@@ -556,47 +578,69 @@ def _replay(t: Transcript, commitments: Sequence[Point], proof: RangeProof, n: i
     return _Replayed(n, m, V, y, z, x, w, us)
 
 
-def _scalars(rp: _Replayed, proof: RangeProof, e1: int, e2: int):
+def _doubling(first: int, factors: Sequence[int]) -> list[int]:
+    """[first * prod_{p: bit p of i set} factors[p] for i < 2^len(factors)] mod r,
+    in 2^len(factors) - 1 multiplications (list comprehensions, no Python loop per item)."""
+    out = [first]
+    for f in factors:
+        out += [v * f % ORDER for v in out]
+    return out
+
+
+def _vector_coefficients(
+    n: int, m: int, z: int, us: Sequence[int], u_inv: Sequence[int], y_inv: int, e1: int, a: int, b: int
+) -> tuple[list[int], list[int]]:
+    """The G_i and H_i coefficients of one range proof's equation weighted by e1:
+    the O(nm) part of the verifier's arithmetic (docs, "Verifier"). NOT reduced
+    mod r (any int, up to ~2^780): the MSM reduces each summed coefficient once.
+    A plain function of ints, so a worker process can run it (`RangeRelation.split_terms`)."""
+    K = len(us)
+    # s_i = prod_r u_r^(+1 if bit (K-1-r) of i is set else -1): bit p (LSB
+    # first) is round K-1-p, so s_0 = prod_r u_r^-1 and setting bit p
+    # multiplies by u_(K-1-p)^2. 1/s_i = s_(N-1-i).
+    s0 = 1
+    for ui in u_inv:
+        s0 = s0 * ui % ORDER
+    s = _doubling(s0, [u * u % ORDER for u in reversed(us)])
+    # y^-i for i < N, by doubling too: factors y^-(2^p).
+    y_steps = [y_inv]
+    for _ in range(K - 1):
+        y_steps.append(y_steps[-1] * y_steps[-1] % ORDER)
+    ypow = _doubling(1, y_steps)
+    e1z = e1 * z % ORDER
+    e1a = e1 * a % ORDER
+    e1b = e1 * b % ORDER
+    # g_i = e1 (-z - a s_i)
+    gco = [-e1z - e1a * si for si in s]
+    # h_i = e1 (z + y^-i (z^(2+j) 2^k - b / s_i))
+    zj = e1 * z % ORDER * z % ORDER  # e1 z^(2+j), j = 0
+    z2 = []
+    for _ in range(m):
+        z2 += [zj << k for k in range(n)]
+        zj = zj * z % ORDER
+    hco = [e1z + yp * (q - e1b * si) for yp, q, si in zip(ypow, z2, reversed(s))]
+    return gco, hco
+
+
+def _scalars(rp: _Replayed, proof: RangeProof, e1: int, e2: int, vectors: bool = True):
     """The coefficients of the single verification equation (docs, section
     "Verifier"), with the inner-product part weighted by e1 and the
     polynomial-commitment part (t check) weighted by e2.
 
     Returns (g_i list, h_i list, coefficient of G, coefficient of H,
     per-proof points, their coefficients); the coefficient of A (e1) is
-    included in the per-proof lists.
+    included in the per-proof lists. The G_i / H_i coefficients
+    (`_vector_coefficients`, unreduced) are left empty if not `vectors`.
     """
     n, m, y, z, x, w, us = rp.n, rp.m, rp.y, rp.z, rp.x, rp.w, rp.u
-    N = n * m
     K = len(us)
-    inv = _batch_invert([*us, y])
-    u_inv, y_inv = inv[:K], inv[K]
-    u_sq = [u * u % ORDER for u in us]
-    u_inv_sq = [u * u % ORDER for u in u_inv]
-
-    # s_i = prod_r u_r^(+1 if bit (K-1-r) of i is set else -1); built by
-    # doubling: N - 1 multiplications. 1/s_i = s_(N-1-i).
-    s0 = 1
-    for ui in u_inv:
-        s0 = s0 * ui % ORDER
-    s = [s0]
-    for p in range(K):  # bit p (LSB first) is round K-1-p
-        f = u_sq[K - 1 - p]
-        s += [v * f % ORDER for v in s]
-
+    if rp.u_inv is None:
+        _invert_challenges([rp])
     a, b = proof.a, proof.b
-    e1z = e1 * z % ORDER
-    e1a = e1 * a % ORDER
-    e1b = e1 * b % ORDER
-    # g_i = e1 (-z - a s_i)
-    gco = [(-e1z - e1a * si) % ORDER for si in s]
-    # h_i = e1 (z + y^-i (z^(2+j) 2^k - b / s_i))
-    zpow = _powers(z, m + 3)  # z^0 .. z^(m+2)
-    two = [1 << k for k in range(n)]
-    ez = [e1 * zpow[2 + j] % ORDER for j in range(m)]
-    z2 = [q * tw for q in ez for tw in two]  # e1 z^(2+j) 2^k
-    hco = [(e1z + yp * (q - e1b * si)) % ORDER for yp, q, si in zip(_powers(y_inv, N), z2, reversed(s))]
+    gco, hco = _vector_coefficients(n, m, z, us, rp.u_inv, rp.y_inv, e1, a, b) if vectors else ((), ())
 
     # delta(y, z) = (z - z^2) <1, y^N> - sum_j z^(3+j) (2^n - 1)
+    zpow = _powers(z, m + 3)  # z^0 .. z^(m+2)
     sum_y = 1
     yk = y
     for _ in range(K):  # <1, y^N> for N a power of two, by doubling
@@ -613,8 +657,8 @@ def _scalars(rp: _Replayed, proof: RangeProof, e1: int, e2: int):
         e1 * x % ORDER,
         e2x,
         e2x * x % ORDER,
-        *[e1 * v % ORDER for v in u_sq],
-        *[e1 * v % ORDER for v in u_inv_sq],
+        *[e1 * v * v % ORDER for v in us],
+        *[e1 * v * v % ORDER for v in rp.u_inv],
         *[e2 * zpow[2 + j] % ORDER for j in range(m)],
     ]
     return gco, hco, coef_G, coef_H, pts, kco
@@ -663,6 +707,20 @@ class RangeRelation:
         e1, e2 = weights
         gco, hco, coef_G, coef_H, pts, kco = _scalars(self.replayed, self.proof, e1, e2)
         return Terms(gco, hco, coef_G, coef_H, pts, kco)
+
+    def split_terms(self, weights: Sequence[int]) -> tuple[Terms, tuple]:
+        """`terms` without the G_i / H_i coefficients, and (function, args) computing
+        those (`_vector_coefficients`: plain ints, for a worker process)."""
+        e1, e2 = weights
+        rp = self.replayed
+        _, _, coef_G, coef_H, pts, kco = _scalars(rp, self.proof, e1, e2, vectors=False)
+        job = (_vector_coefficients, (rp.n, rp.m, rp.z, rp.u, rp.u_inv, rp.y_inv, e1, self.proof.a, self.proof.b))
+        return Terms((), (), coef_G, coef_H, pts, kco), job
+
+    @staticmethod
+    def prepare_batch(relations: Sequence[RangeRelation]) -> None:
+        """One modular inversion for the challenges of every range proof of a batch."""
+        _invert_challenges([r.replayed for r in relations])
 
 
 def range_relation(statement: RangeStatement) -> RangeRelation:

@@ -28,13 +28,28 @@ import os
 import struct
 from collections.abc import Iterable
 
-from .group import ORDER, Point, scalar_to_bytes
+from .group import ORDER, POINT_BYTES, Point, scalar_to_bytes
 
 PROTOCOL = b"oretrace/v2"
 
 
+_HEADERS: dict[tuple[bytes, int], bytes] = {}
+
+
+def _header(label: bytes, length: int) -> bytes:
+    """u32be(len(label)) || label || u64be(length), cached: labels and lengths
+    repeat (a proof absorbs dozens of 48-byte points under a few labels)."""
+    key = (label, length)
+    head = _HEADERS.get(key)
+    if head is None:
+        head = struct.pack(">I", len(label)) + label + struct.pack(">Q", length)
+        if len(_HEADERS) < 4096:  # labels are constants; bounded anyway
+            _HEADERS[key] = head
+    return head
+
+
 def _frame(label: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(label)) + label + struct.pack(">Q", len(data)) + data
+    return _header(label, len(data)) + data
 
 
 class Transcript:
@@ -49,7 +64,7 @@ class Transcript:
         self._absorb(b"context", context)
 
     def _absorb(self, label: bytes, data: bytes) -> None:
-        self._h.update(_frame(label, data))
+        self._h.update(_header(label, len(data)) + data)
 
     def clone(self) -> Transcript:
         twin = Transcript.__new__(Transcript)
@@ -66,13 +81,14 @@ class Transcript:
         self._absorb(label, struct.pack(">Q", value))
 
     def append_point(self, label: bytes, point: Point) -> None:
-        self._absorb(label, point.to_bytes())
+        self._h.update(_header(label, POINT_BYTES) + point.to_bytes())
 
     def append_points(self, label: bytes, points: Iterable[Point]) -> None:
         points = list(points)
         self.append_u64(label + b".len", len(points))
+        head = _header(label, POINT_BYTES)
         for p in points:
-            self._absorb(label, p.to_bytes())
+            self._h.update(head + p.to_bytes())
 
     def append_scalar(self, label: bytes, k: int) -> None:
         self._absorb(label, scalar_to_bytes(k))

@@ -4,14 +4,18 @@ The rules never verify a proof themselves: they hand every range proof
 (`check_range`, a `RangeStatement`) and every balance proof (`check_zero`) to
 a sink, with the name and meaning a rejection should report.
 
-* `VerifyNow` verifies each proof at once (the server, one envelope at a time).
 * `BatchCollector` turns each proof into its verification relation (replaying
   its transcript at once, so a proof of the wrong shape is rejected at its
   event) and `verify()` checks all of them - range and balance proofs alike -
   in ONE multi-scalar multiplication with random weights (`crypto.batch`).
   A failing batch is bisected, never re-verified proof by proof, and the
-  rejection names the first failing proof with its event (offline bundle
-  verification).
+  rejection names the first failing proof (with its event, for a bundle).
+  The server uses it for the proofs of one envelope
+  (`api.service.verify_publication`), offline bundle verification and the
+  log monitor for every proof of a bundle or ledger.
+* `VerifyNow` verifies each proof alone, as soon as the rules produce it: one
+  MSM per proof. It is the reference the folded verification is tested
+  against (tests/test_fold_equivalence.py) and what the test ledger uses.
 
 `batch_scope()` is the scope of one such verification: every point is
 decoded once (`crypto.group.decode_cache`), the points inside proofs are

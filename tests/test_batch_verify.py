@@ -225,6 +225,20 @@ def test_workers_verify_and_name_like_this_process(pool):
     assert info.value.index == 0
 
 
+def test_workers_compute_the_coefficients_of_a_large_batch(pool):
+    """Hundreds of range proofs: their G_i/H_i coefficients go to the workers in many
+    messages (`split_terms`), more than the pipes buffer, and the sums are what this
+    process computes; a bad proof among them is still named."""
+    honest = [relation(it) for it in items()]
+    many = honest * 200  # 1,400 relations, 800 range proofs: 25 messages of jobs, ~100 KB of sums
+    verify_relations(many, DeferredPoints(pool))
+    for bad_at in (0, 711, len(many) - 1):
+        tampered = list(many)
+        tampered[bad_at] = relation(items()[bad_at % len(items())], "scalar")
+        assert failure_index(tampered, DeferredPoints(pool)) == bad_at
+        assert failure_index(tampered) == bad_at  # the same verdict without workers
+
+
 # --------------------------------------------------------------------------- the cost of a bad batch
 
 
