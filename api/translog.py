@@ -91,14 +91,18 @@ async def assign_position(db, session) -> Position:
 async def ensure_log_collections(db) -> None:
     """Indexes and the `head` document, created outside any transaction (idempotent).
 
-    `head.seq` is raised to at least the highest `seq` already used: the `seq` of the
-    stored events, and the value of the `counters` document `events` that allocated
-    it before (outside the transaction) in databases written by earlier versions. It
-    only ever grows (`$max`), so running this while other API processes publish is safe."""
+    On the first start of this version on a database (no `head.seq` yet), `head.seq`
+    is raised to the highest `seq` already used: the value of the `counters`
+    document `events` that allocated it before (outside the transaction), and the
+    highest `seq` stored. Afterwards `head` alone allocates. `$max` only ever raises
+    it, so processes starting together, or while others publish, are safe."""
     await db.events.create_index([("log_index", ASCENDING)], unique=True, sparse=True, name="log_index")
-    last_event = await db.events.find_one({}, {"seq": 1}, sort=[("seq", -1)])
-    legacy_counter = await db.counters.find_one({"_id": "events"})
-    floor = max(int((last_event or {}).get("seq") or 0), int((legacy_counter or {}).get("value") or 0))
+    head = await db.log_state.find_one({"_id": HEAD_ID})
+    floor = 0
+    if head is None or "seq" not in head:
+        last_event = await db.events.find_one({}, {"seq": 1}, sort=[("seq", -1)])
+        legacy_counter = await db.counters.find_one({"_id": "events"})
+        floor = max(int((last_event or {}).get("seq") or 0), int((legacy_counter or {}).get("value") or 0))
     await db.log_state.update_one(
         {"_id": HEAD_ID}, {"$setOnInsert": {"size": 0}, "$max": {"seq": floor}}, upsert=True
     )

@@ -174,17 +174,18 @@ async def test_consuming_lots_held_at_different_custody_steps(store: Store, worl
 
 
 @pytest.mark.parametrize(
-    ("legacy_counter", "stored_seqs", "first_seq"),
+    ("legacy_counter", "stored_seqs", "log_size", "first_seq"),
     [
-        (None, [], 1),  # a new database
-        (57, [55, 56, 57], 58),  # written by a version that took `seq` from the `counters` document
-        (90, [40, 41], 91),  # the counter ran ahead of the stored events (aborted publications)
-        (None, [3, 12], 13),  # events restored without their counter
-        (5, [8], 9),  # a counter behind the events
+        (None, [], None, 1),  # a new database
+        (57, [55, 56, 57], None, 58),  # written by a version that took `seq` from the `counters` document
+        (57, [55, 56, 57], 2, 58),  # ... and had the log already (a `head` without `seq`)
+        (90, [40, 41], None, 91),  # the counter ran ahead of the stored events (aborted publications)
+        (None, [3, 12], None, 13),  # events restored without their counter
+        (5, [8], 1, 9),  # a counter behind the events
     ],
 )
 async def test_seq_continues_past_every_seq_already_used(
-    mongo_uri: str, world, legacy_counter: int | None, stored_seqs: list[int], first_seq: int
+    mongo_uri: str, world, legacy_counter: int | None, stored_seqs: list[int], log_size: int | None, first_seq: int
 ) -> None:
     store = await Store.connect(mongo_uri, fresh_database_name("seq"))
     try:
@@ -192,15 +193,18 @@ async def test_seq_continues_past_every_seq_already_used(
             await store.db.counters.insert_one({"_id": "events", "value": legacy_counter})
         for seq in stored_seqs:
             await store.events.insert_one({"_id": f"evt_legacy_{seq}", "seq": seq, "type": "issue", "lot_ids": []})
+        if log_size is not None:
+            await store.db.log_state.insert_one({"_id": translog.HEAD_ID, "size": log_size})
         await store.ensure_indexes()
         await store.ensure_indexes()  # idempotent: a second start-up does not move it
         first = await store.apply_effects(effects_for(world))
         second = await store.apply_effects(effects_for(world))
+        leaf = log_size or 0
         assert (first.seq, second.seq) == (first_seq, first_seq + 1)
-        assert (first.log_index, second.log_index) == (0, 1)
+        assert (first.log_index, second.log_index) == (leaf, leaf + 1)
         await store.ensure_indexes()  # a restart after publications keeps counting up
         third = await store.apply_effects(effects_for(world))
-        assert (third.seq, third.log_index) == (first_seq + 2, 2)
+        assert (third.seq, third.log_index) == (first_seq + 2, leaf + 2)
     finally:
         await store.drop()
         await store.close()
