@@ -2,8 +2,13 @@
 
     python bench/scale.py --events 100000 --json bench/results/scale.json
     python bench/scale.py --json PATH          # 10^6 events (the default)
+    python bench/scale.py --build-only         # build (or find) the ledger, measure nothing
 
-Builds a ledger in a fresh embedded SecantusDB (127.0.0.1), then measures, in
+Builds a ledger in an embedded SecantusDB (127.0.0.1) kept in
+bench/.cache/scale-e<events>-w<wide>-b<bundle events>-<indexes>/ (ignored by
+git): `built.json` there marks a complete build (its figures and the ids the
+measurements use), and later runs with the same sizes reuse the database
+(`--rebuild` starts over). Then it measures, in
 one run and alternating the two sides so that every ratio compares the same
 machine state:
 
@@ -21,8 +26,11 @@ The ledger has two parts:
    `ledger.rules.apply` (every proof verified) and written with
    `Store.apply_effects`, the server's own write path: the bundle assembled
    from it is a valid bundle (checked with `verify_bundle` once);
-2. raw documents of the right shape, inserted in batches straight into the
-   `lots` and `events` collections up to `--events` events in all: one issued
+2. raw documents of the right shape, inserted with unordered bulk
+   `insert_many` (`--batch` documents per call, lots then events) straight
+   into the `lots` and `events` collections up to `--events` events in all,
+   the store's indexes created before (`--indexes first`, the default:
+   measured faster on SecantusDB, docs/scaling.md) or after: one issued
    lot and its issue event per document pair, plus the deep chain and the wide
    tree. They are NOT valid ledger events (no proofs bind them; their event
    documents carry a copy of one real issue envelope): only read paths that
@@ -40,6 +48,9 @@ raised for the benchmark (maxDepth 1000 needs `max_provenance_depth`, the
 wide lot `max_provenance_nodes` >= 10,101, and the cost budget with them).
 
 JSON keys (all times in milliseconds): `scale.events`, `scale.build_s`,
+`scale.build.{indexes,batch,index_first_s,index_after_s,raw_events_per_s,cached}`,
+`scale.real_build_s`, `scale.raw_build_s`, `scale.lots_page.graphql.error` and
+`scale.lots_page.raw.once_ms` when a page misses the server's request deadline,
 `scale.lot.{graphql,raw}.{p50_ms,p99_ms}`, `scale.lots_page.{graphql,raw}.p50_ms`,
 `scale.provenance_deep.{graphql,raw}.p50_ms` and `.nodes`,
 `scale.provenance_wide.{graphql,raw}.p50_ms` and `.nodes`,
