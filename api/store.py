@@ -19,8 +19,7 @@ Collections and what makes them safe:
 | sealed_openings  | "<event id>:<i>"       | by recipient                                             |
 | nonces           | "<signer>:<nonce>"...  | the `nonce` guards: a replay is a duplicate key          |
 | guards           | "<namespace>:<key>"    | every other guard (consume, custody, issuance, ...)      |
-| counters         | "events"               | allocator of the event `seq`                             |
-| log_state, log_tiles, log_checkpoints | see api/translog.py | the transparency log (docs/log.md)         |
+| log_state, log_tiles, log_checkpoints | see api/translog.py | the transparency log (docs/log.md); `head` allocates each event's `log_index` and `seq` |
 
 `apply_effects` writes one accepted publication in ONE multi-document
 transaction; the unique `_id` of the guard documents is what makes double
@@ -84,7 +83,6 @@ COLLECTIONS = (
     "sealed_openings",
     "nonces",
     "guards",
-    "counters",
     "log_state",
     "log_tiles",
     "log_checkpoints",
@@ -330,8 +328,7 @@ class Store:
         self.sealed_openings = c.sealed_openings
         self.nonces = c.nonces
         self.guards = c.guards
-        self.counters = c.counters
-        # Every publication's transaction writes the log head (translog.assign_leaf), so two
+        # Every publication's transaction writes the log head (translog.assign_position), so two
         # of them overlapping always conflict: committing them one at a time per process
         # loses no throughput and spares the retries (other replicas still retry).
         self.log_sequencer = asyncio.Lock()
@@ -399,38 +396,28 @@ class Store:
             ),
             self.events.create_index([("claim_id", a)], sparse=True, name="claim"),
             self.events.create_index([("site_id", a), ("type", a)], sparse=True, name="site_type"),
+            # the few log-key registrations every bundle carries: a partial index holds only them
+            self.events.create_index(
+                [("type", a)], partialFilterExpression={"type": "register_log_key"}, name="log_key_registrations"
+            ),
             self.claims.create_index([("lot_ids", a), ("created_at", a)], name="lot_ids_created"),  # multikey
             self.sealed_openings.create_index([("recipient", a), ("seq", a)], name="recipient_seq"),
             self.attestations.create_index([("site_id", a), ("valid_from", a)], name="site_from"),
             self.sites.create_index([("origin_class", a), ("_id", a)], name="class_id"),
             self.sites.create_index([("operator", a)], name="operator"),
-            translog.ensure_log_collections(self.db),
         )
+        # after the `seq` index exists: it finds the highest seq already used
+        await translog.ensure_log_collections(self.db)
 
     # ------------------------------------------------------------------ writes
 
-    async def _next_seq(self) -> int:
-        """Ledger order. Allocated before the transaction (no hot document inside it).
-
-        An event's dependencies were committed before it was validated, so they
-        always hold a smaller seq: sorting by seq is a valid replay order.
-        Aborted publications leave gaps, which is harmless.
-        """
-        doc = await self.counters.find_one_and_update(
-            {"_id": "events"},
-            {"$inc": {"value": 1}},
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
-        )
-        return int(doc["value"])
-
     @staticmethod
-    def _event_doc(effects: Effects, seq: int, accepted_at: datetime) -> dict[str, Any]:
+    def _event_doc(effects: Effects, accepted_at: datetime) -> dict[str, Any]:
+        """The event document, without its `seq` and `log_index` (allocated in the transaction)."""
         env = effects.envelope
         payload = env.payload
         doc: dict[str, Any] = {
             "_id": env.event_id,
-            "seq": seq,
             "type": effects.event_type,
             "signer": env.signer,
             "key_id": env.key_id,
@@ -474,19 +461,22 @@ class Store:
         aborted: nothing written); OUTCOME_UNKNOWN when every commit attempt
         ended without an answer (the publication may have landed: resubmitting
         the same envelope is safe). Runs within the caller's `pymongo.timeout`.
+
+        Ledger order: the event's `seq` and its log leaf index are allocated
+        together, inside the transaction, by one write of the log's `head`
+        document (`translog.assign_position`). An event's dependencies committed
+        before it was validated, so they hold smaller numbers: sorting by `seq`
+        (or by `log_index`) is a valid replay order. A rejected or aborted
+        publication takes no number.
         """
-        try:
-            seq = await self._next_seq()
-        except PyMongoError as exc:
-            raise self._infrastructure(exc, "the database did not allocate a ledger position") from exc
         accepted_at = _now()
-        event_doc = self._event_doc(effects, seq, accepted_at)
+        event_doc = self._event_doc(effects, accepted_at)
         attempt = 0
         while True:
             attempt += 1
             try:
                 async with self.log_sequencer:
-                    await self._run_transaction(effects, event_doc, seq, view)
+                    await self._run_transaction(effects, event_doc, view)
             except _Abort as abort:
                 code = abort.rejection.code.value
                 self.stats.rejections[code] = self.stats.rejections.get(code, 0) + 1
@@ -502,7 +492,7 @@ class Store:
                     continue
                 raise self._infrastructure(exc, "the database failed during the publication's transaction") from exc
             self.stats.transactions += 1
-            return AppliedEvent(effects.event_id, seq, accepted_at, attempt, event_doc["log_index"])
+            return AppliedEvent(effects.event_id, event_doc["seq"], accepted_at, attempt, event_doc["log_index"])
 
     @staticmethod
     def _infrastructure(exc: PyMongoError, what: str) -> Exception:
@@ -512,9 +502,7 @@ class Store:
         log.warning("%s: %s", what, exc)
         return service_unavailable(what)
 
-    async def _run_transaction(
-        self, effects: Effects, event_doc: dict[str, Any], seq: int, view: SnapshotView | None
-    ) -> None:
+    async def _run_transaction(self, effects: Effects, event_doc: dict[str, Any], view: SnapshotView | None) -> None:
         async with self.client.start_session() as session:
             await session.start_transaction(
                 read_concern=ReadConcern("snapshot"),
@@ -522,7 +510,7 @@ class Store:
                 read_preference=ReadPreference.PRIMARY,
             )
             try:
-                await self._transaction_body(session, effects, event_doc, seq, view)
+                await self._transaction_body(session, effects, event_doc, view)
             except BaseException:
                 if session.in_transaction:
                     try:
@@ -606,13 +594,15 @@ class Store:
                 raise _Abort(Rejection(code, guard.reason)) from None
 
     async def _transaction_body(
-        self, session, effects: Effects, event_doc: dict[str, Any], seq: int, view: SnapshotView | None
+        self, session, effects: Effects, event_doc: dict[str, Any], view: SnapshotView | None
     ) -> None:
         event_id = effects.event_id
         s = session
         await self._confirm_signing_key(s, effects, view)
         await self._insert_guards(s, effects.guards, event_id)
-        event_doc["log_index"] = await translog.assign_leaf(self.db, s)  # in this transaction: gap-free, commit order
+        position = await translog.assign_position(self.db, s)  # in this transaction: gap-free, commit order
+        event_doc["log_index"], event_doc["seq"] = position.log_index, position.seq
+        seq = position.seq
         try:
             await self.events.insert_one(event_doc, session=s)
         except DuplicateKeyError:
@@ -647,12 +637,13 @@ class Store:
             # lot the buyer now holds. Both write the lot, so a transfer committing
             # during this transaction is a write conflict (retried, then CONFLICT).
             wanted = list(dict.fromkeys(effects.consumed))
-            result = await self.lots.update_many(
-                {"$or": [self._custody_filter(effects, lot_id, view) for lot_id in wanted], "consumed_by_event": None},
-                {"$set": {"consumed_by_event": event_id}},
-                session=s,
-            )
-            if result.modified_count != len(wanted):
+            modified = 0
+            for custody in self._custody_filters(effects, wanted, view):
+                result = await self.lots.update_many(
+                    {**custody, "consumed_by_event": None}, {"$set": {"consumed_by_event": event_id}}, session=s
+                )
+                modified += result.modified_count
+            if modified != len(wanted):
                 raise _Abort(
                     Rejection(
                         Code.CONFLICT,
@@ -754,6 +745,17 @@ class Store:
         if seen is not None:
             query["custody_seq"] = seen.custody_seq
         return query
+
+    @classmethod
+    def _custody_filters(cls, effects: Effects, lot_ids: list[str], view: SnapshotView | None) -> list[dict[str, Any]]:
+        """`_custody_filter` for several lots: one filter per custody step seen (`_id: {$in}`),
+        usually one for all. Not one `$or` of per-lot filters: SecantusDB runs an `$or`
+        as a scan of the whole collection (10 s at 2*10^5 lots, against 3 ms for this
+        form: docs/scaling.md), and this update runs in every transformation."""
+        groups: dict[int | None, list[str]] = {}
+        for lot_id in lot_ids:
+            groups.setdefault(cls._custody_filter(effects, lot_id, view).get("custody_seq"), []).append(lot_id)
+        return [{**cls._custody_filter(effects, ids[0], view), "_id": {"$in": ids}} for ids in groups.values()]
 
     async def _write_organization(self, session, org: Organization, view: SnapshotView | None) -> None:
         if view is None:
@@ -1110,8 +1112,9 @@ class Store:
         issuance under the attestations used up to the highest seq used, and every
         issuance under a superseded attestation of those sites), and the registry
         entries of every organisation involved. The lots come from the claim; `lot_id`,
-        if given, must be one of them (INVALID_CLAIM otherwise). Bounded round trips:
-        ancestry levels + 6, the walk capped by `ancestry_limit` (INVALID_CLAIM beyond).
+        if given, must be one of them (INVALID_CLAIM otherwise). Round trips: ancestry
+        levels + 6 in sequence, plus one per attestation the ancestry's issuances use
+        (run concurrently); the walk is capped by `ancestry_limit` (INVALID_CLAIM beyond).
         """
         claim = (await self.claims_by_ids([claim_id])).get(claim_id)
         if claim is None:
@@ -1160,20 +1163,22 @@ class Store:
                 for a in chain
                 if a.superseded_by is not None
             ]
-            chain = await self.events.find(
-                {
-                    "seq": {"$lte": claim_doc["seq"]},
-                    "$or": [
-                        {"site_id": {"$in": sorted(sites)}, "type": {"$in": ["attest_site", "revoke_attestation"]}},
-                        {"attestation_id": {"$in": superseded}, "type": "issue"},
-                        *(
-                            {"attestation_id": att, "type": "issue", "issuance_seq": {"$lte": top}}
-                            for att, top in highest.items()
-                        ),
-                    ],
-                }
-            ).to_list(None)
-            docs.update((d["_id"], d) for d in chain)
+            # one query per kind, without `$or`: SecantusDB runs an `$or` as a scan of the
+            # whole collection (measured: 20 s at 2*10^5 events, against 9 ms for the site
+            # query alone; docs/scaling.md); MongoDB plans each form with its indexes.
+            up_to_claim = {"$lte": claim_doc["seq"]}
+            queries = [
+                {"site_id": {"$in": sorted(sites)}, "type": {"$in": ["attest_site", "revoke_attestation"]},
+                 "seq": up_to_claim},  # fmt: skip
+                *(
+                    {"attestation_id": att, "type": "issue", "issuance_seq": {"$lte": top}, "seq": up_to_claim}
+                    for att, top in highest.items()
+                ),
+            ]
+            if superseded:
+                queries.append({"attestation_id": {"$in": superseded}, "type": "issue", "seq": up_to_claim})
+            for chain in await asyncio.gather(*(self.events.find(q).to_list(None) for q in queries)):
+                docs.update((d["_id"], d) for d in chain)
 
         # registry entries of every organisation involved
         orgs: set[str] = set()
@@ -1221,11 +1226,9 @@ class Store:
         """Every document of every collection, sorted by _id (tests: 'nothing was written')."""
         out: dict[str, list[dict[str, Any]]] = {}
         for name in COLLECTIONS:
-            if name == "counters":  # the seq allocator advances even for rejected publications
-                continue
             if name in ("log_tiles", "log_checkpoints"):  # derived from events, written in the background
                 continue
-            query = {"_id": translog.HEAD_ID} if name == "log_state" else {}  # the leaf allocator only
+            query = {"_id": translog.HEAD_ID} if name == "log_state" else {}  # the leaf and seq allocator only
             out[name] = await self.db[name].find(query).sort("_id", ASCENDING).to_list(None)
         return out
 

@@ -2,9 +2,10 @@
 
 docs/log.md describes the design; in short:
 
-* **Leaf assignment** (`assign_leaf`) runs INSIDE each publication's
-  transaction: it increments the `log_state` document `head` and stores the
-  previous value as the event's `log_index`. Two concurrent publications both
+* **Leaf assignment** (`assign_position`) runs INSIDE each publication's
+  transaction: it increments the `log_state` document `head` (`size`, and
+  `seq`, the ledger order) and stores the previous `size` as the event's
+  `log_index` and the new `seq` as its `seq`. Two concurrent publications both
   write `head`, so one of them gets a write conflict and is retried: indices
   are gap-free, in commit order, and an acknowledged publication has its
   index (it commits with it). A unique index on `events.log_index` backs it.
@@ -65,18 +66,46 @@ class LogUnavailable(RuntimeError):
 # --------------------------------------------------------------------------- leaf assignment
 
 
-async def assign_leaf(db, session) -> int:
-    """The next leaf index, allocated inside the caller's transaction (see module doc)."""
+@dataclass(frozen=True)
+class Position:
+    """Where a publication goes: its leaf in the log and its place in the ledger."""
+
+    log_index: int  # leaf index: from 0, gap-free, in commit order
+    seq: int  # ledger order (`events.seq`): from 1, increasing in commit order
+
+
+async def assign_position(db, session) -> Position:
+    """The next leaf index and ledger `seq`, allocated inside the caller's transaction
+    by ONE write of the `head` document (see module doc): the `seq` rides on the
+    write every publication already makes, instead of a counter document of its own."""
     doc = await db.log_state.find_one_and_update(
-        {"_id": HEAD_ID}, {"$inc": {"size": 1}}, upsert=True, return_document=ReturnDocument.AFTER, session=session
+        {"_id": HEAD_ID},
+        {"$inc": {"size": 1, "seq": 1}},
+        upsert=True,
+        return_document=ReturnDocument.AFTER,
+        session=session,
     )
-    return int(doc["size"]) - 1
+    return Position(log_index=int(doc["size"]) - 1, seq=int(doc["seq"]))
 
 
 async def ensure_log_collections(db) -> None:
-    """Indexes and the `head` document, created outside any transaction (idempotent)."""
+    """Indexes and the `head` document, created outside any transaction (idempotent).
+
+    On the first start of this version on a database (no `head.seq` yet), `head.seq`
+    is raised to the highest `seq` already used: the value of the `counters`
+    document `events` that allocated it before (outside the transaction), and the
+    highest `seq` stored. Afterwards `head` alone allocates. `$max` only ever raises
+    it, so processes starting together, or while others publish, are safe."""
     await db.events.create_index([("log_index", ASCENDING)], unique=True, sparse=True, name="log_index")
-    await db.log_state.update_one({"_id": HEAD_ID}, {"$setOnInsert": {"size": 0}}, upsert=True)
+    head = await db.log_state.find_one({"_id": HEAD_ID})
+    floor = 0
+    if head is None or "seq" not in head:
+        last_event = await db.events.find_one({}, {"seq": 1}, sort=[("seq", -1)])
+        legacy_counter = await db.counters.find_one({"_id": "events"})
+        floor = max(int((last_event or {}).get("seq") or 0), int((legacy_counter or {}).get("value") or 0))
+    await db.log_state.update_one(
+        {"_id": HEAD_ID}, {"$setOnInsert": {"size": 0}, "$max": {"seq": floor}}, upsert=True
+    )
     await db.log_state.update_one(
         {"_id": TREE_ID}, {"$setOnInsert": {"size": 0, "root": merkle.EMPTY_ROOT}}, upsert=True
     )

@@ -217,6 +217,7 @@ class CpuAccount:
 
     def __init__(self) -> None:
         self.wall0, self.busy0 = time.monotonic(), cpu_busy_seconds()
+        self.load0 = round(os.getloadavg()[0], 2)
         self.ours = 0.0  # CPU of server trees that already stopped
         self.own0 = process_tree_cpu(os.getpid())
 
@@ -244,17 +245,20 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, data_dir: Path, root: SigningKey, verify_mode: str = "thread") -> None:
+    """`python -m api.server` of the checkout `code` (default: this one) on a free port."""
+
+    def __init__(self, data_dir: Path, root: SigningKey, verify_mode: str = "thread", code: Path = ROOT) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = data_dir
         env = {k: v for k, v in os.environ.items() if k != "MONGODB_URI"}
         env["ORETRACE_VERIFY_MODE"] = verify_mode
+        env["PYTHONPATH"] = str(code)
         self.log = open(data_dir / "server.log", "wb")  # noqa: SIM115
         self.process = subprocess.Popen(
             [sys.executable, "-m", "api.server", "--port", str(self.port), "--data-dir", str(data_dir),
              "--root-public-key", root.verify_key.encode().hex(), "--network", NETWORK, "--log-level", "warning"],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            cwd=code, env=env, stdout=self.log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -383,8 +387,9 @@ async def bench_ingestion(client, pub: Publisher, count: int, concurrency: int, 
     return out_lot
 
 
-async def bench_inflight(client, pub: Publisher, count: int, inflight: int, results: dict) -> None:
-    """`count` transformations with `inflight` requests at once: throughput and per-request p99."""
+async def bench_inflight(client, pub: Publisher, count: int, inflight: int, results: dict, key: str = "") -> None:
+    """`count` transformations with `inflight` requests at once: throughput and per-request p99
+    (keys `ingest.transform.inflight{N}{key}.*`)."""
     log(f"ingestion with {inflight} in flight: preparing {count} lots")
     envelopes = await prepare_lots(client, pub, count)
     semaphore = asyncio.Semaphore(inflight)
@@ -399,7 +404,7 @@ async def bench_inflight(client, pub: Publisher, count: int, inflight: int, resu
     t0 = time.perf_counter()
     await asyncio.gather(*(one(env) for env in envelopes))
     elapsed = time.perf_counter() - t0
-    key = f"ingest.transform.inflight{inflight}"
+    key = f"ingest.transform.inflight{inflight}{key}"
     results[f"{key}.tx_per_s"] = round(count / elapsed, 2)
     results[f"{key}.p99_ms"] = summary(latencies)["p99_ms"]
     log(f"  {inflight} in flight: {count / elapsed:.1f} tx/s, p99 {results[f'{key}.p99_ms']:.0f} ms")
@@ -567,10 +572,78 @@ async def setup(client, pub: Publisher) -> None:
     await publish(client, pub.attest("auditor", "mine", 10**12))
 
 
-async def run(args) -> dict[str, Any]:
+async def run_ingest(args, account: CpuAccount) -> dict[str, Any]:
+    """--ingest-only: the issue-11 ingestion keys, and with --baseline DIR the same
+    measurement of the server of checkout DIR, alternated with this one (`rounds`
+    pairs, each on a fresh server and database) so that both see the same machine
+    load. Ours: `ingest.transform.inflight8.{tx_per_s,p99_ms}` (median over rounds) and
+    `...round{i}.*`; baseline: `ingest.transform.inflight8.baseline.*`."""
     results: dict[str, Any] = {}
     root = SigningKey.generate()
+    sides = [("", ROOT)] + ([(".baseline", args.baseline)] if args.baseline else [])
+    per_side: dict[str, list[dict]] = {name: [] for name, _ in sides}
+    for i in range(args.rounds):
+        for name, code in sides if i % 2 == 0 else sides[::-1]:
+            pub = Publisher(root)
+            data_dir = Path(tempfile.mkdtemp(prefix="oretrace-bench-ingest-"))
+            server = Server(data_dir, root, "thread", code)
+            log(f"round {i + 1}: {code} (server pid {server.process.pid})")
+            try:
+                async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+                    await setup(client, pub)
+                    one: dict[str, Any] = {}
+                    await bench_inflight(client, pub, args.inflight_transforms, 8, one, name)
+                    per_side[name].append(one)
+            finally:
+                server.stop(account)
+                shutil.rmtree(data_dir, ignore_errors=True)
+    for name, rounds in per_side.items():
+        key = f"ingest.transform.inflight8{name}"
+        for field in ("tx_per_s", "p99_ms"):
+            values = [r[f"{key}.{field}"] for r in rounds]
+            results[f"{key}.{field}"] = round(statistics.median(values), 2)
+            results[f"{key}.{field}.rounds"] = values
+    if args.baseline:
+        results["ingest.transform.inflight8.tx_per_s_over_baseline"] = round(
+            results["ingest.transform.inflight8.tx_per_s"] / results["ingest.transform.inflight8.baseline.tx_per_s"], 2
+        )
+    # rules.apply in this process, on envelopes prefetched from a database of this checkout's server
+    pub = Publisher(root)
+    data_dir = Path(tempfile.mkdtemp(prefix="oretrace-bench-ingest-"))
+    server = Server(data_dir, root, "thread")
+    store = await Store.connect(server.db_uri, "oretrace")
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+            await setup(client, pub)
+            await verification_keys(client, store, pub, args.verify, results)
+    finally:
+        await store.close()
+        server.stop(account)
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return results
+
+
+async def verification_keys(client, store: Store, pub: Publisher, count: int, results: dict) -> None:
+    """`verify.*` and `ingest.transform.rules_apply_ms` on `count` fresh refine envelopes."""
+    from ledger import rules
+
+    envs = []
+    for _ in range(count):
+        env, lot_id = pub.issue(1_000_000)
+        await publish(client, env)
+        await publish(client, pub.transfer("mine", lot_id, "trader"))
+        envs.append(pub.refine("trader", lot_id))
+    views = [await store.prefetch(rules.references(e)) for e in envs]
+    bench_verification(pub, (envs, views), results, count)
+
+
+async def run(args) -> dict[str, Any]:
     account = CpuAccount()
+    if args.ingest_only:
+        results = await run_ingest(args, account)
+        return finish(results, account, args)
+    results: dict[str, Any] = {}
+    root = SigningKey.generate()
 
     # verification in worker processes (ORETRACE_VERIFY_MODE=process): the same ingestion, its own server
     pub = Publisher(root)
@@ -597,31 +670,30 @@ async def run(args) -> dict[str, Any]:
             await bench_inflight(client, pub, args.inflight_transforms, 8, results)
 
             # verification in-process, on fresh envelopes against views prefetched from the same database
-            from ledger import rules
-
-            envs = []
-            for _ in range(args.verify):
-                env, lot_id = pub.issue(1_000_000)
-                await publish(client, env)
-                await publish(client, pub.transfer("mine", lot_id, "trader"))
-                envs.append(pub.refine("trader", lot_id))
-            views = [await store.prefetch(rules.references(e)) for e in envs]
-            bench_verification(pub, (envs, views), results, args.verify)
+            await verification_keys(client, store, pub, args.verify, results)
 
             await bench_provenance(client, store, pub, args.reps, results)
     finally:
         await store.close()
         server.stop(account)
         shutil.rmtree(data_dir, ignore_errors=True)
+    return finish(results, account, args)
+
+
+def finish(results: dict[str, Any], account: CpuAccount, args) -> dict[str, Any]:
+    """The machine.* keys and the configuration."""
     results["machine.other_cores_busy_during_run"] = account.other_cores_busy()
     log(f"other processes kept {results['machine.other_cores_busy_during_run']} cores busy on average")
     results["machine.python"] = platform.python_version()
     results["machine.cpus"] = os.cpu_count()
     results["machine.platform"] = platform.platform()
+    results["machine.loadavg_1m_at_start"] = account.load0
     results["machine.loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
     results["machine.when"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     results["config"] = {"transforms": args.transforms, "concurrency": args.concurrency, "reps": args.reps,
-                         "quick": args.quick, "server": "1 uvicorn worker, embedded SecantusDB child process"}  # fmt: skip
+                         "quick": args.quick, "server": "1 uvicorn worker, embedded SecantusDB child process",
+                         "ingest_only": args.ingest_only, "baseline": str(args.baseline or ""),
+                         "rounds": args.rounds, "inflight_transforms": args.inflight_transforms}  # fmt: skip
     return results
 
 
@@ -630,13 +702,19 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer samples")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--ports", help="take the server's port from this range, e.g. 8500-8599")
+    parser.add_argument("--ingest-only", action="store_true",
+                        help="only the issue-11 ingestion keys (8 in flight, rules_apply_ms)")
+    parser.add_argument("--baseline", type=Path, metavar="DIR",
+                        help="with --ingest-only: also measure the server of this checkout, alternated with this one")
+    parser.add_argument("--rounds", type=int, default=2, help="with --ingest-only: measurements per side (default 2)")
+    parser.add_argument("--inflight-transforms", type=int, help="transformations per 8-in-flight measurement")
     args = parser.parse_args()
     if args.ports:
         global PORT_RANGE
         low, high = (int(x) for x in args.ports.split("-"))
         PORT_RANGE = range(low, high + 1)
     args.transforms = 8 if args.quick else 30
-    args.inflight_transforms = 16 if args.quick else 48
+    args.inflight_transforms = args.inflight_transforms or (16 if args.quick else 48)
     args.verify = 4 if args.quick else 10
     args.concurrency = 4
     args.reps = 30 if args.quick else 100

@@ -1,6 +1,7 @@
 """Where a transformation's time goes in the server, outside `rules.apply`.
 
     python bench/ingest_profile.py --count 40 --ports 8500-8599 [--out PATH.prof]
+    python bench/ingest_profile.py --commands --count 20 --inflight 8 --db-port 9557 [--json PATH]
 
 Starts a real server (`python -m api.server`, embedded SecantusDB) under
 cProfile, publishes `count` refining transformations one at a time (as
@@ -12,13 +13,27 @@ the answer that is *not* verification. The profiler's clock is the event-loop
 thread's CPU time (`time.thread_time`), so waiting for the database, the
 client, the GIL or the verifier thread does not count. Profiling slows Python
 code ~1.5-2x: compare the shares, not the absolute milliseconds.
+
+`--commands` measures the other side, the database: the app runs in this
+process (`api.app.create_app` over httpx's ASGI transport, its own embedded
+SecantusDB on 127.0.0.1) with a pymongo command listener, `count`
+transformations are published `--inflight` at a time, and every database
+command sent meanwhile is timed (wall time from sent to answered, so it
+includes waiting for the database process and for this event loop). Printed
+and written (`--json`) per publication: commands by name and collection,
+how many and how long (`ingest.commands.<name>:<collection>.{per_tx,ms_per_tx}`,
+`ingest.commands.total.{per_tx,ms_per_tx}`, `ingest.commands.tx_per_s`). The
+integrator's background reads and writes of the log are counted too.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import importlib.util
+import json
+import os
 import pstats
 import shutil
 import subprocess
@@ -30,6 +45,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # bench/ itself must not shadow the `api` and `crypto` packages (bench/api.py, bench/crypto.py).
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+
+from pymongo import monitoring  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("bench_api", ROOT / "bench" / "api.py")
 bench_api = importlib.util.module_from_spec(_spec)
@@ -114,13 +131,98 @@ def report(path: Path, publications: int) -> None:
     stats.sort_stats("tottime").print_stats(25)
 
 
+def machine() -> dict:
+    return {"machine.cpus": os.cpu_count(), "machine.loadavg_1m_at_start": round(os.getloadavg()[0], 2),
+            "machine.when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+
+
+class CommandTimes(monitoring.CommandListener):
+    """Wall time of each command, by "<name>:<collection>", while `on`."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.started_at: dict[int, tuple[float, str]] = {}
+        self.seconds: dict[str, float] = collections.defaultdict(float)
+        self.calls: collections.Counter[str] = collections.Counter()
+
+    def started(self, event) -> None:
+        target = event.command.get(event.command_name)
+        self.started_at[event.request_id] = (time.perf_counter(), f"{event.command_name}:{target if isinstance(target, str) else ''}")
+
+    def succeeded(self, event) -> None:
+        t0, key = self.started_at.pop(event.request_id, (None, ""))
+        if self.on and t0 is not None:
+            self.seconds[key] += time.perf_counter() - t0
+            self.calls[key] += 1
+
+    failed = succeeded
+
+
+async def commands(count: int, inflight: int, db_port: int | None) -> dict:
+    from api.app import create_app
+    from api.embedded import EmbeddedDatabase
+    from api.settings import Settings
+    from api.store import Store
+
+    data_dir = Path(tempfile.mkdtemp(prefix="oretrace-commands-"))
+    db = EmbeddedDatabase(data_dir / "db", host="127.0.0.1", port=db_port)
+    times = CommandTimes()
+    store = await Store.connect(await db.astart(), "oretrace", event_listeners=[times])
+    root = bench_api.SigningKey.generate()
+    pub = bench_api.Publisher(root)
+    settings = Settings(database="oretrace", data_dir=data_dir / "app", network=bench_api.NETWORK,
+                        root_public_key=root.verify_key.encode().hex())  # fmt: skip
+    app = create_app(settings, store=store)
+    try:
+        async with app.router.lifespan_context(app):
+            transport = bench_api.httpx.ASGITransport(app=app)
+            async with bench_api.httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=120) as client:
+                await bench_api.setup(client, pub)
+                envelopes = await bench_api.prepare_lots(client, pub, count)
+                semaphore = asyncio.Semaphore(inflight)
+
+                async def one(envelope) -> None:
+                    async with semaphore:
+                        await bench_api.publish(client, envelope)
+
+                times.on = True
+                t0 = time.perf_counter()
+                await asyncio.gather(*(one(e) for e in envelopes))
+                wall = time.perf_counter() - t0
+                times.on = False
+    finally:
+        await store.close()
+        await db.astop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+    out = {"ingest.commands.tx_per_s": round(count / wall, 2), "ingest.commands.inflight": inflight,
+           "ingest.commands.count": count}  # fmt: skip
+    for key, seconds in sorted(times.seconds.items(), key=lambda kv: -kv[1]):
+        out[f"ingest.commands.{key}.per_tx"] = round(times.calls[key] / count, 2)
+        out[f"ingest.commands.{key}.ms_per_tx"] = round(seconds * 1000 / count, 2)
+    out["ingest.commands.total.per_tx"] = round(sum(times.calls.values()) / count, 2)
+    out["ingest.commands.total.ms_per_tx"] = round(sum(times.seconds.values()) * 1000 / count, 2)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--count", type=int, default=40)
     ap.add_argument("--ports", help="take the server's port from this range, e.g. 8500-8599")
     ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "oretrace-ingest.prof")
     ap.add_argument("--report-only", action="store_true", help="only print the report of an existing --out file")
+    ap.add_argument("--commands", action="store_true", help="time the database commands instead (see above)")
+    ap.add_argument("--inflight", type=int, default=8, help="with --commands: publications in flight")
+    ap.add_argument("--db-port", type=int, help="with --commands: port of the embedded database")
+    ap.add_argument("--json", type=Path, help="with --commands: write the figures here")
     args = ap.parse_args()
+    if args.commands:
+        out = {**machine(), **asyncio.run(commands(args.count, args.inflight, args.db_port))}
+        text = json.dumps(out, indent=2, sort_keys=True)
+        print(text)
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(text + "\n")
+        return
     publications = 4 + 3 * args.count  # 3 registrations + 1 attestation, then issue + transfer + transform each
     if args.report_only:
         report(args.out, publications)

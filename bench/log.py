@@ -8,8 +8,9 @@ this process. Keys (every ratio is measured in this one run, interleaved):
   ingest.with_log.tx_per_s / ingest.without_log.tx_per_s / ingest.ratio
         `Store.apply_effects` of operator registrations (rules applied beforehand:
         the write path only, where the log's cost lies), 8 in flight. "without"
-        replaces the in-transaction leaf allocation by a process counter and the
-        per-process commit sequencer by nothing. Rounds alternate between the two.
+        replaces the in-transaction allocation of the leaf index (and of the `seq`,
+        which rides on the same write) by a process counter and the per-process
+        commit sequencer by nothing. Rounds alternate between the two.
   ingest_verified.{with_log,without_log}.tx_per_s / ingest_verified.ratio
         the whole ingestion (`Ingestion.publish`: rules with range and capacity proof
         verification in worker threads, then the transaction) of issuances, 4 attestations
@@ -74,8 +75,9 @@ def log(message: str) -> None:
 _FAKE_INDICES = itertools.count(10**9)  # "without the log": unique indices from this process, no database write
 
 
-async def fake_assign(db, session) -> int:
-    return next(_FAKE_INDICES)
+async def fake_assign(db, session) -> translog.Position:
+    index = next(_FAKE_INDICES)
+    return translog.Position(log_index=index, seq=index)
 
 
 class _NoLock:
@@ -88,14 +90,14 @@ class _NoLock:
 
 async def bench_ingest(store: Store, world: LedgerWorld, per_round: int, rounds: int, results: dict) -> None:
     policy = Policy(network=NETWORK, root_public_key=world.root_key.verify_key.encode().hex())
-    real_assign, real_lock = translog.assign_leaf, store.log_sequencer
+    real_assign, real_lock = translog.assign_position, store.log_sequencer
 
     async def one_round(with_log: bool, tag: str) -> float:
         effects = [
             rules.apply(world.register(f"{tag}-{i}", "trader"), MemoryView(), policy, VerifyNow())
             for i in range(per_round)
         ]
-        store_module.translog.assign_leaf = real_assign if with_log else fake_assign
+        store_module.translog.assign_position = real_assign if with_log else fake_assign
         store.log_sequencer = real_lock if with_log else _NoLock()
         sem = asyncio.Semaphore(8)
 
@@ -107,8 +109,7 @@ async def bench_ingest(store: Store, world: LedgerWorld, per_round: int, rounds:
         await asyncio.gather(*(apply(e) for e in effects))
         return per_round / (time.perf_counter() - started)
 
-    # one publication first: concurrent first upserts of the `seq` counter race on a fresh
-    # database (Store._next_seq gets None back; reported to the "robust" stream)
+    # one publication first (a warm-up; the `head` document exists since ensure_indexes)
     await store.apply_effects(rules.apply(world.register("warm-up", "trader"), MemoryView(), policy, VerifyNow()))
     rates: dict[bool, list[float]] = {True: [], False: []}
     try:
@@ -116,7 +117,7 @@ async def bench_ingest(store: Store, world: LedgerWorld, per_round: int, rounds:
             for with_log in (True, False) if r % 2 == 0 else (False, True):
                 rates[with_log].append(await one_round(with_log, f"ing{r}{int(with_log)}"))
     finally:
-        store_module.translog.assign_leaf, store.log_sequencer = real_assign, real_lock
+        store_module.translog.assign_position, store.log_sequencer = real_assign, real_lock
     with_log, without = statistics.median(rates[True]), statistics.median(rates[False])
     results["ingest.with_log.tx_per_s"] = round(with_log, 1)
     results["ingest.without_log.tx_per_s"] = round(without, 1)
@@ -144,10 +145,10 @@ async def bench_verified_ingest(store: Store, world: LedgerWorld, streams: int, 
         envelope, att = world.attest("bench-auditor", "bench-mine", f"bench-site-{s}", capacity=10**12)
         await ingestion.publish(envelope.to_json())
         queues.append([world.issue(att, 1000 + i)[0] for i in range(per_stream * rounds * 2)])
-    real_assign, real_lock = translog.assign_leaf, store.log_sequencer
+    real_assign, real_lock = translog.assign_position, store.log_sequencer
 
     async def one_round(with_log: bool) -> float:
-        store_module.translog.assign_leaf = real_assign if with_log else fake_assign
+        store_module.translog.assign_position = real_assign if with_log else fake_assign
         store.log_sequencer = real_lock if with_log else _NoLock()
         batches = [[q.pop(0) for _ in range(per_stream)] for q in queues]
 
@@ -165,7 +166,7 @@ async def bench_verified_ingest(store: Store, world: LedgerWorld, streams: int, 
             with_log = (r % 4) in (0, 3)  # with, without, without, with, ...
             rates[with_log].append(await one_round(with_log))
     finally:
-        store_module.translog.assign_leaf, store.log_sequencer = real_assign, real_lock
+        store_module.translog.assign_position, store.log_sequencer = real_assign, real_lock
         ingestion.close()
     with_log, without = statistics.median(rates[True]), statistics.median(rates[False])
     results["ingest_verified.with_log.tx_per_s"] = round(with_log, 2)

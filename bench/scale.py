@@ -2,8 +2,13 @@
 
     python bench/scale.py --events 100000 --json bench/results/scale.json
     python bench/scale.py --json PATH          # 10^6 events (the default)
+    python bench/scale.py --build-only         # build (or find) the ledger, measure nothing
 
-Builds a ledger in a fresh embedded SecantusDB (127.0.0.1), then measures, in
+Builds a ledger in an embedded SecantusDB (127.0.0.1) kept in
+bench/.cache/scale-e<events>-w<wide>-b<bundle events>-<indexes>/ (ignored by
+git): `built.json` there marks a complete build (its figures and the ids the
+measurements use), and later runs with the same sizes reuse the database
+(`--rebuild` starts over). Then it measures, in
 one run and alternating the two sides so that every ratio compares the same
 machine state:
 
@@ -21,8 +26,11 @@ The ledger has two parts:
    `ledger.rules.apply` (every proof verified) and written with
    `Store.apply_effects`, the server's own write path: the bundle assembled
    from it is a valid bundle (checked with `verify_bundle` once);
-2. raw documents of the right shape, inserted in batches straight into the
-   `lots` and `events` collections up to `--events` events in all: one issued
+2. raw documents of the right shape, inserted with unordered bulk
+   `insert_many` (`--batch` documents per call, lots then events) straight
+   into the `lots` and `events` collections up to `--events` events in all,
+   the store's indexes created before (`--indexes first`, the default:
+   measured faster on SecantusDB, docs/scaling.md) or after: one issued
    lot and its issue event per document pair, plus the deep chain and the wide
    tree. They are NOT valid ledger events (no proofs bind them; their event
    documents carry a copy of one real issue envelope): only read paths that
@@ -40,6 +48,9 @@ raised for the benchmark (maxDepth 1000 needs `max_provenance_depth`, the
 wide lot `max_provenance_nodes` >= 10,101, and the cost budget with them).
 
 JSON keys (all times in milliseconds): `scale.events`, `scale.build_s`,
+`scale.build.{indexes,batch,index_first_s,index_after_s,raw_events_per_s,cached}`,
+`scale.real_build_s`, `scale.raw_build_s`, `scale.lots_page.graphql.error` and
+`scale.lots_page.raw.once_ms` when a page misses the server's request deadline,
 `scale.lot.{graphql,raw}.{p50_ms,p99_ms}`, `scale.lots_page.{graphql,raw}.p50_ms`,
 `scale.provenance_deep.{graphql,raw}.p50_ms` and `.nodes`,
 `scale.provenance_wide.{graphql,raw}.p50_ms` and `.nodes`,
@@ -97,7 +108,9 @@ bundle_fixture = _load("bundle_fixture")
 DEEP = 1_000  # ancestors of the deep lot
 WIDE = 100  # the wide lot: WIDE parents of WIDE parents each (--wide)
 PAGE = 100
-BATCH = 10_000  # documents per insert_many
+BATCH = 2_000  # lots (and as many events) per insert_many (--batch)
+CACHE = ROOT / "bench" / ".cache"
+DB_NAME = "scale"
 
 
 # --------------------------------------------------------------------------- building the ledger
@@ -125,8 +138,11 @@ def _lot_template(issue_event: dict) -> dict:
     return to_doc(lot, lot.lot_id)
 
 
-async def insert_raw(store: Store, real: dict, events: int, first_seq: int, wide: int) -> dict:
-    """Raw lots and their events up to `events` in all; returns the deep and wide lot ids."""
+async def insert_raw(
+    store: Store, real: dict, events: int, first_seq: int, wide: int, batch: int = BATCH, progress=None
+) -> dict:
+    """Raw lots and their events up to `events` in all, written with unordered bulk
+    `insert_many` of `batch` documents per collection; returns the deep and wide lot ids."""
     template = _lot_template(real["issue"])
     # without the keys that would make them members of the real issuance's capacity chain
     # (attestation_id, issuance_seq): `disclosureBundle` must read only the real part
@@ -135,6 +151,7 @@ async def insert_raw(store: Store, real: dict, events: int, first_seq: int, wide
     seq = first_seq
     lots: list[dict] = []
     evts: list[dict] = []
+    t0 = time.perf_counter()
 
     async def flush() -> None:
         if lots:
@@ -142,6 +159,9 @@ async def insert_raw(store: Store, real: dict, events: int, first_seq: int, wide
             await store.events.insert_many(evts, ordered=False)
             lots.clear()
             evts.clear()
+            written = seq - first_seq
+            if progress and written % 50_000 < batch:
+                progress(written, time.perf_counter() - t0)
 
     async def add(lot_id: str, parents: list[str]) -> None:
         nonlocal seq
@@ -153,7 +173,7 @@ async def insert_raw(store: Store, real: dict, events: int, first_seq: int, wide
         lots.append(doc)
         evts.append({**event_template, "_id": event_id, "seq": seq, "lot_ids": [lot_id],
                      "type": "transform" if parents else "issue"})  # fmt: skip
-        if len(lots) >= BATCH:
+        if len(lots) >= batch:
             await flush()
 
     # the deep chain: raw_deep_0 <- raw_deep_1 <- ... <- raw_deep_DEEP
@@ -171,7 +191,44 @@ async def insert_raw(store: Store, real: dict, events: int, first_seq: int, wide
     for i in range(max(0, events - first_seq - written)):
         await add(f"lot_fill_{i:08d}", [])
     await flush()
+    # the store's allocator continues after the raw events (a publication into this ledger gets a fresh seq)
+    await store.db.log_state.update_one({"_id": "head"}, {"$max": {"seq": seq}})
     return {"deep": f"lot_deep_{DEEP:05d}", "wide": "lot_wide_root", "raw_events": seq - first_seq}
+
+
+async def build(store: Store, bundle: dict, root_hex: str, args) -> dict:
+    """Write the whole ledger into an empty database; returns the build figures
+    (`scale.*` keys) and the ids the measurements use (`ids`)."""
+    out: dict = {}
+    t0 = time.perf_counter()
+    if args.indexes == "first":
+        await store.ensure_indexes()
+    out["scale.build.index_first_s"] = round(time.perf_counter() - t0, 1)
+    t0 = time.perf_counter()
+    real = await replay_bundle(store, bundle, root_hex)
+    out["scale.real_events"] = len(bundle["events"])
+    out["scale.real_build_s"] = round(time.perf_counter() - t0, 1)
+    print(f"real part: {len(bundle['events'])} events through the rules and the store in {out['scale.real_build_s']} s")
+    t0 = time.perf_counter()
+    raw = await insert_raw(
+        store, real, args.events, len(bundle["events"]), args.wide, args.batch,
+        progress=lambda n, s: print(f"  raw: {n} events in {s:.0f} s ({n / s:.0f}/s)", flush=True),
+    )  # fmt: skip
+    out["scale.raw_build_s"] = round(time.perf_counter() - t0, 1)
+    t0 = time.perf_counter()
+    if args.indexes == "after":
+        await store.ensure_indexes()
+    out["scale.build.index_after_s"] = round(time.perf_counter() - t0, 1)
+    out["scale.build.indexes"] = args.indexes
+    out["scale.build.batch"] = args.batch
+    out["scale.raw_events"] = raw["raw_events"]
+    out["scale.build.raw_events_per_s"] = round(
+        raw["raw_events"] / (out["scale.raw_build_s"] + out["scale.build.index_first_s"] + out["scale.build.index_after_s"])
+    )  # fmt: skip
+    print(f"raw part: {raw['raw_events']} events in {out['scale.raw_build_s']} s "
+          f"(+ indexes {args.indexes}: {out['scale.build.index_first_s'] + out['scale.build.index_after_s']} s)")  # fmt: skip
+    ids = {"deep": raw["deep"], "wide": raw["wide"], "lot_id": real["lot_id"], "claim_id": real["claim_id"]}
+    return {"figures": out, "ids": ids}
 
 
 # --------------------------------------------------------------------------- the raw side
@@ -201,18 +258,23 @@ async def raw_ancestry(store: Store, lot_id: str, max_depth: int) -> dict[str, d
 async def raw_bundle(store: Store, lot_id: str, claim_id: str) -> list[dict]:
     """The event documents `Store.bundle_events` reads for this claim, with the same queries."""
     claim = await store.claims.find_one({"_id": claim_id})
-    docs = {d["_id"]: d for d in [await store.events.find_one({"_id": claim["event_id"]})]}
+    claim_doc = await store.events.find_one({"_id": claim["event_id"]})
+    docs = {claim_doc["_id"]: claim_doc}
     ancestry = await raw_ancestry(store, lot_id, 10**9)
     lot_events = await store.events.find({"lot_ids": {"$in": list(ancestry)}, "type": {"$ne": "publish_claim"}}).to_list(None)
     docs.update((d["_id"], d) for d in lot_events)
     highest: dict[str, int] = {}
+    sites: set[str] = set()
     for d in lot_events:
         if d["type"] == "issue":
             highest[d["attestation_id"]] = max(highest.get(d["attestation_id"], -1), d["issuance_seq"])
-    chain = await store.events.find({"$or": [{"attestation_id": a, "type": "attest_site"} for a in highest]
-                                     + [{"attestation_id": a, "type": "issue", "issuance_seq": {"$lte": t}}
-                                        for a, t in highest.items()]}).to_list(None)  # fmt: skip
-    docs.update((d["_id"], d) for d in chain)
+            sites.add(d["site_id"])
+    await store.attestations.find({"site_id": {"$in": list(sites)}}).sort([("site_id", 1), ("valid_from", 1)]).to_list(None)
+    up_to = {"$lte": claim_doc["seq"]}  # no superseded attestation in this fixture
+    queries = [{"site_id": {"$in": sorted(sites)}, "type": {"$in": ["attest_site", "revoke_attestation"]}, "seq": up_to}]
+    queries += [{"attestation_id": a, "type": "issue", "issuance_seq": {"$lte": t}, "seq": up_to} for a, t in highest.items()]
+    for chain in await asyncio.gather(*(store.events.find(q).to_list(None) for q in queries)):
+        docs.update((d["_id"], d) for d in chain)
     orgs = {d["signer"] for d in docs.values()} | {d["receiver"] for d in docs.values() if d.get("receiver")}
     orgs |= {lot["owner"] for lot in ancestry.values()} | {lot["issuer"] for lot in ancestry.values()}
     registry = await store.events.find({"org_id": {"$in": sorted(orgs)}, "type": {"$in": list(REGISTRY_TYPES)}}).to_list(None)
@@ -276,34 +338,25 @@ async def measure(store: Store, client: httpx.AsyncClient, ids: dict, lot_ids: l
     g, r = [], []
     after: str | None = None
     for _ in range(args.pages):
-        t, data = await timed(lambda after=after: gql(client, LOTS_Q, {"after": after}))
+        try:
+            t, data = await timed(lambda after=after: gql(client, LOTS_Q, {"after": after}))
+        except RuntimeError as exc:  # e.g. the request deadline passed: SERVICE_UNAVAILABLE
+            out["scale.lots_page.graphql.error"] = str(exc)[:300]
+            t, docs = await timed(lambda after=after: raw_page(store, decode_cursor(after) if after else None))
+            out["scale.lots_page.raw.once_ms"] = round(t, 1)  # without a deadline, for the record
+            break
         g.append(t)
         t, docs = await timed(lambda after=after: raw_page(store, decode_cursor(after) if after else None))
         r.append(t)
         assert [d["_id"] for d in docs[:PAGE]] == [e["node"]["id"] for e in data["lots"]["edges"]]
         after = data["lots"]["pageInfo"]["endCursor"]
-    for side, values in (("graphql", g), ("raw", r)):
-        out[f"scale.lots_page.{side}.p50_ms"], out[f"scale.lots_page.{side}.p99_ms"] = pct(values, 0.5), pct(values, 0.99)
-    out["scale.lots_page.ratio_p50"] = round(out["scale.lots_page.graphql.p50_ms"] / out["scale.lots_page.raw.p50_ms"], 2)
+    if g:
+        for side, values in (("graphql", g), ("raw", r)):
+            out[f"scale.lots_page.{side}.p50_ms"], out[f"scale.lots_page.{side}.p99_ms"] = pct(values, 0.5), pct(values, 0.99)
+        out["scale.lots_page.ratio_p50"] = round(out["scale.lots_page.graphql.p50_ms"] / out["scale.lots_page.raw.p50_ms"], 2)
 
     _progress(out, "scale.lots_page.")
-    # provenance: deep and wide
-    for name, lot_id, depth in (("provenance_deep", ids["deep"], DEEP), ("provenance_wide", ids["wide"], 2)):
-        g, r = [], []
-        for _ in range(args.reps):
-            t, data = await timed(lambda: gql(client, PROV_Q, {"id": lot_id, "d": depth}))
-            g.append(t)
-            nodes = len(data["provenance"]["nodes"])
-            assert not data["provenance"]["truncated"], name
-            t, found = await timed(lambda: raw_ancestry(store, lot_id, depth))
-            r.append(t)
-            assert len(found) == nodes, (name, len(found), nodes)
-        out[f"scale.{name}.nodes"] = nodes
-        out[f"scale.{name}.graphql.p50_ms"] = round(statistics.median(g), 1)
-        out[f"scale.{name}.raw.p50_ms"] = round(statistics.median(r), 1)
-        out[f"scale.{name}.ratio"] = round(statistics.median(g) / statistics.median(r), 2)
-        _progress(out, f"scale.{name}.")
-
+    await measure_provenance(store, client, out, "provenance_deep", ids["deep"], DEEP, args.reps)
     # disclosureBundle assembly
     g, r = [], []
     for _ in range(args.reps):
@@ -317,7 +370,28 @@ async def measure(store: Store, client: httpx.AsyncClient, ids: dict, lot_ids: l
     out["scale.bundle.graphql.p50_ms"] = round(statistics.median(g), 1)
     out["scale.bundle.raw.p50_ms"] = round(statistics.median(r), 1)
     out["scale.bundle.ratio"] = round(statistics.median(g) / statistics.median(r), 2)
+    _progress(out, "scale.bundle.")
+    if not args.no_wide:  # last: on the embedded database its `$in` of 10,000 ids is the slowest read by far
+        await measure_provenance(store, client, out, "provenance_wide", ids["wide"], 2, args.reps)
     return out, bundle
+
+
+async def measure_provenance(store: Store, client, out: dict, name: str, lot_id: str, depth: int, reps: int) -> None:
+    """`provenance(lotId, maxDepth)` over GraphQL against the same walk in raw pymongo, alternated."""
+    g, r = [], []
+    for _ in range(reps):
+        t, data = await timed(lambda: gql(client, PROV_Q, {"id": lot_id, "d": depth}))
+        g.append(t)
+        nodes = len(data["provenance"]["nodes"])
+        assert not data["provenance"]["truncated"], name
+        t, found = await timed(lambda: raw_ancestry(store, lot_id, depth))
+        r.append(t)
+        assert len(found) == nodes, (name, len(found), nodes)
+    out[f"scale.{name}.nodes"] = nodes
+    out[f"scale.{name}.graphql.p50_ms"] = round(statistics.median(g), 1)
+    out[f"scale.{name}.raw.p50_ms"] = round(statistics.median(r), 1)
+    out[f"scale.{name}.ratio"] = round(statistics.median(g) / statistics.median(r), 2)
+    _progress(out, f"scale.{name}.")
 
 
 def _process_cpu_s(pid: int | None) -> float:
@@ -329,34 +403,53 @@ def _process_cpu_s(pid: int | None) -> float:
         return 0.0
 
 
+def cache_dir(args) -> Path:
+    """Where the built ledger of these sizes is kept between runs (ignored by git)."""
+    return args.cache / f"scale-e{args.events}-w{args.wide}-b{args.bundle_events}-{args.indexes}"
+
+
 async def run(args) -> dict:
     out = bench_crypto.machine_info()
-    data_dir = Path(tempfile.mkdtemp(prefix="oretrace-scale-"))
-    db = None if args.mongodb_uri else EmbeddedDatabase(data_dir / "db", host="127.0.0.1", port=args.db_port)
-    uri = args.mongodb_uri or await db.astart()
-    store = await Store.connect(uri, f"scale_{os.getpid()}")
+    bundle, root_hex = bundle_fixture.load(args.bundle_events, progress=lambda s: print(f"  fixture: {s}", flush=True))
+    if args.mongodb_uri:  # a fresh database, dropped at the end
+        where, db, uri, name = Path(tempfile.mkdtemp(prefix="oretrace-scale-")), None, args.mongodb_uri, f"scale_{os.getpid()}"
+    else:  # the embedded database in the cache directory, reused if it was built completely
+        where, name = cache_dir(args), DB_NAME
+        if args.rebuild or not (where / "built.json").exists():
+            shutil.rmtree(where, ignore_errors=True)
+        where.mkdir(parents=True, exist_ok=True)
+        db = EmbeddedDatabase(where / "db", host="127.0.0.1", port=args.db_port)
+        uri = await db.astart()
+    store = await Store.connect(uri, name)
     try:
-        await store.ensure_indexes()
-        bundle, root_hex = bundle_fixture.load(args.bundle_events, progress=lambda s: print(f"  fixture: {s}", flush=True))
+        cached = (where / "built.json").exists()
+        if cached:
+            built = json.loads((where / "built.json").read_text())
+            print(f"reusing the ledger built in {where}", flush=True)
+            await store.ensure_indexes()  # idempotent: an index added to the store since the build
+        else:
+            t0 = time.perf_counter()
+            built = await build(store, bundle, root_hex, args)
+            built["figures"]["scale.build_s"] = round(time.perf_counter() - t0, 1)
+            if db is not None:
+                (where / "built.json").write_text(json.dumps(built, indent=2, sort_keys=True) + "\n")
+        out.update(built["figures"])
+        out["scale.build.cached"] = cached  # the build figures are then those of the run that built it
+        out["scale.events"] = await store.events.estimated_document_count()
+        out["scale.lots"] = await store.lots.estimated_document_count()
+        print(f"ledger of {out['scale.events']} events, {out['scale.lots']} lots", flush=True)
+        if args.build_only:
+            return out
         settings = Settings(
-            database=store.database, data_dir=data_dir / "app", network=bundle["network"], root_public_key=root_hex,
+            database=name, data_dir=where / "app", network=bundle["network"], root_public_key=root_hex,
             limits=Limits(max_provenance_depth=DEEP, max_provenance_nodes=max(DEEP, args.wide**2 + args.wide) + 1,
                           max_query_cost=10**6, heavy_query_cost=10**6),
         )  # fmt: skip
         app = create_app(settings, store=store)
-        t0 = time.perf_counter()
-        real = await replay_bundle(store, bundle, root_hex)
-        out["scale.real_events"] = len(bundle["events"])
-        out["scale.real_build_s"] = round(time.perf_counter() - t0, 1)
-        print(f"real part: {len(bundle['events'])} events through the rules and the store in {out['scale.real_build_s']} s")
-        t0 = time.perf_counter()
-        raw = await insert_raw(store, real, args.events, len(bundle["events"]), args.wide)
-        out["scale.raw_build_s"] = round(time.perf_counter() - t0, 1)
-        out["scale.events"] = await store.events.count_documents({})
-        out["scale.lots"] = await store.lots.count_documents({})
-        print(f"raw part: {raw['raw_events']} events in {out['scale.raw_build_s']} s; ledger of {out['scale.events']} events")
+        rng = random.Random(11)
         lot_ids = [d["_id"] async for d in store.lots.find({}, {"_id": 1}).limit(200_000)]
-        ids = {**raw, "lot_id": real["lot_id"], "claim_id": real["claim_id"]}
+        lot_ids = rng.sample(lot_ids, min(len(lot_ids), 10 * args.lot_requests))
+        ids = built["ids"]
         print("starting the app", flush=True)
         async with app.router.lifespan_context(app):
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://scale") as client:
@@ -375,11 +468,13 @@ async def run(args) -> dict:
             out["machine.other_cores_busy_during_run"] = round(max(0.0, (busy1 - busy0) - (own1 - own0) - (db1 - db0)) / wall, 2)
         out["machine.loadavg_1m_at_end"] = os.getloadavg()[0]
     finally:
-        await store.drop()
+        if db is None:
+            await store.drop()
         await store.close()
         if db is not None:
             await db.astop()
-        shutil.rmtree(data_dir, ignore_errors=True)
+        else:
+            shutil.rmtree(where, ignore_errors=True)
     return out
 
 
@@ -391,6 +486,13 @@ def main() -> None:
     ap.add_argument("--pages", type=int, default=50)
     ap.add_argument("--wide", type=int, default=WIDE, help=f"parents (and grandparents each) of the wide lot (default {WIDE})")
     ap.add_argument("--reps", type=int, default=5, help="repetitions of provenance and bundle")
+    ap.add_argument("--no-wide", action="store_true", help="skip the wide lot's provenance (measured last)")
+    ap.add_argument("--batch", type=int, default=BATCH, help=f"documents per insert_many (default {BATCH})")
+    ap.add_argument("--indexes", choices=("first", "after"), default="first",
+                    help="create the store's indexes before the bulk inserts (default: measured faster) or after")
+    ap.add_argument("--cache", type=Path, default=CACHE, help=f"where built ledgers are kept (default {CACHE})")
+    ap.add_argument("--rebuild", action="store_true", help="build the ledger again even if it is cached")
+    ap.add_argument("--build-only", action="store_true", help="build (or find) the ledger, measure nothing")
     ap.add_argument("--db-port", type=int, help="port of the embedded database (127.0.0.1)")
     ap.add_argument("--mongodb-uri", help="use this MongoDB (a fresh database, dropped at the end) instead of the embedded one")
     ap.add_argument("--json", metavar="PATH", help="write the results as JSON here")
