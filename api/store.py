@@ -1151,7 +1151,7 @@ class Store:
         lot_events = [
             d
             for d in await self.events.find(
-                {"lot_ids": {"$in": list(ancestry)}, "type": {"$ne": "publish_claim"}}
+                {"lot_ids": {"$in": list(ancestry)}, "type": {"$ne": "publish_claim"}, "seq": {"$lte": claim_doc["seq"]}}
             ).to_list(None)
             if d["type"] != "transform" or d["_id"] in created
         ]
@@ -1192,13 +1192,13 @@ class Store:
             for chain in await asyncio.gather(*(self.events.find(q).to_list(None) for q in queries)):
                 docs.update((d["_id"], d) for d in chain)
 
-        # registry entries of every organisation involved
+        # registry entries of every organisation involved up to the claim (not a lot's current
+        # owner: a buyer after the claim is no part of it, and naming it would disclose the sale)
         orgs: set[str] = set()
         for d in docs.values():
             orgs.add(d["signer"])
             if d.get("receiver"):
                 orgs.add(d["receiver"])
-        orgs.update(lot.owner for lot in ancestry.values())
         orgs.update(lot.issuer for lot in ancestry.values())
         registry = await self.events.find(
             {"org_id": {"$in": sorted(orgs)}, "type": {"$in": list(REGISTRY_TYPES)}}
