@@ -637,12 +637,9 @@ class Store:
             # lot the buyer now holds. Both write the lot, so a transfer committing
             # during this transaction is a write conflict (retried, then CONFLICT).
             wanted = list(dict.fromkeys(effects.consumed))
-            modified = 0
-            for custody in self._custody_filters(effects, wanted, view):
-                result = await self.lots.update_many(
-                    {**custody, "consumed_by_event": None}, {"$set": {"consumed_by_event": event_id}}, session=s
-                )
-                modified += result.modified_count
+            modified = await self._update_at_custody(
+                s, effects, wanted, view, {"consumed_by_event": None}, {"consumed_by_event": event_id}
+            )
             if modified != len(wanted):
                 raise _Abort(
                     Rejection(
@@ -671,12 +668,9 @@ class Store:
             # each lot (a read would not conflict with a transfer committing meanwhile; a
             # write does). A concurrent consumption by the signer keeps the lot eligible.
             for claim in effects.claims:
-                result = await self.lots.update_many(
-                    {"$or": [self._custody_filter(effects, lot_id, view) for lot_id in claim.lot_ids]},
-                    {"$set": {"_last_claim_event": event_id}},
-                    session=s,
-                )
-                if result.modified_count != len(claim.lot_ids):
+                wanted = list(dict.fromkeys(claim.lot_ids))
+                modified = await self._update_at_custody(s, effects, wanted, view, {}, {"_last_claim_event": event_id})
+                if modified != len(wanted):
                     raise _Abort(
                         Rejection(
                             Code.CONFLICT,
@@ -756,6 +750,24 @@ class Store:
         for lot_id in lot_ids:
             groups.setdefault(cls._custody_filter(effects, lot_id, view).get("custody_seq"), []).append(lot_id)
         return [{**cls._custody_filter(effects, ids[0], view), "_id": {"$in": ids}} for ids in groups.values()]
+
+    async def _update_at_custody(
+        self,
+        session,
+        effects: Effects,
+        lot_ids: list[str],
+        view: SnapshotView | None,
+        condition: dict[str, Any],
+        fields: dict[str, Any],
+    ) -> int:
+        """`$set` `fields` on each of `lot_ids` (distinct) still at the custody the rules saw
+        (`_custody_filters`) and matching `condition`; returns how many lots were written.
+        One `update_many` per custody step seen, never an `$or`."""
+        modified = 0
+        for custody in self._custody_filters(effects, lot_ids, view):
+            result = await self.lots.update_many({**custody, **condition}, {"$set": fields}, session=session)
+            modified += result.modified_count
+        return modified
 
     async def _write_organization(self, session, org: Organization, view: SnapshotView | None) -> None:
         if view is None:
@@ -1139,7 +1151,7 @@ class Store:
         lot_events = [
             d
             for d in await self.events.find(
-                {"lot_ids": {"$in": list(ancestry)}, "type": {"$ne": "publish_claim"}}
+                {"lot_ids": {"$in": list(ancestry)}, "type": {"$ne": "publish_claim"}, "seq": {"$lte": claim_doc["seq"]}}
             ).to_list(None)
             if d["type"] != "transform" or d["_id"] in created
         ]
@@ -1180,13 +1192,13 @@ class Store:
             for chain in await asyncio.gather(*(self.events.find(q).to_list(None) for q in queries)):
                 docs.update((d["_id"], d) for d in chain)
 
-        # registry entries of every organisation involved
+        # registry entries of every organisation involved up to the claim (not a lot's current
+        # owner: a buyer after the claim is no part of it, and naming it would disclose the sale)
         orgs: set[str] = set()
         for d in docs.values():
             orgs.add(d["signer"])
             if d.get("receiver"):
                 orgs.add(d["receiver"])
-        orgs.update(lot.owner for lot in ancestry.values())
         orgs.update(lot.issuer for lot in ancestry.values())
         registry = await self.events.find(
             {"org_id": {"$in": sorted(orgs)}, "type": {"$in": list(REGISTRY_TYPES)}}

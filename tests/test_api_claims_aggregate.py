@@ -175,3 +175,29 @@ async def test_sdk_and_cli_claim_over_several_lots(live_server, api_settings, ro
                "ancestry_excludes", "--class", "artisanal", "--api", url]  # fmt: skip
     r = await asyncio.to_thread(runner.invoke, app, overlap, env=env)
     assert r.exit_code != 0 and "is an ancestor of lot" in r.output, r.output
+
+
+async def test_a_bundle_shows_nothing_that_happened_after_its_claim(gql, world, chain: Chain, api_settings):
+    """The trader claims over the two lots it holds; one is sold afterwards to an organisation
+    registered before the claim. The bundle's events stay the same: neither the sale nor the
+    buyer's registration (who bought it is no part of the claim, and would be disclosed)."""
+    trader, buyer = "trader-agg", "buyer-agg-late"
+
+    async def publish(envelope) -> None:
+        body = await attempt(gql, envelope)
+        assert "errors" not in body, body
+
+    async def bundle_events(claim_id: str) -> list:
+        body = await gql("query($c: ID!) { disclosureBundle(claimId: $c) }", {"c": claim_id})
+        bundle = body["data"]["disclosureBundle"]
+        assert verify_bundle(bundle, api_settings.root_public_key).ok
+        return bundle["events"]
+
+    await publish(world.register(buyer, "oem"))
+    env, claim_id = claim_envelope(world, trader, chain.refined, kind=ClaimKind.ancestry_excludes,
+                                   origin_class="artisanal")  # fmt: skip
+    await publish(env)
+    before = await bundle_events(claim_id)
+    assert buyer not in json.dumps(before)
+    await publish(world.transfer(trader, chain.refined[1], buyer))
+    assert await bundle_events(claim_id) == before

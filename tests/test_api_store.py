@@ -229,6 +229,54 @@ class _TransactionWatch(monitoring.CommandListener):
         pass
 
 
+class _UpdateWatch(monitoring.CommandListener):
+    """Records the filters of every `update` command sent to `database`."""
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        self.filters: list[dict] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.database_name == self.database and event.command_name == "update":
+            self.filters += [dict(u["q"]) for u in event.command.get("updates", [])]
+
+    def succeeded(self, event) -> None:
+        pass
+
+    def failed(self, event) -> None:
+        pass
+
+
+@pytest.mark.parametrize("held", [2, 5])
+async def test_a_claims_custody_recheck_sends_no_or(mongo_uri: str, api_settings, world, held: int) -> None:
+    """The claim's write to each of its lots (custody re-check) is `_id: {$in}` per custody
+    step, never an `$or` of per-lot filters: SecantusDB runs an `$or` as a scan of the whole
+    lots collection (docs/scaling.md). A claim over a lot held by another still loses."""
+    watch = _UpdateWatch(api_settings.database)
+    store = await Store.connect(mongo_uri, api_settings.database, event_listeners=[watch])
+    try:
+        tag = world.nonce()[:8]
+        ids = [f"lot_or_{tag}_{i}" for i in range(held)]
+        await seed(store, world, [*(lot(i, owner="operator") for i in ids), lot(f"lot_or_{tag}_x", owner="acme")])
+
+        def claim_over(lot_ids: list[str]) -> Effects:
+            claim = Claim(claim_id=f"clm_{world.nonce()[:8]}", lot_ids=lot_ids, owner="operator",
+                          kind=ClaimKind.ancestry_excludes, origin_class="artisanal", event_id="evt_x",
+                          created_at=datetime.now(UTC))  # fmt: skip
+            return effects_for(world, event_type="publish_claim", lot_ids=lot_ids, claims=[claim])
+
+        watch.filters.clear()
+        await store.apply_effects(claim_over(ids))
+        assert watch.filters and all("$or" not in f for f in watch.filters), watch.filters
+        before = await store.snapshot()
+        with pytest.raises(Rejection) as info:
+            await store.apply_effects(claim_over(sorted([*ids, f"lot_or_{tag}_x"])))
+        assert info.value.code is Code.CONFLICT
+        assert await store.snapshot() == before
+    finally:
+        await store.close()
+
+
 @pytest.mark.parametrize("shape", ["registration", "transformation", "rejected"])
 async def test_a_publication_sends_every_command_inside_its_transaction(
     mongo_uri: str, api_settings, world, shape: str

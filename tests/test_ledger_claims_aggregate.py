@@ -304,6 +304,44 @@ def test_a_bundle_missing_one_lots_ancestry_is_refused(aggregate_bundle: dict):
         assert w.names[name] in report.summary, report.summary
 
 
+def test_the_consumption_a_bundle_leaves_out_cannot_change_the_verdict(aggregate_bundle: dict):
+    """A1 and R1 are claimed as consumed; the transformation that consumed them (into CLEAN) is
+    left out of the bundle, so the replay shows them unconsumed. Put back at its ledger position
+    it changes nothing: eligibility reads the owner (frozen at consumption), the sums read the
+    lots' own commitments, and no lot of the set can be downstream of it (that lot's ancestry,
+    hence the bundle, would hold it, and the set be OVERLAPPING_LOTS)."""
+    w, claim_id = aggregate_world()
+    consumer = w.view.lot(w.names["A1"]).consumed_by_event
+    assert consumer is not None and consumer == w.view.lot(w.names["R1"]).consumed_by_event
+    carried = {parse_envelope(e).event_id for e in aggregate_bundle["events"]}
+    assert consumer not in carried
+    root = w.policy.root_public_key
+    without = verify_bundle(aggregate_bundle, root)
+    with_it = verify_bundle(
+        assemble([e.envelope for e in w.log if e.envelope.event_id in carried | {consumer}], claim_id, NETWORK), root
+    )
+    assert without.ok and with_it.ok, with_it.summary
+    assert with_it.events == without.events + 1
+    assert (with_it.claim, with_it.meaning) == (without.claim, without.meaning)
+
+
+def test_the_same_cobalt_in_two_claims_is_two_true_statements(w: World, backend: str):
+    """Claims are statements about their own set, not exclusive allocations (docs/protocol.md,
+    "Claims are statements"): the refiner's claim over the lots it consumed and the OEM's over
+    CLEAN, made from them, both land, each exact for its own lots; one set holding both a
+    consumed lot and its output is refused. Summing across claims is the reader's double count."""
+    a1, r1, clean = lots(w, "A1", "R1", "CLEAN")
+    inputs = AMOUNTS["A1"] + AMOUNTS["R1"]
+    refiner = claim_envelope(w, "refiner", [a1, r1], kind=ClaimKind.amount_in_range, low=inputs, high=inputs)
+    assert w.apply(refiner, backend=backend).claims[0].lot_ids == sorted([a1, r1])
+    output = sum(opening.value for opening in w.openings[clean].values())
+    assert 0 < output < inputs
+    oem = claim_envelope(w, "oem", [clean], kind=ClaimKind.amount_in_range, low=output, high=output)
+    assert w.apply(oem, backend=backend).claims[0].owner == "oem"
+    with pytest.raises(ProvingError):  # the OEM cannot state the inputs' amount (before the loss) for CLEAN
+        claim_envelope(w, "oem", [clean], kind=ClaimKind.amount_in_range, low=inputs, high=inputs)
+
+
 @pytest.mark.parametrize("edit", ["drop", "add", "swap", "reorder"])
 def test_a_bundle_whose_lot_ids_were_edited_is_refused(aggregate_bundle: dict, edit: str):
     w, _ = aggregate_world()
