@@ -23,6 +23,7 @@ import logging
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -173,7 +174,18 @@ class Verifier:
         if self.mode == "thread":
             return await anyio.to_thread.run_sync(verify_publication, envelope, view, policy, limiter=self._limiter)
         loop = asyncio.get_running_loop()
-        status, value = await loop.run_in_executor(self._process_pool(), _apply_in_worker, envelope, view, policy)
+        pool = self._process_pool()
+        try:
+            status, value = await loop.run_in_executor(pool, _apply_in_worker, envelope, view, policy)
+        except BrokenProcessPool as exc:
+            # A worker died (killed, out of memory, a crash in native code): the
+            # executor refuses all work from now on. Not the envelope's fault:
+            # retryable, nothing was written, and the next call starts a new pool.
+            log.warning("publication %s: verifier process died: %s", envelope.event_id, exc)
+            if self._pool is pool:
+                self._pool = None
+                pool.shutdown(wait=False, cancel_futures=True)
+            raise service_unavailable("the verifier process stopped") from None
         if status == "rejected":
             raise Rejection(Code(value[0]), value[1])
         return value

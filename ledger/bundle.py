@@ -58,6 +58,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from crypto.batch import WorkerFailed
+
 from . import anchoring
 from . import statements as st
 from .checkpoint import NoteKey
@@ -180,11 +182,20 @@ def verify_bundle(
     field is trusted, so one root key used for several networks (say a test and a
     production network) would let a test-network bundle verify; pin it whenever
     the root key is not unique to one network.
+
+    A worker process that dies during the verification (`crypto.batch.WorkerFailed`)
+    is not held against the bundle: it is verified again in this process alone.
     """
+    args = (network, require_log, witnesses, min_cosignatures)
     report = VerificationReport(ok=False, claim={})
     try:
-        with batch_scope():  # every point decoded once, proof points in worker processes
-            _verify(bundle, root_public_key_hex, report, network, require_log, witnesses, min_cosignatures)
+        try:
+            with batch_scope():  # every point decoded once, proof points in worker processes
+                _verify(bundle, root_public_key_hex, report, *args)
+        except WorkerFailed:  # a worker process died (killed, out of memory): not the bundle's
+            report = VerificationReport(ok=False, claim={})  # fault; verify it again, all here
+            with batch_scope(workers=0):
+                _verify(bundle, root_public_key_hex, report, *args)
         report.ok = True
     except _Failed as failure:
         report.checks.append(failure.check)
