@@ -139,6 +139,9 @@ def request_error_code(message: str) -> str:
 #: POST bodies larger than this are decoded on a worker thread, off the event loop,
 #: and admitted a few at a time (BodyLimits).
 INLINE_BODY_BYTES = 64 * 1024
+#: Seconds an admitted large body may lag behind BodyLimits' minimum rate (a client's
+#: connection warming up), after which it must keep up with that rate.
+LARGE_BODY_GRACE_SECONDS = 2.0
 #: The thread large bodies are decoded on: one, so that decoding competes with the
 #: event loop for the GIL as one thread, however many large bodies are admitted.
 BODY_DECODER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="oretrace-body-decoder")
@@ -164,15 +167,24 @@ class BodyLimits:
     SERVICE_UNAVAILABLE with Retry-After (the server is busy: retry later)
     and the connection closes. A chunked body takes its slot when it passes
     the threshold. The body timeout counts from the slot (or the headers).
+
+    A slot holder must keep sending: from its admission, its body must arrive
+    at `large_min_rate` bytes per second on average after a grace of
+    `LARGE_BODY_GRACE_SECONDS`, or it is answered 408 and its slot freed (a
+    client trickling a byte a second held a slot for the whole body timeout:
+    two such connections kept every other large body out). Holding the slots
+    now costs a client `large_min_rate` bytes per second per slot; a front
+    proxy that buffers bodies (docs/operations.md) removes even that.
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int, timeout: float, large_slots: int = 2,
-                 large_wait: float = 10.0) -> None:  # fmt: skip
+                 large_wait: float = 10.0, large_min_rate: int = 64 * 1024) -> None:  # fmt: skip
         self.app = app
         self.max_bytes = max_bytes
         self.timeout = timeout
         self.large_slots = asyncio.Semaphore(large_slots)
         self.large_wait = large_wait
+        self.large_min_rate = large_min_rate
 
     @staticmethod
     async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, message: str) -> None:
@@ -220,9 +232,18 @@ class BodyLimits:
                     return
                 admitted = True
             body = bytearray()
+            loop = asyncio.get_running_loop()
+            admitted_at, admitted_bytes = (loop.time(), 0) if admitted else (None, 0)
+            final_deadline = loop.time() + self.timeout
+            too_slow = False
             try:
-                async with asyncio.timeout(self.timeout):
+                async with asyncio.timeout(self.timeout) as deadline:
                     while True:
+                        if admitted_at is not None:  # keep up with the minimum rate, or give the slot back
+                            sent = len(body) - admitted_bytes
+                            lag_limit = admitted_at + LARGE_BODY_GRACE_SECONDS + sent / self.large_min_rate
+                            too_slow = lag_limit < final_deadline
+                            deadline.reschedule(min(lag_limit, final_deadline))
                         message = await receive()
                         if message["type"] == "http.disconnect":
                             return
@@ -235,10 +256,16 @@ class BodyLimits:
                                 await self._refuse(scope, receive, send, 503, busy)
                                 return
                             admitted = True
+                            admitted_at, admitted_bytes = loop.time(), len(body)
                         if not message.get("more_body", False):
                             break
             except TimeoutError:
-                await self._refuse(scope, receive, send, 408, f"request body not received within {self.timeout:g} s")
+                reason = (
+                    f"request body arrives slower than {self.large_min_rate} bytes/s"
+                    if too_slow
+                    else f"request body not received within {self.timeout:g} s"
+                )
+                await self._refuse(scope, receive, send, 408, reason)
                 return
             data = bytes(body)
             del body  # one copy of the body, not two
@@ -330,7 +357,10 @@ class Runtime:
             interval=self.settings.readiness_interval_seconds,
             timeout=READINESS_TIMEOUT_SECONDS,
         )
-        self.query_worker = QueryWorker(store, self.settings.request_deadline_seconds)
+        # a Store made from a client handed in as is cannot be reconnected: no worker, heavy
+        # queries execute on this loop (api.heavy_queries)
+        if store.connection is not None:
+            self.query_worker = QueryWorker(store, self.settings.request_deadline_seconds)
         if store.translog is None:  # one log per store, however many apps share it
             store.translog = translog.open_log(store.db, self.settings)
 
@@ -776,6 +806,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     app.add_middleware(
         BodyLimits, max_bytes=limits.max_body_bytes, timeout=limits.body_timeout_seconds,
         large_slots=limits.large_body_slots, large_wait=limits.large_body_wait_seconds,
+        large_min_rate=limits.large_body_min_bytes_per_second,
     )  # fmt: skip
     if limits.rate_limit_per_second > 0:  # outermost: a refused request costs no body read
         app.add_middleware(RateLimit, rate=limits.rate_limit_per_second, burst=limits.rate_limit_burst, exempt=("/healthz",))

@@ -12,9 +12,11 @@ with 8 of them in flight, /healthz p99 was 0.4-0.8 s (docs/performance.md,
 
 * the worker is one thread running an asyncio loop of its own, with a
   `Store` on a pymongo `AsyncMongoClient` of its own (a pymongo async client
-  belongs to the loop that created it), on the same database, made with the
-  same options as the server's (`AsyncMongoClient._duplicate`, what pymongo
-  itself uses for its encryption client);
+  belongs to the loop that created it), on the same database, made by the
+  same constructor as the server's (`Store.reconnect`: the same URI and
+  options, hence the same credentials, timeouts and concerns). A server
+  whose Store was made from a client handed in as is (not `Store.connect`)
+  has no worker: its heavy queries execute on its loop, under the same limits;
 * the main loop still parses, validates, coerces and prices the operation,
   waits for one of the `max_heavy_operations` heavy slots, then hands the
   validated document to the worker and awaits the result: the worker's
@@ -88,9 +90,7 @@ class QueryWorker:
             self.store = await self._submit(self._connect())
 
     async def _connect(self) -> Store:
-        source = self.source
-        client = source.client._duplicate()  # same hosts, credentials, options and listeners
-        return Store(client, source.database, ancestry_limit=source.ancestry_limit)
+        return self.source.reconnect()  # made here: the client belongs to this loop
 
     async def _submit(self, coroutine: Awaitable[T]) -> T:
         """Run `coroutine` on the worker's loop; cancelling the caller cancels it there."""

@@ -76,6 +76,7 @@ _ENV_LIMITS = {
     "rate_limit_burst": "ORETRACE_RATE_LIMIT_BURST",
     "large_body_memory_mb": "ORETRACE_LARGE_BODY_MEMORY_MB",
     "large_body_wait_seconds": "ORETRACE_LARGE_BODY_WAIT_SECONDS",
+    "large_body_min_bytes_per_second": "ORETRACE_LARGE_BODY_MIN_BYTES_PER_SECOND",
 }
 
 #: Peak memory of one request per byte of its body, for bodies of small JSON values
@@ -117,6 +118,9 @@ class Limits(BaseModel):
     large_body_memory_mb: int = Field(default=64, gt=0)
     #: a large body waits at most this long for a slot, then 503 + Retry-After
     large_body_wait_seconds: float = Field(default=10.0, gt=0)
+    #: an admitted large body must keep arriving at this average rate (after a 2 s grace),
+    #: or 408: a client trickling it would otherwise hold a slot for the whole body timeout
+    large_body_min_bytes_per_second: int = Field(default=64 * 1024, gt=0)
 
     @property
     def large_body_slots(self) -> int:

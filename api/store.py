@@ -302,6 +302,31 @@ class AcceptedPublication:
 # --------------------------------------------------------------------------- store
 
 
+#: The options of every client `Store.connect` makes (its `client_options` override them).
+CLIENT_OPTIONS: dict[str, Any] = {
+    "appname": "oretrace",
+    "serverSelectionTimeoutMS": 10_000,
+    "retryWrites": True,
+    # A "shutting down"/"not primary" answer marks the server unknown until
+    # the next heartbeat: 1 s (not the default 10 s) bounds how long a
+    # restarted or recovering database stays unusable to this client.
+    "heartbeatFrequencyMS": 1_000,
+}
+
+
+@dataclass(frozen=True)
+class ClientConnection:
+    """How a Store's client is made: `AsyncMongoClient(uri, **options)`. One
+    constructor for the server's client and any other made alike (the
+    heavy-query worker's, api.heavy_queries), so that they cannot drift apart."""
+
+    uri: str = field(repr=False)  # it may hold the database's password
+    options: dict[str, Any]
+
+    def client(self) -> AsyncMongoClient:
+        return AsyncMongoClient(self.uri, **self.options)
+
+
 class Store:
     def __init__(
         self,
@@ -310,8 +335,11 @@ class Store:
         *,
         owns_client: bool = True,
         ancestry_limit: AncestryLimit = AncestryLimit(),
+        connection: ClientConnection | None = None,
     ) -> None:
         self.client = client
+        #: how `client` was made (None: a client handed in as is); `reconnect` makes another alike
+        self.connection = connection
         self.ancestry_limit = ancestry_limit
         self.db = client[database]
         self.database = database
@@ -338,18 +366,25 @@ class Store:
     async def connect(
         cls, uri: str, database: str, *, ancestry_limit: AncestryLimit = AncestryLimit(), **client_options: Any
     ) -> Store:
-        options: dict[str, Any] = {
-            "appname": "oretrace",
-            "serverSelectionTimeoutMS": 10_000,
-            "retryWrites": True,
-            # A "shutting down"/"not primary" answer marks the server unknown until
-            # the next heartbeat: 1 s (not the default 10 s) bounds how long a
-            # restarted or recovering database stays unusable to this client.
-            "heartbeatFrequencyMS": 1_000,
-        }
-        options.update(client_options)
-        client: AsyncMongoClient = AsyncMongoClient(uri, **options)
-        return cls(client, database, ancestry_limit=ancestry_limit)
+        """A Store on `database` with a new client for `uri`: `CLIENT_OPTIONS`
+        updated with `client_options` (any `AsyncMongoClient` keyword argument)."""
+        connection = ClientConnection(uri, {**CLIENT_OPTIONS, **client_options})
+        return cls(connection.client(), database, ancestry_limit=ancestry_limit, connection=connection)
+
+    def reconnect(self) -> Store:
+        """Another Store on the same database, with a new client made exactly as this
+        one's was (same URI, credentials, timeouts, concerns, listeners): for use on
+        another event loop, since a pymongo async client belongs to the loop it is
+        first used on. Call it on the loop that will use it. The new Store owns its
+        client (close it there) and has no transparency log.
+
+        Raises ValueError for a Store made from a client handed in as is
+        (`Store(client, ...)`: how that client was made is unknown)."""
+        if self.connection is None:
+            raise ValueError("this Store was made from a client handed in as is: use Store.connect to reconnect it")
+        return Store(
+            self.connection.client(), self.database, ancestry_limit=self.ancestry_limit, connection=self.connection
+        )
 
     async def close(self) -> None:
         """Stop the log's background task (it reads through this client), then close the client."""

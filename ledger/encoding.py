@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import operator
 import re
 from collections.abc import Iterator
@@ -56,6 +57,13 @@ class StrictJSONError(ValueError):
 
 def _reject_constant(name: str) -> Any:
     raise StrictJSONError(f"{name} is not a JSON number (RFC 8259 section 6)")
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e400: what NaN/Infinity are refused for, reached by overflow
+        raise StrictJSONError(f"the number {text[:40]} is beyond IEEE 754 double range (RFC 7493 section 2.2)")
+    return value
 
 
 def _parse_int(text: str) -> int:
@@ -194,6 +202,7 @@ def loads_strict(data: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
             data,
             object_pairs_hook=_object_without_duplicates,
             parse_int=_parse_int,
+            parse_float=_parse_float,
             parse_constant=_reject_constant,
         )
     except RecursionError:

@@ -196,10 +196,12 @@ async def store(mongo_uri: str, api_settings: Settings, command_counter: Command
 
 
 @pytest.fixture(scope="module")
-def app(api_settings: Settings, store: Store):
+async def app(api_settings: Settings, store: Store):
     app = create_app(api_settings, store=store)
     yield app
-    app.state.runtime.ingestion.close()
+    # what the app made around the module's store: its readiness check, its query
+    # worker (thread, loop and database client) and its verification pool
+    await app.state.runtime.stop()
 
 
 @pytest.fixture(scope="module")

@@ -511,8 +511,7 @@ async def test_heavy_operations_execute_a_few_at_a_time(api_settings, store, mon
                 *(client.post("/graphql", json={"query": '{ event(id: "evt_x") }'}) for _ in range(4))
             )
     finally:
-        app.state.runtime.ingestion.close()
-        await app.state.runtime.query_worker.close()
+        await app.state.runtime.stop()  # readiness check, query worker, ingestion pool (not the store)
     assert all(r.json() == {"data": {"event": None}} for r in responses)
     assert max(seen) == most_at_once, seen
 

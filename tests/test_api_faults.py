@@ -347,7 +347,7 @@ async def http(settings: Settings, fstore: Store) -> AsyncIterator:
     app = create_app(settings, store=fstore)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
         yield client
-    app.state.runtime.ingestion.close()
+    await app.state.runtime.stop()  # readiness check, query worker, ingestion pool (not the store)
 
 
 @pytest.mark.parametrize("command", ["update", "find"])
@@ -390,8 +390,7 @@ async def heavy_http(settings: Settings, fstore: Store) -> AsyncIterator:
     app = create_app(settings.model_copy(update={"limits": Limits(heavy_query_cost=1)}), store=fstore)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
         yield client, app.state.runtime.query_worker
-    app.state.runtime.ingestion.close()
-    await app.state.runtime.query_worker.close()
+    await app.state.runtime.stop()  # readiness check, query worker, ingestion pool (not the store)
 
 
 @pytest.mark.parametrize("error", [{"errorCode": 11600}, {"errorCode": 262}, {"closeConnection": True}])
@@ -518,7 +517,7 @@ async def test_sdk_publish_resends_the_same_envelope_until_it_lands(settings, fs
             result = await client.publish(env)
     finally:
         await client.aclose()
-        app.state.runtime.ingestion.close()
+        await app.state.runtime.stop()  # readiness check, query worker, ingestion pool (not the store)
     assert result["eventId"] == env.event_id and result["lotIds"] == [lot_id]
     assert len(sent) == 2 and sent[0] == sent[1]  # resent, byte for byte the same request
     assert await event_count(fstore, env.event_id) == 1

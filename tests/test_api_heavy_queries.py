@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from pymongo import monitoring
 
 from api.app import create_app
 from api.settings import Limits, Settings
@@ -35,8 +36,7 @@ async def _client(settings: Settings, store: Store) -> AsyncIterator[tuple[httpx
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test", timeout=120) as c:
             yield c, app
     finally:
-        app.state.runtime.ingestion.close()
-        await app.state.runtime.query_worker.close()
+        await app.state.runtime.stop()  # readiness check, query worker, ingestion pool (not the store)
 
 
 def _with_limits(settings: Settings, **limits) -> Settings:
@@ -224,3 +224,127 @@ async def test_a_cancelled_heavy_request_cancels_its_execution_on_the_worker(api
         answer = await client.post("/graphql", json={"query": HEAVY})
         assert answer.status_code == 200 and "errors" not in answer.json(), answer.text
         assert len(held.threads) == 2 and held.completed == 1  # the cancelled read never reached the database
+
+
+def _client_options(client) -> dict[str, object]:
+    """What decides how a pymongo client talks to the database, from its public `options`."""
+    o, pool = client.options, client.options.pool_options
+    return {
+        "server_selection_timeout": o.server_selection_timeout, "heartbeat_frequency": o.heartbeat_frequency,
+        "timeout": o.timeout, "connect_timeout": pool.connect_timeout, "socket_timeout": pool.socket_timeout,
+        "max_pool_size": pool.max_pool_size, "metadata": pool.metadata, "write_concern": o.write_concern,
+        "read_concern": o.read_concern, "read_preference": o.read_preference, "retry_writes": o.retry_writes,
+        "retry_reads": o.retry_reads, "direct_connection": o.direct_connection,
+        "replica_set_name": o.replica_set_name, "codec_options": o.codec_options,
+        "event_listeners": o.event_listeners,
+    }  # fmt: skip
+
+
+async def _authenticated_users(store: Store) -> list[dict]:
+    return (await store.client.admin.command("connectionStatus"))["authInfo"]["authenticatedUsers"]
+
+
+@pytest.mark.parametrize(
+    "client_options",
+    [
+        {},  # Store.connect's defaults
+        {"w": "majority", "readConcernLevel": "majority", "wTimeoutMS": 4_000, "socketTimeoutMS": 7_000,
+         "connectTimeoutMS": 3_000, "serverSelectionTimeoutMS": 6_000, "maxPoolSize": 7, "appname": "other"},
+        {"w": 1, "readPreference": "primaryPreferred", "retryReads": False, "heartbeatFrequencyMS": 2_500},
+    ],  # fmt: skip
+)
+async def test_the_worker_client_is_made_like_the_servers(mongo_uri, api_settings, chain, client_options) -> None:
+    """The worker's client: a new one (its own loop), with the server's credentials,
+    timeouts and concerns, whatever options the server's client was made with."""
+    store = await Store.connect(mongo_uri, api_settings.database, **client_options)
+    try:
+        async for client, app in _client(_with_limits(api_settings, heavy_query_cost=1), store):
+            response = await client.post("/graphql", json={"query": "{ lots(first: 1) { edges { node { id } } } }"})
+            assert response.status_code == 200 and response.json()["data"]["lots"], response.text
+            worker = app.state.runtime.query_worker
+            assert worker.executions == 1 and worker.store is not None
+            assert worker.store.client is not store.client and worker.store.database == store.database
+            assert _client_options(worker.store.client) == _client_options(store.client)
+            for name, value in client_options.items():  # the options asked for, not pymongo's defaults
+                assert worker.store.connection.options[name] == value
+            main_users = await _authenticated_users(store)
+            assert main_users and await worker.run(_authenticated_users) == main_users  # the same login
+    finally:
+        await store.close()
+
+
+async def test_a_store_made_from_a_bare_client_executes_heavy_queries_on_the_loop(mongo_uri, api_settings, chain):
+    """A Store made from a client handed in as is cannot be reconnected alike: no
+    worker, and a heavy query still gets its answer (on the event loop)."""
+    from pymongo import AsyncMongoClient
+
+    store = Store(AsyncMongoClient(mongo_uri), api_settings.database)
+    try:
+        with pytest.raises(ValueError, match="handed in as is"):
+            store.reconnect()
+        app = create_app(_with_limits(api_settings, heavy_query_cost=1), store=store)
+        assert app.state.runtime.query_worker is None
+        try:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+                response = await client.post("/graphql", json={"query": "{ lots(first: 1) { edges { node { id } } } }"})
+        finally:
+            await app.state.runtime.stop()
+        assert response.status_code == 200 and response.json()["data"]["lots"]["edges"], response.text
+    finally:
+        await store.close()
+
+
+def test_a_stores_connection_does_not_show_its_password() -> None:
+    from api.store import ClientConnection
+
+    connection = ClientConnection("mongodb://oretrace:s3cret-pw@127.0.0.1:1/?directConnection=true", {"appname": "x"})
+    assert "s3cret-pw" not in repr(connection)
+
+
+class PoolWatcher(monitoring.ConnectionPoolListener):
+    """Connection pools opened and closed, by any client made with this listener (any thread)."""
+
+    def __init__(self) -> None:
+        self.opened = self.closed = 0
+
+    def pool_created(self, event) -> None:
+        self.opened += 1
+
+    def pool_closed(self, event) -> None:
+        self.closed += 1
+
+    def pool_ready(self, event) -> None: ...
+    def pool_cleared(self, event) -> None: ...
+    def connection_created(self, event) -> None: ...
+    def connection_ready(self, event) -> None: ...
+    def connection_closed(self, event) -> None: ...
+    def connection_check_out_started(self, event) -> None: ...
+    def connection_check_out_failed(self, event) -> None: ...
+    def connection_checked_out(self, event) -> None: ...
+    def connection_checked_in(self, event) -> None: ...
+
+
+@pytest.mark.parametrize("queries", [0, 1, 3])
+async def test_stopping_the_runtime_ends_the_worker_and_leaves_the_store_open(mongo_uri, api_settings, chain, queries):
+    """Runtime.stop (the lifespan's shutdown; the tests' app fixtures) ends the worker's
+    thread and closes its client; the store handed in stays open."""
+    before = {t for t in threading.enumerate() if t.name == "oretrace-heavy-queries"}
+    pools = PoolWatcher()
+    store = await Store.connect(mongo_uri, api_settings.database, event_listeners=[pools])
+    try:
+        assert await store.ready() and pools.opened == 1
+        app = create_app(_with_limits(api_settings, heavy_query_cost=1), store=store)
+        worker = app.state.runtime.query_worker
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            for _ in range(queries):
+                response = await client.post("/graphql", json={"query": "{ lots(first: 1) { edges { node { id } } } }"})
+                assert response.json()["data"]["lots"], response.text
+        thread = worker._thread
+        assert (thread is not None) == (queries > 0) and pools.opened == (2 if queries else 1)
+        await app.state.runtime.stop()
+        assert {t for t in threading.enumerate() if t.name == "oretrace-heavy-queries"} == before
+        assert thread is None or not thread.is_alive()
+        assert pools.closed == pools.opened - 1  # the worker's pool closed, the store's open
+        assert await store.ready()
+    finally:
+        await store.close()

@@ -156,7 +156,7 @@ async def test_beyond_the_slots_large_bodies_get_503_after_the_wait(api_settings
         assert after.json() == {"data": {"__typename": "Query"}}
     finally:
         await client.aclose()
-        app.state.runtime.ingestion.close()
+        await app.state.runtime.stop()  # readiness check, query worker, ingestion pool (not the store)
 
 
 async def test_within_the_wait_large_bodies_queue_for_a_slot(api_settings, store, chain, monkeypatch) -> None:
@@ -176,4 +176,97 @@ async def test_within_the_wait_large_bodies_queue_for_a_slot(api_settings, store
             assert response.json() == {"data": {"__typename": "Query"}}
     finally:
         await client.aclose()
-        app.state.runtime.ingestion.close()
+        await app.state.runtime.stop()  # readiness check, query worker, ingestion pool (not the store)
+
+
+class Trickler:
+    """An ASGI client sending a large body that does not keep up: `sends` is a list
+    of (bytes, seconds to wait before handing them over, or None: hand them over at
+    once and send nothing more)."""
+
+    def __init__(self, sends: list[tuple[bytes, float | None]], declared: int | None) -> None:
+        self.sends = sends
+        self.declared = declared
+        self.admitted = asyncio.Event()  # the app asked for the body: it holds a slot
+        self.answer: list[dict] = []
+
+    async def __call__(self, app) -> tuple[int, dict]:
+        headers = [(b"content-type", b"application/json")]
+        if self.declared is not None:
+            headers.append((b"content-length", str(self.declared).encode()))
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": "/graphql", "raw_path": b"/graphql", "root_path": "",
+                 "query_string": b"", "headers": headers, "client": ("127.0.0.9", 4242),
+                 "server": ("test", 80)}  # fmt: skip
+        pieces = list(self.sends)
+
+        async def receive():
+            self.admitted.set()
+            if not pieces:
+                await asyncio.Event().wait()  # stalled: nothing more comes
+            data, pause = pieces.pop(0)
+            if pause is None:
+                pieces.clear()  # this piece, then nothing
+            else:
+                await asyncio.sleep(pause)
+            return {"type": "http.request", "body": data, "more_body": True}
+
+        async def send(message):
+            self.answer.append(message)
+
+        await app(scope, receive, send)
+        status = next(m["status"] for m in self.answer if m["type"] == "http.response.start")
+        body = b"".join(m.get("body", b"") for m in self.answer if m["type"] == "http.response.body")
+        return status, json.loads(body)
+
+
+TRICKLES = {
+    "declared, one byte then nothing": ([(b"{", None)], 200_000),
+    "declared, a byte every 50 ms": ([(b" ", 0.05)] * 10_000, 200_000),
+    "declared, 8 KiB at once then nothing": ([(b" " * 8192, None)], 200_000),
+    "chunked, past the threshold then nothing": ([(b" " * (INLINE_BODY_BYTES + 1), None)], None),
+}
+
+
+@pytest.mark.parametrize("case", TRICKLES)
+async def test_a_large_body_that_stops_keeping_up_gives_its_slot_back(api_settings, store, chain, monkeypatch, case):
+    """A slot holder sending slower than `large_body_min_bytes_per_second` (after the
+    grace) is answered 408 and its slot goes to the next large body; the body
+    timeout (an hour here) would have kept every other large body out."""
+    monkeypatch.setattr(app_module, "LARGE_BODY_GRACE_SECONDS", 0.3)
+    sends, declared = TRICKLES[case]
+    limits = one_slot_limits(wait=3600).model_copy(update={"body_timeout_seconds": 3600.0,
+                                                           "large_body_min_bytes_per_second": 4096})  # fmt: skip
+    app, client = await _app_client(api_settings, store, limits)
+    try:
+        trickler = Trickler(sends, declared)
+        holder = asyncio.create_task(trickler(app))
+        await trickler.admitted.wait()
+        honest = await client.post("/graphql", content=LARGE, headers=JSON)  # waits for the slot
+        assert honest.status_code == 200 and honest.json() == {"data": {"__typename": "Query"}}, honest.text
+        status, answer = await holder
+        assert status == 408, answer
+        assert answer["errors"][0]["extensions"]["code"] == "REQUEST_TIMEOUT"
+        assert "slower than 4096 bytes/s" in answer["errors"][0]["message"]
+    finally:
+        await client.aclose()
+        await app.state.runtime.stop()  # readiness check, query worker, ingestion pool (not the store)
+
+
+async def test_a_large_body_that_keeps_up_is_not_cut(api_settings, store, chain, monkeypatch) -> None:
+    """Pieces arriving faster than the minimum rate, with pauses: the whole body is read."""
+    monkeypatch.setattr(app_module, "LARGE_BODY_GRACE_SECONDS", 0.3)
+    limits = one_slot_limits(wait=3600).model_copy(update={"large_body_min_bytes_per_second": 4096})
+    app, client = await _app_client(api_settings, store, limits)
+
+    async def steady():
+        for i in range(0, len(LARGE), 8192):  # 8 KiB every 0.1 s: 80 KiB/s
+            yield LARGE[i : i + 8192]
+            await asyncio.sleep(0.1)
+
+    try:
+        response = await client.post("/graphql", content=steady(), headers=JSON)
+        assert response.status_code == 200 and response.json() == {"data": {"__typename": "Query"}}, response.text
+    finally:
+        await client.aclose()
+        await app.state.runtime.stop()

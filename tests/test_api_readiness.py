@@ -149,7 +149,7 @@ async def app_client(api_settings, store):
     app = create_app(api_settings, store=store)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
         yield app, client
-    app.state.runtime.ingestion.close()
+    await app.state.runtime.stop()  # readiness check, query worker, ingestion pool (not the store)
 
 
 async def test_readiness_answers_from_one_check_for_many_probes(app_client) -> None:
