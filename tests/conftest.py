@@ -93,6 +93,13 @@ def py_ecc() -> Iterator[None]:
 
 
 @pytest.fixture(params=CURVE_BACKENDS)
+def backend(request) -> str:
+    """The curve backend the ledger rules verify on, once per backend (envelopes are built on
+    the default one: verifying is what differs between backends)."""
+    return request.param
+
+
+@pytest.fixture(params=CURVE_BACKENDS)
 def curve(request) -> Iterator[str]:
     """Run the test once per backend; yields the backend's name."""
     with curve_backend(request.param) as name:

@@ -9,8 +9,7 @@ from __future__ import annotations
 import secrets
 
 import pytest
-from conftest import CURVE_BACKENDS
-from test_ledger_world import NETWORK, World, base_world
+from test_ledger_world import NETWORK, World, base_world, refused
 
 from crypto.errors import ProvingError
 from crypto.pedersen import Opening
@@ -33,21 +32,6 @@ def w() -> World:
     w.register("auditor-2", *w.orgs["auditor"].roles)
     w.attest("site-c", "mine-c", "industrial", capacity=100 * T)
     return w
-
-
-@pytest.fixture(params=CURVE_BACKENDS)
-def backend(request) -> str:
-    """The curve backend the rules verify on (envelopes are built on the default one)."""
-    return request.param
-
-
-def refused(w: World, envelope, code: Code, *fragments: str, backend: str | None = None) -> Rejection:
-    with pytest.raises(Rejection) as info:
-        w.apply(envelope, backend=backend)
-    assert info.value.code is code, info.value
-    for fragment in fragments:
-        assert fragment in info.value.message, info.value.message
-    return info.value
 
 
 def attestation_envelope(w: World, capacity: int, days: tuple[int, int], supersedes: str | None = None,

@@ -15,11 +15,10 @@ import math
 import secrets
 
 import pytest
-from conftest import CURVE_BACKENDS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 from test_ledger_bundle import required_events
-from test_ledger_world import AMOUNTS, NETWORK, World, base_world
+from test_ledger_world import AMOUNTS, NETWORK, World, base_world, refused
 from typer.testing import CliRunner
 
 from crypto.errors import ProvingError
@@ -35,11 +34,6 @@ from ledger.models import MAX_CLAIM_LOTS, ClaimKind, PublishClaim, Role
 #: The refiner's set of three: A1 and R1 (consumed into CLEAN), DIRTY (held; from B1).
 SET_GRAMS = AMOUNTS["A1"] + AMOUNTS["R1"] + AMOUNTS["DIRTY.artisanal"]
 RECYCLED_PERMILLE = 1000 * AMOUNTS["R1"] / SET_GRAMS  # 191.0...
-
-
-@pytest.fixture(params=CURVE_BACKENDS)
-def backend(request) -> str:
-    return request.param
 
 
 @pytest.fixture
@@ -62,15 +56,6 @@ def claim_envelope(w: World, signer: str, lot_ids: list[str], nonce: str | None 
 def resigned(w: World, envelope, **update):
     """The envelope's payload with `update`, signed again by its signer (same nonce): only the proof can object."""
     return w.sign(envelope.payload.model_copy(update=update), envelope.signer, envelope.nonce)
-
-
-def refused(w: World, envelope, code: Code, *fragments: str, backend: str | None = None) -> Rejection:
-    with pytest.raises(Rejection) as info:
-        w.apply(envelope, backend=backend)
-    assert info.value.code is code, info.value
-    for fragment in fragments:
-        assert fragment in info.value.message, info.value.message
-    return info.value
 
 
 # --------------------------------------------------------------------------- completeness on the shared chain

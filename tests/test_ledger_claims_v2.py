@@ -5,8 +5,7 @@ from __future__ import annotations
 import secrets
 
 import pytest
-from conftest import CURVE_BACKENDS
-from test_ledger_world import AMOUNTS, NETWORK, World, base_world
+from test_ledger_world import AMOUNTS, NETWORK, World, base_world, refused
 
 from crypto.bulletproofs import prove_range
 from crypto.errors import ProvingError
@@ -20,11 +19,6 @@ IND, REC = AMOUNTS["CLEAN.industrial"], AMOUNTS["CLEAN.recycled_post_consumer"]
 SHARE_PERMILLE = 1000 * REC / (IND + REC)  # 272.7...
 
 
-@pytest.fixture(params=CURVE_BACKENDS)
-def backend(request) -> str:
-    return request.param
-
-
 @pytest.fixture
 def w() -> World:
     return base_world().fork()
@@ -34,15 +28,6 @@ def claim_envelope(w: World, **params):
     lot, nonce = w.names["CLEAN"], secrets.token_hex(16)
     payload = builders.build_claim(NETWORK, "oem", nonce, lot_ids=[lot], openings={lot: w.openings[lot]}, **params)
     return w.sign(payload, "oem", nonce)
-
-
-def refused(w: World, envelope, code: Code, *fragments: str, backend: str | None = None) -> Rejection:
-    with pytest.raises(Rejection) as info:
-        w.apply(envelope, backend=backend)
-    assert info.value.code is code, info.value
-    for fragment in fragments:
-        assert fragment in info.value.message, info.value.message
-    return info.value
 
 
 @pytest.mark.parametrize(("p", "p_max"), [(272, 273), (270, 280), (0, 1000), (272, 272 + 1)])

@@ -13,7 +13,6 @@ import secrets
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
-from conftest import CURVE_BACKENDS
 from test_ledger_world import AMOUNTS, NETWORK, World, base_world
 
 from crypto.errors import ProvingError
@@ -22,12 +21,6 @@ from ledger import builders
 from ledger.errors import Code, Rejection
 from ledger.models import LOSS_CAPS
 from sdk.attacks import launder_loss
-
-
-@pytest.fixture(params=CURVE_BACKENDS)
-def backend(request) -> str:
-    """The curve backend the rules verify on (envelopes are built on the default one)."""
-    return request.param
 
 
 @pytest.fixture

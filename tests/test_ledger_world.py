@@ -17,6 +17,7 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
@@ -24,6 +25,7 @@ from crypto.pedersen import Opening
 from ledger import builders
 from ledger.effects import Effects
 from ledger.envelope import Envelope, sign
+from ledger.errors import Code, Rejection
 from ledger.models import ClaimKind, KeyEntry, Location, RegisterOrganization, Role, SiteInfo
 from ledger.openings import capacity_openings, unseal
 from ledger.proofs import VerifyNow
@@ -287,6 +289,17 @@ def build_world() -> World:
     n["CLAIM_CLEAN"] = w.claim(n["CLEAN"], ClaimKind.ancestry_excludes, origin_class="artisanal")
     n["CLAIM_SHARE"] = w.claim(n["CLEAN"], ClaimKind.share_at_least, origin_class="recycled", p=16, q=100)
     return w
+
+
+def refused(w: World, envelope: Envelope, code: Code, *fragments: str, backend: str | None = None) -> Rejection:
+    """The rules' refusal of `envelope` on `w` (on the curve `backend` if given): its code is
+    `code` and its message holds every fragment."""
+    with pytest.raises(Rejection) as info:
+        w.apply(envelope, backend=backend)
+    assert info.value.code is code, info.value
+    for fragment in fragments:
+        assert fragment in info.value.message, info.value.message
+    return info.value
 
 
 @functools.cache
