@@ -277,23 +277,6 @@ async def test_unauthenticated_ancestry_claims_do_no_ancestry_walk(ing, fworld, 
     assert lot_finds.count >= 3  # the lot, then its ancestry level by level
 
 
-@pytest.mark.parametrize("limit, ok", [(AncestryLimit(0, 100), False), (AncestryLimit(1, 100), True),
-                                       (AncestryLimit(5, 2), False), (AncestryLimit(5, 3), True)])  # fmt: skip
-async def test_ancestry_walks_are_capped(ing, fworld, chain, fstore, limit, ok):
-    """The claimed lot has 2 parents one level up (3 lots, 1 level)."""
-    saved = fstore.ancestry_limit
-    fstore.ancestry_limit = limit
-    try:
-        env, claim_id = fworld.claim_excludes("trader-f", chain.refined[1])
-        if ok:
-            assert (await publish(ing, env)).claim_id == claim_id
-        else:
-            rejection = await rejected(ing, env)
-            assert rejection.code is Code.INVALID_CLAIM and "exceeds this server's limit" in rejection.message
-    finally:
-        fstore.ancestry_limit = saved
-
-
 def aggregate_claim(w: LedgerWorld, owner: str, lot_ids: list[str]):
     """An amount claim over `lot_ids` (their exact sum), by `owner`."""
     from ledger.builders import build_claim
@@ -318,14 +301,25 @@ async def test_an_unauthenticated_aggregate_claim_does_no_ancestry_walk(ing, fwo
     assert lot_finds.count >= 3  # the lots, then their ancestry level by level
 
 
-@pytest.mark.parametrize("limit, ok", [(AncestryLimit(0, 100), False), (AncestryLimit(1, 100), True),
-                                       (AncestryLimit(5, 3), False), (AncestryLimit(5, 4), True)])  # fmt: skip
-async def test_the_no_overlap_walk_of_an_aggregate_claim_is_capped(ing, fworld, chain, fstore, limit, ok):
-    """Two sibling lots with the same 2 parents one level up: 4 lots, 1 level, whatever the claim's kind."""
+@pytest.mark.parametrize(
+    "claimed, limit, ok",
+    [
+        # one lot with 2 parents one level up: 3 lots, 1 level
+        ("one", AncestryLimit(0, 100), False), ("one", AncestryLimit(1, 100), True),
+        ("one", AncestryLimit(5, 2), False), ("one", AncestryLimit(5, 3), True),
+        # two sibling lots with the same 2 parents (the no-overlap walk of an aggregate claim): 4 lots, 1 level
+        ("set", AncestryLimit(0, 100), False), ("set", AncestryLimit(1, 100), True),
+        ("set", AncestryLimit(5, 3), False), ("set", AncestryLimit(5, 4), True),
+    ],
+)
+async def test_ancestry_walks_are_capped(ing, fworld, chain, fstore, claimed, limit, ok):
     saved = fstore.ancestry_limit
     fstore.ancestry_limit = limit
     try:
-        env = aggregate_claim(fworld, "trader-f", sorted(chain.refined))
+        if claimed == "one":
+            env, _ = fworld.claim_excludes("trader-f", chain.refined[1])
+        else:
+            env = aggregate_claim(fworld, "trader-f", sorted(chain.refined))
         if ok:
             assert (await publish(ing, env)).claim_id
         else:
