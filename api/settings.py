@@ -39,6 +39,7 @@
 | ORETRACE_MAX_ANCESTRY_DEPTH  | 256               | levels any ancestry walk may climb (claims, bundles) |
 | ORETRACE_MAX_ANCESTRY_LOTS   | 10000             | lots any ancestry walk may collect                   |
 | ORETRACE_READINESS_INTERVAL_SECONDS | 1          | /readyz: a new database check at most this often (answers from a check <= this + 2 s old) |
+| ORETRACE_EMBEDDED_STARTUP_TIMEOUT_SECONDS | 120  | the embedded database must answer within this after each (re)start (41 s measured on a 10^6-event ledger) |
 
 `pydantic-settings` is not a dependency; `Settings.from_env()` does the same
 job with plain pydantic validation (clear errors on bad values).
@@ -149,7 +150,10 @@ class Settings(BaseModel):
     checkpoint_interval: float = Field(default=2.0, gt=0, le=3600)
     witnesses: str | None = None
     embedded_log_level: str = "WARNING"
-    embedded_startup_timeout: float = 30.0
+    #: seconds the embedded database may take to answer after each start or
+    #: restart: it reads its collections' metadata first, which grows with the
+    #: ledger (41 s at 10^6 events on 2 loaded vCPUs, docs/scaling.md)
+    embedded_startup_timeout: float = Field(default=120.0, gt=0, le=3600)
     #: deadline (seconds) for all database work of one request; beyond it the
     #: request answers SERVICE_UNAVAILABLE (or OUTCOME_UNKNOWN during a commit)
     request_deadline_seconds: float = Field(default=10.0, gt=0, le=600)
@@ -188,6 +192,7 @@ class Settings(BaseModel):
             ("max_ancestry_depth", "ORETRACE_MAX_ANCESTRY_DEPTH"),
             ("max_ancestry_lots", "ORETRACE_MAX_ANCESTRY_LOTS"),
             ("readiness_interval_seconds", "ORETRACE_READINESS_INTERVAL_SECONDS"),
+            ("embedded_startup_timeout", "ORETRACE_EMBEDDED_STARTUP_TIMEOUT_SECONDS"),
         ):
             if env.get(var):
                 values[key] = env[var]

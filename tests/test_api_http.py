@@ -175,6 +175,22 @@ def test_settings_need_a_root_key(monkeypatch) -> None:
     assert s.root_public_key == "ab" * 32 and s.limits.max_aliases == 3 and s.mongodb_uri is None
 
 
+@pytest.mark.parametrize(("value", "seconds"), [(None, 120.0), ("600", 600.0), ("0.5", 0.5), ("3600", 3600.0)])
+def test_embedded_startup_timeout_is_a_setting(value, seconds) -> None:
+    env = {"ORETRACE_ROOT_PUBLIC_KEY": "ab" * 32}
+    if value is not None:
+        env["ORETRACE_EMBEDDED_STARTUP_TIMEOUT_SECONDS"] = value
+    assert Settings.from_env(env).embedded_startup_timeout == seconds
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "3601", "soon", "nan"])
+def test_embedded_startup_timeout_out_of_range_is_refused(value) -> None:
+    from api.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="embedded_startup_timeout"):
+        Settings.from_env({"ORETRACE_ROOT_PUBLIC_KEY": "ab" * 32, "ORETRACE_EMBEDDED_STARTUP_TIMEOUT_SECONDS": value})
+
+
 # --------------------------------------------------------------------------- real uvicorn over TCP
 
 
