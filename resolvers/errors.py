@@ -21,6 +21,7 @@ from typing import Any
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 
+from api.store import is_infrastructure_fault
 from ledger.errors import Rejection
 
 log = logging.getLogger("oretrace.graphql")
@@ -75,9 +76,12 @@ def mask(error: GraphQLError) -> GraphQLError:
 
 
 def log_errors(errors: list[GraphQLError]) -> None:
-    """Log unexpected errors with their traceback; expected ones at debug level."""
+    """Log unexpected errors with their traceback; expected ones at debug level.
+    An infrastructure fault (the database down or past the request's deadline) is
+    not a bug: api.app.DatabaseFaults types it SERVICE_UNAVAILABLE and logs one
+    warning line per operation, so it gets no traceback here."""
     for error in errors:
-        if is_unexpected(error):
+        if is_unexpected(error) and not is_infrastructure_fault(error.original_error):
             original = error.original_error
             log.error(
                 "unexpected error at %s: %r",

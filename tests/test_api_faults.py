@@ -9,6 +9,7 @@ connections. Every test checks the typed answer AND what is in the database.
 from __future__ import annotations
 
 import contextlib
+import logging
 from datetime import timedelta
 from collections.abc import AsyncIterator
 from typing import Any
@@ -360,8 +361,9 @@ GRAPHQL_RESPONSE = {"accept": "application/graphql-response+json"}
 
 
 @pytest.mark.parametrize("error", [{"errorCode": 11600}, {"errorCode": 262}, {"closeConnection": True}])
-async def test_reads_during_a_database_fault_are_typed_and_retryable(http, admin, chain, error):
+async def test_reads_during_a_database_fault_are_typed_and_retryable(http, admin, chain, error, caplog):
     query = {"query": "query($id: ID!) { lot(id: $id) { id } }", "variables": {"id": chain.issued[0]}}
+    caplog.set_level(logging.WARNING)
     async with failpoint(admin, {"failCommands": ["find"], **error}):
         for headers in ({}, GRAPHQL_RESPONSE):
             response = await http.post("/graphql", json=query, headers=headers)
@@ -369,6 +371,9 @@ async def test_reads_during_a_database_fault_are_typed_and_retryable(http, admin
             assert response.status_code == 200  # partial data (`lot: null`): a 2xx either way
             assert body["errors"][0]["extensions"] == {"code": "SERVICE_UNAVAILABLE", "retryAfterSeconds": 1}
             assert response.headers["retry-after"] == "1"
+    # not a bug: one warning line per operation, no "unexpected error" traceback
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info] == []
+    assert any("database unavailable" in r.getMessage() for r in caplog.records)
     body = (await http.post("/graphql", json=query)).json()
     assert body == {"data": {"lot": {"id": chain.issued[0]}}}
 
