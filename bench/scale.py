@@ -246,11 +246,11 @@ async def raw_page(store: Store, after: str | None) -> list[dict]:
 
 
 async def raw_ancestry(store: Store, lot_id: str, max_depth: int) -> dict[str, dict]:
-    """The lot and its ancestors, one `$in` query per level (as `Store.provenance`)."""
+    """The lot and its ancestors, one `$in` query per level in chunks (as `Store.provenance`)."""
     found: dict[str, dict] = {}
     frontier, depth = [lot_id], -1
     while frontier and depth < max_depth:
-        level = await store.lots.find({"_id": {"$in": frontier}}).to_list(None)
+        level = await store.find_in(store.lots, "_id", frontier)
         found.update((d["_id"], d) for d in level)
         frontier = list(dict.fromkeys(p for d in level for p in d["parents"] if p not in found))
         depth += 1
@@ -263,7 +263,7 @@ async def raw_bundle(store: Store, lot_id: str, claim_id: str) -> list[dict]:
     claim_doc = await store.events.find_one({"_id": claim["event_id"]})
     docs = {claim_doc["_id"]: claim_doc}
     ancestry = await raw_ancestry(store, lot_id, 10**9)
-    lot_events = await store.events.find({"lot_ids": {"$in": list(ancestry)}, "type": {"$ne": "publish_claim"}}).to_list(None)
+    lot_events = await store.find_in(store.events, "lot_ids", list(ancestry), {"type": {"$ne": "publish_claim"}})
     docs.update((d["_id"], d) for d in lot_events)
     highest: dict[str, int] = {}
     sites: set[str] = set()

@@ -437,6 +437,44 @@ async def test_provenance_is_one_query_per_level(store: Store, command_counter) 
     assert await store.provenance("lot_missing", 5) is None
 
 
+@pytest.mark.parametrize("chunk", [1, 7, 30, 31])
+async def test_a_level_wider_than_a_chunk_is_fetched_in_chunks_with_the_same_result(
+    store: Store, command_counter, monkeypatch, chunk: int
+) -> None:
+    """`$in` lists are cut at IN_CHUNK values (a 10,000-id `$in` took minutes on the
+    embedded database): the same DAG, in ceil(width / chunk) queries per level."""
+    import api.store
+
+    root = await insert_dag(store, f"chunk{chunk}", depth=3, width=30)
+    whole = await store.provenance(root, max_depth=10)
+    monkeypatch.setattr(api.store, "IN_CHUNK", chunk)
+    command_counter.reset()
+    cut = await store.provenance(root, max_depth=10)
+    assert {n.lot_id for n in cut.nodes} == {n.lot_id for n in whole.nodes} and len(cut.nodes) == 1 + 3 * 30
+    assert sorted(cut.edges) == sorted(whole.edges)
+    assert command_counter.count("find") == 1 + 3 * -(-30 // chunk)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 5])
+async def test_find_in_returns_each_document_once_across_chunks(store: Store, monkeypatch, chunk: int) -> None:
+    """An array key (an event's `lot_ids`) can match values in several chunks."""
+    import api.store
+
+    monkeypatch.setattr(api.store, "IN_CHUNK", chunk)
+    scratch = store.db[f"find_in_{chunk}"]
+    await scratch.insert_many(
+        [{"_id": f"e{i}", "lot_ids": [f"l{i}", f"l{i + 1}", f"l{i + 2}"], "kind": "even" if i % 2 == 0 else "odd"}
+         for i in range(8)]  # fmt: skip
+    )
+    values = [f"l{i}" for i in range(10)]
+    assert sorted(d["_id"] for d in await store.find_in(scratch, "lot_ids", values)) == [f"e{i}" for i in range(8)]
+    assert sorted(d["_id"] for d in await store.find_in(scratch, "lot_ids", values, {"kind": "odd"})) == ["e1", "e3", "e5", "e7"]
+    assert await store.find_in(scratch, "lot_ids", []) == []
+    only_ids = await store.find_in(scratch, "_id", ["e0", "e9", "e3"], projection={"_id": 1})
+    assert sorted(d["_id"] for d in only_ids) == ["e0", "e3"] and all(d.keys() == {"_id"} for d in only_ids)
+    await scratch.drop()
+
+
 async def test_graphlookup_gives_the_same_dag(store: Store) -> None:
     root = await insert_dag(store, "gl", depth=4, width=5)
     for depth in (0, 2, 10):
