@@ -1,0 +1,129 @@
+"""Cross-publication batch verification: the publications waiting for a verifier
+at the same time are checked together, their proofs in ONE multi-scalar
+multiplication, and each still gets its own verdict.
+
+Why: a transformation's verification is ~80% one MSM of ~1,076 points, of which
+1,026 are the shared bases (the Bulletproof vectors G_i, H_i of its range and
+loss-cap proofs, G, H) and only ~50 its own points. Folding k publications
+sums the coefficients of the shared bases, so k of them cost one MSM of
+~1,026 + 50k points instead of k MSMs of ~1,076 (docs/performance.md,
+"Cross-publication batch verification").
+
+`verify_publications(items)` (pure, CPU heavy, run in a verifier thread or
+process) takes `(envelope, view, policy)` triples and returns one verdict per
+item, in order:
+
+1. `ledger.rules.apply` runs for each envelope with its own
+   `ledger.proofs.BatchCollector`. A rejection of the rules (before any MSM:
+   signature, references, mass balance, a proof of the wrong shape) is that
+   envelope's verdict and involves no other item.
+2. The relations of every remaining envelope are checked in one call of
+   `crypto.batch.verify_relations` (fresh random weights drawn after every
+   proof of the batch is fixed). If it holds, every one is accepted.
+3. If not, `verify_relations` has bisected to the FIRST false relation in
+   list order and checked it alone: the envelope holding it is refused with
+   BAD_PROOF naming that proof (its own first false proof: the same message as
+   verifying it alone), and the batch is checked again without it, with fresh
+   weights. Each failing round removes one bad envelope, so a batch of n
+   envelopes with b bad ones takes at most b + 1 rounds (`Verdicts.rounds`).
+
+Worst-case cost for honest publications: a bad one in their batch costs one
+failing MSM of the batch, its bisection (log2 of the relation count MSMs of
+halving size, about one more MSM of the batch) and one more round; in all at
+most (2b + 1) batch-sized MSMs for b bad envelopes, with b < n <= the batch
+size setting (`ORETRACE_VERIFY_MAX_BATCH`). Never more than the batch: an
+attacker's envelopes in other batches cost this one nothing.
+
+Soundness (docs/performance.md argues it in full): the weights come from a
+transcript over every relation's binding (which covers its statement, context
+and proof bytes) plus 32 bytes of OS randomness, drawn after every proof of
+the batch is fixed; a false relation makes the weighted sum the identity with
+probability <= 1/r (r ~ 2^255) per false equation, whoever signed it. One
+signer's valid proofs cannot cover for another's false one: each relation has
+its own independent weights, so the sum is the identity only if every
+relation is (up to that probability), and nothing in an accepted relation
+depends on another envelope.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from crypto.batch import BatchFailure, verify_relations
+from ledger.errors import Code, Rejection
+from ledger.proofs import BatchCollector
+
+#: A verdict that travels between processes: ("ok", Effects) or ("rejected", (code value, message)).
+#: (A Rejection does not survive pickling: its __init__ takes two arguments.)
+Verdict = tuple[str, Any]
+
+
+@dataclass(frozen=True)
+class Verdicts:
+    """One verdict per item, in order, and how many batch MSM rounds it took."""
+
+    verdicts: list[Verdict]
+    rounds: int
+
+
+def accepted(effects) -> Verdict:
+    return ("ok", effects)
+
+
+def refused(rejection: Rejection) -> Verdict:
+    return ("rejected", (rejection.code.value, rejection.message))
+
+
+def outcome(verdict: Verdict):
+    """The Effects of an accepted verdict; raises the Rejection of a refused one."""
+    status, value = verdict
+    if status == "rejected":
+        raise Rejection(Code(value[0]), value[1])
+    return value
+
+
+def verify_publications(items: Sequence[tuple[Any, Any, Any]]) -> Verdicts:
+    """Verify `(envelope, view, policy)` triples together (module docstring).
+
+    Pure: nothing is written. Each verdict is what `api.service.verify_publication`
+    of that item alone gives (its Effects, the rules' own Rejection, or
+    BAD_PROOF naming its first proof that does not verify).
+    """
+    from ledger import rules
+
+    verdicts: list[Verdict | None] = [None] * len(items)
+    pending: list[tuple[int, BatchCollector, Any]] = []  # (item index, its proofs, its effects)
+    for i, (envelope, view, policy) in enumerate(items):
+        proofs = BatchCollector()
+        try:
+            effects = rules.apply(envelope, view, policy, proofs)
+        except Rejection as rejection:
+            verdicts[i] = refused(rejection)
+            continue
+        pending.append((i, proofs, effects))
+    rounds = 0
+    while pending:
+        rounds += 1
+        relations = [named.relation for _, proofs, _ in pending for named in proofs.relations]
+        try:
+            verify_relations(relations)
+        except BatchFailure as failure:
+            k, index = _holder(pending, failure.index)
+            i, proofs, _ = pending.pop(k)
+            verdicts[i] = refused(proofs.rejection(index, failure.reason))
+            continue
+        for i, _, effects in pending:
+            verdicts[i] = accepted(effects)
+        pending = []
+    return Verdicts(verdicts, rounds)  # type: ignore[arg-type]  # every item has its verdict now
+
+
+def _holder(pending: list[tuple[int, BatchCollector, Any]], index: int) -> tuple[int, int]:
+    """(position in `pending`, index within its collector) of the batch's relation `index`."""
+    for k, (_, proofs, _) in enumerate(pending):
+        if index < len(proofs.relations):
+            return k, index
+        index -= len(proofs.relations)
+    raise IndexError(index)

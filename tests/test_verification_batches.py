@@ -1,0 +1,290 @@
+"""Cross-publication batch verification (`api.verification_batches`, `api.service.Verifier`).
+
+Publications waiting for a verifier at the same time are verified together in
+one MSM; each must still get exactly the verdict it gets alone. These tests use
+real signed envelopes (the `world` fixture) prefetched from the real embedded
+database, and check, for several kinds of batch:
+
+* honest publications only: all accepted, one MSM round;
+* one bad proof at the first, middle or last position, and two bad ones: only
+  those refused, with BAD_PROOF naming the proof, the same message as alone;
+  the others accepted; at most (bad + 1) MSM rounds (the cost bound);
+* a rejection by the rules inside a batch: that one refused with the rules'
+  own code, no MSM round spent on it;
+* through the ingestion service: nothing of a refused publication written,
+  the honest ones of the same batch written, batch size 1, the settings bounds;
+* "process" mode: a hung verifier process gives SERVICE_UNAVAILABLE within the
+  request deadline, the pool is replaced, and the same envelope then lands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import pytest
+from pydantic import ValidationError
+
+from api.service import Ingestion, Verifier, verify_publication
+from api.settings import Settings
+from api.verification_batches import outcome, verify_publications
+from ledger import rules
+from ledger.errors import Code, Rejection
+
+from test_publication_one_msm import bump_last_scalar, snapshot, swap_point
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+LOTS = 6  # transformations in the batches below
+
+# (payload field, corruption, the proof name the rejection must start with), used in turn
+FAULTS = [
+    ("range_proof", bump_last_scalar, "range proof"),
+    ("loss_cap_proof", lambda h: swap_point(h, 0), "loss-cap proof"),
+    ("balance_proof", bump_last_scalar, "balance proof"),
+]
+
+
+def policy_of(world):
+    return rules.Policy(network=world.network, root_public_key=world.root_key.verify_key.encode().hex())
+
+
+def verdict_alone(envelope, view, policy):
+    """What verify_publication of this envelope alone says: ('ok', event id) or (code, message)."""
+    try:
+        return "ok", verify_publication(envelope, view, policy).event_id
+    except Rejection as rejection:
+        return rejection.code, rejection.message
+
+
+def verdict_in_batch(verdict):
+    try:
+        return "ok", outcome(verdict).event_id
+    except Rejection as rejection:
+        return rejection.code, rejection.message
+
+
+def corrupted(world, envelope, fault):
+    field, corrupt, _ = fault
+    payload = envelope.payload.model_copy(update={field: corrupt(getattr(envelope.payload, field))})
+    return world.sign(payload, envelope.signer, nonce=envelope.nonce)
+
+
+@pytest.fixture(scope="module")
+async def refiner_lots(world, publish):
+    """A refiner holding LOTS issued lots, and a mine (another registered signer)."""
+    for org_id, role in (("aud-vb", "auditor"), ("mine-vb", "mine"), ("ref-vb", "refiner")):
+        await publish(world.register(org_id, role))
+    env, att = world.attest("aud-vb", "mine-vb", "site-vb", "industrial", capacity=10**10)
+    await publish(env)
+    lots = []
+    for _ in range(LOTS):
+        env, lot_id = world.issue(att, 4_000_000)
+        await publish(env)
+        await publish(world.transfer("mine-vb", lot_id, "ref-vb"))
+        lots.append(lot_id)
+    return lots, att
+
+
+@pytest.fixture(scope="module")
+async def honest(world, store, refiner_lots):
+    """LOTS honest transformations (one per lot, not published) with their prefetched views."""
+    lots, _ = refiner_lots
+    envelopes = [world.transform("ref-vb", [lot_id])[0] for lot_id in lots]
+    views = [await store.prefetch(rules.references(e)) for e in envelopes]
+    return envelopes, views
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [(), (0,), (LOTS // 2,), (LOTS - 1,), (0, LOTS - 1), (1, 2)],
+    ids=["none", "first", "middle", "last", "first+last", "adjacent"],
+)
+async def test_each_publication_of_a_batch_gets_its_own_verdict(world, honest, bad):
+    envelopes, views = honest
+    policy = policy_of(world)
+    batch = list(envelopes)
+    for n, position in enumerate(bad):
+        batch[position] = corrupted(world, envelopes[position], FAULTS[n % len(FAULTS)])
+    result = verify_publications([(e, v, policy) for e, v in zip(batch, views, strict=True)])
+
+    assert len(result.verdicts) == LOTS
+    for position, (envelope, view, verdict) in enumerate(zip(batch, views, result.verdicts, strict=True)):
+        got = verdict_in_batch(verdict)
+        assert got == verdict_alone(envelope, view, policy)  # exactly what it gets alone
+        if position in bad:
+            name = FAULTS[bad.index(position) % len(FAULTS)][2]
+            assert got[0] is Code.BAD_PROOF and got[1].startswith(f"{name}: "), got
+        else:
+            assert got == ("ok", envelope.event_id)
+    assert result.rounds <= len(bad) + 1  # the cost bound: one round per bad publication, plus one
+
+
+async def test_a_rules_rejection_in_a_batch_involves_no_other_publication(world, honest):
+    envelopes, views = honest
+    policy = policy_of(world)
+    # the refiner's transformation signed by the mine, which does not hold the input lot
+    wrong_signer = world.sign(envelopes[2].payload, "mine-vb")
+    batch = [envelopes[0], wrong_signer, envelopes[3], corrupted(world, envelopes[4], FAULTS[0])]
+    batch_views = [views[0], views[2], views[3], views[4]]
+    result = verify_publications([(e, v, policy) for e, v in zip(batch, batch_views, strict=True)])
+
+    got = [verdict_in_batch(v) for v in result.verdicts]
+    assert got[0] == ("ok", envelopes[0].event_id)
+    assert got[1][0] is not Code.BAD_PROOF and got[1][0] != "ok"
+    assert got[1] == verdict_alone(wrong_signer, views[2], policy)
+    assert got[2] == ("ok", envelopes[3].event_id)
+    assert got[3][0] is Code.BAD_PROOF and got[3][1].startswith("range proof: ")
+    assert result.rounds == 2  # the rules' rejection took no MSM round; the bad proof one
+
+
+@pytest.fixture(scope="module")
+async def issuances(world, store, publish, refiner_lots):
+    """Three honest issuances (not published; each the first of its own attestation,
+    issuances being sequenced per attestation) with their views: smaller proofs, for py_ecc."""
+    envelopes = []
+    for i in range(3):
+        env, att = world.attest("aud-vb", "mine-vb", f"site-vb-{i}", "industrial", capacity=10**10)
+        await publish(env)
+        envelopes.append(world.issue(att, 1_000_000 + i)[0])
+    views = [await store.prefetch(rules.references(e)) for e in envelopes]
+    return envelopes, views
+
+
+@pytest.mark.parametrize("bad_position", [0, 2])
+async def test_batches_of_issuances_on_both_curve_backends(world, issuances, curve, bad_position):
+    """The same verdicts on both backends (three issuances, one bad range proof)."""
+    envelopes, views = issuances
+    policy = policy_of(world)
+    batch = list(envelopes)
+    batch[bad_position] = corrupted(world, envelopes[bad_position], FAULTS[0])
+    result = verify_publications([(e, v, policy) for e, v in zip(batch, views, strict=True)])
+    got = [verdict_in_batch(v) for v in result.verdicts]
+    for position, envelope in enumerate(batch):
+        if position == bad_position:
+            assert got[position][0] is Code.BAD_PROOF and got[position][1].startswith("range proof: "), got
+        else:
+            assert got[position] == ("ok", envelope.event_id)
+    assert result.rounds == 2
+
+
+async def concurrently(verifier: Verifier, items):
+    """verifier.apply of every item at once: ('ok', event id) or (code, message) each."""
+
+    async def one(envelope, view, policy):
+        try:
+            return "ok", (await verifier.apply(envelope, view, policy)).event_id
+        except Rejection as rejection:
+            return rejection.code, rejection.message
+
+    return await asyncio.gather(*(one(*item) for item in items))
+
+
+@pytest.mark.parametrize("max_batch", [1, 3, 8])
+async def test_the_verifier_batches_what_waits_up_to_its_bound(world, honest, max_batch):
+    """One worker: the first publication is verified alone at once (no timer), the
+    others, which arrived meanwhile, in batches of at most `max_batch`."""
+    envelopes, views = honest
+    policy = policy_of(world)
+    batch = list(envelopes)
+    batch[3] = corrupted(world, envelopes[3], FAULTS[1])
+    verifier = Verifier("thread", workers=1, max_batch=max_batch)
+    got = await concurrently(verifier, [(e, v, policy) for e, v in zip(batch, views, strict=True)])
+    assert got == [verdict_alone(e, v, policy) for e, v in zip(batch, views, strict=True)]
+    assert got[3][0] is Code.BAD_PROOF and got[3][1].startswith("loss-cap proof: ")
+    assert sum(size * n for size, n in verifier.batch_sizes.items()) == LOTS
+    assert max(verifier.batch_sizes) == min(max_batch, LOTS - 1)
+    assert verifier.batch_sizes[1] >= 1  # the first one did not wait for company
+
+
+async def test_through_the_service_only_the_bad_publications_are_refused_and_nothing_of_them_written(
+    world, store, api_settings, honest
+):
+    envelopes, _ = honest
+    bad_positions = {0: FAULTS[2], 4: FAULTS[0]}
+    batch = [corrupted(world, e, bad_positions[i]) if i in bad_positions else e for i, e in enumerate(envelopes)]
+    ingestion = Ingestion(store, api_settings, Verifier("thread", workers=1, max_batch=8))
+    before = await snapshot(store)
+
+    async def one(envelope):
+        try:
+            return await ingestion.publish(envelope.to_json())
+        except Rejection as rejection:
+            return rejection
+
+    results = await asyncio.gather(*(one(e) for e in batch))
+    for i, result in enumerate(results):
+        if i in bad_positions:
+            assert isinstance(result, Rejection) and result.code is Code.BAD_PROOF, result
+            assert result.message.startswith(f"{bad_positions[i][2]}: ")
+            assert await store.accepted_publication(batch[i].event_id) is None
+            assert await store.lots_by_ids(result_ids(world, batch[i])) == {}
+        else:
+            assert not isinstance(result, Rejection), result
+            assert result.event_id == batch[i].event_id
+    after = await snapshot(store)
+    assert after["events"] == before["events"] + LOTS - len(bad_positions)
+    # the honest versions of the refused ones land afterwards
+    for i in bad_positions:
+        assert (await ingestion.publish(envelopes[i].to_json())).event_id == envelopes[i].event_id
+
+
+def result_ids(world, envelope) -> list[str]:
+    from ledger import statements as st
+
+    return st.output_lot_ids(world.network, envelope.signer, envelope.nonce, len(envelope.payload.outputs))
+
+
+def test_the_batch_size_setting_is_bounded():
+    assert Settings().verify_max_batch == 8
+    assert Settings.from_env({"ORETRACE_VERIFY_MAX_BATCH": "1"}).verify_max_batch == 1
+    assert Settings(verify_max_batch=64).verify_max_batch == 64
+    for bad in (0, -1, 65):
+        with pytest.raises(ValidationError):
+            Settings(verify_max_batch=bad)
+    with pytest.raises(ValueError):
+        Verifier("thread", workers=1, max_batch=0)
+
+
+async def test_a_hung_verifier_process_is_service_unavailable_within_the_deadline_and_replaced(
+    world, store, api_settings
+):
+    """SIGSTOP the warmed-up worker (a hang: it neither answers nor dies); the
+    publication answers SERVICE_UNAVAILABLE once the request deadline passes,
+    the hung process is killed, nothing is written, and the same envelope lands
+    on a fresh pool."""
+    ingestion = Ingestion(
+        store, api_settings.model_copy(update={"request_deadline_seconds": 5.0}), Verifier("process", workers=1)
+    )
+    try:
+        await ingestion.start()
+        (hung_pid,) = list(ingestion.verifier._pool._processes)  # the executor's own table of live workers
+        envelope = world.register("vb-hung", "oem").to_json()
+        before = await snapshot(store)
+        os.kill(hung_pid, signal.SIGSTOP)
+        with pytest.raises(Rejection) as info:
+            await ingestion.publish(envelope)
+        assert info.value.code is Code.SERVICE_UNAVAILABLE, info.value
+        assert await snapshot(store) == before
+        for _ in range(100):  # the pool's kill is sent when the batch's deadline passes
+            if not pid_alive(hung_pid):
+                break
+            await asyncio.sleep(0.1)
+        assert not pid_alive(hung_pid)
+        # the retry, on a fresh (cold) pool, with room for its start-up
+        ingestion.settings = api_settings
+        outcome = await ingestion.publish(envelope)
+        assert outcome.type == "register_organization"
+        assert (await snapshot(store))["events"] == before["events"] + 1
+    finally:
+        ingestion.close()
+
+
+def pid_alive(pid: int) -> bool:
+    """False once the process is gone (or a zombie: killed, not yet reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
