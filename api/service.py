@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import logging
 import multiprocessing
 import os
@@ -122,6 +123,12 @@ def _warm_up() -> bool:
     return True
 
 
+#: The current request's deadline on the event loop's clock (`loop.time()`), for
+#: `Verifier.apply`: set by `Ingestion.publish` as `pymongo.timeout` is for the
+#: database work of the same request.
+VERIFY_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("oretrace_verify_deadline", default=None)
+
+
 @dataclass
 class _Waiting:
     """A publication waiting for its verdict (`Verifier.apply`)."""
@@ -188,12 +195,13 @@ class Verifier:
         else:
             await anyio.to_thread.run_sync(_warm_up)
 
-    async def apply(self, envelope, view, policy, deadline: float | None = None):
+    async def apply(self, envelope, view, policy):
         """The Effects of `envelope`, or its Rejection (see `verify_publication`).
 
-        `deadline` (the event loop's clock, "process" mode): beyond it the
-        answer is SERVICE_UNAVAILABLE and nothing was verified for it."""
+        In "process" mode, beyond the request's `VERIFY_DEADLINE` (set by
+        `Ingestion.publish`) the answer is SERVICE_UNAVAILABLE."""
         loop = asyncio.get_running_loop()
+        deadline = VERIFY_DEADLINE.get()
         waiting = _Waiting(envelope, view, policy, loop.create_future(), deadline)
         self._waiting.append(waiting)
         self._dispatch()
@@ -318,7 +326,8 @@ class Ingestion:
         signed JSON) returns its original outcome, looked up before the rules
         run (a resend after a lost answer, OUTCOME_UNKNOWN or SERVICE_UNAVAILABLE);
         a different envelope reusing a nonce is still REPLAYED_NONCE. All database
-        work runs within `settings.request_deadline_seconds` (pymongo CSOT);
+        work runs within `settings.request_deadline_seconds` (pymongo CSOT), and
+        so does the wait for a verifier process (`VERIFY_DEADLINE`);
         infrastructure faults are SERVICE_UNAVAILABLE (nothing written) or
         OUTCOME_UNKNOWN (see Store.apply_effects)."""
         envelope = parse_envelope_or_reject(data)
@@ -328,17 +337,19 @@ class Ingestion:
                 Code.MALFORMED,
                 f"this mutation takes a '{expected_type}' payload, the envelope carries '{payload_type}'",
             )
-        deadline = asyncio.get_running_loop().time() + self.settings.request_deadline_seconds
+        token = VERIFY_DEADLINE.set(asyncio.get_running_loop().time() + self.settings.request_deadline_seconds)
         with pymongo.timeout(self.settings.request_deadline_seconds):
             try:
-                return await self._publish(envelope, deadline)
+                return await self._publish(envelope)
             except PyMongoError as exc:
                 if not is_infrastructure_fault(exc):
                     raise
                 log.warning("publication %s: database unavailable: %s", envelope.event_id, exc)
                 raise service_unavailable("the database is unavailable") from exc
+            finally:
+                VERIFY_DEADLINE.reset(token)
 
-    async def _publish(self, envelope: Envelope, deadline: float) -> PublishOutcome:
+    async def _publish(self, envelope: Envelope) -> PublishOutcome:
         from ledger import rules
 
         # the rules' own signer check (network, freshness, registered signer, valid
@@ -352,7 +363,7 @@ class Ingestion:
         view = await self.store.prefetch(
             rules.references(envelope), authenticate=lambda v: authenticate_signer(envelope, v, policy)
         )
-        effects = await self.verifier.apply(envelope, view, policy, deadline)
+        effects = await self.verifier.apply(envelope, view, policy)
         try:
             applied = await self.store.apply_effects(effects, view)
         except Rejection as rejection:
