@@ -41,8 +41,8 @@ from ledger.envelope import Envelope, parse_envelope
 from ledger.errors import Code, Rejection
 
 from .settings import Settings
-from .verification_batches import Verdicts, outcome, verify_publications
 from .store import Store, is_infrastructure_fault, service_unavailable
+from .verification_batches import Verdicts, outcome, verify_publications
 
 log = logging.getLogger("oretrace.service")
 
@@ -158,10 +158,11 @@ class Verifier:
       Full isolation from the GIL for the Python share of verification, at
       ~1 ms of pickling per envelope and ~1 s of start-up; it did not beat
       threads on 2 vCPUs, where the workers compete with the database process.
-      A publication waits for its verdict until its `deadline` at most, then
-      gets SERVICE_UNAVAILABLE (retryable); a batch still running when the
-      deadlines of all its publications have passed is taken as hung: the
-      pool is killed and replaced (the next batch starts a new one).
+      A publication waits for its verdict until its request deadline
+      (`VERIFY_DEADLINE`) at most, then gets SERVICE_UNAVAILABLE (retryable);
+      a batch still running when the deadlines of all its publications have
+      passed is taken as hung: the pool is killed and replaced (the next
+      batch starts a new one).
     """
 
     def __init__(
