@@ -173,6 +173,7 @@ class Verifier:
         self.mode = mode
         self.workers = workers or max(1, os.cpu_count() or 1)
         self.max_batch = max_batch
+        self._limiter = anyio.CapacityLimiter(self.workers)  # its own: not shared with other to_thread work
         #: batches verified so far, by size (monitoring; tests)
         self.batch_sizes: collections.Counter[int] = collections.Counter()
         self._pool: ProcessPoolExecutor | None = None
@@ -194,7 +195,7 @@ class Verifier:
             loop = asyncio.get_running_loop()
             await asyncio.gather(*(loop.run_in_executor(pool, _warm_up) for _ in range(self.workers)))
         else:
-            await anyio.to_thread.run_sync(_warm_up)
+            await anyio.to_thread.run_sync(_warm_up, limiter=self._limiter)
 
     async def apply(self, envelope, view, policy):
         """The Effects of `envelope`, or its Rejection (see `verify_publication`).
@@ -233,7 +234,7 @@ class Verifier:
         items = [(w.envelope, w.view, w.policy) for w in batch]
         try:
             if self.mode == "thread":
-                verdicts = await anyio.to_thread.run_sync(verify_publications, items)
+                verdicts = await anyio.to_thread.run_sync(verify_publications, items, limiter=self._limiter)
             else:
                 verdicts = await self._run_in_process(batch, items)
         except BaseException as exc:  # incl. this task cancelled at shutdown: no request waits forever
