@@ -16,7 +16,8 @@ item, in order:
 1. `ledger.rules.apply` runs for each envelope with its own
    `ledger.proofs.BatchCollector`. A rejection of the rules (before any MSM:
    signature, references, mass balance, a proof of the wrong shape) is that
-   envelope's verdict and involves no other item.
+   envelope's verdict and involves no other item; so is an unexpected
+   exception of the rules on that envelope.
 2. The relations of every remaining envelope are checked in one call of
    `crypto.batch.verify_relations` (fresh random weights drawn after every
    proof of the batch is fixed). If it holds, every one is accepted.
@@ -55,8 +56,9 @@ from crypto.batch import BatchFailure, verify_relations
 from ledger.errors import Code, Rejection
 from ledger.proofs import BatchCollector
 
-#: A verdict that travels between processes: ("ok", Effects) or ("rejected", (code value, message)).
-#: (A Rejection does not survive pickling: its __init__ takes two arguments.)
+#: A verdict that travels between processes: ("ok", Effects), ("rejected", (code value, message))
+#: (a Rejection does not survive pickling: its __init__ takes two arguments) or ("error",
+#: the unexpected exception the rules raised on this envelope, re-raised in its request only).
 Verdict = tuple[str, Any]
 
 
@@ -77,10 +79,13 @@ def refused(rejection: Rejection) -> Verdict:
 
 
 def outcome(verdict: Verdict):
-    """The Effects of an accepted verdict; raises the Rejection of a refused one."""
+    """The Effects of an accepted verdict; raises the Rejection of a refused one
+    (or the unexpected exception of an "error" one)."""
     status, value = verdict
     if status == "rejected":
         raise Rejection(Code(value[0]), value[1])
+    if status == "error":
+        raise value
     return value
 
 
@@ -101,6 +106,9 @@ def verify_publications(items: Sequence[tuple[Any, Any, Any]]) -> Verdicts:
             effects = rules.apply(envelope, view, policy, proofs)
         except Rejection as rejection:
             verdicts[i] = refused(rejection)
+            continue
+        except Exception as exc:  # a fault of the rules on this input: its request's error, not its batch's
+            verdicts[i] = ("error", exc)
             continue
         pending.append((i, proofs, effects))
     rounds = 0

@@ -10,7 +10,8 @@ database, and check, for several kinds of batch:
   those refused, with BAD_PROOF naming the proof, the same message as alone;
   the others accepted; at most (bad + 1) MSM rounds (the cost bound);
 * a rejection by the rules inside a batch: that one refused with the rules'
-  own code, no MSM round spent on it;
+  own code, no MSM round spent on it; an unexpected fault of the rules on one
+  envelope raised for that one only;
 * through the ingestion service: nothing of a refused publication written,
   the honest ones of the same batch written, batch size 1, the settings bounds;
 * "process" mode: a hung verifier process gives SERVICE_UNAVAILABLE within the
@@ -137,6 +138,21 @@ async def test_a_rules_rejection_in_a_batch_involves_no_other_publication(world,
     assert got[2] == ("ok", envelopes[3].event_id)
     assert got[3][0] is Code.BAD_PROOF and got[3][1].startswith("range proof: ")
     assert result.rounds == 2  # the rules' rejection took no MSM round; the bad proof one
+
+
+async def test_an_unexpected_fault_on_one_publication_stays_with_it(world, honest):
+    """A fault of the rules on one item (here: no ledger view at all) is raised in
+    that item's request only; the others of the batch are verified as usual."""
+    envelopes, views = honest
+    policy = policy_of(world)
+    result = verify_publications([(envelopes[0], views[0], policy), (envelopes[1], None, policy),
+                                  (envelopes[2], views[2], policy)])  # fmt: skip
+    assert verdict_in_batch(result.verdicts[0]) == ("ok", envelopes[0].event_id)
+    assert verdict_in_batch(result.verdicts[2]) == ("ok", envelopes[2].event_id)
+    with pytest.raises(Exception) as info:
+        outcome(result.verdicts[1])
+    assert not isinstance(info.value, Rejection)
+    assert result.rounds == 1
 
 
 @pytest.fixture(scope="module")
