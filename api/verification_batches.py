@@ -24,16 +24,26 @@ item, in order:
 3. If not, `verify_relations` has bisected to the FIRST false relation in
    list order and checked it alone: the envelope holding it is refused with
    BAD_PROOF naming that proof (its own first false proof: the same message as
-   verifying it alone), and the batch is checked again without it, with fresh
-   weights. Each failing round removes one bad envelope, so a batch of n
-   envelopes with b bad ones takes at most b + 1 rounds (`Verdicts.rounds`).
+   verifying it alone). Every relation before it was in a weighted sum of the
+   bisection that held, so the envelopes before the refused one are accepted;
+   those after it are checked again as a batch, with fresh weights. (With
+   deferred point decoding, `ledger.proofs.batch_scope`, a relation can be
+   named for a point that does not decode, without a bisection: then nothing
+   before it was checked and every other envelope is checked again.) Each
+   failing round removes one bad envelope, so a batch of n envelopes with b
+   bad ones takes at most b + 1 rounds (`Verdicts.rounds`).
 
 Worst-case cost for honest publications: a bad one in their batch costs one
-failing MSM of the batch, its bisection (log2 of the relation count MSMs of
-halving size, about one more MSM of the batch) and one more round; in all at
-most (2b + 1) batch-sized MSMs for b bad envelopes, with b < n <= the batch
-size setting (`ORETRACE_VERIFY_MAX_BATCH`). Never more than the batch: an
-attacker's envelopes in other batches cost this one nothing.
+failing MSM, its bisection (ceil(log2 R) MSMs for R relations left in the
+batch, ~3 per transformation) and the confirmation of the named relation
+alone. The bisection's MSMs do NOT halve in size: nearly every subset holds a
+range proof and so the ~1,026 shared bases (tests/test_verification_batches.py
+counts them: 1,050-1,326 points for 6 transformations). In all at most
+b * (2 + ceil(log2 R)) + 1 MSMs for b bad envelopes, b < n <= the batch size
+setting (`ORETRACE_VERIFY_MAX_BATCH`): 7 bad and 1 honest at the default 8
+(R = 24) cost the honest one up to 50 MSMs of ~1,000-1,450 points instead of
+one. Never more than the batch: an attacker's envelopes in other batches cost
+this one nothing.
 
 Soundness (docs/performance.md argues it in full): the weights come from a
 transcript over every relation's binding (which covers its statement, context
@@ -115,17 +125,35 @@ def verify_publications(items: Sequence[tuple[Any, Any, Any]]) -> Verdicts:
     while pending:
         rounds += 1
         relations = [named.relation for _, proofs, _ in pending for named in proofs.relations]
+        bisected = not _holds_deferred_points(relations)  # read before the MSM decodes them
         try:
             verify_relations(relations)
         except BatchFailure as failure:
             k, index = _holder(pending, failure.index)
-            i, proofs, _ = pending.pop(k)
+            i, proofs, _ = pending[k]
             verdicts[i] = refused(proofs.rejection(index, failure.reason))
+            if bisected:  # every relation before failure.index was in a sum that held: verified
+                for j, _, effects in pending[:k]:
+                    verdicts[j] = accepted(effects)
+                pending = pending[k + 1 :]
+            else:  # named by a point that does not decode, with nothing checked: all again
+                del pending[k]
             continue
         for i, _, effects in pending:
             verdicts[i] = accepted(effects)
         pending = []
     return Verdicts(verdicts, rounds)  # type: ignore[arg-type]  # every item has its verdict now
+
+
+def _holds_deferred_points(relations: list) -> bool:
+    """Does any relation carry a proof point whose decoding was deferred
+    (`crypto.group.deferred_decoding`, inside `ledger.proofs.batch_scope`)?
+
+    Only then can `verify_relations` name a relation without a bisection (the
+    first holding a point that does not decode), having checked nothing before
+    it. Otherwise it names the first false relation found by bisection, every
+    relation before it having been in a weighted sum that held."""
+    return any(p.is_deferred() for relation in relations for p in relation.proof_points)
 
 
 def _holder(pending: list[tuple[int, BatchCollector, Any]], index: int) -> tuple[int, int]:
