@@ -33,7 +33,7 @@ import pytest
 from pydantic import ValidationError
 
 from api.service import Ingestion, Verifier, verify_publication
-from api.settings import Settings
+from api.settings import Settings, SettingsError
 from api.verification_batches import outcome, verify_publications
 from ledger import rules
 from ledger.errors import Code, Rejection
@@ -270,6 +270,9 @@ def test_the_batch_size_setting_is_bounded():
     for bad in (0, -1, 65):
         with pytest.raises(ValidationError):
             Settings(verify_max_batch=bad)
+    for text in ("0", "65", "eight", "2.5"):  # a clear error naming the setting, at start-up
+        with pytest.raises(SettingsError, match="verify_max_batch"):
+            Settings.from_env({"ORETRACE_VERIFY_MAX_BATCH": text})
     with pytest.raises(ValueError):
         Verifier("thread", workers=1, max_batch=0)
 
