@@ -25,6 +25,7 @@ import contextvars
 import logging
 import multiprocessing
 import os
+import pickle
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -95,6 +96,25 @@ def verify_publication(envelope: Envelope, view, policy):
     `api.verification_batches.verify_publications`, with the same verdicts.
     """
     return outcome(verify_publications([(envelope, view, policy)]).verdicts[0])
+
+
+def _verify_in_worker(items) -> Verdicts:
+    """Runs in a verifier process: `verify_publications`, its verdicts made fit to
+    travel back. An unexpected exception of the rules on one envelope (the "error"
+    verdict) that does not survive pickling (e.g. crypto's DecodeError: its
+    __init__ takes two arguments) would break the whole pool, and every
+    publication in flight would get SERVICE_UNAVAILABLE; it travels as a
+    RuntimeError naming it instead, raised in that envelope's request only."""
+    result = verify_publications(items)
+    verdicts = []
+    for status, value in result.verdicts:
+        if status == "error":
+            try:
+                pickle.loads(pickle.dumps(value))
+            except Exception:  # noqa: BLE001 - any failure to round-trip: send its description
+                value = RuntimeError(f"{type(value).__name__}: {value}")
+        verdicts.append((status, value))
+    return Verdicts(verdicts, result.rounds)
 
 
 def _init_verifier_process() -> None:
@@ -263,7 +283,7 @@ class Verifier:
         deadlines = [w.deadline for w in batch]
         limit = None if None in deadlines else max(0.0, max(deadlines) - loop.time())  # type: ignore[type-var]
         try:
-            return await asyncio.wait_for(loop.run_in_executor(pool, verify_publications, items), limit)
+            return await asyncio.wait_for(loop.run_in_executor(pool, _verify_in_worker, items), limit)
         except BrokenProcessPool as exc:
             # A worker died (killed, out of memory, a crash in native code): the
             # executor refuses all work from now on. Not the envelopes' fault:

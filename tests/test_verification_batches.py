@@ -412,3 +412,43 @@ async def test_the_msms_a_bad_publication_costs_its_batch(world, honest, bad, mo
     assert len(sizes) <= bound
     if bad:  # the bisection's MSMs do not halve: the shared bases are in (nearly) every one
         assert sorted(sizes)[len(sizes) // 2] >= 1000
+
+
+class ExplodingView:
+    """A ledger view whose every lookup raises crypto's DecodeError: an unexpected
+    fault of the rules with an exception that does not survive pickling (its
+    __init__ takes two arguments), as any bug in a verifier process could."""
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        from crypto.errors import DecodeError
+
+        raise DecodeError("point", "a fault of the rules (test)")
+
+
+async def test_in_process_mode_a_fault_on_one_publication_stays_with_it(world, honest):
+    """Process mode: the faulting publication gets an error of its own; the honest
+    ones of its batch their verdicts (not SERVICE_UNAVAILABLE from a broken pool)."""
+    envelopes, views = honest
+    policy = policy_of(world)
+    verifier = Verifier("process", workers=1, max_batch=3)
+    try:
+        await verifier.start()
+        items = [(envelopes[0], views[0], policy), (envelopes[1], ExplodingView(), policy),
+                 (envelopes[2], views[2], policy)]  # fmt: skip
+
+        async def one(item):
+            try:
+                return "ok", (await verifier.apply(*item)).event_id
+            except Rejection as rejection:
+                return rejection.code, rejection.message
+            except Exception as exc:  # noqa: BLE001 - the unexpected fault, for this one only
+                return "error", f"{type(exc).__name__}: {exc}"
+
+        got = await asyncio.gather(*(one(item) for item in items))
+        assert got[0] == ("ok", envelopes[0].event_id), got
+        assert got[2] == ("ok", envelopes[2].event_id), got
+        assert got[1][0] == "error" and "DecodeError" in got[1][1], got
+    finally:
+        verifier.close()
