@@ -1,9 +1,10 @@
 """Ingestion: envelope JSON in, one atomic write (or a typed Rejection) out.
 
     parse (pydantic)  ->  prefetch (store, bounded round trips)
-      ->  verify_publication (pure, CPU heavy: rules.apply, the signature, and
-          every proof of the envelope in one multi-scalar multiplication; run in
-          a worker process - or thread - so the event loop keeps serving reads)
+      ->  Verifier.apply (pure, CPU heavy: rules.apply, the signature, and
+          every proof of the envelope in one multi-scalar multiplication, shared
+          with the publications waiting at the same time (api.verification_batches);
+          run in a worker thread - or process - so the event loop keeps serving reads)
       ->  store.apply_effects (one multi-document transaction)
 
 The rules see a snapshot; races between concurrent publications are settled by
@@ -19,9 +20,12 @@ authenticated before the prefetch does any work that grows with the ledger
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextvars
 import logging
 import multiprocessing
 import os
+import pickle
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -39,6 +43,7 @@ from ledger.errors import Code, Rejection
 
 from .settings import Settings
 from .store import Store, is_infrastructure_fault, service_unavailable
+from .verification_batches import Verdicts, outcome, verify_publications
 
 log = logging.getLogger("oretrace.service")
 
@@ -87,25 +92,29 @@ def verify_publication(envelope: Envelope, view, policy):
     Returns the Effects, or raises Rejection: the rules' own (in the order they
     run), then BAD_PROOF naming the first proof that does not verify, found by
     bisection (e.g. "loss_cap_proof: ..."). Pure: nothing is written either way.
+    The server verifies several envelopes at once with
+    `api.verification_batches.verify_publications`, with the same verdicts.
     """
-    from ledger import rules
-    from ledger.proofs import BatchCollector
-
-    proofs = BatchCollector()
-    effects = rules.apply(envelope, view, policy, proofs)
-    proofs.verify()
-    return effects
+    return outcome(verify_publications([(envelope, view, policy)]).verdicts[0])
 
 
-def _apply_in_worker(envelope, view, policy):
-    """Runs in a verifier process: `verify_publication`.
-
-    A Rejection does not survive pickling (its __init__ takes two arguments),
-    so it travels back as a tuple and is re-raised in the server process."""
-    try:
-        return "ok", verify_publication(envelope, view, policy)
-    except Rejection as rejection:
-        return "rejected", (rejection.code.value, rejection.message)
+def _verify_in_worker(items) -> Verdicts:
+    """Runs in a verifier process: `verify_publications`, its verdicts made fit to
+    travel back. An unexpected exception of the rules on one envelope (the "error"
+    verdict) that does not survive pickling (e.g. crypto's DecodeError: its
+    __init__ takes two arguments) would break the whole pool, and every
+    publication in flight would get SERVICE_UNAVAILABLE; it travels as a
+    RuntimeError naming it instead, raised in that envelope's request only."""
+    result = verify_publications(items)
+    verdicts = []
+    for status, value in result.verdicts:
+        if status == "error":
+            try:
+                pickle.loads(pickle.dumps(value))
+            except Exception:  # noqa: BLE001 - any failure to round-trip: send its description
+                value = RuntimeError(f"{type(value).__name__}: {value}")
+        verdicts.append((status, value))
+    return Verdicts(verdicts, result.rounds)
 
 
 def _init_verifier_process() -> None:
@@ -134,8 +143,31 @@ def _warm_up() -> bool:
     return True
 
 
+#: The current request's deadline on the event loop's clock (`loop.time()`), for
+#: `Verifier.apply`: set by `Ingestion.publish` as `pymongo.timeout` is for the
+#: database work of the same request.
+VERIFY_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("oretrace_verify_deadline", default=None)
+
+
+@dataclass
+class _Waiting:
+    """A publication waiting for its verdict (`Verifier.apply`)."""
+
+    envelope: Envelope
+    view: Any
+    policy: Any
+    verdict: asyncio.Future
+    deadline: float | None  # the event loop's clock
+
+
 class Verifier:
-    """Runs `verify_publication` off the event loop, at most `workers` at a time.
+    """Verifies publications off the event loop, at most `workers` batches at a time.
+
+    Cross-publication batching (`api.verification_batches`): when a worker is
+    free it takes every publication waiting then, up to `max_batch`, and
+    verifies them together in one MSM, each with its own verdict. There is no
+    timer: a publication arriving at an idle verifier is verified alone at
+    once; batches form only while every worker is busy.
 
     * "thread" (default): anyio worker threads. Verification time is mostly
       arkworks multi-scalar multiplication, which releases the GIL: two
@@ -146,13 +178,28 @@ class Verifier:
       Full isolation from the GIL for the Python share of verification, at
       ~1 ms of pickling per envelope and ~1 s of start-up; it did not beat
       threads on 2 vCPUs, where the workers compete with the database process.
+      A publication waits for its verdict until its request deadline
+      (`VERIFY_DEADLINE`) at most, then gets SERVICE_UNAVAILABLE (retryable);
+      a batch still running when the deadlines of all its publications have
+      passed is taken as hung: the pool is killed and replaced (the next
+      batch starts a new one).
     """
 
-    def __init__(self, mode: Literal["process", "thread"] = "thread", workers: int | None = None) -> None:
+    def __init__(
+        self, mode: Literal["process", "thread"] = "thread", workers: int | None = None, max_batch: int = 8
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
         self.mode = mode
         self.workers = workers or max(1, os.cpu_count() or 1)
-        self._limiter = anyio.CapacityLimiter(self.workers)
+        self.max_batch = max_batch
+        self._limiter = anyio.CapacityLimiter(self.workers)  # its own: not shared with other to_thread work
+        #: batches verified so far, by size (monitoring; tests)
+        self.batch_sizes: collections.Counter[int] = collections.Counter()
         self._pool: ProcessPoolExecutor | None = None
+        self._waiting: collections.deque[_Waiting] = collections.deque()
+        self._running = 0
+        self._tasks: set[asyncio.Task] = set()
 
     def _process_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -171,24 +218,94 @@ class Verifier:
             await anyio.to_thread.run_sync(_warm_up, limiter=self._limiter)
 
     async def apply(self, envelope, view, policy):
-        if self.mode == "thread":
-            return await anyio.to_thread.run_sync(verify_publication, envelope, view, policy, limiter=self._limiter)
+        """The Effects of `envelope`, or its Rejection (see `verify_publication`).
+
+        In "process" mode, beyond the request's `VERIFY_DEADLINE` (set by
+        `Ingestion.publish`) the answer is SERVICE_UNAVAILABLE."""
+        loop = asyncio.get_running_loop()
+        deadline = VERIFY_DEADLINE.get()
+        waiting = _Waiting(envelope, view, policy, loop.create_future(), deadline)
+        self._waiting.append(waiting)
+        self._dispatch()
+        if self.mode == "process" and deadline is not None:
+            try:
+                return outcome(await asyncio.wait_for(waiting.verdict, max(0.0, deadline - loop.time())))
+            except TimeoutError:
+                log.warning("publication %s: no verdict within the request deadline", envelope.event_id)
+                raise service_unavailable("verification did not finish within the request deadline") from None
+        return outcome(await waiting.verdict)
+
+    def _dispatch(self) -> None:
+        """Start a batch on every free worker, of what is waiting now (no timer)."""
+        while self._running < self.workers and self._waiting:
+            batch: list[_Waiting] = []
+            while self._waiting and len(batch) < self.max_batch:
+                waiting = self._waiting.popleft()
+                if not waiting.verdict.done():  # its request was cancelled or timed out meanwhile
+                    batch.append(waiting)
+            if batch:
+                self._running += 1
+                task = asyncio.get_running_loop().create_task(self._run(batch))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, batch: list[_Waiting]) -> None:
+        self.batch_sizes[len(batch)] += 1
+        items = [(w.envelope, w.view, w.policy) for w in batch]
+        try:
+            if self.mode == "thread":
+                verdicts = await anyio.to_thread.run_sync(verify_publications, items, limiter=self._limiter)
+            else:
+                verdicts = await self._run_in_process(batch, items)
+        except BaseException as exc:  # incl. this task cancelled at shutdown: no request waits forever
+            for waiting in batch:
+                if not waiting.verdict.done():
+                    # one exception object per request: each is raised in its own task
+                    if isinstance(exc, Rejection):
+                        waiting.verdict.set_exception(Rejection(exc.code, exc.message))
+                    elif isinstance(exc, Exception):
+                        waiting.verdict.set_exception(exc)
+                    else:
+                        waiting.verdict.set_exception(service_unavailable("the verifier was stopped"))
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            for waiting, verdict in zip(batch, verdicts.verdicts, strict=True):
+                if not waiting.verdict.done():
+                    waiting.verdict.set_result(verdict)
+        finally:
+            self._running -= 1
+            self._dispatch()
+
+    async def _run_in_process(self, batch: list[_Waiting], items: list) -> Verdicts:
         loop = asyncio.get_running_loop()
         pool = self._process_pool()
+        deadlines = [w.deadline for w in batch]
+        limit = None if None in deadlines else max(0.0, max(deadlines) - loop.time())  # type: ignore[type-var]
         try:
-            status, value = await loop.run_in_executor(pool, _apply_in_worker, envelope, view, policy)
+            return await asyncio.wait_for(loop.run_in_executor(pool, _verify_in_worker, items), limit)
         except BrokenProcessPool as exc:
             # A worker died (killed, out of memory, a crash in native code): the
-            # executor refuses all work from now on. Not the envelope's fault:
-            # retryable, nothing was written, and the next call starts a new pool.
-            log.warning("publication %s: verifier process died: %s", envelope.event_id, exc)
-            if self._pool is pool:
-                self._pool = None
-                pool.shutdown(wait=False, cancel_futures=True)
+            # executor refuses all work from now on. Not the envelopes' fault:
+            # retryable, nothing was written, and the next batch starts a new pool.
+            log.warning("verifier process died (%d publications): %s", len(batch), exc)
+            self._discard_pool(pool, kill=False)
             raise service_unavailable("the verifier process stopped") from None
-        if status == "rejected":
-            raise Rejection(Code(value[0]), value[1])
-        return value
+        except TimeoutError:
+            # No request of the batch can use its verdicts any more: the worker is
+            # taken as hung. Killing the pool's processes also fails a batch running
+            # in another of its workers (BrokenProcessPool: SERVICE_UNAVAILABLE).
+            log.warning("verifier process hung past the request deadline (%d publications): replaced", len(batch))
+            self._discard_pool(pool, kill=True)
+            raise service_unavailable("verification did not finish within the request deadline") from None
+
+    def _discard_pool(self, pool: ProcessPoolExecutor, kill: bool) -> None:
+        if self._pool is pool:
+            self._pool = None
+        if kill:
+            for process in list(pool._processes.values()):  # the executor's own table of live workers
+                process.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -204,7 +321,9 @@ class Ingestion:
 
     def __post_init__(self) -> None:
         if self.verifier is None:
-            self.verifier = Verifier(self.settings.verify_mode, self.settings.verify_workers)
+            self.verifier = Verifier(
+                self.settings.verify_mode, self.settings.verify_workers, self.settings.verify_max_batch
+            )
 
     async def start(self) -> None:
         await self.verifier.start()
@@ -229,7 +348,8 @@ class Ingestion:
         signed JSON) returns its original outcome, looked up before the rules
         run (a resend after a lost answer, OUTCOME_UNKNOWN or SERVICE_UNAVAILABLE);
         a different envelope reusing a nonce is still REPLAYED_NONCE. All database
-        work runs within `settings.request_deadline_seconds` (pymongo CSOT);
+        work runs within `settings.request_deadline_seconds` (pymongo CSOT), and
+        so does the wait for a verifier process (`VERIFY_DEADLINE`);
         infrastructure faults are SERVICE_UNAVAILABLE (nothing written) or
         OUTCOME_UNKNOWN (see Store.apply_effects)."""
         envelope = parse_envelope_or_reject(data)
@@ -239,6 +359,7 @@ class Ingestion:
                 Code.MALFORMED,
                 f"this mutation takes a '{expected_type}' payload, the envelope carries '{payload_type}'",
             )
+        token = VERIFY_DEADLINE.set(asyncio.get_running_loop().time() + self.settings.request_deadline_seconds)
         with pymongo.timeout(self.settings.request_deadline_seconds):
             try:
                 return await self._publish(envelope)
@@ -247,6 +368,8 @@ class Ingestion:
                     raise
                 log.warning("publication %s: database unavailable: %s", envelope.event_id, exc)
                 raise service_unavailable("the database is unavailable") from exc
+            finally:
+                VERIFY_DEADLINE.reset(token)
 
     async def _publish(self, envelope: Envelope) -> PublishOutcome:
         from ledger import rules

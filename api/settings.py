@@ -29,6 +29,7 @@
 | ORETRACE_LARGE_BODY_WAIT_SECONDS | 10            | a large body waits this long for its turn, then 503  |
 | ORETRACE_VERIFY_MODE         | thread            | proof verification in worker `thread`s or `process`es |
 | ORETRACE_VERIFY_WORKERS      | CPU count         | verification workers                                 |
+| ORETRACE_VERIFY_MAX_BATCH    | 8                 | most publications verified together in one MSM (1..64) |
 | ORETRACE_LOG_KEY             | <data_dir>/log-key.hex | hex Ed25519 seed of the log's checkpoint key    |
 | ORETRACE_LOG_ORIGIN          | oretrace.log/<network> | checkpoint origin line and log key name         |
 | ORETRACE_CHECKPOINT_INTERVAL | 2                 | seconds between checkpoints while the log grows      |
@@ -145,6 +146,8 @@ class Settings(BaseModel):
     limits: Limits = Limits()
     verify_mode: Literal["process", "thread"] = "thread"
     verify_workers: int | None = Field(default=None, gt=0)
+    #: most publications verified together in one MSM (api.verification_batches); 1 = one at a time
+    verify_max_batch: int = Field(default=8, ge=1, le=64)
     log_key: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$", repr=False)
     log_origin: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:/-]{1,128}$")
     checkpoint_interval: float = Field(default=2.0, gt=0, le=3600)
@@ -182,6 +185,7 @@ class Settings(BaseModel):
             ("root_public_key", "ORETRACE_ROOT_PUBLIC_KEY"),
             ("verify_mode", "ORETRACE_VERIFY_MODE"),
             ("verify_workers", "ORETRACE_VERIFY_WORKERS"),
+            ("verify_max_batch", "ORETRACE_VERIFY_MAX_BATCH"),
             ("log_key", "ORETRACE_LOG_KEY"),
             ("log_origin", "ORETRACE_LOG_ORIGIN"),
             ("checkpoint_interval", "ORETRACE_CHECKPOINT_INTERVAL"),

@@ -20,6 +20,12 @@ otherwise; every ratio is measured in this one run):
                                                transformation (api.service.verify_publication:
                                                rules.apply, all its proofs in one MSM), one thread,
                                                in this process (same run)
+  ingest.transform.inflight8.cpu_ms_per_tx.{event_loop,server_threads,database}
+                                               the server's CPU per transformation during that run:
+                                               its event-loop thread, its other threads (verifiers),
+                                               the embedded database process (/proc deltas)
+  ingest.transform.batch{k}_cpu_ms             CPU per transformation of verifying k at once
+                                               (api.verification_batches, one MSM), k = 1, 2, 4, 8
   ingest.transform.{with,without}_cap_cpu_ms   the same, with and without verifying the loss-cap
                                                proof (the server accepts no v2 transformation
                                                without one: "without" leaves it out in-process)
@@ -212,6 +218,25 @@ def process_tree_cpu(root_pid: int) -> float:
     return total
 
 
+def server_cpu_split(pid: int) -> dict[str, float]:
+    """CPU seconds so far of a server process, split: its main thread (the event
+    loop), its other threads (the verifier threads, pymongo's monitors, the
+    database supervisor) and its descendants (the embedded database process)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    split = {"event_loop": 0.0, "server_threads": 0.0}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                utime, stime = map(int, f.read().rsplit(")", 1)[1].split()[11:13])
+        except OSError:
+            continue  # a thread that just ended
+        split["event_loop" if int(tid) == pid else "server_threads"] += (utime + stime) / tick
+    with open(f"/proc/{pid}/stat") as f:
+        own = sum(map(int, f.read().rsplit(")", 1)[1].split()[11:15])) / tick
+    split["database"] = process_tree_cpu(pid) - own
+    return split
+
+
 class CpuAccount:
     """Noise indicator: cores kept busy by processes other than this benchmark's."""
 
@@ -387,9 +412,13 @@ async def bench_ingestion(client, pub: Publisher, count: int, concurrency: int, 
     return out_lot
 
 
-async def bench_inflight(client, pub: Publisher, count: int, inflight: int, results: dict, key: str = "") -> None:
+async def bench_inflight(
+    client, pub: Publisher, count: int, inflight: int, results: dict, key: str = "", server: Server | None = None
+) -> None:
     """`count` transformations with `inflight` requests at once: throughput and per-request p99
-    (keys `ingest.transform.inflight{N}{key}.*`)."""
+    (keys `ingest.transform.inflight{N}{key}.*`); with `server`, its CPU per transformation
+    during the run, split (`...cpu_ms_per_tx.{event_loop,server_threads,database}`, see
+    `server_cpu_split`)."""
     log(f"ingestion with {inflight} in flight: preparing {count} lots")
     envelopes = await prepare_lots(client, pub, count)
     semaphore = asyncio.Semaphore(inflight)
@@ -401,13 +430,21 @@ async def bench_inflight(client, pub: Publisher, count: int, inflight: int, resu
             await publish(client, env)
             latencies.append(time.perf_counter() - t)
 
+    cpu0 = server_cpu_split(server.process.pid) if server else {}
     t0 = time.perf_counter()
     await asyncio.gather(*(one(env) for env in envelopes))
     elapsed = time.perf_counter() - t0
+    cpu1 = server_cpu_split(server.process.pid) if server else {}
     key = f"ingest.transform.inflight{inflight}{key}"
     results[f"{key}.tx_per_s"] = round(count / elapsed, 2)
     results[f"{key}.p99_ms"] = summary(latencies)["p99_ms"]
+    for part in cpu1:
+        results[f"{key}.cpu_ms_per_tx.{part}"] = round((cpu1[part] - cpu0[part]) / count * 1000, 1)
     log(f"  {inflight} in flight: {count / elapsed:.1f} tx/s, p99 {results[f'{key}.p99_ms']:.0f} ms")
+
+
+#: batch sizes of `ingest.transform.batch{k}_cpu_ms`
+BATCH_SIZES = (1, 2, 4, 8)
 
 
 def bench_verification(pub: Publisher, store_view, results: dict, count: int) -> None:
@@ -440,6 +477,23 @@ def bench_verification(pub: Publisher, store_view, results: dict, count: int) ->
     results["verify.threads2_cpu_over_wall"] = round(max(cpu_ratios), 2)  # ~2 = both threads ran at once
     log(f"verification: {one / count * 1000:.1f} ms per transformation, 2 threads speed-up x{one / two:.2f} "
         f"(CPU time / wall time {max(cpu_ratios):.2f})")  # fmt: skip
+
+    # cross-publication batches (api.verification_batches): CPU per transformation, batches of k
+    from api.verification_batches import verify_publications
+
+    for k in BATCH_SIZES:
+        if k > count:
+            continue
+        items = [(env, view, policy) for env, view in pairs[: count - count % k]]
+        samples = []
+        for _ in range(3):
+            c0 = time.thread_time()
+            for i in range(0, len(items), k):
+                verify_publications(items[i : i + k])
+            samples.append(time.thread_time() - c0)
+        results[f"ingest.transform.batch{k}_cpu_ms"] = round(min(samples) / len(items) * 1000, 2)
+    log("batched verification, CPU ms per transformation: " + ", ".join(
+        f"k={k}: {results[f'ingest.transform.batch{k}_cpu_ms']}" for k in BATCH_SIZES if k <= count))  # fmt: skip
 
     class WithoutLossCap(BatchCollector):
         """The same verification minus the loss-cap proof (a v2 server accepts no transformation
@@ -592,14 +646,15 @@ async def run_ingest(args, account: CpuAccount) -> dict[str, Any]:
                 async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
                     await setup(client, pub)
                     one: dict[str, Any] = {}
-                    await bench_inflight(client, pub, args.inflight_transforms, 8, one, name)
+                    await bench_inflight(client, pub, args.inflight_transforms, 8, one, name, server)
                     per_side[name].append(one)
             finally:
                 server.stop(account)
                 shutil.rmtree(data_dir, ignore_errors=True)
     for name, rounds in per_side.items():
         key = f"ingest.transform.inflight8{name}"
-        for field in ("tx_per_s", "p99_ms"):
+        cpu_parts = [f"cpu_ms_per_tx.{part}" for part in ("event_loop", "server_threads", "database")]
+        for field in ("tx_per_s", "p99_ms", *cpu_parts):
             values = [r[f"{key}.{field}"] for r in rounds]
             results[f"{key}.{field}"] = round(statistics.median(values), 2)
             results[f"{key}.{field}.rounds"] = values
@@ -667,7 +722,7 @@ async def run(args) -> dict[str, Any]:
         async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
             await setup(client, pub)
             await bench_ingestion(client, pub, args.transforms, args.concurrency, results, "thread")
-            await bench_inflight(client, pub, args.inflight_transforms, 8, results)
+            await bench_inflight(client, pub, args.inflight_transforms, 8, results, server=server)
 
             # verification in-process, on fresh envelopes against views prefetched from the same database
             await verification_keys(client, store, pub, args.verify, results)
@@ -715,7 +770,7 @@ def main() -> None:
         PORT_RANGE = range(low, high + 1)
     args.transforms = 8 if args.quick else 30
     args.inflight_transforms = args.inflight_transforms or (16 if args.quick else 48)
-    args.verify = 4 if args.quick else 10
+    args.verify = 8 if args.quick else 16
     args.concurrency = 4
     args.reps = 30 if args.quick else 100
     results = asyncio.run(run(args))

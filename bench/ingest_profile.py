@@ -2,6 +2,7 @@
 
     python bench/ingest_profile.py --count 40 --ports 8500-8599 [--out PATH.prof]
     python bench/ingest_profile.py --commands --count 20 --inflight 8 --db-port 9557 [--json PATH]
+    python bench/ingest_profile.py --verify --count 16 --batch-sizes 1,8 --ports 8500-8599 [--json PATH]
 
 Starts a real server (`python -m api.server`, embedded SecantusDB) under
 cProfile, publishes `count` refining transformations one at a time (as
@@ -23,7 +24,14 @@ includes waiting for the database process and for this event loop). Printed
 and written (`--json`) per publication: commands by name and collection,
 how many and how long (`ingest.commands.<name>:<collection>.{per_tx,ms_per_tx}`,
 `ingest.commands.total.{per_tx,ms_per_tx}`, `ingest.commands.tx_per_s`). The
-integrator's background reads and writes of the log are counted too.
+integrator's background reads and writes of the log are counted too. Also
+written: how many verification batches of each size the server formed
+(`ingest.commands.verify_batches.size{k}`, api.verification_batches).
+
+`--verify` profiles the verification itself (`verification` below): CPU per
+transformation of the MSM, point decoding, the signature, proof replay
+(transcripts), folding, and the rules' own Python, for batches of each size
+(`verify_profile.batch{k}.*_ms_per_tx`).
 """
 
 from __future__ import annotations
@@ -185,11 +193,15 @@ async def commands(count: int, inflight: int, db_port: int | None) -> dict:
                     async with semaphore:
                         await bench_api.publish(client, envelope)
 
+                batch_sizes = app.state.runtime.ingestion.verifier.batch_sizes
+                batches0 = collections.Counter(batch_sizes)
                 times.on = True
                 t0 = time.perf_counter()
                 await asyncio.gather(*(one(e) for e in envelopes))
                 wall = time.perf_counter() - t0
                 times.on = False
+                batches = collections.Counter(batch_sizes)
+                batches.subtract(batches0)
     finally:
         await store.close()
         await db.astop()
@@ -199,8 +211,84 @@ async def commands(count: int, inflight: int, db_port: int | None) -> dict:
     for key, seconds in sorted(times.seconds.items(), key=lambda kv: -kv[1]):
         out[f"ingest.commands.{key}.per_tx"] = round(times.calls[key] / count, 2)
         out[f"ingest.commands.{key}.ms_per_tx"] = round(seconds * 1000 / count, 2)
+    for size, n in sorted(batches.items()):  # verification batches (api.verification_batches) by size
+        if n:
+            out[f"ingest.commands.verify_batches.size{size}"] = n
     out["ingest.commands.total.per_tx"] = round(sum(times.calls.values()) / count, 2)
     out["ingest.commands.total.ms_per_tx"] = round(sum(times.seconds.values()) * 1000 / count, 2)
+    return out
+
+
+#: Parts of verification CPU, as (key, file, name of the function whose cumulative
+#: time is the part). The functions never call one another, so the parts add up.
+VERIFY_PARTS = [
+    ("msm", "crypto/group.py", "msm"),  # the native MSM and its scalar conversion
+    ("point_decoding", "crypto/group.py", "decode_checked"),  # on-curve + subgroup checks
+    ("signature", "ledger/envelope.py", "signature_is_valid"),  # RFC 8785 message + Ed25519
+    ("proof_replay", "crypto/bulletproofs.py", "range_relation"),  # transcripts, challenges
+    ("proof_replay", "crypto/sigma.py", "zero_relation"),
+    ("folding", "crypto/batch.py", "_fold"),  # weighted coefficients of the one MSM
+    ("folding", "crypto/batch.py", "_prepare"),  # one inversion per batch
+]
+
+
+async def verification(count: int, sizes: list[int]) -> dict:
+    """`--verify`: where a transformation's verification CPU goes, alone and in
+    batches (`api.verification_batches.verify_publications`), in this process,
+    under cProfile with a CPU clock: ms per transformation of each VERIFY_PARTS
+    part and "rules_and_rest" (the rules' own Python: references, mass balance,
+    statements, pydantic models). A real server only prepares the envelopes and
+    their prefetched views (as bench/api.py does)."""
+    import cProfile
+
+    from api.service import _warm_up
+    from api.store import Store
+    from api.verification_batches import verify_publications
+    from ledger import rules
+
+    root = bench_api.SigningKey.generate()
+    pub = bench_api.Publisher(root)
+    data_dir = Path(tempfile.mkdtemp(prefix="oretrace-verify-profile-"))
+    server = bench_api.Server(data_dir, root, "thread")
+    store = await Store.connect(server.db_uri, "oretrace")
+    try:
+        async with bench_api.httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+            await bench_api.setup(client, pub)
+            envelopes = []
+            for _ in range(count):
+                env, lot_id = pub.issue(1_000_000)
+                await bench_api.publish(client, env)
+                await bench_api.publish(client, pub.transfer("mine", lot_id, "trader"))
+                envelopes.append(pub.refine("trader", lot_id))
+            views = [await store.prefetch(rules.references(e)) for e in envelopes]
+    finally:
+        await store.close()
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+    _warm_up()
+    policy = rules.Policy(network=bench_api.NETWORK, root_public_key=root.verify_key.encode().hex())
+    items = [(e, v, policy) for e, v in zip(envelopes, views, strict=True)]
+    out: dict = {"verify_profile.count": count}
+    for k in sizes:
+        batches = [items[i : i + k] for i in range(0, count - count % k, k)]
+        done = sum(map(len, batches))
+        for batch in batches:  # once unprofiled: caches warm
+            verify_publications(batch)
+        profile = cProfile.Profile(time.thread_time)
+        profile.enable()
+        for batch in batches:
+            assert all(status == "ok" for status, _ in verify_publications(batch).verdicts)
+        profile.disable()
+        rows = pstats.Stats(profile).stats
+        total = sum(v[2] for v in rows.values())
+        parts: dict[str, float] = collections.defaultdict(float)
+        for key, file_part, name in VERIFY_PARTS:
+            # the outermost of the functions of that name in that file (group.msm calls the backend's msm)
+            parts[key] += max((v[3] for (f, _, n), v in rows.items() if f.endswith(file_part) and n == name), default=0)
+        parts["rules_and_rest"] = total - sum(parts.values())
+        out[f"verify_profile.batch{k}.total_ms_per_tx"] = round(total * 1000 / done, 2)
+        for key, seconds in parts.items():
+            out[f"verify_profile.batch{k}.{key}_ms_per_tx"] = round(seconds * 1000 / done, 2)
     return out
 
 
@@ -213,10 +301,20 @@ def main() -> None:
     ap.add_argument("--commands", action="store_true", help="time the database commands instead (see above)")
     ap.add_argument("--inflight", type=int, default=8, help="with --commands: publications in flight")
     ap.add_argument("--db-port", type=int, help="with --commands: port of the embedded database")
-    ap.add_argument("--json", type=Path, help="with --commands: write the figures here")
+    ap.add_argument("--json", type=Path, help="with --commands or --verify: write the figures here")
+    ap.add_argument("--verify", action="store_true", help="profile verification alone and in batches (see above)")
+    ap.add_argument("--batch-sizes", default="1,8", help="with --verify: batch sizes, e.g. 1,2,4,8")
     args = ap.parse_args()
-    if args.commands:
-        out = {**machine(), **asyncio.run(commands(args.count, args.inflight, args.db_port))}
+    if args.ports:
+        low, high = (int(x) for x in args.ports.split("-"))
+        bench_api.PORT_RANGE = range(low, high + 1)
+    if args.commands or args.verify:
+        if args.verify:
+            sizes = [int(k) for k in args.batch_sizes.split(",")]
+            figures = asyncio.run(verification(args.count, sizes))
+        else:
+            figures = asyncio.run(commands(args.count, args.inflight, args.db_port))
+        out = {**machine(), **figures}
         text = json.dumps(out, indent=2, sort_keys=True)
         print(text)
         if args.json:
@@ -227,9 +325,6 @@ def main() -> None:
     if args.report_only:
         report(args.out, publications)
         return
-    if args.ports:
-        low, high = (int(x) for x in args.ports.split("-"))
-        bench_api.PORT_RANGE = range(low, high + 1)
     root = bench_api.SigningKey.generate()
     pub = bench_api.Publisher(root)
     data_dir = Path(tempfile.mkdtemp(prefix="oretrace-profile-"))

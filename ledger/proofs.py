@@ -211,5 +211,9 @@ class BatchCollector(ProofSink):
         try:
             verify_relations([r.relation for r in self.relations], self.deferred)
         except BatchFailure as failure:
-            named = self.relations[failure.index]
-            raise _bad_proof(named.name, named.meaning, failure.reason) from None
+            raise self.rejection(failure.index, failure.reason) from None
+
+    def rejection(self, index: int, reason: str) -> Rejection:
+        """Rejection(BAD_PROOF) naming collected proof `index` (e.g. "loss-cap proof: ...")."""
+        named = self.relations[index]
+        return _bad_proof(named.name, named.meaning, reason)
