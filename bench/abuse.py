@@ -4,6 +4,8 @@ limits still allow, and /healthz latency while 8 such requests run at once.
 
     python bench/abuse.py --json bench/results/abuse.json          # ~2-4 min
     python bench/abuse.py --quick --json bench/results/abuse.json  # fewer rounds
+    python bench/abuse.py --quick --variant main@/work/main --variant probe \
+        --classes entities_at_cap,cost_lots_parents_parents             # side by side
 
 A real server process (`python -m api.server`, one uvicorn worker, embedded
 SecantusDB child) on 127.0.0.1, default settings; this process is the client.
@@ -298,36 +300,31 @@ async def bench_slow_headers(server: Server, connections: int) -> dict[str, Any]
     }
 
 
-async def run(args) -> dict[str, Any]:
-    results: dict[str, Any] = {}
-    load_at_start = round(os.getloadavg()[0], 2)
-    root = SigningKey.generate()
-    account = CpuAccount()
-    pub = Publisher(root)
-    data_dir = Path(tempfile.mkdtemp(prefix="oretrace-bench-abuse-"))
-    server = Server(data_dir, root, "thread")
-    log(f"server pid {server.process.pid} on {server.url}")
-    store = await Store.connect(server.db_uri, "oretrace")
-    try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
-            await setup(client, pub)
-        fan_roots = await insert_fan_dag(store, pub, width=64, fan=32)
-        await insert_attestations(store, pub, "bench-site", 100)
-        dag_root = await insert_dag(store, pub, levels=10, width=100, prefix="p")
-        for name, request in requests(fan_roots, dag_root, LIMITS.max_entities).items():
-            log(f"{name} ...")
-            for key, value in (await bench_class(server, request, args.rounds)).items():
-                results[f"{name}.{key}"] = value
-        log("slow_headers ...")
-        for key, value in (await bench_slow_headers(server, 30)).items():
-            results[f"slow_headers.{key}"] = value
-    finally:
-        await store.close()
-        server.stop(account)
-        shutil.rmtree(data_dir, ignore_errors=True)
+def parse_variant(text: str) -> tuple[str, Path, dict[str, str]]:
+    """`LABEL[@CODE][:VAR=VALUE,...]` -> (label, checkout to serve, environment overrides)."""
+    head, _, overrides = text.partition(":")
+    label, _, code = head.partition("@")
+    env = dict(pair.split("=", 1) for pair in overrides.split(",") if pair)
+    return label, Path(code) if code else ROOT, env
 
+
+def start_server(data_dir: Path, root: SigningKey, code: Path, env: dict[str, str]) -> Server:
+    """bench.api.Server with `env` added to this process's environment (the server inherits it)."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return Server(data_dir, root, "thread", code=code)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def targets(results: dict[str, Any]) -> dict[str, Any]:
     classes = sorted({k.split(".")[0] for k in results})
-    results["targets"] = {
+    return {
         "cpu_s": TARGET_CPU_S,
         "rss_growth_mb": TARGET_RSS_MB,
         "healthz_p99_ms": TARGET_HEALTHZ_P99_MS,
@@ -341,6 +338,76 @@ async def run(args) -> dict[str, Any]:
         # the same memory target applied to the 8 concurrent copies (not the issue's definition)
         "rss_8_met": {c: results.get(f"{c}.rss_growth_mb_8", 0) <= TARGET_RSS_MB for c in classes},
     }
+
+
+#: figures compared between variants (ratio = variant / first variant): latency, and the
+#: heavy work's own cost (CPU of one request, wall time of 8 at once: its throughput)
+COMPARED = ("healthz_p99_ms", "healthz_p50_ms", "cpu_s", "wall_s_8")
+
+
+async def run(args) -> dict[str, Any]:
+    load_at_start = round(os.getloadavg()[0], 2)
+    root = SigningKey.generate()
+    account = CpuAccount()
+    variants = [parse_variant(v) for v in args.variant] or [("default", ROOT, {})]
+    servers: list[tuple[str, Server, Path]] = []
+    per_variant: dict[str, dict[str, Any]] = {label: {} for label, _, _ in variants}
+    try:
+        plan = None
+        for label, code, env in variants:
+            data_dir = Path(tempfile.mkdtemp(prefix="oretrace-bench-abuse-"))
+            server = start_server(data_dir, root, code, env)
+            servers.append((label, server, data_dir))
+            pub = Publisher(root)  # a fresh registry on each server
+            log(f"{label}: server pid {server.process.pid} on {server.url} ({code}, {env})")
+            store = await Store.connect(server.db_uri, "oretrace")
+            try:
+                async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+                    await setup(client, pub)
+                fan_roots = await insert_fan_dag(store, pub, width=64, fan=32)
+                await insert_attestations(store, pub, "bench-site", 100)
+                dag_root = await insert_dag(store, pub, levels=10, width=100, prefix="p")
+            finally:
+                await store.close()
+            plan = plan or requests(fan_roots, dag_root, LIMITS.max_entities)  # same ids on every server
+        names = [n for n in plan if not args.classes or n in args.classes]
+        for i, name in enumerate(names):
+            # variants take turns, in an order rotated per class: a load that changes
+            # during the run falls on each of them alike
+            order = servers[i % len(servers):] + servers[: i % len(servers)]
+            for label, server, _ in order:
+                log(f"{label}: {name} ...")
+                for key, value in (await bench_class(server, plan[name], args.rounds)).items():
+                    per_variant[label][f"{name}.{key}"] = value
+        if not args.classes or "slow_headers" in args.classes:
+            for label, server, _ in servers:
+                log(f"{label}: slow_headers ...")
+                for key, value in (await bench_slow_headers(server, 30)).items():
+                    per_variant[label][f"slow_headers.{key}"] = value
+    finally:
+        for _, server, data_dir in servers:
+            server.stop(account)
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+    for figures in per_variant.values():
+        figures["targets"] = targets(figures)
+    if len(variants) == 1:
+        results = per_variant[variants[0][0]]
+    else:
+        first = variants[0][0]
+        base = per_variant[first]
+        results = {
+            "variants": {label: {"code": str(code), "env": env, **per_variant[label]} for label, code, env in variants},
+            "ratios_vs_" + first: {
+                label: {
+                    k: round(figures[k] / base[k], 3)
+                    for k in sorted(figures)
+                    if k.rsplit(".", 1)[-1] in COMPARED and base.get(k)
+                }
+                for label, figures in per_variant.items()
+                if label != first
+            },
+        }
     results["machine.other_cores_busy_during_run"] = account.other_cores_busy()
     results["machine.python"] = platform.python_version()
     results["machine.cpus"] = os.cpu_count()
@@ -356,6 +423,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument(
+        "--variant", action="append", default=[], metavar="LABEL[@CHECKOUT][:VAR=VALUE,...]",
+        help="a server to measure: its label, the checkout it runs (default: this one) and environment "
+        "overrides; several variants run in one process, taking turns class by class, and the results "
+        "give each one's figures and their ratios to the first one's",
+    )  # fmt: skip
+    parser.add_argument("--classes", type=lambda s: s.split(","), default=None, help="comma-separated classes (default: all)")
     args = parser.parse_args()
     args.rounds = 2 if args.quick else 5
     results = asyncio.run(run(args))
