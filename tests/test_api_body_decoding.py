@@ -1,0 +1,181 @@
+"""Large request bodies decoded in child processes (api.body_decoding): the
+outcome is exactly `loads_strict`'s in the server's own process, for every kind
+of body; a child that dies or hangs while it decodes is killed and replaced and
+its request answers a typed, retryable 503; the next large body is served.
+No timing: a child is made to hang with SIGSTOP, and killed while the server
+waits for it (the busy list says when)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+
+import httpx
+import pytest
+
+from api.app import INLINE_BODY_BYTES, create_app
+from api.body_decoding import BodyDecoder
+from api.settings import Limits
+from ledger.encoding import StrictJSONError, loads_strict
+
+JSON = {"content-type": "application/json"}
+
+BODIES = {
+    "object": json.dumps({"query": "{ __typename }", "variables": {"a": [1, 2.5, None, True, "x"]}}).encode(),
+    "many small values": json.dumps({f"v{i}": [i, "x" * 8] for i in range(20_000)}).encode(),
+    "long string": json.dumps({"s": "é\u2028" * 100_000}).encode(),
+    "40-digit integer": b'{"n": ' + b"9" * 40 + b"}",
+    "surrogate pair": b'{"a": "\\ud83d\\ude00"}',
+    "array": b"[" + b",".join([b'"x"'] * 30_000) + b"]",
+    "null": b"null",
+    "not UTF-8": b'{"a": "\xff"}',
+    "duplicate member": b'{"a": 1, "a": 2}',
+    "lone surrogate": b'{"a": ["x", {"b": "\\udc00"}]}',
+    "NaN": b'{"a": NaN}',
+    "41-digit integer": b'{"a": ' + b"7" * 41 + b"}",
+    "nested too deep": b"[" * 100_000 + b"]" * 100_000,
+    "truncated": b'{"query": "{ __typename }"',
+    "empty": b"",
+}
+
+
+def in_process(body: bytes) -> tuple[str, object]:
+    try:
+        return "ok", loads_strict(body)
+    except StrictJSONError as exc:
+        return "invalid", str(exc)
+
+
+@pytest.fixture(scope="module")
+async def decoder():
+    decoder = BodyDecoder(processes=2, timeout=60)
+    yield decoder
+    await decoder.close()
+
+
+@pytest.mark.parametrize("name", BODIES)
+async def test_a_decoder_process_gives_the_outcome_of_the_servers_own_decoding(decoder, name) -> None:
+    body = BODIES[name]
+    assert await decoder.decode(body) == in_process(body)
+
+
+async def test_decoder_processes_serve_bodies_at_once_and_stop_on_close() -> None:
+    decoder = BodyDecoder(processes=2, timeout=60)
+    bodies = list(BODIES.values()) * 2
+    outcomes = await asyncio.gather(*(decoder.decode(b) for b in bodies))
+    assert outcomes == [in_process(b) for b in bodies]
+    pids = decoder.pids()
+    assert 1 <= len(pids) <= 2 and decoder.pids("busy") == []
+    await decoder.close()
+    assert decoder.pids() == []
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):  # exited and reaped
+            os.kill(pid, 0)
+
+
+# --------------------------------------------------------------------------- through the app
+
+
+LARGE = json.dumps({"query": "{ __typename }", "variables": {"unused": "x" * (INLINE_BODY_BYTES + 10)}}).encode()
+
+
+@pytest.fixture
+async def served(api_settings, store):
+    """(app, client) with a 2 s decode timeout (a SIGSTOPped child hangs until killed)."""
+    settings = api_settings.model_copy(update={"limits": Limits(body_decode_timeout_seconds=2.0)})
+    app = create_app(settings, store=store)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test", timeout=120) as client:
+        yield app, client
+    await app.state.runtime.stop()
+
+
+async def started_child(app, client) -> int:
+    """The pid of the app's (one, idle) decoder process, started by one large body."""
+    response = await client.post("/graphql", content=LARGE, headers=JSON)
+    assert response.json() == {"data": {"__typename": "Query"}}
+    (pid,) = app.state.runtime.body_decoder.pids("idle")
+    return pid
+
+
+async def until_busy(app, pid: int) -> None:
+    while pid not in app.state.runtime.body_decoder.pids("busy"):
+        await asyncio.sleep(0.01)
+
+
+def assert_retryable(response: httpx.Response) -> None:
+    assert response.status_code == 503, response.text
+    error = response.json()["errors"][0]
+    assert error["extensions"]["code"] == "SERVICE_UNAVAILABLE" and "body decoder process" in error["message"]
+    assert int(response.headers["retry-after"]) > 0
+
+
+def dead(pid: int) -> bool:
+    """Exited: gone, or a zombie not yet reaped (Linux /proc/<pid>/stat state Z or X)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.parametrize(
+    "death",
+    [
+        [signal.SIGKILL],  # killed (the kernel's OOM killer sends this)
+        [signal.SIGTERM, signal.SIGCONT],  # terminated
+        [signal.SIGSEGV, signal.SIGCONT],  # a crash in native code
+    ],
+    ids=["SIGKILL", "SIGTERM", "SIGSEGV"],
+)
+async def test_a_decoder_process_dying_mid_body_gives_a_retryable_503_and_is_replaced(served, death) -> None:
+    app, client = served
+    pid = await started_child(app, client)
+    os.kill(pid, signal.SIGSTOP)  # it takes the next body and sits on it
+    request = asyncio.create_task(client.post("/graphql", content=LARGE, headers=JSON))
+    await until_busy(app, pid)
+    for sig in death:
+        os.kill(pid, sig)
+    assert_retryable(await request)
+    assert dead(pid) and app.state.runtime.body_decoder.pids() == []
+    retried = await client.post("/graphql", content=LARGE, headers=JSON)
+    assert retried.json() == {"data": {"__typename": "Query"}}
+    assert app.state.runtime.body_decoder.pids() not in ([], [pid])
+
+
+def padded(body: bytes) -> bytes:
+    """The same JSON text with trailing whitespace, past the inline threshold."""
+    return body + b" " * (INLINE_BODY_BYTES + 10)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"query": "{ __typename }"}',
+        b'{"query": "{ __typename }", "variables": {"a": NaN}}',
+        b'{"query": "{ __typename }", "query": "{ x }"}',
+    ],
+    ids=["valid", "NaN", "duplicate member"],
+)
+async def test_a_hung_decoder_process_is_killed_at_the_timeout_and_replaced(served, body) -> None:
+    app, client = served
+    pid = await started_child(app, client)
+    os.kill(pid, signal.SIGSTOP)  # never continued: only the watchdog ends it
+    assert_retryable(await client.post("/graphql", content=padded(body), headers=JSON))
+    assert dead(pid)
+    expected = await client.post("/graphql", content=body, headers=JSON)  # small: decoded inline
+    retried = await client.post("/graphql", content=padded(body), headers=JSON)
+    assert (retried.status_code, retried.json()) == (expected.status_code, expected.json())
+    assert app.state.runtime.body_decoder.pids() not in ([], [pid])
+
+
+async def test_a_decoder_process_that_died_while_idle_is_replaced_without_an_error(served) -> None:
+    app, client = served
+    pid = await started_child(app, client)
+    os.kill(pid, signal.SIGKILL)
+    while not dead(pid):
+        await asyncio.sleep(0.01)
+    response = await client.post("/graphql", content=LARGE, headers=JSON)
+    assert response.json() == {"data": {"__typename": "Query"}}
+    assert app.state.runtime.body_decoder.pids() not in ([], [pid])
