@@ -64,8 +64,10 @@ class _Child:
     """One decoder process and its pipes."""
 
     def __init__(self) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_ROOT), env.get("PYTHONPATH")) if p)
+        # only what it needs to import the server's code: not the server's secrets
+        # (MONGODB_URI, ORETRACE_LOG_KEY, ...), which a decoder has no use for
+        path = os.pathsep.join(p for p in (str(_ROOT), os.environ.get("PYTHONPATH")) if p)
+        env = {"PYTHONPATH": path, "PATH": os.environ.get("PATH", os.defpath)}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "api.body_decoding"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=_ROOT,
