@@ -22,10 +22,15 @@ For each class C (keys `C.*`):
                      admitted ones may wait; 503 only after ORETRACE_LARGE_BODY_WAIT_SECONDS)
   C.status / C.code  HTTP status and first error code of that request (what the limits answer)
   C.healthz_p99_ms   /healthz latency p99 (and p50) probed back to back while 8 copies of the
-  C.healthz_p50_ms   request run at once, for `rounds` rounds (C.healthz_failures: probes
-                     answered 503, the database ping having waited more than 2 s)
+  C.healthz_p50_ms   request run at once, for `rounds` rounds, and more rounds (at most
+                     MAX_ROUNDS) until `--min-probes` probes were taken: a p99 of a handful
+                     of probes is their maximum (C.healthz_failures: probes answered 503,
+                     the database ping having waited more than 2 s; C.rounds: rounds run)
   C.wall_s_8         wall time of one round of 8 concurrent copies (median)
   targets.*          the issue's targets, and whether every class met them
+  switch_interval.*  with --switch-cost: a CPU-bound Python thread's work per second and the
+                     lateness of an event loop's 2 ms wake-ups, per switch interval (5, 1,
+                     0.5 ms), in this process: the two sides of ORETRACE_GIL_SWITCH_INTERVAL_SECONDS
 
 Classes: the largest fragment fan-out and the heaviest validation that fit the
 token limit; the costliest list nesting within the cost budget over a DAG
@@ -49,6 +54,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -200,7 +206,11 @@ async def sample_rss(pid: int, stop: asyncio.Event, rss: list[int]) -> None:
         await asyncio.sleep(0.005)
 
 
-async def bench_class(server: Server, request: dict[str, Any], rounds: int) -> dict[str, Any]:
+#: the most rounds of 8 a class runs to reach `--min-probes` probes
+MAX_ROUNDS = 40
+
+
+async def bench_class(server: Server, request: dict[str, Any], rounds: int, min_probes: int) -> dict[str, Any]:
     pid = server.process.pid
     rss0 = rss_kb(pid, "VmRSS")
     rss = [rss0]
@@ -226,7 +236,7 @@ async def bench_class(server: Server, request: dict[str, Any], rounds: int) -> d
             statuses: list[int] = []
             probe = asyncio.create_task(probe_healthz(prober, stop, samples, pid, rss, failures))
             sampler = asyncio.create_task(sample_rss(pid, stop, rss))
-            for _ in range(rounds):
+            while len(wall8) < rounds or (len(samples) < min_probes and len(wall8) < MAX_ROUNDS):
                 t = time.perf_counter()
                 statuses += [r.status_code for r in await asyncio.gather(*(send(client, request) for _ in range(8)))]
                 wall8.append(time.perf_counter() - t)
@@ -247,6 +257,7 @@ async def bench_class(server: Server, request: dict[str, Any], rounds: int) -> d
         "healthz_n": len(ms),
         "healthz_failures": len(failures),
         "wall_s_8": round(statistics.median(wall8), 3),
+        "rounds": len(wall8),
     }
 
 
@@ -300,6 +311,53 @@ async def bench_slow_headers(server: Server, connections: int) -> dict[str, Any]
     }
 
 
+def _python_work(stop: threading.Event, done: list[tuple[int, float]]) -> None:
+    """CPU-bound Python like result completion: build small dicts until `stop`; count
+    them, with this thread's CPU time (a loaded machine's other processes do not count)."""
+    n, cpu0 = 0, time.thread_time()
+    while not stop.is_set():
+        for i in range(1000):
+            {"id": f"lot_{i}", "owner": {"name": "trader"}, "parents": [i, i + 1]}
+        n += 1000
+    done.append((n, time.thread_time() - cpu0))
+
+
+async def switch_interval_cost(intervals: list[float], seconds: float = 1.0, repeats: int = 4) -> dict[str, Any]:
+    """Both sides of `sys.setswitchinterval`, in this process: one thread runs CPU-bound
+    Python (its work per CPU second: the heavy work's throughput) while this event loop wakes
+    every 2 ms (how late each wake-up is: what a probe waits for the GIL). Intervals
+    alternate `repeats` times; the medians are reported, and the ratio to the first interval."""
+    saved = sys.getswitchinterval()
+    runs: dict[float, list[tuple[float, float]]] = {i: [] for i in intervals}
+    try:
+        for r in range(repeats):
+            for interval in intervals if r % 2 == 0 else intervals[::-1]:
+                sys.setswitchinterval(interval)
+                stop, done, late = threading.Event(), [], []
+                worker = threading.Thread(target=_python_work, args=(stop, done))
+                t0 = time.perf_counter()
+                worker.start()
+                while time.perf_counter() - t0 < seconds:
+                    t = time.perf_counter()
+                    await asyncio.sleep(0.002)
+                    late.append(time.perf_counter() - t - 0.002)
+                stop.set()
+                worker.join()
+                count, cpu = done[0]
+                runs[interval].append((count / cpu, pct([x * 1000 for x in late], 0.99)))
+    finally:
+        sys.setswitchinterval(saved)
+    out: dict[str, Any] = {}
+    base = statistics.median(ops for ops, _ in runs[intervals[0]])
+    for interval, values in runs.items():
+        ops = statistics.median(v[0] for v in values)
+        key = f"switch_interval.{interval * 1000:g}ms"
+        out[f"{key}.worker_dicts_per_cpu_s"] = round(ops)
+        out[f"{key}.worker_throughput_ratio"] = round(ops / base, 3)
+        out[f"{key}.loop_wakeup_late_p99_ms"] = round(statistics.median(v[1] for v in values), 2)
+    return out
+
+
 def parse_variant(text: str) -> tuple[str, Path, dict[str, str]]:
     """`LABEL[@CODE][:VAR=VALUE,...]` -> (label, checkout to serve, environment overrides)."""
     head, _, overrides = text.partition(":")
@@ -347,6 +405,7 @@ COMPARED = ("healthz_p99_ms", "healthz_p50_ms", "cpu_s", "wall_s_8")
 
 async def run(args) -> dict[str, Any]:
     load_at_start = round(os.getloadavg()[0], 2)
+    switch_cost = await switch_interval_cost([0.005, 0.001, 0.0005]) if args.switch_cost else {}
     root = SigningKey.generate()
     account = CpuAccount()
     variants = [parse_variant(v) for v in args.variant] or [("default", ROOT, {})]
@@ -377,7 +436,7 @@ async def run(args) -> dict[str, Any]:
             order = servers[i % len(servers):] + servers[: i % len(servers)]
             for label, server, _ in order:
                 log(f"{label}: {name} ...")
-                for key, value in (await bench_class(server, plan[name], args.rounds)).items():
+                for key, value in (await bench_class(server, plan[name], args.rounds, args.min_probes)).items():
                     per_variant[label][f"{name}.{key}"] = value
         if not args.classes or "slow_headers" in args.classes:
             for label, server, _ in servers:
@@ -408,13 +467,14 @@ async def run(args) -> dict[str, Any]:
                 if label != first
             },
         }
+    results.update(switch_cost)
     results["machine.other_cores_busy_during_run"] = account.other_cores_busy()
     results["machine.python"] = platform.python_version()
     results["machine.cpus"] = os.cpu_count()
     results["machine.loadavg_1m_at_start"] = load_at_start
     results["machine.loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
     results["machine.when"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-    results["config"] = {"rounds": args.rounds, "limits": LIMITS.model_dump(),
+    results["config"] = {"rounds": args.rounds, "min_probes": args.min_probes, "limits": LIMITS.model_dump(),
                          "server": "1 uvicorn worker, embedded SecantusDB child process, default settings"}  # fmt: skip
     return results
 
@@ -429,6 +489,9 @@ def main() -> None:
         "overrides; several variants run in one process, taking turns class by class, and the results "
         "give each one's figures and their ratios to the first one's",
     )  # fmt: skip
+    parser.add_argument("--switch-cost", action="store_true",
+                        help="first measure what a smaller sys.setswitchinterval costs a CPU-bound thread (in this process)")
+    parser.add_argument("--min-probes", type=int, default=100, help="/healthz probes per class at least (more rounds)")
     parser.add_argument("--classes", type=lambda s: s.split(","), default=None, help="comma-separated classes (default: all)")
     args = parser.parse_args()
     args.rounds = 2 if args.quick else 5
