@@ -491,11 +491,16 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--switch-cost", action="store_true",
                         help="first measure what a smaller sys.setswitchinterval costs a CPU-bound thread (in this process)")
+    parser.add_argument("--switch-cost-only", action="store_true", help="only that measurement (no server)")
     parser.add_argument("--min-probes", type=int, default=100, help="/healthz probes per class at least (more rounds)")
     parser.add_argument("--classes", type=lambda s: s.split(","), default=None, help="comma-separated classes (default: all)")
     args = parser.parse_args()
     args.rounds = 2 if args.quick else 5
-    results = asyncio.run(run(args))
+    if args.switch_cost_only:
+        results = asyncio.run(switch_interval_cost([0.005, 0.001, 0.0005]))
+        results["machine.loadavg_1m"] = round(os.getloadavg()[0], 2)
+    else:
+        results = asyncio.run(run(args))
     text = json.dumps(results, indent=2, sort_keys=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
