@@ -28,8 +28,9 @@ A child that dies while decoding (killed, out of memory) or takes longer than
 write to a child that stopped reading) is replaced by a fresh one at the next
 body, and the body it held gets `BodyDecoderUnavailable`, which the server
 answers as SERVICE_UNAVAILABLE (503 + Retry-After: retrying is safe, nothing
-was done). A child is an idle `python` with `ledger.encoding` loaded (~12 MB
-RSS); it exits when its stdin closes, hence also when the server dies.
+was done), as does a child that cannot be started (OSError). A child is a
+`python` with `ledger.encoding` loaded; it exits when its stdin closes, hence
+also when the server dies.
 """
 
 from __future__ import annotations
@@ -146,7 +147,11 @@ class BodyDecoder:
         return await asyncio.get_running_loop().run_in_executor(self._threads, self._decode, body)
 
     def _decode(self, body: bytes) -> Outcome:
-        child = self._take()
+        try:
+            child = self._take()
+        except OSError as exc:  # no process could be started (process or memory limits)
+            log.warning("could not start a body decoder process: %s", exc)
+            raise BodyDecoderUnavailable("no body decoder process could be started") from None
         try:
             outcome = child.exchange(body, self.timeout)
         except BodyDecoderUnavailable:

@@ -8,6 +8,7 @@ waits for it (the busy list says when)."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ import signal
 import httpx
 import pytest
 
+from api import body_decoding
 from api.app import INLINE_BODY_BYTES, create_app
 from api.body_decoding import BodyDecoder
 from api.settings import Limits
@@ -179,3 +181,19 @@ async def test_a_decoder_process_that_died_while_idle_is_replaced_without_an_err
     response = await client.post("/graphql", content=LARGE, headers=JSON)
     assert response.json() == {"data": {"__typename": "Query"}}
     assert app.state.runtime.body_decoder.pids() not in ([], [pid])
+
+
+@pytest.mark.parametrize("error", [errno.EAGAIN, errno.ENOMEM, errno.EMFILE], ids=errno.errorcode.get)
+async def test_a_decoder_process_that_cannot_start_gives_a_retryable_503(served, monkeypatch, error) -> None:
+    app, client = served
+
+    def cannot_start():
+        raise OSError(error, os.strerror(error))  # what Popen raises at a process, memory or file limit
+
+    with monkeypatch.context() as patched:
+        patched.setattr(body_decoding, "_Child", cannot_start)
+        response = await client.post("/graphql", content=LARGE, headers=JSON)
+    assert response.status_code == 503 and response.json()["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
+    assert "could be started" in response.json()["errors"][0]["message"] and int(response.headers["retry-after"]) > 0
+    assert app.state.runtime.body_decoder.pids() == []
+    assert (await client.post("/graphql", content=LARGE, headers=JSON)).json() == {"data": {"__typename": "Query"}}
