@@ -101,8 +101,10 @@ async def started_child(app, client) -> int:
     return pid
 
 
-async def until_busy(app, pid: int) -> None:
+async def until_busy(app, pid: int, request: asyncio.Task) -> None:
+    """Until the child `pid` holds the request's body (the request cannot end before: the child is stopped)."""
     while pid not in app.state.runtime.body_decoder.pids("busy"):
+        assert not request.done(), (await request).text
         await asyncio.sleep(0.01)
 
 
@@ -136,7 +138,7 @@ async def test_a_decoder_process_dying_mid_body_gives_a_retryable_503_and_is_rep
     pid = await started_child(app, client)
     os.kill(pid, signal.SIGSTOP)  # it takes the next body and sits on it
     request = asyncio.create_task(client.post("/graphql", content=LARGE, headers=JSON))
-    await until_busy(app, pid)
+    await until_busy(app, pid, request)
     for sig in death:
         os.kill(pid, sig)
     assert_retryable(await request)
