@@ -100,13 +100,22 @@ class _Child:
             answer = _read_exactly(self.process.stdout, length)
         except (OSError, ValueError, EOFError) as exc:  # a closed pipe: the child is gone
             why = f"took longer than {timeout:g} s" if self.killed else "died"
-            self.kill()  # whatever happened (it may be stopped, not dead), and reap it
-            self.process.wait()
+            self.discard()
             log.warning("body decoder process %s %s (%s): replacing it", self.pid, why, type(exc).__name__)
             raise BodyDecoderUnavailable(f"the body decoder process {why}") from None
         finally:
             watchdog.cancel()
         return pickle.loads(answer)
+
+    def discard(self) -> None:
+        """Kill the child (it may be stopped, not dead), reap it and close both pipes."""
+        self.kill()
+        self.process.wait()
+        for pipe in (self.process.stdin, self.process.stdout):
+            try:
+                pipe.close()  # closes the descriptor even when flushing fails
+            except OSError:  # bytes of a body left unwritten to a child that is gone
+                pass
 
     def close(self, timeout: float = 5.0) -> None:
         try:
@@ -209,9 +218,13 @@ def main() -> None:
         del body
         answer = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
         del outcome
-        answers.write(_LENGTH.pack(len(answer)))
-        answers.write(answer)
-        answers.flush()
+        try:
+            answers.write(_LENGTH.pack(len(answer)))
+            answers.write(answer)
+            answers.flush()
+        except BrokenPipeError:  # the server is gone (killed while this body was decoded)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), answers.fileno())  # nothing left to flush at exit
+            return
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@
 | ORETRACE_RATE_LIMIT_BURST    | 100               | requests a client may send at once                   |
 | ORETRACE_LARGE_BODY_MEMORY_MB | 64               | memory for bodies > 64 KiB in flight: budget / (30 x max body) requests at once (2) |
 | ORETRACE_LARGE_BODY_WAIT_SECONDS | 10            | a large body waits this long for its turn, then 503  |
-| ORETRACE_BODY_DECODE_TIMEOUT_SECONDS | 10        | a large body's decoder process answers within this (else killed, replaced, 503) |
+| ORETRACE_BODY_DECODE_TIMEOUT_SECONDS | 10        | a large body's decoder process answers within this (else killed, replaced, 503); at most 600 |
 | ORETRACE_VERIFY_MODE         | thread            | proof verification in worker `thread`s or `process`es |
 | ORETRACE_VERIFY_WORKERS      | CPU count         | verification workers                                 |
 | ORETRACE_LOG_KEY             | <data_dir>/log-key.hex | hex Ed25519 seed of the log's checkpoint key    |
@@ -125,8 +125,9 @@ class Limits(BaseModel):
     #: or 408: a client trickling it would otherwise hold a slot for the whole body timeout
     large_body_min_bytes_per_second: int = Field(default=64 * 1024, gt=0)
     #: a large body's decoder process (api.body_decoding) must answer within this; a child
-    #: that does not is killed and replaced, and the request answers 503 + Retry-After
-    body_decode_timeout_seconds: float = Field(default=10.0, gt=0)
+    #: that does not is killed and replaced, and the request answers 503 + Retry-After;
+    #: bounded (a watchdog timer cannot wait `inf` seconds: it would never fire)
+    body_decode_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
 
     @property
     def large_body_slots(self) -> int:

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import json
 import os
 import signal
+import subprocess
+import sys
+import warnings
 
 import httpx
 import pytest
@@ -19,7 +23,7 @@ import pytest
 from api import body_decoding
 from api.app import INLINE_BODY_BYTES, create_app
 from api.body_decoding import BodyDecoder
-from api.settings import Limits
+from api.settings import Limits, Settings, SettingsError
 from ledger.encoding import StrictJSONError, loads_strict
 
 JSON = {"content-type": "application/json"}
@@ -199,3 +203,62 @@ async def test_a_decoder_process_that_cannot_start_gives_a_retryable_503(served,
     assert "could be started" in response.json()["errors"][0]["message"] and int(response.headers["retry-after"]) > 0
     assert app.state.runtime.body_decoder.pids() == []
     assert (await client.post("/graphql", content=LARGE, headers=JSON)).json() == {"data": {"__typename": "Query"}}
+
+
+# --------------------------------------------------------------------------- leftovers of a lost child
+
+
+def stopped_then(ending: str, decoder: BodyDecoder) -> None:
+    """Stop `decoder`'s idle child (it takes the next body and sits on it); `ending`: who ends it."""
+    (pid,) = decoder.pids("idle")
+    os.kill(pid, signal.SIGSTOP)
+    if ending == "killed":
+        async def kill_when_busy() -> None:
+            while pid not in decoder.pids("busy"):
+                await asyncio.sleep(0.01)
+            os.kill(pid, signal.SIGKILL)
+
+        return asyncio.ensure_future(kill_when_busy())
+    return None  # "timeout": the watchdog kills it
+
+
+@pytest.mark.parametrize("ending", ["killed", "timeout"])
+async def test_a_lost_decoder_process_leaves_no_pipe_open(ending) -> None:
+    decoder = BodyDecoder(processes=1, timeout=1.0)
+    try:
+        assert await decoder.decode(b"{}") == ("ok", {})
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for body in (b"[" + b"1," * 100_000 + b"1]", b'{"a": 1}'):
+                killer = stopped_then(ending, decoder)
+                with pytest.raises(body_decoding.BodyDecoderUnavailable):
+                    await decoder.decode(body)
+                if killer is not None:
+                    await killer
+                assert await decoder.decode(body) == in_process(body)  # replaced
+            gc.collect()
+        unclosed = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+        assert unclosed == []
+    finally:
+        await decoder.close()
+
+
+@pytest.mark.parametrize("body", [b'{"a": [1, 2]}', b'{"a": 1, "a": 2}', b"[" * 100 + b"]" * 100])
+def test_a_decoder_process_whose_server_is_gone_exits_without_a_traceback(body) -> None:
+    """The server died while the child decoded (its answer meets a closed pipe): it exits quietly."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "api.body_decoding"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    child.stdout.close()  # the server's end of the answers, gone
+    child.stdin.write(len(body).to_bytes(8, "big") + body)
+    child.stdin.close()
+    assert child.wait(60) == 0
+    assert child.stderr.read() == b""
+    child.stderr.close()
+
+
+@pytest.mark.parametrize("value", ["inf", "601", "1e9", "0", "nan"])
+def test_an_unbounded_decode_timeout_is_refused_at_startup(value) -> None:
+    with pytest.raises(SettingsError, match="body_decode_timeout_seconds"):
+        Settings.from_env({"ORETRACE_BODY_DECODE_TIMEOUT_SECONDS": value, "ORETRACE_ROOT_PUBLIC_KEY": "ab" * 32})
