@@ -36,7 +36,8 @@ Classes: the largest fragment fan-out and the heaviest validation that fit the
 token limit; the costliest list nesting within the cost budget over a DAG
 where every lot has 32 parents (the protocol's maximum); 100 attestations of
 one site, nested; a 1,000-lot provenance; `_entities` at its cap; 1 MiB bodies
-nested past the limit or holding huge integers; an id of 1 MiB; and 30
+nested past the limit or holding huge integers; accepted 1 MiB bodies of small
+values and of small containers (`[[[[]]]], ...`); an id of 1 MiB; and 30
 connections trickling their headers. Data is written through
 `Store.apply_effects` with synthetic commitments (the read path ignores
 proofs), as bench/api.py does.
@@ -139,6 +140,11 @@ def requests(fan_roots: list[str], dag_root: str, cap: int) -> dict[str, dict[st
     while len(json.dumps({f"v{i}": [i, "x" * 8] for i in range(count)})) > body_limit - 200:
         count -= 1000
     big_variables = {f"v{i}": [i, "x" * 8] for i in range(count)}  # just under the body limit
+    # about the most containers a body can hold (4 lists in 13 bytes as json.dumps writes them):
+    # the costliest accepted value for the server to rebuild from its decoder process
+    containers = body_limit // 10
+    while len(json.dumps({"query": "{ __typename }", "variables": {"x": [[[[[]]]]] * containers}})) > body_limit - 200:
+        containers -= 1000
     return {
         "fanout_diamond": gql(diamond_fan_out(95)),
         "validation_same_name": gql("{ " + " ".join(["__typename"] * (LIMITS.max_tokens - 10)) + " }"),
@@ -159,6 +165,7 @@ def requests(fan_roots: list[str], dag_root: str, cap: int) -> dict[str, dict[st
         "body_nested_1mib": {"body": deep_array(body_limit // 2)},
         "body_huge_integers": {"body": b'{"query": "{ __typename }", "variables": {"x": [' + b",".join([b"9" * 5000] * (body_limit // 5002 - 1)) + b"]}}"},
         "body_1mib_accepted_variables": gql("{ __typename }", big_variables),
+        "body_1mib_accepted_containers": gql("{ __typename }", {"x": [[[[[]]]]] * containers}),
         "id_1mib": gql("query($x: ID!) { lot(id: $x) { id } }", {"x": "l" * (body_limit - 200)}),
     }
 

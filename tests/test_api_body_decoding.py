@@ -11,6 +11,7 @@ import asyncio
 import errno
 import gc
 import json
+import linecache
 import os
 import signal
 import subprocess
@@ -262,3 +263,51 @@ def test_a_decoder_process_whose_server_is_gone_exits_without_a_traceback(body) 
 def test_an_unbounded_decode_timeout_is_refused_at_startup(value) -> None:
     with pytest.raises(SettingsError, match="body_decode_timeout_seconds"):
         Settings.from_env({"ORETRACE_BODY_DECODE_TIMEOUT_SECONDS": value, "ORETRACE_ROOT_PUBLIC_KEY": "ab" * 32})
+
+
+# --------------------------------------------------------------------------- rebuilding the value in the server
+
+CONTAINER_BODIES = {
+    "nested empty lists": b"[" + b",".join([b"[[[[]]]]"] * 40_000) + b"]",
+    "empty objects": b"[" + b",".join([b"{}"] * 100_000) + b"]",
+    "objects of lists": b"{" + b",".join(b'"k%d": [[1], {"a": []}]' % i for i in range(20_000)) + b"}",
+}
+
+
+@pytest.mark.parametrize("name", CONTAINER_BODIES)
+async def test_no_cyclic_collection_runs_while_the_server_rebuilds_a_decoded_body(decoder, name) -> None:
+    """Each collection the unpickling's allocations would trigger holds the GIL (and so the
+    event loop) inside that one C call; none runs there, and the collector is on afterwards."""
+    during_rebuild: list[int] = []
+
+    def seen(phase: str, info: dict) -> None:
+        caller = sys._getframe(1)  # the Python frame whose C call allocated
+        if phase == "start" and caller.f_code.co_filename == body_decoding.__file__:
+            if "pickle.loads(" in linecache.getline(caller.f_code.co_filename, caller.f_lineno):
+                during_rebuild.append(info["generation"])
+
+    gc.callbacks.append(seen)
+    try:
+        body = CONTAINER_BODIES[name]
+        assert await decoder.decode(body) == in_process(body)
+    finally:
+        gc.callbacks.remove(seen)
+    assert during_rebuild == [] and gc.isenabled()
+
+
+def test_the_collector_pause_ends_with_the_last_thread_and_keeps_a_disabled_collector_off() -> None:
+    paused = body_decoding._cyclic_gc_paused
+    first, second = paused(), paused()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert not gc.isenabled()  # the second is still rebuilding
+    second.__exit__(None, None, None)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with paused():
+            pass
+        assert not gc.isenabled()  # an application that turned it off keeps it off
+    finally:
+        gc.enable()
