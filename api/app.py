@@ -23,7 +23,6 @@ import logging
 import os
 import signal
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -51,6 +50,7 @@ from resolvers.errors import is_unexpected, mask
 from resolvers.schema import build_schema
 
 from . import translog
+from .body_decoding import BodyDecoder, BodyDecoderUnavailable
 from .embedded import EmbeddedDatabase, EmbeddedDatabaseError
 from .heavy_queries import QueryWorker
 from .rate_limit import RateLimit
@@ -136,15 +136,12 @@ def request_error_code(message: str) -> str:
 # --------------------------------------------------------------------------- body size limit
 
 
-#: POST bodies larger than this are decoded on a worker thread, off the event loop,
-#: and admitted a few at a time (BodyLimits).
+#: POST bodies larger than this are decoded in a child process (api.body_decoding),
+#: off the event loop and its GIL, and admitted a few at a time (BodyLimits).
 INLINE_BODY_BYTES = 64 * 1024
 #: Seconds an admitted large body may lag behind BodyLimits' minimum rate (a client's
 #: connection warming up), after which it must keep up with that rate.
 LARGE_BODY_GRACE_SECONDS = 2.0
-#: The thread large bodies are decoded on: one, so that decoding competes with the
-#: event loop for the GIL as one thread, however many large bodies are admitted.
-BODY_DECODER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="oretrace-body-decoder")
 
 
 class BodyLimits:
@@ -347,6 +344,13 @@ class Runtime:
     readiness: ReadinessCheck | None = None
     #: where heavy queries execute (api.heavy_queries); its thread starts at the first one
     query_worker: QueryWorker | None = None
+    #: where large bodies are decoded (api.body_decoding): one child process per large-body
+    #: slot, each started at the first large body it gets
+    body_decoder: BodyDecoder = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        limits = self.settings.limits
+        self.body_decoder = BodyDecoder(limits.large_body_slots, limits.body_decode_timeout_seconds)
 
     def attach(self, store: Store, *, owned: bool) -> None:
         self.store = store
@@ -443,6 +447,7 @@ class Runtime:
             await self.readiness.close()
         if self.query_worker is not None:
             await self.query_worker.close()
+        await self.body_decoder.close()
         if self.ingestion is not None:
             await asyncio.to_thread(self.ingestion.close)
         if self.store is not None and self.owns_store:
@@ -604,7 +609,7 @@ class GraphQLView(GraphQL):
         `extensions` of a GET) through the one I-JSON reader: a 400 naming the
         fault for bad UTF-8, duplicate member names, lone surrogates, NaN,
         over-long integers or nesting deeper than 64 (never a RecursionError).
-        A large body arrives here already decoded on a worker thread (`run`)."""
+        A large body arrives here already decoded in a child process (`run`)."""
         decoded = _DECODED_BODY.get()
         if decoded is not None and decoded[0] is data:
             value, error = decoded[1]
@@ -616,24 +621,39 @@ class GraphQLView(GraphQL):
             return value
         return self._decode(data)
 
-    @staticmethod
-    def _decode(data: str | bytes) -> object:
+    @classmethod
+    def _decode(cls, data: str | bytes) -> object:
         try:
             value = loads_strict(data)
         except StrictJSONError as exc:
-            raise HTTPException(400, f"the request is not valid I-JSON (RFC 7493): {str(exc)[:200]}") from None
+            raise cls._not_i_json(str(exc)) from None
+        return cls._request_object(value)
+
+    @staticmethod
+    def _not_i_json(reason: str) -> HTTPException:
+        return HTTPException(400, f"the request is not valid I-JSON (RFC 7493): {reason[:200]}")
+
+    @staticmethod
+    def _request_object(value: object) -> object:
         if value is None:
             return {}  # `null`: no query (400 below) for a body, no variables for a GET parameter
         if not isinstance(value, dict):
             raise HTTPException(400, "expected a JSON object ({query, variables, operationName, extensions})")
         return value
 
-    @classmethod
-    def _decode_outcome(cls, data: bytes) -> tuple[object, HTTPException | None]:
+    async def _decode_large(self, data: bytes) -> tuple[object, HTTPException | None]:
+        """(`_decode(data)`, None) or (None, its HTTPException), decoded in a child process
+        (api.body_decoding); a child that died or hung gives a 503 (retry)."""
         try:
-            return cls._decode(data), None
+            status, result = await self.runtime.body_decoder.decode(data)
+        except BodyDecoderUnavailable as exc:
+            return None, HTTPException(503, f"{exc}; retry later")
+        try:
+            if status == "invalid":
+                raise self._not_i_json(result)
+            return self._request_object(result), None
         except HTTPException as exc:
-            return None, exc.with_traceback(None)  # not the decoder's frames (they hold the body's text)
+            return None, exc.with_traceback(None)  # not this frame (it holds the decoded body)
 
     async def run(self, request, context=UNSET, root_value=UNSET):  # type: ignore[override]
         if not self.should_render_graphql_ide(self.request_adapter_class(request)):
@@ -647,8 +667,7 @@ class GraphQLView(GraphQL):
         if request.method == "POST":
             body = await request.body()  # already buffered by BodyLimits
             if len(body) > INLINE_BODY_BYTES:  # decoding and I-JSON checks: up to ~0.2 s of CPU per MiB
-                loop = asyncio.get_running_loop()
-                decoded = _DECODED_BODY.set((body, await loop.run_in_executor(BODY_DECODER, self._decode_outcome, body)))
+                decoded = _DECODED_BODY.set((body, await self._decode_large(body)))
         try:
             return await super().run(request, context, root_value)
         finally:

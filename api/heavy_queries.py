@@ -26,9 +26,10 @@ with 8 of them in flight, /healthz p99 was 0.4-0.8 s (docs/performance.md,
   through the same extensions (masking, typing of database faults) on the
   main loop; the JSON of a large answer is encoded on the worker too;
 * the worker's CPU still needs Python's GIL, but a thread holding it gives
-  it up every switch interval (`sys.getswitchinterval()`, 5 ms) when
-  another thread waits for it, so the main loop runs at least every few
-  milliseconds instead of after a whole result's completion. One worker
+  it up every switch interval (`sys.getswitchinterval()`: 1 ms in a server,
+  `Settings.gil_switch_interval_seconds`, set by `api.server.serve`) when
+  another thread waits for it, so the main loop runs at least every
+  millisecond or so instead of after a whole result's completion. One worker
   thread, not one per operation: every extra runnable thread lengthens the
   main loop's wait for the GIL;
 * mutations never come here (they stay on the main path, where the

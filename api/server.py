@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,10 @@ def serve(
         database=database,
     )
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # process-wide, hence here (the process's entry point) and not in create_app: the
+    # event loop waits at most this long for the GIL held by the heavy-query thread
+    # (docs/operations.md, "Keeping the event loop free")
+    sys.setswitchinterval(settings.gil_switch_interval_seconds)
     config = make_config(settings, host, port, log_level=log_level, **uvicorn_options)
     uvicorn.Server(config).run()
 

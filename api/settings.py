@@ -27,6 +27,7 @@
 | ORETRACE_RATE_LIMIT_BURST    | 100               | requests a client may send at once                   |
 | ORETRACE_LARGE_BODY_MEMORY_MB | 64               | memory for bodies > 64 KiB in flight: budget / (30 x max body) requests at once (2) |
 | ORETRACE_LARGE_BODY_WAIT_SECONDS | 10            | a large body waits this long for its turn, then 503  |
+| ORETRACE_BODY_DECODE_TIMEOUT_SECONDS | 10        | a large body's decoder process answers within this (else killed, replaced, 503); at most 600 |
 | ORETRACE_VERIFY_MODE         | thread            | proof verification in worker `thread`s or `process`es |
 | ORETRACE_VERIFY_WORKERS      | CPU count         | verification workers                                 |
 | ORETRACE_VERIFY_MAX_BATCH    | 8                 | most publications verified together in one MSM (1..64) |
@@ -41,6 +42,7 @@
 | ORETRACE_MAX_ANCESTRY_LOTS   | 10000             | lots any ancestry walk may collect                   |
 | ORETRACE_READINESS_INTERVAL_SECONDS | 1          | /readyz: a new database check at most this often (answers from a check <= this + 2 s old) |
 | ORETRACE_EMBEDDED_STARTUP_TIMEOUT_SECONDS | 120  | the embedded database must answer within this after each (re)start (41 s measured on a 10^6-event ledger) |
+| ORETRACE_GIL_SWITCH_INTERVAL_SECONDS | 0.001     | `sys.setswitchinterval` of the server process (`serve`): how long a thread holding Python's GIL keeps it while the event loop waits |
 
 `pydantic-settings` is not a dependency; `Settings.from_env()` does the same
 job with plain pydantic validation (clear errors on bad values).
@@ -79,6 +81,7 @@ _ENV_LIMITS = {
     "large_body_memory_mb": "ORETRACE_LARGE_BODY_MEMORY_MB",
     "large_body_wait_seconds": "ORETRACE_LARGE_BODY_WAIT_SECONDS",
     "large_body_min_bytes_per_second": "ORETRACE_LARGE_BODY_MIN_BYTES_PER_SECOND",
+    "body_decode_timeout_seconds": "ORETRACE_BODY_DECODE_TIMEOUT_SECONDS",
 }
 
 #: Peak memory of one request per byte of its body, for bodies of small JSON values
@@ -123,6 +126,10 @@ class Limits(BaseModel):
     #: an admitted large body must keep arriving at this average rate (after a 2 s grace),
     #: or 408: a client trickling it would otherwise hold a slot for the whole body timeout
     large_body_min_bytes_per_second: int = Field(default=64 * 1024, gt=0)
+    #: a large body's decoder process (api.body_decoding) must answer within this; a child
+    #: that does not is killed and replaced, and the request answers 503 + Retry-After;
+    #: bounded (a watchdog timer cannot wait `inf` seconds: it would never fire)
+    body_decode_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
 
     @property
     def large_body_slots(self) -> int:
@@ -170,6 +177,10 @@ class Settings(BaseModel):
     #: /readyz starts a new database check when the latest started longer ago than
     #: this, and answers from the latest completed one meanwhile (api.readiness)
     readiness_interval_seconds: float = Field(default=1.0, ge=0, le=60)
+    #: `sys.setswitchinterval` of a server process (api.server.serve): a thread holding
+    #: Python's GIL (heavy-query completion, a large body's unpickling) hands it to the waiting event
+    #: loop after at most this long; CPython's default is 0.005 (docs/performance.md)
+    gil_switch_interval_seconds: float = Field(default=0.001, ge=0.0001, le=0.1)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -197,6 +208,7 @@ class Settings(BaseModel):
             ("max_ancestry_lots", "ORETRACE_MAX_ANCESTRY_LOTS"),
             ("readiness_interval_seconds", "ORETRACE_READINESS_INTERVAL_SECONDS"),
             ("embedded_startup_timeout", "ORETRACE_EMBEDDED_STARTUP_TIMEOUT_SECONDS"),
+            ("gil_switch_interval_seconds", "ORETRACE_GIL_SWITCH_INTERVAL_SECONDS"),
         ):
             if env.get(var):
                 values[key] = env[var]

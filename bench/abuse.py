@@ -4,6 +4,8 @@ limits still allow, and /healthz latency while 8 such requests run at once.
 
     python bench/abuse.py --json bench/results/abuse.json          # ~2-4 min
     python bench/abuse.py --quick --json bench/results/abuse.json  # fewer rounds
+    python bench/abuse.py --quick --variant main@/work/main --variant probe \
+        --classes entities_at_cap,cost_lots_parents_parents             # side by side
 
 A real server process (`python -m api.server`, one uvicorn worker, embedded
 SecantusDB child) on 127.0.0.1, default settings; this process is the client.
@@ -20,16 +22,22 @@ For each class C (keys `C.*`):
                      admitted ones may wait; 503 only after ORETRACE_LARGE_BODY_WAIT_SECONDS)
   C.status / C.code  HTTP status and first error code of that request (what the limits answer)
   C.healthz_p99_ms   /healthz latency p99 (and p50) probed back to back while 8 copies of the
-  C.healthz_p50_ms   request run at once, for `rounds` rounds (C.healthz_failures: probes
-                     answered 503, the database ping having waited more than 2 s)
+  C.healthz_p50_ms   request run at once, for `rounds` rounds, and more rounds (at most
+                     MAX_ROUNDS) until `--min-probes` probes were taken: a p99 of a handful
+                     of probes is their maximum (C.healthz_failures: probes answered 503,
+                     the database ping having waited more than 2 s; C.rounds: rounds run)
   C.wall_s_8         wall time of one round of 8 concurrent copies (median)
   targets.*          the issue's targets, and whether every class met them
+  switch_interval.*  with --switch-cost: a CPU-bound Python thread's work per second and the
+                     lateness of an event loop's 2 ms wake-ups, per switch interval (5, 1,
+                     0.5 ms), in this process: the two sides of ORETRACE_GIL_SWITCH_INTERVAL_SECONDS
 
 Classes: the largest fragment fan-out and the heaviest validation that fit the
 token limit; the costliest list nesting within the cost budget over a DAG
 where every lot has 32 parents (the protocol's maximum); 100 attestations of
 one site, nested; a 1,000-lot provenance; `_entities` at its cap; 1 MiB bodies
-nested past the limit or holding huge integers; an id of 1 MiB; and 30
+nested past the limit or holding huge integers; accepted 1 MiB bodies of small
+values and of small containers (`[[[[]]]], ...`); an id of 1 MiB; and 30
 connections trickling their headers. Data is written through
 `Store.apply_effects` with synthetic commitments (the read path ignores
 proofs), as bench/api.py does.
@@ -47,6 +55,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -131,6 +140,11 @@ def requests(fan_roots: list[str], dag_root: str, cap: int) -> dict[str, dict[st
     while len(json.dumps({f"v{i}": [i, "x" * 8] for i in range(count)})) > body_limit - 200:
         count -= 1000
     big_variables = {f"v{i}": [i, "x" * 8] for i in range(count)}  # just under the body limit
+    # about the most containers a body can hold (4 lists in 13 bytes as json.dumps writes them):
+    # the costliest accepted value for the server to rebuild from its decoder process
+    containers = body_limit // 10
+    while len(json.dumps({"query": "{ __typename }", "variables": {"x": [[[[[]]]]] * containers}})) > body_limit - 200:
+        containers -= 1000
     return {
         "fanout_diamond": gql(diamond_fan_out(95)),
         "validation_same_name": gql("{ " + " ".join(["__typename"] * (LIMITS.max_tokens - 10)) + " }"),
@@ -151,6 +165,7 @@ def requests(fan_roots: list[str], dag_root: str, cap: int) -> dict[str, dict[st
         "body_nested_1mib": {"body": deep_array(body_limit // 2)},
         "body_huge_integers": {"body": b'{"query": "{ __typename }", "variables": {"x": [' + b",".join([b"9" * 5000] * (body_limit // 5002 - 1)) + b"]}}"},
         "body_1mib_accepted_variables": gql("{ __typename }", big_variables),
+        "body_1mib_accepted_containers": gql("{ __typename }", {"x": [[[[[]]]]] * containers}),
         "id_1mib": gql("query($x: ID!) { lot(id: $x) { id } }", {"x": "l" * (body_limit - 200)}),
     }
 
@@ -198,7 +213,11 @@ async def sample_rss(pid: int, stop: asyncio.Event, rss: list[int]) -> None:
         await asyncio.sleep(0.005)
 
 
-async def bench_class(server: Server, request: dict[str, Any], rounds: int) -> dict[str, Any]:
+#: the most rounds of 8 a class runs to reach `--min-probes` probes
+MAX_ROUNDS = 40
+
+
+async def bench_class(server: Server, request: dict[str, Any], rounds: int, min_probes: int) -> dict[str, Any]:
     pid = server.process.pid
     rss0 = rss_kb(pid, "VmRSS")
     rss = [rss0]
@@ -224,7 +243,7 @@ async def bench_class(server: Server, request: dict[str, Any], rounds: int) -> d
             statuses: list[int] = []
             probe = asyncio.create_task(probe_healthz(prober, stop, samples, pid, rss, failures))
             sampler = asyncio.create_task(sample_rss(pid, stop, rss))
-            for _ in range(rounds):
+            while len(wall8) < rounds or (len(samples) < min_probes and len(wall8) < MAX_ROUNDS):
                 t = time.perf_counter()
                 statuses += [r.status_code for r in await asyncio.gather(*(send(client, request) for _ in range(8)))]
                 wall8.append(time.perf_counter() - t)
@@ -245,6 +264,7 @@ async def bench_class(server: Server, request: dict[str, Any], rounds: int) -> d
         "healthz_n": len(ms),
         "healthz_failures": len(failures),
         "wall_s_8": round(statistics.median(wall8), 3),
+        "rounds": len(wall8),
     }
 
 
@@ -298,36 +318,78 @@ async def bench_slow_headers(server: Server, connections: int) -> dict[str, Any]
     }
 
 
-async def run(args) -> dict[str, Any]:
-    results: dict[str, Any] = {}
-    load_at_start = round(os.getloadavg()[0], 2)
-    root = SigningKey.generate()
-    account = CpuAccount()
-    pub = Publisher(root)
-    data_dir = Path(tempfile.mkdtemp(prefix="oretrace-bench-abuse-"))
-    server = Server(data_dir, root, "thread")
-    log(f"server pid {server.process.pid} on {server.url}")
-    store = await Store.connect(server.db_uri, "oretrace")
-    try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
-            await setup(client, pub)
-        fan_roots = await insert_fan_dag(store, pub, width=64, fan=32)
-        await insert_attestations(store, pub, "bench-site", 100)
-        dag_root = await insert_dag(store, pub, levels=10, width=100, prefix="p")
-        for name, request in requests(fan_roots, dag_root, LIMITS.max_entities).items():
-            log(f"{name} ...")
-            for key, value in (await bench_class(server, request, args.rounds)).items():
-                results[f"{name}.{key}"] = value
-        log("slow_headers ...")
-        for key, value in (await bench_slow_headers(server, 30)).items():
-            results[f"slow_headers.{key}"] = value
-    finally:
-        await store.close()
-        server.stop(account)
-        shutil.rmtree(data_dir, ignore_errors=True)
+def _python_work(stop: threading.Event, done: list[tuple[int, float]]) -> None:
+    """CPU-bound Python like result completion: build small dicts until `stop`; count
+    them, with this thread's CPU time (a loaded machine's other processes do not count)."""
+    n, cpu0 = 0, time.thread_time()
+    while not stop.is_set():
+        for i in range(1000):
+            {"id": f"lot_{i}", "owner": {"name": "trader"}, "parents": [i, i + 1]}
+        n += 1000
+    done.append((n, time.thread_time() - cpu0))
 
+
+async def switch_interval_cost(intervals: list[float], seconds: float = 1.0, repeats: int = 4) -> dict[str, Any]:
+    """Both sides of `sys.setswitchinterval`, in this process: one thread runs CPU-bound
+    Python (its work per CPU second: the heavy work's throughput) while this event loop wakes
+    every 2 ms (how late each wake-up is: what a probe waits for the GIL). Intervals
+    alternate `repeats` times; the medians are reported, and the ratio to the first interval."""
+    saved = sys.getswitchinterval()
+    runs: dict[float, list[tuple[float, float]]] = {i: [] for i in intervals}
+    try:
+        for r in range(repeats):
+            for interval in intervals if r % 2 == 0 else intervals[::-1]:
+                sys.setswitchinterval(interval)
+                stop, done, late = threading.Event(), [], []
+                worker = threading.Thread(target=_python_work, args=(stop, done))
+                t0 = time.perf_counter()
+                worker.start()
+                while time.perf_counter() - t0 < seconds:
+                    t = time.perf_counter()
+                    await asyncio.sleep(0.002)
+                    late.append(time.perf_counter() - t - 0.002)
+                stop.set()
+                worker.join()
+                count, cpu = done[0]
+                runs[interval].append((count / cpu, pct([x * 1000 for x in late], 0.99)))
+    finally:
+        sys.setswitchinterval(saved)
+    out: dict[str, Any] = {}
+    base = statistics.median(ops for ops, _ in runs[intervals[0]])
+    for interval, values in runs.items():
+        ops = statistics.median(v[0] for v in values)
+        key = f"switch_interval.{interval * 1000:g}ms"
+        out[f"{key}.worker_dicts_per_cpu_s"] = round(ops)
+        out[f"{key}.worker_throughput_ratio"] = round(ops / base, 3)
+        out[f"{key}.loop_wakeup_late_p99_ms"] = round(statistics.median(v[1] for v in values), 2)
+    return out
+
+
+def parse_variant(text: str) -> tuple[str, Path, dict[str, str]]:
+    """`LABEL[@CODE][:VAR=VALUE,...]` -> (label, checkout to serve, environment overrides)."""
+    head, _, overrides = text.partition(":")
+    label, _, code = head.partition("@")
+    env = dict(pair.split("=", 1) for pair in overrides.split(",") if pair)
+    return label, Path(code) if code else ROOT, env
+
+
+def start_server(data_dir: Path, root: SigningKey, code: Path, env: dict[str, str]) -> Server:
+    """bench.api.Server with `env` added to this process's environment (the server inherits it)."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return Server(data_dir, root, "thread", code=code)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def targets(results: dict[str, Any]) -> dict[str, Any]:
     classes = sorted({k.split(".")[0] for k in results})
-    results["targets"] = {
+    return {
         "cpu_s": TARGET_CPU_S,
         "rss_growth_mb": TARGET_RSS_MB,
         "healthz_p99_ms": TARGET_HEALTHZ_P99_MS,
@@ -341,13 +403,85 @@ async def run(args) -> dict[str, Any]:
         # the same memory target applied to the 8 concurrent copies (not the issue's definition)
         "rss_8_met": {c: results.get(f"{c}.rss_growth_mb_8", 0) <= TARGET_RSS_MB for c in classes},
     }
+
+
+#: figures compared between variants (ratio = variant / first variant): latency, and the
+#: heavy work's own cost (CPU of one request, wall time of 8 at once: its throughput)
+COMPARED = ("healthz_p99_ms", "healthz_p50_ms", "cpu_s", "wall_s_8")
+
+
+async def run(args) -> dict[str, Any]:
+    load_at_start = round(os.getloadavg()[0], 2)
+    switch_cost = await switch_interval_cost([0.005, 0.001, 0.0005]) if args.switch_cost else {}
+    root = SigningKey.generate()
+    account = CpuAccount()
+    variants = [parse_variant(v) for v in args.variant] or [("default", ROOT, {})]
+    servers: list[tuple[str, Server, Path]] = []
+    per_variant: dict[str, dict[str, Any]] = {label: {} for label, _, _ in variants}
+    try:
+        plan = None
+        for label, code, env in variants:
+            data_dir = Path(tempfile.mkdtemp(prefix="oretrace-bench-abuse-"))
+            server = start_server(data_dir, root, code, env)
+            servers.append((label, server, data_dir))
+            pub = Publisher(root)  # a fresh registry on each server
+            log(f"{label}: server pid {server.process.pid} on {server.url} ({code}, {env})")
+            store = await Store.connect(server.db_uri, "oretrace")
+            try:
+                async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+                    await setup(client, pub)
+                fan_roots = await insert_fan_dag(store, pub, width=64, fan=32)
+                await insert_attestations(store, pub, "bench-site", 100)
+                dag_root = await insert_dag(store, pub, levels=10, width=100, prefix="p")
+            finally:
+                await store.close()
+            plan = plan or requests(fan_roots, dag_root, LIMITS.max_entities)  # same ids on every server
+        names = [n for n in plan if not args.classes or n in args.classes]
+        for i, name in enumerate(names):
+            # variants take turns, in an order rotated per class: a load that changes
+            # during the run falls on each of them alike
+            order = servers[i % len(servers):] + servers[: i % len(servers)]
+            for label, server, _ in order:
+                log(f"{label}: {name} ...")
+                for key, value in (await bench_class(server, plan[name], args.rounds, args.min_probes)).items():
+                    per_variant[label][f"{name}.{key}"] = value
+        if not args.classes or "slow_headers" in args.classes:
+            for label, server, _ in servers:
+                log(f"{label}: slow_headers ...")
+                for key, value in (await bench_slow_headers(server, 30)).items():
+                    per_variant[label][f"slow_headers.{key}"] = value
+    finally:
+        for _, server, data_dir in servers:
+            server.stop(account)
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+    for figures in per_variant.values():
+        figures["targets"] = targets(figures)
+    if len(variants) == 1:
+        results = per_variant[variants[0][0]]
+    else:
+        first = variants[0][0]
+        base = per_variant[first]
+        results = {
+            "variants": {label: {"code": str(code), "env": env, **per_variant[label]} for label, code, env in variants},
+            "ratios_vs_" + first: {
+                label: {
+                    k: round(figures[k] / base[k], 3)
+                    for k in sorted(figures)
+                    if k.rsplit(".", 1)[-1] in COMPARED and base.get(k)
+                }
+                for label, figures in per_variant.items()
+                if label != first
+            },
+        }
+    results.update(switch_cost)
     results["machine.other_cores_busy_during_run"] = account.other_cores_busy()
     results["machine.python"] = platform.python_version()
     results["machine.cpus"] = os.cpu_count()
     results["machine.loadavg_1m_at_start"] = load_at_start
     results["machine.loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
     results["machine.when"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-    results["config"] = {"rounds": args.rounds, "limits": LIMITS.model_dump(),
+    results["config"] = {"rounds": args.rounds, "min_probes": args.min_probes, "limits": LIMITS.model_dump(),
                          "server": "1 uvicorn worker, embedded SecantusDB child process, default settings"}  # fmt: skip
     return results
 
@@ -356,9 +490,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument(
+        "--variant", action="append", default=[], metavar="LABEL[@CHECKOUT][:VAR=VALUE,...]",
+        help="a server to measure: its label, the checkout it runs (default: this one) and environment "
+        "overrides; several variants run in one process, taking turns class by class, and the results "
+        "give each one's figures and their ratios to the first one's",
+    )  # fmt: skip
+    parser.add_argument("--switch-cost", action="store_true",
+                        help="first measure what a smaller sys.setswitchinterval costs a CPU-bound thread (in this process)")
+    parser.add_argument("--switch-cost-only", action="store_true", help="only that measurement (no server)")
+    parser.add_argument("--min-probes", type=int, default=100, help="/healthz probes per class at least (more rounds)")
+    parser.add_argument("--classes", type=lambda s: s.split(","), default=None, help="comma-separated classes (default: all)")
     args = parser.parse_args()
     args.rounds = 2 if args.quick else 5
-    results = asyncio.run(run(args))
+    if args.switch_cost_only:
+        results = asyncio.run(switch_interval_cost([0.005, 0.001, 0.0005]))
+        results["machine.loadavg_1m"] = round(os.getloadavg()[0], 2)
+    else:
+        results = asyncio.run(run(args))
     text = json.dumps(results, indent=2, sort_keys=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

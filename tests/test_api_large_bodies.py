@@ -1,5 +1,5 @@
 """Request bodies over INLINE_BODY_BYTES (api.app.BodyLimits, GraphQLView.run):
-decoded on the body-decoder thread with exactly the answers of small bodies,
+decoded in a body-decoder process (api.body_decoding) with exactly the answers of small bodies,
 admitted `Limits.large_body_slots` at a time (the others wait, then 503), and
 not kept once answered. Ordering only, no timing: a request is held inside
 the app by a database read that waits for the test."""
@@ -50,20 +50,30 @@ SMALL_BODIES = [
 
 
 @pytest.mark.parametrize("body", SMALL_BODIES, ids=range(len(SMALL_BODIES)))
-async def test_large_bodies_get_the_answers_of_their_small_versions(client, monkeypatch, body: bytes) -> None:
-    threads: list[str] = []
-    decode = app_module.GraphQLView._decode
+async def test_large_bodies_get_the_answers_of_their_small_versions(app, client, monkeypatch, body: bytes) -> None:
+    """The small body is decoded in the server's process, its padded copy in a decoder
+    process (api.body_decoding); the answers are the same."""
+    inline: list[tuple[bytes, str]] = []
+    in_child: list[bytes] = []
+    decode, decoder = app_module.GraphQLView._decode, app.state.runtime.body_decoder
+    decode_in_child = decoder.decode
 
     def spy(data):
-        threads.append(threading.current_thread().name)
+        inline.append((data, threading.current_thread().name))
         return decode(data)
 
+    async def child_spy(data):
+        in_child.append(data)
+        return await decode_in_child(data)
+
     monkeypatch.setattr(app_module.GraphQLView, "_decode", staticmethod(spy))
+    monkeypatch.setattr(decoder, "decode", child_spy)
     small = await client.post("/graphql", content=body, headers=JSON)
     large = await client.post("/graphql", content=padded(body), headers=JSON)
     assert (large.status_code, large.json()) == (small.status_code, small.json())
     assert small.status_code in (200, 400) and small.headers["content-type"].startswith("application/json")
-    assert threads[0] == threading.main_thread().name and threads[1].startswith("oretrace-body-decoder"), threads
+    assert inline == [(body, threading.main_thread().name)] and in_child == [padded(body)]
+    assert decoder.pids("idle"), "the decoder process stays up for the next large body"
 
 
 async def test_a_large_body_is_not_kept_once_answered(client) -> None:

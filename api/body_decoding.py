@@ -1,0 +1,270 @@
+"""Large request bodies are decoded in child processes, so that the server's GIL
+stays free for its event loop meanwhile.
+
+Why: `ledger.encoding.loads_strict` of a 1 MiB body costs ~0.15 s of CPU, and
+its longest steps are single C calls that hold Python's GIL from start to end
+(the regular-expression passes of the depth scan: ~25 and ~55 ms on 1 MiB of
+small values; `json`'s scanner where no Python hook runs). A thread doing that
+stalls the event loop, /healthz included, for as long, whatever the switch
+interval (sys.setswitchinterval only preempts between bytecodes): with 8 such
+bodies in flight /healthz p99 was 125 ms (docs/performance.md, "The API under
+abuse"). In a child the server pays only for unpickling the decoded value
+(~28 ms per MiB of small values, ~45 ms per MiB of small containers with the
+cyclic collector paused, on a decoder thread: `_rebuild`), not for the decoding.
+
+`BodyDecoder(processes, timeout)` keeps up to `processes` children
+(`python -m api.body_decoding`, started at first use, each serving one body at
+a time). Protocol over the child's stdin / stdout pipes, per body:
+
+    request  = length (8 bytes, unsigned big-endian) || the body's bytes
+    answer   = length (8 bytes, unsigned big-endian) || pickle of
+               ("ok", value)          value = loads_strict(body)
+             | ("invalid", message)   message = str(StrictJSONError)
+
+The answer is a pickle written by this module's own code in the child (which
+reads only JSON from the client), never by the client.
+
+A child that dies while decoding (killed, out of memory) or takes longer than
+`timeout` seconds (it is then killed: a watchdog timer, which also unblocks a
+write to a child that stopped reading) is replaced by a fresh one at the next
+body, and the body it held gets `BodyDecoderUnavailable`, which the server
+answers as SERVICE_UNAVAILABLE (503 + Retry-After: retrying is safe, nothing
+was done), as does a child that cannot be started (OSError). A child is a
+`python` with `ledger.encoding` loaded; it exits when its stdin closes, hence
+also when the server dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import pickle
+import signal
+import struct
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from collections.abc import Iterator
+from typing import Any, BinaryIO, Literal
+
+log = logging.getLogger("oretrace.api")
+
+_LENGTH = struct.Struct(">Q")
+#: the checkout the server runs from, first on the child's import path: the same code
+_ROOT = Path(__file__).resolve().parent.parent
+
+Outcome = tuple[Literal["ok"], Any] | tuple[Literal["invalid"], str]
+
+
+class BodyDecoderUnavailable(Exception):
+    """The child decoding a body died or hung (and was killed): retry the request."""
+
+
+class _Child:
+    """One decoder process and its pipes."""
+
+    def __init__(self) -> None:
+        # only what it needs to import the server's code: not the server's secrets
+        # (MONGODB_URI, ORETRACE_LOG_KEY, ...), which a decoder has no use for
+        path = os.pathsep.join(p for p in (str(_ROOT), os.environ.get("PYTHONPATH")) if p)
+        env = {"PYTHONPATH": path, "PATH": os.environ.get("PATH", os.defpath)}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "api.body_decoding"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=_ROOT,
+        )  # fmt: skip
+        self.killed = False
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        self.killed = True
+        self.process.kill()
+
+    def exchange(self, body: bytes, timeout: float) -> Outcome:
+        """Send `body`, return the child's outcome; BodyDecoderUnavailable if the
+        child dies, or does not answer within `timeout` seconds (then it is killed)."""
+        watchdog = threading.Timer(timeout, self.kill)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            self.process.stdin.write(_LENGTH.pack(len(body)))
+            self.process.stdin.write(body)
+            self.process.stdin.flush()
+            (length,) = _LENGTH.unpack(_read_exactly(self.process.stdout, _LENGTH.size))
+            answer = _read_exactly(self.process.stdout, length)
+        except (OSError, ValueError, EOFError) as exc:  # a closed pipe: the child is gone
+            why = f"took longer than {timeout:g} s" if self.killed else "died"
+            self.discard()
+            log.warning("body decoder process %s %s (%s): replacing it", self.pid, why, type(exc).__name__)
+            raise BodyDecoderUnavailable(f"the body decoder process {why}") from None
+        finally:
+            watchdog.cancel()
+        return _rebuild(answer)
+
+    def discard(self) -> None:
+        """Kill the child (it may be stopped, not dead), reap it and close both pipes."""
+        self.kill()
+        self.process.wait()
+        for pipe in (self.process.stdin, self.process.stdout):
+            try:
+                pipe.close()  # closes the descriptor even when flushing fails
+            except OSError:  # bytes of a body left unwritten to a child that is gone
+                pass
+
+    def close(self, timeout: float = 5.0) -> None:
+        try:
+            self.process.stdin.close()  # the child's read ends: it exits
+            self.process.wait(timeout)
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            self.process.kill()
+            self.process.wait()
+        self.process.stdout.close()
+
+
+_gc_lock = threading.Lock()
+_gc_pausers = 0  # threads inside _cyclic_gc_paused
+_gc_was_enabled = False  # gc.isenabled() when the first of them entered
+
+
+@contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off while the block runs (in any thread), back
+    to its previous state when the last thread inside leaves."""
+    global _gc_pausers, _gc_was_enabled
+    with _gc_lock:
+        if _gc_pausers == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pausers += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pausers -= 1
+            if _gc_pausers == 0 and _gc_was_enabled:
+                gc.enable()
+
+
+def _rebuild(answer: bytes) -> Outcome:
+    """The child's outcome from its pickle, with the cyclic collector paused: unpickling is
+    one C call that holds the GIL throughout, and the collections its allocations trigger
+    (each traversing the server's live objects) made up about 2/3 of it for bodies of
+    small containers (1 MiB of `[[[[[]]]]]`: ~115 ms, ~45 ms paused, measured in one
+    process on a loaded machine). A decoded JSON value holds no reference cycle, so the
+    pause leaves no garbage behind."""
+    with _cyclic_gc_paused():
+        return pickle.loads(answer)
+
+
+def _read_exactly(stream: BinaryIO, size: int) -> bytes:
+    data = stream.read(size)
+    if data is None or len(data) != size:
+        raise EOFError(f"{len(data or b'')} of {size} bytes")
+    return data
+
+
+class BodyDecoder:
+    """`await decode(body)`: `loads_strict(body)`'s outcome, computed in a child
+    process (module docstring), at most `processes` at a time (more callers wait
+    for a free one). `pids()`: the live children's process ids; `close()`: stop them."""
+
+    def __init__(self, processes: int, timeout: float) -> None:
+        self.processes = processes
+        self.timeout = timeout
+        self._threads = ThreadPoolExecutor(max_workers=processes, thread_name_prefix="oretrace-body-decoder")
+        self._lock = threading.Lock()
+        self._idle: list[_Child] = []
+        self._busy: set[_Child] = set()
+
+    def pids(self, state: Literal["idle", "busy", "all"] = "all") -> list[int]:
+        with self._lock:
+            children = {"idle": self._idle, "busy": self._busy, "all": [*self._idle, *self._busy]}[state]
+            return [c.pid for c in children]
+
+    async def decode(self, body: bytes) -> Outcome:
+        return await asyncio.get_running_loop().run_in_executor(self._threads, self._decode, body)
+
+    def _decode(self, body: bytes) -> Outcome:
+        try:
+            child = self._take()
+        except OSError as exc:  # no process could be started (process or memory limits)
+            log.warning("could not start a body decoder process: %s", exc)
+            raise BodyDecoderUnavailable("no body decoder process could be started") from None
+        try:
+            outcome = child.exchange(body, self.timeout)
+        except BodyDecoderUnavailable:
+            with self._lock:
+                self._busy.discard(child)
+            raise
+        with self._lock:
+            self._busy.discard(child)
+            self._idle.append(child)
+        return outcome
+
+    def _take(self) -> _Child:
+        """An idle live child (one found dead while idle is replaced silently: no body was lost) or a new one."""
+        with self._lock:
+            while self._idle:
+                child = self._idle.pop()
+                if child.alive():
+                    self._busy.add(child)
+                    return child
+                child.close()
+        child = _Child()  # at most `processes` threads get here at once: at most that many children
+        with self._lock:
+            self._busy.add(child)
+        return child
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._close)
+
+    def _close(self) -> None:
+        threads = self._threads
+        self._threads = ThreadPoolExecutor(max_workers=self.processes, thread_name_prefix="oretrace-body-decoder")
+        threads.shutdown(wait=True)  # a body being decoded finishes (or meets its timeout)
+        with self._lock:
+            children, self._idle = self._idle, []
+        for child in children:
+            child.close()
+
+
+def main() -> None:
+    """The child: answer each body on stdin (module docstring) until stdin closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the server's to handle
+    from ledger.encoding import StrictJSONError, loads_strict
+
+    requests, answers = sys.stdin.buffer, sys.stdout.buffer
+    while True:
+        header = requests.read(_LENGTH.size)
+        if len(header) != _LENGTH.size:
+            return
+        (length,) = _LENGTH.unpack(header)
+        body = requests.read(length)
+        try:
+            outcome: Outcome = ("ok", loads_strict(body))
+        except StrictJSONError as exc:
+            outcome = ("invalid", str(exc))
+        del body
+        answer = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
+        del outcome
+        try:
+            answers.write(_LENGTH.pack(len(answer)))
+            answers.write(answer)
+            answers.flush()
+        except BrokenPipeError:  # the server is gone (killed while this body was decoded)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), answers.fileno())  # nothing left to flush at exit
+            return
+
+
+if __name__ == "__main__":
+    main()
