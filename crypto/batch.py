@@ -55,9 +55,13 @@ from __future__ import annotations
 
 import atexit
 import os
+import pickle
+import select
+import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -325,7 +329,7 @@ class DeferredPoints:
         try:
             pool.reset()
         except WorkerFailed:
-            pool.broken = True
+            pool.discard()
             raise
 
     def add(self, points: Sequence[Point]) -> None:
@@ -392,14 +396,14 @@ class DeferredPoints:
         try:
             self._pool.workers[w].send(msg)
         except WorkerFailed:
-            self._pool.broken = True
+            self._pool.discard()
             raise
 
     def _recv(self, w: int):
         try:
             return self._pool.workers[w].recv()
         except WorkerFailed:
-            self._pool.broken = True
+            self._pool.discard()
             raise
 
     def _flush(self) -> None:
@@ -527,12 +531,57 @@ def _worker_main(inbox: Connection, outbox: Connection, backend_name: str) -> No
 
 
 class WorkerFailed(RuntimeError):
-    """A verification worker process died or its pipe broke (the pool is discarded)."""
+    """A verification worker process died, hung or its pipe broke (the pool is discarded)."""
+
+
+#: Time limit of one wait on a worker (a send that finds its pipe full, or a
+#: reply), in seconds: WORKER_WAIT_BASE_S plus WORKER_WAIT_PER_UNIT_S per unit
+#: of work the worker was sent since its last reply (`_Worker.pending`: a point
+#: to decode, a point to multiply, a coefficient job). A unit costs 0.02-0.2 ms
+#: on a quiet core (a checked decoding ~0.1 ms, a point of a Pippenger MSM
+#: ~0.02 ms, a range proof's coefficient job 0.1-0.2 ms), so the limit allows
+#: for a machine more than 10x oversubscribed, and the base for starting a
+#: worker (~1.3 s measured on a loaded machine) 20 times over. A worker that
+#: misses it is killed: the verification then fails with WorkerFailed and
+#: `ledger.bundle.verify_bundle` verifies the bundle again in its own process.
+#: ORETRACE_BUNDLE_WORKER_TIMEOUT (seconds) replaces the computed limit.
+WORKER_WAIT_BASE_S = 30.0
+WORKER_WAIT_PER_UNIT_S = 0.002
+
+
+def _time_limit_setting() -> float | None:
+    text = os.environ.get("ORETRACE_BUNDLE_WORKER_TIMEOUT", "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"ORETRACE_BUNDLE_WORKER_TIMEOUT: {text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise ValueError(f"ORETRACE_BUNDLE_WORKER_TIMEOUT: {text!r} must be more than 0 seconds")
+    return value
+
+
+def _work_units(msg) -> int:
+    """The work a message gives a worker, in `WORKER_WAIT_PER_UNIT_S` units."""
+    kind = msg[0] if msg else None
+    if kind in ("load", "vectors"):
+        return len(msg[1])
+    if kind == "msm":
+        return len(msg[1])
+    return 1
 
 
 class _Worker:
     """One worker process, started as `python -m crypto.batch` (never forked, and
-    the parent's __main__ is not re-run), talking over two anonymous pipes."""
+    the parent's __main__ is not re-run), talking over two anonymous pipes.
+
+    Messages are framed as `multiprocessing.connection.Connection` frames (a
+    4-byte big-endian length, then the pickle), which the worker reads and
+    writes with a Connection. This side's ends of the pipes are non-blocking,
+    so that every send and every reply has a time limit (`time_limit`): a
+    worker that misses it is killed and WorkerFailed raised, never a parent
+    blocked on a pipe forever."""
 
     def __init__(self, backend_name: str):
         to_child_r, to_child_w = os.pipe()
@@ -549,33 +598,102 @@ class _Worker:
         )
         os.close(to_child_r)
         os.close(from_child_w)
-        self._out = Connection(to_child_w, readable=False)
-        self._in = Connection(from_child_r, writable=False)
+        os.set_blocking(to_child_w, False)
+        os.set_blocking(from_child_r, False)
+        self._out: int | None = to_child_w
+        self._in: int | None = from_child_r
+        self._received = bytearray()
+        #: units of work sent since the last reply (`_work_units`)
+        self.pending = 0
+
+    def time_limit(self) -> float:
+        """Seconds one wait on this worker may take now (see WORKER_WAIT_BASE_S)."""
+        setting = _time_limit_setting()
+        return setting if setting is not None else WORKER_WAIT_BASE_S + WORKER_WAIT_PER_UNIT_S * self.pending
+
+    def _hung(self, what: str, limit: float) -> WorkerFailed:
+        self.kill()
+        return WorkerFailed(
+            f"verification worker (pid {self.process.pid}) {what} within {limit:g} s: killed"
+            " (ORETRACE_BUNDLE_WORKER_TIMEOUT sets the limit)"
+        )
 
     def send(self, msg) -> None:
-        try:
-            self._out.send(msg)
-        except OSError as exc:
-            raise WorkerFailed(f"verification worker: {exc}") from None
+        """Send `msg`; WorkerFailed if the worker is gone or does not read it within `time_limit()`."""
+        if self._out is None:
+            raise WorkerFailed("verification worker: closed")
+        self.pending += _work_units(msg)
+        data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+        view = memoryview(struct.pack("!i", len(data)) + data)
+        limit = self.time_limit()
+        deadline = time.monotonic() + limit
+        while view:
+            try:
+                view = view[os.write(self._out, view) :]
+                continue
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                raise WorkerFailed(f"verification worker: {exc}") from None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([], [self._out], [], remaining)[1]:
+                raise self._hung("did not read its messages", limit)
 
     def recv(self):
-        try:
-            return self._in.recv()
-        except (OSError, EOFError) as exc:
-            raise WorkerFailed(f"verification worker: {type(exc).__name__}") from None
+        """The worker's next reply; WorkerFailed if it dies or gives none within `time_limit()`."""
+        if self._in is None:
+            raise WorkerFailed("verification worker: closed")
+        limit = self.time_limit()
+        deadline = time.monotonic() + limit
+        buf = self._received
+        while True:
+            if len(buf) >= 4:
+                size = struct.unpack("!i", buf[:4])[0]
+                if len(buf) >= 4 + size:
+                    msg = pickle.loads(buf[4 : 4 + size])
+                    del buf[: 4 + size]
+                    self.pending = 0
+                    return msg
+            try:
+                chunk = os.read(self._in, 1 << 16)
+            except BlockingIOError:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not select.select([self._in], [], [], remaining)[0]:
+                    raise self._hung("gave no answer", limit) from None
+                continue
+            except OSError as exc:
+                raise WorkerFailed(f"verification worker: {exc}") from None
+            if not chunk:
+                raise WorkerFailed("verification worker: EOFError")
+            buf += chunk
+
+    def _close_pipes(self) -> None:
+        if self._out is not None:
+            os.close(self._out)
+            os.close(self._in)
+            self._out = self._in = None
+
+    def kill(self) -> None:
+        """End the process now, whatever it is doing (a stopped process too)."""
+        self.process.kill()
+        self.process.wait()
+        self._close_pipes()
 
     def close(self) -> None:
-        try:
-            self._out.send(None)
-        except OSError:
-            pass
-        self._out.close()
-        self._in.close()
+        """Ask the worker to exit; kill it if it has not within 5 s."""
+        if self._out is not None:
+            try:  # None asks the worker to exit; a full pipe means it is not reading: killed below
+                os.write(self._out, struct.pack("!i", len(_EXIT)) + _EXIT)
+            except OSError:
+                pass
+            self._close_pipes()
         try:
             self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+            self.kill()
+
+
+_EXIT = pickle.dumps(None)
 
 
 class WorkerPool:
@@ -600,6 +718,13 @@ class WorkerPool:
     def reset(self) -> None:
         for w in self.workers:
             w.send(("reset",))
+
+    def discard(self) -> None:
+        """A worker failed: kill them all now (the others' pipes may be out of step
+        with this process); `shared_pool` starts a new pool on its next use."""
+        self.broken = True
+        for w in self.workers:
+            w.kill()
 
     def close(self) -> None:
         for w in self.workers:

@@ -55,7 +55,7 @@ amount and no blinding.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from crypto.batch import WorkerFailed
@@ -183,8 +183,10 @@ def verify_bundle(
     production network) would let a test-network bundle verify; pin it whenever
     the root key is not unique to one network.
 
-    A worker process that dies during the verification (`crypto.batch.WorkerFailed`)
-    is not held against the bundle: it is verified again in this process alone.
+    A worker process that dies or hangs during the verification (`crypto.batch.WorkerFailed`:
+    a hung worker is killed after its time limit, `crypto.batch.WORKER_WAIT_BASE_S`) is not
+    held against the bundle: it is verified again in this process alone, and the "proofs"
+    check says so.
     """
     args = (network, require_log, witnesses, min_cosignatures)
     report = VerificationReport(ok=False, claim={})
@@ -192,10 +194,14 @@ def verify_bundle(
         try:
             with batch_scope():  # every point decoded once, proof points in worker processes
                 _verify(bundle, root_public_key_hex, report, *args)
-        except WorkerFailed:  # a worker process died (killed, out of memory): not the bundle's
-            report = VerificationReport(ok=False, claim={})  # fault; verify it again, all here
+        except WorkerFailed as worker:  # a worker process died (killed, out of memory) or hung: not
+            report = VerificationReport(ok=False, claim={})  # the bundle's fault; verify it again, all here
             with batch_scope(workers=0):
                 _verify(bundle, root_public_key_hex, report, *args)
+            report.checks = [
+                replace(c, detail=f"{c.detail} (in this process alone: {worker})") if c.name == "proofs" else c
+                for c in report.checks
+            ]
         report.ok = True
     except _Failed as failure:
         report.checks.append(failure.check)
