@@ -42,7 +42,16 @@ FIXED_EVENTS = 9  # 4 registrations, 1 attestation, 1 issue, 2 transfers, 1 clai
 
 
 def build(n: int, progress=None, processes: int | None = None) -> tuple[dict, str]:
-    """A valid bundle of exactly `n` events and the root public key (hex).
+    """A valid bundle of exactly `n` events and the root public key (hex) (`build_world`)."""
+    w, claim = build_world(n, progress, processes)
+    bundle = assemble(w.events, claim, NETWORK)
+    assert len(bundle["events"]) == n, len(bundle["events"])
+    return bundle, w.root.verify_key.encode().hex()
+
+
+def build_world(n: int, progress=None, processes: int | None = None) -> tuple[World, str]:
+    """The test ledger (tests/test_ledger_world.World: it holds every signing key) of a
+    bundle of `n` events, and the id of its claim.
 
     The chain's transformations are proved in `processes` worker processes (one
     per core by default): every input of a transformation's proofs - the
@@ -88,10 +97,7 @@ def build(n: int, progress=None, processes: int | None = None) -> tuple[dict, st
                 progress(step)
     proofs.verify()
     w.transfer(lot, "oem")
-    claim = w.claim(lot, ClaimKind.share_at_least, origin_class="industrial", p=99, q=100)
-    bundle = assemble(w.events, claim, NETWORK)
-    assert len(bundle["events"]) == n, len(bundle["events"])
-    return bundle, w.root.verify_key.encode().hex()
+    return w, w.claim(lot, ClaimKind.share_at_least, origin_class="industrial", p=99, q=100)
 
 
 def load(n: int, progress=None) -> tuple[dict, str]:
