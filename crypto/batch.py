@@ -563,13 +563,9 @@ def _time_limit_setting() -> float | None:
 
 
 def _work_units(msg) -> int:
-    """The work a message gives a worker, in `WORKER_WAIT_PER_UNIT_S` units."""
-    kind = msg[0] if msg else None
-    if kind in ("load", "vectors"):
-        return len(msg[1])
-    if kind == "msm":
-        return len(msg[1])
-    return 1
+    """The work a message gives a worker, in `WORKER_WAIT_PER_UNIT_S` units: one per
+    point to decode or multiply and per coefficient job, one for any other message."""
+    return len(msg[1]) if msg and msg[0] in ("load", "vectors", "msm") else 1
 
 
 class _Worker:
