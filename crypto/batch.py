@@ -57,6 +57,7 @@ import atexit
 import os
 import pickle
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -84,6 +85,8 @@ __all__ = [
     "verify_relations",
     "holds_alone",
     "shared_pool",
+    "check_settings",
+    "WorkerSettingError",
 ]
 
 
@@ -328,7 +331,7 @@ class DeferredPoints:
         self._vector_replies: list[int] = []
         try:
             pool.reset()
-        except WorkerFailed:
+        except BaseException:  # see _send
             pool.discard()
             raise
 
@@ -392,17 +395,21 @@ class DeferredPoints:
             _add_into(h_vec, h)
         return g_vec, h_vec
 
+    # Any exception in the middle of a send or a wait (not only WorkerFailed: also a
+    # KeyboardInterrupt, an OverflowError...) may leave a frame half written or a reply
+    # unread, which the pool's next user would take for the answer to its own request:
+    # the pool is discarded (its workers killed) whatever the exception.
     def _send(self, w: int, msg) -> None:
         try:
             self._pool.workers[w].send(msg)
-        except WorkerFailed:
+        except BaseException:
             self._pool.discard()
             raise
 
     def _recv(self, w: int):
         try:
             return self._pool.workers[w].recv()
-        except WorkerFailed:
+        except BaseException:
             self._pool.discard()
             raise
 
@@ -489,6 +496,9 @@ def _worker_main(inbox: Connection, outbox: Connection, backend_name: str) -> No
     (`Relation.split_terms`) to running sums, no answer; ("collect",) answer
     those sums (g_vec, h_vec), reduced mod r, and start new ones. EOF or None: exit.
     """
+    # Ctrl-C reaches the whole foreground process group: the parent handles it (and
+    # kills or closes its workers); a worker must neither die of it nor print a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     use_backend(backend_name)
     b = get_backend(backend_name)
     points: list[Any] = []
@@ -549,6 +559,16 @@ WORKER_WAIT_BASE_S = 30.0
 WORKER_WAIT_PER_UNIT_S = 0.002
 
 
+class WorkerSettingError(ValueError):
+    """ORETRACE_BUNDLE_WORKERS or ORETRACE_BUNDLE_WORKER_TIMEOUT is malformed (the message names it)."""
+
+
+#: The largest ORETRACE_BUNDLE_WORKER_TIMEOUT accepted (one day): `select` takes no
+#: infinite or astronomically large wait (OverflowError), and a worker silent for a
+#: day is hung.
+WORKER_WAIT_MAX_S = 86400.0
+
+
 def _time_limit_setting() -> float | None:
     text = os.environ.get("ORETRACE_BUNDLE_WORKER_TIMEOUT", "").strip()
     if not text:
@@ -556,10 +576,21 @@ def _time_limit_setting() -> float | None:
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"ORETRACE_BUNDLE_WORKER_TIMEOUT: {text!r} is not a number of seconds") from None
-    if not value > 0:
-        raise ValueError(f"ORETRACE_BUNDLE_WORKER_TIMEOUT: {text!r} must be more than 0 seconds")
+        raise WorkerSettingError(f"ORETRACE_BUNDLE_WORKER_TIMEOUT: {text!r} is not a number of seconds") from None
+    if not 0 < value <= WORKER_WAIT_MAX_S:  # also refuses nan and inf
+        raise WorkerSettingError(
+            f"ORETRACE_BUNDLE_WORKER_TIMEOUT: {text!r} must be more than 0 and at most {WORKER_WAIT_MAX_S:g} seconds"
+        )
     return value
+
+
+def check_settings() -> None:
+    """WorkerSettingError naming the setting if ORETRACE_BUNDLE_WORKERS (a non-negative
+    integer) or ORETRACE_BUNDLE_WORKER_TIMEOUT (seconds, 0 < t <= WORKER_WAIT_MAX_S)
+    is malformed. `oretrace verify` calls it first, so that a bad setting is refused
+    as such (exit 2) rather than reported as a bundle that failed verification."""
+    default_workers()
+    _time_limit_setting()
 
 
 def _work_units(msg) -> int:
@@ -734,10 +765,12 @@ _shared_lock = threading.Lock()
 
 def default_workers() -> int:
     """Worker processes for batch (bundle) verification: ORETRACE_BUNDLE_WORKERS (an
-    integer; 0 = none, everything in this process), else one per core, none on one core.
-    (ORETRACE_VERIFY_WORKERS is the server's count of concurrent verifications.)"""
+    integer; 0 = none, everything in this process; WorkerSettingError if it is anything else), else
+    one per core, none on one core. (ORETRACE_VERIFY_WORKERS is the server's count of concurrent verifications.)"""
     text = os.environ.get("ORETRACE_BUNDLE_WORKERS", "").strip()
-    if text.isdigit():
+    if text:
+        if not (text.isascii() and text.isdigit()):
+            raise WorkerSettingError(f"ORETRACE_BUNDLE_WORKERS: {text!r} is not a number of worker processes (0 or more)")
         return int(text)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return cores if cores > 1 else 0
@@ -768,4 +801,7 @@ def _close_shared() -> None:
 
 if __name__ == "__main__":  # a worker process (see _Worker)
     _inbox = Connection(int(sys.argv[1]), writable=False)
-    _worker_main(_inbox, Connection(int(sys.argv[2]), readable=False), sys.argv[3])
+    try:
+        _worker_main(_inbox, Connection(int(sys.argv[2]), readable=False), sys.argv[3])
+    except BrokenPipeError:  # the parent stopped reading (it gave up on this pool or exited): no traceback
+        pass
