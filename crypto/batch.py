@@ -209,10 +209,12 @@ def _fold(
                         slot[1] += k
         if jobs:
             remote.send_vector_jobs(jobs)
-    finally:
-        if remote is not None:  # always collect the replies: the pipes stay in step
-            g_vec, h_vec = remote.collect_vectors()
+    except BaseException:
+        if remote is not None:  # replies would be left unread: the pool goes (DeferredPoints._send)
+            remote.abandon()
+        raise
     if remote is not None:
+        g_vec, h_vec = remote.collect_vectors()
         _add_into(f.g_vec, g_vec)
         _add_into(f.h_vec, h_vec)
     return f
@@ -235,9 +237,10 @@ def _holds(f: _Folded, deferred: DeferredPoints) -> bool:
     handle = deferred.start_msm(f.deferred)  # workers multiply while this process does its part
     try:
         local = _local_sum(f)
-    finally:
-        remote = deferred.finish_msm(handle)  # always collect the replies: the pipes stay in step
-    return (local + remote).is_identity()
+    except BaseException:  # their replies would be left unread: the pool goes (DeferredPoints._send)
+        deferred.abandon()
+        raise
+    return (local + deferred.finish_msm(handle)).is_identity()
 
 
 def _draw_weights(relations: Sequence[Relation]) -> list[list[int]]:
@@ -394,6 +397,14 @@ class DeferredPoints:
             _add_into(g_vec, g)
             _add_into(h_vec, h)
         return g_vec, h_vec
+
+    def abandon(self) -> None:
+        """Give up on the replies owed by the workers (an exception is on its way out):
+        the pool is discarded, never left with unread replies in its pipes (see _send).
+        Collecting them instead could raise WorkerFailed in place of that exception
+        (a KeyboardInterrupt would become a verification started again in-process)."""
+        if self._pool is not None and not self._pool.broken:
+            self._pool.discard()
 
     # Any exception in the middle of a send or a wait (not only WorkerFailed: also a
     # KeyboardInterrupt, an OverflowError...) may leave a frame half written or a reply

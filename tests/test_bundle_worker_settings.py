@@ -149,3 +149,48 @@ def test_a_worker_whose_parent_stops_reading_exits_without_a_traceback(capfd):
     pool.close()
     err = capfd.readouterr().err
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+@pytest.mark.parametrize("where", ["vectors", "local_sum"])
+def test_an_interrupt_while_workers_owe_replies_is_not_turned_into_a_worker_failure(
+    clean_bundle, root_hex, monkeypatch, where
+):
+    """Ctrl-C while workers owe replies (coefficient jobs sent, or their MSM shares asked
+    for) reaches the caller as it is: the pool is discarded, the replies are not awaited,
+    and the bundle is not verified a second time in-process as for a dead worker."""
+    from crypto import batch
+    from ledger.bundle import verify_bundle
+
+    monkeypatch.setattr("ledger.proofs.WORKERS_MIN_POINTS", 0)
+    monkeypatch.setenv("ORETRACE_BUNDLE_WORKERS", "2")
+    monkeypatch.setattr(batch, "_JOBS_PER_MESSAGE", 1)  # one message per range proof: several sent
+    fired = []
+    if where == "vectors":
+        real_send = batch._Worker.send
+        sent = []
+
+        def send(self, msg):
+            if msg[0] == "vectors":
+                sent.append(msg)
+                if len(sent) == 2 and not fired:  # the first one is owed a reply
+                    fired.append(True)
+                    raise _Interrupted("ctrl-c")
+            return real_send(self, msg)
+
+        monkeypatch.setattr(batch._Worker, "send", send)
+    else:
+        real_local = batch._local_sum
+
+        def local_sum(f):
+            if f.deferred and not fired:  # the workers were just asked for their shares
+                fired.append(True)
+                raise _Interrupted("ctrl-c")
+            return real_local(f)
+
+        monkeypatch.setattr(batch, "_local_sum", local_sum)
+    pool = batch.shared_pool(2)
+    with pytest.raises(_Interrupted):
+        verify_bundle(clean_bundle, root_hex)
+    assert fired, "the interruption did not happen: the test checks nothing"
+    assert pool.broken and all(w.process.poll() is not None for w in pool.workers)
+    assert verify_bundle(clean_bundle, root_hex).ok  # fresh workers, in step
