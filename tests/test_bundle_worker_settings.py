@@ -194,3 +194,56 @@ def test_an_interrupt_while_workers_owe_replies_is_not_turned_into_a_worker_fail
     assert fired, "the interruption did not happen: the test checks nothing"
     assert pool.broken and all(w.process.poll() is not None for w in pool.workers)
     assert verify_bundle(clean_bundle, root_hex).ok  # fresh workers, in step
+
+
+def test_workers_that_hang_at_their_coefficient_jobs_are_killed_and_the_verdicts_stand(
+    chain, clean_bundle, root_hex, monkeypatch
+):
+    """The third stage a worker can hang at (after decoding, before the MSM): the range
+    proofs' coefficient jobs, sent while this process folds. A valid bundle still
+    verifies, a bad balance proof is still named, and no stopped worker is left."""
+    from crypto import batch
+    from ledger.bundle import verify_bundle
+    from test_ledger_bundle import failed, flip_byte, index_of, resigned
+
+    monkeypatch.setattr("ledger.proofs.WORKERS_MIN_POINTS", 0)
+    monkeypatch.setenv("ORETRACE_BUNDLE_WORKERS", "2")
+    monkeypatch.setenv("ORETRACE_BUNDLE_WORKER_TIMEOUT", "2")
+    stopped: list = []
+    real = batch.DeferredPoints.send_vector_jobs
+
+    def send_vector_jobs(self, jobs):
+        if not any(w.process.pid in stopped for w in self._pool.workers):
+            for w in self._pool.workers:
+                os.kill(w.process.pid, signal.SIGSTOP)
+                stopped.append(w.process.pid)
+        return real(self, jobs)
+
+    monkeypatch.setattr(batch.DeferredPoints, "send_vector_jobs", send_vector_jobs)
+    i = index_of(clean_bundle, "transform")
+    last = len(clean_bundle["events"][i]["payload"]["balance_proof"]) // 2 - 1
+    bad = resigned(chain, clean_bundle, i, lambda p: p.update(balance_proof=flip_byte(p["balance_proof"], last)))
+    try:
+        report = verify_bundle(clean_bundle, root_hex)
+        assert stopped, "the workers were not used: the test checks nothing"
+        assert report.ok, report.summary
+        assert "in this process alone" in next(c for c in report.checks if c.name == "proofs").detail
+        before = len(stopped)
+        failed(bad, root_hex, "proofs", f"event {i} (transform", "balance proof")
+        assert len(stopped) > before  # the fresh pool was stopped too
+        assert all(_state(pid) in (None, "Z") for pid in stopped)  # killed: never left stopped ("T")
+    finally:
+        for pid in stopped:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _state(pid: int) -> str | None:
+    """The process's state letter in /proc (None once it is reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return None
