@@ -23,6 +23,11 @@ process, so every ratio compares runs made on the same machine state:
   bundle.nN.worker_peak_rss_mb  the largest worker process's peak RSS
   bundle.nN.cpu_s             CPU seconds of the verifier and its workers per
                               verify_s run (cpu_s / verify_s = cores used)
+  bundle.nN.verifier_cpu_s    the part of cpu_s spent in the verifying process itself
+                              (the rest is the workers'): which side bounds the wall time
+  bundle.nN.worker_fallbacks  verifications of this size (timed, warm-up, RSS probe) whose
+                              workers died or missed their time limit, so that the bundle
+                              was verified again in-process (should be 0)
   bundle.nN.{single_core,floor,baseline}_cpu_s  CPU seconds of those runs: on a loaded
                               machine the wall-clock ratios mostly measure the scheduler,
                               CPU seconds still compare the work done
@@ -94,14 +99,27 @@ def _own_cpu_seconds() -> float:
     return time.process_time() + sum(_proc_cpu_seconds(pid) for pid in _worker_pids())
 
 
+#: CPU seconds of the verifying process alone in the last `timed_verify`.
+_last_verifier_cpu = [0.0]
+#: Verifications whose workers failed (died or hung): verified again in-process.
+_fallbacks = [0]
+
+
+def _fell_back(report) -> bool:
+    return any(c.name == "proofs" and "in this process alone" in c.detail for c in report.checks)
+
+
 def timed_verify(bundle: dict, root: str) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the verifier and its workers) of one verification."""
     gc.collect()
-    cpu0 = _own_cpu_seconds()
+    cpu0, own0 = _own_cpu_seconds(), time.process_time()
     t = time.perf_counter()
     report = verify_bundle(bundle, root)
     wall = time.perf_counter() - t
+    _last_verifier_cpu[0] = time.process_time() - own0
     if not report.ok:
         raise SystemExit(f"the benchmark bundle does not verify: {report.summary}")
+    _fallbacks[0] += _fell_back(report)
     return wall, _own_cpu_seconds() - cpu0
 
 
@@ -199,11 +217,12 @@ def rss_probe(n: int) -> None:
         except (OSError, StopIteration):
             pass
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"self": own, "worker": max(workers, default=0.0)}))
+    print(json.dumps({"self": own, "worker": max(workers, default=0.0), "fell_back": _fell_back(report)}))
 
 
 def run_size(n: int, reps: int, out: dict, baseline: Path | None = None) -> None:
     prefix = f"bundle.n{n}"
+    _fallbacks[0] = 0
     t = time.perf_counter()
     bundle, root = fixture.load(n, progress=lambda s: print(f"  building n={n}: {s} transformations", flush=True))
     print(f"n = {n}: fixture ready in {time.perf_counter() - t:.1f} s", flush=True)
@@ -215,12 +234,13 @@ def run_size(n: int, reps: int, out: dict, baseline: Path | None = None) -> None
 
     timed_verify(bundle, root)  # warm up: starts the worker processes, fills generator caches
     walls, cpus, singles, floors, baselines = [], [], [], [], []
-    single_cpus, floor_cpus, baseline_cpus = [], [], []
+    single_cpus, floor_cpus, baseline_cpus, verifier_cpus = [], [], [], []
     for i in range(reps):
         _set_workers(None)
         wall, cpu = timed_verify(bundle, root)
         walls.append(wall)
         cpus.append(cpu)
+        verifier_cpus.append(_last_verifier_cpu[0])
         _set_workers(0)
         wall_1, cpu_1 = timed_verify(bundle, root)
         singles.append(wall_1)
@@ -240,6 +260,7 @@ def run_size(n: int, reps: int, out: dict, baseline: Path | None = None) -> None
               f" floor {floors[-1]:.3f} s", flush=True)
     out[f"{prefix}.verify_s"] = round(statistics.median(walls), 4)
     out[f"{prefix}.cpu_s"] = round(statistics.median(cpus), 4)
+    out[f"{prefix}.verifier_cpu_s"] = round(statistics.median(verifier_cpus), 4)
     out[f"{prefix}.single_core_s"] = round(statistics.median(singles), 4)
     out[f"{prefix}.single_core_cpu_s"] = round(statistics.median(single_cpus), 4)
     out[f"{prefix}.floor_cpu_s"] = round(statistics.median(floor_cpus), 4)
@@ -259,7 +280,10 @@ def run_size(n: int, reps: int, out: dict, baseline: Path | None = None) -> None
     rss = json.loads(probe.stdout.strip().splitlines()[-1])
     out[f"{prefix}.peak_rss_mb"] = round(rss["self"], 1)
     out[f"{prefix}.worker_peak_rss_mb"] = round(rss["worker"], 1)
-    for key in ("verify_s", "single_core_s", "floor_s", "verify_over_floor", "peak_rss_mb", "worker_peak_rss_mb"):
+    out[f"{prefix}.worker_fallbacks"] = _fallbacks[0] + rss["fell_back"]
+    shown = ("verify_s", "single_core_s", "floor_s", "verify_over_floor", "cpu_s", "verifier_cpu_s", "floor_cpu_s",
+             "peak_rss_mb", "worker_peak_rss_mb", "worker_fallbacks")  # fmt: skip
+    for key in shown:
         print(f"  {prefix}.{key:<24} {out[f'{prefix}.{key}']}", flush=True)
 
 

@@ -55,9 +55,14 @@ from __future__ import annotations
 
 import atexit
 import os
+import pickle
+import select
+import signal
+import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -80,6 +85,8 @@ __all__ = [
     "verify_relations",
     "holds_alone",
     "shared_pool",
+    "check_settings",
+    "WorkerSettingError",
 ]
 
 
@@ -202,10 +209,12 @@ def _fold(
                         slot[1] += k
         if jobs:
             remote.send_vector_jobs(jobs)
-    finally:
-        if remote is not None:  # always collect the replies: the pipes stay in step
-            g_vec, h_vec = remote.collect_vectors()
+    except BaseException:
+        if remote is not None:  # replies would be left unread: the pool goes (DeferredPoints._send)
+            remote.abandon()
+        raise
     if remote is not None:
+        g_vec, h_vec = remote.collect_vectors()
         _add_into(f.g_vec, g_vec)
         _add_into(f.h_vec, h_vec)
     return f
@@ -228,9 +237,10 @@ def _holds(f: _Folded, deferred: DeferredPoints) -> bool:
     handle = deferred.start_msm(f.deferred)  # workers multiply while this process does its part
     try:
         local = _local_sum(f)
-    finally:
-        remote = deferred.finish_msm(handle)  # always collect the replies: the pipes stay in step
-    return (local + remote).is_identity()
+    except BaseException:  # their replies would be left unread: the pool goes (DeferredPoints._send)
+        deferred.abandon()
+        raise
+    return (local + deferred.finish_msm(handle)).is_identity()
 
 
 def _draw_weights(relations: Sequence[Relation]) -> list[list[int]]:
@@ -324,8 +334,8 @@ class DeferredPoints:
         self._vector_replies: list[int] = []
         try:
             pool.reset()
-        except WorkerFailed:
-            pool.broken = True
+        except BaseException:  # see _send
+            pool.discard()
             raise
 
     def add(self, points: Sequence[Point]) -> None:
@@ -388,18 +398,30 @@ class DeferredPoints:
             _add_into(h_vec, h)
         return g_vec, h_vec
 
+    def abandon(self) -> None:
+        """Give up on the replies owed by the workers (an exception is on its way out):
+        the pool is discarded, never left with unread replies in its pipes (see _send).
+        Collecting them instead could raise WorkerFailed in place of that exception
+        (a KeyboardInterrupt would become a verification started again in-process)."""
+        if self._pool is not None and not self._pool.broken:
+            self._pool.discard()
+
+    # Any exception in the middle of a send or a wait (not only WorkerFailed: also a
+    # KeyboardInterrupt, an OverflowError...) may leave a frame half written or a reply
+    # unread, which the pool's next user would take for the answer to its own request:
+    # the pool is discarded (its workers killed) whatever the exception.
     def _send(self, w: int, msg) -> None:
         try:
             self._pool.workers[w].send(msg)
-        except WorkerFailed:
-            self._pool.broken = True
+        except BaseException:
+            self._pool.discard()
             raise
 
     def _recv(self, w: int):
         try:
             return self._pool.workers[w].recv()
-        except WorkerFailed:
-            self._pool.broken = True
+        except BaseException:
+            self._pool.discard()
             raise
 
     def _flush(self) -> None:
@@ -485,6 +507,9 @@ def _worker_main(inbox: Connection, outbox: Connection, backend_name: str) -> No
     (`Relation.split_terms`) to running sums, no answer; ("collect",) answer
     those sums (g_vec, h_vec), reduced mod r, and start new ones. EOF or None: exit.
     """
+    # Ctrl-C reaches the whole foreground process group: the parent handles it (and
+    # kills or closes its workers); a worker must neither die of it nor print a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     use_backend(backend_name)
     b = get_backend(backend_name)
     points: list[Any] = []
@@ -527,12 +552,74 @@ def _worker_main(inbox: Connection, outbox: Connection, backend_name: str) -> No
 
 
 class WorkerFailed(RuntimeError):
-    """A verification worker process died or its pipe broke (the pool is discarded)."""
+    """A verification worker process died, hung or its pipe broke (the pool is discarded)."""
+
+
+#: Time limit of one wait on a worker (a send that finds its pipe full, or a
+#: reply), in seconds: WORKER_WAIT_BASE_S plus WORKER_WAIT_PER_UNIT_S per unit
+#: of work the worker was sent since its last reply (`_Worker.pending`: a point
+#: to decode, a point to multiply, a coefficient job). A unit costs 0.02-0.2 ms
+#: on a quiet core (a checked decoding ~0.1 ms, a point of a Pippenger MSM
+#: ~0.02 ms, a range proof's coefficient job 0.1-0.2 ms), so the limit allows
+#: for a machine more than 10x oversubscribed, and the base for starting a
+#: worker (~1.3 s measured on a loaded machine) 20 times over. A worker that
+#: misses it is killed: the verification then fails with WorkerFailed and
+#: `ledger.bundle.verify_bundle` verifies the bundle again in its own process.
+#: ORETRACE_BUNDLE_WORKER_TIMEOUT (seconds) replaces the computed limit.
+WORKER_WAIT_BASE_S = 30.0
+WORKER_WAIT_PER_UNIT_S = 0.002
+
+
+class WorkerSettingError(ValueError):
+    """ORETRACE_BUNDLE_WORKERS or ORETRACE_BUNDLE_WORKER_TIMEOUT is malformed (the message names it)."""
+
+
+#: The largest ORETRACE_BUNDLE_WORKER_TIMEOUT accepted (one day): `select` takes no
+#: infinite or astronomically large wait (OverflowError), and a worker silent for a
+#: day is hung.
+WORKER_WAIT_MAX_S = 86400.0
+
+
+def _time_limit_setting() -> float | None:
+    text = os.environ.get("ORETRACE_BUNDLE_WORKER_TIMEOUT", "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise WorkerSettingError(f"ORETRACE_BUNDLE_WORKER_TIMEOUT: {text!r} is not a number of seconds") from None
+    if not 0 < value <= WORKER_WAIT_MAX_S:  # also refuses nan and inf
+        raise WorkerSettingError(
+            f"ORETRACE_BUNDLE_WORKER_TIMEOUT: {text!r} must be more than 0 and at most {WORKER_WAIT_MAX_S:g} seconds"
+        )
+    return value
+
+
+def check_settings() -> None:
+    """WorkerSettingError naming the setting if ORETRACE_BUNDLE_WORKERS (a non-negative
+    integer) or ORETRACE_BUNDLE_WORKER_TIMEOUT (seconds, 0 < t <= WORKER_WAIT_MAX_S)
+    is malformed. `oretrace verify` calls it first, so that a bad setting is refused
+    as such (exit 2) rather than reported as a bundle that failed verification."""
+    default_workers()
+    _time_limit_setting()
+
+
+def _work_units(msg) -> int:
+    """The work a message gives a worker, in `WORKER_WAIT_PER_UNIT_S` units: one per
+    point to decode or multiply and per coefficient job, one for any other message."""
+    return len(msg[1]) if msg and msg[0] in ("load", "vectors", "msm") else 1
 
 
 class _Worker:
     """One worker process, started as `python -m crypto.batch` (never forked, and
-    the parent's __main__ is not re-run), talking over two anonymous pipes."""
+    the parent's __main__ is not re-run), talking over two anonymous pipes.
+
+    Messages are framed as `multiprocessing.connection.Connection` frames (a
+    4-byte big-endian length, then the pickle), which the worker reads and
+    writes with a Connection. This side's ends of the pipes are non-blocking,
+    so that every send and every reply has a time limit (`time_limit`): a
+    worker that misses it is killed and WorkerFailed raised, never a parent
+    blocked on a pipe forever."""
 
     def __init__(self, backend_name: str):
         to_child_r, to_child_w = os.pipe()
@@ -549,33 +636,102 @@ class _Worker:
         )
         os.close(to_child_r)
         os.close(from_child_w)
-        self._out = Connection(to_child_w, readable=False)
-        self._in = Connection(from_child_r, writable=False)
+        os.set_blocking(to_child_w, False)
+        os.set_blocking(from_child_r, False)
+        self._out: int | None = to_child_w
+        self._in: int | None = from_child_r
+        self._received = bytearray()
+        #: units of work sent since the last reply (`_work_units`)
+        self.pending = 0
+
+    def time_limit(self) -> float:
+        """Seconds one wait on this worker may take now (see WORKER_WAIT_BASE_S)."""
+        setting = _time_limit_setting()
+        return setting if setting is not None else WORKER_WAIT_BASE_S + WORKER_WAIT_PER_UNIT_S * self.pending
+
+    def _hung(self, what: str, limit: float) -> WorkerFailed:
+        self.kill()
+        return WorkerFailed(
+            f"verification worker (pid {self.process.pid}) {what} within {limit:g} s: killed"
+            " (ORETRACE_BUNDLE_WORKER_TIMEOUT sets the limit)"
+        )
 
     def send(self, msg) -> None:
-        try:
-            self._out.send(msg)
-        except OSError as exc:
-            raise WorkerFailed(f"verification worker: {exc}") from None
+        """Send `msg`; WorkerFailed if the worker is gone or does not read it within `time_limit()`."""
+        if self._out is None:
+            raise WorkerFailed("verification worker: closed")
+        self.pending += _work_units(msg)
+        data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+        view = memoryview(struct.pack("!i", len(data)) + data)
+        limit = self.time_limit()
+        deadline = time.monotonic() + limit
+        while view:
+            try:
+                view = view[os.write(self._out, view) :]
+                continue
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                raise WorkerFailed(f"verification worker: {exc}") from None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([], [self._out], [], remaining)[1]:
+                raise self._hung("did not read its messages", limit)
 
     def recv(self):
-        try:
-            return self._in.recv()
-        except (OSError, EOFError) as exc:
-            raise WorkerFailed(f"verification worker: {type(exc).__name__}") from None
+        """The worker's next reply; WorkerFailed if it dies or gives none within `time_limit()`."""
+        if self._in is None:
+            raise WorkerFailed("verification worker: closed")
+        limit = self.time_limit()
+        deadline = time.monotonic() + limit
+        buf = self._received
+        while True:
+            if len(buf) >= 4:
+                size = struct.unpack("!i", buf[:4])[0]
+                if len(buf) >= 4 + size:
+                    msg = pickle.loads(buf[4 : 4 + size])
+                    del buf[: 4 + size]
+                    self.pending = 0
+                    return msg
+            try:
+                chunk = os.read(self._in, 1 << 16)
+            except BlockingIOError:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not select.select([self._in], [], [], remaining)[0]:
+                    raise self._hung("gave no answer", limit) from None
+                continue
+            except OSError as exc:
+                raise WorkerFailed(f"verification worker: {exc}") from None
+            if not chunk:
+                raise WorkerFailed("verification worker: EOFError")
+            buf += chunk
+
+    def _close_pipes(self) -> None:
+        if self._out is not None:
+            os.close(self._out)
+            os.close(self._in)
+            self._out = self._in = None
+
+    def kill(self) -> None:
+        """End the process now, whatever it is doing (a stopped process too)."""
+        self.process.kill()
+        self.process.wait()
+        self._close_pipes()
 
     def close(self) -> None:
-        try:
-            self._out.send(None)
-        except OSError:
-            pass
-        self._out.close()
-        self._in.close()
+        """Ask the worker to exit; kill it if it has not within 5 s."""
+        if self._out is not None:
+            try:  # None asks the worker to exit; a full pipe means it is not reading: killed below
+                os.write(self._out, struct.pack("!i", len(_EXIT)) + _EXIT)
+            except OSError:
+                pass
+            self._close_pipes()
         try:
             self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+            self.kill()
+
+
+_EXIT = pickle.dumps(None)
 
 
 class WorkerPool:
@@ -601,6 +757,13 @@ class WorkerPool:
         for w in self.workers:
             w.send(("reset",))
 
+    def discard(self) -> None:
+        """A worker failed: kill them all now (the others' pipes may be out of step
+        with this process); `shared_pool` starts a new pool on its next use."""
+        self.broken = True
+        for w in self.workers:
+            w.kill()
+
     def close(self) -> None:
         for w in self.workers:
             w.close()
@@ -613,10 +776,12 @@ _shared_lock = threading.Lock()
 
 def default_workers() -> int:
     """Worker processes for batch (bundle) verification: ORETRACE_BUNDLE_WORKERS (an
-    integer; 0 = none, everything in this process), else one per core, none on one core.
-    (ORETRACE_VERIFY_WORKERS is the server's count of concurrent verifications.)"""
+    integer; 0 = none, everything in this process; WorkerSettingError if it is anything else), else
+    one per core, none on one core. (ORETRACE_VERIFY_WORKERS is the server's count of concurrent verifications.)"""
     text = os.environ.get("ORETRACE_BUNDLE_WORKERS", "").strip()
-    if text.isdigit():
+    if text:
+        if not (text.isascii() and text.isdigit()):
+            raise WorkerSettingError(f"ORETRACE_BUNDLE_WORKERS: {text!r} is not a number of worker processes (0 or more)")
         return int(text)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return cores if cores > 1 else 0
@@ -647,4 +812,7 @@ def _close_shared() -> None:
 
 if __name__ == "__main__":  # a worker process (see _Worker)
     _inbox = Connection(int(sys.argv[1]), writable=False)
-    _worker_main(_inbox, Connection(int(sys.argv[2]), readable=False), sys.argv[3])
+    try:
+        _worker_main(_inbox, Connection(int(sys.argv[2]), readable=False), sys.argv[3])
+    except BrokenPipeError:  # the parent stopped reading (it gave up on this pool or exited): no traceback
+        pass

@@ -393,8 +393,10 @@ def verify(
 
     The root key comes from --root-key / --root-key-file, else ORETRACE_ROOT_PUBLIC_KEY,
     else the trust store (`oretrace trust add NETWORK KEY`); a root-key.hex next to the
-    bundle is never used. Exit 0: the claim is proven; 1: it is not; 2: unreadable input
-    or no trust anchor; 3: the only key found lies next to the bundle."""
+    bundle is never used. Exit 0: the claim is proven; 1: it is not; 2: unreadable input,
+    no trust anchor or a malformed ORETRACE_BUNDLE_WORKERS / ORETRACE_BUNDLE_WORKER_TIMEOUT;
+    3: the only key found lies next to the bundle."""
+    from crypto.batch import WorkerSettingError, check_settings
     from ledger.bundle import verify_bundle
 
     from .report import UnreadableBundle, json_report, print_report, read_bundle_file
@@ -410,6 +412,7 @@ def verify(
         raise typer.Exit(code)
 
     try:
+        check_settings()
         witnesses = _witness_keys(witness or [], min_cosignatures)
         data = read_bundle_file(bundle)
         bundle_network = data.get("network") if isinstance(data.get("network"), str) else None
@@ -417,7 +420,7 @@ def verify(
                                 bundle_network=bundle_network, bundle_path=bundle)  # fmt: skip
     except BesideKeyOnly as exc:
         refuse(exc, EXIT_BESIDE_KEY)
-    except (UnreadableBundle, TrustStoreError, BadWitnessOption) as exc:
+    except (UnreadableBundle, TrustStoreError, BadWitnessOption, WorkerSettingError) as exc:
         refuse(exc, 2)
     beside = bundle.parent / BESIDE_KEY_NAME
     beside_key = _key_file_text(beside)
