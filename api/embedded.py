@@ -142,11 +142,6 @@ def _daemon_executable() -> str:
     return found
 
 
-def _own_session_dying_with(parent_pid: int) -> None:  # runs in the child between fork and exec
-    os.setsid()
-    die_with_parent(parent_pid)
-
-
 class EmbeddedDatabase:
     """One `secantusd-py` child process serving `storage_path` on loopback."""
 
@@ -282,7 +277,8 @@ class EmbeddedDatabase:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=lambda: _own_session_dying_with(parent),  # noqa: PLW1509 - documented above
+                start_new_session=True,
+                preexec_fn=lambda: die_with_parent(parent),  # noqa: PLW1509 - documented above
                 close_fds=True,
             )
 

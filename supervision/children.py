@@ -29,23 +29,23 @@ and stdout are the two pipes; `serve` moves them aside at once and points fd 0 a
 /dev/null and fd 1 at stderr, so a stray print cannot corrupt a frame.
 
 Frames, both ways (those of `multiprocessing.connection.Connection`, which the child
-side uses): a 4-byte big-endian signed length n, then n bytes of pickle; payloads of
-2^31 bytes or more: the length -1, then an 8-byte big-endian unsigned length. The
-pickles are written by the parent's and the child's own code, never by a client.
+side uses, for payloads under 2 GiB): a 4-byte big-endian signed length n, then n
+bytes of pickle (protocol 5). The pickles are written by the parent's and the child's
+own code, never by a client.
 
 `die_with_parent(parent_pid)`: on Linux `prctl(PR_SET_PDEATHSIG, SIGKILL)`, so that
 a SIGKILLed parent leaves no child behind (a busy child does not read its end of
 file); elsewhere a child learns of it only by reading end of file. PDEATHSIG fires
 when the *thread* that started the child exits: `Child` therefore starts every process
-from the main thread or from one daemon thread that lives as long as the process.
+from the main thread or from one spawner thread that lives as long as the interpreter.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import pickle
-import queue
 import select
 import signal
 import struct
@@ -54,9 +54,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future
+from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any, Literal
 
 __all__ = ["Child", "ChildFailed", "die_with_parent", "environment", "serve", "PARENT_PID_VARIABLE"]
@@ -65,7 +64,6 @@ __all__ = ["Child", "ChildFailed", "die_with_parent", "environment", "serve", "P
 PARENT_PID_VARIABLE = "SUPERVISION_PARENT_PID"
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _SIZE = struct.Struct("!i")
-_LONG_SIZE = struct.Struct("!Q")
 _READ_CHUNK = 1 << 16
 
 Reason = Literal["hung", "died", "broken"]
@@ -102,43 +100,17 @@ def die_with_parent(parent_pid: int | None = None) -> None:
 # --------------------------------------------------------------------------- starting
 
 
-_spawn_requests: queue.SimpleQueue = queue.SimpleQueue()
-_spawner: threading.Thread | None = None
-_spawner_lock = threading.Lock()
-
-
-def _forget_spawner() -> None:  # a forked child has the variables but not the thread
-    global _spawn_requests, _spawner, _spawner_lock
-    _spawn_requests, _spawner, _spawner_lock = queue.SimpleQueue(), None, threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_spawner)
-
-
-def _spawner_loop(requests: queue.SimpleQueue) -> None:
-    while True:
-        future, args, kwargs = requests.get()
-        try:
-            future.set_result(subprocess.Popen(*args, **kwargs))
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            future.set_exception(exc)
+#: the thread that starts children outside the main thread: it lives until the interpreter
+#: exits (a ThreadPoolExecutor's thread never ends idle), when it takes them down with it
+_spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="supervision-spawner")
 
 
 def _popen(*args: Any, **kwargs: Any) -> subprocess.Popen:
     """`subprocess.Popen` from a thread that lives as long as this process (see
-    `die_with_parent`): the main thread itself, else one daemon spawner thread."""
-    global _spawner
+    `die_with_parent`): the main thread itself, else `_spawner`."""
     if threading.current_thread() is threading.main_thread():
         return subprocess.Popen(*args, **kwargs)
-    with _spawner_lock:
-        if _spawner is None:
-            _spawner = threading.Thread(
-                target=_spawner_loop, args=(_spawn_requests,), name="supervision-spawner", daemon=True
-            )
-            _spawner.start()
-    future: Future = Future()
-    _spawn_requests.put((future, args, kwargs))
-    return future.result()
+    return _spawner.submit(subprocess.Popen, *args, **kwargs).result()
 
 
 # --------------------------------------------------------------------------- parent side
@@ -163,25 +135,22 @@ class Child:
         self.name = name
         self.loads = loads
         self.max_frame = max_frame
-        to_child_r, to_child_w = os.pipe()
-        from_child_r, from_child_w = os.pipe()
+        to_child_r, self._out = os.pipe()
+        self._in, from_child_w = os.pipe()
+        self._received = bytearray()
         try:
             self.process = _popen(
                 [sys.executable, "-m", module, *args],
                 stdin=to_child_r, stdout=from_child_w, env={**env, PARENT_PID_VARIABLE: str(os.getpid())}, cwd=cwd,
             )  # fmt: skip
         except BaseException:
-            for fd in (to_child_w, from_child_r):
-                os.close(fd)
+            self._close_pipes()
             raise
         finally:
             os.close(to_child_r)
             os.close(from_child_w)
-        os.set_blocking(to_child_w, False)
-        os.set_blocking(from_child_r, False)
-        self._out: int | None = to_child_w
-        self._in: int | None = from_child_r
-        self._received = bytearray()
+        os.set_blocking(self._out, False)
+        os.set_blocking(self._in, False)
 
     @property
     def pid(self) -> int:
@@ -192,13 +161,9 @@ class Child:
 
     def _failed(self, reason: Reason, what: str) -> ChildFailed:
         """Kill (hung, broken) or reap (died) the child, close the pipes: the error to raise."""
-        if reason == "died":
-            try:  # its pipe closed as it exits: give it a moment to be a zombie, for its status
-                self.process.wait(timeout=1.0)
-            except subprocess.TimeoutExpired:
-                pass
-            status = self.process.poll()
-            what = f"died (exit status {status})" if status is not None else what
+        if reason == "died":  # its pipe closes as it exits: a moment to become a zombie, for its status
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                what = f"died (exit status {self.process.wait(timeout=1.0)})"
         self.kill()
         return ChildFailed(reason, f"{self.name} (pid {self.pid}) {what}")
 
@@ -218,8 +183,7 @@ class Child:
         if self._out is None:
             raise ChildFailed("died", f"{self.name} (pid {self.pid}) was closed")
         data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-        header = _SIZE.pack(len(data)) if len(data) < 1 << 31 else _SIZE.pack(-1) + _LONG_SIZE.pack(len(data))
-        view = memoryview(header + data)
+        view = memoryview(_SIZE.pack(len(data)) + data)  # struct.error at 2 GiB or more
         deadline = time.monotonic() + timeout
         while view:
             try:
@@ -265,19 +229,16 @@ class Child:
         if len(buf) < _SIZE.size:
             return None
         (size,) = _SIZE.unpack_from(buf)
-        start = _SIZE.size
-        if size == -1:
-            if len(buf) < start + _LONG_SIZE.size:
-                return None
-            (size,) = _LONG_SIZE.unpack_from(buf, start)
-            start += _LONG_SIZE.size
         if not 0 <= size <= self.max_frame:
             raise self._failed("broken", f"announced a frame of {size} bytes (at most {self.max_frame}): killed")
-        if len(buf) < start + size:
+        if len(buf) < _SIZE.size + size:
             return None
-        frame = bytes(buf[start : start + size])
-        del buf[: start + size]
+        frame = bytes(buf[_SIZE.size : _SIZE.size + size])
+        del buf[: _SIZE.size + size]
         return frame
+
+    _out: int | None  # this side's end of the request pipe, non-blocking; None once closed
+    _in: int | None  # this side's end of the reply pipe, non-blocking; None once closed
 
     def _close_pipes(self) -> None:
         for fd in (self._out, self._in):

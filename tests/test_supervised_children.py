@@ -161,7 +161,7 @@ BROKEN = {
     "a negative length": struct.pack("!i", -7) + b"x" * 16,
     "a length over max_frame": struct.pack("!i", (1 << 20) + 1),
     "the largest 4-byte length": struct.pack("!i", 2**31 - 1),
-    "an 8-byte length of 1 TiB": struct.pack("!i", -1) + struct.pack("!Q", 1 << 40),
+    "the marker of a frame of 2 GiB or more": struct.pack("!i", -1) + struct.pack("!Q", 1 << 40),
 }
 
 
