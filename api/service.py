@@ -119,16 +119,17 @@ def _verify_in_worker(items) -> Verdicts:
 
 def _init_verifier_process() -> None:
     """Pool initializer. A SIGKILLed server must not leave verifier processes behind
-    (Linux PR_SET_PDEATHSIG, as for the embedded database; see api.embedded), and a
-    terminal's Ctrl-C, which reaches the whole process group, is the server's to
-    handle: it shuts the pool down in order."""
-    import ctypes
+    (`supervision.children.die_with_parent`, as for the embedded database and the other
+    worker processes), and a terminal's Ctrl-C, which reaches the whole process group,
+    is the server's to handle: it shuts the pool down in order."""
+    import multiprocessing
     import signal
-    import sys
+
+    from supervision.children import die_with_parent
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    parent = multiprocessing.parent_process()  # the server (a "spawn" pool's processes know it)
+    die_with_parent(parent.pid if parent is not None else None)
 
 
 def _warm_up() -> bool:

@@ -13,6 +13,7 @@ import gc
 import json
 import linecache
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -252,7 +253,8 @@ def test_a_decoder_process_whose_server_is_gone_exits_without_a_traceback(body) 
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     child.stdout.close()  # the server's end of the answers, gone
-    child.stdin.write(len(body).to_bytes(8, "big") + body)
+    request = pickle.dumps(body)  # one frame (supervision.children): 4-byte length || pickle
+    child.stdin.write(len(request).to_bytes(4, "big") + request)
     child.stdin.close()
     assert child.wait(60) == 0
     assert child.stderr.read() == b""
