@@ -272,12 +272,16 @@ def free_port() -> int:
 class Server:
     """`python -m api.server` of the checkout `code` (default: this one) on a free port."""
 
-    def __init__(self, data_dir: Path, root: SigningKey, verify_mode: str = "thread", code: Path = ROOT) -> None:
+    def __init__(
+        self, data_dir: Path, root: SigningKey, verify_mode: str = "thread", code: Path = ROOT,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:  # fmt: skip
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = data_dir
         env = {k: v for k, v in os.environ.items() if k != "MONGODB_URI"}
         env["ORETRACE_VERIFY_MODE"] = verify_mode
+        env.update(extra_env or {})
         env["PYTHONPATH"] = str(code)
         self.log = open(data_dir / "server.log", "wb")  # noqa: SIM115
         self.process = subprocess.Popen(
@@ -640,7 +644,7 @@ async def run_ingest(args, account: CpuAccount) -> dict[str, Any]:
         for name, code in sides if i % 2 == 0 else sides[::-1]:
             pub = Publisher(root)
             data_dir = Path(tempfile.mkdtemp(prefix="oretrace-bench-ingest-"))
-            server = Server(data_dir, root, "thread", code)
+            server = Server(data_dir, root, "thread", code, args.server_env if name == "" else None)
             log(f"round {i + 1}: {code} (server pid {server.process.pid})")
             try:
                 async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
@@ -748,7 +752,8 @@ def finish(results: dict[str, Any], account: CpuAccount, args) -> dict[str, Any]
     results["config"] = {"transforms": args.transforms, "concurrency": args.concurrency, "reps": args.reps,
                          "quick": args.quick, "server": "1 uvicorn worker, embedded SecantusDB child process",
                          "ingest_only": args.ingest_only, "baseline": str(args.baseline or ""),
-                         "rounds": args.rounds, "inflight_transforms": args.inflight_transforms}  # fmt: skip
+                         "rounds": args.rounds, "inflight_transforms": args.inflight_transforms,
+                         "server_env": args.server_env}  # fmt: skip
     return results
 
 
@@ -763,7 +768,11 @@ def main() -> None:
                         help="with --ingest-only: also measure the server of this checkout, alternated with this one")
     parser.add_argument("--rounds", type=int, default=2, help="with --ingest-only: measurements per side (default 2)")
     parser.add_argument("--inflight-transforms", type=int, help="transformations per 8-in-flight measurement")
+    parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="with --ingest-only: a setting of this checkout's server only (not the baseline's), "
+                             "e.g. ORETRACE_VERIFY_GATHER_MS=5; repeatable")
     args = parser.parse_args()
+    args.server_env = dict(item.split("=", 1) for item in args.server_env)
     if args.ports:
         global PORT_RANGE
         low, high = (int(x) for x in args.ports.split("-"))
