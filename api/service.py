@@ -444,7 +444,8 @@ class Ingestion:
         from ledger import rules
 
         # the rules' own signer check (network, freshness, registered signer, valid
-        # key, signature), run before the ancestry walk; `apply` repeats it (cheap)
+        # key, signature), run before the ancestry walk; `apply` repeats it, the
+        # signature then found valid under the same key (`signature_is_valid` memo)
         authenticate_signer = rules._authenticate
 
         with self.verifier.upstream():  # on its way to the verifier (its gathering window)

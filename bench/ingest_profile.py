@@ -1,6 +1,7 @@
 """Where a transformation's time goes in the server, outside `rules.apply`.
 
     python bench/ingest_profile.py --count 40 --ports 8500-8599 [--out PATH.prof]
+    python bench/ingest_profile.py --transforms-only --inflight 8 --count 48 --ports 8500-8599 [--out PATH.prof]
     python bench/ingest_profile.py --commands --count 20 --inflight 8 --db-port 9557 [--json PATH]
     python bench/ingest_profile.py --verify --count 16 --batch-sizes 1,8 --ports 8500-8599 [--json PATH]
 
@@ -14,6 +15,11 @@ the answer that is *not* verification. The profiler's clock is the event-loop
 thread's CPU time (`time.thread_time`), so waiting for the database, the
 client, the GIL or the verifier thread does not count. Profiling slows Python
 code ~1.5-2x: compare the shares, not the absolute milliseconds.
+
+`--transforms-only` profiles the transformations only, `--inflight` at a
+time (8 by default, as `ingest.transform.inflight8` of bench/api.py): the
+server's profiler starts on SIGUSR1 before them and stops on SIGUSR2 after
+them, so the figures are per transformation and exclude the set-up.
 
 `--commands` measures the other side, the database: the app runs in this
 process (`api.app.create_app` over httpx's ASGI transport, its own embedded
@@ -44,6 +50,7 @@ import json
 import os
 import pstats
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -76,12 +83,16 @@ STAGES = [
 # uvicorn re-raises SIGTERM after its graceful shutdown, which would kill the
 # process before the profile is written: the wrapper swallows that re-raise.
 _WRAPPER = """
-import cProfile, runpy, signal, sys, time
+import cProfile, os, runpy, signal, sys, time
 out = sys.argv[1]
 sys.argv = ["api.server", *sys.argv[2:]]
 signal.raise_signal = lambda signum: None
 profile = cProfile.Profile(time.thread_time)  # CPU time of the event-loop thread, not wall time
-profile.enable()
+if os.environ.get("ORETRACE_PROFILE_ON_SIGNAL"):  # --transforms-only: SIGUSR1 starts it, SIGUSR2 stops it
+    signal.signal(signal.SIGUSR1, lambda *_: profile.enable())
+    signal.signal(signal.SIGUSR2, lambda *_: profile.disable())
+else:
+    profile.enable()
 try:
     runpy.run_module("api.server", run_name="__main__", alter_sys=True)
 finally:
@@ -93,11 +104,13 @@ finally:
 class ProfiledServer(bench_api.Server):
     """bench/api.py's Server, run under `python -m cProfile -o PATH`."""
 
-    def __init__(self, data_dir: Path, root, out: Path) -> None:
+    def __init__(self, data_dir: Path, root, out: Path, on_signal: bool = False) -> None:
         real_popen = subprocess.Popen
 
         def popen(cmd, **kwargs):
             assert cmd[1:3] == ["-m", "api.server"], cmd
+            if on_signal:
+                kwargs["env"] = {**kwargs["env"], "ORETRACE_PROFILE_ON_SIGNAL": "1"}
             return real_popen([cmd[0], "-c", _WRAPPER, str(out), *cmd[3:]], **kwargs)
 
         bench_api.subprocess.Popen = popen
@@ -107,14 +120,27 @@ class ProfiledServer(bench_api.Server):
             bench_api.subprocess.Popen = real_popen
 
 
-async def drive(server, pub, count: int) -> float:
+async def drive(server, pub, count: int, inflight: int = 1, transforms_only: bool = False) -> float:
+    """Publish the set-up, `count` issues and transfers, then `count` transformations
+    `inflight` at a time; with `transforms_only` the server profiles the
+    transformations only (SIGUSR1 before them, SIGUSR2 after). Their wall seconds."""
     async with bench_api.httpx.AsyncClient(base_url=server.url, timeout=120) as client:
         await bench_api.setup(client, pub)
         envelopes = await bench_api.prepare_lots(client, pub, count)
+        semaphore = asyncio.Semaphore(inflight)
+
+        async def one(env) -> None:
+            async with semaphore:
+                await bench_api.publish(client, env)
+
+        if transforms_only:
+            server.process.send_signal(signal.SIGUSR1)
         t0 = time.perf_counter()
-        for env in envelopes:
-            await bench_api.publish(client, env)
-        return time.perf_counter() - t0
+        await asyncio.gather(*(one(env) for env in envelopes))
+        elapsed = time.perf_counter() - t0
+        if transforms_only:
+            server.process.send_signal(signal.SIGUSR2)
+        return elapsed
 
 
 def report(path: Path, publications: int) -> None:
@@ -127,7 +153,7 @@ def report(path: Path, publications: int) -> None:
     """
     stats = pstats.Stats(str(path))
     rows = stats.stats  # (file, line, name) -> (cc, nc, tt, ct, callers)
-    print(f"\nevent-loop CPU per publication ({publications} publications: set-up, issues, transfers, transforms):")
+    print(f"\nevent-loop CPU per publication ({publications} publications profiled):")
     for label, file_part, name in STAGES:
         ct = sum(v[3] for (f, _, n), v in rows.items() if file_part in f and n == name)
         print(f"  {label:<70} {ct * 1000 / publications:8.2f} ms")
@@ -299,7 +325,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "oretrace-ingest.prof")
     ap.add_argument("--report-only", action="store_true", help="only print the report of an existing --out file")
     ap.add_argument("--commands", action="store_true", help="time the database commands instead (see above)")
-    ap.add_argument("--inflight", type=int, default=8, help="with --commands: publications in flight")
+    ap.add_argument("--inflight", type=int, default=8,
+                    help="with --commands or --transforms-only: publications in flight")
+    ap.add_argument("--transforms-only", action="store_true",
+                    help="profile the event loop during the transformations only, --inflight at a time")
     ap.add_argument("--db-port", type=int, help="with --commands: port of the embedded database")
     ap.add_argument("--json", type=Path, help="with --commands or --verify: write the figures here")
     ap.add_argument("--verify", action="store_true", help="profile verification alone and in batches (see above)")
@@ -321,20 +350,22 @@ def main() -> None:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(text + "\n")
         return
-    publications = 4 + 3 * args.count  # 3 registrations + 1 attestation, then issue + transfer + transform each
+    # 3 registrations + 1 attestation, then issue + transfer + transform each; or the transformations only
+    publications = args.count if args.transforms_only else 4 + 3 * args.count
     if args.report_only:
         report(args.out, publications)
         return
+    inflight = args.inflight if args.transforms_only else 1
     root = bench_api.SigningKey.generate()
     pub = bench_api.Publisher(root)
     data_dir = Path(tempfile.mkdtemp(prefix="oretrace-profile-"))
-    server = ProfiledServer(data_dir, root, args.out)
+    server = ProfiledServer(data_dir, root, args.out, on_signal=args.transforms_only)
     try:
-        elapsed = asyncio.run(drive(server, pub, args.count))
+        elapsed = asyncio.run(drive(server, pub, args.count, inflight, args.transforms_only))
     finally:
         server.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
-    print(f"{args.count} transformations one at a time under the profiler: {args.count / elapsed:.1f} tx/s")
+    print(f"{args.count} transformations {inflight} in flight under the profiler: {args.count / elapsed:.1f} tx/s")
     report(args.out, publications)
 
 
