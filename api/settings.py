@@ -158,7 +158,7 @@ class Settings(BaseModel):
     #: milliseconds a free verifier may hold a batch of fewer than `verify_max_batch` for
     #: publications already on their way to it (api.service.Verifier); 0 = never. An idle
     #: server (nothing else in flight) never waits
-    verify_gather_ms: float = Field(default=0.0, ge=0, le=50)
+    verify_gather_ms: float = Field(default=15.0, ge=0, le=50)
     log_key: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$", repr=False)
     log_origin: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:/-]{1,128}$")
     checkpoint_interval: float = Field(default=2.0, gt=0, le=3600)

@@ -32,7 +32,12 @@ how many and how long (`ingest.commands.<name>:<collection>.{per_tx,ms_per_tx}`,
 `ingest.commands.total.{per_tx,ms_per_tx}`, `ingest.commands.tx_per_s`). The
 integrator's background reads and writes of the log are counted too. Also
 written: how many verification batches of each size the server formed
-(`ingest.commands.verify_batches.size{k}`, api.verification_batches).
+(`ingest.commands.verify_batches.size{k}`, api.verification_batches;
+`--gather-ms` sets the verifier's gathering window), and how long the
+store's `log_sequencer` (which runs the publications' transactions one at a
+time) was held: `ingest.commands.log_sequencer.held_ms_per_tx` (wall) and
+`.held_share` of the run's wall time (near 1.0: the transactions are the
+bottleneck, whatever verification costs).
 
 `--verify` profiles the verification itself (`verification` below): CPU per
 transformation of the MSM, point decoding, the signature, proof replay
@@ -192,7 +197,28 @@ class CommandTimes(monitoring.CommandListener):
     failed = succeeded
 
 
-async def commands(count: int, inflight: int, db_port: int | None) -> dict:
+class HeldTime(asyncio.Lock):
+    """An asyncio.Lock that adds up the wall time it is held while `on` (for the
+    store's `log_sequencer`, which serialises the publications' transactions)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.on = False
+        self.held = 0.0
+        self.acquired_at = 0.0
+
+    async def acquire(self) -> bool:
+        await super().acquire()
+        self.acquired_at = time.perf_counter()
+        return True
+
+    def release(self) -> None:
+        if self.on:
+            self.held += time.perf_counter() - self.acquired_at
+        super().release()
+
+
+async def commands(count: int, inflight: int, db_port: int | None, gather_ms: float = 0.0) -> dict:
     from api.app import create_app
     from api.embedded import EmbeddedDatabase
     from api.settings import Settings
@@ -202,10 +228,11 @@ async def commands(count: int, inflight: int, db_port: int | None) -> dict:
     db = EmbeddedDatabase(data_dir / "db", host="127.0.0.1", port=db_port)
     times = CommandTimes()
     store = await Store.connect(await db.astart(), "oretrace", event_listeners=[times])
+    store.log_sequencer = sequencer = HeldTime()
     root = bench_api.SigningKey.generate()
     pub = bench_api.Publisher(root)
     settings = Settings(database="oretrace", data_dir=data_dir / "app", network=bench_api.NETWORK,
-                        root_public_key=root.verify_key.encode().hex())  # fmt: skip
+                        root_public_key=root.verify_key.encode().hex(), verify_gather_ms=gather_ms)  # fmt: skip
     app = create_app(settings, store=store)
     try:
         async with app.router.lifespan_context(app):
@@ -221,11 +248,11 @@ async def commands(count: int, inflight: int, db_port: int | None) -> dict:
 
                 batch_sizes = app.state.runtime.ingestion.verifier.batch_sizes
                 batches0 = collections.Counter(batch_sizes)
-                times.on = True
+                times.on = sequencer.on = True
                 t0 = time.perf_counter()
                 await asyncio.gather(*(one(e) for e in envelopes))
                 wall = time.perf_counter() - t0
-                times.on = False
+                times.on = sequencer.on = False
                 batches = collections.Counter(batch_sizes)
                 batches.subtract(batches0)
     finally:
@@ -233,7 +260,11 @@ async def commands(count: int, inflight: int, db_port: int | None) -> dict:
         await db.astop()
         shutil.rmtree(data_dir, ignore_errors=True)
     out = {"ingest.commands.tx_per_s": round(count / wall, 2), "ingest.commands.inflight": inflight,
-           "ingest.commands.count": count}  # fmt: skip
+           "ingest.commands.count": count, "ingest.commands.verify_gather_ms": gather_ms,
+           # the transactions, one at a time (api.store.Store.log_sequencer): wall ms held per
+           # publication, and the share of the run it was held (1.0 = the bottleneck)
+           "ingest.commands.log_sequencer.held_ms_per_tx": round(sequencer.held * 1000 / count, 2),
+           "ingest.commands.log_sequencer.held_share": round(sequencer.held / wall, 3)}  # fmt: skip
     for key, seconds in sorted(times.seconds.items(), key=lambda kv: -kv[1]):
         out[f"ingest.commands.{key}.per_tx"] = round(times.calls[key] / count, 2)
         out[f"ingest.commands.{key}.ms_per_tx"] = round(seconds * 1000 / count, 2)
@@ -330,6 +361,8 @@ def main() -> None:
     ap.add_argument("--transforms-only", action="store_true",
                     help="profile the event loop during the transformations only, --inflight at a time")
     ap.add_argument("--db-port", type=int, help="with --commands: port of the embedded database")
+    ap.add_argument("--gather-ms", type=float, default=0.0,
+                    help="with --commands: the verifier's gathering window (ORETRACE_VERIFY_GATHER_MS)")
     ap.add_argument("--json", type=Path, help="with --commands or --verify: write the figures here")
     ap.add_argument("--verify", action="store_true", help="profile verification alone and in batches (see above)")
     ap.add_argument("--batch-sizes", default="1,8", help="with --verify: batch sizes, e.g. 1,2,4,8")
@@ -342,7 +375,7 @@ def main() -> None:
             sizes = [int(k) for k in args.batch_sizes.split(",")]
             figures = asyncio.run(verification(args.count, sizes))
         else:
-            figures = asyncio.run(commands(args.count, args.inflight, args.db_port))
+            figures = asyncio.run(commands(args.count, args.inflight, args.db_port, args.gather_ms))
         out = {**machine(), **figures}
         text = json.dumps(out, indent=2, sort_keys=True)
         print(text)
