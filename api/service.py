@@ -179,7 +179,8 @@ class Verifier:
     more, whichever comes first. A publication with nothing announced behind it
     (an idle server, one publication in flight) is verified at once: the window
     only ever delays a publication while others are on their way to join it.
-    `gather_seconds` = 0 is "a batch is what waits when a worker frees".
+    `gather_seconds` = 0 (the constructor's default; the server passes its
+    setting, 15 ms by default) is "a batch is what waits when a worker frees".
 
     * "thread" (default): anyio worker threads. Verification time is mostly
       arkworks multi-scalar multiplication, which releases the GIL: two
