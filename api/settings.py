@@ -155,6 +155,10 @@ class Settings(BaseModel):
     verify_workers: int | None = Field(default=None, gt=0)
     #: most publications verified together in one MSM (api.verification_batches); 1 = one at a time
     verify_max_batch: int = Field(default=8, ge=1, le=64)
+    #: milliseconds a free verifier may hold a batch of fewer than `verify_max_batch` for
+    #: publications already on their way to it (api.service.Verifier); 0 = never. An idle
+    #: server (nothing else in flight) never waits
+    verify_gather_ms: float = Field(default=15.0, ge=0, le=50)
     log_key: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$", repr=False)
     log_origin: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:/-]{1,128}$")
     checkpoint_interval: float = Field(default=2.0, gt=0, le=3600)
@@ -197,6 +201,7 @@ class Settings(BaseModel):
             ("verify_mode", "ORETRACE_VERIFY_MODE"),
             ("verify_workers", "ORETRACE_VERIFY_WORKERS"),
             ("verify_max_batch", "ORETRACE_VERIFY_MAX_BATCH"),
+            ("verify_gather_ms", "ORETRACE_VERIFY_GATHER_MS"),
             ("log_key", "ORETRACE_LOG_KEY"),
             ("log_origin", "ORETRACE_LOG_ORIGIN"),
             ("checkpoint_interval", "ORETRACE_CHECKPOINT_INTERVAL"),
