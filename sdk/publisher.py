@@ -288,13 +288,6 @@ class Publisher:
             self._save()
         return self.wallet.lot(lot_id)
 
-    @staticmethod
-    async def _prove(fn, /, **kwargs):
-        try:
-            return await asyncio.to_thread(fn, **kwargs)
-        except ProvingError as exc:
-            raise ProvingRefused(str(getattr(exc, "reason", None) or exc)) from None
-
     async def _prove_and_submit(self, build, /, **fields) -> Published:
         """Prove a payload with the ledger builder `build` (called off the event loop as
         `build(network, signer, nonce, **fields)`, with this organisation, this network and a
@@ -302,7 +295,10 @@ class Publisher:
         with the same nonce and submit it. ProvingRefused if the builder refuses; what `submit`
         raises otherwise. The caller settles the result."""
         nonce = new_nonce()
-        payload = await self._prove(build, network=self.network, signer=self.org_id, nonce=nonce, **fields)
+        try:
+            payload = await asyncio.to_thread(build, network=self.network, signer=self.org_id, nonce=nonce, **fields)
+        except ProvingError as exc:
+            raise ProvingRefused(str(getattr(exc, "reason", None) or exc)) from None
         return await self.submit(self.sign(payload, nonce))
 
     # ------------------------------------------------------------- operator
