@@ -21,8 +21,9 @@ For each class C (keys `C.*`):
   C.statuses_8       HTTP statuses of the concurrent copies (a large body beyond the
                      admitted ones may wait; 503 only after ORETRACE_LARGE_BODY_WAIT_SECONDS)
   C.status / C.code  HTTP status and first error code of that request (what the limits answer)
-  C.healthz_p99_ms   /healthz latency p99 (and p50) probed back to back while 8 copies of the
-  C.healthz_p50_ms   request run at once, for `rounds` rounds, and more rounds (at most
+  C.healthz_p99_ms   /healthz latency p99 (and p50) probed back to back, by a process of its own
+  C.healthz_p50_ms   (bench/healthz_prober.py, as a load balancer would), while 8 copies of the
+                     request run at once, for `rounds` rounds, and more rounds (at most
                      MAX_ROUNDS) until `--min-probes` probes were taken: a p99 of a handful
                      of probes is their maximum (C.healthz_failures: probes answered 503,
                      the database ping having waited more than 2 s; C.rounds: rounds run)
@@ -185,17 +186,51 @@ async def send(client: httpx.AsyncClient, request: dict[str, Any]) -> httpx.Resp
     return await client.post("/graphql", content=request["body"], headers={"content-type": "application/json"})
 
 
-async def probe_healthz(client: httpx.AsyncClient, stop: asyncio.Event, samples: list[float],
-                        pid: int, rss: list[int], failures: list[int]) -> None:  # fmt: skip
-    """/healthz back to back until `stop`; the server's RSS (kB) sampled between probes;
-    answers other than 200 (the database ping timing out after 2 s) counted in `failures`."""
-    while not stop.is_set():
-        t = time.perf_counter()
-        response = await client.get("/healthz")
-        samples.append(time.perf_counter() - t)
-        rss.append(rss_kb(pid, "VmRSS"))
-        if response.status_code != 200:
-            failures.append(response.status_code)
+class HealthzProber:
+    """/healthz probed back to back by bench/healthz_prober.py, a process of its own,
+    from `async with` entry (once its first probe answered) to exit: `ms` holds the
+    latencies (ms) so far, `failures` the answers other than 200 (the database ping
+    timing out after 2 s) and the probes that got no answer."""
+
+    def __init__(self, url: str) -> None:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        self.argv = [sys.executable, str(Path(__file__).with_name("healthz_prober.py")), host, port]
+        self.ms: list[float] = []
+        self.failures: list[int | str] = []
+
+    def _record(self, line: bytes) -> None:
+        seconds, status = line.decode().split()
+        if seconds == "-":
+            self.failures.append(status)
+            return
+        self.ms.append(float(seconds) * 1000)
+        if status != "200":
+            self.failures.append(int(status))
+
+    async def _read(self) -> None:
+        while line := await self.process.stdout.readline():
+            self._record(line)
+
+    async def __aenter__(self) -> HealthzProber:
+        self.process = await asyncio.create_subprocess_exec(
+            *self.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+        )
+        try:
+            first = await asyncio.wait_for(self.process.stdout.readline(), 30)
+        except TimeoutError:
+            first = b""
+        if not first:
+            self.process.kill()
+            await self.process.wait()
+            raise RuntimeError("the /healthz prober got no answer from the server within 30 s")
+        self._record(first)
+        self.reader = asyncio.create_task(self._read())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.process.stdin.close()
+        await self.reader
+        await self.process.wait()
 
 
 def first_code(response: httpx.Response) -> str | None:
@@ -236,21 +271,17 @@ async def bench_class(server: Server, request: dict[str, Any], rounds: int, min_
             during.append(rss_kb(pid, "VmRSS"))
             single_growth.append(max(during) - before)
             rss.extend(during)
-        samples: list[float] = []
-        async with httpx.AsyncClient(base_url=server.url, timeout=300) as prober:
-            stop = asyncio.Event()
-            failures: list[int] = []
-            statuses: list[int] = []
-            probe = asyncio.create_task(probe_healthz(prober, stop, samples, pid, rss, failures))
-            sampler = asyncio.create_task(sample_rss(pid, stop, rss))
-            while len(wall8) < rounds or (len(samples) < min_probes and len(wall8) < MAX_ROUNDS):
+        statuses: list[int] = []
+        stop = asyncio.Event()
+        sampler = asyncio.create_task(sample_rss(pid, stop, rss))
+        async with HealthzProber(server.url) as prober:
+            while len(wall8) < rounds or (len(prober.ms) < min_probes and len(wall8) < MAX_ROUNDS):
                 t = time.perf_counter()
                 statuses += [r.status_code for r in await asyncio.gather(*(send(client, request) for _ in range(8)))]
                 wall8.append(time.perf_counter() - t)
-            stop.set()
-            await probe
-            await sampler
-    ms = [s * 1000 for s in samples]
+        stop.set()
+        await sampler
+    ms, failures = prober.ms, prober.failures
     return {
         "status": response.status_code,
         "code": first_code(response),
@@ -297,15 +328,13 @@ async def bench_slow_headers(server: Server, connections: int) -> dict[str, Any]
         closed_after.append(time.perf_counter() - t0)
         writer.close()
 
-    samples: list[float] = []
-    async with httpx.AsyncClient(base_url=server.url, timeout=60) as prober:
-        stop = asyncio.Event()
-        failures: list[int] = []
-        probe = asyncio.create_task(probe_healthz(prober, stop, samples, pid, rss, failures))
+    stop = asyncio.Event()
+    sampler = asyncio.create_task(sample_rss(pid, stop, rss))
+    async with HealthzProber(server.url) as prober:
         await asyncio.wait_for(asyncio.gather(*(trickle(r, w) for r, w in opened)), 300)
-        stop.set()
-        await probe
-    ms = [s * 1000 for s in samples]
+    stop.set()
+    await sampler
+    ms, failures = prober.ms, prober.failures
     return {
         "connections": connections,
         "closed_after_s_max": round(max(closed_after), 2),
