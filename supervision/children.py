@@ -135,10 +135,14 @@ class Child:
         self.name = name
         self.loads = loads
         self.max_frame = max_frame
-        to_child_r, self._out = os.pipe()
-        self._in, from_child_w = os.pipe()
         self._received = bytearray()
+        self._out = self._in = None
+        child_ends: list[int] = []  # closed here once the child has them (or could not start)
         try:
+            to_child_r, self._out = os.pipe()
+            child_ends.append(to_child_r)
+            self._in, from_child_w = os.pipe()  # EMFILE here must not leak the first pipe
+            child_ends.append(from_child_w)
             self.process = _popen(
                 [sys.executable, "-m", module, *args],
                 stdin=to_child_r, stdout=from_child_w, env={**env, PARENT_PID_VARIABLE: str(os.getpid())}, cwd=cwd,
@@ -147,8 +151,8 @@ class Child:
             self._close_pipes()
             raise
         finally:
-            os.close(to_child_r)
-            os.close(from_child_w)
+            for fd in child_ends:
+                os.close(fd)
         os.set_blocking(self._out, False)
         os.set_blocking(self._in, False)
 

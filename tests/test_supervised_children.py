@@ -201,6 +201,50 @@ def test_the_minimal_environment_holds_no_secret(monkeypatch) -> None:
     assert environment(ROOT)["PYTHONPATH"].split(os.pathsep)[0] == str(ROOT)
 
 
+# --------------------------------------------------------------------------- out of descriptors
+
+#: run in a process of its own (it exhausts its descriptors): leaves `free` descriptors,
+#: tries three times to start a child, then prints how many descriptors stayed open
+OUT_OF_DESCRIPTORS = """
+import os, sys
+from supervision.children import Child, environment
+
+free = int(sys.argv[1])
+before = len(os.listdir("/proc/self/fd"))
+held = []
+while True:
+    try:
+        held.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError:
+        break
+for _ in range(free):
+    os.close(held.pop())
+errors = []
+for _ in range(3):
+    try:
+        Child("supervision.children", env=environment(".")).kill()
+    except OSError as exc:
+        errors.append(exc.errno)
+for fd in held:
+    os.close(fd)
+print(errors, len(os.listdir("/proc/self/fd")) - before)
+"""
+
+
+@pytest.mark.parametrize("free", [0, 1, 2, 3, 4])
+def test_a_child_that_cannot_start_for_want_of_descriptors_leaks_none(free) -> None:
+    """EMFILE at the first pipe, the second, or in Popen: OSError, and every descriptor
+    taken so far is closed again (a server out of descriptors must not lose more)."""
+    env = environment(ROOT, inherit=False)
+    limit = "import resource; resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n"
+    done = subprocess.run(
+        [sys.executable, "-c", limit + OUT_OF_DESCRIPTORS, str(free)],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=BOUND_S,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[24,", "24,", "24]", "0"], done.stdout
+
+
 # --------------------------------------------------------------------------- descriptors >= 1024
 
 
