@@ -194,6 +194,46 @@ def test_a_child_ignores_sigint() -> None:
         child.close()
 
 
+#: a parent in a session of its own, as `oretrace verify` in a terminal: starts a child
+#: still "importing" (sleeping) when the terminal's Ctrl-C comes, handles the interrupt
+INTERRUPTED_PARENT = """
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from supervision.children import Child, environment
+
+env = environment(os.getcwd())
+env["PYTHONPATH"] = os.pathsep.join([sys.argv[1], env["PYTHONPATH"]])
+child = Child("supervised_child_behaviours", ["slow start", "2"], env=env, name="test child")
+print(child.pid, flush=True)
+try:
+    child.send("work", timeout=60)
+    child.recv(timeout=60)
+except KeyboardInterrupt:
+    child.close(grace=60)
+    print("interrupted", child.process.returncode, flush=True)
+"""
+
+
+def test_a_terminal_ctrl_c_reaches_the_parent_only_even_while_a_child_starts(tmp_path) -> None:
+    """A child has its own session (so its own process group): the SIGINT a terminal sends
+    to its foreground process group reaches the parent, not a child that has not yet
+    reached `serve` (which would die of KeyboardInterrupt with a traceback)."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", INTERRUPTED_PARENT, str(TESTS)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        child = int(process.stdout.readline())
+        assert os.getpgid(child) != process.pid
+        os.killpg(process.pid, signal.SIGINT)  # what the terminal does at Ctrl-C
+        out, err = process.communicate(timeout=BOUND_S)
+    finally:
+        process.kill()
+        process.wait()
+    assert out.split() == ["interrupted", "0"], (out, err)  # the child exited at end of file
+    assert "Traceback" not in err, err
+
+
 def test_the_minimal_environment_holds_no_secret(monkeypatch) -> None:
     monkeypatch.setenv("MONGODB_URI", "mongodb://user:secret@db")
     assert set(environment(ROOT, inherit=False)) == {"PATH", "PYTHONPATH"}
