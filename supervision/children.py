@@ -4,7 +4,10 @@ two pipes, with a time limit on every exchange, and that dies with its parent.
 Parent side, `Child(module, args, env=..., name=...)`:
 
 * starts `sys.executable -m module *args` (fork + exec, never a bare fork: the parent's
-  threads, locks and `__main__` are not copied) with exactly the environment `env` the
+  threads, locks and `__main__` are not copied) in a session of its own (so a terminal's
+  Ctrl-C, Ctrl-Z and hang-up, sent to its foreground process group, reach the parent
+  only, also while the child is still importing its modules, before `serve` runs: the
+  parent handles them and ends its children in order) with exactly the environment `env` the
   caller chose (`environment(root, inherit=False)`: only PATH and PYTHONPATH, so no
   server secret reaches the child; `inherit=True`: the parent's own), plus
   `SUPERVISION_PARENT_PID`;
@@ -20,8 +23,7 @@ Parent side, `Child(module, args, env=..., name=...)`:
   request pipe, which asks the child to exit; SIGKILL after `grace` seconds),
   `alive()`, `pid`, `process` (the `subprocess.Popen`).
 
-Child side, `serve(handler)`: ignores SIGINT (a terminal's Ctrl-C reaches the whole
-process group; the parent handles it and ends its children in order), calls
+Child side, `serve(handler)`: ignores SIGINT (a Ctrl-C is the parent's to handle), calls
 `die_with_parent`, then answers each message with `handler(message)` (None: no
 answer) until the request pipe reaches end of file; a reply to a parent that is gone
 (broken pipe) ends it quietly, with exit status 0 and no traceback. The child's stdin
@@ -135,20 +137,25 @@ class Child:
         self.name = name
         self.loads = loads
         self.max_frame = max_frame
-        to_child_r, self._out = os.pipe()
-        self._in, from_child_w = os.pipe()
         self._received = bytearray()
+        self._out = self._in = None
+        child_ends: list[int] = []  # closed here once the child has them (or could not start)
         try:
+            to_child_r, self._out = os.pipe()
+            child_ends.append(to_child_r)
+            self._in, from_child_w = os.pipe()  # EMFILE here must not leak the first pipe
+            child_ends.append(from_child_w)
             self.process = _popen(
                 [sys.executable, "-m", module, *args],
                 stdin=to_child_r, stdout=from_child_w, env={**env, PARENT_PID_VARIABLE: str(os.getpid())}, cwd=cwd,
+                start_new_session=True,
             )  # fmt: skip
         except BaseException:
             self._close_pipes()
             raise
         finally:
-            os.close(to_child_r)
-            os.close(from_child_w)
+            for fd in child_ends:
+                os.close(fd)
         os.set_blocking(self._out, False)
         os.set_blocking(self._in, False)
 

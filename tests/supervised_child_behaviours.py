@@ -3,7 +3,8 @@
 
 Behaviours: "echo" answers each message with itself; "print" prints to stdout, then
 echoes; "hang" sleeps an hour at its first message (neither reads nor answers);
-"exit" exits (status 3) at its first message; "bytes HEX" writes the bytes HEX into
+"exit" exits (status 3) at its first message; "slow start SECONDS" sleeps that long
+before it serves as "echo" does (a child still importing its modules); "bytes HEX" writes the bytes HEX into
 its reply pipe (not through `serve`) and sleeps an hour; "bytes and exit HEX" writes
 them and exits (status 0).
 """
@@ -22,6 +23,9 @@ def main(behaviour: str, *args: str) -> None:
         os.write(1, bytes.fromhex(args[0]))
         if behaviour == "bytes":
             time.sleep(3600)
+    elif behaviour == "slow start":
+        time.sleep(float(args[0]))
+        serve(lambda message: message)
     elif behaviour == "exit":
         serve(lambda message: os._exit(3))
     elif behaviour == "hang":

@@ -194,11 +194,95 @@ def test_a_child_ignores_sigint() -> None:
         child.close()
 
 
+#: a parent in a session of its own, as `oretrace verify` in a terminal: starts a child
+#: still "importing" (sleeping) when the terminal's Ctrl-C comes, handles the interrupt
+INTERRUPTED_PARENT = """
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from supervision.children import Child, environment
+
+env = environment(os.getcwd())
+env["PYTHONPATH"] = os.pathsep.join([sys.argv[1], env["PYTHONPATH"]])
+child = Child("supervised_child_behaviours", ["slow start", "2"], env=env, name="test child")
+print(child.pid, flush=True)
+try:
+    child.send("work", timeout=60)
+    child.recv(timeout=60)
+except KeyboardInterrupt:
+    child.close(grace=60)
+    print("interrupted", child.process.returncode, flush=True)
+"""
+
+
+def test_a_terminal_ctrl_c_reaches_the_parent_only_even_while_a_child_starts(tmp_path) -> None:
+    """A child has its own session (so its own process group): the SIGINT a terminal sends
+    to its foreground process group reaches the parent, not a child that has not yet
+    reached `serve` (which would die of KeyboardInterrupt with a traceback)."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", INTERRUPTED_PARENT, str(TESTS)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        child = int(process.stdout.readline())
+        assert os.getpgid(child) != process.pid
+        os.killpg(process.pid, signal.SIGINT)  # what the terminal does at Ctrl-C
+        out, err = process.communicate(timeout=BOUND_S)
+    finally:
+        process.kill()
+        process.wait()
+    assert out.split() == ["interrupted", "0"], (out, err)  # the child exited at end of file
+    assert "Traceback" not in err, err
+
+
 def test_the_minimal_environment_holds_no_secret(monkeypatch) -> None:
     monkeypatch.setenv("MONGODB_URI", "mongodb://user:secret@db")
     assert set(environment(ROOT, inherit=False)) == {"PATH", "PYTHONPATH"}
     assert environment(ROOT, inherit=True)["MONGODB_URI"] == "mongodb://user:secret@db"
     assert environment(ROOT)["PYTHONPATH"].split(os.pathsep)[0] == str(ROOT)
+
+
+# --------------------------------------------------------------------------- out of descriptors
+
+#: run in a process of its own (it exhausts its descriptors): leaves `free` descriptors,
+#: tries three times to start a child, then prints how many descriptors stayed open
+OUT_OF_DESCRIPTORS = """
+import os, sys
+from supervision.children import Child, environment
+
+free = int(sys.argv[1])
+before = len(os.listdir("/proc/self/fd"))
+held = []
+while True:
+    try:
+        held.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError:
+        break
+for _ in range(free):
+    os.close(held.pop())
+errors = []
+for _ in range(3):
+    try:
+        Child("supervision.children", env=environment(".")).kill()
+    except OSError as exc:
+        errors.append(exc.errno)
+for fd in held:
+    os.close(fd)
+print(errors, len(os.listdir("/proc/self/fd")) - before)
+"""
+
+
+@pytest.mark.parametrize("free", [0, 1, 2, 3, 4])
+def test_a_child_that_cannot_start_for_want_of_descriptors_leaks_none(free) -> None:
+    """EMFILE at the first pipe, the second, or in Popen: OSError, and every descriptor
+    taken so far is closed again (a server out of descriptors must not lose more)."""
+    env = environment(ROOT, inherit=False)
+    limit = "import resource; resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n"
+    done = subprocess.run(
+        [sys.executable, "-c", limit + OUT_OF_DESCRIPTORS, str(free)],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=BOUND_S,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[24,", "24,", "24]", "0"], done.stdout
 
 
 # --------------------------------------------------------------------------- descriptors >= 1024
