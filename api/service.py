@@ -173,9 +173,11 @@ class Verifier:
     The gathering window (`gather_seconds`, setting `ORETRACE_VERIFY_GATHER_MS`):
     publications announced upstream (`upstream()`: the ingestion holds one
     such scope from parsing to the verifier, i.e. through the idempotency
-    look-up and the prefetch) will reach the verifier within a few
-    milliseconds. While some are announced and fewer than `max_batch` wait, a
-    free worker holds its batch until the oldest waiting publication has
+    look-up and the prefetch) usually reach the verifier within a few
+    milliseconds (not all do: one refused by the prefetch or a resend never
+    does, an ancestry walk takes longer; the window bounds what any costs).
+    While some are announced and fewer than `max_batch` wait, a free worker
+    holds its batch until the oldest waiting publication has
     waited `gather_seconds`, or the batch is full, or nothing is announced any
     more, whichever comes first. A publication with nothing announced behind it
     (an idle server, one publication in flight) is verified at once: the window

@@ -270,3 +270,43 @@ def test_the_gathering_window_setting_is_bounded():
 
 #: the documented default (docs/operations.md)
 DEFAULT_GATHER_MS = 15.0
+
+
+@pytest.mark.parametrize("renewed", [False, True], ids=["one-never-arrives", "a-stream-of-slow-ones"])
+async def test_announcements_that_never_stop_cannot_hold_a_publication_past_its_window(world, honest, renewed):
+    """An attacker keeps `Verifier.upstream()` busy for ever: one announcement that
+    never reaches the verifier, or a stream of them, each entering before the
+    previous leaves (slow publications, or ones refused before the verifier).
+    The held publication still goes alone when its own window ends (the timer),
+    and the next one is held at most its own window too: no wait lasts longer."""
+    envelopes, views = honest
+    policy = policy_of(world)
+    verifier = Verifier("thread", workers=1, max_batch=8, gather_seconds=0.05)
+    stop = asyncio.Event()
+
+    async def announcing_for_ever():
+        scope = verifier.upstream()
+        scope.__enter__()
+        while not stop.is_set():
+            if renewed:  # the next announcement enters before this one leaves: never 0 announced
+                await asyncio.sleep(0.01)
+                following = verifier.upstream()
+                following.__enter__()
+                scope.__exit__(None, None, None)
+                scope = following
+            else:
+                await stop.wait()
+        scope.__exit__(None, None, None)
+
+    attacker = asyncio.create_task(announcing_for_ever())
+    await asyncio.sleep(0)
+    try:
+        for n in range(2):
+            effects = await asyncio.wait_for(verifier.apply(envelopes[n], views[n], policy), 60)
+            assert effects.event_id == envelopes[n].event_id
+            assert verifier._upstream > 0  # announced the whole time
+        assert verifier.batch_sizes == {1: 2}
+        assert verifier.gathers == 2  # each was held, once, and released by its own window's end
+    finally:
+        stop.set()
+        await asyncio.wait_for(attacker, 60)
