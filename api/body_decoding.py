@@ -12,15 +12,21 @@ abuse"). In a child the server pays only for unpickling the decoded value
 (~28 ms per MiB of small values, ~45 ms per MiB of small containers with the
 cyclic collector paused, on a decoder thread: `_rebuild`), not for the decoding.
 
-`BodyDecoder(processes, timeout)` keeps up to `processes` children
+`BodyDecoder(processes, timeout, max_values)` keeps up to `processes` children
 (`python -m api.body_decoding`, started at first use, each serving one body at
 a time), each a `supervision.children.Child` with a minimal environment (PATH and
 PYTHONPATH: none of the server's secrets, MONGODB_URI, ORETRACE_LOG_KEY, ...).
 Messages (that module's frames: 4-byte length || pickle), per body:
 
     request  = the body's bytes
-    answer   = ("ok", value)          value = loads_strict(body)
-             | ("invalid", message)   message = str(StrictJSONError)
+    answer   = ("ok", value)             value = loads_strict(body, max_values=N)
+             | ("invalid", message)      message = str(StrictJSONError)
+             | ("too_many", message)     message = str(TooManyJSONValues)
+
+N, the most JSON values a body may hold (`Limits.max_body_values`), is the child's
+one argument: a body over it never reaches the server as objects, whose copy
+(unpickling, one C call holding the GIL) would cost the server ~45 ms per MiB of
+small containers.
 
 The answer is a pickle written by this module's own code in the child (which
 reads only JSON from the client), never by the client.
@@ -41,6 +47,7 @@ import asyncio
 import gc
 import logging
 import pickle
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -49,7 +56,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from ledger.encoding import StrictJSONError, loads_strict
+from ledger.encoding import StrictJSONError, TooManyJSONValues, loads_strict
 from supervision.children import Child, ChildFailed, environment, serve
 
 log = logging.getLogger("oretrace.api")
@@ -57,7 +64,7 @@ log = logging.getLogger("oretrace.api")
 #: the checkout the server runs from, first on the child's import path: the same code
 _ROOT = Path(__file__).resolve().parent.parent
 
-Outcome = tuple[Literal["ok"], Any] | tuple[Literal["invalid"], str]
+Outcome = tuple[Literal["ok"], Any] | tuple[Literal["invalid", "too_many"], str]
 
 
 class BodyDecoderUnavailable(Exception):
@@ -67,9 +74,11 @@ class BodyDecoderUnavailable(Exception):
 class _Child(Child):
     """One decoder process (module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_values: int) -> None:
         env = environment(_ROOT, inherit=False)  # not the server's secrets: a decoder has no use for them
-        super().__init__("api.body_decoding", env=env, name="body decoder process", cwd=_ROOT, loads=_rebuild)
+        super().__init__(
+            "api.body_decoding", [str(max_values)], env=env, name="body decoder process", cwd=_ROOT, loads=_rebuild
+        )
 
     def exchange(self, body: bytes, timeout: float) -> Outcome:
         """Send `body`, return the child's outcome; BodyDecoderUnavailable if the child
@@ -120,13 +129,14 @@ def _rebuild(answer: bytes) -> Outcome:
 
 
 class BodyDecoder:
-    """`await decode(body)`: `loads_strict(body)`'s outcome, computed in a child
-    process (module docstring), at most `processes` at a time (more callers wait
-    for a free one). `pids()`: the live children's process ids; `close()`: stop them."""
+    """`await decode(body)`: `loads_strict(body, max_values=max_values)`'s outcome,
+    computed in a child process (module docstring), at most `processes` at a time (more
+    callers wait for a free one). `pids()`: the live children's process ids; `close()`: stop them."""
 
-    def __init__(self, processes: int, timeout: float) -> None:
+    def __init__(self, processes: int, timeout: float, max_values: int) -> None:
         self.processes = processes
         self.timeout = timeout
+        self.max_values = max_values
         self._threads = ThreadPoolExecutor(max_workers=processes, thread_name_prefix="oretrace-body-decoder")
         self._lock = threading.Lock()
         self._idle: list[_Child] = []
@@ -166,7 +176,7 @@ class BodyDecoder:
                     self._busy.add(child)
                     return child
                 child.close()
-        child = _Child()  # at most `processes` threads get here at once: at most that many children
+        child = _Child(self.max_values)  # at most `processes` threads get here at once: at most that many children
         with self._lock:
             self._busy.add(child)
         return child
@@ -184,12 +194,15 @@ class BodyDecoder:
             child.close()
 
 
-def _decode_in_child(body: bytes) -> Outcome:
+def _decode_in_child(body: bytes, max_values: int) -> Outcome:
     try:
-        return "ok", loads_strict(body)
+        return "ok", loads_strict(body, max_values=max_values)
+    except TooManyJSONValues as exc:
+        return "too_many", str(exc)
     except StrictJSONError as exc:
         return "invalid", str(exc)
 
 
 if __name__ == "__main__":  # a decoder process (module docstring)
-    serve(_decode_in_child)
+    _max_values = int(sys.argv[1])
+    serve(lambda body: _decode_in_child(body, _max_values))

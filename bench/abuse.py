@@ -37,8 +37,10 @@ Classes: the largest fragment fan-out and the heaviest validation that fit the
 token limit; the costliest list nesting within the cost budget over a DAG
 where every lot has 32 parents (the protocol's maximum); 100 attestations of
 one site, nested; a 1,000-lot provenance; `_entities` at its cap; 1 MiB bodies
-nested past the limit or holding huge integers; accepted 1 MiB bodies of small
-values and of small containers (`[[[[]]]], ...`); an id of 1 MiB; and 30
+nested past the limit or holding huge integers; 1 MiB bodies of small values
+and of small containers (`[[[[]]]], ...`), over the value limit
+(ORETRACE_MAX_BODY_VALUES) and refused since it exists; the accepted 1 MiB
+body at that limit; an id of 1 MiB; and 30
 connections trickling their headers. Data is written through
 `Store.apply_effects` with synthetic commitments (the read path ignores
 proofs), as bench/api.py does.
@@ -140,7 +142,12 @@ def requests(fan_roots: list[str], dag_root: str, cap: int) -> dict[str, dict[st
     count = body_limit // 32
     while len(json.dumps({f"v{i}": [i, "x" * 8] for i in range(count)})) > body_limit - 200:
         count -= 1000
-    big_variables = {f"v{i}": [i, "x" * 8] for i in range(count)}  # just under the body limit
+    big_variables = {f"v{i}": [i, "x" * 8] for i in range(count)}  # just under the body limit (values: over the cap)
+    # the costliest body the value limit lets through: max_body_values values (the request
+    # object, its query and its variables among them) filling the body limit
+    at_cap = LIMITS.max_body_values - 4
+    string = "x" * ((body_limit - 400) // at_cap - 4)
+    at_value_cap = {"a": [string] * at_cap}
     # about the most containers a body can hold (4 lists in 13 bytes as json.dumps writes them):
     # the costliest accepted value for the server to rebuild from its decoder process
     containers = body_limit // 10
@@ -165,8 +172,9 @@ def requests(fan_roots: list[str], dag_root: str, cap: int) -> dict[str, dict[st
         ),
         "body_nested_1mib": {"body": deep_array(body_limit // 2)},
         "body_huge_integers": {"body": b'{"query": "{ __typename }", "variables": {"x": [' + b",".join([b"9" * 5000] * (body_limit // 5002 - 1)) + b"]}}"},
-        "body_1mib_accepted_variables": gql("{ __typename }", big_variables),
-        "body_1mib_accepted_containers": gql("{ __typename }", {"x": [[[[[]]]]] * containers}),
+        "body_1mib_small_values": gql("{ __typename }", big_variables),
+        "body_1mib_small_containers": gql("{ __typename }", {"x": [[[[[]]]]] * containers}),
+        "body_1mib_at_value_cap": gql("{ __typename }", at_value_cap),
         "id_1mib": gql("query($x: ID!) { lot(id: $x) { id } }", {"x": "l" * (body_limit - 200)}),
     }
 

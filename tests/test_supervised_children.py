@@ -338,7 +338,7 @@ def test_a_bundle_worker_whose_pipes_are_numbered_above_1024_works(many_descript
 async def test_the_body_decoder_whose_pipes_are_numbered_above_1024_works(many_descriptors) -> None:
     from api.body_decoding import BodyDecoder
 
-    decoder = BodyDecoder(processes=1, timeout=BOUND_S)
+    decoder = BodyDecoder(processes=1, timeout=BOUND_S, max_values=100)
     try:
         assert await decoder.decode(b'{"a": [1, 2]}') == ("ok", {"a": [1, 2]})
         assert await decoder.decode(b'{"a": NaN}') == await decoder.decode(b'{"a": NaN} ')
@@ -354,7 +354,7 @@ import asyncio
 from api.body_decoding import BodyDecoder
 
 async def main():
-    decoder = BodyDecoder(processes=2, timeout=60)
+    decoder = BodyDecoder(processes=2, timeout=60, max_values=100)
     await asyncio.gather(*(decoder.decode(b"[%d]" % i) for i in range(8)))
     print(*decoder.pids(), flush=True)
     await asyncio.sleep(3600)
