@@ -269,7 +269,7 @@ def test_the_gathering_window_setting_is_bounded():
 
 
 #: the documented default (docs/operations.md)
-DEFAULT_GATHER_MS = 15.0
+DEFAULT_GATHER_MS = 0.0
 
 
 @pytest.mark.parametrize("renewed", [False, True], ids=["one-never-arrives", "a-stream-of-slow-ones"])
