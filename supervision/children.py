@@ -104,7 +104,18 @@ def die_with_parent(parent_pid: int | None = None) -> None:
 
 #: the thread that starts children outside the main thread: it lives until the interpreter
 #: exits (a ThreadPoolExecutor's thread never ends idle), when it takes them down with it
-_spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="supervision-spawner")
+_spawner: ThreadPoolExecutor
+
+
+def _new_spawner() -> None:
+    """A fresh `_spawner`; also in a forked child, where the inherited one's thread does not
+    exist (a task submitted to it would wait forever)."""
+    global _spawner
+    _spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="supervision-spawner")
+
+
+_new_spawner()
+os.register_at_fork(after_in_child=_new_spawner)
 
 
 def _popen(*args: Any, **kwargs: Any) -> subprocess.Popen:

@@ -234,6 +234,44 @@ def test_a_terminal_ctrl_c_reaches_the_parent_only_even_while_a_child_starts(tmp
     assert "Traceback" not in err, err
 
 
+#: starts a child from a thread, forks, and does it again in the forked process
+FORKED = """
+import os, threading
+from supervision.children import Child, environment
+
+def start_from_a_thread():
+    started = []
+    thread = threading.Thread(target=lambda: started.append(Child("supervised_child_behaviours", ["echo"], env=env)))
+    thread.start()
+    thread.join(60)
+    if not started:
+        return "no child within 60 s"
+    started[0].send("ping", timeout=60)
+    answer = started[0].recv(timeout=60)
+    started[0].close()
+    return answer
+
+env = environment(os.getcwd())
+env["PYTHONPATH"] = os.pathsep.join([os.environ["TESTS"], env["PYTHONPATH"]])
+print(start_from_a_thread(), flush=True)
+pid = os.fork()
+if pid == 0:
+    print(start_from_a_thread(), flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+"""
+
+
+def test_a_forked_process_starts_children_from_threads_too() -> None:
+    """The spawner thread is not copied by fork: the forked process needs its own (else
+    a child started from one of its threads waits forever)."""
+    done = subprocess.run(
+        [sys.executable, "-c", FORKED], env={**environment(ROOT), "TESTS": str(TESTS)},
+        cwd=ROOT, capture_output=True, text=True, timeout=3 * BOUND_S,
+    )  # fmt: skip
+    assert done.stdout.split("\n")[:2] == ["ping", "ping"], (done.stdout, done.stderr)
+
+
 def test_the_minimal_environment_holds_no_secret(monkeypatch) -> None:
     monkeypatch.setenv("MONGODB_URI", "mongodb://user:secret@db")
     assert set(environment(ROOT, inherit=False)) == {"PATH", "PYTHONPATH"}
