@@ -323,6 +323,34 @@ def test_a_child_that_cannot_start_for_want_of_descriptors_leaks_none(free) -> N
     assert done.stdout.split() == ["[24,", "24,", "24]", "0"], done.stdout
 
 
+#: a pool of 50 workers with descriptors for a few only: what it raises, and what is left
+POOL_OUT_OF_DESCRIPTORS = """
+import os, resource
+from crypto.batch import WorkerFailed, WorkerPool
+
+resource.setrlimit(resource.RLIMIT_NOFILE, (32, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+before = len(os.listdir("/proc/self/fd"))
+try:
+    WorkerPool(50, "arkworks")
+except WorkerFailed as exc:
+    print("WorkerFailed", "Too many open files" in str(exc))
+children = [p for p in os.listdir("/proc") if p.isdigit() and os.path.exists(f"/proc/{p}/stat")
+            and open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1] == str(os.getpid())]
+print(len(os.listdir("/proc/self/fd")) - before, len(children))
+"""
+
+
+def test_a_worker_pool_that_cannot_start_every_worker_leaves_none_behind() -> None:
+    """Out of descriptors (or processes) part-way: WorkerFailed, which `verify_bundle` answers
+    by verifying in-process (not an "internal" failure), with the workers already started
+    killed and their pipes closed."""
+    done = subprocess.run(
+        [sys.executable, "-c", POOL_OUT_OF_DESCRIPTORS], env=environment(ROOT), cwd=ROOT,
+        capture_output=True, text=True, timeout=3 * BOUND_S,
+    )  # fmt: skip
+    assert done.stdout.split() == ["WorkerFailed", "True", "0", "0"], (done.stdout, done.stderr)
+
+
 # --------------------------------------------------------------------------- descriptors >= 1024
 
 
