@@ -272,6 +272,38 @@ def test_a_forked_process_starts_children_from_threads_too() -> None:
     assert done.stdout.split("\n")[:2] == ["ping", "ping"], (done.stdout, done.stderr)
 
 
+SHADOW = "import pathlib; pathlib.Path(__file__).with_name('IMPORTED').write_text('shadowed')\n"
+
+
+@pytest.mark.parametrize("inherit", [False, True])
+def test_a_child_never_imports_from_the_current_directory(tmp_path, monkeypatch, inherit) -> None:
+    """`python -m` would put the working directory first on the child's import path: run
+    in a directory holding a bundle and a `crypto/` (an unpacked archive), `oretrace verify`
+    ran its code in every worker. The children are started with -P."""
+    (tmp_path / "crypto").mkdir()
+    (tmp_path / "crypto" / "__init__.py").write_text(SHADOW)
+    (tmp_path / "supervised_child_behaviours.py").write_text(SHADOW)
+    monkeypatch.chdir(tmp_path)
+    env = environment(ROOT, inherit=inherit)
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env["PYTHONPATH"]])
+    child = Child("supervised_child_behaviours", ["echo"], env=env)
+    try:
+        child.send("ping", timeout=BOUND_S)
+        assert child.recv(timeout=BOUND_S) == "ping"
+    finally:
+        child.close()
+    from crypto.batch import WorkerPool
+
+    pool = WorkerPool(1, "arkworks")
+    try:
+        pool.workers[0].send(("collect",))
+        assert pool.workers[0].recv() == ([], [])
+    finally:
+        pool.close()
+    assert not (tmp_path / "IMPORTED").exists()
+    assert not (tmp_path / "crypto" / "IMPORTED").exists()
+
+
 def test_the_minimal_environment_holds_no_secret(monkeypatch) -> None:
     monkeypatch.setenv("MONGODB_URI", "mongodb://user:secret@db")
     assert set(environment(ROOT, inherit=False)) == {"PATH", "PYTHONPATH"}
