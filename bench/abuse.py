@@ -21,8 +21,11 @@ For each class C (keys `C.*`):
   C.statuses_8       HTTP statuses of the concurrent copies (a large body beyond the
                      admitted ones may wait; 503 only after ORETRACE_LARGE_BODY_WAIT_SECONDS)
   C.status / C.code  HTTP status and first error code of that request (what the limits answer)
-  C.healthz_p99_ms   /healthz latency p99 (and p50) probed back to back, by a process of its own
-  C.healthz_p50_ms   (bench/healthz_prober.py, as a load balancer would), while 8 copies of the
+  C.healthz_p99_ms   /healthz latency p99 (and p50), probed every 10 ms on a fixed schedule and
+  C.healthz_p50_ms   counted from each probe's scheduled time (a stall counts for every probe it
+                     delays), by a process of its own (bench/healthz_prober.py, as a load
+                     balancer would; before 2026-11-30 14:00 UTC: back to back, from the send,
+                     which hid stalls: see that file), while 8 copies of the
                      request run at once, for `rounds` rounds, and more rounds (at most
                      MAX_ROUNDS) until `--min-probes` probes were taken: a p99 of a handful
                      of probes is their maximum (C.healthz_failures: probes answered 503,
@@ -195,7 +198,7 @@ async def send(client: httpx.AsyncClient, request: dict[str, Any]) -> httpx.Resp
 
 
 class HealthzProber:
-    """/healthz probed back to back by bench/healthz_prober.py, a process of its own,
+    """/healthz probed on a fixed schedule by bench/healthz_prober.py, a process of its own,
     from `async with` entry (once its first probe answered) to exit: `ms` holds the
     latencies (ms) so far, `failures` the answers other than 200 (the database ping
     timing out after 2 s) and the probes that got no answer."""

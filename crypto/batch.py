@@ -542,7 +542,8 @@ def _worker_main(backend_name: str) -> None:
 
 
 class WorkerFailed(RuntimeError):
-    """A verification worker process died, hung or its pipe broke (the pool is discarded)."""
+    """A verification worker process died, hung or its pipe broke (the pool is discarded),
+    or the pool's workers could not all be started (out of processes, memory or descriptors)."""
 
 
 #: Time limit of one wait on a worker (a send that finds its pipe full, or a
@@ -646,7 +647,16 @@ class WorkerPool:
         if size < 1:
             raise ValueError("a worker pool has at least one process")
         self.backend_name = backend_name or backend().name
-        self.workers = [_Worker(self.backend_name) for _ in range(size)]
+        self.workers: list[_Worker] = []
+        try:
+            while len(self.workers) < size:
+                self.workers.append(_Worker(self.backend_name))
+        except BaseException as exc:  # none of them left running, their pipes open
+            for w in self.workers:
+                w.kill()
+            if isinstance(exc, OSError):  # out of processes, memory or descriptors: verify in-process
+                raise WorkerFailed(f"could not start {size} verification workers: {exc}") from None
+            raise
         self.broken = False
         self._lock = threading.Lock()
 

@@ -3,7 +3,9 @@ two pipes, with a time limit on every exchange, and that dies with its parent.
 
 Parent side, `Child(module, args, env=..., name=...)`:
 
-* starts `sys.executable -m module *args` (fork + exec, never a bare fork: the parent's
+* starts `sys.executable -P -m module *args` (-P: the working directory, perhaps one
+  holding an untrusted bundle and whatever came with it, is not put on the child's import
+  path; fork + exec, never a bare fork: the parent's
   threads, locks and `__main__` are not copied) in a session of its own (so a terminal's
   Ctrl-C, Ctrl-Z and hang-up, sent to its foreground process group, reach the parent
   only, also while the child is still importing its modules, before `serve` runs: the
@@ -104,7 +106,18 @@ def die_with_parent(parent_pid: int | None = None) -> None:
 
 #: the thread that starts children outside the main thread: it lives until the interpreter
 #: exits (a ThreadPoolExecutor's thread never ends idle), when it takes them down with it
-_spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="supervision-spawner")
+_spawner: ThreadPoolExecutor
+
+
+def _new_spawner() -> None:
+    """A fresh `_spawner`; also in a forked child, where the inherited one's thread does not
+    exist (a task submitted to it would wait forever)."""
+    global _spawner
+    _spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="supervision-spawner")
+
+
+_new_spawner()
+os.register_at_fork(after_in_child=_new_spawner)
 
 
 def _popen(*args: Any, **kwargs: Any) -> subprocess.Popen:
@@ -146,7 +159,7 @@ class Child:
             self._in, from_child_w = os.pipe()  # EMFILE here must not leak the first pipe
             child_ends.append(from_child_w)
             self.process = _popen(
-                [sys.executable, "-m", module, *args],
+                [sys.executable, "-P", "-m", module, *args],  # -P: nothing imported from the working directory
                 stdin=to_child_r, stdout=from_child_w, env={**env, PARENT_PID_VARIABLE: str(os.getpid())}, cwd=cwd,
                 start_new_session=True,
             )  # fmt: skip

@@ -234,6 +234,76 @@ def test_a_terminal_ctrl_c_reaches_the_parent_only_even_while_a_child_starts(tmp
     assert "Traceback" not in err, err
 
 
+#: starts a child from a thread, forks, and does it again in the forked process
+FORKED = """
+import os, threading
+from supervision.children import Child, environment
+
+def start_from_a_thread():
+    started = []
+    thread = threading.Thread(target=lambda: started.append(Child("supervised_child_behaviours", ["echo"], env=env)))
+    thread.start()
+    thread.join(60)
+    if not started:
+        return "no child within 60 s"
+    started[0].send("ping", timeout=60)
+    answer = started[0].recv(timeout=60)
+    started[0].close()
+    return answer
+
+env = environment(os.getcwd())
+env["PYTHONPATH"] = os.pathsep.join([os.environ["TESTS"], env["PYTHONPATH"]])
+print(start_from_a_thread(), flush=True)
+pid = os.fork()
+if pid == 0:
+    print(start_from_a_thread(), flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+"""
+
+
+def test_a_forked_process_starts_children_from_threads_too() -> None:
+    """The spawner thread is not copied by fork: the forked process needs its own (else
+    a child started from one of its threads waits forever)."""
+    done = subprocess.run(
+        [sys.executable, "-c", FORKED], env={**environment(ROOT), "TESTS": str(TESTS)},
+        cwd=ROOT, capture_output=True, text=True, timeout=3 * BOUND_S,
+    )  # fmt: skip
+    assert done.stdout.split("\n")[:2] == ["ping", "ping"], (done.stdout, done.stderr)
+
+
+SHADOW = "import pathlib; pathlib.Path(__file__).with_name('IMPORTED').write_text('shadowed')\n"
+
+
+@pytest.mark.parametrize("inherit", [False, True])
+def test_a_child_never_imports_from_the_current_directory(tmp_path, monkeypatch, inherit) -> None:
+    """`python -m` would put the working directory first on the child's import path: run
+    in a directory holding a bundle and a `crypto/` (an unpacked archive), `oretrace verify`
+    ran its code in every worker. The children are started with -P."""
+    (tmp_path / "crypto").mkdir()
+    (tmp_path / "crypto" / "__init__.py").write_text(SHADOW)
+    (tmp_path / "supervised_child_behaviours.py").write_text(SHADOW)
+    monkeypatch.chdir(tmp_path)
+    env = environment(ROOT, inherit=inherit)
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env["PYTHONPATH"]])
+    child = Child("supervised_child_behaviours", ["echo"], env=env)
+    try:
+        child.send("ping", timeout=BOUND_S)
+        assert child.recv(timeout=BOUND_S) == "ping"
+    finally:
+        child.close()
+    from crypto.batch import WorkerPool
+
+    pool = WorkerPool(1, "arkworks")
+    try:
+        pool.workers[0].send(("collect",))
+        assert pool.workers[0].recv() == ([], [])
+    finally:
+        pool.close()
+    assert not (tmp_path / "IMPORTED").exists()
+    assert not (tmp_path / "crypto" / "IMPORTED").exists()
+
+
 def test_the_minimal_environment_holds_no_secret(monkeypatch) -> None:
     monkeypatch.setenv("MONGODB_URI", "mongodb://user:secret@db")
     assert set(environment(ROOT, inherit=False)) == {"PATH", "PYTHONPATH"}
@@ -283,6 +353,34 @@ def test_a_child_that_cannot_start_for_want_of_descriptors_leaks_none(free) -> N
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["[24,", "24,", "24]", "0"], done.stdout
+
+
+#: a pool of 50 workers with descriptors for a few only: what it raises, and what is left
+POOL_OUT_OF_DESCRIPTORS = """
+import os, resource
+from crypto.batch import WorkerFailed, WorkerPool
+
+resource.setrlimit(resource.RLIMIT_NOFILE, (32, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+before = len(os.listdir("/proc/self/fd"))
+try:
+    WorkerPool(50, "arkworks")
+except WorkerFailed as exc:
+    print("WorkerFailed", "Too many open files" in str(exc))
+children = [p for p in os.listdir("/proc") if p.isdigit() and os.path.exists(f"/proc/{p}/stat")
+            and open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1] == str(os.getpid())]
+print(len(os.listdir("/proc/self/fd")) - before, len(children))
+"""
+
+
+def test_a_worker_pool_that_cannot_start_every_worker_leaves_none_behind() -> None:
+    """Out of descriptors (or processes) part-way: WorkerFailed, which `verify_bundle` answers
+    by verifying in-process (not an "internal" failure), with the workers already started
+    killed and their pipes closed."""
+    done = subprocess.run(
+        [sys.executable, "-c", POOL_OUT_OF_DESCRIPTORS], env=environment(ROOT), cwd=ROOT,
+        capture_output=True, text=True, timeout=3 * BOUND_S,
+    )  # fmt: skip
+    assert done.stdout.split() == ["WorkerFailed", "True", "0", "0"], (done.stdout, done.stderr)
 
 
 # --------------------------------------------------------------------------- descriptors >= 1024
