@@ -26,6 +26,7 @@ ENV PATH=/opt/venv/bin:$PATH
 
 # Dependencies first (better layer caching), then the project itself as a wheel.
 COPY pyproject.toml README.md ./
+COPY supervision ./supervision
 COPY crypto ./crypto
 COPY ledger ./ledger
 COPY api ./api

@@ -44,7 +44,7 @@ from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types.execution import PreExecutionError
 from strawberry.types.unset import UNSET
 
-from ledger.encoding import StrictJSONError, loads_strict
+from ledger.encoding import StrictJSONError, TooManyJSONValues, loads_strict
 from resolvers.context import Context
 from resolvers.errors import is_unexpected, mask
 from resolvers.schema import build_schema
@@ -350,7 +350,9 @@ class Runtime:
 
     def __post_init__(self) -> None:
         limits = self.settings.limits
-        self.body_decoder = BodyDecoder(limits.large_body_slots, limits.body_decode_timeout_seconds)
+        self.body_decoder = BodyDecoder(
+            limits.large_body_slots, limits.body_decode_timeout_seconds, limits.max_body_values
+        )
 
     def attach(self, store: Store, *, owned: bool) -> None:
         self.store = store
@@ -621,17 +623,24 @@ class GraphQLView(GraphQL):
             return value
         return self._decode(data)
 
-    @classmethod
-    def _decode(cls, data: str | bytes) -> object:
+    def _decode(self, data: str | bytes) -> object:
         try:
-            value = loads_strict(data)
+            value = loads_strict(data, max_values=self.runtime.settings.limits.max_body_values)
+        except TooManyJSONValues as exc:
+            raise self._too_many_values(str(exc)) from None
         except StrictJSONError as exc:
-            raise cls._not_i_json(str(exc)) from None
-        return cls._request_object(value)
+            raise self._not_i_json(str(exc)) from None
+        return self._request_object(value)
 
     @staticmethod
     def _not_i_json(reason: str) -> HTTPException:
         return HTTPException(400, f"the request is not valid I-JSON (RFC 7493): {reason[:200]}")
+
+    @staticmethod
+    def _too_many_values(reason: str) -> HTTPException:
+        return HTTPException(
+            400, f"the request holds {reason[:200]} (ORETRACE_MAX_BODY_VALUES; a publication needs a few hundred)"
+        )
 
     @staticmethod
     def _request_object(value: object) -> object:
@@ -651,6 +660,8 @@ class GraphQLView(GraphQL):
         try:
             if status == "invalid":
                 raise self._not_i_json(result)
+            if status == "too_many":
+                raise self._too_many_values(result)
             return self._request_object(result), None
         except HTTPException as exc:
             return None, exc.with_traceback(None)  # not this frame (it holds the decoded body)

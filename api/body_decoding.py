@@ -12,26 +12,33 @@ abuse"). In a child the server pays only for unpickling the decoded value
 (~28 ms per MiB of small values, ~45 ms per MiB of small containers with the
 cyclic collector paused, on a decoder thread: `_rebuild`), not for the decoding.
 
-`BodyDecoder(processes, timeout)` keeps up to `processes` children
+`BodyDecoder(processes, timeout, max_values)` keeps up to `processes` children
 (`python -m api.body_decoding`, started at first use, each serving one body at
-a time). Protocol over the child's stdin / stdout pipes, per body:
+a time), each a `supervision.children.Child` with a minimal environment (PATH and
+PYTHONPATH: none of the server's secrets, MONGODB_URI, ORETRACE_LOG_KEY, ...).
+Messages (that module's frames: 4-byte length || pickle), per body:
 
-    request  = length (8 bytes, unsigned big-endian) || the body's bytes
-    answer   = length (8 bytes, unsigned big-endian) || pickle of
-               ("ok", value)          value = loads_strict(body)
-             | ("invalid", message)   message = str(StrictJSONError)
+    request  = the body's bytes
+    answer   = ("ok", value)             value = loads_strict(body, max_values=N)
+             | ("invalid", message)      message = str(StrictJSONError)
+             | ("too_many", message)     message = str(TooManyJSONValues)
+
+N, the most JSON values a body may hold (`Limits.max_body_values`), is the child's
+one argument: a body over it never reaches the server as objects, whose copy
+(unpickling, one C call holding the GIL) would cost the server ~45 ms per MiB of
+small containers.
 
 The answer is a pickle written by this module's own code in the child (which
 reads only JSON from the client), never by the client.
 
-A child that dies while decoding (killed, out of memory) or takes longer than
-`timeout` seconds (it is then killed: a watchdog timer, which also unblocks a
-write to a child that stopped reading) is replaced by a fresh one at the next
-body, and the body it held gets `BodyDecoderUnavailable`, which the server
-answers as SERVICE_UNAVAILABLE (503 + Retry-After: retrying is safe, nothing
-was done), as does a child that cannot be started (OSError). A child is a
-`python` with `ledger.encoding` loaded; it exits when its stdin closes, hence
-also when the server dies.
+A child that dies while decoding (killed, out of memory), writes anything but an
+answer, or takes longer than `timeout` seconds for the whole exchange (it is then
+killed) is replaced by a fresh one at the next body, and the body it held gets
+`BodyDecoderUnavailable`, which the server answers as SERVICE_UNAVAILABLE (503 +
+Retry-After: retrying is safe, nothing was done), as does a child that cannot be
+started (OSError). A child is a `python` with `ledger.encoding` loaded; it exits when
+its request pipe closes, and dies with the server (`supervision.children.die_with_parent`)
+even while it decodes.
 """
 
 from __future__ import annotations
@@ -39,96 +46,51 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
 import pickle
-import signal
-import struct
-import subprocess
 import sys
 import threading
+import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from collections.abc import Iterator
-from typing import Any, BinaryIO, Literal
+from typing import Any, Literal
+
+from ledger.encoding import StrictJSONError, TooManyJSONValues, loads_strict
+from supervision.children import Child, ChildFailed, environment, serve
 
 log = logging.getLogger("oretrace.api")
 
-_LENGTH = struct.Struct(">Q")
 #: the checkout the server runs from, first on the child's import path: the same code
 _ROOT = Path(__file__).resolve().parent.parent
 
-Outcome = tuple[Literal["ok"], Any] | tuple[Literal["invalid"], str]
+Outcome = tuple[Literal["ok"], Any] | tuple[Literal["invalid", "too_many"], str]
 
 
 class BodyDecoderUnavailable(Exception):
     """The child decoding a body died or hung (and was killed): retry the request."""
 
 
-class _Child:
-    """One decoder process and its pipes."""
+class _Child(Child):
+    """One decoder process (module docstring)."""
 
-    def __init__(self) -> None:
-        # only what it needs to import the server's code: not the server's secrets
-        # (MONGODB_URI, ORETRACE_LOG_KEY, ...), which a decoder has no use for
-        path = os.pathsep.join(p for p in (str(_ROOT), os.environ.get("PYTHONPATH")) if p)
-        env = {"PYTHONPATH": path, "PATH": os.environ.get("PATH", os.defpath)}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "api.body_decoding"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=_ROOT,
-        )  # fmt: skip
-        self.killed = False
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def kill(self) -> None:
-        self.killed = True
-        self.process.kill()
+    def __init__(self, max_values: int) -> None:
+        env = environment(_ROOT, inherit=False)  # not the server's secrets: a decoder has no use for them
+        super().__init__(
+            "api.body_decoding", [str(max_values)], env=env, name="body decoder process", cwd=_ROOT, loads=_rebuild
+        )
 
     def exchange(self, body: bytes, timeout: float) -> Outcome:
-        """Send `body`, return the child's outcome; BodyDecoderUnavailable if the
-        child dies, or does not answer within `timeout` seconds (then it is killed)."""
-        watchdog = threading.Timer(timeout, self.kill)
-        watchdog.daemon = True
-        watchdog.start()
+        """Send `body`, return the child's outcome; BodyDecoderUnavailable if the child
+        dies, or does not answer within `timeout` seconds (then it is killed)."""
+        deadline = time.monotonic() + timeout
         try:
-            self.process.stdin.write(_LENGTH.pack(len(body)))
-            self.process.stdin.write(body)
-            self.process.stdin.flush()
-            (length,) = _LENGTH.unpack(_read_exactly(self.process.stdout, _LENGTH.size))
-            answer = _read_exactly(self.process.stdout, length)
-        except (OSError, ValueError, EOFError) as exc:  # a closed pipe: the child is gone
-            why = f"took longer than {timeout:g} s" if self.killed else "died"
-            self.discard()
-            log.warning("body decoder process %s %s (%s): replacing it", self.pid, why, type(exc).__name__)
+            self.send(body, timeout)
+            return self.recv(max(0.0, deadline - time.monotonic()))
+        except ChildFailed as exc:
+            why = f"took longer than {timeout:g} s" if exc.reason == "hung" else "died"
+            log.warning("body decoder process %s %s (%s): replacing it", self.pid, why, exc)
             raise BodyDecoderUnavailable(f"the body decoder process {why}") from None
-        finally:
-            watchdog.cancel()
-        return _rebuild(answer)
-
-    def discard(self) -> None:
-        """Kill the child (it may be stopped, not dead), reap it and close both pipes."""
-        self.kill()
-        self.process.wait()
-        for pipe in (self.process.stdin, self.process.stdout):
-            try:
-                pipe.close()  # closes the descriptor even when flushing fails
-            except OSError:  # bytes of a body left unwritten to a child that is gone
-                pass
-
-    def close(self, timeout: float = 5.0) -> None:
-        try:
-            self.process.stdin.close()  # the child's read ends: it exits
-            self.process.wait(timeout)
-        except (OSError, ValueError, subprocess.TimeoutExpired):
-            self.process.kill()
-            self.process.wait()
-        self.process.stdout.close()
 
 
 _gc_lock = threading.Lock()
@@ -166,21 +128,15 @@ def _rebuild(answer: bytes) -> Outcome:
         return pickle.loads(answer)
 
 
-def _read_exactly(stream: BinaryIO, size: int) -> bytes:
-    data = stream.read(size)
-    if data is None or len(data) != size:
-        raise EOFError(f"{len(data or b'')} of {size} bytes")
-    return data
-
-
 class BodyDecoder:
-    """`await decode(body)`: `loads_strict(body)`'s outcome, computed in a child
-    process (module docstring), at most `processes` at a time (more callers wait
-    for a free one). `pids()`: the live children's process ids; `close()`: stop them."""
+    """`await decode(body)`: `loads_strict(body, max_values=max_values)`'s outcome,
+    computed in a child process (module docstring), at most `processes` at a time (more
+    callers wait for a free one). `pids()`: the live children's process ids; `close()`: stop them."""
 
-    def __init__(self, processes: int, timeout: float) -> None:
+    def __init__(self, processes: int, timeout: float, max_values: int) -> None:
         self.processes = processes
         self.timeout = timeout
+        self.max_values = max_values
         self._threads = ThreadPoolExecutor(max_workers=processes, thread_name_prefix="oretrace-body-decoder")
         self._lock = threading.Lock()
         self._idle: list[_Child] = []
@@ -220,7 +176,7 @@ class BodyDecoder:
                     self._busy.add(child)
                     return child
                 child.close()
-        child = _Child()  # at most `processes` threads get here at once: at most that many children
+        child = _Child(self.max_values)  # at most `processes` threads get here at once: at most that many children
         with self._lock:
             self._busy.add(child)
         return child
@@ -238,33 +194,15 @@ class BodyDecoder:
             child.close()
 
 
-def main() -> None:
-    """The child: answer each body on stdin (module docstring) until stdin closes."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the server's to handle
-    from ledger.encoding import StrictJSONError, loads_strict
-
-    requests, answers = sys.stdin.buffer, sys.stdout.buffer
-    while True:
-        header = requests.read(_LENGTH.size)
-        if len(header) != _LENGTH.size:
-            return
-        (length,) = _LENGTH.unpack(header)
-        body = requests.read(length)
-        try:
-            outcome: Outcome = ("ok", loads_strict(body))
-        except StrictJSONError as exc:
-            outcome = ("invalid", str(exc))
-        del body
-        answer = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
-        del outcome
-        try:
-            answers.write(_LENGTH.pack(len(answer)))
-            answers.write(answer)
-            answers.flush()
-        except BrokenPipeError:  # the server is gone (killed while this body was decoded)
-            os.dup2(os.open(os.devnull, os.O_WRONLY), answers.fileno())  # nothing left to flush at exit
-            return
+def _decode_in_child(body: bytes, max_values: int) -> Outcome:
+    try:
+        return "ok", loads_strict(body, max_values=max_values)
+    except TooManyJSONValues as exc:
+        return "too_many", str(exc)
+    except StrictJSONError as exc:
+        return "invalid", str(exc)
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # a decoder process (module docstring)
+    _max_values = int(sys.argv[1])
+    serve(lambda body: _decode_in_child(body, _max_values))

@@ -20,7 +20,7 @@ Lifecycle:
   (seen here with secantusdb 0.7.0b3: the handler calls Event.set() while the
   interrupted main thread holds the same Event's lock inside Event.wait()).
 * Dying with the parent: on Linux the child is started with
-  `prctl(PR_SET_PDEATHSIG, SIGKILL)` in `preexec_fn`, so even a SIGKILLed API
+  `prctl(PR_SET_PDEATHSIG, SIGKILL)` (`supervision.children.die_with_parent`) in `preexec_fn`, so even a SIGKILLed API
   process takes its database down with it (no orphan holding the port and the
   WiredTiger lock). SIGKILL, not SIGTERM, because nobody is left to escalate
   after the deadlock above; it loses nothing committed, since the daemon runs
@@ -55,7 +55,6 @@ transactions work.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import json
 import os
 import secrets
@@ -71,7 +70,8 @@ from urllib.parse import quote_plus, urlsplit
 from pymongo import AsyncMongoClient, MongoClient
 from pymongo.errors import PyMongoError
 
-_PR_SET_PDEATHSIG = 1
+from supervision.children import die_with_parent
+
 LOG_NAME = "secantusd.log"
 CONFIG_NAME = "secantusd.toml"
 CREDENTIALS_NAME = "credentials.json"
@@ -140,15 +140,6 @@ def _daemon_executable() -> str:
             "or set MONGODB_URI to a MongoDB replica set"
         )
     return found
-
-
-def _die_with_parent(parent_pid: int) -> None:  # runs in the child between fork and exec
-    os.setsid()
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent_pid:  # the parent already died before prctl took effect
-            os._exit(1)
 
 
 class EmbeddedDatabase:
@@ -286,7 +277,8 @@ class EmbeddedDatabase:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=lambda: _die_with_parent(parent),  # noqa: PLW1509 - documented above
+                start_new_session=True,
+                preexec_fn=lambda: die_with_parent(parent),  # noqa: PLW1509 - documented above
                 close_fds=True,
             )
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import contextvars
 import logging
 import multiprocessing
@@ -119,16 +120,17 @@ def _verify_in_worker(items) -> Verdicts:
 
 def _init_verifier_process() -> None:
     """Pool initializer. A SIGKILLed server must not leave verifier processes behind
-    (Linux PR_SET_PDEATHSIG, as for the embedded database; see api.embedded), and a
-    terminal's Ctrl-C, which reaches the whole process group, is the server's to
-    handle: it shuts the pool down in order."""
-    import ctypes
+    (`supervision.children.die_with_parent`, as for the embedded database and the other
+    worker processes), and a terminal's Ctrl-C, which reaches the whole process group,
+    is the server's to handle: it shuts the pool down in order."""
+    import multiprocessing
     import signal
-    import sys
+
+    from supervision.children import die_with_parent
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    parent = multiprocessing.parent_process()  # the server (a "spawn" pool's processes know it)
+    die_with_parent(parent.pid if parent is not None else None)
 
 
 def _warm_up() -> bool:
@@ -158,16 +160,30 @@ class _Waiting:
     policy: Any
     verdict: asyncio.Future
     deadline: float | None  # the event loop's clock
+    arrived: float  # the event loop's clock
 
 
 class Verifier:
     """Verifies publications off the event loop, at most `workers` batches at a time.
 
     Cross-publication batching (`api.verification_batches`): when a worker is
-    free it takes every publication waiting then, up to `max_batch`, and
-    verifies them together in one MSM, each with its own verdict. There is no
-    timer: a publication arriving at an idle verifier is verified alone at
-    once; batches form only while every worker is busy.
+    free it takes the publications waiting, up to `max_batch`, and verifies
+    them together in one MSM, each with its own verdict.
+
+    The gathering window (`gather_seconds`, setting `ORETRACE_VERIFY_GATHER_MS`):
+    publications announced upstream (`upstream()`: the ingestion holds one
+    such scope from parsing to the verifier, i.e. through the idempotency
+    look-up and the prefetch) usually reach the verifier within a few
+    milliseconds (not all do: one refused by the prefetch or a resend never
+    does, an ancestry walk takes longer; the window bounds what any costs).
+    While some are announced and fewer than `max_batch` wait, a free worker
+    holds its batch until the oldest waiting publication has
+    waited `gather_seconds`, or the batch is full, or nothing is announced any
+    more, whichever comes first. A publication with nothing announced behind it
+    (an idle server, one publication in flight) is verified at once: the window
+    only ever delays a publication while others are on their way to join it.
+    `gather_seconds` = 0 (the constructor's default; the server passes its
+    setting, 15 ms by default) is "a batch is what waits when a worker frees".
 
     * "thread" (default): anyio worker threads. Verification time is mostly
       arkworks multi-scalar multiplication, which releases the GIL: two
@@ -186,13 +202,24 @@ class Verifier:
     """
 
     def __init__(
-        self, mode: Literal["process", "thread"] = "thread", workers: int | None = None, max_batch: int = 8
+        self,
+        mode: Literal["process", "thread"] = "thread",
+        workers: int | None = None,
+        max_batch: int = 8,
+        gather_seconds: float = 0.0,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
+        if not gather_seconds >= 0:
+            raise ValueError("gather_seconds must be at least 0")
         self.mode = mode
         self.workers = workers or max(1, os.cpu_count() or 1)
         self.max_batch = max_batch
+        self.gather_seconds = gather_seconds
+        self._upstream = 0  # publications announced (`upstream()`), not yet waiting here
+        self._gather_timer: asyncio.TimerHandle | None = None
+        #: batches a free worker held back for announced publications (monitoring; tests)
+        self.gathers = 0
         self._limiter = anyio.CapacityLimiter(self.workers)  # its own: not shared with other to_thread work
         #: batches verified so far, by size (monitoring; tests)
         self.batch_sizes: collections.Counter[int] = collections.Counter()
@@ -217,6 +244,23 @@ class Verifier:
         else:
             await anyio.to_thread.run_sync(_warm_up, limiter=self._limiter)
 
+    @contextlib.contextmanager
+    def upstream(self):
+        """Announce a publication on its way to `apply` (the gathering window):
+        hold this scope from when the publication is known until just before
+        calling `apply` (no `await` between leaving it and `apply`). Leaving it
+        without reaching `apply` (a rejection, an idempotent resend) is fine:
+        a held batch then goes as soon as the event loop runs its callbacks."""
+        self._upstream += 1
+        try:
+            yield
+        finally:
+            self._upstream -= 1
+            if self._upstream == 0 and self._waiting:
+                # after the current callback: a publication leaving the scope for `apply`
+                # is queued by then, and joins the batch this releases
+                asyncio.get_running_loop().call_soon(self._dispatch)
+
     async def apply(self, envelope, view, policy):
         """The Effects of `envelope`, or its Rejection (see `verify_publication`).
 
@@ -224,7 +268,7 @@ class Verifier:
         `Ingestion.publish`) the answer is SERVICE_UNAVAILABLE."""
         loop = asyncio.get_running_loop()
         deadline = VERIFY_DEADLINE.get()
-        waiting = _Waiting(envelope, view, policy, loop.create_future(), deadline)
+        waiting = _Waiting(envelope, view, policy, loop.create_future(), deadline, loop.time())
         self._waiting.append(waiting)
         self._dispatch()
         if self.mode == "process" and deadline is not None:
@@ -235,9 +279,15 @@ class Verifier:
                 raise service_unavailable("verification did not finish within the request deadline") from None
         return outcome(await waiting.verdict)
 
-    def _dispatch(self) -> None:
-        """Start a batch on every free worker, of what is waiting now (no timer)."""
+    def _dispatch(self, hold: bool = True) -> None:
+        """Start a batch on every free worker, of what is waiting now, unless the
+        gathering window holds it (class docstring; a timer then comes back at
+        the end of the window with `hold=False`)."""
         while self._running < self.workers and self._waiting:
+            while self._waiting and self._waiting[0].verdict.done():  # cancelled or timed out meanwhile
+                self._waiting.popleft()
+            if not self._waiting or (hold and self._gathering()):
+                return
             batch: list[_Waiting] = []
             while self._waiting and len(batch) < self.max_batch:
                 waiting = self._waiting.popleft()
@@ -248,6 +298,26 @@ class Verifier:
                 task = asyncio.get_running_loop().create_task(self._run(batch))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+
+    def _gathering(self) -> bool:
+        """Should a free worker hold the waiting publications for those announced
+        upstream? If so, a timer ends the hold at the end of the oldest one's window."""
+        if self.gather_seconds <= 0 or self._upstream == 0:
+            return False
+        if sum(not w.verdict.done() for w in self._waiting) >= self.max_batch:
+            return False
+        loop = asyncio.get_running_loop()
+        ends = self._waiting[0].arrived + self.gather_seconds
+        if loop.time() >= ends:
+            return False
+        if self._gather_timer is None:
+            self.gathers += 1
+            self._gather_timer = loop.call_at(ends, self._end_gathering)
+        return True
+
+    def _end_gathering(self) -> None:
+        self._gather_timer = None
+        self._dispatch(hold=False)
 
     async def _run(self, batch: list[_Waiting]) -> None:
         self.batch_sizes[len(batch)] += 1
@@ -322,7 +392,10 @@ class Ingestion:
     def __post_init__(self) -> None:
         if self.verifier is None:
             self.verifier = Verifier(
-                self.settings.verify_mode, self.settings.verify_workers, self.settings.verify_max_batch
+                self.settings.verify_mode,
+                self.settings.verify_workers,
+                self.settings.verify_max_batch,
+                self.settings.verify_gather_ms / 1000,
             )
 
     async def start(self) -> None:
@@ -375,16 +448,18 @@ class Ingestion:
         from ledger import rules
 
         # the rules' own signer check (network, freshness, registered signer, valid
-        # key, signature), run before the ancestry walk; `apply` repeats it (cheap)
+        # key, signature), run before the ancestry walk; `apply` repeats it, the
+        # signature then found valid under the same key (`signature_is_valid` memo)
         authenticate_signer = rules._authenticate
 
-        original = await self._original_outcome(envelope)
-        if original is not None:
-            return original
-        policy = self.policy()
-        view = await self.store.prefetch(
-            rules.references(envelope), authenticate=lambda v: authenticate_signer(envelope, v, policy)
-        )
+        with self.verifier.upstream():  # on its way to the verifier (its gathering window)
+            original = await self._original_outcome(envelope)
+            if original is not None:
+                return original
+            policy = self.policy()
+            view = await self.store.prefetch(
+                rules.references(envelope), authenticate=lambda v: authenticate_signer(envelope, v, policy)
+            )
         effects = await self.verifier.apply(envelope, view, policy)
         try:
             applied = await self.store.apply_effects(effects, view)

@@ -8,6 +8,7 @@
 | ORETRACE_NETWORK             | oretrace-demo     | network id every envelope must carry                 |
 | ORETRACE_ROOT_PUBLIC_KEY     | (required)        | hex Ed25519 key of the network operator (trust root) |
 | ORETRACE_MAX_BODY_BYTES      | 1048576           | HTTP request body limit (413 above)                  |
+| ORETRACE_MAX_BODY_VALUES     | 10000             | JSON values one body (or a GET's variables) may hold (400 above) |
 | ORETRACE_MAX_QUERY_DEPTH     | 12                | GraphQL depth limit                                  |
 | ORETRACE_MAX_ALIASES         | 15                | GraphQL alias limit                                  |
 | ORETRACE_MAX_TOKENS          | 2000              | GraphQL token limit                                  |
@@ -60,6 +61,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 _ENV_LIMITS = {
     "max_body_bytes": "ORETRACE_MAX_BODY_BYTES",
+    "max_body_values": "ORETRACE_MAX_BODY_VALUES",
     "max_query_depth": "ORETRACE_MAX_QUERY_DEPTH",
     "max_aliases": "ORETRACE_MAX_ALIASES",
     "max_tokens": "ORETRACE_MAX_TOKENS",
@@ -98,6 +100,12 @@ class Limits(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_body_bytes: int = Field(default=1 << 20, gt=0)
+    #: JSON values one request body (or a GET's `variables`, `extensions`) may hold
+    #: (`ledger.encoding.check_value_count`): what decoding, copying and freeing it costs
+    #: grows with this, not with its bytes. The largest envelope the rules accept holds
+    #: a few hundred values, `_entities` at its cap ~300; bounded so that the server's
+    #: copy of a body decoded in a child (api.body_decoding) stays a few ms of its GIL
+    max_body_values: int = Field(default=10_000, ge=100, le=1_000_000)
     max_query_depth: int = Field(default=12, gt=0)
     max_aliases: int = Field(default=15, gt=0)
     max_tokens: int = Field(default=2000, gt=0)
@@ -155,6 +163,12 @@ class Settings(BaseModel):
     verify_workers: int | None = Field(default=None, gt=0)
     #: most publications verified together in one MSM (api.verification_batches); 1 = one at a time
     verify_max_batch: int = Field(default=8, ge=1, le=64)
+    #: milliseconds a free verifier may hold a batch of fewer than `verify_max_batch` for
+    #: publications already on their way to it (api.service.Verifier); 0 = never. An idle
+    #: server (nothing else in flight) never waits. Off by default: measured, it did not
+    #: raise throughput here (the transactions bound it), and any client can make every
+    #: publication wait the whole window (docs/operations.md, "Verification batches")
+    verify_gather_ms: float = Field(default=0.0, ge=0, le=50)
     log_key: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$", repr=False)
     log_origin: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:/-]{1,128}$")
     checkpoint_interval: float = Field(default=2.0, gt=0, le=3600)
@@ -197,6 +211,7 @@ class Settings(BaseModel):
             ("verify_mode", "ORETRACE_VERIFY_MODE"),
             ("verify_workers", "ORETRACE_VERIFY_WORKERS"),
             ("verify_max_batch", "ORETRACE_VERIFY_MAX_BATCH"),
+            ("verify_gather_ms", "ORETRACE_VERIFY_GATHER_MS"),
             ("log_key", "ORETRACE_LOG_KEY"),
             ("log_origin", "ORETRACE_LOG_ORIGIN"),
             ("checkpoint_interval", "ORETRACE_CHECKPOINT_INTERVAL"),

@@ -21,8 +21,11 @@ For each class C (keys `C.*`):
   C.statuses_8       HTTP statuses of the concurrent copies (a large body beyond the
                      admitted ones may wait; 503 only after ORETRACE_LARGE_BODY_WAIT_SECONDS)
   C.status / C.code  HTTP status and first error code of that request (what the limits answer)
-  C.healthz_p99_ms   /healthz latency p99 (and p50) probed back to back, by a process of its own
-  C.healthz_p50_ms   (bench/healthz_prober.py, as a load balancer would), while 8 copies of the
+  C.healthz_p99_ms   /healthz latency p99 (and p50), probed every 10 ms on a fixed schedule and
+  C.healthz_p50_ms   counted from each probe's scheduled time (a stall counts for every probe it
+                     delays), by a process of its own (bench/healthz_prober.py, as a load
+                     balancer would; before 2026-11-30 14:00 UTC: back to back, from the send,
+                     which hid stalls: see that file), while 8 copies of the
                      request run at once, for `rounds` rounds, and more rounds (at most
                      MAX_ROUNDS) until `--min-probes` probes were taken: a p99 of a handful
                      of probes is their maximum (C.healthz_failures: probes answered 503,
@@ -37,8 +40,10 @@ Classes: the largest fragment fan-out and the heaviest validation that fit the
 token limit; the costliest list nesting within the cost budget over a DAG
 where every lot has 32 parents (the protocol's maximum); 100 attestations of
 one site, nested; a 1,000-lot provenance; `_entities` at its cap; 1 MiB bodies
-nested past the limit or holding huge integers; accepted 1 MiB bodies of small
-values and of small containers (`[[[[]]]], ...`); an id of 1 MiB; and 30
+nested past the limit or holding huge integers; 1 MiB bodies of small values
+and of small containers (`[[[[]]]], ...`), over the value limit
+(ORETRACE_MAX_BODY_VALUES) and refused since it exists; the accepted 1 MiB
+body at that limit; an id of 1 MiB; and 30
 connections trickling their headers. Data is written through
 `Store.apply_effects` with synthetic commitments (the read path ignores
 proofs), as bench/api.py does.
@@ -140,7 +145,12 @@ def requests(fan_roots: list[str], dag_root: str, cap: int) -> dict[str, dict[st
     count = body_limit // 32
     while len(json.dumps({f"v{i}": [i, "x" * 8] for i in range(count)})) > body_limit - 200:
         count -= 1000
-    big_variables = {f"v{i}": [i, "x" * 8] for i in range(count)}  # just under the body limit
+    big_variables = {f"v{i}": [i, "x" * 8] for i in range(count)}  # just under the body limit (values: over the cap)
+    # the costliest body the value limit lets through: max_body_values values (the request
+    # object, its query and its variables among them) filling the body limit
+    at_cap = LIMITS.max_body_values - 4
+    string = "x" * ((body_limit - 400) // at_cap - 4)
+    at_value_cap = {"a": [string] * at_cap}
     # about the most containers a body can hold (4 lists in 13 bytes as json.dumps writes them):
     # the costliest accepted value for the server to rebuild from its decoder process
     containers = body_limit // 10
@@ -165,8 +175,9 @@ def requests(fan_roots: list[str], dag_root: str, cap: int) -> dict[str, dict[st
         ),
         "body_nested_1mib": {"body": deep_array(body_limit // 2)},
         "body_huge_integers": {"body": b'{"query": "{ __typename }", "variables": {"x": [' + b",".join([b"9" * 5000] * (body_limit // 5002 - 1)) + b"]}}"},
-        "body_1mib_accepted_variables": gql("{ __typename }", big_variables),
-        "body_1mib_accepted_containers": gql("{ __typename }", {"x": [[[[[]]]]] * containers}),
+        "body_1mib_small_values": gql("{ __typename }", big_variables),
+        "body_1mib_small_containers": gql("{ __typename }", {"x": [[[[[]]]]] * containers}),
+        "body_1mib_at_value_cap": gql("{ __typename }", at_value_cap),
         "id_1mib": gql("query($x: ID!) { lot(id: $x) { id } }", {"x": "l" * (body_limit - 200)}),
     }
 
@@ -187,7 +198,7 @@ async def send(client: httpx.AsyncClient, request: dict[str, Any]) -> httpx.Resp
 
 
 class HealthzProber:
-    """/healthz probed back to back by bench/healthz_prober.py, a process of its own,
+    """/healthz probed on a fixed schedule by bench/healthz_prober.py, a process of its own,
     from `async with` entry (once its first probe answered) to exit: `ms` holds the
     latencies (ms) so far, `failures` the answers other than 200 (the database ping
     timing out after 2 s) and the probes that got no answer."""

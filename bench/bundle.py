@@ -72,7 +72,7 @@ def _bench_module(name: str):
 
 
 fixture = _bench_module("bundle_fixture")
-_machine = _bench_module("crypto")  # machine_info, _cpu_busy_seconds
+_machine = _bench_module("crypto")  # machine_info, OtherLoad, write_json
 
 
 def _set_workers(count: int | None) -> None:
@@ -300,7 +300,7 @@ def main() -> None:
         rss_probe(args.rss_probe)
         return
     started = time.perf_counter()
-    busy0, own0 = _machine._cpu_busy_seconds(), _own_cpu_seconds()
+    other_load = _machine.OtherLoad(_own_cpu_seconds)
     out: dict = _machine.machine_info()
     out["config.reps"] = args.reps
     out["config.default_workers"] = batch.default_workers()
@@ -308,19 +308,13 @@ def main() -> None:
         run_size(n, args.reps if n <= 1000 else max(1, args.reps // 2), out, args.baseline)
     wall = time.perf_counter() - started
     out["config.wall_s"] = round(wall, 1)
-    busy1, own1 = _machine._cpu_busy_seconds(), _own_cpu_seconds()
-    if busy0 is not None and busy1 is not None:
-        out["machine.other_cores_busy_during_run"] = round(max(0.0, (busy1 - busy0) - (own1 - own0)) / wall, 2)
-        print(f"other processes kept {out['machine.other_cores_busy_during_run']} cores busy on average")
+    other_load.record(out, wall)
     try:
         out["machine.loadavg_1m_at_end"] = os.getloadavg()[0]
     except OSError:
         pass
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
-        print(f"wrote {path}")
+        _machine.write_json(out, args.json)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,6 +134,33 @@ def _cpu_busy_seconds() -> float | None:
         return None
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+class OtherLoad:
+    """How many cores other processes keep busy, on average, while a benchmark runs: 0 on an
+    idle machine; near 1 means a competing job (expect slower numbers). The machine's busy CPU
+    seconds (/proc/stat) since construction, less the benchmark's own (`own_cpu_seconds`: this
+    process's CPU time by default; pass a function that adds worker processes if it has any)."""
+
+    def __init__(self, own_cpu_seconds: Callable[[], float] = time.process_time):
+        self._own_cpu_seconds = own_cpu_seconds
+        self._busy0, self._own0 = _cpu_busy_seconds(), own_cpu_seconds()
+
+    def record(self, out: dict, wall: float) -> None:
+        """Put the average over `wall` seconds into out["machine.other_cores_busy_during_run"]
+        and print it; nothing when /proc/stat cannot be read."""
+        busy1, own1 = _cpu_busy_seconds(), self._own_cpu_seconds()
+        if self._busy0 is not None and busy1 is not None:
+            out["machine.other_cores_busy_during_run"] = round(max(0.0, (busy1 - self._busy0) - (own1 - self._own0)) / wall, 2)
+            print(f"other processes kept {out['machine.other_cores_busy_during_run']} cores busy on average")
+
+
+def write_json(out: dict, path: str) -> None:
+    """Write the results `out` to `path` as indented JSON with sorted keys (its folder created)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {target}")
 
 
 def machine_info() -> dict:
@@ -359,22 +387,14 @@ def main() -> None:
     ap.add_argument("--json", metavar="PATH", help="write the results as JSON here")
     args = ap.parse_args()
     started = time.perf_counter()
-    busy0, own0 = _cpu_busy_seconds(), time.process_time()
+    other_load = OtherLoad()
     out = run(args.quick)
     wall = time.perf_counter() - started
     out["config.wall_s"] = round(wall, 1)
-    busy1, own1 = _cpu_busy_seconds(), time.process_time()
-    if busy0 is not None and busy1 is not None:
-        # Average number of cores other processes kept busy while we ran: 0 on
-        # an idle machine; near 1 means a competing job (expect slower numbers).
-        out["machine.other_cores_busy_during_run"] = round(max(0.0, (busy1 - busy0) - (own1 - own0)) / wall, 2)
-        print(f"other processes kept {out['machine.other_cores_busy_during_run']} cores busy on average")
+    other_load.record(out, wall)
     print(f"done in {out['config.wall_s']} s")
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
-        print(f"wrote {path}")
+        write_json(out, args.json)
 
 
 if __name__ == "__main__":

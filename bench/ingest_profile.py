@@ -1,6 +1,7 @@
 """Where a transformation's time goes in the server, outside `rules.apply`.
 
     python bench/ingest_profile.py --count 40 --ports 8500-8599 [--out PATH.prof]
+    python bench/ingest_profile.py --transforms-only --inflight 8 --count 48 --ports 8500-8599 [--out PATH.prof]
     python bench/ingest_profile.py --commands --count 20 --inflight 8 --db-port 9557 [--json PATH]
     python bench/ingest_profile.py --verify --count 16 --batch-sizes 1,8 --ports 8500-8599 [--json PATH]
 
@@ -15,6 +16,11 @@ thread's CPU time (`time.thread_time`), so waiting for the database, the
 client, the GIL or the verifier thread does not count. Profiling slows Python
 code ~1.5-2x: compare the shares, not the absolute milliseconds.
 
+`--transforms-only` profiles the transformations only, `--inflight` at a
+time (8 by default, as `ingest.transform.inflight8` of bench/api.py): the
+server's profiler starts on SIGUSR1 before them and stops on SIGUSR2 after
+them, so the figures are per transformation and exclude the set-up.
+
 `--commands` measures the other side, the database: the app runs in this
 process (`api.app.create_app` over httpx's ASGI transport, its own embedded
 SecantusDB on 127.0.0.1) with a pymongo command listener, `count`
@@ -26,7 +32,12 @@ how many and how long (`ingest.commands.<name>:<collection>.{per_tx,ms_per_tx}`,
 `ingest.commands.total.{per_tx,ms_per_tx}`, `ingest.commands.tx_per_s`). The
 integrator's background reads and writes of the log are counted too. Also
 written: how many verification batches of each size the server formed
-(`ingest.commands.verify_batches.size{k}`, api.verification_batches).
+(`ingest.commands.verify_batches.size{k}`, api.verification_batches;
+`--gather-ms` sets the verifier's gathering window), and how long the
+store's `log_sequencer` (which runs the publications' transactions one at a
+time) was held: `ingest.commands.log_sequencer.held_ms_per_tx` (wall) and
+`.held_share` of the run's wall time (near 1.0: the transactions are the
+bottleneck, whatever verification costs).
 
 `--verify` profiles the verification itself (`verification` below): CPU per
 transformation of the MSM, point decoding, the signature, proof replay
@@ -44,6 +55,7 @@ import json
 import os
 import pstats
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -76,12 +88,16 @@ STAGES = [
 # uvicorn re-raises SIGTERM after its graceful shutdown, which would kill the
 # process before the profile is written: the wrapper swallows that re-raise.
 _WRAPPER = """
-import cProfile, runpy, signal, sys, time
+import cProfile, os, runpy, signal, sys, time
 out = sys.argv[1]
 sys.argv = ["api.server", *sys.argv[2:]]
 signal.raise_signal = lambda signum: None
 profile = cProfile.Profile(time.thread_time)  # CPU time of the event-loop thread, not wall time
-profile.enable()
+if os.environ.get("ORETRACE_PROFILE_ON_SIGNAL"):  # --transforms-only: SIGUSR1 starts it, SIGUSR2 stops it
+    signal.signal(signal.SIGUSR1, lambda *_: profile.enable())
+    signal.signal(signal.SIGUSR2, lambda *_: profile.disable())
+else:
+    profile.enable()
 try:
     runpy.run_module("api.server", run_name="__main__", alter_sys=True)
 finally:
@@ -93,11 +109,13 @@ finally:
 class ProfiledServer(bench_api.Server):
     """bench/api.py's Server, run under `python -m cProfile -o PATH`."""
 
-    def __init__(self, data_dir: Path, root, out: Path) -> None:
+    def __init__(self, data_dir: Path, root, out: Path, on_signal: bool = False) -> None:
         real_popen = subprocess.Popen
 
         def popen(cmd, **kwargs):
             assert cmd[1:3] == ["-m", "api.server"], cmd
+            if on_signal:
+                kwargs["env"] = {**kwargs["env"], "ORETRACE_PROFILE_ON_SIGNAL": "1"}
             return real_popen([cmd[0], "-c", _WRAPPER, str(out), *cmd[3:]], **kwargs)
 
         bench_api.subprocess.Popen = popen
@@ -107,14 +125,27 @@ class ProfiledServer(bench_api.Server):
             bench_api.subprocess.Popen = real_popen
 
 
-async def drive(server, pub, count: int) -> float:
+async def drive(server, pub, count: int, inflight: int = 1, transforms_only: bool = False) -> float:
+    """Publish the set-up, `count` issues and transfers, then `count` transformations
+    `inflight` at a time; with `transforms_only` the server profiles the
+    transformations only (SIGUSR1 before them, SIGUSR2 after). Their wall seconds."""
     async with bench_api.httpx.AsyncClient(base_url=server.url, timeout=120) as client:
         await bench_api.setup(client, pub)
         envelopes = await bench_api.prepare_lots(client, pub, count)
+        semaphore = asyncio.Semaphore(inflight)
+
+        async def one(env) -> None:
+            async with semaphore:
+                await bench_api.publish(client, env)
+
+        if transforms_only:
+            server.process.send_signal(signal.SIGUSR1)
         t0 = time.perf_counter()
-        for env in envelopes:
-            await bench_api.publish(client, env)
-        return time.perf_counter() - t0
+        await asyncio.gather(*(one(env) for env in envelopes))
+        elapsed = time.perf_counter() - t0
+        if transforms_only:
+            server.process.send_signal(signal.SIGUSR2)
+        return elapsed
 
 
 def report(path: Path, publications: int) -> None:
@@ -127,7 +158,7 @@ def report(path: Path, publications: int) -> None:
     """
     stats = pstats.Stats(str(path))
     rows = stats.stats  # (file, line, name) -> (cc, nc, tt, ct, callers)
-    print(f"\nevent-loop CPU per publication ({publications} publications: set-up, issues, transfers, transforms):")
+    print(f"\nevent-loop CPU per publication ({publications} publications profiled):")
     for label, file_part, name in STAGES:
         ct = sum(v[3] for (f, _, n), v in rows.items() if file_part in f and n == name)
         print(f"  {label:<70} {ct * 1000 / publications:8.2f} ms")
@@ -166,7 +197,28 @@ class CommandTimes(monitoring.CommandListener):
     failed = succeeded
 
 
-async def commands(count: int, inflight: int, db_port: int | None) -> dict:
+class HeldTime(asyncio.Lock):
+    """An asyncio.Lock that adds up the wall time it is held while `on` (for the
+    store's `log_sequencer`, which serialises the publications' transactions)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.on = False
+        self.held = 0.0
+        self.acquired_at = 0.0
+
+    async def acquire(self) -> bool:
+        await super().acquire()
+        self.acquired_at = time.perf_counter()
+        return True
+
+    def release(self) -> None:
+        if self.on:
+            self.held += time.perf_counter() - self.acquired_at
+        super().release()
+
+
+async def commands(count: int, inflight: int, db_port: int | None, gather_ms: float = 0.0) -> dict:
     from api.app import create_app
     from api.embedded import EmbeddedDatabase
     from api.settings import Settings
@@ -176,10 +228,11 @@ async def commands(count: int, inflight: int, db_port: int | None) -> dict:
     db = EmbeddedDatabase(data_dir / "db", host="127.0.0.1", port=db_port)
     times = CommandTimes()
     store = await Store.connect(await db.astart(), "oretrace", event_listeners=[times])
+    store.log_sequencer = sequencer = HeldTime()
     root = bench_api.SigningKey.generate()
     pub = bench_api.Publisher(root)
     settings = Settings(database="oretrace", data_dir=data_dir / "app", network=bench_api.NETWORK,
-                        root_public_key=root.verify_key.encode().hex())  # fmt: skip
+                        root_public_key=root.verify_key.encode().hex(), verify_gather_ms=gather_ms)  # fmt: skip
     app = create_app(settings, store=store)
     try:
         async with app.router.lifespan_context(app):
@@ -195,11 +248,11 @@ async def commands(count: int, inflight: int, db_port: int | None) -> dict:
 
                 batch_sizes = app.state.runtime.ingestion.verifier.batch_sizes
                 batches0 = collections.Counter(batch_sizes)
-                times.on = True
+                times.on = sequencer.on = True
                 t0 = time.perf_counter()
                 await asyncio.gather(*(one(e) for e in envelopes))
                 wall = time.perf_counter() - t0
-                times.on = False
+                times.on = sequencer.on = False
                 batches = collections.Counter(batch_sizes)
                 batches.subtract(batches0)
     finally:
@@ -207,7 +260,11 @@ async def commands(count: int, inflight: int, db_port: int | None) -> dict:
         await db.astop()
         shutil.rmtree(data_dir, ignore_errors=True)
     out = {"ingest.commands.tx_per_s": round(count / wall, 2), "ingest.commands.inflight": inflight,
-           "ingest.commands.count": count}  # fmt: skip
+           "ingest.commands.count": count, "ingest.commands.verify_gather_ms": gather_ms,
+           # the transactions, one at a time (api.store.Store.log_sequencer): wall ms held per
+           # publication, and the share of the run it was held (1.0 = the bottleneck)
+           "ingest.commands.log_sequencer.held_ms_per_tx": round(sequencer.held * 1000 / count, 2),
+           "ingest.commands.log_sequencer.held_share": round(sequencer.held / wall, 3)}  # fmt: skip
     for key, seconds in sorted(times.seconds.items(), key=lambda kv: -kv[1]):
         out[f"ingest.commands.{key}.per_tx"] = round(times.calls[key] / count, 2)
         out[f"ingest.commands.{key}.ms_per_tx"] = round(seconds * 1000 / count, 2)
@@ -299,8 +356,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "oretrace-ingest.prof")
     ap.add_argument("--report-only", action="store_true", help="only print the report of an existing --out file")
     ap.add_argument("--commands", action="store_true", help="time the database commands instead (see above)")
-    ap.add_argument("--inflight", type=int, default=8, help="with --commands: publications in flight")
+    ap.add_argument("--inflight", type=int, default=8,
+                    help="with --commands or --transforms-only: publications in flight")
+    ap.add_argument("--transforms-only", action="store_true",
+                    help="profile the event loop during the transformations only, --inflight at a time")
     ap.add_argument("--db-port", type=int, help="with --commands: port of the embedded database")
+    ap.add_argument("--gather-ms", type=float, default=0.0,
+                    help="with --commands: the verifier's gathering window (ORETRACE_VERIFY_GATHER_MS)")
     ap.add_argument("--json", type=Path, help="with --commands or --verify: write the figures here")
     ap.add_argument("--verify", action="store_true", help="profile verification alone and in batches (see above)")
     ap.add_argument("--batch-sizes", default="1,8", help="with --verify: batch sizes, e.g. 1,2,4,8")
@@ -313,7 +375,7 @@ def main() -> None:
             sizes = [int(k) for k in args.batch_sizes.split(",")]
             figures = asyncio.run(verification(args.count, sizes))
         else:
-            figures = asyncio.run(commands(args.count, args.inflight, args.db_port))
+            figures = asyncio.run(commands(args.count, args.inflight, args.db_port, args.gather_ms))
         out = {**machine(), **figures}
         text = json.dumps(out, indent=2, sort_keys=True)
         print(text)
@@ -321,20 +383,22 @@ def main() -> None:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(text + "\n")
         return
-    publications = 4 + 3 * args.count  # 3 registrations + 1 attestation, then issue + transfer + transform each
+    # 3 registrations + 1 attestation, then issue + transfer + transform each; or the transformations only
+    publications = args.count if args.transforms_only else 4 + 3 * args.count
     if args.report_only:
         report(args.out, publications)
         return
+    inflight = args.inflight if args.transforms_only else 1
     root = bench_api.SigningKey.generate()
     pub = bench_api.Publisher(root)
     data_dir = Path(tempfile.mkdtemp(prefix="oretrace-profile-"))
-    server = ProfiledServer(data_dir, root, args.out)
+    server = ProfiledServer(data_dir, root, args.out, on_signal=args.transforms_only)
     try:
-        elapsed = asyncio.run(drive(server, pub, args.count))
+        elapsed = asyncio.run(drive(server, pub, args.count, inflight, args.transforms_only))
     finally:
         server.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
-    print(f"{args.count} transformations one at a time under the profiler: {args.count / elapsed:.1f} tx/s")
+    print(f"{args.count} transformations {inflight} in flight under the profiler: {args.count / elapsed:.1f} tx/s")
     report(args.out, publications)
 
 

@@ -55,19 +55,14 @@ from __future__ import annotations
 
 import atexit
 import os
-import pickle
-import select
-import signal
-import struct
-import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Protocol
+
+from supervision.children import Child, ChildFailed, environment, serve
 
 from .errors import DecodeError
 from .generators import G, H, bulletproof_generators
@@ -497,36 +492,29 @@ def _deferred(enc: bytes) -> Point:
 _CHUNK = 256
 
 
-def _worker_main(inbox: Connection, outbox: Connection, backend_name: str) -> None:
-    """A worker: decodes (fully checked) the encodings it is sent, multiplies on request.
+def _worker_main(backend_name: str) -> None:
+    """A worker (`supervision.children.serve`): decodes (fully checked) the encodings it
+    is sent, multiplies on request.
 
     Messages: ("reset",) forget every point; ("load", [encoding, ...]) decode
     and append; ("msm", positions, scalars) answer ("ok", encoded sum) or
     ("bad", {encoding: reason}) if a point at one of the positions did not
     decode; ("vectors", [(function, args), ...]) add the jobs' coefficient lists
     (`Relation.split_terms`) to running sums, no answer; ("collect",) answer
-    those sums (g_vec, h_vec), reduced mod r, and start new ones. EOF or None: exit.
+    those sums (g_vec, h_vec), reduced mod r, and start new ones. End of file: exit.
     """
-    # Ctrl-C reaches the whole foreground process group: the parent handles it (and
-    # kills or closes its workers); a worker must neither die of it nor print a traceback.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     use_backend(backend_name)
     b = get_backend(backend_name)
     points: list[Any] = []
     bad: dict[int, tuple[bytes, str]] = {}
-    g_vec: list[int] = []
-    h_vec: list[int] = []
-    while True:
-        try:
-            msg = inbox.recv()
-        except EOFError:
-            return
-        if msg is None:
-            return
+    sums: tuple[list[int], list[int]] = ([], [])
+
+    def handle(msg):
+        nonlocal sums
         if msg[0] == "reset":
             points.clear()
             bad.clear()
-            g_vec, h_vec = [], []
+            sums = ([], [])
         elif msg[0] == "load":
             for enc in msg[1]:
                 try:
@@ -537,22 +525,25 @@ def _worker_main(inbox: Connection, outbox: Connection, backend_name: str) -> No
         elif msg[0] == "vectors":
             for function, args in msg[1]:
                 g, h = function(*args)
-                _add_into(g_vec, g)
-                _add_into(h_vec, h)
+                _add_into(sums[0], g)
+                _add_into(sums[1], h)
         elif msg[0] == "collect":
-            outbox.send(([k % ORDER for k in g_vec], [k % ORDER for k in h_vec]))
-            g_vec, h_vec = [], []
+            (g_vec, h_vec), sums = sums, ([], [])
+            return [k % ORDER for k in g_vec], [k % ORDER for k in h_vec]
         elif msg[0] == "msm":
             positions, scalars = msg[1], msg[2]
             failed = {bad[p][0]: bad[p][1] for p in positions if p in bad}
             if failed:
-                outbox.send(("bad", failed))
-            else:
-                outbox.send(("ok", b.encode(b.msm([points[p] for p in positions], scalars))))
+                return "bad", failed
+            return "ok", b.encode(b.msm([points[p] for p in positions], scalars))
+        return None
+
+    serve(handle)
 
 
 class WorkerFailed(RuntimeError):
-    """A verification worker process died, hung or its pipe broke (the pool is discarded)."""
+    """A verification worker process died, hung or its pipe broke (the pool is discarded),
+    or the pool's workers could not all be started (out of processes, memory or descriptors)."""
 
 
 #: Time limit of one wait on a worker (a send that finds its pipe full, or a
@@ -574,7 +565,7 @@ class WorkerSettingError(ValueError):
     """ORETRACE_BUNDLE_WORKERS or ORETRACE_BUNDLE_WORKER_TIMEOUT is malformed (the message names it)."""
 
 
-#: The largest ORETRACE_BUNDLE_WORKER_TIMEOUT accepted (one day): `select` takes no
+#: The largest ORETRACE_BUNDLE_WORKER_TIMEOUT accepted (one day): `poll` takes no
 #: infinite or astronomically large wait (OverflowError), and a worker silent for a
 #: day is hung.
 WORKER_WAIT_MAX_S = 86400.0
@@ -610,37 +601,16 @@ def _work_units(msg) -> int:
     return len(msg[1]) if msg and msg[0] in ("load", "vectors", "msm") else 1
 
 
-class _Worker:
-    """One worker process, started as `python -m crypto.batch` (never forked, and
-    the parent's __main__ is not re-run), talking over two anonymous pipes.
-
-    Messages are framed as `multiprocessing.connection.Connection` frames (a
-    4-byte big-endian length, then the pickle), which the worker reads and
-    writes with a Connection. This side's ends of the pipes are non-blocking,
-    so that every send and every reply has a time limit (`time_limit`): a
-    worker that misses it is killed and WorkerFailed raised, never a parent
-    blocked on a pipe forever."""
+class _Worker(Child):
+    """One worker process, `python -m crypto.batch BACKEND`, a `supervision.children.Child`
+    (started by exec, never forked, the parent's __main__ not re-run; the parent's
+    environment; frames of `multiprocessing.connection`). Every send and every reply
+    has a time limit (`time_limit`): a worker that misses it is killed and WorkerFailed
+    raised, never a parent blocked on a pipe forever."""
 
     def __init__(self, backend_name: str):
-        to_child_r, to_child_w = os.pipe()
-        from_child_r, from_child_w = os.pipe()
-        root = str(Path(__file__).resolve().parent.parent)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "crypto.batch", str(to_child_r), str(from_child_w), backend_name],
-            pass_fds=(to_child_r, from_child_w),
-            stdin=subprocess.DEVNULL,
-            env=env,
-            close_fds=True,
-        )
-        os.close(to_child_r)
-        os.close(from_child_w)
-        os.set_blocking(to_child_w, False)
-        os.set_blocking(from_child_r, False)
-        self._out: int | None = to_child_w
-        self._in: int | None = from_child_r
-        self._received = bytearray()
+        root = Path(__file__).resolve().parent.parent
+        super().__init__("crypto.batch", [backend_name], env=environment(root, inherit=True), name="verification worker")
         #: units of work sent since the last reply (`_work_units`)
         self.pending = 0
 
@@ -649,89 +619,23 @@ class _Worker:
         setting = _time_limit_setting()
         return setting if setting is not None else WORKER_WAIT_BASE_S + WORKER_WAIT_PER_UNIT_S * self.pending
 
-    def _hung(self, what: str, limit: float) -> WorkerFailed:
-        self.kill()
-        return WorkerFailed(
-            f"verification worker (pid {self.process.pid}) {what} within {limit:g} s: killed"
-            " (ORETRACE_BUNDLE_WORKER_TIMEOUT sets the limit)"
-        )
-
     def send(self, msg) -> None:
         """Send `msg`; WorkerFailed if the worker is gone or does not read it within `time_limit()`."""
-        if self._out is None:
-            raise WorkerFailed("verification worker: closed")
         self.pending += _work_units(msg)
-        data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
-        view = memoryview(struct.pack("!i", len(data)) + data)
-        limit = self.time_limit()
-        deadline = time.monotonic() + limit
-        while view:
-            try:
-                view = view[os.write(self._out, view) :]
-                continue
-            except BlockingIOError:
-                pass
-            except OSError as exc:
-                raise WorkerFailed(f"verification worker: {exc}") from None
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([], [self._out], [], remaining)[1]:
-                raise self._hung("did not read its messages", limit)
+        self._exchange(super().send, msg)
 
     def recv(self):
         """The worker's next reply; WorkerFailed if it dies or gives none within `time_limit()`."""
-        if self._in is None:
-            raise WorkerFailed("verification worker: closed")
-        limit = self.time_limit()
-        deadline = time.monotonic() + limit
-        buf = self._received
-        while True:
-            if len(buf) >= 4:
-                size = struct.unpack("!i", buf[:4])[0]
-                if len(buf) >= 4 + size:
-                    msg = pickle.loads(buf[4 : 4 + size])
-                    del buf[: 4 + size]
-                    self.pending = 0
-                    return msg
-            try:
-                chunk = os.read(self._in, 1 << 16)
-            except BlockingIOError:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not select.select([self._in], [], [], remaining)[0]:
-                    raise self._hung("gave no answer", limit) from None
-                continue
-            except OSError as exc:
-                raise WorkerFailed(f"verification worker: {exc}") from None
-            if not chunk:
-                raise WorkerFailed("verification worker: EOFError")
-            buf += chunk
+        msg = self._exchange(super().recv)
+        self.pending = 0
+        return msg
 
-    def _close_pipes(self) -> None:
-        if self._out is not None:
-            os.close(self._out)
-            os.close(self._in)
-            self._out = self._in = None
-
-    def kill(self) -> None:
-        """End the process now, whatever it is doing (a stopped process too)."""
-        self.process.kill()
-        self.process.wait()
-        self._close_pipes()
-
-    def close(self) -> None:
-        """Ask the worker to exit; kill it if it has not within 5 s."""
-        if self._out is not None:
-            try:  # None asks the worker to exit; a full pipe means it is not reading: killed below
-                os.write(self._out, struct.pack("!i", len(_EXIT)) + _EXIT)
-            except OSError:
-                pass
-            self._close_pipes()
+    def _exchange(self, step, *args):
         try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.kill()
-
-
-_EXIT = pickle.dumps(None)
+            return step(*args, timeout=self.time_limit())
+        except ChildFailed as exc:
+            hint = " (ORETRACE_BUNDLE_WORKER_TIMEOUT sets the limit)" if exc.reason == "hung" else ""
+            raise WorkerFailed(f"{exc}{hint}") from None
 
 
 class WorkerPool:
@@ -743,7 +647,16 @@ class WorkerPool:
         if size < 1:
             raise ValueError("a worker pool has at least one process")
         self.backend_name = backend_name or backend().name
-        self.workers = [_Worker(self.backend_name) for _ in range(size)]
+        self.workers: list[_Worker] = []
+        try:
+            while len(self.workers) < size:
+                self.workers.append(_Worker(self.backend_name))
+        except BaseException as exc:  # none of them left running, their pipes open
+            for w in self.workers:
+                w.kill()
+            if isinstance(exc, OSError):  # out of processes, memory or descriptors: verify in-process
+                raise WorkerFailed(f"could not start {size} verification workers: {exc}") from None
+            raise
         self.broken = False
         self._lock = threading.Lock()
 
@@ -794,7 +707,7 @@ def shared_pool(size: int) -> WorkerPool | None:
     key = (backend().name, size)
     with _shared_lock:
         pool = _shared.get(key)
-        if pool is not None and (pool.broken or any(w.process.poll() is not None for w in pool.workers)):
+        if pool is not None and (pool.broken or not all(w.alive() for w in pool.workers)):
             if pool.acquire():  # nobody is using it: replace it
                 pool.close()
                 pool = None
@@ -811,8 +724,4 @@ def _close_shared() -> None:
 
 
 if __name__ == "__main__":  # a worker process (see _Worker)
-    _inbox = Connection(int(sys.argv[1]), writable=False)
-    try:
-        _worker_main(_inbox, Connection(int(sys.argv[2]), readable=False), sys.argv[3])
-    except BrokenPipeError:  # the parent stopped reading (it gave up on this pool or exited): no traceback
-        pass
+    _worker_main(sys.argv[1])

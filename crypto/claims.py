@@ -142,6 +142,25 @@ def _prove(transcript: Transcript, statement: list[Point], openings: list[Openin
     return proof
 
 
+def _share_total(claim: str, error: str | None, commitments: list[Point], openings: list[Opening]) -> Opening:
+    """The prover's checks common to the share claims: the public parameters (`error`, from
+    `_share_error` or `_share_in_range_error`), one opening per commitment, each value in
+    [0, 2^64) and opening its commitment, and a non-zero sum. Returns the sum of the openings
+    (the claim's denominator). ProvingError("<claim>: ...") for the first check that fails."""
+    if error:
+        raise ProvingError(f"{claim}: {error}")
+    if len(openings) != len(commitments):
+        raise ProvingError(f"{claim}: {len(commitments)} commitments but {len(openings)} openings")
+    for i, (c, o) in enumerate(zip(commitments, openings)):
+        if not 0 <= o.value < VALUE_BOUND:
+            raise ProvingError(f"{claim}: value {i} is outside [0, 2^64)")
+        _check_opens(c, o, f"commitment {i}")
+    total = sum(openings, Opening.zero())
+    if total.value < 1:
+        raise ProvingError(f"{claim}: the values sum to zero, so no share can be shown")
+    return total
+
+
 def _check_opens(commitment: Point, opening: Opening, what: str) -> None:
     if not isinstance(commitment, Point):
         raise ProvingError(f"{what} must be a Point")
@@ -217,21 +236,10 @@ def prove_share(
     commitments or a value is outside [0, 2^64).
     """
     commitments, openings = list(commitments), list(openings)
-    error = _share_error(len(commitments), index, p, q, at_least)
-    if error:
-        raise ProvingError(f"share claim: {error}")
-    if len(openings) != len(commitments):
-        raise ProvingError(f"share claim: {len(commitments)} commitments but {len(openings)} openings")
-    for i, (c, o) in enumerate(zip(commitments, openings)):
-        if not 0 <= o.value < VALUE_BOUND:
-            raise ProvingError(f"share claim: value {i} is outside [0, 2^64)")
-        _check_opens(c, o, f"commitment {i}")
-    total = sum(openings, Opening.zero())
+    total = _share_total("share claim", _share_error(len(commitments), index, p, q, at_least), commitments, openings)
     diff = total.scale(p) - openings[index].scale(q)
     if at_least:
         diff = Opening.zero() - diff
-    if total.value < 1:
-        raise ProvingError("share claim: the values sum to zero, so no share can be shown")
     if diff.value < 0:
         raise ProvingError("share claim: the claim is false")
     if diff.value >= VALUE_BOUND:
@@ -314,17 +322,7 @@ def prove_share_in_range(
     """
     commitments, openings = list(commitments), list(openings)
     error = _share_in_range_error(len(commitments), index, p, p_max, q)
-    if error:
-        raise ProvingError(f"share-in-range claim: {error}")
-    if len(openings) != len(commitments):
-        raise ProvingError(f"share-in-range claim: {len(commitments)} commitments but {len(openings)} openings")
-    for i, (c, o) in enumerate(zip(commitments, openings)):
-        if not 0 <= o.value < VALUE_BOUND:
-            raise ProvingError(f"share-in-range claim: value {i} is outside [0, 2^64)")
-        _check_opens(c, o, f"commitment {i}")
-    total = sum(openings, Opening.zero())
-    if total.value < 1:
-        raise ProvingError("share-in-range claim: the values sum to zero, so no share can be shown")
+    total = _share_total("share-in-range claim", error, commitments, openings)
     above = openings[index].scale(q) - total.scale(p)
     below = total.scale(p_max) - openings[index].scale(q)
     if above.value < 0 or below.value < 0:

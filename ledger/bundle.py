@@ -183,7 +183,7 @@ def verify_bundle(
     production network) would let a test-network bundle verify; pin it whenever
     the root key is not unique to one network.
 
-    A worker process that dies or hangs during the verification (`crypto.batch.WorkerFailed`:
+    A worker process that dies, hangs or cannot be started during the verification (`crypto.batch.WorkerFailed`:
     a hung worker is killed after its time limit, `crypto.batch.WORKER_WAIT_BASE_S`) is not
     held against the bundle: it is verified again in this process alone, and the "proofs"
     check says so.

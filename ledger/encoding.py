@@ -177,11 +177,13 @@ def _children(node: dict | list, path: str, with_paths: bool) -> Iterator[tuple[
             yield item, f"{path}[{i}]" if with_paths else path
 
 
-def loads_strict(data: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+def loads_strict(data: bytes | str, *, max_depth: int = MAX_JSON_DEPTH, max_values: int | None = None) -> Any:
     """Parse an I-JSON text (RFC 7493) from outside.
 
     bytes must be UTF-8. Raises StrictJSONError (a ValueError) for anything
-    that is not I-JSON or nests deeper than `max_depth`; never RecursionError.
+    that is not I-JSON or nests deeper than `max_depth`; never RecursionError;
+    TooManyJSONValues (a StrictJSONError) if `max_values` is given and the text
+    holds more values than that (`check_value_count`).
     Cost is linear in the input size. The walk of the parsed value for lone
     surrogates (check_i_json) runs only when the text could hold one (an
     escape of U+D800-U+DFFF, or a str given with a surrogate in it): the
@@ -215,4 +217,34 @@ def loads_strict(data: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
         raise StrictJSONError(str(exc)) from None
     if may_hold_surrogates:
         check_i_json(value, max_depth=max_depth)
+    if max_values is not None:
+        check_value_count(value, max_values)
     return value
+
+
+class TooManyJSONValues(StrictJSONError):
+    """A JSON text holds more values than its reader accepts (`check_value_count`)."""
+
+
+def check_value_count(value: Any, max_values: int) -> None:
+    """TooManyJSONValues if the parsed JSON `value` holds more than `max_values` values:
+    every object, array, string, number, true, false and null counts one (member
+    names do not: they belong to their object). Stops at the first value over the
+    limit; the work and the stack are bounded by the value's size.
+
+    Why a count beside the byte and depth limits: what a decoded body costs its
+    reader - memory, the time to build or copy its objects, to free them - grows
+    with its number of values, not its bytes. 1 MiB of `[[[[[]]]]],...` is ~520,000
+    arrays (~25 MB of Python objects), while the largest envelope the rules accept
+    holds a few hundred values (its proofs are single hex strings)."""
+    seen = 0
+    pending = [value]
+    while pending:
+        node = pending.pop()
+        seen += 1
+        if seen > max_values:
+            raise TooManyJSONValues(f"more than {max_values} JSON values")
+        if isinstance(node, dict):
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)

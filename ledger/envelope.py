@@ -44,6 +44,9 @@ from .models import Ident, Payload, Timestamp, timestamp_text
 ENVELOPE_DOMAIN = b"oretrace/envelope/v1\n"
 #: Key of the cached event id in an Envelope's instance dict (not a model field).
 _EVENT_ID = "_event_id"
+#: Key of the public key (hex) under which an Envelope's signature was found valid,
+#: in its instance dict (`signature_is_valid`; not a model field).
+_SIGNATURE_VALID_UNDER = "_signature_valid_under"
 _payload_adapter: TypeAdapter = TypeAdapter(Payload)
 
 
@@ -87,6 +90,7 @@ class Envelope(BaseModel):
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Envelope:
         copied = super().model_copy(update=update, deep=deep)
         copied.__dict__.pop(_EVENT_ID, None)
+        copied.__dict__.pop(_SIGNATURE_VALID_UNDER, None)
         return copied
 
     def to_json(self) -> dict[str, Any]:
@@ -131,10 +135,24 @@ def sign(
 
 
 def signature_is_valid(envelope: Envelope, public_key_hex: str) -> bool:
+    """Does `envelope.signature` verify (Ed25519, RFC 8032) over `signed_message()`
+    under the public key `public_key_hex` (64 hex digits)? False for a bad
+    signature or a malformed key or signature.
+
+    A True answer is remembered on this envelope object for this key only (in
+    its instance dict, like the event id; `model_copy` drops it, the model is
+    frozen): the server checks the signature before its prefetch and the rules
+    check it again in the verifier, and the second check is then this lookup,
+    not a second Ed25519 verification and RFC 8785 serialisation. The memo is
+    this process's own result: an envelope decoded from received bytes starts
+    without one."""
+    if envelope.__dict__.get(_SIGNATURE_VALID_UNDER) == public_key_hex:
+        return True
     try:
         VerifyKey(bytes.fromhex(public_key_hex)).verify(envelope.signed_message(), bytes.fromhex(envelope.signature))
     except (BadSignatureError, ValueError):
         return False
+    envelope.__dict__[_SIGNATURE_VALID_UNDER] = public_key_hex
     return True
 
 

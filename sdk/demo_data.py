@@ -20,7 +20,7 @@ Conversions used for the demo's amounts (see docs/demo.md):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 T = 1_000_000  # grams in a tonne
@@ -136,35 +136,26 @@ class Sizes:
     overclaim: int  # what the Haut-Katanga mine then tries to declare: more than its capacity left
 
 
+# A realistic week of deliveries: 20 t hydroxide lots (7 t Co) at the mine gate.
+_FULL = Sizes(
+    shipments=3,
+    kw_lot=7 * T,
+    fg_lot=7 * T,
+    lk_lot=3_500 * KG,
+    kasulo_lot=1_750 * KG,
+    kambove_lot=700 * KG,
+    recycled_lot=6 * T,
+    packs_clean=1_000,
+    packs_mixed=400,
+    lk_bulk=1_150 * T,
+    overclaim=300 * T,
+)
+
 SIZES = {
-    # A realistic week of deliveries: 20 t hydroxide lots (7 t Co) at the mine gate.
-    "full": Sizes(
-        shipments=3,
-        kw_lot=7 * T,
-        fg_lot=7 * T,
-        lk_lot=3_500 * KG,
-        kasulo_lot=1_750 * KG,
-        kambove_lot=700 * KG,
-        recycled_lot=6 * T,
-        packs_clean=1_000,
-        packs_mixed=400,
-        lk_bulk=1_150 * T,
-        overclaim=300 * T,
-    ),
-    # The same chain with one shipment per mine (the test suite runs this one).
-    "small": Sizes(
-        shipments=1,
-        kw_lot=7 * T,
-        fg_lot=7 * T,
-        lk_lot=3_500 * KG,
-        kasulo_lot=1_750 * KG,
-        kambove_lot=700 * KG,
-        recycled_lot=2 * T,
-        packs_clean=500,
-        packs_mixed=200,
-        lk_bulk=1_150 * T,
-        overclaim=300 * T,
-    ),
+    "full": _FULL,
+    # The same chain with one shipment per mine (the test suite runs this one): less
+    # recycled material and fewer packs, every lot and the overclaim as in "full".
+    "small": replace(_FULL, shipments=1, recycled_lot=2 * T, packs_clean=500, packs_mixed=200),
 }
 
 # Process yields (share of contained cobalt recovered in each step); illustrative.

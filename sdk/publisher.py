@@ -288,12 +288,18 @@ class Publisher:
             self._save()
         return self.wallet.lot(lot_id)
 
-    @staticmethod
-    async def _prove(fn, /, **kwargs):
+    async def _prove_and_submit(self, build, /, **fields) -> Published:
+        """Prove a payload with the ledger builder `build` (called off the event loop as
+        `build(network, signer, nonce, **fields)`, with this organisation, this network and a
+        fresh nonce, since the proofs' transcripts and the derived ids bind all three), sign it
+        with the same nonce and submit it. ProvingRefused if the builder refuses; what `submit`
+        raises otherwise. The caller settles the result."""
+        nonce = new_nonce()
         try:
-            return await asyncio.to_thread(fn, **kwargs)
+            payload = await asyncio.to_thread(build, network=self.network, signer=self.org_id, nonce=nonce, **fields)
         except ProvingError as exc:
             raise ProvingRefused(str(getattr(exc, "reason", None) or exc)) from None
+        return await self.submit(self.sign(payload, nonce))
 
     # ------------------------------------------------------------- operator
     async def register_organization(
@@ -371,7 +377,6 @@ class Publisher:
         """
         for what, text in (("site name", name), ("site region", region)):
             check_product_text(text, allow_public_quantity=allow_public_quantity, what=what)
-        nonce = new_nonce()
         site = SiteInfo(
             site_id=site_id,
             operator=operator,
@@ -381,11 +386,8 @@ class Publisher:
             location=Location(lat=lat, lon=lon),
             origin_class=origin_class,
         )
-        payload = await self._prove(
+        result = await self._prove_and_submit(
             build_attestation,
-            network=self.network,
-            signer=self.org_id,
-            nonce=nonce,
             site=site,
             valid_from=valid_from,
             valid_until=valid_until,
@@ -393,7 +395,7 @@ class Publisher:
             operator_sealing_key=await self.sealing_key_of(operator),
             supersedes=supersedes,
         )
-        return self.settle(await self.submit(self.sign(payload, nonce)), save=False)
+        return self.settle(result, save=False)
 
     async def revoke_attestation(self, *, site_id: str, attestation_id: str, reason: str = "") -> Published:
         """Auditor who made it: revoke an attestation, so that no issuance under it is accepted any more.
@@ -446,12 +448,8 @@ class Publisher:
                 f" only {max(headroom, 0):,} g left in the period (attestation {attestation_id})"
             )
         opening = Opening.fresh(amount_g)
-        nonce = new_nonce()
-        payload = await self._prove(
+        result = await self._prove_and_submit(
             build_issue,
-            network=self.network,
-            signer=self.org_id,
-            nonce=nonce,
             site_id=site_id,
             origin_class=origin_class,
             attestation_id=attestation_id,
@@ -462,7 +460,6 @@ class Publisher:
             product=product,
             owner_sealing_key=self.wallet.sealing_public_hex,
         )
-        result = await self.submit(self.sign(payload, nonce))
         self.wallet.add_lot(
             LotEntry(result.lot_ids[0], {origin_class: opening}, product, attestation_id=attestation_id, issue_seq=seq)
         )
@@ -487,18 +484,13 @@ class Publisher:
         for plan in outputs:
             check_product_text(plan.product, allow_public_quantity=allow_public_quantity)
         in_openings = {lot_id: (await self.held(lot_id)).openings for lot_id in inputs}
-        nonce = new_nonce()
-        payload = await self._prove(
+        result = await self._prove_and_submit(
             build_transform,
-            network=self.network,
-            signer=self.org_id,
-            nonce=nonce,
             process=process,
             inputs=in_openings,
             outputs=list(outputs),
             owner_sealing_key=self.wallet.sealing_public_hex,
         )
-        result = await self.submit(self.sign(payload, nonce))
         self.wallet.mark_spent(inputs)
         for lot_id, plan in zip(result.lot_ids, outputs, strict=True):
             self.wallet.add_lot(LotEntry(lot_id, dict(plan.openings), plan.product))
@@ -545,12 +537,8 @@ class Publisher:
             if kind is ClaimKind.ancestry_excludes
             else {lot_id: (await self.held(lot_id)).openings for lot_id in lot_ids}
         )
-        nonce = new_nonce()
-        payload = await self._prove(
+        result = await self._prove_and_submit(
             build_claim,
-            network=self.network,
-            signer=self.org_id,
-            nonce=nonce,
             lot_ids=lot_ids,
             kind=kind,
             openings=openings,
@@ -561,7 +549,7 @@ class Publisher:
             high=high,
             p_max=p_max,
         )
-        return self.settle(await self.submit(self.sign(payload, nonce)), save=False)
+        return self.settle(result, save=False)
 
     async def _check_claim_set(self, lot_ids: list[str]) -> None:
         """ClaimSetRefused for a set the ledger would refuse (ledger.rules._publish_claim):

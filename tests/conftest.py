@@ -30,7 +30,10 @@ no HTTP) or through the `gql` fixture's mutations.
 
 `operator_wallet(network, root_key)` is the operator's SDK wallet (signs with the
 root key and pins it); organisations' test wallets pin the same key with
-`Wallet.generate(..., root_public_key=root_key.verify_key.encode().hex())`.
+`Wallet.generate(..., root_public_key=root_key.verify_key.encode().hex())`;
+`member_wallets(prefix, network, root)` makes an auditor, a mine and a trader that way,
+and `await register_and_attest_site(client, operator, wallets, site_id=...)` registers
+them and has the auditor attest a site of the mine (the attestation id).
 
 `with curve_backend(name):` switches the curve backend inside a test; like the
 two backend fixtures it always restores arkworks, the backend every other test
@@ -136,6 +139,43 @@ def operator_wallet(network: str, root_key: SigningKey):
     operator = Wallet.generate("operator", network, key_id="root", root_public_key=root)
     operator.signing_seed = bytes(root_key)
     return operator
+
+
+#: role -> (name, country) of the test organisations `member_wallets` makes.
+MEMBER_PROFILES = {"auditor": ("Auditor", "CD"), "mine": ("Mine", "CD"), "trader": ("Trader", "CH")}
+
+
+def member_wallets(prefix: str, network: str, root_public_key: str, roles=("auditor", "mine", "trader")):
+    """{role: `sdk.wallet.Wallet`} of one test organisation per role (MEMBER_PROFILES), org id
+    "<prefix>-<role>", pinning `root_public_key` (hex) as the network's root."""
+    from sdk.wallet import Wallet
+
+    return {
+        role: Wallet.generate(
+            f"{prefix}-{role}", network, root_public_key=root_public_key,
+            name=MEMBER_PROFILES[role][0], country=MEMBER_PROFILES[role][1], roles=[role],
+        )  # fmt: skip
+        for role in roles
+    }
+
+
+async def register_and_attest_site(client, operator, wallets, *, site_id: str, name: str = "Pit") -> str:
+    """Through the SDK on `client` (`sdk.client.Client`): the `operator` wallet registers every
+    wallet of `wallets` ({role: Wallet}, `member_wallets`), then wallets["auditor"] attests the
+    industrial site `site_id` (`name`, Lualaba, CD) of wallets["mine"] for `attestation_period()`
+    with a capacity of 10^9 g. Returns the attestation id."""
+    from sdk.demo_data import attestation_period
+    from sdk.publisher import Publisher
+
+    registrar = Publisher(operator, client)
+    for wallet in wallets.values():
+        await registrar.register_wallet(wallet)
+    start, end = attestation_period()
+    attested = await Publisher(wallets["auditor"], client).attest_site(
+        site_id=site_id, operator=wallets["mine"].org_id, name=name, country="CD", region="Lualaba",
+        lat=-10.7, lon=25.5, origin_class="industrial", valid_from=start, valid_until=end, capacity_g=10**9,
+    )  # fmt: skip
+    return attested.attestation_id
 
 
 def fresh_database_name(prefix: str = "t") -> str:

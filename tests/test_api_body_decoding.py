@@ -13,6 +13,7 @@ import gc
 import json
 import linecache
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from api import body_decoding
 from api.app import INLINE_BODY_BYTES, create_app
 from api.body_decoding import BodyDecoder
 from api.settings import Limits, Settings, SettingsError
-from ledger.encoding import StrictJSONError, loads_strict
+from ledger.encoding import StrictJSONError, TooManyJSONValues, loads_strict
 
 JSON = {"content-type": "application/json"}
 
@@ -48,16 +49,22 @@ BODIES = {
 }
 
 
-def in_process(body: bytes) -> tuple[str, object]:
+#: the largest `max_body_values` a server accepts (its setting's upper bound)
+MOST_VALUES = 1_000_000
+
+
+def in_process(body: bytes, max_values: int = Limits().max_body_values) -> tuple[str, object]:
     try:
-        return "ok", loads_strict(body)
+        return "ok", loads_strict(body, max_values=max_values)
+    except TooManyJSONValues as exc:
+        return "too_many", str(exc)
     except StrictJSONError as exc:
         return "invalid", str(exc)
 
 
 @pytest.fixture(scope="module")
 async def decoder():
-    decoder = BodyDecoder(processes=2, timeout=60)
+    decoder = BodyDecoder(processes=2, timeout=60, max_values=Limits().max_body_values)
     yield decoder
     await decoder.close()
 
@@ -69,7 +76,7 @@ async def test_a_decoder_process_gives_the_outcome_of_the_servers_own_decoding(d
 
 
 async def test_decoder_processes_serve_bodies_at_once_and_stop_on_close() -> None:
-    decoder = BodyDecoder(processes=2, timeout=60)
+    decoder = BodyDecoder(processes=2, timeout=60, max_values=Limits().max_body_values)
     bodies = list(BODIES.values()) * 2
     outcomes = await asyncio.gather(*(decoder.decode(b) for b in bodies))
     assert outcomes == [in_process(b) for b in bodies]
@@ -194,7 +201,7 @@ async def test_a_decoder_process_that_died_while_idle_is_replaced_without_an_err
 async def test_a_decoder_process_that_cannot_start_gives_a_retryable_503(served, monkeypatch, error) -> None:
     app, client = served
 
-    def cannot_start():
+    def cannot_start(*_args):
         raise OSError(error, os.strerror(error))  # what Popen raises at a process, memory or file limit
 
     with monkeypatch.context() as patched:
@@ -225,7 +232,7 @@ def stopped_then(ending: str, decoder: BodyDecoder) -> None:
 
 @pytest.mark.parametrize("ending", ["killed", "timeout"])
 async def test_a_lost_decoder_process_leaves_no_pipe_open(ending) -> None:
-    decoder = BodyDecoder(processes=1, timeout=1.0)
+    decoder = BodyDecoder(processes=1, timeout=1.0, max_values=Limits().max_body_values)
     try:
         assert await decoder.decode(b"{}") == ("ok", {})
         with warnings.catch_warnings(record=True) as caught:
@@ -248,11 +255,12 @@ async def test_a_lost_decoder_process_leaves_no_pipe_open(ending) -> None:
 def test_a_decoder_process_whose_server_is_gone_exits_without_a_traceback(body) -> None:
     """The server died while the child decoded (its answer meets a closed pipe): it exits quietly."""
     child = subprocess.Popen(
-        [sys.executable, "-m", "api.body_decoding"],
+        [sys.executable, "-m", "api.body_decoding", str(Limits().max_body_values)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     child.stdout.close()  # the server's end of the answers, gone
-    child.stdin.write(len(body).to_bytes(8, "big") + body)
+    request = pickle.dumps(body)  # one frame (supervision.children): 4-byte length || pickle
+    child.stdin.write(len(request).to_bytes(4, "big") + request)
     child.stdin.close()
     assert child.wait(60) == 0
     assert child.stderr.read() == b""
@@ -274,8 +282,16 @@ CONTAINER_BODIES = {
 }
 
 
+@pytest.fixture(scope="module")
+async def decoder_at_most_values():
+    """A decoder at the largest value count a server may be set to accept: its rebuilds are the longest."""
+    decoder = BodyDecoder(processes=1, timeout=60, max_values=MOST_VALUES)
+    yield decoder
+    await decoder.close()
+
+
 @pytest.mark.parametrize("name", CONTAINER_BODIES)
-async def test_no_cyclic_collection_runs_while_the_server_rebuilds_a_decoded_body(decoder, name) -> None:
+async def test_no_cyclic_collection_runs_while_the_server_rebuilds_a_decoded_body(decoder_at_most_values, name) -> None:
     """Each collection the unpickling's allocations would trigger holds the GIL (and so the
     event loop) inside that one C call; none runs there, and the collector is on afterwards."""
     during_rebuild: list[int] = []
@@ -289,7 +305,7 @@ async def test_no_cyclic_collection_runs_while_the_server_rebuilds_a_decoded_bod
     gc.callbacks.append(seen)
     try:
         body = CONTAINER_BODIES[name]
-        assert await decoder.decode(body) == in_process(body)
+        assert await decoder_at_most_values.decode(body) == in_process(body, MOST_VALUES)
     finally:
         gc.callbacks.remove(seen)
     assert during_rebuild == [] and gc.isenabled()

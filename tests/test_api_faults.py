@@ -435,6 +435,9 @@ class RevokeAfterVerification:
         self.inner = inner
         self.revoke = revoke
 
+    def upstream(self):  # the gathering window's announcement (api.service.Verifier.upstream)
+        return self.inner.upstream()
+
     async def apply(self, envelope, view, policy):
         effects = await self.inner.apply(envelope, view, policy)
         await self.revoke()

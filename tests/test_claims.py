@@ -428,3 +428,53 @@ def test_share_in_range_refuses_bad_parameters_and_empty_totals():
     empty, zero = _split(0, 0)
     with pytest.raises(ProvingError, match="sum to zero"):
         prove_share_in_range(T(), empty, zero, 0, 0, 10, 10)
+
+
+def _share_prover(claim: str):
+    """The prover of `claim`, on index 0 with bounds that hold for 5 of 10."""
+    from crypto.claims import prove_share_in_range
+
+    if claim == "share":
+        return lambda cs, ops: prove_share(T(), cs, ops, 0, 6, 10, False)
+    return lambda cs, ops: prove_share_in_range(T(), cs, ops, 0, 4, 6, 10)
+
+
+@pytest.mark.parametrize("claim", ["share", "share-in-range"])
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("one opening short", "{claim} claim: 2 commitments but 1 openings"),
+        ("one opening too many", "{claim} claim: 2 commitments but 3 openings"),
+        ("value 2^64", "{claim} claim: value 1 is outside [0, 2^64)"),
+        ("value -1", "{claim} claim: value 0 is outside [0, 2^64)"),
+        ("opening of another commitment", "the opening does not open commitment 1"),
+        ("other blinding", "the opening does not open commitment 0"),
+        ("commitment not a Point", "commitment 0 must be a Point"),
+        ("all zero", "{claim} claim: the values sum to zero, so no share can be shown"),
+    ],
+)
+def test_share_provers_refuse_bad_openings_alike(claim, case, message):
+    """Both share provers check their openings alike (crypto.claims._share_total), the
+    count, range and sum refusals naming their own claim, before any proof is made."""
+    cs, ops = _split(5, 5)
+    if case == "one opening short":
+        ops = ops[:1]
+    elif case == "one opening too many":
+        ops = [*ops, Opening.fresh(1)]
+    elif case == "value 2^64":
+        ops[1] = Opening(2**64, ops[1].blinding)
+        cs[1] = commit_opening(ops[1])
+    elif case == "value -1":
+        ops[0] = Opening(-1, ops[0].blinding)
+        cs[0] = commit_opening(ops[0])
+    elif case == "opening of another commitment":
+        cs[1] = commit_opening(Opening.fresh(5))
+    elif case == "other blinding":
+        ops[0] = Opening(5, (ops[0].blinding + 1) % ORDER)
+    elif case == "commitment not a Point":
+        cs[0] = cs[0].to_bytes()
+    else:
+        cs, ops = _split(0, 0)
+    with pytest.raises(ProvingError) as refused:
+        _share_prover(claim)(cs, ops)
+    assert str(refused.value) == message.format(claim=claim)

@@ -18,12 +18,10 @@ import pytest
 from nacl.signing import SigningKey
 from typer.testing import CliRunner
 
-from conftest import operator_wallet
+from conftest import member_wallets, operator_wallet, register_and_attest_site
 from sdk.cli import app
 from sdk.client import Client
-from sdk.demo_data import attestation_period
 from sdk.publisher import Publisher
-from sdk.wallet import Wallet
 
 runner = CliRunner()
 TOO_LONG = "x" * 201
@@ -36,29 +34,16 @@ async def small_chain(live_server, api_settings, root_key: SigningKey, tmp_path_
     net = api_settings.network
     d = tmp_path_factory.mktemp("cli-inputs")
     operator = operator_wallet(net, root_key)
-    root = operator.root_public_key
-    wallets = {
-        "auditor": Wallet.generate("in-auditor", net, root_public_key=root, name="Auditor", country="CD", roles=["auditor"]),
-        "mine": Wallet.generate("in-mine", net, root_public_key=root, name="Mine", country="CD", roles=["mine"]),
-        "trader": Wallet.generate("in-trader", net, root_public_key=root, name="Trader", country="CH", roles=["trader"]),
-    }
+    wallets = member_wallets("in", net, operator.root_public_key)
     url = f"{live_server}/graphql"
     async with Client(url) as client:
-        op = Publisher(operator, client)
-        for w in wallets.values():
-            await op.register_wallet(w)
-        start, end = attestation_period()
-        att = await Publisher(wallets["auditor"], client).attest_site(
-            site_id="in-site", operator="in-mine", name="Pit", country="CD", region="Lualaba",
-            lat=-10.7, lon=25.5, origin_class="industrial", valid_from=start, valid_until=end, capacity_g=10**9,
-        )  # fmt: skip
+        att = await register_and_attest_site(client, operator, wallets, site_id="in-site")
         lot = (await Publisher(wallets["mine"], client).issue(
-            site_id="in-site", attestation_id=att.attestation_id, amount_g=500_000, product="hydroxide")).lot_ids[0]  # fmt: skip
+            site_id="in-site", attestation_id=att, amount_g=500_000, product="hydroxide")).lot_ids[0]  # fmt: skip
     operator.save(d / "operator.json")
     for name, w in wallets.items():
         w.save(d / f"{name}.json")
-    return {"url": url, "dir": d, "lot": lot, "att": att.attestation_id, "network": net,
-            "root": root_key.verify_key.encode().hex()}
+    return {"url": url, "dir": d, "lot": lot, "att": att, "network": net, "root": root_key.verify_key.encode().hex()}
 
 
 def _request(**changes) -> str:

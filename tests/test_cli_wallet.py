@@ -12,13 +12,11 @@ import pytest
 from nacl.signing import SigningKey
 from typer.testing import CliRunner
 
-from conftest import operator_wallet
+from conftest import member_wallets, operator_wallet, register_and_attest_site
 from sdk.backup import BackupError, export_keys, import_keys
 from sdk.cli import app
 from sdk.client import Client
-from sdk.demo_data import attestation_period
 from sdk.network_config import load_config
-from sdk.publisher import Publisher
 from sdk.wallet import Wallet
 
 runner = CliRunner()
@@ -134,23 +132,22 @@ async def test_old_wallets_without_a_root_key_still_load(tmp_path):
 # --------------------------------------------------------------------------- operator key commands
 
 
+async def _attested_mine(prefix: str, url: str, network: str, root_key: SigningKey, tmp_path) -> Wallet:
+    """The operator's wallet saved as tmp_path/operator.json; an auditor and a mine "<prefix>-mine"
+    registered, the mine's site "<prefix>-site" attested; the mine's wallet saved as tmp_path/mine.json."""
+    operator = operator_wallet(network, root_key)
+    operator.save(tmp_path / "operator.json")
+    wallets = member_wallets(prefix, network, operator.root_public_key, roles=("auditor", "mine"))
+    async with Client(url) as client:
+        await register_and_attest_site(client, operator, wallets, site_id=f"{prefix}-site")
+    wallets["mine"].save(tmp_path / "mine.json")
+    return wallets["mine"]
+
+
 async def test_rotate_and_revoke_key(live_server, api_settings, root_key: SigningKey, store, tmp_path):
     net = api_settings.network
-    operator = operator_wallet(net, root_key)
-    root = operator.root_public_key
-    operator.save(tmp_path / "operator.json")
-    auditor = Wallet.generate("kr-auditor", net, root_public_key=root, name="Auditor", country="CD", roles=["auditor"])
-    mine = Wallet.generate("kr-mine", net, root_public_key=root, name="Mine", country="CD", roles=["mine"])
     url = f"{live_server}/graphql"
-    async with Client(url) as client:
-        for w in (auditor, mine):
-            await Publisher(operator, client).register_wallet(w)
-        start, end = attestation_period()
-        await Publisher(auditor, client).attest_site(
-            site_id="kr-site", operator="kr-mine", name="Pit", country="CD", region="Lualaba",
-            lat=-10.7, lon=25.5, origin_class="industrial", valid_from=start, valid_until=end, capacity_g=10**9,
-        )  # fmt: skip
-    mine.save(tmp_path / "mine.json")
+    await _attested_mine("kr", url, net, root_key, tmp_path)
     new_key = Wallet.generate("kr-mine", net, key_id="k2")
     op = str(tmp_path / "operator.json")
     r = await cli("rotate-key", "--org", "kr-mine", "--key-id", "k2", "--public-key", new_key.signing_public_hex,
@@ -183,22 +180,9 @@ def test_missing_directories_are_created_only_when_asked(tmp_path):
 async def test_new_signing_key_then_operator_rotation(live_server, api_settings, root_key: SigningKey, store, tmp_path):
     """The supplier makes a new key, the operator adds it and revokes the old one: publishing goes on."""
     net = api_settings.network
-    operator = operator_wallet(net, root_key)
-    root = operator.root_public_key
-    operator.save(tmp_path / "operator.json")
-    auditor = Wallet.generate("nk-auditor", net, root_public_key=root, name="Auditor", country="CD", roles=["auditor"])
-    mine = Wallet.generate("nk-mine", net, root_public_key=root, name="Mine", country="CD", roles=["mine"])
     url = f"{live_server}/graphql"
-    async with Client(url) as client:
-        for w in (auditor, mine):
-            await Publisher(operator, client).register_wallet(w)
-        start, end = attestation_period()
-        await Publisher(auditor, client).attest_site(
-            site_id="nk-site", operator="nk-mine", name="Pit", country="CD", region="Lualaba",
-            lat=-10.7, lon=25.5, origin_class="industrial", valid_from=start, valid_until=end, capacity_g=10**9,
-        )  # fmt: skip
+    mine = await _attested_mine("nk", url, net, root_key, tmp_path)
     path = tmp_path / "mine.json"
-    mine.save(path)
     r = await cli("wallet", "new-key", "-w", str(path), "--key-id", "k1")
     assert r.exit_code == 2 and "already" in r.output
     r = await cli("wallet", "new-key", "-w", str(path), "--key-id", "k2", "--json")

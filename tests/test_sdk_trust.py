@@ -19,7 +19,7 @@ import pytest
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
-from conftest import LyingTransport, Rewrite
+from conftest import LyingTransport, Rewrite, member_wallets, operator_wallet, register_and_attest_site
 from crypto.pedersen import Opening
 from ledger.models import Transfer
 from ledger.openings import capacity_plaintext, lots_plaintext, seal
@@ -39,33 +39,22 @@ async def net(live_server, api_settings, root_key: SigningKey, tmp_path_factory)
     network = api_settings.network
     root = root_key.verify_key.encode().hex()
     d = tmp_path_factory.mktemp("trust")
-    operator = Wallet.generate("operator", network, key_id="root")
-    operator.signing_seed = bytes(root_key)
-    w = {
-        "auditor": Wallet.generate("tr-auditor", network, root_public_key=root, name="Auditor", country="CD", roles=["auditor"]),
-        "mine": Wallet.generate("tr-mine", network, root_public_key=root, name="Mine", country="CD", roles=["mine"]),
-        "trader": Wallet.generate("tr-trader", network, root_public_key=root, name="Trader", country="CH", roles=["trader"]),
-    }  # fmt: skip
+    w = member_wallets("tr", network, root)
     url = f"{live_server}/graphql"
     async with Client(url) as client:
-        op = Publisher(operator, client)
-        for wallet in w.values():
-            await op.register_wallet(wallet)
-        start, end = attestation_period()
-        att = await Publisher(w["auditor"], client).attest_site(
-            site_id="tr-site", operator="tr-mine", name="Trust pit", country="CD", region="Lualaba",
-            lat=-10.7, lon=25.5, origin_class="industrial", valid_from=start, valid_until=end, capacity_g=10**9,
-        )  # fmt: skip
+        att = await register_and_attest_site(
+            client, operator_wallet(network, root_key), w, site_id="tr-site", name="Trust pit"
+        )
         mine = Publisher(w["mine"], client)
         lots = [
-            (await mine.issue(site_id="tr-site", attestation_id=att.attestation_id, amount_g=g, product="hydroxide")).lot_ids[0]
+            (await mine.issue(site_id="tr-site", attestation_id=att, amount_g=g, product="hydroxide")).lot_ids[0]
             for g in (7_000, 5_000, 3_000)
         ]  # fmt: skip
         await mine.transfer(lots[0], "tr-trader")
         await sync(w["trader"], client)
     for name, wallet in w.items():
         wallet.save(d / f"{name}.json")
-    return {"url": url, "dir": d, "att": att.attestation_id, "lots": lots, "root": root}
+    return {"url": url, "dir": d, "att": att, "lots": lots, "root": root}
 
 
 def wallet(net, name: str) -> Wallet:
