@@ -34,11 +34,11 @@ from ledger.errors import Code, Rejection
 from test_verification_batches import (  # noqa: F401 - `honest`, `refiner_lots` are fixtures
     FAULTS,
     LOTS,
+    assert_only_the_bad_refused,
     corrupted,
     honest,
     policy_of,
     refiner_lots,
-    result_ids,
     snapshot,
     verdict_alone,
 )
@@ -239,17 +239,7 @@ async def test_through_the_service_concurrent_publications_are_gathered_and_only
 
     results = await asyncio.wait_for(asyncio.gather(*(one(e) for e in batch)), 120)
     assert ingestion.verifier.batch_sizes == {LOTS: 1}
-    for i, result in enumerate(results):
-        if i in bad_positions:
-            assert isinstance(result, Rejection) and result.code is Code.BAD_PROOF, result
-            assert result.message.startswith(f"{bad_positions[i][2]}: ")
-            assert await store.accepted_publication(batch[i].event_id) is None
-            assert await store.lots_by_ids(result_ids(world, batch[i])) == {}
-        else:
-            assert not isinstance(result, Rejection), result
-            assert result.event_id == batch[i].event_id
-    after = await snapshot(store)
-    assert after["events"] == before["events"] + LOTS - len(bad_positions)
+    await assert_only_the_bad_refused(store, world, batch, results, bad_positions, before)
 
 
 def test_the_gathering_window_setting_is_bounded():
