@@ -183,7 +183,7 @@ class Verifier:
     (an idle server, one publication in flight) is verified at once: the window
     only ever delays a publication while others are on their way to join it.
     `gather_seconds` = 0 (the constructor's default; the server passes its
-    setting, 15 ms by default) is "a batch is what waits when a worker frees".
+    setting, 0 = off by default: docs/operations.md) is "a batch is what waits when a worker frees".
 
     * "thread" (default): anyio worker threads. Verification time is mostly
       arkworks multi-scalar multiplication, which releases the GIL: two
