@@ -683,20 +683,30 @@ class WorkerPool:
         self.workers = []
 
 
+#: The most bundle workers ORETRACE_BUNDLE_WORKERS may ask for, unless the machine has
+#: more cores: the work is CPU-bound, so workers beyond the cores only add start-up
+#: time and memory (each is a Python process with a curve backend loaded), and a
+#: typo such as 100000 would otherwise try to start that many processes.
+MAX_BUNDLE_WORKERS = 64
+
 _shared: dict[tuple[str, int], WorkerPool] = {}
 _shared_lock = threading.Lock()
 
 
 def default_workers() -> int:
     """Worker processes for batch (bundle) verification: ORETRACE_BUNDLE_WORKERS (an
-    integer; 0 = none, everything in this process; WorkerSettingError if it is anything else), else
+    integer from 0 to `MAX_BUNDLE_WORKERS` or the number of cores, whichever is larger;
+    0 = none, everything in this process; WorkerSettingError if it is anything else), else
     one per core, none on one core. (ORETRACE_VERIFY_WORKERS is the server's count of concurrent verifications.)"""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     text = os.environ.get("ORETRACE_BUNDLE_WORKERS", "").strip()
     if text:
-        if not (text.isascii() and text.isdigit()):
-            raise WorkerSettingError(f"ORETRACE_BUNDLE_WORKERS: {text!r} is not a number of worker processes (0 or more)")
+        most = max(MAX_BUNDLE_WORKERS, cores)
+        if not (text.isascii() and text.isdigit()) or len(text) > 6 or int(text) > most:
+            raise WorkerSettingError(
+                f"ORETRACE_BUNDLE_WORKERS: {text[:40]!r} is not a number of worker processes from 0 to {most}"
+            )
         return int(text)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return cores if cores > 1 else 0
 
 

@@ -62,12 +62,14 @@ from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any, Literal
 
-__all__ = ["Child", "ChildFailed", "die_with_parent", "environment", "serve", "PARENT_PID_VARIABLE"]
+__all__ = ["Child", "ChildFailed", "die_with_parent", "environment", "serve", "MAX_MESSAGE_BYTES", "PARENT_PID_VARIABLE"]
 
 #: the environment variable carrying the parent's pid to the child (`serve`)
 PARENT_PID_VARIABLE = "SUPERVISION_PARENT_PID"
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _SIZE = struct.Struct("!i")
+#: the largest pickle one frame holds (its length is a signed 32-bit integer: under 2 GiB)
+MAX_MESSAGE_BYTES = 2**31 - 1
 _READ_CHUNK = 1 << 16
 
 Reason = Literal["hung", "died", "broken"]
@@ -199,11 +201,15 @@ class Child:
                 return True
 
     def send(self, message: Any, timeout: float) -> None:
-        """Send `message` (pickled); ChildFailed if the child is gone or has not taken it within `timeout` seconds."""
+        """Send `message` (pickled); ChildFailed if the child is gone or has not taken it
+        within `timeout` seconds; ValueError, with nothing sent, if its pickle is larger
+        than `MAX_MESSAGE_BYTES`."""
         if self._out is None:
             raise ChildFailed("died", f"{self.name} (pid {self.pid}) was closed")
         data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-        view = memoryview(_SIZE.pack(len(data)) + data)  # struct.error at 2 GiB or more
+        if len(data) > MAX_MESSAGE_BYTES:  # nothing written: the child stays usable
+            raise ValueError(f"a message of {len(data)} bytes is larger than a frame holds ({MAX_MESSAGE_BYTES})")
+        view = memoryview(_SIZE.pack(len(data)) + data)
         deadline = time.monotonic() + timeout
         while view:
             try:

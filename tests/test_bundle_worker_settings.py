@@ -35,6 +35,9 @@ BAD_SETTINGS = [
     ("ORETRACE_BUNDLE_WORKERS", "two"),
     ("ORETRACE_BUNDLE_WORKERS", "-1"),
     ("ORETRACE_BUNDLE_WORKERS", "1.5"),
+    ("ORETRACE_BUNDLE_WORKERS", "100000"),  # more processes than any machine needs
+    ("ORETRACE_BUNDLE_WORKERS", str(max(64, len(os.sched_getaffinity(0))) + 1)),  # one over the bound
+    ("ORETRACE_BUNDLE_WORKERS", "9" * 5000),  # no int() of thousands of digits, no echo of them
 ]
 
 

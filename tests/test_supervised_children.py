@@ -90,6 +90,27 @@ def test_frames_larger_than_a_pipe_travel_both_ways(size) -> None:
         child.close()
 
 
+@pytest.mark.parametrize("over", [1, 1000])
+def test_a_message_larger_than_a_frame_is_refused_before_anything_is_sent(monkeypatch, over) -> None:
+    """ValueError (not struct.error from packing the length), and the child still
+    answers the next message: no partial frame went down its pipe. The limit is
+    lowered here; the real one (2 GiB) would need gigabytes of pickle."""
+    from supervision import children
+
+    child = start("echo")
+    try:
+        payload = b"x" * 4000
+        monkeypatch.setattr(children, "MAX_MESSAGE_BYTES", len(pickle.dumps(payload, protocol=5)) - over)
+        with pytest.raises(ValueError, match="larger than a frame holds"):
+            child.send(payload, timeout=BOUND_S)
+        assert child.alive()
+        child.send("after", timeout=BOUND_S)
+        assert child.recv(timeout=BOUND_S) == "after"
+    finally:
+        child.close()
+    assert children.MAX_MESSAGE_BYTES < 2**31  # the frame's signed 32-bit length
+
+
 def test_a_child_that_prints_to_stdout_does_not_corrupt_its_frames(capfd) -> None:
     child = start("print")
     try:
