@@ -186,27 +186,31 @@ def verify_bundle(
     A worker process that dies, hangs or cannot be started during the verification (`crypto.batch.WorkerFailed`:
     a hung worker is killed after its time limit, `crypto.batch.WORKER_WAIT_BASE_S`) is not
     held against the bundle: it is verified again in this process alone, and the "proofs"
-    check says so.
+    check says so (or, if the bundle failed before its proofs were checked, the failed check).
     """
     args = (network, require_log, witnesses, min_cosignatures)
     report = VerificationReport(ok=False, claim={})
+    fallback = None  # why the bundle was verified again in this process alone, if it was
     try:
         try:
             with batch_scope():  # every point decoded once, proof points in worker processes
                 _verify(bundle, root_public_key_hex, report, *args)
         except WorkerFailed as worker:  # a worker process died (killed, out of memory) or hung: not
-            report = VerificationReport(ok=False, claim={})  # the bundle's fault; verify it again, all here
+            fallback = worker  # the bundle's fault; verify it again, all here
+            report = VerificationReport(ok=False, claim={})
             with batch_scope(workers=0):
                 _verify(bundle, root_public_key_hex, report, *args)
-            report.checks = [
-                replace(c, detail=f"{c.detail} (in this process alone: {worker})") if c.name == "proofs" else c
-                for c in report.checks
-            ]
         report.ok = True
     except _Failed as failure:
         report.checks.append(failure.check)
     except Exception as exc:  # fail closed on anything unforeseen in hostile input
         report.checks.append(Check("internal", False, f"verification aborted: {type(exc).__name__}: {exc}"))
+    if fallback is not None and report.checks:  # said whatever the verdict: on "proofs", else the failed check
+        noted = next((c for c in report.checks if c.name == "proofs"), report.checks[-1])
+        report.checks = [
+            replace(c, detail=f"{c.detail} (in this process alone: {fallback})") if c is noted else c
+            for c in report.checks
+        ]
     report.summary = _summary(report)
     return report
 

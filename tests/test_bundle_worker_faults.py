@@ -61,6 +61,31 @@ def test_a_bad_proof_is_still_named_when_the_workers_die(chain, clean_bundle, ro
     assert workers_die_at_the_msm
 
 
+def test_a_failing_bundle_still_says_it_was_verified_again_in_this_process(
+    chain, clean_bundle, root_hex, workers_die_at_the_msm
+):
+    """The note about the workers survives a failed verdict, on the "proofs" check
+    whether that check failed (a bad proof) or passed before a later check failed
+    (no log although one is required, a claim naming other lots)."""
+    from ledger.bundle import verify_bundle
+
+    i = index_of(clean_bundle, "transform")
+    last = len(clean_bundle["events"][i]["payload"]["balance_proof"]) // 2 - 1
+    bad_proof = resigned(chain, clean_bundle, i, lambda p: p.update(balance_proof=flip_byte(p["balance_proof"], last)))
+    other_lots = {**clean_bundle, "lot_ids": ["lot-" + "0" * 32]}
+    cases = [(bad_proof, {}, "proofs", False), (clean_bundle, {"require_log": True}, "log", True)]
+    cases.append((other_lots, {}, "claim", True))
+    for bundle, options, failing, proofs_ok in cases:
+        workers_die_at_the_msm.clear()
+        report = verify_bundle(bundle, root_hex, **options)
+        assert workers_die_at_the_msm, "the workers were not used: the test checks nothing"
+        assert not report.ok and report.failed().name == failing, report.summary
+        proofs = [c for c in report.checks if c.name == "proofs"]
+        assert len(proofs) == 1 and proofs[0].ok is proofs_ok, report.checks
+        assert "in this process alone" in proofs[0].detail, proofs[0].detail
+        assert sum("in this process alone" in c.detail for c in report.checks) == 1
+
+
 def test_the_next_verification_gets_fresh_workers(chain, clean_bundle, root_hex, workers_die_at_the_msm):
     from crypto import batch
     from ledger.bundle import verify_bundle
