@@ -54,8 +54,10 @@ amount and no blinding.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
+from fractions import Fraction
 from typing import Any
 
 from crypto.batch import WorkerFailed
@@ -456,17 +458,44 @@ def _read_format(bundle: Any) -> tuple[str, str, str, list[Any]]:
     return bundle["network"], bundle["claim_id"], lot_ids, events
 
 
+#: The most decimals a percentage in a claim's words is written with.
+PERCENT_DECIMALS = 2
+
+
+def percentages(q: int, *bounds: tuple[int, str]) -> str:
+    """Each bound (numerator p, "down" or "up") as the percentage p/q, all with the same
+    number of decimals: the fewest (at most PERCENT_DECIMALS) that write every one of
+    them exactly, e.g. q = 1000, (160, "down"), (169, "up") -> "16.0-16.9%"; 1/8 ->
+    "12.5%". When even PERCENT_DECIMALS cannot, each is rounded in its direction and
+    the text marked "~", so that it still states a true, weaker bound: a lower bound of
+    1/3 reads "~33.33%" (down), an upper bound of 2/3 "~66.67%" (up). The exact
+    fractions stand beside them in every statement; this is a reading aid."""
+    hundredths = [(Fraction(100 * p, q), direction) for p, direction in bounds]
+    exact = next(
+        (d for d in range(PERCENT_DECIMALS + 1) if all((h * 10**d).denominator == 1 for h, _ in hundredths)), None
+    )
+    decimals = PERCENT_DECIMALS if exact is None else exact
+    scale = 10**decimals
+    texts = []
+    for h, direction in hundredths:
+        units = math.floor(h * scale) if direction == "down" else math.ceil(h * scale)
+        whole, part = divmod(units, scale)
+        texts.append(f"{whole}.{part:0{decimals}d}" if decimals else str(whole))
+    return f"{'~' if exact is None else ''}{'-'.join(texts)}%"
+
+
 def describe_claim(claim: Claim) -> str:
-    """The claim in words, e.g. "recycled share >= 16/100 (16%)"."""
+    """The claim in words, e.g. "recycled share >= 16/100 (16%)", "recycled share between
+    160/1000 and 169/1000 (16.0-16.9%)" (`percentages`)."""
     match claim.kind:
         case ClaimKind.ancestry_excludes:
             return f"no {claim.origin_class} origin anywhere upstream"
         case ClaimKind.share_at_most | ClaimKind.share_at_least:
-            op = "<=" if claim.kind is ClaimKind.share_at_most else ">="
-            return f"{claim.origin_class} share {op} {claim.p}/{claim.q} ({100 * claim.p / claim.q:g}%)"
+            op, direction = ("<=", "up") if claim.kind is ClaimKind.share_at_most else (">=", "down")
+            return f"{claim.origin_class} share {op} {claim.p}/{claim.q} ({percentages(claim.q, (claim.p, direction))})"
         case ClaimKind.share_in_range:
-            low, high = 100 * claim.p / claim.q, 100 * claim.p_max / claim.q
-            return f"{claim.origin_class} share between {claim.p}/{claim.q} and {claim.p_max}/{claim.q} ({low:g}-{high:g}%)"
+            bounds = f"{claim.p}/{claim.q} and {claim.p_max}/{claim.q}"
+            return f"{claim.origin_class} share between {bounds} ({percentages(claim.q, (claim.p, 'down'), (claim.p_max, 'up'))})"
         case ClaimKind.amount_in_range:
             return f"contained cobalt between {claim.low} g and {claim.high} g"
     raise AssertionError(claim.kind)

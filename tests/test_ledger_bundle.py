@@ -303,3 +303,36 @@ def test_a_lot_id_created_twice_is_caught(monkeypatch, root_hex: str):
 
     bundle = assemble(w.events, claim_id, w.policy.network)
     failed(bundle, root_hex, "uniqueness", "lot id already created", dirty_child)
+
+
+# --------------------------------------------------------------------------- a claim in words
+
+
+@pytest.mark.parametrize(
+    ("kind", "p", "p_max", "q", "words"),
+    [
+        (ClaimKind.share_in_range, 160, 169, 1000, "(16.0-16.9%)"),  # the demo's passport claim: not "16-16.9%"
+        (ClaimKind.share_in_range, 999, 1000, 1000, "(99.9-100.0%)"),
+        (ClaimKind.share_in_range, 0, 1, 1, "(0-100%)"),
+        (ClaimKind.share_in_range, 1, 2, 3, "(~33.33-66.67%)"),  # rounded outwards, marked
+        (ClaimKind.share_in_range, 1, 99_999, 100_000, "(~0.00-100.00%)"),
+        (ClaimKind.share_at_least, 16, None, 100, "(16%)"),
+        (ClaimKind.share_at_least, 1, None, 8, "(12.5%)"),
+        (ClaimKind.share_at_least, 1, None, 3, "(~33.33%)"),  # a lower bound rounds down
+        (ClaimKind.share_at_least, 2, None, 3, "(~66.66%)"),
+        (ClaimKind.share_at_most, 2, None, 3, "(~66.67%)"),  # an upper bound rounds up
+        (ClaimKind.share_at_most, 1, None, 7, "(~14.29%)"),
+    ],
+)
+def test_a_share_claim_in_words_gives_its_bounds_with_equal_decimals_and_never_overstates(kind, p, p_max, q, words):
+    """Both ends of a range with the same decimals; a percentage that cannot be written
+    exactly in two decimals is rounded so that the words still state a true bound
+    (down for a lower bound, up for an upper one) and marked "~"."""
+    from types import SimpleNamespace
+
+    from ledger.bundle import describe_claim
+
+    claim = SimpleNamespace(kind=kind, origin_class="recycled", p=p, p_max=p_max, q=q)
+    text = describe_claim(claim)
+    assert text.endswith(words), text
+    assert f"{p}/{q}" in text  # the exact fraction stays beside the reading aid
