@@ -571,6 +571,18 @@ class WorkerSettingError(ValueError):
 WORKER_WAIT_MAX_S = 86400.0
 
 
+#: The most of a malformed setting's value an error message quotes.
+_QUOTED_CHARS = 40
+
+
+def _quoted(text: str) -> str:
+    """`text` quoted for an error message: whole if short, else its start and its length
+    (a value of thousands of characters is not echoed back)."""
+    if len(text) <= _QUOTED_CHARS:
+        return repr(text)
+    return f"{text[:_QUOTED_CHARS]!r}... ({len(text)} characters)"
+
+
 def _time_limit_setting() -> float | None:
     text = os.environ.get("ORETRACE_BUNDLE_WORKER_TIMEOUT", "").strip()
     if not text:
@@ -578,10 +590,10 @@ def _time_limit_setting() -> float | None:
     try:
         value = float(text)
     except ValueError:
-        raise WorkerSettingError(f"ORETRACE_BUNDLE_WORKER_TIMEOUT: {text!r} is not a number of seconds") from None
+        raise WorkerSettingError(f"ORETRACE_BUNDLE_WORKER_TIMEOUT: {_quoted(text)} is not a number of seconds") from None
     if not 0 < value <= WORKER_WAIT_MAX_S:  # also refuses nan and inf
         raise WorkerSettingError(
-            f"ORETRACE_BUNDLE_WORKER_TIMEOUT: {text!r} must be more than 0 and at most {WORKER_WAIT_MAX_S:g} seconds"
+            f"ORETRACE_BUNDLE_WORKER_TIMEOUT: {_quoted(text)} must be more than 0 and at most {WORKER_WAIT_MAX_S:g} seconds"
         )
     return value
 
@@ -702,11 +714,12 @@ def default_workers() -> int:
     text = os.environ.get("ORETRACE_BUNDLE_WORKERS", "").strip()
     if text:
         most = max(MAX_BUNDLE_WORKERS, cores)
-        if not (text.isascii() and text.isdigit()) or len(text) > 6 or int(text) > most:
+        digits = text.lstrip("0") or "0"  # leading zeros do not count against the length bound
+        if not (text.isascii() and text.isdigit()) or len(digits) > len(str(most)) or int(digits) > most:
             raise WorkerSettingError(
-                f"ORETRACE_BUNDLE_WORKERS: {text[:40]!r} is not a number of worker processes from 0 to {most}"
+                f"ORETRACE_BUNDLE_WORKERS: {_quoted(text)} is not a number of worker processes from 0 to {most}"
             )
-        return int(text)
+        return int(digits)
     return cores if cores > 1 else 0
 
 

@@ -38,6 +38,12 @@ BAD_SETTINGS = [
     ("ORETRACE_BUNDLE_WORKERS", "100000"),  # more processes than any machine needs
     ("ORETRACE_BUNDLE_WORKERS", str(max(64, len(os.sched_getaffinity(0))) + 1)),  # one over the bound
     ("ORETRACE_BUNDLE_WORKERS", "9" * 5000),  # no int() of thousands of digits, no echo of them
+    ("ORETRACE_BUNDLE_WORKERS", "0" * 5000 + "65"),  # leading zeros hide no value over the bound
+    ("ORETRACE_BUNDLE_WORKERS", "+2"),
+    ("ORETRACE_BUNDLE_WORKERS", "0x2"),
+    ("ORETRACE_BUNDLE_WORKERS", "\u0663"),  # ARABIC-INDIC DIGIT THREE: isdigit(), not a setting
+    ("ORETRACE_BUNDLE_WORKER_TIMEOUT", "9" * 5000),  # float() takes it (inf): refused, not echoed
+    ("ORETRACE_BUNDLE_WORKER_TIMEOUT", "x" * 5000),
 ]
 
 
@@ -62,7 +68,7 @@ def test_verify_refuses_a_malformed_worker_setting_with_exit_2(bundle_file, root
     assert name in json.loads(r.stdout)["error"]
 
 
-@pytest.mark.parametrize("value", ["0", "2", " 1 "])
+@pytest.mark.parametrize("value", ["0", "2", " 1 ", "0000000002", "0000000064"])
 def test_verify_accepts_well_formed_worker_counts(bundle_file, root_hex, monkeypatch, value):
     from sdk.cli import app
 
@@ -77,8 +83,9 @@ def test_check_settings_names_the_malformed_setting(monkeypatch, name, value):
     from crypto.batch import WorkerSettingError, check_settings
 
     monkeypatch.setenv(name, value)
-    with pytest.raises(WorkerSettingError, match=name):
+    with pytest.raises(WorkerSettingError, match=name) as refused:
         check_settings()
+    assert len(str(refused.value)) < 200, "a long value is quoted in part, not echoed whole"
 
 
 class _Interrupted(BaseException):
