@@ -802,9 +802,17 @@ def demo(
     size: Annotated[str, typer.Option(help="full (realistic volumes, several shipments) or small.")] = "full",
     as_json: Annotated[bool, typer.Option("--json", help="Also print the outcome as JSON.")] = False,
 ) -> None:
-    """Run the demo supply chain on a fresh embedded instance, write and verify its bundles."""
+    """Run the demo supply chain on a fresh embedded instance, write and verify its bundles.
+    Exit 2 at once on a malformed ORETRACE_BUNDLE_WORKERS / ORETRACE_BUNDLE_WORKER_TIMEOUT
+    (else every bundle would end "INVALID: internal" after the whole run)."""
+    from crypto.batch import WorkerSettingError, check_settings
+
     if size not in ("full", "small"):
         _fail("--size must be full or small", 2)
+    try:
+        check_settings()
+    except WorkerSettingError as exc:
+        _fail(str(exc), 2)
     try:
         result = asyncio.run(_demo(out, size))
     except KeyboardInterrupt:
