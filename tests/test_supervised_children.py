@@ -108,7 +108,16 @@ def test_a_message_larger_than_a_frame_is_refused_before_anything_is_sent(monkey
         assert child.recv(timeout=BOUND_S) == "after"
     finally:
         child.close()
-    assert children.MAX_MESSAGE_BYTES < 2**31  # the frame's signed 32-bit length
+
+
+def test_the_message_limit_is_the_largest_length_a_frame_holds() -> None:
+    """Read outside any monkeypatch (the test above lowers the limit): the frame's
+    signed 32-bit length holds MAX_MESSAGE_BYTES and nothing larger."""
+    from supervision import children
+
+    children._SIZE.pack(children.MAX_MESSAGE_BYTES)
+    with pytest.raises(struct.error):
+        children._SIZE.pack(children.MAX_MESSAGE_BYTES + 1)
 
 
 def test_a_child_that_prints_to_stdout_does_not_corrupt_its_frames(capfd) -> None:
