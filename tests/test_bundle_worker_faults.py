@@ -86,6 +86,49 @@ def test_a_failing_bundle_still_says_it_was_verified_again_in_this_process(
         assert sum("in this process alone" in c.detail for c in report.checks) == 1
 
 
+@pytest.mark.parametrize("where", ["before the proofs", "after the proofs"])
+def test_an_internal_error_in_the_second_verification_keeps_the_note(
+    chain, clean_bundle, root_hex, workers_die_at_the_msm, monkeypatch, where
+):
+    """The fail-closed path ("internal") after the workers died: the note is on the
+    "proofs" check if the second verification got that far, else on the "internal" one;
+    the JSON and text reports carry it (every check's detail)."""
+    import io
+    import json
+    from pathlib import Path
+
+    from rich.console import Console
+
+    import ledger.bundle as lb
+    from sdk.report import json_report, print_report
+    from sdk.trust_store import Anchor
+
+    real, calls = lb._check_revocations, []
+
+    def second_run_fails(*args):  # the first run is the one whose workers die, later
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("unforeseen")
+        return real(*args)
+
+    def always_fails(*args):
+        raise RuntimeError("unforeseen")
+
+    if where == "before the proofs":
+        monkeypatch.setattr(lb, "_check_revocations", second_run_fails)
+    else:
+        monkeypatch.setattr(lb, "claim_meaning", always_fails)
+    report = lb.verify_bundle(clean_bundle, root_hex)
+    assert workers_die_at_the_msm, "the workers were not used: the test checks nothing"
+    assert not report.ok and report.failed().name == "internal", report.summary
+    noted = [c.name for c in report.checks if "in this process alone" in c.detail]
+    assert noted == (["internal"] if where == "before the proofs" else ["proofs"]), report.checks
+    assert "in this process alone" in json.dumps(json_report(report, Path("b.json"), Anchor(root_hex, "test"), 1.0))
+    text = io.StringIO()
+    print_report(Console(file=text, width=400), report, Path("b.json"), Anchor(root_hex, "test"), 1.0)
+    assert "in this process alone" in text.getvalue()
+
+
 def test_the_next_verification_gets_fresh_workers(chain, clean_bundle, root_hex, workers_die_at_the_msm):
     from crypto import batch
     from ledger.bundle import verify_bundle
