@@ -30,7 +30,7 @@
 | ORETRACE_LARGE_BODY_WAIT_SECONDS | 10            | a large body waits this long for its turn, then 503  |
 | ORETRACE_BODY_DECODE_TIMEOUT_SECONDS | 10        | a large body's decoder process answers within this (else killed, replaced, 503); at most 600 |
 | ORETRACE_VERIFY_MODE         | thread            | proof verification in worker `thread`s or `process`es |
-| ORETRACE_VERIFY_WORKERS      | CPU count         | verification workers                                 |
+| ORETRACE_VERIFY_WORKERS      | CPU count         | verification workers (at most 64, or the CPU count if more) |
 | ORETRACE_VERIFY_MAX_BATCH    | 8                 | most publications verified together in one MSM (1..64) |
 | ORETRACE_LOG_KEY             | <data_dir>/log-key.hex | hex Ed25519 seed of the log's checkpoint key    |
 | ORETRACE_LOG_ORIGIN          | oretrace.log/<network> | checkpoint origin line and log key name         |
@@ -58,6 +58,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from crypto.batch import most_workers
 
 _ENV_LIMITS = {
     "max_body_bytes": "ORETRACE_MAX_BODY_BYTES",
@@ -162,7 +164,9 @@ class Settings(BaseModel):
     root_public_key: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     limits: Limits = Limits()
     verify_mode: Literal["process", "thread"] = "thread"
-    verify_workers: int | None = Field(default=None, gt=0)
+    #: at most `crypto.batch.most_workers()` (64, or the cores if more): 100000 would
+    #: start that many verifier processes (process mode) or threads
+    verify_workers: int | None = Field(default=None, gt=0, le=most_workers())
     #: most publications verified together in one MSM (api.verification_batches); 1 = one at a time
     verify_max_batch: int = Field(default=8, ge=1, le=64)
     #: milliseconds a free verifier may hold a batch of fewer than `verify_max_batch` for

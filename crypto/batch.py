@@ -82,6 +82,7 @@ __all__ = [
     "shared_pool",
     "check_settings",
     "WorkerSettingError",
+    "most_workers",
 ]
 
 
@@ -705,15 +706,27 @@ _shared: dict[tuple[str, int], WorkerPool] = {}
 _shared_lock = threading.Lock()
 
 
+def _cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def most_workers() -> int:
+    """The most worker processes a setting may ask for: `MAX_BUNDLE_WORKERS`, or the
+    number of cores if that is larger (ORETRACE_BUNDLE_WORKERS here, the server's
+    ORETRACE_VERIFY_WORKERS in `api.settings`)."""
+    return max(MAX_BUNDLE_WORKERS, _cores())
+
+
 def default_workers() -> int:
     """Worker processes for batch (bundle) verification: ORETRACE_BUNDLE_WORKERS (an
-    integer from 0 to `MAX_BUNDLE_WORKERS` or the number of cores, whichever is larger;
-    0 = none, everything in this process; WorkerSettingError if it is anything else), else
-    one per core, none on one core. (ORETRACE_VERIFY_WORKERS is the server's count of concurrent verifications.)"""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    integer from 0 to `most_workers()`; 0 = none, everything in this process;
+    WorkerSettingError if it is anything else), else one per core, none on one core.
+    (ORETRACE_VERIFY_WORKERS is the server's count of concurrent verifications.)"""
+    cores = _cores()
     text = os.environ.get("ORETRACE_BUNDLE_WORKERS", "").strip()
     if text:
-        most = max(MAX_BUNDLE_WORKERS, cores)
+        most = most_workers()
         digits = text.lstrip("0") or "0"  # leading zeros do not count against the length bound
         if not (text.isascii() and text.isdigit()) or len(digits) > len(str(most)) or int(digits) > most:
             raise WorkerSettingError(

@@ -283,6 +283,20 @@ def test_the_batch_size_setting_is_bounded():
         Verifier("thread", workers=1, max_batch=0)
 
 
+def test_the_verifier_worker_count_is_bounded():
+    """ORETRACE_VERIFY_WORKERS=100000 would start that many verifier processes (process
+    mode warms every one up at start-up): refused at start-up, naming the setting, as
+    `oretrace verify` refuses such an ORETRACE_BUNDLE_WORKERS."""
+    from crypto.batch import most_workers
+
+    most = most_workers()
+    assert Settings.from_env({"ORETRACE_VERIFY_WORKERS": str(most)}).verify_workers == most
+    assert Settings.from_env({"ORETRACE_VERIFY_WORKERS": "1"}).verify_workers == 1
+    for text in ("0", "-1", str(most + 1), "100000", "9" * 40, "two"):
+        with pytest.raises(SettingsError, match="verify_workers"):
+            Settings.from_env({"ORETRACE_VERIFY_WORKERS": text})
+
+
 async def test_a_hung_verifier_process_is_service_unavailable_within_the_deadline_and_replaced(
     world, store, api_settings
 ):
