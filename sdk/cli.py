@@ -559,6 +559,18 @@ def _settings(data_dir: Path | None, **overrides):
         _fail(str(exc), 2)
 
 
+def _require_worker_settings() -> None:
+    """Exit 2 naming it on a malformed ORETRACE_BUNDLE_WORKERS / ORETRACE_BUNDLE_WORKER_TIMEOUT,
+    before a demo starts: the demo verifies its bundles (`verify_bundle`), and every one
+    would otherwise end "INVALID: internal" after the whole run."""
+    from crypto.batch import WorkerSettingError, check_settings
+
+    try:
+        check_settings()
+    except WorkerSettingError as exc:
+        _fail(str(exc), 2)
+
+
 def _print_log_key(settings) -> None:
     """Print the transparency log's origin and checkpoint key (created on first start), for the
     operator to compare with what `oretrace log register-key` registers."""
@@ -630,6 +642,8 @@ def serve(
     """
     if size not in ("full", "small"):
         _fail("--size must be full or small", EXIT_USAGE)
+    if demo:
+        _require_worker_settings()
     _require_free_port(host, port)
     _require_free_data_dir(_settings(data_dir))
     if not demo:
@@ -802,17 +816,10 @@ def demo(
     size: Annotated[str, typer.Option(help="full (realistic volumes, several shipments) or small.")] = "full",
     as_json: Annotated[bool, typer.Option("--json", help="Also print the outcome as JSON.")] = False,
 ) -> None:
-    """Run the demo supply chain on a fresh embedded instance, write and verify its bundles.
-    Exit 2 at once on a malformed ORETRACE_BUNDLE_WORKERS / ORETRACE_BUNDLE_WORKER_TIMEOUT
-    (else every bundle would end "INVALID: internal" after the whole run)."""
-    from crypto.batch import WorkerSettingError, check_settings
-
+    """Run the demo supply chain on a fresh embedded instance, write and verify its bundles."""
     if size not in ("full", "small"):
         _fail("--size must be full or small", 2)
-    try:
-        check_settings()
-    except WorkerSettingError as exc:
-        _fail(str(exc), 2)
+    _require_worker_settings()
     try:
         result = asyncio.run(_demo(out, size))
     except KeyboardInterrupt:

@@ -264,16 +264,18 @@ def _state(pid: int) -> str | None:
     [("ORETRACE_BUNDLE_WORKERS", "100000"), ("ORETRACE_BUNDLE_WORKERS", "two"), ("ORETRACE_BUNDLE_WORKER_TIMEOUT", "inf")],
 )
 def test_the_demo_refuses_a_malformed_worker_setting_before_it_starts(monkeypatch, tmp_path, name, value):
-    """`oretrace demo` verifies its bundles with `verify_bundle`, which reads the settings:
-    a malformed one is exit 2 naming it, before the demo starts, not every bundle
-    "INVALID: internal" after the whole run."""
+    """`oretrace demo` and `oretrace serve --demo` verify the demo's bundles with
+    `verify_bundle`, which reads the settings: a malformed one is exit 2 naming it,
+    before the demo starts, not every bundle "INVALID: internal" after the whole run."""
     from sdk import cli
 
     async def started(*args):
         raise AssertionError("the demo started")
 
     monkeypatch.setattr(cli, "_demo", started)
+    monkeypatch.setattr(cli, "_serve_demo", started)
     monkeypatch.setenv(name, value)
-    r = CliRunner().invoke(cli.app, ["demo", "--out", str(tmp_path), "--size", "small"])
-    assert r.exit_code == 2, r.output
-    assert name in r.output and "Traceback" not in r.output
+    for args in (["demo", "--out", str(tmp_path)], ["serve", "--demo", "--port", "9401", "--data-dir", str(tmp_path)]):
+        r = CliRunner().invoke(cli.app, [*args, "--size", "small"])
+        assert r.exit_code == 2, (args, r.output)
+        assert name in r.output and "Traceback" not in r.output
