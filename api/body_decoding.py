@@ -158,7 +158,9 @@ class BodyDecoder:
             raise BodyDecoderUnavailable("no body decoder process could be started") from None
         try:
             outcome = child.exchange(body, self.timeout)
-        except BodyDecoderUnavailable:
+        except BaseException as exc:  # the child is killed (a ValueError from send, a body over a frame,
+            if not isinstance(exc, BodyDecoderUnavailable):  # or an interrupt: never left busy for good)
+                child.kill()
             with self._lock:
                 self._busy.discard(child)
             raise

@@ -7,7 +7,7 @@
 | ORETRACE_DATA_DIR            | ./oretrace-data   | embedded database files live in <dir>/db             |
 | ORETRACE_NETWORK             | oretrace-demo     | network id every envelope must carry                 |
 | ORETRACE_ROOT_PUBLIC_KEY     | (required)        | hex Ed25519 key of the network operator (trust root) |
-| ORETRACE_MAX_BODY_BYTES      | 1048576           | HTTP request body limit (413 above)                  |
+| ORETRACE_MAX_BODY_BYTES      | 1048576           | HTTP request body limit (413 above); at most 1 GiB   |
 | ORETRACE_MAX_BODY_VALUES     | 10000             | JSON values one body (or a GET's variables) may hold (400 above) |
 | ORETRACE_MAX_QUERY_DEPTH     | 12                | GraphQL depth limit                                  |
 | ORETRACE_MAX_ALIASES         | 15                | GraphQL alias limit                                  |
@@ -98,10 +98,18 @@ class SettingsError(RuntimeError):
     """The configuration is incomplete or invalid (message says which variable)."""
 
 
+#: The largest ORETRACE_MAX_BODY_BYTES: a decoded body comes back from its decoder process
+#: in a frame of at most 1 GiB (`supervision.children.Child`'s `max_frame`), and a body
+#: of 2 GiB or more cannot be sent to it at all (`supervision.children.MAX_MESSAGE_BYTES`).
+MAX_BODY_BYTES = 1 << 30
+
+
 class Limits(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_body_bytes: int = Field(default=1 << 20, gt=0)
+    #: at most MAX_BODY_BYTES: a large body goes to its decoder process (api.body_decoding)
+    #: in one frame, and the decoded value comes back in one (supervision.children)
+    max_body_bytes: int = Field(default=1 << 20, gt=0, le=MAX_BODY_BYTES)
     #: JSON values one request body (or a GET's `variables`, `extensions`) may hold
     #: (`ledger.encoding.check_value_count`): what decoding, copying and freeing it costs
     #: grows with this, not with its bytes. The largest envelope the rules accept holds

@@ -268,6 +268,45 @@ def test_an_unbounded_decode_timeout_is_refused_at_startup(value) -> None:
         Settings.from_env({"ORETRACE_BODY_DECODE_TIMEOUT_SECONDS": value, "ORETRACE_ROOT_PUBLIC_KEY": "ab" * 32})
 
 
+@pytest.mark.parametrize("value", [str(2**31), str((1 << 30) + 1), "9" * 30])
+def test_a_body_limit_beyond_what_a_decoder_frame_holds_is_refused_at_startup(value) -> None:
+    """A body of 2 GiB or more cannot go to its decoder process (Child.send: ValueError),
+    and a decoded value over 1 GiB cannot come back: ORETRACE_MAX_BODY_BYTES stops at 1 GiB."""
+    assert Settings.from_env({"ORETRACE_MAX_BODY_BYTES": str(1 << 30)}).limits.max_body_bytes == 1 << 30
+    with pytest.raises(SettingsError, match="max_body_bytes"):
+        Settings.from_env({"ORETRACE_MAX_BODY_BYTES": value, "ORETRACE_ROOT_PUBLIC_KEY": "ab" * 32})
+
+
+@pytest.mark.parametrize("error", ["ValueError", "KeyboardInterrupt"])
+async def test_a_decoder_process_is_not_left_busy_by_an_unforeseen_error(monkeypatch, error) -> None:
+    """Any exception out of an exchange other than a lost child (a body over a frame:
+    ValueError from Child.send; an interrupt) ends that child: before, it stayed in the
+    busy set for good, alive, never reused nor stopped by close()."""
+    from supervision import children
+
+    decoder = BodyDecoder(processes=1, timeout=60, max_values=Limits().max_body_values)
+    try:
+        assert await decoder.decode(b"{}") == ("ok", {})
+        [pid] = decoder.pids()
+        if error == "ValueError":
+            monkeypatch.setattr(children, "MAX_MESSAGE_BYTES", 100)
+            body = b'{"a": "' + b"x" * 200 + b'"}'
+        else:
+            def interrupted(self, *args):
+                raise KeyboardInterrupt
+
+            monkeypatch.setattr(body_decoding._Child, "recv", interrupted)
+            body = b'{"a": 1}'
+        with pytest.raises(ValueError if error == "ValueError" else KeyboardInterrupt):
+            decoder._decode(body)  # in this thread: an interrupt must not reach the event loop
+        assert decoder.pids("busy") == []
+        monkeypatch.undo()
+        assert await decoder.decode(body) == in_process(body)  # a fresh child
+        assert pid not in decoder.pids()
+    finally:
+        await decoder.close()
+
+
 # --------------------------------------------------------------------------- rebuilding the value in the server
 
 CONTAINER_BODIES = {
