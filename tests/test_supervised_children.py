@@ -234,8 +234,8 @@ from supervision.children import Child, environment
 env = environment(os.getcwd())
 env["PYTHONPATH"] = os.pathsep.join([sys.argv[1], env["PYTHONPATH"]])
 child = Child("supervised_child_behaviours", ["slow start", "2"], env=env, name="test child")
-print(child.pid, flush=True)
-try:
+try:  # the print too: the signal may come while it returns, once the pid was read
+    print(child.pid, flush=True)
     child.send("work", timeout=60)
     child.recv(timeout=60)
 except KeyboardInterrupt:
