@@ -158,9 +158,9 @@ class BodyDecoder:
             raise BodyDecoderUnavailable("no body decoder process could be started") from None
         try:
             outcome = child.exchange(body, self.timeout)
-        except BaseException as exc:  # the child is killed (a ValueError from send, a body over a frame,
-            if not isinstance(exc, BodyDecoderUnavailable):  # or an interrupt: never left busy for good)
-                child.kill()
+        except BaseException as exc:
+            if not isinstance(exc, BodyDecoderUnavailable):  # (that one already ended the child)
+                child.kill()  # a ValueError from send (a body over a frame), an interrupt: never left busy
             with self._lock:
                 self._busy.discard(child)
             raise
