@@ -390,6 +390,8 @@ class Ingestion:
     verifier: Verifier = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
+        # group commit (Store.apply_effects): the store's transactions take this many publications
+        self.store.max_publications_per_transaction = self.settings.max_publications_per_transaction
         if self.verifier is None:
             self.verifier = Verifier(
                 self.settings.verify_mode,
