@@ -21,11 +21,14 @@ Collections and what makes them safe:
 | guards           | "<namespace>:<key>"    | every other guard (consume, custody, issuance, ...)      |
 | log_state, log_tiles, log_checkpoints | see api/translog.py | the transparency log (docs/log.md); `head` allocates each event's `log_index` and `seq` |
 
-`apply_effects` writes one accepted publication in ONE multi-document
-transaction; the unique `_id` of the guard documents is what makes double
-consumption, forked custody and nonce replay impossible even under races
-between API replicas (the loser's transaction fails with a duplicate key and
-nothing of it is written).
+`apply_effects` writes each accepted publication atomically, in ONE
+multi-document transaction that it may share with the other publications
+waiting at the same time (group commit, or batched sequencing: up to
+ORETRACE_MAX_PUBLICATIONS_PER_TRANSACTION of them, one command per collection
+for all, each member refused alone when its writes fail); the unique `_id`
+of the guard documents is what makes double consumption, forked custody and
+nonce replay impossible even under races between API replicas (the loser's
+writes fail with a duplicate key and nothing of it is written).
 """
 
 from __future__ import annotations
@@ -735,9 +738,7 @@ class Store:
             except _UnattributedLotWrite:
                 attribute_lot_writes = True
                 continue
-            except _UnattributedDuplicate:
-                if len(members) == 1:
-                    raise AssertionError("a one-member batch names its duplicate") from None
+            except _UnattributedDuplicate:  # (never for one member: `_insert_attributed`)
                 for member in members:
                     await self._write_batch([member])
                 members = []
@@ -776,12 +777,18 @@ class Store:
             )
             try:
                 await self._transaction_body(session, members, attribute_lot_writes)
-            except BaseException:
+            except BaseException as exc:
                 if session.in_transaction:
                     try:
                         await session.abort_transaction()
                     except PyMongoError:  # the server may have aborted it already
                         pass
+                if isinstance(exc, PyMongoError):
+                    # pymongo's abort is best effort (it ignores its own failure): after a fault
+                    # the server may still hold the transaction and its writes (the signer's
+                    # record, `head`), and every later transaction would conflict on them
+                    # until transactionLifetimeLimitSeconds
+                    await self._kill_session(session)
                 raise
             await self._commit(session)
 
