@@ -499,11 +499,15 @@ async def test_a_cancelled_member_does_not_cancel_its_batch(mongo_uri, api_setti
         assert_ledger_order(await ledger_of(store))
 
 
-@pytest.mark.parametrize("value", ["0", "65", "-1", "eight", "1.5"])
-def test_out_of_bounds_setting_is_refused_at_start_with_its_name(value):
+@pytest.mark.parametrize(
+    "value, says",
+    [("0", "greater than or equal to 1"), ("-1", "greater than or equal to 1"),
+     ("65", "less than or equal to 64"), ("eight", "valid integer"), ("1.5", "valid integer")],
+)  # fmt: skip
+def test_out_of_bounds_setting_is_refused_at_start_with_its_name(value, says):
     with pytest.raises(SettingsError) as info:
         Settings.from_env({"ORETRACE_MAX_PUBLICATIONS_PER_TRANSACTION": value})
-    assert "ORETRACE_MAX_PUBLICATIONS_PER_TRANSACTION" in str(info.value)
+    assert "max_publications_per_transaction" in str(info.value) and says in str(info.value)
 
 
 @pytest.mark.parametrize("value", [1, 64])
