@@ -679,18 +679,15 @@ class Store:
             batch = self._next_batch()
             try:
                 await self._write_batch(batch)
-            except BaseException as exc:  # a bug, or the loop closing: nobody may wait forever
-                for member in [*batch, *(self._pending if isinstance(exc, asyncio.CancelledError) else ())]:
+            except asyncio.CancelledError:  # the loop is closing: nobody may wait forever
+                for member in (*batch, *self._pending):
                     if not member.outcome.done():
-                        if isinstance(exc, asyncio.CancelledError):
-                            member.outcome.cancel()
-                        else:
-                            member.outcome.set_exception(exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    self._pending.clear()
-                    raise
-                if not isinstance(exc, Exception):
-                    raise
+                        member.outcome.cancel()
+                self._pending.clear()
+                raise
+            except Exception as exc:  # a bug: the batch's members get it (INTERNAL_SERVER_ERROR); the queue goes on
+                for member in batch:
+                    member.settle(exc)
 
     def _next_batch(self) -> list[_Member]:
         """The next transaction's members: the oldest waiting publication, then those behind it
@@ -715,11 +712,10 @@ class Store:
         matched too few lots) runs the transaction again with one update per lot
         write (`_write_lots`); a duplicate key that names no member writes each
         member alone. Transient errors retry the whole batch with back-off."""
-        refused: list[tuple[_Member, Exception]] = []
         now = time.monotonic()
-        for member in [m for m in members if m.deadline <= now]:
-            members.remove(member)
-            refused.append((member, service_unavailable("the request's deadline passed while it waited for its transaction")))
+        late = service_unavailable("the request's deadline passed while it waited for its transaction")
+        refused: list[tuple[_Member, Exception]] = [(m, _copy_error(late)) for m in members if m.deadline <= now]
+        members = [m for m in members if m.deadline > now]
         deadline = max((m.deadline for m in members), default=now)
         attribute_lot_writes = False
         attempt = 0
@@ -763,7 +759,8 @@ class Store:
             self.stats.transactions += 1
             self.stats.batch_sizes[len(members)] += 1
             for m in members:
-                m.settle(AppliedEvent(m.effects.event_id, m.event_doc["seq"], m.accepted_at, attempt, m.event_doc["log_index"]))
+                doc = m.event_doc
+                m.settle(AppliedEvent(m.effects.event_id, doc["seq"], m.accepted_at, attempt, doc["log_index"]))
             break
         for member, error in refused:
             member.settle(error)
@@ -886,13 +883,11 @@ class Store:
                 ordered=True,
                 session=s,
             )
-        await self._insert_attributed(
-            s, self.lots, [_already_exists(m, "lot", to_doc(lot, lot.lot_id)) for m in members for lot in m.effects.new_lots]
-        )
+        new_lots = [(m, to_doc(lot, lot.lot_id)) for m in members for lot in m.effects.new_lots]
+        await self._insert_attributed(s, self.lots, [_already_exists(m, "lot", doc) for m, doc in new_lots])
         await self._write_lots(s, members, attribute_lot_writes)
-        await self._insert_attributed(
-            s, self.claims, [_already_exists(m, "claim", to_doc(c, c.claim_id)) for m in members for c in m.effects.claims]
-        )
+        claims = [(m, to_doc(c, c.claim_id)) for m in members for c in m.effects.claims]
+        await self._insert_attributed(s, self.claims, [_already_exists(m, "claim", doc) for m, doc in claims])
         await self._insert_attributed(
             s,
             self.sealed_openings,
@@ -926,15 +921,18 @@ class Store:
         # the guard, not merged here. New attestations are inserts (an id collision fails).
         for site in effects.sites:
             await self.sites.replace_one({"_id": site.site_id}, to_doc(site, site.site_id), upsert=True, session=s)
+        attestations = [to_doc(a, a.attestation_id) for a in effects.attestations]
         await self._insert_attributed(
-            s, self.attestations, [_already_exists(member, "attestation", to_doc(a, a.attestation_id)) for a in effects.attestations]
+            s, self.attestations, [_already_exists(member, "attestation", doc) for doc in attestations]
         )
         for attestation in effects.attestation_updates:
             await self.attestations.replace_one(
                 {"_id": attestation.attestation_id}, to_doc(attestation, attestation.attestation_id), session=s
             )
 
-    async def _insert_attributed(self, session, collection, rows: list[tuple[_Member, dict[str, Any], Rejection]]) -> None:
+    async def _insert_attributed(
+        self, session, collection, rows: list[tuple[_Member, dict[str, Any], Rejection]]
+    ) -> None:
         """One ordered `insert_many` of every row's document; a duplicate key at index i
         refuses the member of `rows[i]` with its rejection (`_Abort`)."""
         if not rows:
