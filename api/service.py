@@ -5,7 +5,8 @@
           every proof of the envelope in one multi-scalar multiplication, shared
           with the publications waiting at the same time (api.verification_batches);
           run in a worker thread - or process - so the event loop keeps serving reads)
-      ->  store.apply_effects (one multi-document transaction)
+      ->  store.apply_effects (one multi-document transaction, shared with the
+          publications waiting for the sequencer at the same time: group commit)
 
 The rules see a snapshot; races between concurrent publications are settled by
 the guards' unique keys inside the transaction (the loser gets CONFLICT or
@@ -390,6 +391,8 @@ class Ingestion:
     verifier: Verifier = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
+        # group commit (Store.apply_effects): the store's transactions take this many publications
+        self.store.max_publications_per_transaction = self.settings.max_publications_per_transaction
         if self.verifier is None:
             self.verifier = Verifier(
                 self.settings.verify_mode,

@@ -32,6 +32,7 @@
 | ORETRACE_VERIFY_MODE         | thread            | proof verification in worker `thread`s or `process`es |
 | ORETRACE_VERIFY_WORKERS      | CPU count         | verification workers (at most 64, or the CPU count if more) |
 | ORETRACE_VERIFY_MAX_BATCH    | 8                 | most publications verified together in one MSM (1..64) |
+| ORETRACE_MAX_PUBLICATIONS_PER_TRANSACTION | 8    | most publications one transaction writes (batched sequencing, api.store; 1..64, 1 = one per transaction) |
 | ORETRACE_LOG_KEY             | <data_dir>/log-key.hex | hex Ed25519 seed of the log's checkpoint key    |
 | ORETRACE_LOG_ORIGIN          | oretrace.log/<network> | checkpoint origin line and log key name         |
 | ORETRACE_CHECKPOINT_INTERVAL | 2                 | seconds between checkpoints while the log grows      |
@@ -183,6 +184,9 @@ class Settings(BaseModel):
     #: raise throughput here (the transactions bound it), and any client can make every
     #: publication wait the whole window (docs/operations.md, "Verification batches")
     verify_gather_ms: float = Field(default=0.0, ge=0, le=50)
+    #: most publications written by one transaction (group commit: the publications waiting
+    #: for the sequencer when it frees, api.store.Store.apply_effects); 1 = one per transaction
+    max_publications_per_transaction: int = Field(default=8, ge=1, le=64)
     log_key: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$", repr=False)
     log_origin: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:/-]{1,128}$")
     checkpoint_interval: float = Field(default=2.0, gt=0, le=3600)
@@ -226,6 +230,7 @@ class Settings(BaseModel):
             ("verify_workers", "ORETRACE_VERIFY_WORKERS"),
             ("verify_max_batch", "ORETRACE_VERIFY_MAX_BATCH"),
             ("verify_gather_ms", "ORETRACE_VERIFY_GATHER_MS"),
+            ("max_publications_per_transaction", "ORETRACE_MAX_PUBLICATIONS_PER_TRANSACTION"),
             ("log_key", "ORETRACE_LOG_KEY"),
             ("log_origin", "ORETRACE_LOG_ORIGIN"),
             ("checkpoint_interval", "ORETRACE_CHECKPOINT_INTERVAL"),

@@ -21,11 +21,14 @@ Collections and what makes them safe:
 | guards           | "<namespace>:<key>"    | every other guard (consume, custody, issuance, ...)      |
 | log_state, log_tiles, log_checkpoints | see api/translog.py | the transparency log (docs/log.md); `head` allocates each event's `log_index` and `seq` |
 
-`apply_effects` writes one accepted publication in ONE multi-document
-transaction; the unique `_id` of the guard documents is what makes double
-consumption, forked custody and nonce replay impossible even under races
-between API replicas (the loser's transaction fails with a duplicate key and
-nothing of it is written).
+`apply_effects` writes each accepted publication atomically, in ONE
+multi-document transaction that it may share with the other publications
+waiting at the same time (group commit, or batched sequencing: up to
+ORETRACE_MAX_PUBLICATIONS_PER_TRANSACTION of them, one command per collection
+for all, each member refused alone when its writes fail); the unique `_id`
+of the guard documents is what makes double consumption, forked custody and
+nonce replay impossible even under races between API replicas (the loser's
+writes fail with a duplicate key and nothing of it is written).
 """
 
 from __future__ import annotations
@@ -33,17 +36,22 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
+import contextlib
 import contextvars
 import logging
+import math
 import random
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 import pymongo
-from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument, WriteConcern
+from pymongo import ASCENDING, AsyncMongoClient, ReplaceOne, ReturnDocument, UpdateMany, WriteConcern
+from pymongo import _csot  # the caller's CSOT deadline (pymongo.timeout), read by apply_effects
 from pymongo.errors import (
     BulkWriteError,
     ConnectionFailure,
@@ -66,6 +74,7 @@ from ledger.models import Attestation, Claim, IssuanceMark, Lot, Organization, S
 from ledger.view import MemoryView, References
 
 from . import translog
+from .settings import Settings
 from .translog import LogUnavailable, TransparencyLog  # resolvers reach the log through the store
 
 log = logging.getLogger("oretrace.store")
@@ -106,6 +115,8 @@ DUPLICATE_KEY = 11000
 #: tests' command counters) can tell health checks from request-driven reads.
 READINESS_COMMENT = "oretrace/readiness"
 MAX_TRANSACTION_ATTEMPTS = 10
+#: ORETRACE_MAX_PUBLICATIONS_PER_TRANSACTION's default (api.settings)
+DEFAULT_PUBLICATIONS_PER_TRANSACTION: int = Settings.model_fields["max_publications_per_transaction"].default
 MAX_COMMIT_ATTEMPTS = 5
 #: Back-off between retries (transaction and commit): full jitter, doubling from
 #: BACKOFF_BASE up to BACKOFF_CAP seconds (MongoDB's transactions spec retries
@@ -264,11 +275,100 @@ class AppliedEvent:
 
 
 class _Abort(Exception):
-    """Raised inside the transaction body: abort and reject."""
+    """Raised inside the transaction body: abort, and refuse `member` (set by
+    `_on_behalf_of` when the raiser does not know it)."""
 
-    def __init__(self, rejection: Rejection) -> None:
+    def __init__(self, rejection: Rejection, member: _Member | None = None) -> None:
         super().__init__(rejection.message)
         self.rejection = rejection
+        self.member = member
+
+
+class _UnattributedLotWrite(Exception):
+    """The batch's lot `bulk_write` wrote fewer lots than expected: run the transaction
+    again with one update per write, to find whose (`Store._write_lots`)."""
+
+
+class _UnattributedDuplicate(Exception):
+    """A duplicate key that names no member: write each member alone."""
+
+
+@contextlib.contextmanager
+def _on_behalf_of(member: _Member) -> Iterator[None]:
+    """Attribute an `_Abort` raised without a member to `member`."""
+    try:
+        yield
+    except _Abort as abort:
+        if abort.member is None:
+            abort.member = member
+        raise
+
+
+@dataclass(eq=False)
+class _Member:
+    """One publication waiting for, or in, a group-commit transaction (`Store.apply_effects`)."""
+
+    effects: Effects
+    view: SnapshotView | None
+    accepted_at: datetime
+    event_doc: dict[str, Any]  # without `seq` / `log_index` until the transaction allocates them
+    deadline: float  # time.monotonic() of its caller's pymongo.timeout deadline (inf: none)
+    outcome: asyncio.Future[AppliedEvent]
+
+    @property
+    def alone(self) -> bool:
+        """Registry and attestation events are written in a transaction of their own: their
+        organisation writes (with `_rev` checks) would change the signing keys other members
+        of the batch were just confirmed against, so in a batch they could not be refused
+        or accepted exactly as in sequence. They are rare (the operator's registry, site
+        attestations); transformations, transfers, issuances and claims are batched."""
+        e = self.effects
+        return bool(e.organizations or e.sites or e.attestations or e.attestation_updates)
+
+    def settle(self, result: AppliedEvent | BaseException) -> None:
+        if self.outcome.done():  # its caller was cancelled and it left the queue
+            return
+        if isinstance(result, BaseException):
+            self.outcome.set_exception(result)
+        else:
+            self.outcome.set_result(result)
+
+
+@dataclass(frozen=True)
+class _LotWrite:
+    """An update of existing lots by one member: `update` on the lots matching each of
+    `filters` (one per custody step seen), `expected` lots written in all, else CONFLICT
+    with message `conflict`."""
+
+    member: _Member
+    filters: list[dict[str, Any]]
+    update: dict[str, Any]
+    expected: int
+    conflict: str
+
+
+def _guard_doc(guard: Guard, event_id: str) -> dict[str, Any]:
+    """A guard's document: `nonces` `_id` = its key ("<signer>:<nonce>"), `guards` `_id` = "<namespace>:<key>"."""
+    doc_id = guard.key if guard.namespace == "nonce" else f"{guard.namespace}:{guard.key}"
+    return {"_id": doc_id, "namespace": guard.namespace, "key": guard.key, "reason": guard.reason, "event_id": event_id}
+
+
+def _guard_code(guard: Guard) -> Code:
+    return Code.REPLAYED_NONCE if guard.namespace == "nonce" else Code.CONFLICT
+
+
+def _already_exists(member: _Member, what: str, doc: dict[str, Any]) -> tuple[_Member, dict[str, Any], Rejection]:
+    """An `_insert_attributed` row whose duplicate is ALREADY_EXISTS."""
+    return member, doc, Rejection(Code.ALREADY_EXISTS, f"{what} {doc['_id']} already exists")
+
+
+def _copy_error(error: Exception) -> Exception:
+    """One exception object per member settled with it (each caller raises its own)."""
+    if isinstance(error, Rejection):
+        copy = Rejection(error.code, error.message)
+        copy.__cause__ = error.__cause__
+        return copy
+    return error
 
 
 @dataclass
@@ -277,6 +377,8 @@ class StoreStats:
     transient_retries: int = 0
     commit_retries: int = 0
     rejections: dict[str, int] = field(default_factory=dict)
+    #: committed transactions by the number of publications each wrote (group commit)
+    batch_sizes: collections.Counter[int] = field(default_factory=collections.Counter)
 
 
 @dataclass(frozen=True)
@@ -341,7 +443,10 @@ class Store:
         owns_client: bool = True,
         ancestry_limit: AncestryLimit = AncestryLimit(),
         connection: ClientConnection | None = None,
+        max_publications_per_transaction: int = DEFAULT_PUBLICATIONS_PER_TRANSACTION,
     ) -> None:
+        if not 1 <= max_publications_per_transaction <= 64:
+            raise ValueError(f"max_publications_per_transaction must be 1..64, not {max_publications_per_transaction}")
         self.client = client
         #: how `client` was made (None: a client handed in as is); `reconnect` makes another alike
         self.connection = connection
@@ -361,10 +466,16 @@ class Store:
         self.sealed_openings = c.sealed_openings
         self.nonces = c.nonces
         self.guards = c.guards
-        # Every publication's transaction writes the log head (translog.assign_position), so two
-        # of them overlapping always conflict: committing them one at a time per process
-        # loses no throughput and spares the retries (other replicas still retry).
+        # Every transaction writes the log head (translog.assign_position), so two of them
+        # overlapping always conflict: one sequencer task per process writes them one at a
+        # time, each holding every publication that waited for it (group commit:
+        # apply_effects); other replicas still conflict and retry. The lock is held around
+        # each transaction (bench/ingest_profile.py measures how long).
         self.log_sequencer = asyncio.Lock()
+        #: most publications one transaction writes (ORETRACE_MAX_PUBLICATIONS_PER_TRANSACTION)
+        self.max_publications_per_transaction = max_publications_per_transaction
+        self._pending: collections.deque[_Member] = collections.deque()
+        self._sequencer: asyncio.Task[None] | None = None
         self.translog: TransparencyLog | None = None  # set by the app (api.app.Runtime)
 
     @classmethod
@@ -489,38 +600,145 @@ class Store:
     async def apply_effects(self, effects: Effects, view: SnapshotView | None = None) -> AppliedEvent:
         """Write one accepted publication atomically, or raise Rejection and write nothing.
 
+        Group commit (batched sequencing): the publication joins the queue of those
+        waiting for the sequencer; the sequencer writes the waiting publications
+        together, up to `max_publications_per_transaction` (setting
+        ORETRACE_MAX_PUBLICATIONS_PER_TRANSACTION) in ONE multi-document
+        transaction, one command per collection for the whole batch
+        (`_transaction_body`). There is no timer: an idle server writes a lone
+        publication at once, and a batch forms only from publications that arrived
+        while the previous transaction ran. Each publication stays all-or-nothing
+        and gets the outcome it would get alone, in its queue order (`_write_batch`):
+        a member whose guard, nonce, custody or signing key fails is refused alone
+        and the others are written by a new transaction without it; registry and
+        attestation events are written alone (`_Member.alone`).
+
         `view` is the snapshot the rules read (from `prefetch`): organisation
         records are then written only if unchanged since (their `_rev`), so a
         concurrent key rotation cannot silently undo a revocation, and the
-        signer's key is re-checked inside the transaction (`_confirm_signing_key`).
+        signer's key is re-checked inside the transaction (`_confirm_signing_keys`).
         Without a view (tests, tools) organisations are upserted unconditionally.
 
         Errors (all `Rejection`): the rule codes of a lost race (CONFLICT,
         REPLAYED_NONCE, ...); SERVICE_UNAVAILABLE when the database fails before
         the commit or answers a definite commit error (the transaction is
-        aborted: nothing written); OUTCOME_UNKNOWN when every commit attempt
-        ended without an answer (the publication may have landed: resubmitting
-        the same envelope is safe). Runs within the caller's `pymongo.timeout`.
+        aborted: nothing of any member written), or when the caller's deadline
+        passed while it waited for the sequencer; OUTCOME_UNKNOWN (every member of
+        the batch) when every commit attempt ended without an answer (the
+        publication may have landed: resubmitting the same envelope is safe).
 
-        Ledger order: the event's `seq` and its log leaf index are allocated
-        together, inside the transaction, by one write of the log's `head`
-        document (`translog.assign_position`). An event's dependencies committed
-        before it was validated, so they hold smaller numbers: sorting by `seq`
-        (or by `log_index`) is a valid replay order. A rejected or aborted
-        publication takes no number.
+        Deadlines and cancellation: a batch runs within the LATEST deadline
+        (`pymongo.timeout` of the callers) of its members, so that no member is
+        failed because another's deadline is near; a member's answer may then
+        come after its own deadline by at most the batch's duration. A caller
+        cancelled while its publication still waits is taken out of the queue
+        (nothing written); once its batch is in flight the batch is not
+        cancelled with it (shielded) and its outcome is found by resubmitting
+        the envelope.
+
+        Ledger order: each member's `seq` and log leaf index are allocated
+        inside the transaction by one write of the log's `head` document
+        (`translog.assign_position`, `$inc` by the batch size: contiguous, in
+        queue order). An event's dependencies committed before it was
+        validated, so they hold smaller numbers: sorting by `seq` (or by
+        `log_index`) is a valid replay order. A batch never holds a publication
+        and one that depends on it: the rules validated every member against
+        committed state only (the prefetch reads no uncommitted write), so a
+        member that needs another member's lot, attestation or key sees it
+        missing and is refused by the rules before it reaches the queue. A
+        rejected or aborted publication takes no number.
         """
         accepted_at = _now()
-        event_doc = self._event_doc(effects, accepted_at)
+        member = _Member(
+            effects,
+            view,
+            accepted_at,
+            self._event_doc(effects, accepted_at),
+            _csot.get_deadline(),  # the caller's pymongo.timeout (inf: none)
+            asyncio.get_running_loop().create_future(),
+        )
+        self._pending.append(member)
+        if self._sequencer is None or self._sequencer.done():
+            # a fresh context: the first caller's deadline must not bound the others' batches
+            self._sequencer = asyncio.get_running_loop().create_task(
+                self._sequence(), context=contextvars.Context()
+            )
+        try:
+            return await asyncio.shield(member.outcome)
+        except asyncio.CancelledError:
+            if member in self._pending:  # not taken yet: nothing of it is written
+                self._pending.remove(member)
+                member.outcome.cancel()
+            else:  # in flight: its outcome is found by resubmission; nobody reads it here
+                member.outcome.add_done_callback(lambda f: f.cancelled() or f.exception())
+            raise
+
+    async def _sequence(self) -> None:
+        """The sequencer: write the queue's publications, batch after batch, until it is empty."""
+        while self._pending:
+            batch = self._next_batch()
+            try:
+                await self._write_batch(batch)
+            except asyncio.CancelledError:  # the loop is closing: nobody may wait forever
+                for member in (*batch, *self._pending):
+                    if not member.outcome.done():
+                        member.outcome.cancel()
+                self._pending.clear()
+                raise
+            except Exception as exc:  # a bug: the batch's members get it (INTERNAL_SERVER_ERROR); the queue goes on
+                for member in batch:
+                    member.settle(exc)
+
+    def _next_batch(self) -> list[_Member]:
+        """The next transaction's members: the oldest waiting publication, then those behind it
+        in queue order, up to `max_publications_per_transaction`, stopping before one that
+        must be written alone."""
+        batch = [self._pending.popleft()]
+        if batch[0].alone:
+            return batch
+        while self._pending and len(batch) < self.max_publications_per_transaction and not self._pending[0].alone:
+            batch.append(self._pending.popleft())
+        return batch
+
+    async def _write_batch(self, members: list[_Member]) -> None:
+        """Commit `members` in one transaction and settle each member's outcome.
+
+        A member refused inside the transaction (`_Abort`: its nonce, guard, event id
+        or lot id already taken, its custody changed, its key revoked) leaves the
+        batch and the transaction is run again without it. Refusals are answered
+        when the batch is settled, so that a refused resend of a member's envelope
+        finds the original already committed, as it would in sequence. A custody
+        shortfall of the batch's one `bulk_write` (which cannot say whose update
+        matched too few lots) runs the transaction again with one update per lot
+        write (`_write_lots`); a duplicate key that names no member writes each
+        member alone. Transient errors retry the whole batch with back-off."""
+        now = time.monotonic()
+        late = service_unavailable("the request's deadline passed while it waited for its transaction")
+        refused: list[tuple[_Member, Exception]] = [(m, _copy_error(late)) for m in members if m.deadline <= now]
+        members = [m for m in members if m.deadline > now]
+        deadline = max((m.deadline for m in members), default=now)
+        attribute_lot_writes = False
         attempt = 0
-        while True:
+        while members:
             attempt += 1
             try:
-                async with self.log_sequencer:
-                    await self._run_transaction(effects, event_doc, view)
+                with pymongo.timeout(None if deadline == math.inf else max(0.0, deadline - time.monotonic())):
+                    async with self.log_sequencer:
+                        await self._run_transaction(members, attribute_lot_writes)
             except _Abort as abort:
                 code = abort.rejection.code.value
                 self.stats.rejections[code] = self.stats.rejections.get(code, 0) + 1
-                raise abort.rejection from None
+                members = [m for m in members if m is not abort.member]
+                refused.append((abort.member, abort.rejection))
+                continue
+            except _UnattributedLotWrite:
+                attribute_lot_writes = True
+                continue
+            except _UnattributedDuplicate:  # (never for one member: `_insert_attributed`)
+                for member in members:
+                    await self._write_batch([member])
+                members = []
+                break
             except PyMongoError as exc:
                 if (
                     exc.has_error_label("TransientTransactionError")
@@ -530,9 +748,46 @@ class Store:
                     self.stats.transient_retries += 1
                     await asyncio.sleep(_backoff(attempt))
                     continue
-                raise self._infrastructure(exc, "the database failed during the publication's transaction") from exc
+                failure = self._infrastructure(exc, "the database failed during the publications' transaction")
+                refused.extend((m, _copy_error(failure)) for m in members)
+                members = []
+                break
+            except Rejection as rejection:  # OUTCOME_UNKNOWN: every member may have landed
+                refused.extend((m, _copy_error(rejection)) for m in members)
+                members = []
+                break
             self.stats.transactions += 1
-            return AppliedEvent(effects.event_id, event_doc["seq"], accepted_at, attempt, event_doc["log_index"])
+            self.stats.batch_sizes[len(members)] += 1
+            for m in members:
+                doc = m.event_doc
+                m.settle(AppliedEvent(m.effects.event_id, doc["seq"], m.accepted_at, attempt, doc["log_index"]))
+            break
+        for member, error in refused:
+            member.settle(error)
+
+    async def _run_transaction(self, members: list[_Member], attribute_lot_writes: bool) -> None:
+        async with self.client.start_session() as session:
+            await session.start_transaction(
+                read_concern=ReadConcern("snapshot"),
+                write_concern=WriteConcern("majority"),
+                read_preference=ReadPreference.PRIMARY,
+            )
+            try:
+                await self._transaction_body(session, members, attribute_lot_writes)
+            except BaseException as exc:
+                if session.in_transaction:
+                    try:
+                        await session.abort_transaction()
+                    except PyMongoError:  # the server may have aborted it already
+                        pass
+                if isinstance(exc, PyMongoError):
+                    # pymongo's abort is best effort (it ignores its own failure): after a fault
+                    # the server may still hold the transaction and its writes (the signer's
+                    # record, `head`), and every later transaction would conflict on them
+                    # until transactionLifetimeLimitSeconds
+                    await self._kill_session(session)
+                raise
+            await self._commit(session)
 
     @staticmethod
     def _infrastructure(exc: PyMongoError, what: str) -> Exception:
@@ -541,24 +796,6 @@ class Store:
             return exc
         log.warning("%s: %s", what, exc)
         return service_unavailable(what)
-
-    async def _run_transaction(self, effects: Effects, event_doc: dict[str, Any], view: SnapshotView | None) -> None:
-        async with self.client.start_session() as session:
-            await session.start_transaction(
-                read_concern=ReadConcern("snapshot"),
-                write_concern=WriteConcern("majority"),
-                read_preference=ReadPreference.PRIMARY,
-            )
-            try:
-                await self._transaction_body(session, effects, event_doc, view)
-            except BaseException:
-                if session.in_transaction:
-                    try:
-                        await session.abort_transaction()
-                    except PyMongoError:  # the server may have aborted it already
-                        pass
-                raise
-            await self._commit(session)
 
     async def _commit(self, session) -> None:
         """Commit, retrying an unknown result (UnknownTransactionCommitResult: lost
@@ -603,50 +840,79 @@ class Store:
         except PyMongoError as exc:  # the database may be gone: its transaction then dies with it
             log.warning("could not kill the session of a failed commit: %s", exc)
 
-    async def _insert_guards(self, session, guards: Sequence[Guard], event_id: str) -> None:
-        nonce_guards = [g for g in guards if g.namespace == "nonce"]
-        other_guards = [g for g in guards if g.namespace != "nonce"]
-        for collection, batch, make_id in (
-            (self.nonces, nonce_guards, lambda g: g.key),
-            (self.guards, other_guards, lambda g: f"{g.namespace}:{g.key}"),
-        ):
-            if not batch:
-                continue
-            docs = [
-                {"_id": make_id(g), "namespace": g.namespace, "key": g.key, "reason": g.reason, "event_id": event_id}
-                for g in batch
-            ]
-            try:
-                await collection.insert_many(docs, ordered=True, session=session)
-            except BulkWriteError as exc:
-                errors = exc.details.get("writeErrors", [])
-                dup = next((e for e in errors if e.get("code") == DUPLICATE_KEY), None)
-                if dup is None:
-                    raise
-                guard = batch[dup["index"]]
-                code = Code.REPLAYED_NONCE if guard.namespace == "nonce" else Code.CONFLICT
-                raise _Abort(Rejection(code, guard.reason)) from None
-            except DuplicateKeyError:
-                guard = batch[0] if len(batch) == 1 else None
-                if guard is None:
-                    raise _Abort(Rejection(Code.CONFLICT, "a concurrent publication won the race")) from None
-                code = Code.REPLAYED_NONCE if guard.namespace == "nonce" else Code.CONFLICT
-                raise _Abort(Rejection(code, guard.reason)) from None
-
-    async def _transaction_body(
-        self, session, effects: Effects, event_doc: dict[str, Any], view: SnapshotView | None
-    ) -> None:
-        event_id = effects.event_id
+    async def _transaction_body(self, session, members: list[_Member], attribute_lot_writes: bool) -> None:
+        """Every member's writes, one command per collection for the whole batch, in the
+        order one publication alone checks them (so each member fails where it would
+        alone): signing keys, nonces, guards, `head`, events, (registry and attestation
+        records: alone), issuance marks, new lots, lot updates, claims, sealed openings.
+        Inserts are ordered `insert_many`: a duplicate key's index names the member."""
         s = session
-        await self._confirm_signing_key(s, effects, view)
-        await self._insert_guards(s, effects.guards, event_id)
-        position = await translog.assign_position(self.db, s)  # in this transaction: gap-free, commit order
-        event_doc["log_index"], event_doc["seq"] = position.log_index, position.seq
-        seq = position.seq
-        try:
-            await self.events.insert_one(event_doc, session=s)
-        except DuplicateKeyError:
-            raise _Abort(Rejection(Code.REPLAYED_NONCE, f"event {event_id} was already accepted")) from None
+        await self._confirm_signing_keys(s, members)
+        guards = [(m, g) for m in members for g in m.effects.guards]
+        for collection, rows in (
+            (self.nonces, [(m, g) for m, g in guards if g.namespace == "nonce"]),
+            (self.guards, [(m, g) for m, g in guards if g.namespace != "nonce"]),
+        ):
+            await self._insert_attributed(
+                s,
+                collection,
+                [
+                    (m, _guard_doc(g, m.effects.event_id), Rejection(_guard_code(g), g.reason))
+                    for m, g in rows
+                ],
+            )
+        # in this transaction: gap-free, in commit order, contiguous in queue order
+        first = await translog.assign_position(self.db, s, len(members))
+        for i, m in enumerate(members):
+            m.event_doc["log_index"], m.event_doc["seq"] = first.log_index + i, first.seq + i
+        await self._insert_attributed(
+            s,
+            self.events,
+            [
+                (m, m.event_doc, Rejection(Code.REPLAYED_NONCE, f"event {m.effects.event_id} was already accepted"))
+                for m in members
+            ],
+        )
+        for m in members:
+            with _on_behalf_of(m):
+                await self._write_registry_and_attestations(s, m)
+        marks = [m.effects.issuance_mark for m in members if m.effects.issuance_mark is not None]
+        if marks:
+            await self.issuance_marks.bulk_write(
+                [ReplaceOne({"_id": k.attestation_id}, to_doc(k, k.attestation_id), upsert=True) for k in marks],
+                ordered=True,
+                session=s,
+            )
+        new_lots = [(m, to_doc(lot, lot.lot_id)) for m in members for lot in m.effects.new_lots]
+        await self._insert_attributed(s, self.lots, [_already_exists(m, "lot", doc) for m, doc in new_lots])
+        await self._write_lots(s, members, attribute_lot_writes)
+        claims = [(m, to_doc(c, c.claim_id)) for m in members for c in m.effects.claims]
+        await self._insert_attributed(s, self.claims, [_already_exists(m, "claim", doc) for m, doc in claims])
+        await self._insert_attributed(
+            s,
+            self.sealed_openings,
+            [
+                _already_exists(
+                    m,
+                    "sealed opening",
+                    {
+                        "_id": f"{m.effects.event_id}:{i}",
+                        "recipient": sealed.recipient,
+                        "lot_ids": list(sealed.lot_ids),
+                        "ciphertext": sealed.ciphertext,
+                        "event_id": sealed.event_id,
+                        "seq": m.event_doc["seq"],
+                    },
+                )
+                for m in members
+                for i, sealed in enumerate(m.effects.sealed)
+            ],
+        )
+
+    async def _write_registry_and_attestations(self, session, member: _Member) -> None:
+        """Organisations, sites and attestations of a registry or attestation event (written
+        alone in its transaction: `_Member.alone`)."""
+        s, effects, view = session, member.effects, member.view
         for org in effects.organizations:
             await self._write_organization(s, org, view)
         # Sites are whole-record upserts and superseded / revoked attestations whole-record
@@ -655,120 +921,89 @@ class Store:
         # the guard, not merged here. New attestations are inserts (an id collision fails).
         for site in effects.sites:
             await self.sites.replace_one({"_id": site.site_id}, to_doc(site, site.site_id), upsert=True, session=s)
-        if effects.attestations:
-            await self._insert_all(
-                s, self.attestations, [to_doc(a, a.attestation_id) for a in effects.attestations], "attestation"
-            )
+        attestations = [to_doc(a, a.attestation_id) for a in effects.attestations]
+        await self._insert_attributed(
+            s, self.attestations, [_already_exists(member, "attestation", doc) for doc in attestations]
+        )
         for attestation in effects.attestation_updates:
             await self.attestations.replace_one(
                 {"_id": attestation.attestation_id}, to_doc(attestation, attestation.attestation_id), session=s
             )
-        if effects.issuance_mark is not None:
-            mark = effects.issuance_mark
-            await self.issuance_marks.replace_one(
-                {"_id": mark.attestation_id}, to_doc(mark, mark.attestation_id), upsert=True, session=s
-            )
-        if effects.new_lots:
-            await self._insert_all(s, self.lots, [to_doc(lot, lot.lot_id) for lot in effects.new_lots], "lot")
-        if effects.consumed:
-            # Consumption and transfer of one lot share no guard: the filter must also
-            # pin the custody the rules saw (owner = signer, custody_seq), or a transfer
-            # committed after validation would be followed by the consumption of the
-            # lot the buyer now holds. Both write the lot, so a transfer committing
-            # during this transaction is a write conflict (retried, then CONFLICT).
-            wanted = list(dict.fromkeys(effects.consumed))
-            modified = await self._update_at_custody(
-                s, effects, wanted, view, {"consumed_by_event": None}, {"consumed_by_event": event_id}
-            )
-            if modified != len(wanted):
-                raise _Abort(
-                    Rejection(
-                        Code.CONFLICT,
-                        f"input lot(s) {', '.join(wanted)} were consumed or transferred by a concurrent publication",
-                    )
-                )
-        for move in effects.custody_moves:
-            result = await self.lots.update_one(
-                {
-                    "_id": move.lot_id,
-                    "owner": move.from_owner,
-                    "custody_seq": move.custody_seq - 1,
-                    "consumed_by_event": None,
-                },
-                {"$set": {"owner": move.to_owner, "custody_seq": move.custody_seq}},
-                session=s,
-            )
-            if result.modified_count != 1:
-                raise _Abort(
-                    Rejection(Code.CONFLICT, f"custody of lot {move.lot_id} changed concurrently (transfer lost the race)")
-                )
-        if effects.claims:
-            # A claim covers lots its signer holds or consumed: re-check the custody the
-            # rules saw (owner = signer at the snapshot's custody step) with a WRITE to
-            # each lot (a read would not conflict with a transfer committing meanwhile; a
-            # write does). A concurrent consumption by the signer keeps the lot eligible.
-            for claim in effects.claims:
-                wanted = list(dict.fromkeys(claim.lot_ids))
-                modified = await self._update_at_custody(s, effects, wanted, view, {}, {"_last_claim_event": event_id})
-                if modified != len(wanted):
-                    raise _Abort(
-                        Rejection(
-                            Code.CONFLICT,
-                            f"lot(s) {', '.join(claim.lot_ids)}: one was transferred by a concurrent publication",
-                        )
-                    )
-            await self._insert_all(s, self.claims, [to_doc(c, c.claim_id) for c in effects.claims], "claim")
-        if effects.sealed:
-            docs = [
-                {
-                    "_id": f"{event_id}:{i}",
-                    "recipient": sealed.recipient,
-                    "lot_ids": list(sealed.lot_ids),
-                    "ciphertext": sealed.ciphertext,
-                    "event_id": sealed.event_id,
-                    "seq": seq,
-                }
-                for i, sealed in enumerate(effects.sealed)
-            ]
-            await self._insert_all(s, self.sealed_openings, docs, "sealed opening")
 
-    async def _confirm_signing_key(self, session, effects: Effects, view: SnapshotView | None) -> None:
-        """Revocation at commit: the signer's registry record, as of this transaction.
+    async def _insert_attributed(
+        self, session, collection, rows: list[tuple[_Member, dict[str, Any], Rejection]]
+    ) -> None:
+        """One ordered `insert_many` of every row's document; a duplicate key at index i
+        refuses the member of `rows[i]` with its rejection (`_Abort`)."""
+        if not rows:
+            return
+        try:
+            await collection.insert_many([doc for _, doc, _ in rows], ordered=True, session=session)
+        except BulkWriteError as exc:
+            dup = next((e for e in exc.details.get("writeErrors", []) if e.get("code") == DUPLICATE_KEY), None)
+            if dup is None:
+                raise
+            member, _, rejection = rows[dup["index"]]
+            raise _Abort(rejection, member) from None
+        except DuplicateKeyError:
+            owners = {id(m): m for m, _, _ in rows}
+            if len(rows) != 1:
+                if len(owners) > 1:
+                    raise _UnattributedDuplicate from None
+                raise _Abort(Rejection(Code.CONFLICT, "a concurrent publication won the race"), rows[0][0]) from None
+            raise _Abort(rows[0][2], rows[0][0]) from None
+
+    async def _confirm_signing_keys(self, session, members: list[_Member]) -> None:
+        """Revocation at commit: each signer's registry record, as of this transaction.
 
         A read alone would not stop a revocation committing between this read and
-        our commit (snapshot reads take no lock), so the record is *written*
-        (`_signed_events` += 1): a registry change committed after our snapshot
-        makes this a write conflict (TransientTransactionError, retried with a new
-        snapshot), one committed before it is read here. If the record changed
-        since the rules read it (`_rev`), the key must still exist and be
-        unrevoked, else REVOKED_KEY / UNKNOWN_KEY. Correct on a replica set:
-        it relies only on snapshot isolation and write conflicts. Publications
-        by one organisation therefore serialise on its record (retried)."""
-        signer = effects.envelope.signer
-        if view is None or signer not in view.org_revisions:  # the operator, or no snapshot (tools)
+        our commit (snapshot reads take no lock), so each signer's record is
+        *written* (`_signed_events` += 1, once per transaction): a registry change
+        committed after our snapshot makes this a write conflict
+        (TransientTransactionError, retried with a new snapshot), one committed
+        before it is read here. If a record changed since the rules read it
+        (`_rev`), the member's key must still exist and be unrevoked, else
+        REVOKED_KEY / UNKNOWN_KEY (that member alone). Correct on a replica set:
+        it relies only on snapshot isolation and write conflicts. One signer: one
+        `findAndModify`; several: one `update` and one `find` for all."""
+        checked = [m for m in members if m.view is not None and m.effects.envelope.signer in m.view.org_revisions]
+        signers = list(dict.fromkeys(m.effects.envelope.signer for m in checked))
+        if not signers:  # the operator, or no snapshot (tools)
             return
-        doc = await self.organizations.find_one_and_update(
-            {"_id": signer},
-            {"$inc": {"_signed_events": 1}},
-            session=session,
-            return_document=ReturnDocument.AFTER,
-        )
+        bump = {"$inc": {"_signed_events": 1}}
+        if len(signers) == 1:
+            doc = await self.organizations.find_one_and_update(
+                {"_id": signers[0]}, bump, session=session, return_document=ReturnDocument.AFTER
+            )
+            records = {signers[0]: doc} if doc is not None else {}
+        else:
+            await self.organizations.update_many({"_id": {"$in": signers}}, bump, session=session)
+            found = await self.organizations.find({"_id": {"$in": signers}}, session=session).to_list(None)
+            records = {doc["_id"]: doc for doc in found}
+        for m in checked:
+            refusal = self._signing_key_refusal(m, records.get(m.effects.envelope.signer))
+            if refusal is not None:
+                raise _Abort(refusal, m)
+
+    @staticmethod
+    def _signing_key_refusal(member: _Member, doc: dict[str, Any] | None) -> Rejection | None:
+        """Why `member`'s signing key no longer signs, given its signer's record in the transaction."""
+        envelope = member.effects.envelope
+        signer, key_id = envelope.signer, envelope.key_id
         if doc is None:
-            raise _Abort(Rejection(Code.UNKNOWN_SIGNER, f"organisation {signer} is no longer registered"))
-        if int(doc.get("_rev", 0)) == view.org_revisions[signer]:
-            return
-        key_id = effects.envelope.key_id
+            return Rejection(Code.UNKNOWN_SIGNER, f"organisation {signer} is no longer registered")
+        if int(doc.get("_rev", 0)) == member.view.org_revisions[signer]:
+            return None
         key = next((k for k in from_doc(Organization, doc).signing_keys if k.key_id == key_id), None)
         if key is None:
-            raise _Abort(Rejection(Code.UNKNOWN_KEY, f"{signer} no longer has key {key_id!r}"))
+            return Rejection(Code.UNKNOWN_KEY, f"{signer} no longer has key {key_id!r}")
         if key.revoked_at is not None:
-            raise _Abort(
-                Rejection(
-                    Code.REVOKED_KEY,
-                    f"key {key_id!r} of {signer} was revoked at {key.revoked_at.isoformat()}, "
-                    "while this publication was being verified",
-                )
+            return Rejection(
+                Code.REVOKED_KEY,
+                f"key {key_id!r} of {signer} was revoked at {key.revoked_at.isoformat()}, "
+                "while this publication was being verified",
             )
+        return None
 
     @staticmethod
     def _custody_filter(effects: Effects, lot_id: str, view: SnapshotView | None) -> dict[str, Any]:
@@ -791,23 +1026,82 @@ class Store:
             groups.setdefault(cls._custody_filter(effects, lot_id, view).get("custody_seq"), []).append(lot_id)
         return [{**cls._custody_filter(effects, ids[0], view), "_id": {"$in": ids}} for ids in groups.values()]
 
-    async def _update_at_custody(
-        self,
-        session,
-        effects: Effects,
-        lot_ids: list[str],
-        view: SnapshotView | None,
-        condition: dict[str, Any],
-        fields: dict[str, Any],
-    ) -> int:
-        """`$set` `fields` on each of `lot_ids` (distinct) still at the custody the rules saw
-        (`_custody_filters`) and matching `condition`; returns how many lots were written.
-        One `update_many` per custody step seen, never an `$or`."""
-        modified = 0
-        for custody in self._custody_filters(effects, lot_ids, view):
-            result = await self.lots.update_many({**custody, **condition}, {"$set": fields}, session=session)
-            modified += result.modified_count
-        return modified
+    def _lot_writes(self, member: _Member) -> list[_LotWrite]:
+        """The updates of existing lots one publication makes, in the order it checks them alone."""
+        effects, view, event_id = member.effects, member.view, member.effects.event_id
+        writes = []
+        if effects.consumed:
+            # Consumption and transfer of one lot share no guard: the filter must also
+            # pin the custody the rules saw (owner = signer, custody_seq), or a transfer
+            # committed after validation would be followed by the consumption of the
+            # lot the buyer now holds. Both write the lot, so a transfer committing
+            # during this transaction is a write conflict (retried, then CONFLICT).
+            wanted = list(dict.fromkeys(effects.consumed))
+            writes.append(
+                _LotWrite(
+                    member,
+                    [{**f, "consumed_by_event": None} for f in self._custody_filters(effects, wanted, view)],
+                    {"$set": {"consumed_by_event": event_id}},
+                    len(wanted),
+                    f"input lot(s) {', '.join(wanted)} were consumed or transferred by a concurrent publication",
+                )
+            )
+        for move in effects.custody_moves:
+            writes.append(
+                _LotWrite(
+                    member,
+                    [
+                        {
+                            "_id": move.lot_id,
+                            "owner": move.from_owner,
+                            "custody_seq": move.custody_seq - 1,
+                            "consumed_by_event": None,
+                        }
+                    ],
+                    {"$set": {"owner": move.to_owner, "custody_seq": move.custody_seq}},
+                    1,
+                    f"custody of lot {move.lot_id} changed concurrently (transfer lost the race)",
+                )
+            )
+        # A claim covers lots its signer holds or consumed: re-check the custody the
+        # rules saw (owner = signer at the snapshot's custody step) with a WRITE to
+        # each lot (a read would not conflict with a transfer committing meanwhile; a
+        # write does). A concurrent consumption by the signer keeps the lot eligible.
+        for claim in effects.claims:
+            wanted = list(dict.fromkeys(claim.lot_ids))
+            writes.append(
+                _LotWrite(
+                    member,
+                    self._custody_filters(effects, wanted, view),
+                    {"$set": {"_last_claim_event": event_id}},
+                    len(wanted),
+                    f"lot(s) {', '.join(claim.lot_ids)}: one was transferred by a concurrent publication",
+                )
+            )
+        return writes
+
+    async def _write_lots(self, session, members: list[_Member], attributed: bool) -> None:
+        """Every member's lot updates (`_lot_writes`), in queue order, so that two members
+        updating one lot meet as they would in sequence. One ordered `bulk_write` for the
+        batch; if it wrote fewer lots than expected (its result does not say whose update
+        fell short) `_UnattributedLotWrite` asks for the transaction again with
+        `attributed`: one `update_many` per write, the first short one refused (CONFLICT)."""
+        writes = [w for m in members for w in self._lot_writes(m)]
+        if not writes:
+            return
+        if not attributed:
+            result = await self.lots.bulk_write(
+                [UpdateMany(f, w.update) for w in writes for f in w.filters], ordered=True, session=session
+            )
+            if result.modified_count != sum(w.expected for w in writes):
+                raise _UnattributedLotWrite
+            return
+        for w in writes:
+            modified = 0
+            for f in w.filters:  # one filter per custody step seen, never an `$or`
+                modified += (await self.lots.update_many(f, w.update, session=session)).modified_count
+            if modified != w.expected:
+                raise _Abort(Rejection(Code.CONFLICT, w.conflict), w.member)
 
     async def _write_organization(self, session, org: Organization, view: SnapshotView | None) -> None:
         if view is None:
@@ -834,18 +1128,6 @@ class Store:
             raise _Abort(
                 Rejection(Code.CONFLICT, f"organisation {org.org_id} was changed by a concurrent publication")
             )
-
-    @staticmethod
-    async def _insert_all(session, collection, docs: list[dict[str, Any]], what: str) -> None:
-        try:
-            await collection.insert_many(docs, ordered=True, session=session)
-        except (BulkWriteError, DuplicateKeyError) as exc:
-            details = getattr(exc, "details", None) or {}
-            errors = details.get("writeErrors", [])
-            if isinstance(exc, BulkWriteError) and not any(e.get("code") == DUPLICATE_KEY for e in errors):
-                raise
-            index = errors[0]["index"] if errors else 0
-            raise _Abort(Rejection(Code.ALREADY_EXISTS, f"{what} {docs[index]['_id']} already exists")) from None
 
     # ------------------------------------------------------------------ ingestion reads
 

@@ -5,7 +5,8 @@ docs/log.md describes the design; in short:
 * **Leaf assignment** (`assign_position`) runs INSIDE each publication's
   transaction: it increments the `log_state` document `head` (`size`, and
   `seq`, the ledger order) and stores the previous `size` as the event's
-  `log_index` and the new `seq` as its `seq`. Two concurrent publications both
+  `log_index` and the new `seq` as its `seq` (a group-commit transaction of k
+  publications increments both by k: contiguous, in its order). Two concurrent transactions both
   write `head`, so one of them gets a write conflict and is retried: indices
   are gap-free, in commit order, and an acknowledged publication has its
   index (it commits with it). A unique index on `events.log_index` backs it.
@@ -74,18 +75,22 @@ class Position:
     seq: int  # ledger order (`events.seq`): from 1, increasing in commit order
 
 
-async def assign_position(db, session) -> Position:
-    """The next leaf index and ledger `seq`, allocated inside the caller's transaction
-    by ONE write of the `head` document (see module doc): the `seq` rides on the
-    write every publication already makes, instead of a counter document of its own."""
+async def assign_position(db, session, count: int = 1) -> Position:
+    """The first of `count` consecutive leaf indices and ledger `seq`s, allocated inside
+    the caller's transaction by ONE write of the `head` document (see module doc): the
+    `seq` rides on the write every transaction already makes, instead of a counter
+    document of its own. A group-commit transaction of k publications (api.store)
+    takes k: its i-th publication (from 0) gets `log_index + i` and `seq + i`."""
+    if count < 1:
+        raise ValueError(f"count must be at least 1, not {count}")
     doc = await db.log_state.find_one_and_update(
         {"_id": HEAD_ID},
-        {"$inc": {"size": 1, "seq": 1}},
+        {"$inc": {"size": count, "seq": count}},
         upsert=True,
         return_document=ReturnDocument.AFTER,
         session=session,
     )
-    return Position(log_index=int(doc["size"]) - 1, seq=int(doc["seq"]))
+    return Position(log_index=int(doc["size"]) - count, seq=int(doc["seq"]) - count + 1)
 
 
 async def ensure_log_collections(db) -> None:

@@ -2,7 +2,7 @@
 
     python bench/ingest_profile.py --count 40 --ports 8500-8599 [--out PATH.prof]
     python bench/ingest_profile.py --transforms-only --inflight 8 --count 48 --ports 8500-8599 [--out PATH.prof]
-    python bench/ingest_profile.py --commands --count 20 --inflight 8 --db-port 9557 [--json PATH]
+    python bench/ingest_profile.py --commands --count 20 --inflight 8 --db-port 9557 [--per-transaction K] [--json PATH]
     python bench/ingest_profile.py --verify --count 16 --batch-sizes 1,8 --ports 8500-8599 [--json PATH]
 
 Starts a real server (`python -m api.server`, embedded SecantusDB) under
@@ -33,9 +33,13 @@ how many and how long (`ingest.commands.<name>:<collection>.{per_tx,ms_per_tx}`,
 integrator's background reads and writes of the log are counted too. Also
 written: how many verification batches of each size the server formed
 (`ingest.commands.verify_batches.size{k}`, api.verification_batches;
-`--gather-ms` sets the verifier's gathering window), and how long the
-store's `log_sequencer` (which runs the publications' transactions one at a
-time) was held: `ingest.commands.log_sequencer.held_ms_per_tx` (wall) and
+`--gather-ms` sets the verifier's gathering window), how many transactions
+of each size the store committed (`ingest.commands.tx_batches.size{k}`,
+group commit, `StoreStats.batch_sizes`; `--per-transaction` sets
+ORETRACE_MAX_PUBLICATIONS_PER_TRANSACTION) and their mean
+(`ingest.commands.tx_batches.mean_size`), and how long the store's
+`log_sequencer` (held around each transaction, one at a time) was held:
+`ingest.commands.log_sequencer.held_ms_per_tx` (wall, per publication) and
 `.held_share` of the run's wall time (near 1.0: the transactions are the
 bottleneck, whatever verification costs).
 
@@ -218,7 +222,9 @@ class HeldTime(asyncio.Lock):
         super().release()
 
 
-async def commands(count: int, inflight: int, db_port: int | None, gather_ms: float = 0.0) -> dict:
+async def commands(
+    count: int, inflight: int, db_port: int | None, gather_ms: float = 0.0, per_transaction: int | None = None
+) -> dict:
     from api.app import create_app
     from api.embedded import EmbeddedDatabase
     from api.settings import Settings
@@ -233,6 +239,8 @@ async def commands(count: int, inflight: int, db_port: int | None, gather_ms: fl
     pub = bench_api.Publisher(root)
     settings = Settings(database="oretrace", data_dir=data_dir / "app", network=bench_api.NETWORK,
                         root_public_key=root.verify_key.encode().hex(), verify_gather_ms=gather_ms)  # fmt: skip
+    if per_transaction is not None:
+        settings = settings.model_copy(update={"max_publications_per_transaction": per_transaction})
     app = create_app(settings, store=store)
     try:
         async with app.router.lifespan_context(app):
@@ -248,6 +256,7 @@ async def commands(count: int, inflight: int, db_port: int | None, gather_ms: fl
 
                 batch_sizes = app.state.runtime.ingestion.verifier.batch_sizes
                 batches0 = collections.Counter(batch_sizes)
+                transactions0 = collections.Counter(store.stats.batch_sizes)
                 times.on = sequencer.on = True
                 t0 = time.perf_counter()
                 await asyncio.gather(*(one(e) for e in envelopes))
@@ -255,6 +264,8 @@ async def commands(count: int, inflight: int, db_port: int | None, gather_ms: fl
                 times.on = sequencer.on = False
                 batches = collections.Counter(batch_sizes)
                 batches.subtract(batches0)
+                transactions = collections.Counter(store.stats.batch_sizes)
+                transactions.subtract(transactions0)
     finally:
         await store.close()
         await db.astop()
@@ -271,6 +282,12 @@ async def commands(count: int, inflight: int, db_port: int | None, gather_ms: fl
     for size, n in sorted(batches.items()):  # verification batches (api.verification_batches) by size
         if n:
             out[f"ingest.commands.verify_batches.size{size}"] = n
+    for size, n in sorted(transactions.items()):  # transactions (group commit, api.store) by publications
+        if n:
+            out[f"ingest.commands.tx_batches.size{size}"] = n
+    written = sum(size * n for size, n in transactions.items())
+    out["ingest.commands.tx_batches.mean_size"] = round(written / max(1, sum(transactions.values())), 2)
+    out["ingest.commands.max_publications_per_transaction"] = settings.max_publications_per_transaction
     out["ingest.commands.total.per_tx"] = round(sum(times.calls.values()) / count, 2)
     out["ingest.commands.total.ms_per_tx"] = round(sum(times.seconds.values()) * 1000 / count, 2)
     return out
@@ -363,6 +380,8 @@ def main() -> None:
     ap.add_argument("--db-port", type=int, help="with --commands: port of the embedded database")
     ap.add_argument("--gather-ms", type=float, default=0.0,
                     help="with --commands: the verifier's gathering window (ORETRACE_VERIFY_GATHER_MS)")
+    ap.add_argument("--per-transaction", type=int,
+                    help="with --commands: ORETRACE_MAX_PUBLICATIONS_PER_TRANSACTION (default: the setting's)")
     ap.add_argument("--json", type=Path, help="with --commands or --verify: write the figures here")
     ap.add_argument("--verify", action="store_true", help="profile verification alone and in batches (see above)")
     ap.add_argument("--batch-sizes", default="1,8", help="with --verify: batch sizes, e.g. 1,2,4,8")
@@ -375,7 +394,9 @@ def main() -> None:
             sizes = [int(k) for k in args.batch_sizes.split(",")]
             figures = asyncio.run(verification(args.count, sizes))
         else:
-            figures = asyncio.run(commands(args.count, args.inflight, args.db_port, args.gather_ms))
+            figures = asyncio.run(
+                commands(args.count, args.inflight, args.db_port, args.gather_ms, args.per_transaction)
+            )
         out = {**machine(), **figures}
         text = json.dumps(out, indent=2, sort_keys=True)
         print(text)

@@ -75,9 +75,12 @@ def log(message: str) -> None:
 _FAKE_INDICES = itertools.count(10**9)  # "without the log": unique indices from this process, no database write
 
 
-async def fake_assign(db, session) -> translog.Position:
-    index = next(_FAKE_INDICES)
-    return translog.Position(log_index=index, seq=index)
+async def fake_assign(db, session, count: int = 1) -> translog.Position:
+    """`translog.assign_position` without the write: the first of `count` fresh indices."""
+    first = next(_FAKE_INDICES)
+    for _ in range(count - 1):
+        next(_FAKE_INDICES)
+    return translog.Position(log_index=first, seq=first)
 
 
 class _NoLock:

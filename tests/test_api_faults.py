@@ -464,12 +464,13 @@ class RevokeInsideTheTransaction(Store):
 
     revoke = None
 
-    async def _confirm_signing_key(self, session, effects, view):
+    async def _confirm_signing_keys(self, session, members):
         if self.revoke is not None:
-            await self.organizations.find_one({"_id": effects.envelope.signer}, session=session)  # the snapshot
+            signer = members[0].effects.envelope.signer
+            await self.organizations.find_one({"_id": signer}, session=session)  # the snapshot
             revoke, self.revoke = self.revoke, None
             await revoke()
-        await super()._confirm_signing_key(session, effects, view)
+        await super()._confirm_signing_keys(session, members)
 
 
 async def test_a_key_revoked_after_the_transaction_snapshot_is_refused(ing, fworld, settings, fstore):
