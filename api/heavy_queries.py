@@ -24,9 +24,10 @@ and it holds one of the `max_heavy_operations` heavy slots
   `mongodb_uri` and `log_key`. So no secret is in its argv or environment;
 * the children are started in the background when the server starts
   (`start()`, from the lifespan), so that the first heavy query does not wait
-  for a child's imports (~0.6 s of CPU); an app without a lifespan (tests)
-  starts them at first use. A child that failed is replaced in the background
-  at once;
+  for a child's start (imports, schema, client: ~0.65 s of CPU, ~2 s of wall
+  time on the loaded 2-core machine, 64 MB RSS); an app without a lifespan
+  (tests) starts them at first use. A child that failed is replaced in the
+  background at once;
 * `execute(request)` sends the operation (document text, variables, operation
   name, extensions) and receives an `api.query_process.Answer`: the response
   body already encoded, its error codes, whether data is null. The exchange
@@ -74,7 +75,7 @@ from supervision.children import Child, ChildFailed, environment
 
 from .query_process import Answer, Config, Request
 from .settings import Settings
-from .store import RETRY_AFTER_SECONDS, Store
+from .store import Store
 
 log = logging.getLogger("oretrace.api")
 
@@ -115,9 +116,9 @@ class QueryProcess(Child):
 
 def unavailable_answer(why: str) -> Answer:
     """The answer of a query whose process failed: a retryable SERVICE_UNAVAILABLE."""
-    message = f"the heavy-query process {why}; nothing was done, retry later"
-    extensions = {"code": "SERVICE_UNAVAILABLE", "retryAfterSeconds": RETRY_AFTER_SECONDS}  # api.app.unavailable_error
-    return Answer.of({"data": None, "errors": [{"message": message, "extensions": extensions}]})
+    from .app import unavailable_error  # api.app imports this module
+
+    return Answer.of({"data": None, "errors": [unavailable_error(f"the heavy-query process {why}; retry later")]})
 
 
 class HeavyQueryProcesses:
@@ -133,8 +134,10 @@ class HeavyQueryProcesses:
         # one thread per slot, plus those of exchanges whose request was cancelled (ending)
         self._threads = ThreadPoolExecutor(max_workers=2 * processes, thread_name_prefix="oretrace-heavy-queries")
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # a child started (or failed to)
         self._idle: list[QueryProcess] = []
         self._busy: set[QueryProcess] = set()
+        self._starting = 0  # children being started in the background
         self._closed = False
 
     @classmethod
@@ -166,47 +169,64 @@ class HeavyQueryProcesses:
 
     def start(self) -> None:
         """Start the children in the background (their imports take a while)."""
-        with self._lock:
-            missing = self.processes - len(self._idle) - len(self._busy)
-        for _ in range(missing):
-            self._threads.submit(self._add_idle)
-
-    def _add_idle(self) -> None:
-        try:
-            child = QueryProcess(self.config)
-        except OSError as exc:
-            log.warning("could not start a heavy-query process: %s", exc)
-            return
-        with self._lock:
-            if self._closed or len(self._idle) + len(self._busy) >= self.processes:
-                extra = True
-            else:
-                extra = False
-                self._idle.append(child)
-        if extra:
-            child.close()
+        for _ in range(self.processes):
+            self._replace()
 
     def _replace(self) -> None:
-        """Start a child in the background in place of one that failed (not after close)."""
+        """Start a child in the background, if fewer than `processes` are alive or starting
+        (not after close)."""
         try:
             if not self._closed:
                 self._threads.submit(self._add_idle)
         except RuntimeError:  # closed meanwhile: its executor takes no more tasks
             pass
 
-    def _take(self) -> QueryProcess:
-        """An idle live child (one found dead while idle is dropped: no query was lost), or a new one."""
+    def _add_idle(self) -> None:
         with self._lock:
-            while self._idle:
-                child = self._idle.pop()
-                if child.alive():
-                    self._busy.add(child)
-                    return child
-                child.kill()
-        child = QueryProcess(self.config)
+            if self._closed or len(self._idle) + len(self._busy) + self._starting >= self.processes:
+                return
+            self._starting += 1
+        child = None
+        try:
+            child = QueryProcess(self.config)
+        except OSError as exc:
+            log.warning("could not start a heavy-query process: %s", exc)
+        with self._changed:
+            self._starting -= 1
+            if child is not None and not self._closed and len(self._idle) + len(self._busy) < self.processes:
+                self._idle.append(child)
+                child = None
+            self._changed.notify_all()
+        if child is not None:  # closed, or no longer needed, meanwhile
+            child.close()
+
+    def _take(self) -> QueryProcess:
+        """An idle live child (one found dead while idle is dropped: no query was lost),
+        the one starting in the background, or a new one."""
+        with self._changed:
+            while True:
+                while self._idle:
+                    child = self._idle.pop()
+                    if child.alive():
+                        self._busy.add(child)
+                        return child
+                    child.kill()
+                if not self._starting:
+                    break
+                self._changed.wait()
+        child = QueryProcess(self.config)  # the heavy slots bound how many threads get here
         with self._lock:
             self._busy.add(child)
         return child
+
+    def _give_back(self, child: QueryProcess) -> None:
+        with self._lock:
+            self._busy.discard(child)
+            extra = self._closed or len(self._idle) + len(self._busy) >= self.processes
+            if not extra:
+                self._idle.append(child)
+        if extra:
+            child.close()
 
     async def execute(self, request: Request) -> Answer:
         """The Answer of `request`, or a SERVICE_UNAVAILABLE one when its child failed.
@@ -245,9 +265,7 @@ class HeavyQueryProcesses:
             self._replace()
             why = f"took longer than {self.timeout:g} s" if exc.reason == "hung" else "failed"
             return unavailable_answer(why)
-        with self._lock:
-            self._busy.discard(child)
-            self._idle.append(child)
+        self._give_back(child)
         return answer
 
     async def close(self) -> None:

@@ -101,6 +101,7 @@ class QueryExecutor:
     def __init__(self, config: Config) -> None:
         from graphql import parse
 
+        import api.app  # noqa: F401 - imported now (for `_answer`), not at the first query
         from api.store import Store
         from resolvers.schema import DOCUMENT_CACHE_SIZE, build_schema
 
