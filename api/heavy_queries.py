@@ -28,8 +28,8 @@ and it holds one of the `max_heavy_operations` heavy slots
   time on the loaded 2-core machine, 64 MB RSS); an app without a lifespan
   (tests) starts them at first use. A child that failed is replaced in the
   background at once;
-* `execute(request)` sends the operation (document text, variables, operation
-  name, extensions) and receives an `api.query_process.Answer`: the response
+* `execute(query, variables, operation_name, extensions)` sends the operation
+  and receives an `api.query_process.Answer`: the response
   body already encoded, its error codes, whether data is null. The exchange
   runs on a thread of this class (`Child.send/recv` block), under a time limit
   of the request deadline (`ORETRACE_REQUEST_DEADLINE_SECONDS`, which also
@@ -122,9 +122,10 @@ def unavailable_answer(why: str) -> Answer:
 
 
 class HeavyQueryProcesses:
-    """`await execute(request)`: the Answer of a heavy query, executed in one of
-    `processes` children (module docstring). `start()`: start them in the background;
-    `pids()`: the live children; `executions`: queries sent; `close()`: stop them."""
+    """`await execute(query, variables, operation_name, extensions)`: the Answer of a
+    heavy query, executed in one of `processes` children (module docstring).
+    `start()`: start them in the background; `pids()`: the live children;
+    `executions`: queries sent; `close()`: stop them."""
 
     def __init__(self, config: Config, processes: int, deadline_seconds: float) -> None:
         self.config = config
@@ -228,9 +229,13 @@ class HeavyQueryProcesses:
         if extra:
             child.close()
 
-    async def execute(self, request: Request) -> Answer:
-        """The Answer of `request`, or a SERVICE_UNAVAILABLE one when its child failed.
+    async def execute(
+        self, query: str, variables: dict | None, operation_name: str | None, extensions: dict | None
+    ) -> Answer:
+        """The Answer of the operation (document text, variables, operation name, the
+        request's `extensions`), or a SERVICE_UNAVAILABLE one when its child failed.
         Cancelling the caller kills the child executing it (module docstring)."""
+        request = Request(query, variables, operation_name, extensions)
         self.executions += 1
         taken: list[QueryProcess] = []
         cancelled = threading.Event()

@@ -22,7 +22,6 @@ from strawberry.federation.schema import FederationAny
 from strawberry.types import Info
 from strawberry.types.graphql import OperationType
 
-from api.query_process import Request as HeavyQuery
 from api.settings import Limits
 
 from .errors import MaskUnexpectedErrors, PublicError, bad_input, log_errors
@@ -218,8 +217,9 @@ class PreExecutionChecks(SchemaExtension):
         async with self.heavy_slots:
             processes = getattr(context.context, "query_worker", None)
             if processes is not None and self._offloadable(context):
-                request = HeavyQuery(context.query, context.variables, context.operation_name, context.operation_extensions)
-                context.context.extra["heavy_answer"] = await processes.execute(request)
+                context.context.extra["heavy_answer"] = await processes.execute(
+                    context.query, context.variables, context.operation_name, context.operation_extensions
+                )
                 context.result = ExecutionResult(data=None)  # Strawberry then skips its own execution
             yield
 

@@ -38,7 +38,7 @@ async def _client(settings: Settings, store: Store) -> AsyncIterator[tuple[httpx
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test", timeout=120) as c:
             yield c, app
     finally:
-        await app.state.runtime.stop()  # readiness check, query worker, ingestion pool (not the store)
+        await app.state.runtime.stop()  # readiness check, heavy-query processes, ingestion pool (not the store)
 
 
 def _with_limits(settings: Settings, **limits) -> Settings:
@@ -46,8 +46,8 @@ def _with_limits(settings: Settings, **limits) -> Settings:
 
 
 @pytest.fixture(scope="module")
-async def on_worker(api_settings: Settings, store: Store):
-    """Every operation heavy (cost >= 1): queries execute on the worker."""
+async def in_process(api_settings: Settings, store: Store):
+    """Every operation heavy (cost >= 1): queries execute in heavy-query processes."""
     async for pair in _client(_with_limits(api_settings, heavy_query_cost=1, max_heavy_operations=2), store):
         yield pair
 
@@ -84,19 +84,19 @@ def _queries(chain) -> list[tuple[str, dict | None, bool]]:
 
 @pytest.mark.parametrize("index", range(9))
 @pytest.mark.parametrize("accept", [None, GR])
-async def test_the_worker_answers_exactly_what_the_event_loop_answers(chain, on_worker, on_loop, index, accept):
+async def test_a_heavy_query_process_answers_exactly_what_the_event_loop_answers(chain, in_process, on_loop, index, accept):
     query, variables, executes = _queries(chain)[index]
     headers = {"content-type": "application/json", **({"accept": accept} if accept else {})}
     body = json.dumps({"query": query, **({"variables": variables} if variables is not None else {})})  # \ud800 escaped
-    worker_client, worker_app = on_worker
+    worker_client, worker_app = in_process
     loop_client, _ = on_loop
     worker = worker_app.state.runtime.query_worker
     executed = worker.executions
-    on_worker_answer = await worker_client.post("/graphql", content=body, headers=headers)
+    in_process_answer = await worker_client.post("/graphql", content=body, headers=headers)
     on_loop_answer = await loop_client.post("/graphql", content=body, headers=headers)
-    assert on_worker_answer.status_code == on_loop_answer.status_code
-    assert on_worker_answer.headers["content-type"] == on_loop_answer.headers["content-type"]
-    assert on_worker_answer.content == on_loop_answer.content, (on_worker_answer.text, on_loop_answer.text)
+    assert in_process_answer.status_code == on_loop_answer.status_code
+    assert in_process_answer.headers["content-type"] == on_loop_answer.headers["content-type"]
+    assert in_process_answer.content == on_loop_answer.content, (in_process_answer.text, on_loop_answer.text)
     assert worker.executions - executed == (1 if executes else 0)
 
 
@@ -109,8 +109,8 @@ def test_the_log_fields_stay_on_the_event_loop() -> None:
     assert "disclosureBundle" in MAIN_LOOP_ROOT_FIELDS  # anchors its bundle in the log
 
 
-async def test_a_log_field_in_a_heavy_query_executes_on_the_loop(on_worker, chain) -> None:
-    client, app = on_worker
+async def test_a_log_field_in_a_heavy_query_executes_on_the_loop(in_process, chain) -> None:
+    client, app = in_process
     worker = app.state.runtime.query_worker
     executed = worker.executions
     response = await client.post("/graphql", json={"query": "{ logCheckpoint lots(first: 1) { edges { node { id } } } }"})
@@ -118,8 +118,8 @@ async def test_a_log_field_in_a_heavy_query_executes_on_the_loop(on_worker, chai
     assert worker.executions == executed
 
 
-async def test_mutations_never_execute_on_the_worker(on_worker, world) -> None:
-    client, app = on_worker
+async def test_mutations_never_execute_in_a_heavy_query_process(in_process, world) -> None:
+    client, app = in_process
     worker = app.state.runtime.query_worker
     executed = worker.executions
     envelope = world.register("heavy-mutation-org", "trader")
