@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -52,7 +52,7 @@ from resolvers.schema import build_schema
 from . import translog
 from .body_decoding import BodyDecoder, BodyDecoderUnavailable
 from .embedded import EmbeddedDatabase, EmbeddedDatabaseError
-from .heavy_queries import QueryWorker
+from .heavy_queries import HeavyQueryProcesses
 from .rate_limit import RateLimit
 from .readiness import ReadinessCheck
 from .service import Ingestion
@@ -342,8 +342,9 @@ class Runtime:
     _supervisor: asyncio.Task | None = field(default=None, repr=False)
     #: the shared readiness check of /readyz and /healthz (api.readiness)
     readiness: ReadinessCheck | None = None
-    #: where heavy queries execute (api.heavy_queries); its thread starts at the first one
-    query_worker: QueryWorker | None = None
+    #: where heavy queries execute (api.heavy_queries): one child process per heavy slot,
+    #: started by `start` (the lifespan) or at the first heavy query
+    query_worker: HeavyQueryProcesses | None = None
     #: where large bodies are decoded (api.body_decoding): one child process per large-body
     #: slot, each started at the first large body it gets
     body_decoder: BodyDecoder = field(init=False, repr=False)
@@ -363,10 +364,9 @@ class Runtime:
             interval=self.settings.readiness_interval_seconds,
             timeout=READINESS_TIMEOUT_SECONDS,
         )
-        # a Store made from a client handed in as is cannot be reconnected: no worker, heavy
-        # queries execute on this loop (api.heavy_queries)
-        if store.connection is not None:
-            self.query_worker = QueryWorker(store, self.settings.request_deadline_seconds)
+        # None for a Store made from a client handed in as is: heavy queries execute on this
+        # loop (api.heavy_queries)
+        self.query_worker = HeavyQueryProcesses.for_store(store, self.settings)
         if store.translog is None:  # one log per store, however many apps share it
             store.translog = translog.open_log(store.db, self.settings)
 
@@ -375,6 +375,7 @@ class Runtime:
             await self.store.ensure_indexes()
             await self.ingestion.start()
             self.store.translog.start()
+            self._start_query_processes()
             return
         uri = self.settings.mongodb_uri
         if not uri:
@@ -399,8 +400,14 @@ class Runtime:
         self.attach(store, owned=True)
         await self.ingestion.start()
         store.translog.start()
+        self._start_query_processes()
         if self.embedded is not None:
             self._supervisor = asyncio.create_task(self._supervise(self.embedded), name="oretrace-embedded-supervisor")
+
+    def _start_query_processes(self) -> None:
+        """In the background, so the first heavy query does not wait for their imports."""
+        if self.query_worker is not None:
+            self.query_worker.start()
 
     async def _supervise(self, db: EmbeddedDatabase) -> None:
         """Watch the embedded database child; when it dies, restart it on the same
@@ -507,15 +514,22 @@ class DatabaseFaults(SchemaExtension):
         result = self.execution_context.result
         errors = getattr(result, "errors", None)
         if errors:
-            typed = [self._typed(e) for e in errors]
-            faults = [(e, t) for e, t in zip(errors, typed, strict=True) if t is not e]
-            if faults:  # one line per operation: a 4,096-lot answer past its deadline has thousands
-                first = faults[0][0]
-                log.warning(
-                    "database unavailable for %d field(s), first at %s: %s",
-                    len(faults), ".".join(map(str, first.path or ())), first.original_error,
-                )  # fmt: skip
-            result.errors = typed
+            result.errors = self.typed_errors(errors)
+
+    @classmethod
+    def typed_errors(cls, errors: list[GraphQLError]) -> list[GraphQLError]:
+        """`errors` with every infrastructure fault typed SERVICE_UNAVAILABLE, and one
+        warning line if there was any (also used by the heavy-query process,
+        api.query_process, on its own errors)."""
+        typed = [cls._typed(e) for e in errors]
+        faults = [(e, t) for e, t in zip(errors, typed, strict=True) if t is not e]
+        if faults:  # one line per operation: a 4,096-lot answer past its deadline has thousands
+            first = faults[0][0]
+            log.warning(
+                "database unavailable for %d field(s), first at %s: %s",
+                len(faults), ".".join(map(str, first.path or ())), first.original_error,
+            )  # fmt: skip
+        return typed
 
     @staticmethod
     def _typed(error: GraphQLError) -> GraphQLError:
@@ -554,9 +568,9 @@ _DECODED_BODY: ContextVar[tuple[bytes, tuple[object, HTTPException | None]] | No
 )
 
 
-#: (response data, its JSON text) of the current request when encoded off the loop
-#: (GraphQLView.process_result); matched by identity in encode_json.
-_ENCODED_RESPONSE: ContextVar[tuple[object, str] | None] = ContextVar("oretrace_encoded_response", default=None)
+#: (response data, its JSON bytes) of the current request when encoded in a heavy-query
+#: process (GraphQLView.process_result); matched by identity in encode_json.
+_ENCODED_RESPONSE: ContextVar[tuple[object, bytes] | None] = ContextVar("oretrace_encoded_response", default=None)
 
 
 class GraphQLView(GraphQL):
@@ -738,10 +752,18 @@ class GraphQLView(GraphQL):
             # a request error: execution never started, so no `data` entry, and 400
             data.pop("data", None)
             request.state.sub_response.status_code = 400
-        self._retry_hint(request, data)
-        if getattr(request.state, "graphql_extra", {}).get("executed_on_worker"):
-            # a heavy query's answer (up to ~200 KB of JSON) is encoded on the worker too
-            _ENCODED_RESPONSE.set((data, await self.runtime.query_worker.encode(data)))
+        heavy = getattr(request.state, "graphql_extra", {}).get("heavy_answer")
+        if heavy is not None:  # executed in a heavy-query process: `data` is empty, the answer encoded
+            body = heavy.body
+            if self._retry_hint(request, heavy.codes, heavy.data_is_null):
+                answer = json.loads(body)  # data null: errors only, small
+                answer.pop("data", None)
+                body = json.dumps(answer, separators=(",", ":")).encode()
+            _ENCODED_RESPONSE.set((data, body))
+            return data
+        codes = [(e.get("extensions") or {}).get("code") for e in data.get("errors") or ()]
+        if self._retry_hint(request, codes, data.get("data") is None):
+            data.pop("data", None)
         return data
 
     def encode_json(self, data: object) -> str | bytes:
@@ -752,26 +774,26 @@ class GraphQLView(GraphQL):
         return super().encode_json(data)
 
     @staticmethod
-    def _retry_hint(request: Request, data: dict[str, Any]) -> None:
-        """Retryable errors (SERVICE_UNAVAILABLE, OUTCOME_UNKNOWN) carry
-        `Retry-After` whatever the media type. With graphql-response+json, an
-        operation that produced no data at all because of them (data null) is
-        answered as the request failure it is: no `data` entry and 503, which
-        GraphQL-over-HTTP allows only without `data`. application/json keeps
-        200 and the body (`data: null`), as that media type requires."""
-        errors = data.get("errors") or []
-        codes = [(e.get("extensions") or {}).get("code") for e in errors]
+    def _retry_hint(request: Request, codes: Sequence[str | None], data_is_null: bool) -> bool:
+        """Retryable errors (SERVICE_UNAVAILABLE, OUTCOME_UNKNOWN; `codes`: the
+        response's error codes) carry `Retry-After` whatever the media type. With
+        graphql-response+json, an operation that produced no data at all because
+        of them (data null) is answered as the request failure it is: no `data`
+        entry (True: the caller removes it) and 503, which GraphQL-over-HTTP allows
+        only without `data`. application/json keeps 200 and the body (`data:
+        null`), as that media type requires."""
         if not any(c in RETRYABLE_CODES for c in codes):
-            return
+            return False
         sub_response = request.state.sub_response
         sub_response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         if (
             getattr(request.state, "media", None) == GRAPHQL_RESPONSE_JSON
-            and data.get("data") is None
+            and data_is_null
             and all(c in RETRYABLE_CODES for c in codes)
         ):
-            data.pop("data", None)
             sub_response.status_code = 503
+            return True
+        return False
 
     def create_response(self, response_data, sub_response: Response) -> Response:  # type: ignore[override]
         response = super().create_response(response_data, sub_response)

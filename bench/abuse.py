@@ -12,10 +12,14 @@ SecantusDB child) on 127.0.0.1, default settings; this process is the client.
 For each class C (keys `C.*`):
 
   C.cpu_s            CPU seconds of the server process tree (server + embedded
-                     database) for ONE request, alone (median of 3)
+                     database + heavy-query processes + body decoders) for ONE
+                     request, alone (median of 3)
   C.rss_growth_mb    per request (the issue's target): the server's peak RSS while ONE
                      request runs alone (sampled every 5 ms) minus its RSS just before it,
-                     the largest of the 3 single requests
+                     the largest of the 3 single requests. "The server's RSS": the server
+                     process's plus its worker processes' (`python -m api.*`: heavy-query
+                     processes, body decoders; since 2026-11-30 15:50 UTC, before which
+                     they were not counted), not the embedded database's
   C.rss_growth_mb_8  under 8 concurrent copies: the server's peak RSS during the rounds
                      (sampled every 5 ms) minus its RSS before the class
   C.statuses_8       HTTP statuses of the concurrent copies (a large body beyond the
@@ -193,6 +197,38 @@ def rss_kb(pid: int, field: str) -> int:
     raise RuntimeError(field)
 
 
+def worker_pids(pid: int) -> list[int]:
+    """The server's own worker processes (`python -m api.*`: heavy-query processes, body
+    decoders), not its embedded database: the children of each of its threads (a child
+    started by a thread is listed under that thread), from /proc/PID/task/TID/children."""
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                children = f.read().split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        for child in children:
+            try:
+                with open(f"/proc/{child}/cmdline", "rb") as f:
+                    if b"\0-m\0api." in f.read():
+                        found.append(int(child))
+            except OSError:
+                continue
+    return found
+
+
+def server_rss_kb(pid: int) -> int:
+    """RSS (kB) of the server process plus that of its worker processes (`worker_pids`)."""
+    total = rss_kb(pid, "VmRSS")
+    for child in worker_pids(pid):
+        try:
+            total += rss_kb(child, "VmRSS")
+        except (OSError, RuntimeError):  # it ended meanwhile
+            continue
+    return total
+
+
 async def send(client: httpx.AsyncClient, request: dict[str, Any]) -> httpx.Response:
     return await client.post("/graphql", content=request["body"], headers={"content-type": "application/json"})
 
@@ -253,9 +289,9 @@ def first_code(response: httpx.Response) -> str | None:
 
 
 async def sample_rss(pid: int, stop: asyncio.Event, rss: list[int]) -> None:
-    """The server's RSS (kB) every 5 ms until `stop` (reading /proc costs the server nothing)."""
+    """The server's RSS (kB, `server_rss_kb`) every 5 ms until `stop` (reading /proc costs the server nothing)."""
     while not stop.is_set():
-        rss.append(rss_kb(pid, "VmRSS"))
+        rss.append(server_rss_kb(pid))
         await asyncio.sleep(0.005)
 
 
@@ -265,12 +301,12 @@ MAX_ROUNDS = 40
 
 async def bench_class(server: Server, request: dict[str, Any], rounds: int, min_probes: int) -> dict[str, Any]:
     pid = server.process.pid
-    rss0 = rss_kb(pid, "VmRSS")
+    rss0 = server_rss_kb(pid)
     rss = [rss0]
     cpu, wall8, single_growth = [], [], []
     async with httpx.AsyncClient(base_url=server.url, timeout=300) as client:
         for _ in range(3):
-            before = rss_kb(pid, "VmRSS")
+            before = server_rss_kb(pid)
             during = [before]
             stop = asyncio.Event()
             sampler = asyncio.create_task(sample_rss(pid, stop, during))
@@ -279,7 +315,7 @@ async def bench_class(server: Server, request: dict[str, Any], rounds: int, min_
             cpu.append(process_tree_cpu(pid) - c0)
             stop.set()
             await sampler
-            during.append(rss_kb(pid, "VmRSS"))
+            during.append(server_rss_kb(pid))
             single_growth.append(max(during) - before)
             rss.extend(during)
         statuses: list[int] = []
@@ -313,7 +349,7 @@ async def bench_class(server: Server, request: dict[str, Any], rounds: int, min_
 async def bench_slow_headers(server: Server, connections: int) -> dict[str, Any]:
     """`connections` sockets trickle header bytes; how long until the server closes them, what they cost."""
     pid = server.process.pid
-    rss0 = rss_kb(pid, "VmRSS")
+    rss0 = server_rss_kb(pid)
     rss = [rss0]
     host, port = "127.0.0.1", server.port
     opened = [await asyncio.open_connection(host, port) for _ in range(connections)]

@@ -23,7 +23,7 @@ class Context:
     request: Any = None
     response: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
-    #: api.heavy_queries.QueryWorker: where operations of at least `heavy_query_cost`
+    #: api.heavy_queries.HeavyQueryProcesses: where operations of at least `heavy_query_cost`
     #: execute (resolvers.schema.PreExecutionChecks); None = on the calling loop
     query_worker: Any = None
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import sys
 from collections.abc import AsyncIterator
@@ -12,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import strawberry
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
-from graphql import GraphQLError
+from graphql import ExecutionResult, GraphQLError
 from graphql.execution.values import get_variable_values
 from graphql.language import FieldNode, FragmentSpreadNode, InlineFragmentNode, OperationDefinitionNode, SelectionSetNode
 from graphql.validation import ValidationRule
@@ -26,7 +25,6 @@ from strawberry.types.graphql import OperationType
 from api.settings import Limits
 
 from .errors import MaskUnexpectedErrors, PublicError, bad_input, log_errors
-from .loaders import Loaders
 from .log import LogQuery
 from .mutations import Mutation
 from .identifiers import IDENTIFIER_RULE, IdentifierLiteralRule, identifier_variable_errors, is_identifier
@@ -115,8 +113,8 @@ def cached_validation(schema, document, rules: tuple) -> list[GraphQLError]:
 
 #: Root fields served by the transparency log (resolvers.log) or reading it
 #: (`disclosureBundle` anchors its bundle): the log keeps its state on the server's
-#: event loop, so a heavy operation selecting one executes there, not on the
-#: query worker (api.heavy_queries).
+#: event loop, so a heavy operation selecting one executes there, not in a
+#: heavy-query process (api.heavy_queries).
 MAIN_LOOP_ROOT_FIELDS = frozenset({"logKey", "logCheckpoint", "inclusionProof", "consistencyProof", "disclosureBundle"})
 
 #: Documents up to this many characters are checked on the event loop: their
@@ -205,25 +203,24 @@ class PreExecutionChecks(SchemaExtension):
     async def on_execute(self) -> AsyncIterator[None]:
         """Heavy operations (cost >= `heavy_query_cost`) execute at most
         `max_heavy_operations` at a time; the others wait their turn; cheap
-        operations never wait. A heavy query executes on the context's
-        `query_worker` (api.heavy_queries: its own thread and event loop), so
-        that building its result never holds this event loop (/healthz
-        included); its result is then Strawberry's, as if executed here.
+        operations never wait. A heavy query executes in one of the context's
+        heavy-query processes (`query_worker`, api.heavy_queries), so that building
+        and encoding its result never holds this process's GIL (/healthz
+        included): its answer comes back encoded, `context.extra["heavy_answer"]`
+        (an api.query_process.Answer, which api.app.GraphQLView.process_result
+        sends as the response), and the result Strawberry sees is empty.
         Mutations and the log's fields (`MAIN_LOOP_ROOT_FIELDS`) execute here."""
         if self.cost < self.limits.heavy_query_cost:
             yield
             return
         context = self.execution_context
         async with self.heavy_slots:
-            worker = getattr(context.context, "query_worker", None)
-            if worker is not None and self._offloadable(context):
-                request_context = context.context
-
-                def context_for(store):  # the request's context, reading through the worker's store
-                    return dataclasses.replace(request_context, store=store, loaders=Loaders(store))
-
-                context.result = await worker.execute(context, context_for)  # Strawberry then skips its own
-                context.context.extra["executed_on_worker"] = True
+            processes = getattr(context.context, "query_worker", None)
+            if processes is not None and self._offloadable(context):
+                context.context.extra["heavy_answer"] = await processes.execute(
+                    context.query, context.variables, context.operation_name, context.operation_extensions
+                )
+                context.result = ExecutionResult(data=None)  # Strawberry then skips its own execution
             yield
 
     def _offloadable(self, context) -> bool:

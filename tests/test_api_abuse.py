@@ -495,29 +495,46 @@ def test_nesting_is_measured_without_parsing(text, deeper: bool) -> None:
 
 @pytest.mark.parametrize(("heavy_cost", "slots", "most_at_once"), [(1, 1, 1), (1, 2, 2), (10_000, 1, 4)])
 async def test_heavy_operations_execute_a_few_at_a_time(api_settings, store, monkeypatch, heavy_cost, slots, most_at_once) -> None:
-    """Four concurrent operations: those at or above heavy_query_cost run `slots` at a time; cheap ones all at once."""
+    """Four concurrent operations: those at or above heavy_query_cost run `slots` at a time
+    (in heavy-query processes, held there by SIGSTOP: api.heavy_queries); cheap ones all
+    at once (on the event loop, held in Store.event). Before heavy queries moved to
+    processes, both kinds were held in Store.event (the worker thread shared the class)."""
     from api.app import create_app
+    from test_api_heavy_queries import resume, stopped_children, wait_for
 
     settings = api_settings.model_copy(update={"limits": Limits(heavy_query_cost=heavy_cost, max_heavy_operations=slots)})
     app = create_app(settings, store=store)
-    running, seen = 0, []
-
-    async def slow_event(self, event_id: str):  # on the class: heavy ones read through the worker's Store
-        nonlocal running
-        running += 1
-        seen.append(running)
-        await asyncio.sleep(0.05)  # overlap, if allowed (no assertion on time)
-        running -= 1
-        return None
-
-    monkeypatch.setattr(Store, "event", slow_event)
+    query = {"query": '{ event(id: "evt_x") }'}
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
-            responses = await asyncio.gather(
-                *(client.post("/graphql", json={"query": '{ event(id: "evt_x") }'}) for _ in range(4))
-            )
+            if heavy_cost == 1:
+                processes = app.state.runtime.query_worker
+                pids = await stopped_children(app, slots)
+                requests = [asyncio.create_task(client.post("/graphql", json=query)) for _ in range(4)]
+                try:
+                    await wait_for(lambda: len(processes.pids("busy")) == slots, f"{slots} heavy queries sent")
+                    await asyncio.sleep(0.2)  # a chance for more to start, if allowed (no assertion on time)
+                    seen = [processes.executions]
+                    assert not any(r.done() for r in requests)
+                finally:
+                    resume(pids)
+                responses = await asyncio.gather(*requests)
+                assert processes.executions == 4
+            else:
+                running, seen = 0, []
+
+                async def slow_event(self, event_id: str):
+                    nonlocal running
+                    running += 1
+                    seen.append(running)
+                    await asyncio.sleep(0.05)  # overlap, if allowed (no assertion on time)
+                    running -= 1
+                    return None
+
+                monkeypatch.setattr(Store, "event", slow_event)
+                responses = await asyncio.gather(*(client.post("/graphql", json=query) for _ in range(4)))
     finally:
-        await app.state.runtime.stop()  # readiness check, query worker, ingestion pool (not the store)
+        await app.state.runtime.stop()  # readiness check, heavy-query processes, ingestion pool (not the store)
     assert all(r.json() == {"data": {"event": None}} for r in responses)
     assert max(seen) == most_at_once, seen
 

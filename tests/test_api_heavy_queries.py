@@ -1,14 +1,16 @@
-"""Heavy queries execute on the query worker (api.heavy_queries: its own thread,
-event loop and database client), so the server's event loop stays free; the
-answers are exactly those of the normal path. No assertion is timed: "the
-loop stays free" is shown by ordering (probes answer while heavy queries are
-held in the database layer, before they are released)."""
+"""Heavy queries execute in heavy-query processes (api.heavy_queries: their own
+event loop, database client and GIL), so the server's event loop stays free; the
+answers are exactly those of the normal path. No assertion is timed: "the loop
+stays free" is shown by ordering (probes answer while heavy queries are held in
+stopped processes, before they are resumed)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import threading
+import os
+import signal
 from collections.abc import AsyncIterator
 
 import httpx
@@ -36,7 +38,7 @@ async def _client(settings: Settings, store: Store) -> AsyncIterator[tuple[httpx
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test", timeout=120) as c:
             yield c, app
     finally:
-        await app.state.runtime.stop()  # readiness check, query worker, ingestion pool (not the store)
+        await app.state.runtime.stop()  # readiness check, heavy-query processes, ingestion pool (not the store)
 
 
 def _with_limits(settings: Settings, **limits) -> Settings:
@@ -44,8 +46,8 @@ def _with_limits(settings: Settings, **limits) -> Settings:
 
 
 @pytest.fixture(scope="module")
-async def on_worker(api_settings: Settings, store: Store):
-    """Every operation heavy (cost >= 1): queries execute on the worker."""
+async def in_process(api_settings: Settings, store: Store):
+    """Every operation heavy (cost >= 1): queries execute in heavy-query processes."""
     async for pair in _client(_with_limits(api_settings, heavy_query_cost=1, max_heavy_operations=2), store):
         yield pair
 
@@ -82,19 +84,19 @@ def _queries(chain) -> list[tuple[str, dict | None, bool]]:
 
 @pytest.mark.parametrize("index", range(9))
 @pytest.mark.parametrize("accept", [None, GR])
-async def test_the_worker_answers_exactly_what_the_event_loop_answers(chain, on_worker, on_loop, index, accept):
+async def test_a_heavy_query_process_answers_exactly_what_the_event_loop_answers(chain, in_process, on_loop, index, accept):
     query, variables, executes = _queries(chain)[index]
     headers = {"content-type": "application/json", **({"accept": accept} if accept else {})}
     body = json.dumps({"query": query, **({"variables": variables} if variables is not None else {})})  # \ud800 escaped
-    worker_client, worker_app = on_worker
+    worker_client, worker_app = in_process
     loop_client, _ = on_loop
     worker = worker_app.state.runtime.query_worker
     executed = worker.executions
-    on_worker_answer = await worker_client.post("/graphql", content=body, headers=headers)
+    in_process_answer = await worker_client.post("/graphql", content=body, headers=headers)
     on_loop_answer = await loop_client.post("/graphql", content=body, headers=headers)
-    assert on_worker_answer.status_code == on_loop_answer.status_code
-    assert on_worker_answer.headers["content-type"] == on_loop_answer.headers["content-type"]
-    assert on_worker_answer.content == on_loop_answer.content, (on_worker_answer.text, on_loop_answer.text)
+    assert in_process_answer.status_code == on_loop_answer.status_code
+    assert in_process_answer.headers["content-type"] == on_loop_answer.headers["content-type"]
+    assert in_process_answer.content == on_loop_answer.content, (in_process_answer.text, on_loop_answer.text)
     assert worker.executions - executed == (1 if executes else 0)
 
 
@@ -107,8 +109,8 @@ def test_the_log_fields_stay_on_the_event_loop() -> None:
     assert "disclosureBundle" in MAIN_LOOP_ROOT_FIELDS  # anchors its bundle in the log
 
 
-async def test_a_log_field_in_a_heavy_query_executes_on_the_loop(on_worker, chain) -> None:
-    client, app = on_worker
+async def test_a_log_field_in_a_heavy_query_executes_on_the_loop(in_process, chain) -> None:
+    client, app = in_process
     worker = app.state.runtime.query_worker
     executed = worker.executions
     response = await client.post("/graphql", json={"query": "{ logCheckpoint lots(first: 1) { edges { node { id } } } }"})
@@ -116,8 +118,8 @@ async def test_a_log_field_in_a_heavy_query_executes_on_the_loop(on_worker, chai
     assert worker.executions == executed
 
 
-async def test_mutations_never_execute_on_the_worker(on_worker, world) -> None:
-    client, app = on_worker
+async def test_mutations_never_execute_in_a_heavy_query_process(in_process, world) -> None:
+    client, app = in_process
     worker = app.state.runtime.query_worker
     executed = worker.executions
     envelope = world.register("heavy-mutation-org", "trader")
@@ -132,116 +134,105 @@ async def test_mutations_never_execute_on_the_worker(on_worker, world) -> None:
 # --------------------------------------------------------------------------- the loop stays free
 
 
-class HeldReads:
-    """Store.list_lots held (on whatever loop calls it) until `release()`."""
+async def wait_for(predicate, what: str, timeout: float = 60.0) -> None:
+    """Poll `predicate` (no timing is asserted: the limit only stops a broken test)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
 
-    def __init__(self) -> None:
-        self.entered = threading.Semaphore(0)
-        self.gate = threading.Event()
-        self.threads: list[str] = []
-        self.completed = 0  # reads that went on to the database after the gate
 
-    def install(self, monkeypatch) -> None:
-        original = Store.list_lots
-        held = self
+async def stopped_children(app, n: int) -> list[int]:
+    """The app's `n` heavy-query processes, started and SIGSTOPped: a query sent to one
+    stays in flight (in its pipe) until SIGCONT."""
+    processes = app.state.runtime.query_worker
+    processes.start()
+    await wait_for(lambda: len(processes.pids("idle")) == n, f"{n} heavy-query processes")
+    pids = processes.pids("idle")
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    return pids
 
-        async def list_lots(self, *args, **kwargs):
-            held.threads.append(threading.current_thread().name)
-            held.entered.release()
-            await asyncio.to_thread(held.gate.wait, 60)
-            held.completed += 1
-            return await original(self, *args, **kwargs)
 
-        monkeypatch.setattr(Store, "list_lots", list_lots)
-
-    async def wait_entered(self, n: int) -> None:
-        for _ in range(n):
-            assert await asyncio.to_thread(self.entered.acquire, True, 60), "a held read never started"
-
-    def release(self) -> None:
-        self.gate.set()
+def resume(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
 
 
 HEAVY = "{ lots(first: 50) { edges { node { id owner { id } } } } }"
 
 
 @pytest.mark.parametrize("in_flight", [1, 2])
-async def test_probes_answer_while_heavy_queries_are_in_flight(api_settings, store, chain, monkeypatch, in_flight):
-    held = HeldReads()
-    held.install(monkeypatch)
+async def test_probes_answer_while_heavy_queries_are_in_flight(api_settings, store, chain, in_flight):
     settings = _with_limits(api_settings, heavy_query_cost=50, max_heavy_operations=2)
     async for client, app in _client(settings, store):
+        processes = app.state.runtime.query_worker
+        pids = await stopped_children(app, 2)
         heavy = [asyncio.create_task(client.post("/graphql", json={"query": HEAVY})) for _ in range(in_flight)]
         try:
-            await held.wait_entered(in_flight)
-            # the heavy queries are now inside their execution, held; the server still answers
+            await wait_for(lambda: len(processes.pids("busy")) == in_flight, "the heavy queries to be sent")
+            # the heavy queries are now in their processes, held; the server still answers
             probes = [await client.get(path) for path in ("/livez", "/healthz", "/readyz")]
             cheap = await client.post("/graphql", json={"query": '{ organization(id: "mine-hq") { id } }'})
             assert not any(task.done() for task in heavy)
         finally:
-            held.release()
+            resume(pids)
         answers = await asyncio.gather(*heavy)
         assert [p.status_code for p in probes] == [200, 200, 200]
         assert cheap.json() == {"data": {"organization": {"id": "mine-hq"}}}
         for answer in answers:
             assert answer.status_code == 200 and len(answer.json()["data"]["lots"]["edges"]) > 0, answer.text
-        assert held.threads == ["oretrace-heavy-queries"] * in_flight  # executed on the worker's thread
+        assert processes.executions == in_flight and sorted(processes.pids()) == sorted(pids)  # the same children
 
 
-async def test_heavy_queries_beyond_the_slots_wait_and_cheap_ones_do_not(api_settings, store, chain, monkeypatch):
-    held = HeldReads()
-    held.install(monkeypatch)
+async def test_heavy_queries_beyond_the_slots_wait_and_cheap_ones_do_not(api_settings, store, chain):
     settings = _with_limits(api_settings, heavy_query_cost=50, max_heavy_operations=1)
     async for client, app in _client(settings, store):
+        processes = app.state.runtime.query_worker
+        pids = await stopped_children(app, 1)
         first = asyncio.create_task(client.post("/graphql", json={"query": HEAVY}))
         try:
-            await held.wait_entered(1)
+            await wait_for(lambda: processes.pids("busy") == pids, "the first heavy query to be sent")
             second = asyncio.create_task(client.post("/graphql", json={"query": HEAVY}))
             cheap = await client.post("/graphql", json={"query": '{ organization(id: "mine-hq") { id } }'})
             assert cheap.json() == {"data": {"organization": {"id": "mine-hq"}}}
-            assert not first.done() and not second.done() and len(held.threads) == 1  # the second waits its slot
+            assert not first.done() and not second.done() and processes.executions == 1  # the second waits its slot
         finally:
-            held.release()
+            resume(pids)
         for answer in await asyncio.gather(first, second):
             assert answer.status_code == 200 and "errors" not in answer.json(), answer.text
-        assert len(held.threads) == 2
+        assert processes.executions == 2 and processes.pids() == pids
 
 
-async def test_a_cancelled_heavy_request_cancels_its_execution_on_the_worker(api_settings, store, chain, monkeypatch):
+async def test_a_cancelled_heavy_request_kills_its_process(api_settings, store, chain):
     """Shutdown cancels requests in flight (typed 503, api.app.TypedCancellation): the
-    worker's task is cancelled too, it does not run on."""
-    held = HeldReads()
-    held.install(monkeypatch)
+    process executing it is killed (no reply can be left for the next request), and
+    the next heavy query gets a new one."""
     settings = _with_limits(api_settings, heavy_query_cost=50, max_heavy_operations=1)
     async for client, app in _client(settings, store):
+        processes = app.state.runtime.query_worker
+        [pid] = await stopped_children(app, 1)
         request = asyncio.create_task(client.post("/graphql", json={"query": HEAVY}))
-        await held.wait_entered(1)
+        await wait_for(lambda: processes.pids("busy") == [pid], "the heavy query to be sent")
         request.cancel()
         cancelled = await request
         assert cancelled.status_code == 503 and cancelled.json()["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
-        held.release()
-        # the slot is free again and the worker still serves
+        await wait_for(lambda: not process_exists(pid), "the cancelled query's process to be gone")
+        # the slot is free again, and a new process serves
         answer = await client.post("/graphql", json={"query": HEAVY})
         assert answer.status_code == 200 and "errors" not in answer.json(), answer.text
-        assert len(held.threads) == 2 and held.completed == 1  # the cancelled read never reached the database
+        assert pid not in processes.pids() and len(processes.pids()) == 1
 
 
-def _client_options(client) -> dict[str, object]:
-    """What decides how a pymongo client talks to the database, from its public `options`."""
-    o, pool = client.options, client.options.pool_options
-    return {
-        "server_selection_timeout": o.server_selection_timeout, "heartbeat_frequency": o.heartbeat_frequency,
-        "timeout": o.timeout, "connect_timeout": pool.connect_timeout, "socket_timeout": pool.socket_timeout,
-        "max_pool_size": pool.max_pool_size, "metadata": pool.metadata, "write_concern": o.write_concern,
-        "read_concern": o.read_concern, "read_preference": o.read_preference, "retry_writes": o.retry_writes,
-        "retry_reads": o.retry_reads, "direct_connection": o.direct_connection,
-        "replica_set_name": o.replica_set_name, "codec_options": o.codec_options,
-        "event_listeners": o.event_listeners,
-    }  # fmt: skip
-
-
-async def _authenticated_users(store: Store) -> list[dict]:
-    return (await store.client.admin.command("connectionStatus"))["authInfo"]["authenticatedUsers"]
+def process_exists(pid: int) -> bool:
+    """Running or stopped, not gone nor a zombie."""
+    try:
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
 
 
 @pytest.mark.parametrize(
@@ -253,22 +244,28 @@ async def _authenticated_users(store: Store) -> list[dict]:
         {"w": 1, "readPreference": "primaryPreferred", "retryReads": False, "heartbeatFrequencyMS": 2_500},
     ],  # fmt: skip
 )
-async def test_the_worker_client_is_made_like_the_servers(mongo_uri, api_settings, chain, client_options) -> None:
-    """The worker's client: a new one (its own loop), with the server's credentials,
-    timeouts and concerns, whatever options the server's client was made with."""
-    store = await Store.connect(mongo_uri, api_settings.database, **client_options)
+async def test_the_process_client_is_made_like_the_servers(mongo_uri, api_settings, chain, client_options) -> None:
+    """The heavy-query process's client is made from the server's URI (its credentials:
+    the embedded database refuses a client without them) and options, whatever they
+    are, less the in-process event listeners; its Settings carry no secret.
+    (Before: the worker thread's client object was compared with the server's.)"""
+    listeners = [PoolWatcher()]  # objects of this process: not sent
+    store = await Store.connect(mongo_uri, api_settings.database, event_listeners=listeners, **client_options)
+    settings = _with_limits(api_settings, heavy_query_cost=1).model_copy(update={"log_key": "ab" * 32})
     try:
-        async for client, app in _client(_with_limits(api_settings, heavy_query_cost=1), store):
+        async for client, app in _client(settings, store):
             response = await client.post("/graphql", json={"query": "{ lots(first: 1) { edges { node { id } } } }"})
-            assert response.status_code == 200 and response.json()["data"]["lots"], response.text
-            worker = app.state.runtime.query_worker
-            assert worker.executions == 1 and worker.store is not None
-            assert worker.store.client is not store.client and worker.store.database == store.database
-            assert _client_options(worker.store.client) == _client_options(store.client)
+            assert response.status_code == 200 and response.json()["data"]["lots"]["edges"], response.text
+            processes = app.state.runtime.query_worker
+            assert processes.executions == 1 and len(processes.pids()) == 1
+            config = processes.config
+            assert config.uri == store.connection.uri == mongo_uri and config.database == store.database
+            assert config.options == {k: v for k, v in store.connection.options.items() if k != "event_listeners"}
             for name, value in client_options.items():  # the options asked for, not pymongo's defaults
-                assert worker.store.connection.options[name] == value
-            main_users = await _authenticated_users(store)
-            assert main_users and await worker.run(_authenticated_users) == main_users  # the same login
+                assert config.options[name] == value
+            assert config.ancestry_limit == store.ancestry_limit
+            assert config.settings.mongodb_uri is None and config.settings.log_key is None
+            assert config.settings.limits == settings.limits
     finally:
         await store.close()
 
@@ -302,7 +299,7 @@ def test_a_stores_connection_does_not_show_its_password() -> None:
 
 
 class PoolWatcher(monitoring.ConnectionPoolListener):
-    """Connection pools opened and closed, by any client made with this listener (any thread)."""
+    """Connection pools opened and closed, by any client made with this listener."""
 
     def __init__(self) -> None:
         self.opened = self.closed = 0
@@ -325,26 +322,22 @@ class PoolWatcher(monitoring.ConnectionPoolListener):
 
 
 @pytest.mark.parametrize("queries", [0, 1, 3])
-async def test_stopping_the_runtime_ends_the_worker_and_leaves_the_store_open(mongo_uri, api_settings, chain, queries):
-    """Runtime.stop (the lifespan's shutdown; the tests' app fixtures) ends the worker's
-    thread and closes its client; the store handed in stays open."""
-    before = {t for t in threading.enumerate() if t.name == "oretrace-heavy-queries"}
-    pools = PoolWatcher()
-    store = await Store.connect(mongo_uri, api_settings.database, event_listeners=[pools])
+async def test_stopping_the_runtime_ends_the_processes_and_leaves_the_store_open(mongo_uri, api_settings, chain, queries):
+    """Runtime.stop (the lifespan's shutdown; the tests' app fixtures) ends the heavy-query
+    processes; the store handed in stays open."""
+    store = await Store.connect(mongo_uri, api_settings.database)
     try:
-        assert await store.ready() and pools.opened == 1
         app = create_app(_with_limits(api_settings, heavy_query_cost=1), store=store)
-        worker = app.state.runtime.query_worker
+        processes = app.state.runtime.query_worker
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
             for _ in range(queries):
                 response = await client.post("/graphql", json={"query": "{ lots(first: 1) { edges { node { id } } } }"})
                 assert response.json()["data"]["lots"], response.text
-        thread = worker._thread
-        assert (thread is not None) == (queries > 0) and pools.opened == (2 if queries else 1)
+        pids = processes.pids()
+        assert len(pids) == (1 if queries else 0)  # no lifespan here: started at the first heavy query
+        assert all(process_exists(pid) for pid in pids)
         await app.state.runtime.stop()
-        assert {t for t in threading.enumerate() if t.name == "oretrace-heavy-queries"} == before
-        assert thread is None or not thread.is_alive()
-        assert pools.closed == pools.opened - 1  # the worker's pool closed, the store's open
+        assert processes.pids() == [] and not any(process_exists(pid) for pid in pids)
         assert await store.ready()
     finally:
         await store.close()
