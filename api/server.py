@@ -84,7 +84,8 @@ def serve(
     )
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # process-wide, hence here (the process's entry point) and not in create_app: the
-    # event loop waits at most this long for the GIL held by the heavy-query thread
+    # event loop waits at most this long for the GIL held by another thread (the
+    # validation threads, a large body's rebuild)
     # (docs/operations.md, "Keeping the event loop free")
     sys.setswitchinterval(settings.gil_switch_interval_seconds)
     config = make_config(settings, host, port, log_level=log_level, **uvicorn_options)

@@ -210,7 +210,7 @@ class Settings(BaseModel):
     #: this, and answers from the latest completed one meanwhile (api.readiness)
     readiness_interval_seconds: float = Field(default=1.0, ge=0, le=60)
     #: `sys.setswitchinterval` of a server process (api.server.serve): a thread holding
-    #: Python's GIL (heavy-query completion, a large body's unpickling) hands it to the waiting event
+    #: Python's GIL (a long document's validation, a large body's unpickling) hands it to the waiting event
     #: loop after at most this long; CPython's default is 0.005 (docs/performance.md)
     gil_switch_interval_seconds: float = Field(default=0.001, ge=0.0001, le=0.1)
 

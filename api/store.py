@@ -425,7 +425,7 @@ CLIENT_OPTIONS: dict[str, Any] = {
 class ClientConnection:
     """How a Store's client is made: `AsyncMongoClient(uri, **options)`. One
     constructor for the server's client and any other made alike (the
-    heavy-query worker's, api.heavy_queries), so that they cannot drift apart."""
+    heavy-query processes', api.heavy_queries), so that they cannot drift apart."""
 
     uri: str = field(repr=False)  # it may hold the database's password
     options: dict[str, Any]
