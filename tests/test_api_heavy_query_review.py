@@ -50,3 +50,97 @@ async def test_an_exception_escaping_execute_answers_as_in_the_loop(chain, heavy
     finally:
         await asyncio.to_thread(executor.loop.run_until_complete, executor.store.close())
         executor.loop.close()
+
+
+# --------------------------------------------------------------------------- cancellation races
+
+HEAVY = "{ lots(first: 50) { edges { node { id owner { id } } } } }"
+
+
+@pytest.fixture
+async def one_process(api_settings, store):
+    """The heavy-query processes of a server with one heavy slot, its child started and idle."""
+    from api.heavy_queries import HeavyQueryProcesses
+    from test_api_heavy_queries import wait_for
+
+    processes = HeavyQueryProcesses.for_store(store, _one_slot(api_settings))
+    processes.start()
+    await wait_for(lambda: len(processes.pids("idle")) == 1, "a heavy-query process")
+    try:
+        yield processes
+    finally:
+        await processes.close()
+
+
+def _one_slot(settings):
+    from api.settings import Limits
+
+    return settings.model_copy(update={"limits": Limits(heavy_query_cost=50, max_heavy_operations=1)})
+
+
+@pytest.mark.parametrize("queries_before", [0, 1, 2])
+async def test_a_request_cancelled_once_its_answer_came_does_not_kill_the_reused_child(
+    chain, one_process, monkeypatch, queries_before
+):
+    """The answer came and the child went back to the idle list, but the request is
+    cancelled before its task resumes (the event loop was busy): the idle child, perhaps
+    already executing the next request, must not be killed."""
+    import time
+
+    from api.heavy_queries import QueryProcess
+    from test_api_heavy_queries import process_exists
+
+    processes = one_process
+    [pid] = processes.pids()
+    for _ in range(queries_before):
+        assert b'"errors"' not in (await processes.execute(HEAVY, None, None, None)).body
+    answered = []
+    exchange = QueryProcess.exchange
+    monkeypatch.setattr(QueryProcess, "exchange", lambda self, *a: (exchange(self, *a), answered.append(self.pid))[0])
+    task = asyncio.create_task(processes.execute(HEAVY, None, None, None))
+    await asyncio.sleep(0)  # the exchange is under way on its thread
+    deadline = time.monotonic() + 60
+    # hold the event loop (as a busy server does) until the child answered and is idle again
+    while not (answered == [pid] and processes.pids("idle") == [pid]):
+        assert time.monotonic() < deadline, "the exchange did not finish"
+        time.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.2)  # not a timing assertion: a SIGKILL, had it been sent, has landed
+    assert process_exists(pid) and processes.pids() == [pid]
+    answer = await processes.execute(HEAVY, None, None, None)
+    assert b'"errors"' not in answer.body and processes.pids() == [pid]
+
+
+@pytest.mark.parametrize("cancelled_requests", [1, 2])
+async def test_a_request_cancelled_while_waiting_for_a_child_sends_nothing(chain, one_process, monkeypatch, cancelled_requests):
+    """Cancelled while its exchange thread waits for a child (one starting): the query is
+    never sent (its heavy slot is already free, so executing it would exceed the slots)."""
+    from api.heavy_queries import QueryProcess
+    from test_api_heavy_queries import wait_for
+
+    processes = one_process
+    [pid] = processes.pids()
+    sent = []
+    exchange = QueryProcess.exchange
+    monkeypatch.setattr(QueryProcess, "exchange", lambda self, *a: (sent.append(self.pid), exchange(self, *a))[1])
+    with processes._changed:  # the child is taken by no one while "another one starts"
+        processes._starting += 1
+        idle, processes._idle = processes._idle, []
+    tasks = [asyncio.create_task(processes.execute(HEAVY, None, None, None)) for _ in range(cancelled_requests)]
+    await asyncio.sleep(0.2)  # the threads wait in _take (nothing asserted on time)
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    with processes._changed:
+        processes._starting -= 1
+        processes._idle.extend(idle)
+        processes._changed.notify_all()
+    await wait_for(lambda: processes.pids("idle") == [pid], "the child to be idle")
+    await asyncio.sleep(0.2)
+    assert sent == [] and processes.pids() == [pid]
+    answer = await processes.execute(HEAVY, None, None, None)
+    assert b'"errors"' not in answer.body and sent == [pid]
