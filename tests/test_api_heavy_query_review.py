@@ -144,3 +144,63 @@ async def test_a_request_cancelled_while_waiting_for_a_child_sends_nothing(chain
     assert sent == [] and processes.pids() == [pid]
     answer = await processes.execute(HEAVY, None, None, None)
     assert b'"errors"' not in answer.body and sent == [pid]
+
+
+# --------------------------------------------------------------------------- more request shapes
+
+def _more_shapes(chain) -> list[tuple[str, str, dict | None, str | None]]:
+    """(method, query, variables, operationName) of heavy operations the builder's tests
+    did not send: GET, several operations, odd Unicode variables, malformed
+    representations, errors deep in a list."""
+    refined, issued = chain.refined, chain.issued
+    lots = "lots(first: 100) { edges { node { id parents { id owner { id } } } } }"
+    two = f"query Cheap {{ __typename }} query Heavy {{ {lots} }} query Other {{ organization(id: \"x\") {{ id }} }}"
+    odd = ["\U0001f600", "\u2028", "\x00", "\u202e" + refined[0], "a" * 300, "\ufeff", "\uffff"]
+    reps = [{"__typename": "Lot", "id": refined[0]}, {"__typename": "Lot", "id": {"$ne": 1}}, {"__typename": "Lot", "id": 5},
+            {"__typename": "Lot", "id": None}, {"__typename": None}, {}, [], "Lot", {"__typename": "Lot", "id": "x" * 5000},
+            {"__typename": "Lot", "id": issued[0], "extra": [1, {"a": None}]}, {"__typename": "Attestation", "id": "\U0001f600"},
+            *({"__typename": "Lot", "id": o} for o in odd)]
+    return [
+        ("GET", "{ %s }" % lots, None, None),
+        ("POST", two, None, "Heavy"),
+        ("GET", two, None, "Heavy"),
+        ("POST", "query($o: ID) { lots(first: 100, owner: $o) { edges { node { id parents { id } } } } }", {"o": odd[0]}, None),
+        ("POST", "query($o: ID, $p: ID, $q: ID, $r: ID) { a: lots(first: 30, owner: $o) { edges { node { id parents { id } } } } "
+                 "b: lots(first: 30, owner: $p) { edges { node { id } } } c: lots(first: 30, owner: $q) { edges { node { id } } } "
+                 "d: lots(first: 30, owner: $r) { edges { node { id } } } }",
+         {"o": odd[1], "p": odd[2], "q": odd[3], "r": odd[6]}, None),
+        ("POST", "query($r: [_Any!]!) { _entities(representations: $r) { ... on Lot { id parents { id } } } }",
+         {"r": reps * 5}, None),  # 90 representations (the cap: 100)
+        ("POST", "{ lots(first: 100) { edges { node { id claims(first: 10, after: \"nope\") { id } "
+                 "parents { id claims(first: 0) { id } } } } } }", None, None),
+        ("POST", "query($s: ID!, $a: ID) { site(id: $s) { attestations(first: 100, after: $a) { id site { attestations(first: 10, after: $a) { id } } } } }",
+         {"s": chain.site_id, "a": "\U0001f600"}, None),
+    ]  # fmt: skip
+
+
+#: shapes whose odd identifiers are BAD_USER_INPUT before execution (resolvers.identifiers)
+REFUSED_BEFORE_EXECUTION = {3, 4, 7}
+
+
+@pytest.mark.parametrize("index", range(8))
+@pytest.mark.parametrize("accept", [None, GR])
+async def test_more_heavy_shapes_answer_as_in_the_loop(chain, heavy, in_loop, index, accept):
+    import json
+
+    method, query, variables, operation = _more_shapes(chain)[index]
+    (h_client, h_app), (l_client, _) = heavy, in_loop
+    processes = h_app.state.runtime.query_worker
+    executed = processes.executions
+    headers = {"accept": accept} if accept else {}
+    params = {"query": query, **({"variables": json.dumps(variables)} if variables else {}),
+              **({"operationName": operation} if operation else {})}  # fmt: skip
+    if method == "GET":
+        answers = [await c.get("/graphql", params=params, headers=headers) for c in (h_client, l_client)]
+    else:
+        body = json.dumps({**params, **({"variables": variables} if variables else {})})
+        headers["content-type"] = "application/json"
+        answers = [await c.post("/graphql", content=body, headers=headers) for c in (h_client, l_client)]
+    same_answer(*answers)
+    assert answers[0].status_code < 500 and b"Traceback" not in answers[0].content
+    # heavy and executed in a process, but for odd identifiers refused before execution
+    assert processes.executions - executed == (index not in REFUSED_BEFORE_EXECUTION), answers[0].text
