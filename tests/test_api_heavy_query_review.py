@@ -1,5 +1,9 @@
-"""Heavy-query processes, found in review: an exception escaping graphql-core's
-`execute` answers as in-loop Strawberry does. No assertion is timed."""
+"""Heavy-query processes (api.heavy_queries, api.query_process), cases found in review:
+an exception escaping graphql-core's `execute` answers as in-loop Strawberry does; a
+cancellation signals only the child executing the cancelled request, and one cancelled
+before its query was sent sends nothing; more request shapes (GET, several operations,
+odd Unicode, malformed representations, errors deep in lists) answer as in the loop.
+No assertion is timed."""
 
 from __future__ import annotations
 
