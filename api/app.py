@@ -755,7 +755,10 @@ class GraphQLView(GraphQL):
         heavy = getattr(request.state, "graphql_extra", {}).get("heavy_answer")
         if heavy is not None:  # executed in a heavy-query process: `data` is empty, the answer encoded
             body = heavy.body
-            if self._retry_hint(request, heavy.codes, heavy.data_is_null):
+            request_error = heavy.request_error and getattr(request.state, "media", None) == GRAPHQL_RESPONSE_JSON
+            if request_error:  # as a PreExecutionError above: 400, no `data`
+                request.state.sub_response.status_code = 400
+            if self._retry_hint(request, heavy.codes, heavy.data_is_null) or request_error:
                 answer = json.loads(body)  # data null: errors only, small
                 answer.pop("data", None)
                 body = json.dumps(answer, separators=(",", ":")).encode()

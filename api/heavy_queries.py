@@ -47,7 +47,11 @@ and it holds one of the `max_heavy_operations` heavy slots
   database work stop at once (a drained child would run up to the deadline,
   with the heavy slot already released to the next query), and no reply can be
   left in a pipe for the next request: a child goes back to the idle list only
-  after a complete exchange. The cost is a new child (started in the background);
+  after a complete exchange. The cost is a new child (started in the background).
+  A request cancelled while its thread still waits for a child sends nothing (its
+  heavy slot is already free: executing it would exceed the slots), and only the
+  child executing the cancelled request is ever signalled, never one that went back
+  to the idle list (`taken` holds the child during its exchange only);
 * `close()` (the lifespan's shutdown) closes the children (end of file on their
   request pipe; SIGKILL after a grace); a SIGKILLed server leaves none
   (`supervision.children.die_with_parent`).
@@ -244,10 +248,9 @@ class HeavyQueryProcesses:
             return await future
         except asyncio.CancelledError:
             cancelled.set()
-            with self._lock:
-                child = taken[0] if taken else None
-            if child is not None:
-                child.process.kill()  # a signal only: the exchange thread reads end of file and drops it
+            with self._lock:  # `taken` holds the child only while it executes this request
+                if taken:
+                    taken[0].process.kill()  # a signal only: the exchange thread reads end of file and drops it
             raise
 
     def _exchange(self, request: Request, taken: list[QueryProcess], cancelled: threading.Event) -> Answer:
@@ -257,7 +260,11 @@ class HeavyQueryProcesses:
             log.warning("could not start a heavy-query process: %s", exc)
             return unavailable_answer("could not be started")
         with self._lock:
-            taken.append(child)
+            if not cancelled.is_set():
+                taken.append(child)
+        if not taken:  # cancelled while waiting for a child: nothing sent, the child is as good as new
+            self._give_back(child)
+            return unavailable_answer("was not used: the request was cancelled")
         try:
             answer = child.exchange(request, self.timeout)
         except ChildFailed as exc:
@@ -270,7 +277,16 @@ class HeavyQueryProcesses:
             self._replace()
             why = f"took longer than {self.timeout:g} s" if exc.reason == "hung" else "failed"
             return unavailable_answer(why)
-        self._give_back(child)
+        with self._lock:
+            taken.clear()
+            signalled = cancelled.is_set()  # cancelled as the answer came: perhaps sent SIGKILL
+        if signalled:
+            child.kill()
+            with self._lock:
+                self._busy.discard(child)
+            self._replace()
+        else:
+            self._give_back(child)
         return answer
 
     async def close(self) -> None:

@@ -81,17 +81,21 @@ class Answer:
     """The response `body` (UTF-8 JSON, Strawberry's compact encoding), the
     `extensions.code` of each of its errors (None for an error without one), and
     whether its `data` is null: what the server needs for the HTTP status and
-    Retry-After (api.app.GraphQLView._retry_hint) without reading the body."""
+    Retry-After (api.app.GraphQLView._retry_hint) without reading the body.
+    `request_error`: an exception escaped graphql-core's `execute` (outside any
+    field), which in-loop Strawberry answers as a PreExecutionError: under
+    graphql-response+json, 400 and no `data` (api.app.GraphQLView.process_result)."""
 
     body: bytes
     codes: tuple[str | None, ...]
     data_is_null: bool
+    request_error: bool = False
 
     @classmethod
-    def of(cls, response: dict[str, Any]) -> Answer:
+    def of(cls, response: dict[str, Any], *, request_error: bool = False) -> Answer:
         codes = tuple((e.get("extensions") or {}).get("code") for e in response.get("errors") or ())
         body = json.dumps(response, separators=(",", ":")).encode()  # Strawberry's GraphQLView.encode_json
-        return cls(body, codes, response.get("data") is None)
+        return cls(body, codes, response.get("data") is None, request_error)
 
 
 class QueryExecutor:
@@ -146,7 +150,8 @@ class QueryExecutor:
                     result = await result
         except Exception:  # noqa: BLE001 - outside any field: a bug, masked as the server masks it
             log.exception("unexpected error executing a heavy query")
-            return Answer.of({"data": None, "errors": [{"message": INTERNAL_MESSAGE, "extensions": {"code": "INTERNAL_SERVER_ERROR"}}]})
+            masked = {"message": INTERNAL_MESSAGE, "extensions": {"code": "INTERNAL_SERVER_ERROR"}}
+            return Answer.of({"data": None, "errors": [masked]}, request_error=True)
         errors = result.errors
         if errors:  # the server's order: Schema.process_errors, DatabaseFaults, MaskUnexpectedErrors
             log_errors(errors)
