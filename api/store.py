@@ -42,7 +42,6 @@ import contextvars
 import logging
 import math
 import random
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -51,7 +50,6 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 import pymongo
 from pymongo import ASCENDING, AsyncMongoClient, ReplaceOne, ReturnDocument, UpdateMany, WriteConcern
-from pymongo import _csot  # the caller's CSOT deadline (pymongo.timeout), read by apply_effects
 from pymongo.errors import (
     BulkWriteError,
     ConnectionFailure,
@@ -312,7 +310,7 @@ class _Member:
     view: SnapshotView | None
     accepted_at: datetime
     event_doc: dict[str, Any]  # without `seq` / `log_index` until the transaction allocates them
-    deadline: float  # time.monotonic() of its caller's pymongo.timeout deadline (inf: none)
+    deadline: float  # its caller's deadline on the event loop's clock (loop.time(); inf: none)
     outcome: asyncio.Future[AppliedEvent]
 
     @property
@@ -597,7 +595,9 @@ class Store:
             doc["claim_id"] = effects.claims[0].claim_id
         return doc
 
-    async def apply_effects(self, effects: Effects, view: SnapshotView | None = None) -> AppliedEvent:
+    async def apply_effects(
+        self, effects: Effects, view: SnapshotView | None = None, *, deadline: float | None = None
+    ) -> AppliedEvent:
         """Write one accepted publication atomically, or raise Rejection and write nothing.
 
         Group commit (batched sequencing): the publication joins the queue of those
@@ -627,8 +627,15 @@ class Store:
         the batch) when every commit attempt ended without an answer (the
         publication may have landed: resubmitting the same envelope is safe).
 
-        Deadlines and cancellation: a batch runs within the LATEST deadline
-        (`pymongo.timeout` of the callers) of its members, so that no member is
+        Deadlines and cancellation: `deadline` is the caller's, on the event
+        loop's clock (`loop.time()`; None: no deadline). It is passed, not read
+        from the caller's `pymongo.timeout`: pymongo has no public reader of the
+        current deadline, and the sequencer task runs in a context of its own (the
+        first caller's timeout must not bound the others' batches), so a
+        `pymongo.timeout` around this call does not reach the transaction. A
+        member whose deadline passed while it waited for the sequencer is refused
+        (SERVICE_UNAVAILABLE, nothing written). A batch runs within the LATEST
+        deadline of its members, so that no member is
         failed because another's deadline is near; a member's answer may then
         come after its own deadline by at most the batch's duration. A caller
         cancelled while its publication still waits is taken out of the queue
@@ -654,7 +661,7 @@ class Store:
             view,
             accepted_at,
             self._event_doc(effects, accepted_at),
-            _csot.get_deadline(),  # the caller's pymongo.timeout (inf: none)
+            math.inf if deadline is None else deadline,
             asyncio.get_running_loop().create_future(),
         )
         self._pending.append(member)
@@ -712,7 +719,8 @@ class Store:
         matched too few lots) runs the transaction again with one update per lot
         write (`_write_lots`); a duplicate key that names no member writes each
         member alone. Transient errors retry the whole batch with back-off."""
-        now = time.monotonic()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
         late = service_unavailable("the request's deadline passed while it waited for its transaction")
         refused: list[tuple[_Member, Exception]] = [(m, _copy_error(late)) for m in members if m.deadline <= now]
         members = [m for m in members if m.deadline > now]
@@ -722,7 +730,7 @@ class Store:
         while members:
             attempt += 1
             try:
-                with pymongo.timeout(None if deadline == math.inf else max(0.0, deadline - time.monotonic())):
+                with pymongo.timeout(None if deadline == math.inf else max(0.0, deadline - loop.time())):
                     async with self.log_sequencer:
                         await self._run_transaction(members, attribute_lot_writes)
             except _Abort as abort:

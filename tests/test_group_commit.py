@@ -33,7 +33,10 @@ from api.service import Ingestion, PublishOutcome
 from api.settings import Settings, SettingsError
 from api.store import Store
 from conftest import LedgerWorld, fresh_database_name
+from ledger import rules
 from ledger.errors import Code, Rejection
+from ledger.proofs import VerifyNow
+from ledger.view import MemoryView
 
 BATCHED = 8
 
@@ -496,6 +499,42 @@ async def test_a_cancelled_member_does_not_cancel_its_batch(mongo_uri, api_setti
         resent = await ingestion.publish(in_flight.to_json())
         assert resent.event_id == in_flight.event_id and resent.seq == kept_outcome.seq - 1
         assert (await ingestion.publish(waiting.to_json())).seq == kept_outcome.seq + 1
+        assert_ledger_order(await ledger_of(store))
+
+
+@pytest.mark.parametrize("late_at", [0, 1])
+async def test_a_member_whose_deadline_passed_while_it_waited_is_refused_unwritten(
+    mongo_uri, api_settings, root_key, late_at
+):
+    """The caller's deadline is passed to `apply_effects` (pymongo has no public reader of a
+    `pymongo.timeout`): a member whose deadline passed while it waited for the sequencer is
+    SERVICE_UNAVAILABLE and unwritten; the publications around it are written in order."""
+    world = LedgerWorld(root_key)
+    async with fresh_ingestion(mongo_uri, api_settings, BATCHED) as ingestion:
+        store, policy, loop = ingestion.store, ingestion.policy(), asyncio.get_running_loop()
+        effects = [
+            rules.apply(world.register(f"gc-dl{late_at}-{i}", "trader"), MemoryView(), policy, VerifyNow())
+            for i in range(3)
+        ]
+        async with store.log_sequencer:
+            tasks = [asyncio.create_task(store.apply_effects(effects[0], deadline=loop.time() + 3600))]
+            await until(
+                lambda: store._sequencer is not None and not store._sequencer.done() and not store._pending,
+                "the plug taken",
+            )
+            for i, e in enumerate(effects[1:]):
+                deadline = loop.time() if i == late_at else loop.time() + 3600
+                tasks.append(asyncio.create_task(store.apply_effects(e, deadline=deadline)))
+                await until(lambda: len(store._pending) == i + 1, f"member {i} waiting")
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        late = effects[1 + late_at]
+        refused = results[1 + late_at]
+        assert isinstance(refused, Rejection) and refused.code is Code.SERVICE_UNAVAILABLE, refused
+        assert "deadline" in refused.message
+        assert await store.events.count_documents({"_id": late.event_id}) == 0
+        assert await store.db.organizations.count_documents({"_id": f"gc-dl{late_at}-{1 + late_at}"}) == 0
+        written = [r for r in results if not isinstance(r, BaseException)]
+        assert [r.seq for r in written] == [1, 2] and [r.log_index for r in written] == [0, 1]
         assert_ledger_order(await ledger_of(store))
 
 
