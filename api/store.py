@@ -726,7 +726,10 @@ class Store:
         members = [m for m in members if m.deadline > now]
         deadline = max((m.deadline for m in members), default=now)
         attribute_lot_writes = False
-        attempt = 0
+        # runs of the transaction (`AppliedEvent.attempts`), and those that met a transient
+        # error: only these count against MAX_TRANSACTION_ATTEMPTS and set the back-off, so
+        # that members refused from the batch do not use up the retries of the others
+        attempt = transient = 0
         while members:
             attempt += 1
             try:
@@ -748,13 +751,14 @@ class Store:
                 members = []
                 break
             except PyMongoError as exc:
+                transient += 1
                 if (
                     exc.has_error_label("TransientTransactionError")
-                    and attempt < MAX_TRANSACTION_ATTEMPTS
+                    and transient < MAX_TRANSACTION_ATTEMPTS
                     and not exc.timeout
                 ):
                     self.stats.transient_retries += 1
-                    await asyncio.sleep(_backoff(attempt))
+                    await asyncio.sleep(_backoff(transient))
                     continue
                 failure = self._infrastructure(exc, "the database failed during the publications' transaction")
                 refused.extend((m, _copy_error(failure)) for m in members)

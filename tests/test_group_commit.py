@@ -468,6 +468,49 @@ async def test_a_fault_during_a_batch_types_every_member_and_resubmission_return
         assert_ledger_order(await ledger_of(store))
 
 
+@pytest.mark.parametrize("resends", [9, 12])
+async def test_refused_members_do_not_use_up_the_transient_retries_of_the_others(
+    fault_db, admin, api_settings, root_key, resends
+):
+    """A batch of one envelope sent `resends` + 1 times (each resend refused inside the
+    transaction: `resends` runs) and an honest transfer, then transient commit errors:
+    the honest member is retried as it would be alone (MAX_TRANSACTION_ATTEMPTS transient
+    retries of its own), not failed because the others' refusals counted as attempts."""
+    tag = f"budget{resends}"
+    world = LedgerWorld(root_key)
+    setup = build_setup(world, tag, mine_lots=3, trader_lots=0)
+    n = names(tag)
+    resent = world.transfer(n.mine, setup.mine_lots[1], n.trader)
+    honest = world.transfer(n.mine, setup.mine_lots[2], n.trader)
+    members = [resent] * (resends + 1) + [honest]
+    transient = {"failCommands": ["commitTransaction"], "errorCode": 112, "errorLabels": ["TransientTransactionError"]}
+    async with fresh_ingestion(fault_db.uri, api_settings, 16) as ingestion:
+        store = ingestion.store
+        for env in setup.envelopes:
+            await ingestion.publish(env.to_json())
+        plug = rules.apply(world.register(f"gc-{tag}", "trader"), MemoryView(), ingestion.policy(), VerifyNow())
+        await store.apply_effects(plug)
+        async with contextlib.AsyncExitStack() as faulty:
+            async with store.log_sequencer:
+                # the plug (a registration written already) is refused inside its transaction: no commit
+                plug_task = asyncio.create_task(store.apply_effects(plug))
+                await until(
+                    lambda: store._sequencer is not None and not store._sequencer.done() and not store._pending,
+                    "the plug taken",
+                )
+                tasks = []
+                for i, env in enumerate(members):
+                    tasks.append(asyncio.create_task(ingestion.publish(env.to_json())))
+                    await until(lambda: len(store._pending) == i + 1, f"member {i} waiting")
+                await faulty.enter_async_context(failpoint(admin, transient, {"times": 3}))
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert isinstance((await asyncio.gather(plug_task, return_exceptions=True))[0], Rejection)
+        assert all(isinstance(r, PublishOutcome) for r in results), results
+        assert {r.event_id for r in results[:-1]} == {resent.event_id} and results[-1].event_id == honest.event_id
+        assert store.stats.rejections.get("REPLAYED_NONCE") == resends + 1 and store.stats.transient_retries == 3
+        assert_ledger_order(await ledger_of(store))
+
+
 async def test_a_cancelled_member_does_not_cancel_its_batch(mongo_uri, api_settings, root_key):
     """Cancelled in flight: its batch commits anyway and resubmission returns the outcome;
     cancelled while still waiting: it leaves the queue and nothing of it is written."""
