@@ -501,7 +501,12 @@ class Store:
         )
 
     async def close(self) -> None:
-        """Stop the log's background task (it reads through this client), then close the client."""
+        """Let the sequencer finish the publications it holds (a batch whose callers were
+        cancelled is still written: its outcome is found by resubmission; each batch is
+        bounded by its members' deadlines), stop the log's background task (it reads
+        through this client), then close the client."""
+        if self._sequencer is not None and not self._sequencer.done():
+            await asyncio.gather(self._sequencer, return_exceptions=True)
         if self.translog is not None:
             await self.translog.stop()
         if self._owns_client:

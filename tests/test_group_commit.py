@@ -581,6 +581,52 @@ async def test_a_member_whose_deadline_passed_while_it_waited_is_refused_unwritt
         assert_ledger_order(await ledger_of(store))
 
 
+@pytest.mark.parametrize("cancelled", [1, 2])
+async def test_closing_the_store_waits_for_the_batch_in_flight(mongo_uri, api_settings, root_key, cancelled):
+    """Server shutdown with a batch in flight whose callers were cancelled (their requests
+    ended): `Store.close` lets the sequencer commit it before closing the client, instead of
+    failing the transaction under it (and leaving its task pending)."""
+    tag = f"close{cancelled}"
+    world = LedgerWorld(root_key)
+    setup = build_setup(world, tag, mine_lots=3, trader_lots=0)
+    n = names(tag)
+    envs = [world.transfer(n.mine, lot, n.trader) for lot in setup.mine_lots[:cancelled]]
+    settings = api_settings.model_copy(update={"database": fresh_database_name("gc")})
+    store = await Store.connect(mongo_uri, settings.database)
+    await store.ensure_indexes()
+    ingestion = Ingestion(store, settings)
+    try:
+        for env in setup.envelopes:
+            await ingestion.publish(env.to_json())
+        async with store.log_sequencer:
+            tasks = [asyncio.create_task(ingestion.publish(envs[0].to_json()))]
+            await until(
+                lambda: store._sequencer is not None and not store._sequencer.done() and not store._pending,
+                "the first taken by the sequencer",
+            )
+            for i, env in enumerate(envs[1:]):
+                tasks.append(asyncio.create_task(ingestion.publish(env.to_json())))
+                await until(lambda: len(store._pending) == i + 1, f"member {i} waiting")
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            closing = asyncio.create_task(store.close())
+            await asyncio.sleep(0)
+        await closing
+    finally:
+        ingestion.close()
+    assert store._sequencer.done()
+    client: AsyncMongoClient = AsyncMongoClient(mongo_uri)
+    try:
+        events = client[settings.database].events
+        # the first was in flight (written); a second still waiting when cancelled left the queue
+        assert await events.count_documents({"_id": envs[0].event_id}) == 1
+        assert await events.count_documents({"_id": {"$in": [e.event_id for e in envs[1:]]}}) == 0
+        await client.drop_database(settings.database)
+    finally:
+        await client.close()
+
+
 @pytest.mark.parametrize(
     "value, says",
     [("0", "greater than or equal to 1"), ("-1", "greater than or equal to 1"),
