@@ -26,14 +26,17 @@ from typing import Any
 
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
+from nacl.signing import SigningKey
 from pymongo import AsyncMongoClient
 
 from api.embedded import EmbeddedDatabase
 from api.service import Ingestion, PublishOutcome
 from api.settings import Settings, SettingsError
+from api import translog
 from api.store import Store
 from conftest import LedgerWorld, fresh_database_name
-from ledger import rules
+from ledger import merkle, rules
+from ledger.encoding import canonical_json
 from ledger.errors import Code, Rejection
 from ledger.proofs import VerifyNow
 from ledger.view import MemoryView
@@ -221,6 +224,35 @@ async def test_concurrent_valid_publications_share_a_transaction_and_match_one_a
     run = await alone_and_batched(mongo_uri, api_settings, setup, plug, members)
     assert codes(run) == [A] * k
     assert run.batch_sizes == {1: 1, k: 1}  # the plug alone, then the members in one transaction
+
+
+async def test_the_log_over_batched_events_verifies(mongo_uri, api_settings, root_key):
+    """Leaves of a batch, integrated by the log: in seq order, each with an RFC 9162 inclusion
+    proof that verifies against the root of the entries recomputed here."""
+    tag = "logv"
+    world = LedgerWorld(root_key)
+    setup = build_setup(world, tag)
+    n, t, m = names(tag), setup.trader_lots, setup.mine_lots
+    plug, _ = world.transform(n.trader, [t[0]])
+    members = [world.transform(n.trader, [t[1]])[0], world.transfer(n.mine, m[0], n.trader),
+               world.transform(n.trader, [t[2]])[0], world.transfer(n.mine, m[1], n.trader)]  # fmt: skip
+    async with fresh_ingestion(mongo_uri, api_settings, BATCHED) as ingestion:
+        store = ingestion.store
+        for env in setup.envelopes:
+            await ingestion.publish(env.to_json())
+        _, outcomes = await publish_in_one_batch(ingestion, plug, members)
+        assert [o[0] for o in outcomes] == [A] * len(members) and max(store.stats.batch_sizes) == len(members)
+        shown = {"log_index": 1, "seq": 1, "envelope": 1}
+        events = await store.events.find({}, shown).sort("log_index", 1).to_list(None)
+        assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+        log = translog.TransparencyLog(store.db, "oretrace.log/gc-test", SigningKey(bytes([5] * 32)))
+        size = await log.integrate()
+        assert size == len(events)
+        leaves = [merkle.leaf_hash(canonical_json(e["envelope"])) for e in events]
+        root = merkle.MemoryTree.from_leaf_hashes(leaves).root()
+        batched = [o[4] for o in outcomes]
+        for index, proof in zip(batched, await log.inclusion_proofs(batched, size), strict=True):
+            merkle.verify_inclusion(leaves[index], index, size, proof, root)
 
 
 async def test_identical_envelopes_in_one_batch_get_the_same_outcome(mongo_uri, api_settings, root_key):
