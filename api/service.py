@@ -147,8 +147,9 @@ def _warm_up() -> bool:
 
 
 #: The current request's deadline on the event loop's clock (`loop.time()`), for
-#: `Verifier.apply`: set by `Ingestion.publish` as `pymongo.timeout` is for the
-#: database work of the same request.
+#: `Verifier.apply` and `Store.apply_effects` (whose group-commit sequencer does not
+#: see the request's `pymongo.timeout`): set by `Ingestion.publish` as
+#: `pymongo.timeout` is for the database work of the same request.
 VERIFY_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("oretrace_verify_deadline", default=None)
 
 
@@ -465,7 +466,7 @@ class Ingestion:
             )
         effects = await self.verifier.apply(envelope, view, policy)
         try:
-            applied = await self.store.apply_effects(effects, view)
+            applied = await self.store.apply_effects(effects, view, deadline=VERIFY_DEADLINE.get())
         except Rejection as rejection:
             # two identical envelopes racing: the loser finds the winner's event
             if rejection.code is Code.REPLAYED_NONCE and (original := await self._original_outcome(envelope)):

@@ -42,7 +42,6 @@ import contextvars
 import logging
 import math
 import random
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -51,7 +50,6 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 import pymongo
 from pymongo import ASCENDING, AsyncMongoClient, ReplaceOne, ReturnDocument, UpdateMany, WriteConcern
-from pymongo import _csot  # the caller's CSOT deadline (pymongo.timeout), read by apply_effects
 from pymongo.errors import (
     BulkWriteError,
     ConnectionFailure,
@@ -312,7 +310,7 @@ class _Member:
     view: SnapshotView | None
     accepted_at: datetime
     event_doc: dict[str, Any]  # without `seq` / `log_index` until the transaction allocates them
-    deadline: float  # time.monotonic() of its caller's pymongo.timeout deadline (inf: none)
+    deadline: float  # its caller's deadline on the event loop's clock (loop.time(); inf: none)
     outcome: asyncio.Future[AppliedEvent]
 
     @property
@@ -503,7 +501,12 @@ class Store:
         )
 
     async def close(self) -> None:
-        """Stop the log's background task (it reads through this client), then close the client."""
+        """Let the sequencer finish the publications it holds (a batch whose callers were
+        cancelled is still written: its outcome is found by resubmission; each batch is
+        bounded by its members' deadlines), stop the log's background task (it reads
+        through this client), then close the client."""
+        if self._sequencer is not None and not self._sequencer.done():
+            await asyncio.gather(self._sequencer, return_exceptions=True)
         if self.translog is not None:
             await self.translog.stop()
         if self._owns_client:
@@ -597,7 +600,9 @@ class Store:
             doc["claim_id"] = effects.claims[0].claim_id
         return doc
 
-    async def apply_effects(self, effects: Effects, view: SnapshotView | None = None) -> AppliedEvent:
+    async def apply_effects(
+        self, effects: Effects, view: SnapshotView | None = None, *, deadline: float | None = None
+    ) -> AppliedEvent:
         """Write one accepted publication atomically, or raise Rejection and write nothing.
 
         Group commit (batched sequencing): the publication joins the queue of those
@@ -627,8 +632,15 @@ class Store:
         the batch) when every commit attempt ended without an answer (the
         publication may have landed: resubmitting the same envelope is safe).
 
-        Deadlines and cancellation: a batch runs within the LATEST deadline
-        (`pymongo.timeout` of the callers) of its members, so that no member is
+        Deadlines and cancellation: `deadline` is the caller's, on the event
+        loop's clock (`loop.time()`; None: no deadline). It is passed, not read
+        from the caller's `pymongo.timeout`: pymongo has no public reader of the
+        current deadline, and the sequencer task runs in a context of its own (the
+        first caller's timeout must not bound the others' batches), so a
+        `pymongo.timeout` around this call does not reach the transaction. A
+        member whose deadline passed while it waited for the sequencer is refused
+        (SERVICE_UNAVAILABLE, nothing written). A batch runs within the LATEST
+        deadline of its members, so that no member is
         failed because another's deadline is near; a member's answer may then
         come after its own deadline by at most the batch's duration. A caller
         cancelled while its publication still waits is taken out of the queue
@@ -654,7 +666,7 @@ class Store:
             view,
             accepted_at,
             self._event_doc(effects, accepted_at),
-            _csot.get_deadline(),  # the caller's pymongo.timeout (inf: none)
+            math.inf if deadline is None else deadline,
             asyncio.get_running_loop().create_future(),
         )
         self._pending.append(member)
@@ -712,17 +724,21 @@ class Store:
         matched too few lots) runs the transaction again with one update per lot
         write (`_write_lots`); a duplicate key that names no member writes each
         member alone. Transient errors retry the whole batch with back-off."""
-        now = time.monotonic()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
         late = service_unavailable("the request's deadline passed while it waited for its transaction")
         refused: list[tuple[_Member, Exception]] = [(m, _copy_error(late)) for m in members if m.deadline <= now]
         members = [m for m in members if m.deadline > now]
         deadline = max((m.deadline for m in members), default=now)
         attribute_lot_writes = False
-        attempt = 0
+        # runs of the transaction (`AppliedEvent.attempts`), and those that met a transient
+        # error: only these count against MAX_TRANSACTION_ATTEMPTS and set the back-off, so
+        # that members refused from the batch do not use up the retries of the others
+        attempt = transient = 0
         while members:
             attempt += 1
             try:
-                with pymongo.timeout(None if deadline == math.inf else max(0.0, deadline - time.monotonic())):
+                with pymongo.timeout(None if deadline == math.inf else max(0.0, deadline - loop.time())):
                     async with self.log_sequencer:
                         await self._run_transaction(members, attribute_lot_writes)
             except _Abort as abort:
@@ -740,13 +756,14 @@ class Store:
                 members = []
                 break
             except PyMongoError as exc:
+                transient += 1
                 if (
                     exc.has_error_label("TransientTransactionError")
-                    and attempt < MAX_TRANSACTION_ATTEMPTS
+                    and transient < MAX_TRANSACTION_ATTEMPTS
                     and not exc.timeout
                 ):
                     self.stats.transient_retries += 1
-                    await asyncio.sleep(_backoff(attempt))
+                    await asyncio.sleep(_backoff(transient))
                     continue
                 failure = self._infrastructure(exc, "the database failed during the publications' transaction")
                 refused.extend((m, _copy_error(failure)) for m in members)

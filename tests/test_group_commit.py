@@ -26,14 +26,20 @@ from typing import Any
 
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
+from nacl.signing import SigningKey
 from pymongo import AsyncMongoClient
 
 from api.embedded import EmbeddedDatabase
 from api.service import Ingestion, PublishOutcome
 from api.settings import Settings, SettingsError
+from api import translog
 from api.store import Store
 from conftest import LedgerWorld, fresh_database_name
+from ledger import merkle, rules
+from ledger.encoding import canonical_json
 from ledger.errors import Code, Rejection
+from ledger.proofs import VerifyNow
+from ledger.view import MemoryView
 
 BATCHED = 8
 
@@ -218,6 +224,35 @@ async def test_concurrent_valid_publications_share_a_transaction_and_match_one_a
     run = await alone_and_batched(mongo_uri, api_settings, setup, plug, members)
     assert codes(run) == [A] * k
     assert run.batch_sizes == {1: 1, k: 1}  # the plug alone, then the members in one transaction
+
+
+async def test_the_log_over_batched_events_verifies(mongo_uri, api_settings, root_key):
+    """Leaves of a batch, integrated by the log: in seq order, each with an RFC 9162 inclusion
+    proof that verifies against the root of the entries recomputed here."""
+    tag = "logv"
+    world = LedgerWorld(root_key)
+    setup = build_setup(world, tag)
+    n, t, m = names(tag), setup.trader_lots, setup.mine_lots
+    plug, _ = world.transform(n.trader, [t[0]])
+    members = [world.transform(n.trader, [t[1]])[0], world.transfer(n.mine, m[0], n.trader),
+               world.transform(n.trader, [t[2]])[0], world.transfer(n.mine, m[1], n.trader)]  # fmt: skip
+    async with fresh_ingestion(mongo_uri, api_settings, BATCHED) as ingestion:
+        store = ingestion.store
+        for env in setup.envelopes:
+            await ingestion.publish(env.to_json())
+        _, outcomes = await publish_in_one_batch(ingestion, plug, members)
+        assert [o[0] for o in outcomes] == [A] * len(members) and max(store.stats.batch_sizes) == len(members)
+        shown = {"log_index": 1, "seq": 1, "envelope": 1}
+        events = await store.events.find({}, shown).sort("log_index", 1).to_list(None)
+        assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+        log = translog.TransparencyLog(store.db, "oretrace.log/gc-test", SigningKey(bytes([5] * 32)))
+        size = await log.integrate()
+        assert size == len(events)
+        leaves = [merkle.leaf_hash(canonical_json(e["envelope"])) for e in events]
+        root = merkle.MemoryTree.from_leaf_hashes(leaves).root()
+        batched = [o[4] for o in outcomes]
+        for index, proof in zip(batched, await log.inclusion_proofs(batched, size), strict=True):
+            merkle.verify_inclusion(leaves[index], index, size, proof, root)
 
 
 async def test_identical_envelopes_in_one_batch_get_the_same_outcome(mongo_uri, api_settings, root_key):
@@ -465,6 +500,49 @@ async def test_a_fault_during_a_batch_types_every_member_and_resubmission_return
         assert_ledger_order(await ledger_of(store))
 
 
+@pytest.mark.parametrize("resends", [9, 12])
+async def test_refused_members_do_not_use_up_the_transient_retries_of_the_others(
+    fault_db, admin, api_settings, root_key, resends
+):
+    """A batch of one envelope sent `resends` + 1 times (each resend refused inside the
+    transaction: `resends` runs) and an honest transfer, then transient commit errors:
+    the honest member is retried as it would be alone (MAX_TRANSACTION_ATTEMPTS transient
+    retries of its own), not failed because the others' refusals counted as attempts."""
+    tag = f"budget{resends}"
+    world = LedgerWorld(root_key)
+    setup = build_setup(world, tag, mine_lots=3, trader_lots=0)
+    n = names(tag)
+    resent = world.transfer(n.mine, setup.mine_lots[1], n.trader)
+    honest = world.transfer(n.mine, setup.mine_lots[2], n.trader)
+    members = [resent] * (resends + 1) + [honest]
+    transient = {"failCommands": ["commitTransaction"], "errorCode": 112, "errorLabels": ["TransientTransactionError"]}
+    async with fresh_ingestion(fault_db.uri, api_settings, 16) as ingestion:
+        store = ingestion.store
+        for env in setup.envelopes:
+            await ingestion.publish(env.to_json())
+        plug = rules.apply(world.register(f"gc-{tag}", "trader"), MemoryView(), ingestion.policy(), VerifyNow())
+        await store.apply_effects(plug)
+        async with contextlib.AsyncExitStack() as faulty:
+            async with store.log_sequencer:
+                # the plug (a registration written already) is refused inside its transaction: no commit
+                plug_task = asyncio.create_task(store.apply_effects(plug))
+                await until(
+                    lambda: store._sequencer is not None and not store._sequencer.done() and not store._pending,
+                    "the plug taken",
+                )
+                tasks = []
+                for i, env in enumerate(members):
+                    tasks.append(asyncio.create_task(ingestion.publish(env.to_json())))
+                    await until(lambda: len(store._pending) == i + 1, f"member {i} waiting")
+                await faulty.enter_async_context(failpoint(admin, transient, {"times": 3}))
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert isinstance((await asyncio.gather(plug_task, return_exceptions=True))[0], Rejection)
+        assert all(isinstance(r, PublishOutcome) for r in results), results
+        assert {r.event_id for r in results[:-1]} == {resent.event_id} and results[-1].event_id == honest.event_id
+        assert store.stats.rejections.get("REPLAYED_NONCE") == resends + 1 and store.stats.transient_retries == 3
+        assert_ledger_order(await ledger_of(store))
+
+
 async def test_a_cancelled_member_does_not_cancel_its_batch(mongo_uri, api_settings, root_key):
     """Cancelled in flight: its batch commits anyway and resubmission returns the outcome;
     cancelled while still waiting: it leaves the queue and nothing of it is written."""
@@ -497,6 +575,88 @@ async def test_a_cancelled_member_does_not_cancel_its_batch(mongo_uri, api_setti
         assert resent.event_id == in_flight.event_id and resent.seq == kept_outcome.seq - 1
         assert (await ingestion.publish(waiting.to_json())).seq == kept_outcome.seq + 1
         assert_ledger_order(await ledger_of(store))
+
+
+@pytest.mark.parametrize("late_at", [0, 1])
+async def test_a_member_whose_deadline_passed_while_it_waited_is_refused_unwritten(
+    mongo_uri, api_settings, root_key, late_at
+):
+    """The caller's deadline is passed to `apply_effects` (pymongo has no public reader of a
+    `pymongo.timeout`): a member whose deadline passed while it waited for the sequencer is
+    SERVICE_UNAVAILABLE and unwritten; the publications around it are written in order."""
+    world = LedgerWorld(root_key)
+    async with fresh_ingestion(mongo_uri, api_settings, BATCHED) as ingestion:
+        store, policy, loop = ingestion.store, ingestion.policy(), asyncio.get_running_loop()
+        effects = [
+            rules.apply(world.register(f"gc-dl{late_at}-{i}", "trader"), MemoryView(), policy, VerifyNow())
+            for i in range(3)
+        ]
+        async with store.log_sequencer:
+            tasks = [asyncio.create_task(store.apply_effects(effects[0], deadline=loop.time() + 3600))]
+            await until(
+                lambda: store._sequencer is not None and not store._sequencer.done() and not store._pending,
+                "the plug taken",
+            )
+            for i, e in enumerate(effects[1:]):
+                deadline = loop.time() if i == late_at else loop.time() + 3600
+                tasks.append(asyncio.create_task(store.apply_effects(e, deadline=deadline)))
+                await until(lambda: len(store._pending) == i + 1, f"member {i} waiting")
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        late = effects[1 + late_at]
+        refused = results[1 + late_at]
+        assert isinstance(refused, Rejection) and refused.code is Code.SERVICE_UNAVAILABLE, refused
+        assert "deadline" in refused.message
+        assert await store.events.count_documents({"_id": late.event_id}) == 0
+        assert await store.db.organizations.count_documents({"_id": f"gc-dl{late_at}-{1 + late_at}"}) == 0
+        written = [r for r in results if not isinstance(r, BaseException)]
+        assert [r.seq for r in written] == [1, 2] and [r.log_index for r in written] == [0, 1]
+        assert_ledger_order(await ledger_of(store))
+
+
+@pytest.mark.parametrize("cancelled", [1, 2])
+async def test_closing_the_store_waits_for_the_batch_in_flight(mongo_uri, api_settings, root_key, cancelled):
+    """Server shutdown with a batch in flight whose callers were cancelled (their requests
+    ended): `Store.close` lets the sequencer commit it before closing the client, instead of
+    failing the transaction under it (and leaving its task pending)."""
+    tag = f"close{cancelled}"
+    world = LedgerWorld(root_key)
+    setup = build_setup(world, tag, mine_lots=3, trader_lots=0)
+    n = names(tag)
+    envs = [world.transfer(n.mine, lot, n.trader) for lot in setup.mine_lots[:cancelled]]
+    settings = api_settings.model_copy(update={"database": fresh_database_name("gc")})
+    store = await Store.connect(mongo_uri, settings.database)
+    await store.ensure_indexes()
+    ingestion = Ingestion(store, settings)
+    try:
+        for env in setup.envelopes:
+            await ingestion.publish(env.to_json())
+        async with store.log_sequencer:
+            tasks = [asyncio.create_task(ingestion.publish(envs[0].to_json()))]
+            await until(
+                lambda: store._sequencer is not None and not store._sequencer.done() and not store._pending,
+                "the first taken by the sequencer",
+            )
+            for i, env in enumerate(envs[1:]):
+                tasks.append(asyncio.create_task(ingestion.publish(env.to_json())))
+                await until(lambda: len(store._pending) == i + 1, f"member {i} waiting")
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            closing = asyncio.create_task(store.close())
+            await asyncio.sleep(0)
+        await closing
+    finally:
+        ingestion.close()
+    assert store._sequencer.done()
+    client: AsyncMongoClient = AsyncMongoClient(mongo_uri)
+    try:
+        events = client[settings.database].events
+        # the first was in flight (written); a second still waiting when cancelled left the queue
+        assert await events.count_documents({"_id": envs[0].event_id}) == 1
+        assert await events.count_documents({"_id": {"$in": [e.event_id for e in envs[1:]]}}) == 0
+        await client.drop_database(settings.database)
+    finally:
+        await client.close()
 
 
 @pytest.mark.parametrize(
