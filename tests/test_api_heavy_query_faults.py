@@ -14,7 +14,7 @@ import pytest
 from api.app import create_app
 from api.settings import Limits, Settings
 from api.store import Store
-from test_api_faults import admin, chain, fault_db, fstore, fworld, ing, lot_finds, settings  # noqa: F401 - fixtures
+from test_api_faults import admin, chain, failpoint, fault_db, fstore, fworld, ing, lot_finds, settings  # noqa: F401 - fixtures
 from test_api_heavy_query_processes import GR, both_ways, heavy_shapes, same_answer
 
 
@@ -38,14 +38,6 @@ async def loop_http(settings: Settings, fstore: Store):
         yield pair
 
 
-async def failpoint_on(admin, data: dict) -> None:
-    await admin.admin.command({"configureFailPoint": "failCommand", "mode": "alwaysOn", "data": data})
-
-
-async def failpoint_off(admin) -> None:
-    await admin.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
-
-
 @pytest.mark.parametrize(
     ("command", "query_index", "fault"),
     [
@@ -62,11 +54,8 @@ async def test_a_database_fault_in_a_heavy_query_is_typed_as_in_the_loop(
     chain, proc_http, loop_http, admin, command, query_index, fault, accept
 ):
     query, variables = heavy_shapes(chain)[query_index]
-    await failpoint_on(admin, {"failCommands": [command], **fault})
-    try:
+    async with failpoint(admin, {"failCommands": [command], **fault}):
         on_process, on_loop, executed = await both_ways(proc_http, loop_http, query, variables, accept)
-    finally:
-        await failpoint_off(admin)
     same_answer(on_process, on_loop)
     assert executed == 1
     errors = on_process.json()["errors"]

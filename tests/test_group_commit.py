@@ -40,6 +40,7 @@ from ledger.encoding import canonical_json
 from ledger.errors import Code, Rejection
 from ledger.proofs import VerifyNow
 from ledger.view import MemoryView
+from test_api_faults import admin, failpoint  # noqa: F401 - the fault database's admin client (fixture) and failpoints
 
 BATCHED = 8
 
@@ -400,22 +401,6 @@ def fault_db(tmp_path_factory) -> EmbeddedDatabase:
     db.start()
     yield db
     db.stop()
-
-
-@pytest.fixture(scope="module")
-async def admin(fault_db: EmbeddedDatabase) -> AsyncIterator[AsyncMongoClient]:
-    client: AsyncMongoClient = AsyncMongoClient(fault_db.uri)
-    yield client
-    await client.close()
-
-
-@contextlib.asynccontextmanager
-async def failpoint(admin: AsyncMongoClient, data: dict[str, Any], mode: Any = "alwaysOn") -> AsyncIterator[None]:
-    await admin.admin.command({"configureFailPoint": "failCommand", "mode": mode, "data": data})
-    try:
-        yield
-    finally:
-        await admin.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
 
 
 #: (failCommand data, the members' code: None = a write-concern error after the write). The
