@@ -29,7 +29,6 @@ from hypothesis import given, settings as hsettings, strategies as st
 from nacl.signing import SigningKey
 from pymongo import AsyncMongoClient
 
-from api.embedded import EmbeddedDatabase
 from api.service import Ingestion, PublishOutcome
 from api.settings import Settings, SettingsError
 from api import translog
@@ -40,7 +39,7 @@ from ledger.encoding import canonical_json
 from ledger.errors import Code, Rejection
 from ledger.proofs import VerifyNow
 from ledger.view import MemoryView
-from test_api_faults import admin, failpoint  # noqa: F401 - the fault database's admin client (fixture) and failpoints
+from test_api_faults import admin, failpoint, fault_db  # noqa: F401 - the fault database (fixtures) and failpoints
 
 BATCHED = 8
 
@@ -393,14 +392,6 @@ async def test_random_mixes_of_valid_and_conflicting_publications_match_one_at_a
 
 
 # --------------------------------------------------------------------------- faults during a batch
-
-
-@pytest.fixture(scope="module")
-def fault_db(tmp_path_factory) -> EmbeddedDatabase:
-    db = EmbeddedDatabase(tmp_path_factory.mktemp("gc-faults"), extra_args=["--enable-test-commands"])
-    db.start()
-    yield db
-    db.stop()
 
 
 #: (failCommand data, the members' code: None = a write-concern error after the write). The
