@@ -40,7 +40,10 @@ and it holds one of the `max_heavy_operations` heavy slots
   gets a typed, retryable SERVICE_UNAVAILABLE (503 + Retry-After under
   graphql-response+json, 200 + Retry-After under application/json, as a
   database fault): never a 500, never a traceback. Nothing was written (queries
-  only), so a retry is safe;
+  only), so a retry is safe. Any other exception inside an exchange (a request
+  over a frame, a bug) is handled alike (and logged): the child, whose state is
+  then unknown, is killed and replaced, never left counted busy; an interrupt
+  propagates after the same clean-up;
 * a request cancelled while its query runs (server shutdown) has its child
   SIGKILLed: the exchange thread then reads end of file and drops the child.
   Killing, not draining, because the answer is of no use, the child's CPU and
@@ -268,26 +271,36 @@ class HeavyQueryProcesses:
         try:
             answer = child.exchange(request, self.timeout)
         except ChildFailed as exc:
-            with self._lock:
-                self._busy.discard(child)
+            self._drop(child)
             if cancelled.is_set():
                 log.info("heavy-query process %s killed: its request was cancelled", child.pid)
             else:
                 log.warning("heavy-query process %s failed (%s): replacing it", child.pid, exc)
-            self._replace()
             why = f"took longer than {self.timeout:g} s" if exc.reason == "hung" else "failed"
             return unavailable_answer(why)
+        except Exception:  # a request over a frame (ValueError from send), a bug: what the child holds is unknown
+            self._drop(child)
+            log.exception("heavy-query process %s: unexpected error in the exchange; replacing it", child.pid)
+            return unavailable_answer("failed")
+        except BaseException:  # an interrupt: never leave the child counted busy
+            self._drop(child)
+            raise
         with self._lock:
             taken.clear()
             signalled = cancelled.is_set()  # cancelled as the answer came: perhaps sent SIGKILL
         if signalled:
-            child.kill()
-            with self._lock:
-                self._busy.discard(child)
-            self._replace()
+            self._drop(child)
         else:
             self._give_back(child)
         return answer
+
+    def _drop(self, child: QueryProcess) -> None:
+        """Kill a child whose state is unknown (failed, interrupted, or perhaps signalled
+        by a cancelled request), forget it and start its replacement."""
+        child.kill()
+        with self._lock:
+            self._busy.discard(child)
+        self._replace()
 
     async def close(self) -> None:
         await asyncio.to_thread(self._close)

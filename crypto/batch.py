@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -588,11 +589,11 @@ def _time_limit_setting() -> float | None:
     text = os.environ.get("ORETRACE_BUNDLE_WORKER_TIMEOUT", "").strip()
     if not text:
         return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise WorkerSettingError(f"ORETRACE_BUNDLE_WORKER_TIMEOUT: {_quoted(text)} is not a number of seconds") from None
-    if not 0 < value <= WORKER_WAIT_MAX_S:  # also refuses nan and inf
+    # plain ASCII decimals only: float() would also take "1_0", "1e3", "inf" and non-ASCII digits
+    if not (text.isascii() and re.fullmatch(r"[0-9]+(\.[0-9]*)?|\.[0-9]+", text)):
+        raise WorkerSettingError(f"ORETRACE_BUNDLE_WORKER_TIMEOUT: {_quoted(text)} is not a number of seconds")
+    value = float(text)
+    if not 0 < value <= WORKER_WAIT_MAX_S:
         raise WorkerSettingError(
             f"ORETRACE_BUNDLE_WORKER_TIMEOUT: {_quoted(text)} must be more than 0 and at most {WORKER_WAIT_MAX_S:g} seconds"
         )

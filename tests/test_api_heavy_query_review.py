@@ -117,6 +117,65 @@ async def test_a_request_cancelled_once_its_answer_came_does_not_kill_the_reused
     assert b'"errors"' not in answer.body and processes.pids() == [pid]
 
 
+class _Interrupt(BaseException):
+    """An interrupt-like exception (not KeyboardInterrupt, which asyncio re-raises out of the loop)."""
+
+
+def _fail_send_over_a_frame(monkeypatch):
+    from supervision import children
+
+    monkeypatch.setattr(children, "MAX_MESSAGE_BYTES", 64)  # the request is refused before a byte is written
+
+
+def _fail_after_sending(error: BaseException):
+    def install(monkeypatch):
+        from api.heavy_queries import QueryProcess
+
+        def recv(self, timeout):  # the query was sent: the child is executing it
+            raise error
+
+        monkeypatch.setattr(QueryProcess, "recv", recv)
+
+    return install
+
+
+@pytest.mark.parametrize(
+    "fail, raised",
+    [
+        (_fail_send_over_a_frame, None),
+        (_fail_after_sending(RuntimeError("a bug")), None),
+        (_fail_after_sending(OSError("a pipe error")), None),
+        (_fail_after_sending(_Interrupt()), _Interrupt),
+    ],
+    ids=["over-a-frame", "bug-after-send", "oserror-after-send", "interrupt-after-send"],
+)
+async def test_an_unexpected_exception_in_an_exchange_never_leaves_its_child_busy(chain, one_process, monkeypatch, fail, raised):
+    """Any exception inside an exchange, not only a failed child: the child (whose state is
+    unknown) is killed and replaced, the request gets a retryable SERVICE_UNAVAILABLE (an
+    interrupt propagates), and the heavy slot keeps its process: the next query works."""
+    import json
+
+    from test_api_heavy_queries import process_exists, wait_for
+
+    processes = one_process
+    [pid] = processes.pids()
+    with monkeypatch.context() as patch:
+        fail(patch)
+        if raised is None:
+            answer = await processes.execute(HEAVY, None, None, None)
+            [error] = json.loads(answer.body)["errors"]
+            assert error["extensions"]["code"] == "SERVICE_UNAVAILABLE" and "a bug" not in answer.body.decode()
+            assert answer.codes == ("SERVICE_UNAVAILABLE",), answer.codes
+        else:
+            with pytest.raises(raised):
+                await processes.execute(HEAVY, None, None, None)
+    assert processes.pids("busy") == []
+    assert not process_exists(pid)
+    await wait_for(lambda: len(processes.pids("idle")) == 1, "the replacement process")
+    answer = await processes.execute(HEAVY, None, None, None)
+    assert b'"errors"' not in answer.body and len(processes.pids()) == 1 and pid not in processes.pids()
+
+
 @pytest.mark.parametrize("cancelled_requests", [1, 2])
 async def test_a_request_cancelled_while_waiting_for_a_child_sends_nothing(chain, one_process, monkeypatch, cancelled_requests):
     """Cancelled while its exchange thread waits for a child (one starting): the query is

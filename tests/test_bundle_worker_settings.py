@@ -44,6 +44,10 @@ BAD_SETTINGS = [
     ("ORETRACE_BUNDLE_WORKERS", "\u0663"),  # ARABIC-INDIC DIGIT THREE: isdigit(), not a setting
     ("ORETRACE_BUNDLE_WORKER_TIMEOUT", "9" * 5000),  # float() takes it (inf): refused, not echoed
     ("ORETRACE_BUNDLE_WORKER_TIMEOUT", "x" * 5000),
+    ("ORETRACE_BUNDLE_WORKER_TIMEOUT", "1_0"),  # float() reads 10: not a plain number of seconds
+    ("ORETRACE_BUNDLE_WORKER_TIMEOUT", "1e3"),
+    ("ORETRACE_BUNDLE_WORKER_TIMEOUT", "\u0663"),  # ARABIC-INDIC DIGIT THREE: float() reads 3
+    ("ORETRACE_BUNDLE_WORKER_TIMEOUT", "+5"),
 ]
 
 
@@ -52,6 +56,14 @@ def bundle_file(clean_bundle, tmp_path):
     path = tmp_path / "bundle.json"
     path.write_text(json.dumps(clean_bundle))
     return path
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("2", 2.0), ("7.5", 7.5), (".5", 0.5), ("10.", 10.0), (" 3 ", 3.0), ("0086400", 86400.0)])
+def test_a_plain_decimal_time_limit_is_read(monkeypatch, text, seconds):
+    from crypto import batch
+
+    monkeypatch.setenv("ORETRACE_BUNDLE_WORKER_TIMEOUT", text)
+    assert batch._time_limit_setting() == seconds
 
 
 @pytest.mark.parametrize(("name", "value"), BAD_SETTINGS)
