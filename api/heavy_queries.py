@@ -31,10 +31,11 @@ and it holds one of the `max_heavy_operations` heavy slots
 * `execute(query, variables, operation_name, extensions)` sends the operation
   and receives an `api.query_process.Answer`: the response
   body already encoded, its error codes, whether data is null. The exchange
-  runs on a thread of this class (`Child.send/recv` block), under a time limit
-  of the request deadline (`ORETRACE_REQUEST_DEADLINE_SECONDS`, which also
-  bounds the child's database work, as pymongo's timeout) plus
-  `MARGIN_SECONDS`, and `START_SECONDS` more for a child still starting;
+  runs on a thread of this class (`Child.send/recv` block), under one time
+  limit for sending and answering together: the request deadline
+  (`ORETRACE_REQUEST_DEADLINE_SECONDS`, which also bounds the child's database
+  work, as pymongo's timeout) plus `MARGIN_SECONDS`, and `START_SECONDS` more
+  for a child still starting;
 * a child that dies, hangs past that limit (SIGSTOP included) or writes
   anything but a message is killed (`ChildFailed`) and replaced; its request
   gets a typed, retryable SERVICE_UNAVAILABLE (503 + Retry-After under
@@ -74,6 +75,7 @@ import asyncio
 import logging
 import pickle
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
@@ -108,13 +110,15 @@ class QueryProcess(Child):
             raise OSError("the heavy-query process died at once") from None
 
     def exchange(self, request: Request, timeout: float) -> Answer:
-        """The child's Answer to `request` within `timeout` seconds (plus START_SECONDS
-        if it has not said ready yet); ChildFailed otherwise (it was then killed)."""
+        """The child's Answer to `request` within `timeout` seconds in all, sending and
+        receiving together (plus START_SECONDS if it has not said ready yet);
+        ChildFailed otherwise (it was then killed)."""
         if not self.ready:
             self.recv(START_SECONDS)  # ("ready", pid)
             self.ready = True
+        deadline = time.monotonic() + timeout
         self.send(request, timeout)
-        answer = self.recv(timeout)
+        answer = self.recv(max(0.0, deadline - time.monotonic()))
         if not isinstance(answer, Answer):
             self.kill()
             raise ChildFailed("broken", f"{self.name} (pid {self.pid}) answered {type(answer).__name__}: killed")

@@ -176,6 +176,33 @@ async def test_an_unexpected_exception_in_an_exchange_never_leaves_its_child_bus
     assert b'"errors"' not in answer.body and len(processes.pids()) == 1 and pid not in processes.pids()
 
 
+async def test_sending_and_receiving_share_one_time_limit(chain, one_process, monkeypatch):
+    """The exchange's limit (deadline + margin) covers the send and the answer together:
+    time spent sending is taken off the wait for the answer (before, each had the
+    whole limit, so a slow reader could hold a heavy slot twice as long)."""
+    import time
+
+    from api.heavy_queries import QueryProcess
+
+    processes = one_process
+    spent, waits = 0.5, []
+    send, recv = QueryProcess.send, QueryProcess.recv
+
+    def slow_send(self, message, timeout):
+        time.sleep(spent)  # a child slow to read its request
+        return send(self, message, timeout)
+
+    def recorded_recv(self, timeout):
+        waits.append(timeout)
+        return recv(self, timeout)
+
+    monkeypatch.setattr(QueryProcess, "send", slow_send)
+    monkeypatch.setattr(QueryProcess, "recv", recorded_recv)
+    answer = await processes.execute(HEAVY, None, None, None)
+    assert b'"errors"' not in answer.body
+    assert waits[-1] <= processes.timeout - spent, (waits, processes.timeout)  # (a first wait: the child's "ready")
+
+
 @pytest.mark.parametrize("cancelled_requests", [1, 2])
 async def test_a_request_cancelled_while_waiting_for_a_child_sends_nothing(chain, one_process, monkeypatch, cancelled_requests):
     """Cancelled while its exchange thread waits for a child (one starting): the query is
