@@ -199,31 +199,41 @@ async def both(*steps: Callable[[Server], Awaitable[None]], server: Server) -> N
 
 
 COMMIT = ["commitTransaction"]
-#: name -> (when the fault strikes the batch's transaction, what it does)
-FAULTS: dict[str, tuple[str, Callable[[Server], Awaitable[None]]]] = {
+UNKNOWN, UNAVAILABLE = {"OUTCOME_UNKNOWN"}, {"SERVICE_UNAVAILABLE"}
+#: name -> (when the fault strikes the batch's transaction, what it does, the refusals a member
+#: may get: OUTCOME_UNKNOWN alone once a commit may have reached the server unanswered;
+#: SERVICE_UNAVAILABLE ("nothing was written") only where no commit can have been applied)
+FAULTS: dict[str, tuple[str, Callable[[Server], Awaitable[None]], set[str]]] = {
     # (1) killed: with the transaction open and its writes done, before the commit is sent
-    "sigkill-open-transaction": ("after writes", sigkill),
+    "sigkill-open-transaction": ("after writes", sigkill, UNKNOWN | UNAVAILABLE),
     # (1) killed: while the server holds the commit (blockConnection), the commit in flight
     "sigkill-commit-in-flight": (
         "after writes",
         lambda s: both(failpoint({"failCommands": COMMIT, "blockConnection": True, "blockTimeMS": 5000,
                                   "appName": "oretrace"}, {"times": 1}), sigkill_soon, server=s),
+        UNKNOWN,
     ),  # fmt: skip
     # (1) killed before the transaction wrote anything
-    "sigkill-before-writes": ("before writes", sigkill),
+    "sigkill-before-writes": ("before writes", sigkill, UNAVAILABLE),
     # (2) the connection dropped on the commit, once (the commit is retried) or on every attempt
     "close-connection-commit-once": (
-        "after writes", failpoint({"failCommands": COMMIT, "closeConnection": True, "appName": "oretrace"}, {"times": 1})
+        "after writes",
+        failpoint({"failCommands": COMMIT, "closeConnection": True, "appName": "oretrace"}, {"times": 1}),
+        UNKNOWN,
     ),
     "close-connection-commit-always": (
-        "after writes", failpoint({"failCommands": COMMIT, "closeConnection": True, "appName": "oretrace"}, "alwaysOn")
+        "after writes",
+        failpoint({"failCommands": COMMIT, "closeConnection": True, "appName": "oretrace"}, "alwaysOn"),
+        UNKNOWN,
     ),
     # (2) the connection dropped on the batch's first write
     "close-connection-insert": (
-        "before writes", failpoint({"failCommands": ["insert"], "closeConnection": True, "appName": "oretrace"}, "alwaysOn")
+        "before writes",
+        failpoint({"failCommands": ["insert"], "closeConnection": True, "appName": "oretrace"}, "alwaysOn"),
+        UNAVAILABLE,
     ),
-    # (3) stopped past the deadline, the transaction open
-    "sigstop-open-transaction": ("after writes", sigstop),
+    # (3) stopped past the deadline, the transaction open and its commit sent
+    "sigstop-open-transaction": ("after writes", sigstop, UNKNOWN),
 }
 
 
@@ -231,7 +241,7 @@ FAULTS: dict[str, tuple[str, Callable[[Server], Awaitable[None]]]] = {
 async def test_a_fault_in_the_middle_of_a_batch_types_every_member_and_writes_all_or_nothing(
     server, root_key, monkeypatch, fault
 ):
-    when, strike = FAULTS[fault]
+    when, strike, refusals = FAULTS[fault]
     store = server.store
     tag = f"gcf{list(FAULTS).index(fault)}"
     world = LedgerWorld(root_key)
@@ -274,6 +284,7 @@ async def test_a_fault_in_the_middle_of_a_batch_types_every_member_and_writes_al
     assert struck == [len(members)], struck  # the fault struck the batch of all the members
     answers = [answer(r) for r in (plug_response, *responses)]
     assert answers[0][0] == "accepted"  # the plug committed alone, before the fault
+    assert {code for kind, code in answers if kind == "refused"} <= refusals, answers
     await serving(server)
     assert (server.db.pid != pid) == fault.startswith("sigkill")  # restarted by the supervisor, only when killed
 
