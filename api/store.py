@@ -642,7 +642,10 @@ class Store:
         (SERVICE_UNAVAILABLE, nothing written). A batch runs within the LATEST
         deadline of its members, so that no member is
         failed because another's deadline is near; a member's answer may then
-        come after its own deadline by at most the batch's duration. A caller
+        come after its own deadline by at most the batch's duration, plus up to
+        KILL_SESSION_TIMEOUT when the database stops answering (the transaction
+        it may still hold is killed before the answer, so that a resubmission
+        does not conflict with it: tests/test_group_commit_faults.py, SIGSTOP). A caller
         cancelled while its publication still waits is taken out of the queue
         (nothing written); once its batch is in flight the batch is not
         cancelled with it (shielded) and its outcome is found by resubmitting
