@@ -35,6 +35,8 @@ from typing import Any
 import httpx
 import pytest
 from pymongo import AsyncMongoClient
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.errors import AutoReconnect, OperationFailure
 
 import api.app
 from api.app import Runtime, create_app
@@ -48,6 +50,8 @@ from test_group_commit import assert_ledger_order, build_setup, in_one_batch, le
 #: the request deadline of the app under test (seconds): a SIGSTOP outlasts it
 DEADLINE = 4.0
 RETRYABLE = {"SERVICE_UNAVAILABLE", "OUTCOME_UNKNOWN"}
+#: the driver's commit, restored after every test (`commit_applied_then_forgotten` replaces it)
+DRIVER_COMMIT = AsyncClientSession.commit_transaction
 
 
 @dataclass
@@ -195,6 +199,31 @@ def failpoint(data: dict[str, Any], mode: Any) -> Callable[[Server], Awaitable[N
     return arm
 
 
+async def commit_applied_then_forgotten(server: Server) -> None:
+    """The batch's commit applies but its answer is lost (what a crash right after the commit,
+    or a dropped connection, gives: UnknownTransactionCommitResult); the retried commit finds no
+    transaction (NoSuchTransaction with TransientTransactionError: what a restarted database
+    answers), and every re-run of the batch loses its connection on its first write. Injected
+    into the driver's session for the batch's next two commits only (failpoints cannot apply a
+    command and then drop its answer)."""
+    real = DRIVER_COMMIT
+    calls: list[None] = []
+
+    async def commit_transaction(session: AsyncClientSession) -> None:
+        calls.append(None)
+        if len(calls) == 1:
+            await real(session)
+            await failpoint({"failCommands": ["insert"], "closeConnection": True, "appName": "oretrace"}, "alwaysOn")(server)
+            lost = AutoReconnect("connection closed before the commit's answer")
+            lost._add_error_label("UnknownTransactionCommitResult")
+            raise lost
+        AsyncClientSession.commit_transaction = real  # type: ignore[method-assign]
+        raise OperationFailure("Transaction with txnNumber 1 has been aborted", 251,
+                               {"ok": 0, "code": 251, "errorLabels": ["TransientTransactionError"]})  # fmt: skip
+
+    AsyncClientSession.commit_transaction = commit_transaction  # type: ignore[method-assign]
+
+
 async def both(*steps: Callable[[Server], Awaitable[None]], server: Server) -> None:
     for step in steps:
         await step(server)
@@ -234,6 +263,9 @@ FAULTS: dict[str, tuple[str, Callable[[Server], Awaitable[None]], set[str]]] = {
         failpoint({"failCommands": ["insert"], "closeConnection": True, "appName": "oretrace"}, "alwaysOn"),
         UNAVAILABLE,
     ),
+    # (1) the commit applied, its answer lost, then the database forgot the transaction and
+    # could not run the batch again: the members landed, so never "nothing was written"
+    "commit-applied-answer-lost": ("after writes", commit_applied_then_forgotten, UNKNOWN),
     # (3) stopped past the deadline, the transaction open and its commit sent
     "sigstop-open-transaction": ("after writes", sigstop, UNKNOWN),
 }
@@ -288,6 +320,7 @@ async def test_a_fault_in_the_middle_of_a_batch_types_every_member_and_writes_al
         responses.append(await followed[0])
     finally:
         monkeypatch.undo()
+        AsyncClientSession.commit_transaction = DRIVER_COMMIT  # type: ignore[method-assign]
         if server.db.running():
             os.kill(server.db.pid, signal.SIGCONT)  # after a SIGSTOP; harmless otherwise
         await server.admin.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
@@ -301,6 +334,8 @@ async def test_a_fault_in_the_middle_of_a_batch_types_every_member_and_writes_al
     # nothing half-written: each member as before the batch, or all of it written
     at_fault = await traces(store, everyone)
     assert_ledger_order(await ledger_of(store))
+    if strike is commit_applied_then_forgotten:  # it did apply: "nothing was written" would have been false
+        assert all(t["event"] is not None for t in at_fault[1:-1])
     # every envelope resubmitted, byte for byte: accepted exactly once, the original outcome
     # where it was answered accepted; and again, the same
     outcomes = [await accepted_after_retries(server, env) for env in everyone]
