@@ -651,8 +651,9 @@ class Store:
         the commit or answers a definite commit error (the transaction is
         aborted: nothing of any member written), or when the caller's deadline
         passed while it waited for the sequencer; OUTCOME_UNKNOWN (every member of
-        the batch) when every commit attempt ended without an answer (the
-        publication may have landed: resubmitting the same envelope is safe).
+        the batch) when every commit attempt ended without an answer, or when one
+        did and the batch then failed otherwise (the publication may have
+        landed: resubmitting the same envelope is safe).
 
         Deadlines and cancellation: `deadline` is the caller's, on the event
         loop's clock (`loop.time()`; None: no deadline). It is passed, not read
