@@ -195,6 +195,15 @@ def service_unavailable(what: str) -> Rejection:
     )
 
 
+def outcome_unknown(attempts: int) -> Rejection:
+    """OUTCOME_UNKNOWN after `attempts` commit attempts, none of them answered for sure."""
+    return Rejection(
+        Code.OUTCOME_UNKNOWN,
+        f"the database did not confirm the commit after {attempts} attempts; the publication "
+        "may have landed: resubmitting the same envelope is safe (it returns the original outcome)",
+    )
+
+
 def _backoff(attempt: int) -> float:
     """Full-jitter exponential back-off for retry `attempt` (1, 2, ...), in seconds."""
     return random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
@@ -280,6 +289,19 @@ class _Abort(Exception):
         super().__init__(rejection.message)
         self.rejection = rejection
         self.member = member
+
+
+class _UnconfirmedCommit(Exception):
+    """A commit attempt's answer was lost (UnknownTransactionCommitResult) and a later attempt
+    failed with `error` (e.g. NoSuchTransaction from a restarted database): the transaction
+    may have been applied, so the batch's members must never be told "nothing was written"
+    (`Store._write_batch` may still run the batch again: a member that landed is then
+    refused as a resend and answered with its original outcome by the ingestion service)."""
+
+    def __init__(self, error: PyMongoError, attempts: int) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.attempts = attempts
 
 
 class _UnattributedLotWrite(Exception):
@@ -629,8 +651,9 @@ class Store:
         the commit or answers a definite commit error (the transaction is
         aborted: nothing of any member written), or when the caller's deadline
         passed while it waited for the sequencer; OUTCOME_UNKNOWN (every member of
-        the batch) when every commit attempt ended without an answer (the
-        publication may have landed: resubmitting the same envelope is safe).
+        the batch) when every commit attempt ended without an answer, or when one
+        did and the batch then failed otherwise (the publication may have
+        landed: resubmitting the same envelope is safe).
 
         Deadlines and cancellation: `deadline` is the caller's, on the event
         loop's clock (`loop.time()`; None: no deadline). It is passed, not read
@@ -642,7 +665,10 @@ class Store:
         (SERVICE_UNAVAILABLE, nothing written). A batch runs within the LATEST
         deadline of its members, so that no member is
         failed because another's deadline is near; a member's answer may then
-        come after its own deadline by at most the batch's duration. A caller
+        come after its own deadline by at most the batch's duration, plus up to
+        KILL_SESSION_TIMEOUT when the database stops answering (the transaction
+        it may still hold is killed before the answer, so that a resubmission
+        does not conflict with it: tests/test_group_commit_faults.py, SIGSTOP). A caller
         cancelled while its publication still waits is taken out of the queue
         (nothing written); once its batch is in flight the batch is not
         cancelled with it (shielded) and its outcome is found by resubmitting
@@ -735,6 +761,7 @@ class Store:
         # error: only these count against MAX_TRANSACTION_ATTEMPTS and set the back-off, so
         # that members refused from the batch do not use up the retries of the others
         attempt = transient = 0
+        unconfirmed: _UnconfirmedCommit | None = None  # a commit of this batch that may have applied
         while members:
             attempt += 1
             try:
@@ -755,7 +782,11 @@ class Store:
                     await self._write_batch([member])
                 members = []
                 break
-            except PyMongoError as exc:
+            except (PyMongoError, _UnconfirmedCommit) as error:
+                if isinstance(error, _UnconfirmedCommit):
+                    unconfirmed, exc = error, error.error
+                else:
+                    exc = error
                 transient += 1
                 if (
                     exc.has_error_label("TransientTransactionError")
@@ -765,7 +796,12 @@ class Store:
                     self.stats.transient_retries += 1
                     await asyncio.sleep(_backoff(transient))
                     continue
-                failure = self._infrastructure(exc, "the database failed during the publications' transaction")
+                if unconfirmed is not None:  # an earlier commit may have applied: never "nothing was written"
+                    log.warning("commit outcome unknown, then the batch failed: %s", exc)
+                    failure = outcome_unknown(unconfirmed.attempts)
+                    failure.__cause__ = exc
+                else:
+                    failure = self._infrastructure(exc, "the database failed during the publications' transaction")
                 refused.extend((m, _copy_error(failure)) for m in members)
                 members = []
                 break
@@ -822,13 +858,20 @@ class Store:
         On any failure the transaction is killed (`killSessions`), so that a
         transaction the server still holds open does not keep its documents
         locked until transactionLifetimeLimitSeconds; the session is then ended
-        by the caller's `async with`."""
+        by the caller's `async with`.
+
+        Raises Rejection OUTCOME_UNKNOWN when the last attempt's answer was lost;
+        `_UnconfirmedCommit` when an earlier one's was and the last failed otherwise
+        (a restarted database answers a retried commit NoSuchTransaction, whether or
+        not the first attempt applied); the PyMongoError when no attempt's answer was lost."""
+        lost = False  # an attempt's answer was lost: the transaction may have been applied
         for attempt in range(1, MAX_COMMIT_ATTEMPTS + 1):
             try:
                 await session.commit_transaction()
                 return
             except PyMongoError as exc:
                 unknown = exc.has_error_label("UnknownTransactionCommitResult")
+                lost = lost or unknown
                 if unknown and attempt < MAX_COMMIT_ATTEMPTS and not exc.timeout:
                     self.stats.commit_retries += 1
                     await asyncio.sleep(_backoff(attempt))
@@ -836,11 +879,9 @@ class Store:
                 await self._kill_session(session)
                 if unknown:
                     log.warning("commit outcome unknown after %d attempts: %s", attempt, exc)
-                    raise Rejection(
-                        Code.OUTCOME_UNKNOWN,
-                        f"the database did not confirm the commit after {attempt} attempts; the publication "
-                        "may have landed: resubmitting the same envelope is safe (it returns the original outcome)",
-                    ) from exc
+                    raise outcome_unknown(attempt) from exc
+                if lost:
+                    raise _UnconfirmedCommit(exc, attempt) from exc
                 raise
 
     async def _kill_session(self, session) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,27 +138,34 @@ async def fresh_ingestion(mongo_uri: str, base: Settings, per_transaction: int) 
         await store.close()
 
 
-async def publish_in_one_batch(ingestion: Ingestion, plug, members: list) -> tuple[Any, list[Any]]:
-    """Publish `plug`, then `members` in this queue order, all waiting for one sequencer turn."""
-    store = ingestion.store
-
-    async def publish(env):
-        return await ingestion.publish(env.to_json())
-
+async def in_one_batch(store: Store, send: Callable[[Any], Awaitable[Any]], plug, members: list) -> tuple[Any, list[Any]]:
+    """`send(plug)`, then `send(m)` for each of `members` in this queue order, all waiting for
+    one sequencer turn of `store`; the raw results (exceptions returned, not raised). `send` is
+    any path to `store` (the ingestion service, a GraphQL mutation through the app)."""
     async with store.log_sequencer:
-        plug_task = asyncio.create_task(publish(plug))
+        plug_task = asyncio.create_task(send(plug))
         await until(
             lambda: store._sequencer is not None and not store._sequencer.done() and not store._pending,
             "the plug taken by the sequencer",
         )
         tasks = []
         for i, env in enumerate(members):
-            tasks.append(asyncio.create_task(publish(env)))
+            tasks.append(asyncio.create_task(send(env)))
             # a member the rules refuse never waits: then its task is done
             await until(lambda: len(store._pending) == i + 1 - sum(t.done() for t in tasks), f"member {i} waiting")
     results = await asyncio.gather(*tasks, return_exceptions=True)
     plug_result = await asyncio.gather(plug_task, return_exceptions=True)
-    return normal(plug_result[0]), [normal(r) for r in results]
+    return plug_result[0], results
+
+
+async def publish_in_one_batch(ingestion: Ingestion, plug, members: list) -> tuple[Any, list[Any]]:
+    """Publish `plug`, then `members` in this queue order, all waiting for one sequencer turn."""
+
+    async def publish(env):
+        return await ingestion.publish(env.to_json())
+
+    plug_result, results = await in_one_batch(ingestion.store, publish, plug, members)
+    return normal(plug_result), [normal(r) for r in results]
 
 
 async def run_scenario(mongo_uri: str, base: Settings, per_transaction: int, setup: Setup, plug, members) -> Run:
