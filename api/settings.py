@@ -183,7 +183,7 @@ class Settings(BaseModel):
     #: server (nothing else in flight) never waits. Off by default: measured, it did not
     #: raise throughput here (the transactions bound it), and any client can make every
     #: publication wait the whole window (docs/operations.md, "Verification batches")
-    verify_gather_ms: float = Field(default=0.0, ge=0, le=50)
+    verify_gather_ms: float = Field(default=10.0, ge=0, le=50)
     #: most publications written by one transaction (group commit: the publications waiting
     #: for the sequencer when it frees, api.store.Store.apply_effects); 1 = one per transaction
     max_publications_per_transaction: int = Field(default=8, ge=1, le=64)

@@ -259,7 +259,7 @@ def test_the_gathering_window_setting_is_bounded():
 
 
 #: the documented default (docs/operations.md)
-DEFAULT_GATHER_MS = 0.0
+DEFAULT_GATHER_MS = 10.0
 
 
 @pytest.mark.parametrize("renewed", [False, True], ids=["one-never-arrives", "a-stream-of-slow-ones"])
