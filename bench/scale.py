@@ -56,7 +56,10 @@ JSON keys (all times in milliseconds): `scale.events`, `scale.build_s`,
 `scale.provenance_deep.{graphql,raw}.p50_ms` and `.nodes`,
 `scale.provenance_wide.{graphql,raw}.p50_ms` and `.nodes`,
 `scale.bundle.{graphql,raw}.p50_ms` and `.events`, a `.ratio` (graphql / raw) for
-each, and `machine.*` as in bench/crypto.py with `other_cores_busy_during_run`
+each, `scale.gc.full_collections` and `scale.gc.longest_pause_ms` (Python's
+cyclic collections while measuring, in this process, which holds the app and
+the harness: a pause lands on whichever request runs), and `machine.*` as in
+bench/crypto.py with `other_cores_busy_during_run`
 (other processes' CPU / wall; the embedded database's own CPU is not counted
 as other, and is `scale.db_cpu_s`), `scale.db_start_s` (seconds until the
 embedded database answered after its start, credentials included). `--mongodb-uri` measures against a real
@@ -67,6 +70,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import importlib.util
 import json
 import os
@@ -302,6 +306,34 @@ PROV_Q = "query($id: ID!, $d: Int!) { provenance(lotId: $id, maxDepth: $d) { nod
 BUNDLE_Q = "query($lot: ID!, $claim: ID!) { disclosureBundle(lotId: $lot, claimId: $claim) }"
 
 
+class _GcPauses:
+    """Python's cyclic collections while measuring (`gc.callbacks`): how many full
+    (generation 2) collections ran and the longest pause of any collection, which
+    lands on whichever request is running (`scale.gc.*`)."""
+
+    def __init__(self) -> None:
+        self.full = 0
+        self.longest = 0.0
+        self._started = 0.0
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        self.longest = max(self.longest, time.perf_counter() - self._started)
+        self.full += info["generation"] == 2
+
+    def __enter__(self) -> _GcPauses:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def figures(self) -> dict:
+        return {"scale.gc.full_collections": self.full, "scale.gc.longest_pause_ms": round(self.longest * 1000, 2)}
+
+
 def _progress(out: dict, prefix: str) -> None:
     """Print a section's figures as soon as they are measured (a long run's partial results)."""
     print("  " + ", ".join(f"{k[len(prefix):]}={v}" for k, v in out.items() if k.startswith(prefix)), flush=True)
@@ -459,10 +491,13 @@ async def run(args) -> dict:
         async with app.router.lifespan_context(app):
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://scale") as client:
                 await gql(client, LOT_Q, {"id": lot_ids[0]})  # warm-up
+                pauses = _GcPauses()
                 busy0, own0, db0 = bench_crypto._cpu_busy_seconds(), time.process_time(), _process_cpu_s(db and db.pid)
                 t0 = time.perf_counter()
-                results, bundle_out = await measure(store, client, ids, lot_ids, args)
+                with pauses:
+                    results, bundle_out = await measure(store, client, ids, lot_ids, args)
                 wall = time.perf_counter() - t0
+                out.update(pauses.figures())
                 busy1, own1, db1 = bench_crypto._cpu_busy_seconds(), time.process_time(), _process_cpu_s(db and db.pid)
         out.update(results)
         report = verify_bundle(bundle_out, root_hex)
