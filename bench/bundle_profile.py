@@ -51,15 +51,11 @@ import supervision.children as children  # noqa: E402
 from ledger.bundle import verify_bundle  # noqa: E402
 
 
-def _bench_module(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fixture = _bench_module("bundle_fixture")
-_machine = _bench_module("crypto")  # machine_info, OtherLoad, write_json
+_spec = importlib.util.spec_from_file_location("bench_bundle", ROOT / "bench" / "bundle.py")
+_bundle_bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_bundle_bench)
+fixture = _bundle_bench.fixture  # bench/bundle_fixture.py
+_machine = _bundle_bench._machine  # bench/crypto.py: machine_info, OtherLoad, write_json
 
 #: Functions listed per size: the largest by own CPU time, plus any whose calls per event
 #: differ between the sizes (`compare`).

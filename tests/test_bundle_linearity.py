@@ -13,25 +13,18 @@ machine's load (docs/performance.md, "Linearity: 1,000 to 10,000 events").
 from __future__ import annotations
 
 import cProfile
-import importlib.util
 import pstats
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from test_bundle_workers import _fixture_module
+
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 #: Equally spaced sizes (events): the second differences of the call counts must vanish.
 SIZES = (12, 16, 20)
-
-
-def _fixture_module():
-    path = Path(__file__).resolve().parent.parent / "bench" / "bundle_fixture.py"
-    spec = importlib.util.spec_from_file_location("bench_bundle_fixture", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
