@@ -468,8 +468,23 @@ class Ingestion:
         try:
             applied = await self.store.apply_effects(effects, view, deadline=VERIFY_DEADLINE.get())
         except Rejection as rejection:
-            # two identical envelopes racing: the loser finds the winner's event
-            if rejection.code is Code.REPLAYED_NONCE and (original := await self._original_outcome(envelope)):
+            # two identical envelopes racing: the loser finds the winner's event; or this one,
+            # committed by a batch whose commit answer was lost (Store.apply_effects)
+            if rejection.code is not Code.REPLAYED_NONCE:
+                raise
+            try:
+                original = await self._original_outcome(envelope)
+            except PyMongoError as exc:  # e.g. past the deadline: never "nothing was written"
+                if not is_infrastructure_fault(exc):
+                    raise
+                log.warning("publication %s: its nonce is taken and its outcome unreadable: %s", envelope.event_id, exc)
+                raise Rejection(
+                    Code.OUTCOME_UNKNOWN,
+                    "the envelope's nonce is taken, perhaps by this very envelope, and its original outcome "
+                    "could not be read: the publication may have landed; resubmitting the same envelope is "
+                    "safe (it returns the original outcome)",
+                ) from exc
+            if original is not None:
                 return original
             raise
         return PublishOutcome(

@@ -662,7 +662,10 @@ class Store:
         first caller's timeout must not bound the others' batches), so a
         `pymongo.timeout` around this call does not reach the transaction. A
         member whose deadline passed while it waited for the sequencer is refused
-        (SERVICE_UNAVAILABLE, nothing written). A batch runs within the LATEST
+        (SERVICE_UNAVAILABLE, nothing written); so are a batch's members when its
+        deadline passed before the batch could be run again (after a transient error
+        or a refused member; OUTCOME_UNKNOWN if an earlier commit may have applied),
+        never run with no time limit. A batch runs within the LATEST
         deadline of its members, so that no member is
         failed because another's deadline is near; a member's answer may then
         come after its own deadline by at most the batch's duration, plus up to
@@ -764,8 +767,17 @@ class Store:
         unconfirmed: _UnconfirmedCommit | None = None  # a commit of this batch that may have applied
         while members:
             attempt += 1
+            remaining = None if deadline == math.inf else deadline - loop.time()
+            if remaining is not None and remaining <= 0:  # pymongo.timeout(0) would set no time limit at all
+                failure = (
+                    outcome_unknown(unconfirmed.attempts)
+                    if unconfirmed is not None  # an earlier commit may have applied
+                    else service_unavailable("the request's deadline passed before its transaction could run again")
+                )
+                refused.extend((m, _copy_error(failure)) for m in members)
+                break
             try:
-                with pymongo.timeout(None if deadline == math.inf else max(0.0, deadline - loop.time())):
+                with pymongo.timeout(remaining):
                     async with self.log_sequencer:
                         await self._run_transaction(members, attribute_lot_writes)
             except _Abort as abort:

@@ -585,8 +585,15 @@ def _quoted(text: str) -> str:
     return f"{text[:_QUOTED_CHARS]!r}... ({len(text)} characters)"
 
 
+def _setting_text(name: str) -> str:
+    """The environment variable `name` without ASCII white space around it ("" if unset):
+    str.strip() would also take away non-ASCII spaces (U+00A0, U+3000) and U+001C-U+001F,
+    so that "5\u00a0" would read as a plain 5."""
+    return os.environ.get(name, "").strip(" \t\n\r\f\v")
+
+
 def _time_limit_setting() -> float | None:
-    text = os.environ.get("ORETRACE_BUNDLE_WORKER_TIMEOUT", "").strip()
+    text = _setting_text("ORETRACE_BUNDLE_WORKER_TIMEOUT")
     if not text:
         return None
     # plain ASCII decimals only: float() would also take "1_0", "1e3", "inf" and non-ASCII digits
@@ -725,7 +732,7 @@ def default_workers() -> int:
     WorkerSettingError if it is anything else), else one per core, none on one core.
     (ORETRACE_VERIFY_WORKERS is the server's count of concurrent verifications.)"""
     cores = _cores()
-    text = os.environ.get("ORETRACE_BUNDLE_WORKERS", "").strip()
+    text = _setting_text("ORETRACE_BUNDLE_WORKERS")
     if text:
         most = most_workers()
         digits = text.lstrip("0") or "0"  # leading zeros do not count against the length bound

@@ -48,6 +48,12 @@ BAD_SETTINGS = [
     ("ORETRACE_BUNDLE_WORKER_TIMEOUT", "1e3"),
     ("ORETRACE_BUNDLE_WORKER_TIMEOUT", "\u0663"),  # ARABIC-INDIC DIGIT THREE: float() reads 3
     ("ORETRACE_BUNDLE_WORKER_TIMEOUT", "+5"),
+    # white space around a value: ASCII only (str.strip() would also take these away)
+    ("ORETRACE_BUNDLE_WORKER_TIMEOUT", "5\u00a0"),  # NO-BREAK SPACE
+    ("ORETRACE_BUNDLE_WORKER_TIMEOUT", "\u30005"),  # IDEOGRAPHIC SPACE
+    ("ORETRACE_BUNDLE_WORKER_TIMEOUT", "5\x1f"),  # UNIT SEPARATOR
+    ("ORETRACE_BUNDLE_WORKERS", "2\u00a0"),
+    ("ORETRACE_BUNDLE_WORKERS", "\x1c2"),  # FILE SEPARATOR
 ]
 
 
@@ -58,7 +64,7 @@ def bundle_file(clean_bundle, tmp_path):
     return path
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("2", 2.0), ("7.5", 7.5), (".5", 0.5), ("10.", 10.0), (" 3 ", 3.0), ("0086400", 86400.0)])
+@pytest.mark.parametrize(("text", "seconds"), [("2", 2.0), ("7.5", 7.5), (".5", 0.5), ("10.", 10.0), (" 3 ", 3.0), ("\t4\n", 4.0), ("0086400", 86400.0)])
 def test_a_plain_decimal_time_limit_is_read(monkeypatch, text, seconds):
     from crypto import batch
 
