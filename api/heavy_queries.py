@@ -203,6 +203,8 @@ class HeavyQueryProcesses:
             child = QueryProcess(self.config)
         except OSError as exc:
             log.warning("could not start a heavy-query process: %s", exc)
+        except Exception:  # a bug: never leave `_starting` counted, or `_take` would wait for it for good
+            log.exception("could not start a heavy-query process")
         with self._changed:
             self._starting -= 1
             if child is not None and not self._closed and len(self._idle) + len(self._busy) < self.processes:

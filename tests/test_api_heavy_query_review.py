@@ -171,8 +171,31 @@ async def test_an_unexpected_exception_in_an_exchange_never_leaves_its_child_bus
                 await processes.execute(HEAVY, None, None, None)
     assert processes.pids("busy") == []
     assert not process_exists(pid)
-    await wait_for(lambda: len(processes.pids("idle")) == 1, "the replacement process")
+    # the replacement started in the background (or, had its start met the patched frame
+    # limit, one started now): never a wait for a start that failed
     answer = await processes.execute(HEAVY, None, None, None)
+    assert b'"errors"' not in answer.body and len(processes.pids()) == 1 and pid not in processes.pids()
+
+
+async def test_a_background_start_that_fails_unexpectedly_does_not_hold_up_the_next_query(chain, one_process, monkeypatch):
+    """A replacement whose start raises something other than OSError (a bug) must not stay
+    counted as starting: the next query would wait for it for good."""
+    from api.heavy_queries import QueryProcess
+
+    processes = one_process
+    [pid] = processes.pids()
+    starts = []
+
+    def broken_start(self, config):
+        starts.append(config)
+        raise RuntimeError("a bug in starting")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(QueryProcess, "__init__", broken_start)
+        processes._drop(processes._take())  # the child is dropped and its replacement fails to start
+        await asyncio.to_thread(processes._threads.submit(lambda: None).result)  # the start has run
+    assert starts and processes.pids() == []
+    answer = await asyncio.wait_for(processes.execute(HEAVY, None, None, None), 120)
     assert b'"errors"' not in answer.body and len(processes.pids()) == 1 and pid not in processes.pids()
 
 

@@ -19,6 +19,7 @@ event of bench/bundle_profile.py (n = 1,000 against 10,000) shows that.
 from __future__ import annotations
 
 import cProfile
+import gc
 import pstats
 from collections import Counter
 from pathlib import Path
@@ -54,13 +55,20 @@ def _verified(bundle: dict, root: str):
 
 
 def _calls(bundle: dict, root: str) -> Counter[str]:
-    """Calls of each Python function (and builtin) during one verification."""
+    """Calls of each Python function (and builtin) during one verification. The cyclic
+    collector is paused meanwhile: when it runs depends on the whole process's heap, and
+    the `gc.callbacks` other code installs (hypothesis does) would be counted with it."""
+    collecting = gc.isenabled()
+    gc.collect()
+    gc.disable()
     profiler = cProfile.Profile()
     profiler.enable()
     try:
         _verified(bundle, root)
     finally:
         profiler.disable()
+        if collecting:
+            gc.enable()
     return Counter(
         {f"{Path(file).name}:{line}({name})": calls for (file, line, name), (_, calls, *_) in pstats.Stats(profiler).stats.items()}
     )
