@@ -597,7 +597,7 @@ def _time_limit_setting() -> float | None:
     if not text:
         return None
     # plain ASCII decimals only: float() would also take "1_0", "1e3", "inf" and non-ASCII digits
-    if not (text.isascii() and re.fullmatch(r"[0-9]+(\.[0-9]*)?|\.[0-9]+", text)):
+    if not re.fullmatch(r"[0-9]+(\.[0-9]*)?|\.[0-9]+", text):  # [0-9]: ASCII digits only
         raise WorkerSettingError(f"ORETRACE_BUNDLE_WORKER_TIMEOUT: {_quoted(text)} is not a number of seconds")
     value = float(text)
     if not 0 < value <= WORKER_WAIT_MAX_S:
