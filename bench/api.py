@@ -92,6 +92,7 @@ from ledger.builders import PlannedOutput, build_attestation, build_issue, build
 from ledger.effects import Effects  # noqa: E402
 from ledger.envelope import sign  # noqa: E402
 from ledger.models import KeyEntry, Location, Lot, RegisterOrganization, SiteInfo  # noqa: E402
+from supervision.children import die_with_parent  # noqa: E402
 
 NETWORK = "oretrace-bench"
 IDENTITY = "c0" + "00" * 47
@@ -272,7 +273,10 @@ def free_port() -> int:
 
 
 class Server:
-    """`python -m api.server` of the checkout `code` (default: this one) on a free port."""
+    """`python -m api.server` of the checkout `code` (default: this one) on a free port.
+    It dies with this process (`supervision.children.die_with_parent`, and its embedded
+    database with it), so an interrupted or killed benchmark leaves no server running.
+    Started from the main thread only (PDEATHSIG follows the thread that forked)."""
 
     def __init__(
         self, data_dir: Path, root: SigningKey, verify_mode: str = "thread", code: Path = ROOT,
@@ -286,10 +290,12 @@ class Server:
         env.update(extra_env or {})
         env["PYTHONPATH"] = str(code)
         self.log = open(data_dir / "server.log", "wb")  # noqa: SIM115
+        parent = os.getpid()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "api.server", "--port", str(self.port), "--data-dir", str(data_dir),
              "--root-public-key", root.verify_key.encode().hex(), "--network", NETWORK, "--log-level", "warning"],
             cwd=code, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            preexec_fn=lambda: die_with_parent(parent),  # noqa: PLW1509 - the main thread, see above
         )  # fmt: skip
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -368,7 +368,7 @@ async def measure(store: Store, client: httpx.AsyncClient, ids: dict, lot_ids: l
     out["scale.lot.ratio_p50"] = round(out["scale.lot.graphql.p50_ms"] / out["scale.lot.raw.p50_ms"], 2)
     _progress(out, "scale.lot.")
 
-    # lots pages: follow the cursors from a random point, both sides on the same pages
+    # lots pages: follow the cursors from the first page, both sides on the same pages
     g, r = [], []
     after: str | None = None
     for _ in range(args.pages):
@@ -523,7 +523,9 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=10**6, help="events in the ledger (default 10^6)")
     ap.add_argument("--bundle-events", type=int, default=1000, help="events of the real chain (bench/bundle_fixture.py)")
     ap.add_argument("--lot-requests", type=int, default=1000)
-    ap.add_argument("--pages", type=int, default=50)
+    ap.add_argument("--pages", type=int, default=3,
+                    help="lots pages to follow from the first (default 3: on the embedded database each page of a "
+                         "10^6-lot ledger scans and sorts the whole collection, 40-80 s a side, docs/scaling.md)")
     ap.add_argument("--wide", type=int, default=WIDE, help=f"parents (and grandparents each) of the wide lot (default {WIDE})")
     ap.add_argument("--reps", type=int, default=5, help="repetitions of provenance and bundle")
     ap.add_argument("--no-wide", action="store_true", help="skip the wide lot's provenance (measured last)")
