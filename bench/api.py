@@ -300,6 +300,7 @@ class Server:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                self.log.close()
                 raise RuntimeError((data_dir / "server.log").read_text())
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
@@ -308,8 +309,14 @@ class Server:
                 pass
             time.sleep(0.1)
         else:
+            self.stop()
             raise RuntimeError("server did not start")
-        self.db_uri = local_client_uri(data_dir)  # the embedded database requires its login
+
+    @property
+    def db_uri(self) -> str:
+        """Its embedded database's URI with the login it requires (a baseline checkout older
+        than that login has none: EmbeddedDatabaseError, and no side asks it for one)."""
+        return local_client_uri(self.data_dir)
 
     def stop(self, account: CpuAccount | None = None) -> None:
         if account is not None:
