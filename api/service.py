@@ -24,6 +24,7 @@ import asyncio
 import collections
 import contextlib
 import contextvars
+import json
 import logging
 import multiprocessing
 import os
@@ -405,7 +406,21 @@ class Ingestion:
     async def start(self) -> None:
         await self.verifier.start()
 
+    def batching(self) -> dict[str, Any]:
+        """How publications were grouped since the start (monitoring): verification batches
+        by size (`verify_batches`, {publications: batches}), how often a free verifier held
+        a batch for announced publications (`gathers`), and committed transactions by the
+        number of publications each wrote (`transactions`, group commit)."""
+        return {
+            "verify_batches": dict(sorted(self.verifier.batch_sizes.items())),
+            "gathers": self.verifier.gathers,
+            "transactions": dict(sorted(self.store.stats.batch_sizes.items())),
+        }
+
     def close(self) -> None:
+        """Stop the verifiers; log `batching()` (INFO, one JSON line) if anything was verified."""
+        if self.verifier.batch_sizes:
+            log.info("ingestion batching %s", json.dumps(self.batching(), sort_keys=True))
         self.verifier.close()
 
     def policy(self, now: datetime | None = None):

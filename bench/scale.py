@@ -52,7 +52,11 @@ JSON keys (all times in milliseconds): `scale.events`, `scale.build_s`,
 `scale.build.{indexes,batch,index_first_s,index_after_s,raw_events_per_s,cached}`,
 `scale.real_build_s`, `scale.raw_build_s`, `scale.lots_page.graphql.error` and
 `scale.lots_page.raw.once_ms` when a page misses the server's request deadline,
-`scale.lot.{graphql,raw}.{p50_ms,p99_ms}`, `scale.lots_page.{graphql,raw}.p50_ms`,
+`scale.lot.{graphql,raw}.{p50_ms,p99_ms}`, `scale.lot.graphql.slowest_ms` (the slowest 1 %,
+at least 3) with `.slowest_gc_ms` and `.slowest_log_round_ms` (how much of each of them a
+cyclic collection, or a round of the app's transparency-log task, covered) and `.slowest_at_s`
+(when each started, in seconds from the first request),
+`scale.lots_page.{graphql,raw}.p50_ms`,
 `scale.provenance_deep.{graphql,raw}.p50_ms` and `.nodes`,
 `scale.provenance_wide.{graphql,raw}.p50_ms` and `.nodes`,
 `scale.bundle.{graphql,raw}.p50_ms` and `.events`, a `.ratio` (graphql / raw) for
@@ -92,7 +96,7 @@ import httpx  # noqa: E402
 from api.app import create_app  # noqa: E402
 from api.embedded import EmbeddedDatabase  # noqa: E402
 from api.settings import Limits, Settings  # noqa: E402
-from api.store import REGISTRY_TYPES, Store, decode_cursor, to_doc  # noqa: E402
+from api.store import REGISTRY_TYPES, AncestryLimit, Store, decode_cursor, to_doc  # noqa: E402
 from ledger.bundle import verify_bundle  # noqa: E402
 from ledger.envelope import parse_envelope  # noqa: E402
 from ledger.models import Lot  # noqa: E402
@@ -309,18 +313,22 @@ BUNDLE_Q = "query($lot: ID!, $claim: ID!) { disclosureBundle(lotId: $lot, claimI
 class _GcPauses:
     """Python's cyclic collections while measuring (`gc.callbacks`): how many full
     (generation 2) collections ran and the longest pause of any collection, which
-    lands on whichever request is running (`scale.gc.*`)."""
+    lands on whichever request is running (`scale.gc.*`); `intervals` keeps every
+    collection's (start, end) in `time.perf_counter` seconds."""
 
     def __init__(self) -> None:
         self.full = 0
         self.longest = 0.0
         self._started = 0.0
+        self.intervals: list[tuple[float, float]] = []
 
     def _callback(self, phase: str, info: dict) -> None:
         if phase == "start":
             self._started = time.perf_counter()
             return
-        self.longest = max(self.longest, time.perf_counter() - self._started)
+        end = time.perf_counter()
+        self.intervals.append((self._started, end))
+        self.longest = max(self.longest, end - self._started)
         self.full += info["generation"] == 2
 
     def __enter__(self) -> _GcPauses:
@@ -332,6 +340,30 @@ class _GcPauses:
 
     def figures(self) -> dict:
         return {"scale.gc.full_collections": self.full, "scale.gc.longest_pause_ms": round(self.longest * 1000, 2)}
+
+
+class _LogRounds:
+    """When the app's transparency log ran its background rounds (`TransparencyLog.advance`,
+    every `checkpoint_interval` seconds on the app's event loop): (start, end) in
+    `time.perf_counter` seconds, to tell its rounds from other causes of a slow request."""
+
+    def __init__(self, log) -> None:
+        self.intervals: list[tuple[float, float]] = []
+        advance = log.advance
+
+        async def timed_advance() -> bytes:
+            t0 = time.perf_counter()
+            try:
+                return await advance()
+            finally:
+                self.intervals.append((t0, time.perf_counter()))
+
+        log.advance = timed_advance  # the instance's own attribute: `_run` calls self.advance()
+
+
+def _overlap_ms(span: tuple[float, float], intervals: list[tuple[float, float]]) -> float:
+    """Milliseconds of `span` covered by `intervals` (which do not overlap each other)."""
+    return round(sum(max(0.0, min(span[1], b) - max(span[0], a)) for a, b in intervals) * 1000, 2)
 
 
 def _progress(out: dict, prefix: str) -> None:
@@ -350,14 +382,18 @@ def pct(values: list[float], q: float) -> float:
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
 
 
-async def measure(store: Store, client: httpx.AsyncClient, ids: dict, lot_ids: list[str], args) -> dict:
+async def measure(
+    store: Store, client: httpx.AsyncClient, ids: dict, lot_ids: list[str], args, pauses: _GcPauses, rounds: _LogRounds
+) -> dict:
     out: dict = {}
     rng = random.Random(7)
 
     # lot(id): alternate GraphQL and raw on the same random ids
-    g, r = [], []
+    g, r, spans = [], [], []
     for lot_id in rng.choices(lot_ids, k=args.lot_requests):
+        t0 = time.perf_counter()
         t, data = await timed(lambda lot_id=lot_id: gql(client, LOT_Q, {"id": lot_id}))
+        spans.append((t0, time.perf_counter()))
         assert data["lot"]["id"] == lot_id
         g.append(t)
         t, doc = await timed(lambda lot_id=lot_id: raw_lot(store, lot_id))
@@ -366,6 +402,13 @@ async def measure(store: Store, client: httpx.AsyncClient, ids: dict, lot_ids: l
     for side, values in (("graphql", g), ("raw", r)):
         out[f"scale.lot.{side}.p50_ms"], out[f"scale.lot.{side}.p99_ms"] = pct(values, 0.5), pct(values, 0.99)
     out["scale.lot.ratio_p50"] = round(out["scale.lot.graphql.p50_ms"] / out["scale.lot.raw.p50_ms"], 2)
+    # the slowest 1 % of GraphQL requests (those that make the p99), and how much of each
+    # a cyclic collection or a round of the log's background task covered
+    slowest = sorted(range(len(g)), key=g.__getitem__, reverse=True)[: max(3, len(g) // 100)]
+    out["scale.lot.graphql.slowest_ms"] = [round(g[i], 2) for i in slowest]
+    out["scale.lot.graphql.slowest_gc_ms"] = [_overlap_ms(spans[i], pauses.intervals) for i in slowest]
+    out["scale.lot.graphql.slowest_log_round_ms"] = [_overlap_ms(spans[i], rounds.intervals) for i in slowest]
+    out["scale.lot.graphql.slowest_at_s"] = [round(spans[i][0] - spans[0][0], 2) for i in slowest]
     _progress(out, "scale.lot.")
 
     # lots pages: follow the cursors from the first page, both sides on the same pages
@@ -456,7 +499,9 @@ async def run(args) -> dict:
         t0 = time.perf_counter()
         uri = await db.astart()
         out["scale.db_start_s"] = round(time.perf_counter() - t0, 1)  # until it answers: grows with the ledger
-    store = await Store.connect(uri, name)
+    # the real chain is `--bundle-events` levels deep: its disclosure bundle's walk must reach its root
+    limit = AncestryLimit(max_depth=max(AncestryLimit.max_depth, args.bundle_events + 16))
+    store = await Store.connect(uri, name, ancestry_limit=limit)
     try:
         cached = (where / "built.json").exists()
         if cached:
@@ -491,11 +536,11 @@ async def run(args) -> dict:
         async with app.router.lifespan_context(app):
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://scale") as client:
                 await gql(client, LOT_Q, {"id": lot_ids[0]})  # warm-up
-                pauses = _GcPauses()
+                pauses, rounds = _GcPauses(), _LogRounds(store.translog)
                 busy0, own0, db0 = bench_crypto._cpu_busy_seconds(), time.process_time(), _process_cpu_s(db and db.pid)
                 t0 = time.perf_counter()
                 with pauses:
-                    results, bundle_out = await measure(store, client, ids, lot_ids, args)
+                    results, bundle_out = await measure(store, client, ids, lot_ids, args, pauses, rounds)
                 wall = time.perf_counter() - t0
                 out.update(pauses.figures())
                 busy1, own1, db1 = bench_crypto._cpu_busy_seconds(), time.process_time(), _process_cpu_s(db and db.pid)

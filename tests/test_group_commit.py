@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -667,3 +669,69 @@ async def test_a_store_refuses_an_out_of_bounds_batch_size(mongo_uri, value):
             Store(client, fresh_database_name("gc"), owns_client=False, max_publications_per_transaction=value)
     finally:
         await client.close()
+
+
+# --------------------------------------------------------------------------- monitoring
+
+
+@pytest.mark.parametrize("k", [0, 3])
+async def test_closing_logs_the_batches_that_formed(mongo_uri, api_settings, root_key, caplog, k):
+    """`Ingestion.close` logs one JSON line of `batching()`: every publication sent one at a
+    time is a batch of 1 and a transaction of 1; `k` members queued behind a plug share one
+    transaction (k = 0: none queued)."""
+    tag = f"logged{k}"
+    world = LedgerWorld(root_key)
+    setup = build_setup(world, tag, mine_lots=3, trader_lots=1)
+    n, t, m = names(tag), setup.trader_lots, setup.mine_lots
+    plug, _ = world.transform(n.trader, [t[0]])
+    members = [world.transfer(n.mine, lot_id, n.trader) for lot_id in m[:k]]
+    caplog.set_level(logging.INFO, logger="oretrace.service")
+    async with fresh_ingestion(mongo_uri, api_settings, BATCHED) as ingestion:
+        for env in setup.envelopes:
+            await ingestion.publish(env.to_json())
+        plug_outcome, outcomes = await publish_in_one_batch(ingestion, plug, members)
+        assert [plug_outcome[0], *(o[0] for o in outcomes)] == [A] * (k + 1)
+        expected = ingestion.batching()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ingestion batching ")]
+    assert len(lines) == 1
+    logged = json.loads(lines[0].removeprefix("ingestion batching "))
+    assert logged == json.loads(json.dumps(expected))
+    published = len(setup.envelopes) + 1 + k
+    verified = sum(size * count for size, count in expected["verify_batches"].items())
+    committed = sum(size * count for size, count in expected["transactions"].items())
+    assert verified == committed == published
+    assert expected["transactions"] == ({1: len(setup.envelopes) + 1, k: 1} if k else {1: published})
+
+
+# --------------------------------------------------------------------------- bundles end at the claim
+
+
+@pytest.mark.parametrize("later", ["transfer", "transform", "transform_and_transfer"])
+async def test_a_bundle_is_unchanged_by_events_after_its_claim(mongo_uri, api_settings, root_key, later):
+    """`Store.bundle_events` carries the claimed lot's history up to the claim only: events
+    published after it that name the claimed lot or its ancestors (the claimed lot
+    transferred, refined, refined and its output moved on) leave the bundle as it was."""
+    tag = f"cut-{later}"
+    world = LedgerWorld(root_key)
+    setup = build_setup(world, tag, mine_lots=1, trader_lots=2)
+    n, t = names(tag), setup.trader_lots
+    async with fresh_ingestion(mongo_uri, api_settings, BATCHED) as ingestion:
+        for env in setup.envelopes:
+            await ingestion.publish(env.to_json())
+        refine, (claimed,) = world.transform(n.trader, [t[0]])
+        claim, claim_id = world.claim_excludes(n.trader, claimed)
+        for env in (refine, claim):
+            assert isinstance(await ingestion.publish(env.to_json()), PublishOutcome)
+        before = [e.event_id for e in await ingestion.store.bundle_events(claim_id)]
+        assert before[-1] == claim.event_id
+        after_claim = []
+        if later == "transfer":
+            after_claim.append(world.transfer(n.trader, claimed, n.mine))
+        else:
+            env, (output,) = world.transform(n.trader, [claimed, t[1]])
+            after_claim.append(env)
+            if later == "transform_and_transfer":
+                after_claim.append(world.transfer(n.trader, output, n.mine))
+        for env in after_claim:
+            assert isinstance(await ingestion.publish(env.to_json()), PublishOutcome)
+        assert [e.event_id for e in await ingestion.store.bundle_events(claim_id)] == before
