@@ -419,9 +419,11 @@ class Ingestion:
 
     def close(self) -> None:
         """Stop the verifiers; log `batching()` (INFO, one JSON line) if anything was verified."""
-        if self.verifier.batch_sizes:
-            log.info("ingestion batching %s", json.dumps(self.batching(), sort_keys=True))
-        self.verifier.close()
+        try:
+            if self.verifier.batch_sizes:
+                log.info("ingestion batching %s", json.dumps(self.batching(), sort_keys=True))
+        finally:  # the verifiers stop whatever the logging does
+            self.verifier.close()
 
     def policy(self, now: datetime | None = None):
         from ledger.rules import Policy

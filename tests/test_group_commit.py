@@ -706,11 +706,13 @@ async def test_closing_logs_the_batches_that_formed(mongo_uri, api_settings, roo
 # --------------------------------------------------------------------------- bundles end at the claim
 
 
-@pytest.mark.parametrize("later", ["transfer", "transform", "transform_and_transfer"])
+@pytest.mark.parametrize("later", ["transfer", "back_and_forth", "transform", "transform_and_transfer"])
 async def test_a_bundle_is_unchanged_by_events_after_its_claim(mongo_uri, api_settings, root_key, later):
     """`Store.bundle_events` carries the claimed lot's history up to the claim only: events
     published after it that name the claimed lot or its ancestors (the claimed lot
-    transferred, refined, refined and its output moved on) leave the bundle as it was."""
+    transferred, passed back and forth, refined, refined and its output moved on) leave the
+    bundle as it was. Only the transfers are kept out by the seq bound; a later
+    transformation is kept out by the rule on transformations that only consume claimed lots."""
     tag = f"cut-{later}"
     world = LedgerWorld(root_key)
     setup = build_setup(world, tag, mine_lots=1, trader_lots=2)
@@ -727,6 +729,9 @@ async def test_a_bundle_is_unchanged_by_events_after_its_claim(mongo_uri, api_se
         after_claim = []
         if later == "transfer":
             after_claim.append(world.transfer(n.trader, claimed, n.mine))
+        elif later == "back_and_forth":
+            for _ in range(3):
+                after_claim += [world.transfer(n.trader, claimed, n.mine), world.transfer(n.mine, claimed, n.trader)]
         else:
             env, (output,) = world.transform(n.trader, [claimed, t[1]])
             after_claim.append(env)
