@@ -362,8 +362,14 @@ class _LogRounds:
 
 
 def _overlap_ms(span: tuple[float, float], intervals: list[tuple[float, float]]) -> float:
-    """Milliseconds of `span` covered by `intervals` (which do not overlap each other)."""
-    return round(sum(max(0.0, min(span[1], b) - max(span[0], a)) for a, b in intervals) * 1000, 2)
+    """Milliseconds of `span` covered by the union of `intervals` (log rounds may overlap:
+    a bundle request runs one beside the background task's)."""
+    covered, reach = 0.0, span[0]
+    for a, b in sorted((max(a, span[0]), min(b, span[1])) for a, b in intervals):
+        if b > reach and b > a:  # clipped to the span: an interval outside it is empty
+            covered += b - max(a, reach)
+            reach = b
+    return round(covered * 1000, 2)
 
 
 def _progress(out: dict, prefix: str) -> None:
