@@ -16,6 +16,10 @@ otherwise; every ratio is measured in this one run):
                                                the concurrent ingestion runs
   ingest.transform.inflight8.{tx_per_s,p99_ms} transformations with 8 requests in flight (default
                                                thread verifiers); p99 of each request's latency
+  ingest.transform.inflight8.batching.rounds   (--ingest-only) per round, what the measured publications
+                                               formed: verification batches and transactions by size,
+                                               their means, gathers (the server's `ingestion batching`
+                                               log line at shutdown; null for a checkout without it)
   ingest.transform.rules_apply_ms              CPU time of the server's verification of one
                                                transformation (api.service.verify_publication:
                                                rules.apply, all its proofs in one MSM), one thread,
@@ -57,6 +61,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import datetime as _dt
 import json
 import os
@@ -280,7 +285,7 @@ class Server:
 
     def __init__(
         self, data_dir: Path, root: SigningKey, verify_mode: str = "thread", code: Path = ROOT,
-        extra_env: dict[str, str] | None = None,
+        extra_env: dict[str, str] | None = None, log_level: str = "warning",
     ) -> None:  # fmt: skip
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -293,7 +298,7 @@ class Server:
         parent = os.getpid()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "api.server", "--port", str(self.port), "--data-dir", str(data_dir),
-             "--root-public-key", root.verify_key.encode().hex(), "--network", NETWORK, "--log-level", "warning"],
+             "--root-public-key", root.verify_key.encode().hex(), "--network", NETWORK, "--log-level", log_level],
             cwd=code, env=env, stdout=self.log, stderr=subprocess.STDOUT,
             preexec_fn=lambda: die_with_parent(parent),  # noqa: PLW1509 - the main thread, see above
         )  # fmt: skip
@@ -329,8 +334,14 @@ class Server:
         self.log.close()
 
 
+#: publications sent so far, by client (`bench_inflight`: the batches of its setup); the
+#: client itself is the key: a later round's server may reuse a port, hence a URL
+PUBLISHED: collections.Counter[httpx.AsyncClient] = collections.Counter()
+
+
 async def publish(client: httpx.AsyncClient, envelope) -> dict[str, Any]:
     name = MUTATION[envelope.payload.type]
+    PUBLISHED[client] += 1
     response = await client.post(
         "/graphql",
         json={"query": f"mutation($e: JSON!) {{ {name}(envelope: $e) {{ eventId lotIds }} }}",
@@ -449,6 +460,7 @@ async def bench_inflight(
             await publish(client, env)
             latencies.append(time.perf_counter() - t)
 
+    published_before = PUBLISHED[client]
     cpu0 = server_cpu_split(server.process.pid) if server else {}
     t0 = time.perf_counter()
     await asyncio.gather(*(one(env) for env in envelopes))
@@ -457,9 +469,36 @@ async def bench_inflight(
     key = f"ingest.transform.inflight{inflight}{key}"
     results[f"{key}.tx_per_s"] = round(count / elapsed, 2)
     results[f"{key}.p99_ms"] = summary(latencies)["p99_ms"]
+    results[f"{key}.published_before"] = published_before
     for part in cpu1:
         results[f"{key}.cpu_ms_per_tx.{part}"] = round((cpu1[part] - cpu0[part]) / count * 1000, 1)
     log(f"  {inflight} in flight: {count / elapsed:.1f} tx/s, p99 {results[f'{key}.p99_ms']:.0f} ms")
+
+
+def server_batching(log_path: Path, published_before: int) -> dict[str, Any] | None:
+    """What the measured publications formed on a stopped server: its `ingestion batching`
+    line (api.service.Ingestion.close, INFO, at shutdown) less the `published_before`
+    publications sent ahead of the measurement, one at a time, each a verification batch
+    and a transaction of one. {"verify_batches": {size: batches}, "transactions": {size:
+    count}, "gathers": n, "mean_verify_batch", "mean_transaction"}; None when the server
+    logged no such line (a checkout before it, or a log level above INFO)."""
+    marker = "ingestion batching "
+    lines = [line for line in log_path.read_text(errors="replace").splitlines() if marker in line]
+    if not lines:
+        return None
+    logged = json.loads(lines[-1].split(marker, 1)[1])
+    out: dict[str, Any] = {"gathers": logged["gathers"]}
+    for part in ("verify_batches", "transactions"):
+        sizes = {int(k): v for k, v in logged[part].items()}
+        if sizes.get(1, 0) < published_before:
+            raise RuntimeError(f"{log_path}: fewer {part} of one than the {published_before} sequential publications")
+        sizes[1] -= published_before
+        sizes = {k: v for k, v in sorted(sizes.items()) if v}
+        out[part] = sizes
+        out[f"mean_{part.removesuffix('es').removesuffix('s')}"] = round(
+            sum(k * v for k, v in sizes.items()) / max(1, sum(sizes.values())), 2
+        )
+    return out
 
 
 #: batch sizes of `ingest.transform.batch{k}_cpu_ms`
@@ -670,16 +709,20 @@ async def run_ingest(args, account: CpuAccount) -> dict[str, Any]:
         for name, code in sides if i % 2 == 0 else sides[::-1]:
             pub = Publisher(root)
             data_dir = Path(tempfile.mkdtemp(prefix="oretrace-bench-ingest-"))
-            server = Server(data_dir, root, "thread", code, args.server_env if name == "" else None)
+            server = Server(data_dir, root, "thread", code, args.server_env if name == "" else None, "info")
             log(f"round {i + 1}: {code} (server pid {server.process.pid})")
+            key = f"ingest.transform.inflight8{name}"
+            one: dict[str, Any] = {}
             try:
                 async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
                     await setup(client, pub)
-                    one: dict[str, Any] = {}
                     await bench_inflight(client, pub, args.inflight_transforms, 8, one, name, server)
-                    per_side[name].append(one)
             finally:
                 server.stop(account)
+                if one:
+                    one[f"{key}.batching"] = server_batching(data_dir / "server.log", one[f"{key}.published_before"])
+                    log(f"  batching: {json.dumps(one[f'{key}.batching'])}")
+                    per_side[name].append(one)
                 shutil.rmtree(data_dir, ignore_errors=True)
     for name, rounds in per_side.items():
         key = f"ingest.transform.inflight8{name}"
@@ -688,6 +731,7 @@ async def run_ingest(args, account: CpuAccount) -> dict[str, Any]:
             values = [r[f"{key}.{field}"] for r in rounds]
             results[f"{key}.{field}"] = round(statistics.median(values), 2)
             results[f"{key}.{field}.rounds"] = values
+        results[f"{key}.batching.rounds"] = [r[f"{key}.batching"] for r in rounds]
     if args.baseline:
         results["ingest.transform.inflight8.tx_per_s_over_baseline"] = round(
             results["ingest.transform.inflight8.tx_per_s"] / results["ingest.transform.inflight8.baseline.tx_per_s"], 2
