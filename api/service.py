@@ -391,6 +391,7 @@ class Ingestion:
     store: Store
     settings: Settings
     verifier: Verifier = field(default=None)  # type: ignore[assignment]
+    _closed: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
         # group commit (Store.apply_effects): the store's transactions take this many publications
@@ -418,11 +419,13 @@ class Ingestion:
         }
 
     def close(self) -> None:
-        """Stop the verifiers; log `batching()` (INFO, one JSON line) if anything was verified."""
+        """Stop the verifiers; log `batching()` (INFO, one JSON line) if anything was verified,
+        at the first close only (closing again stops nothing more and logs nothing)."""
         try:
-            if self.verifier.batch_sizes:
+            if self.verifier.batch_sizes and not self._closed:
                 log.info("ingestion batching %s", json.dumps(self.batching(), sort_keys=True))
         finally:  # the verifiers stop whatever the logging does
+            self._closed = True
             self.verifier.close()
 
     def policy(self, now: datetime | None = None):
