@@ -45,7 +45,7 @@ from .group import (
     scalar_to_bytes,
 )
 from .pedersen import Opening, commit
-from .transcript import Transcript
+from .transcript import Frames, Transcript
 
 __all__ = [
     "RANGE_BITS",
@@ -249,21 +249,14 @@ def _powers(x: int, count: int) -> list[int]:
 _DIGESTS: dict[tuple[str, int], bytes] = {}
 
 
-def _generators(count: int) -> tuple[list[Point], list[Point], bytes]:
-    """The first `count` G_i and H_i, and a SHA-512 digest of their encodings
-    (cached per backend and count; both backends give the same bytes)."""
-    Gs, Hs = bulletproof_generators(count)
-    return Gs, Hs, _generator_digest(count, Gs, Hs)
-
-
-def _generator_digest(count: int, Gs: Sequence[Point] | None = None, Hs: Sequence[Point] | None = None) -> bytes:
-    """The digest of the first `count` G_i and H_i (the transcript's "gens.digest");
-    the verifier takes it from the cache without copying the vectors."""
+def _generator_digest(count: int) -> bytes:
+    """The SHA-512 digest of the encodings of the first `count` G_i and H_i (the
+    transcript's "gens.digest"; cached per backend and count, both backends give
+    the same bytes)."""
     key = (backend().name, count)
     digest = _DIGESTS.get(key)
     if digest is None:
-        if Gs is None or Hs is None:
-            Gs, Hs = bulletproof_generators(count)
+        Gs, Hs = bulletproof_generators(count)
         h = hashlib.sha512()
         h.update(b"oretrace/bulletproofs/generators/v1")
         h.update(struct.pack(">I", len(_GENERATOR_DST)) + _GENERATOR_DST)
@@ -276,17 +269,37 @@ def _generator_digest(count: int, Gs: Sequence[Point] | None = None, Hs: Sequenc
     return digest
 
 
-def _bind_statement(t: Transcript, n: int, count: int, V: Sequence[Point], digest: bytes) -> None:
-    """Transcript fields 1-9 of docs/bulletproofs.md (shared by prover and verifier)."""
-    m = len(V)
-    t.domain_separator(DOMAIN)
-    t.append_u64(b"n", n)
-    t.append_u64(b"m", m)
-    t.append_u64(b"values", count)
-    t.append_point(b"G", G())
-    t.append_point(b"H", H())
-    t.append_u64(b"gens.count", n * m)
-    t.append_message(b"gens.digest", digest)
+#: (backend, n, count) -> `Frames` of transcript fields 1-8; at most
+#: len(RANGE_BITS) * MAX_AGGREGATION entries per backend. Thread safe like `_DIGESTS`.
+_STATEMENT_FRAMES: dict[tuple[str, int, int], Frames] = {}
+
+
+def _statement_frames(n: int, count: int) -> Frames:
+    """Transcript fields 1-8 of docs/bulletproofs.md: they depend only on n and the
+    number of values, so a batch of like proofs frames them once."""
+    key = (backend().name, n, count)
+    frames = _STATEMENT_FRAMES.get(key)
+    if frames is None:
+        m = _pad(count)
+
+        def record(t: Transcript) -> None:
+            t.domain_separator(DOMAIN)
+            t.append_u64(b"n", n)
+            t.append_u64(b"m", m)
+            t.append_u64(b"values", count)
+            t.append_point(b"G", G())
+            t.append_point(b"H", H())
+            t.append_u64(b"gens.count", n * m)
+            t.append_message(b"gens.digest", _generator_digest(n * m))
+
+        frames = _STATEMENT_FRAMES[key] = Frames(record)
+    return frames
+
+
+def _bind_statement(t: Transcript, n: int, count: int, V: Sequence[Point]) -> None:
+    """Transcript fields 1-9 of docs/bulletproofs.md (shared by prover and verifier);
+    V is padded to m = `_pad(count)` points."""
+    t.append_frames(_statement_frames(n, count))
     t.append_points(b"V", V)
 
 
@@ -327,10 +340,10 @@ def prove_range(transcript: Transcript, openings: Sequence[Opening], n: int = 64
     blindings_p = blindings + [0] * pad
     V = commitments + [Point.identity()] * pad
     N = n * m
-    Gs, Hs, digest = _generators(N)
+    Gs, Hs = bulletproof_generators(N)
     g, h = G(), H()
 
-    _bind_statement(transcript, n, count, V, digest)
+    _bind_statement(transcript, n, count, V)
     rng = transcript.rng([*values_p, *blindings_p])
     alpha, rho, tau1, tau2 = rng.scalars(4)
     sL = rng.scalars(N)
@@ -554,7 +567,7 @@ def _replay(t: Transcript, commitments: Sequence[Point], proof: RangeProof, n: i
             raise _reject(f"{name} is not a canonical scalar")
 
     V = commitments + [Point.identity()] * (m - count)
-    _bind_statement(t, n, count, V, _generator_digest(N))
+    _bind_statement(t, n, count, V)
     t.append_point(b"A", proof.A)
     t.append_point(b"S", proof.S)
     y = t.challenge_scalar(b"y")

@@ -26,9 +26,9 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
-from .group import ORDER, POINT_BYTES, Point, scalar_to_bytes
+from .group import ORDER, POINT_BYTES, SCALAR_BYTES, Point, scalar_to_bytes
 
 PROTOCOL = b"oretrace/v2"
 
@@ -52,6 +52,55 @@ def _frame(label: bytes, data: bytes) -> bytes:
     return _header(label, len(data)) + data
 
 
+_CHALLENGE_FRAMES: dict[bytes, bytes] = {}
+
+
+def _challenge_frame(label: bytes, counter: int) -> bytes:
+    """frame("challenge", label || u32be(counter)); cached for counter 0 (the only
+    one used in practice) and the constant labels, bounded like `_HEADERS`."""
+    if counter:
+        return _frame(b"challenge", label + struct.pack(">I", counter))
+    frame = _CHALLENGE_FRAMES.get(label)
+    if frame is None:
+        frame = _frame(b"challenge", label + struct.pack(">I", 0))
+        if len(_CHALLENGE_FRAMES) < 4096:
+            _CHALLENGE_FRAMES[label] = frame
+    return frame
+
+
+class _Recorder:
+    """Stands in for the hash of a `Transcript` that records its frames (`Frames`):
+    only `update` exists, so a challenge or a clone cannot be recorded."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def update(self, data: bytes) -> None:
+        self.parts.append(data)
+
+
+class Frames:
+    """A fixed run of transcript fields, framed once and absorbed many times
+    (`Transcript.append_frames`).
+
+    `record(t)` appends the fields with the ordinary `Transcript` methods, so the
+    bytes absorbed are exactly those of calling the same methods on the live
+    transcript (same labels, lengths, domain separation); it may not draw
+    challenges. A verifier replaying many proofs with the same parameters frames
+    their common fields once instead of once per proof.
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self, record: Callable[[Transcript], None]):
+        t = Transcript.__new__(Transcript)
+        t._h = recorder = _Recorder()
+        record(t)
+        self.data = b"".join(recorder.parts)
+
+
 class Transcript:
     """A Fiat-Shamir transcript bound to a statement and its context."""
 
@@ -70,6 +119,10 @@ class Transcript:
         twin = Transcript.__new__(Transcript)
         twin._h = self._h.copy()
         return twin
+
+    def append_frames(self, frames: Frames) -> None:
+        """Absorb recorded fields: the same as calling the methods they were recorded with."""
+        self._h.update(frames.data)
 
     def domain_separator(self, name: bytes) -> None:
         self._absorb(b"dom-sep", name)
@@ -98,10 +151,10 @@ class Transcript:
         counter = 0
         while True:
             h = self._h.copy()
-            h.update(_frame(b"challenge", label + struct.pack(">I", counter)))
+            h.update(_challenge_frame(label, counter))
             c = int.from_bytes(h.digest(), "big") % ORDER
-            if c:
-                self._absorb(b"challenge-out", label + scalar_to_bytes(c))
+            if c:  # c < r: its 32-byte encoding is scalar_to_bytes(c) without a second reduction
+                self._h.update(_header(b"challenge-out", len(label) + SCALAR_BYTES) + label + c.to_bytes(SCALAR_BYTES, "big"))
                 return c
             counter += 1  # probability 2^-255: never in practice
 
