@@ -503,7 +503,8 @@ def _prove_inner_product(
 class _Replayed:
     """Everything the verifier derived for one proof: the padded statement, the
     recomputed challenges and (once `_invert_challenges` ran) the inverses of
-    the round challenges u_r and of y."""
+    the round challenges u_r and of y, and the squares u_r^2 and u_r^-2 that
+    both the proof-point coefficients and the G_i / H_i coefficients use."""
 
     n: int
     m: int
@@ -515,11 +516,14 @@ class _Replayed:
     u: list[int]
     u_inv: list[int] | None = None
     y_inv: int | None = None
+    u_sq: list[int] | None = None
+    u_inv_sq: list[int] | None = None
 
 
 def _invert_challenges(replayed: Sequence[_Replayed]) -> None:
-    """Fill in u_inv and y_inv of every replayed proof that lacks them, with ONE
-    modular inversion for all of them (Montgomery's trick, `_batch_invert`)."""
+    """Fill in u_inv, y_inv, u_sq and u_inv_sq of every replayed proof that lacks
+    them, with ONE modular inversion for all of them (Montgomery's trick,
+    `_batch_invert`)."""
     todo = [rp for rp in replayed if rp.u_inv is None]
     if not todo:
         return
@@ -527,6 +531,8 @@ def _invert_challenges(replayed: Sequence[_Replayed]) -> None:
     for rp in todo:
         rp.u_inv = [next(inverses) for _ in rp.u]
         rp.y_inv = next(inverses)
+        rp.u_sq = [u * u % ORDER for u in rp.u]
+        rp.u_inv_sq = [u * u % ORDER for u in rp.u_inv]
 
 
 def _reject(reason: str) -> ProofError:
@@ -592,46 +598,78 @@ def _replay(t: Transcript, commitments: Sequence[Point], proof: RangeProof, n: i
 
 
 def _doubling(first: int, factors: Sequence[int]) -> list[int]:
-    """[first * prod_{p: bit p of i set} factors[p] for i < 2^len(factors)] mod r,
-    in 2^len(factors) - 1 multiplications (list comprehensions, no Python loop per item)."""
+    """[first * prod_{p: bit p of i set} factors[p] for i < 2^len(factors)], in
+    2^len(factors) - 1 multiplications (list comprehensions, no Python loop per item).
+
+    Every level but the last is reduced mod r, since it is multiplied again; the
+    last level's products (half of the list, each < r^2) are final coefficients
+    and stay unreduced: the MSM reduces each summed coefficient once."""
     out = [first]
-    for f in factors:
+    for f in factors[:-1]:
         out += [v * f % ORDER for v in out]
+    if factors:
+        last = factors[-1]
+        out += [v * last for v in out]
     return out
 
 
 def _vector_coefficients(
-    n: int, m: int, z: int, us: Sequence[int], u_inv: Sequence[int], y_inv: int, e1: int, a: int, b: int
+    n: int,
+    m: int,
+    z: int,
+    us: Sequence[int],
+    u_inv: Sequence[int],
+    u_sq: Sequence[int],
+    u_inv_sq: Sequence[int],
+    y_inv: int,
+    e1: int,
+    a: int,
+    b: int,
 ) -> tuple[list[int], list[int]]:
     """The G_i and H_i coefficients of one range proof's equation weighted by e1:
     the O(nm) part of the verifier's arithmetic (docs, "Verifier"). NOT reduced
-    mod r (any int, up to ~2^780): the MSM reduces each summed coefficient once.
-    A plain function of ints, so a worker process can run it (`RangeRelation.split_terms`)."""
+    mod r (ints of magnitude below 2^512): the MSM reduces each summed coefficient once.
+    A plain function of ints, so a worker process can run it (`RangeRelation.split_terms`).
+
+    Every i-dependent part is a product over the bits of i, so each is ONE
+    doubling (`_doubling`, N - 1 multiplications) with the proof's constants
+    folded into its first element, and no per-item product is left:
+
+        g_i = -e1 z - e1 a s_i
+        h_i =  e1 z + e1 z^(2+j) 2^k y^-i - e1 b y^-i s_(N-1-i)      (i = j n + k)
+
+    Bit p of i (LSB first) is round K-1-p: s_0 = prod_r u_r^-1 and setting bit p
+    multiplies s_i by u_(K-1-p)^2; s_(N-1-i) = 1/s_i starts at prod_r u_r and
+    setting bit p divides it by u_(K-1-p)^2; y^-i gains y^-(2^p). The term
+    2^k y^-i z^(2+j) = (2/y)^k (z y^-n)^j: for p < log2 n bit p of i is bit p of
+    k, a factor (2/y)^(2^p) = 2^(2^p) y^-(2^p); the bits above are those of j,
+    a factor (z y^-n)^(2^q) for bit q of j.
+    """
     K = len(us)
-    # s_i = prod_r u_r^(+1 if bit (K-1-r) of i is set else -1): bit p (LSB
-    # first) is round K-1-p, so s_0 = prod_r u_r^-1 and setting bit p
-    # multiplies by u_(K-1-p)^2. 1/s_i = s_(N-1-i).
-    s0 = 1
-    for ui in u_inv:
-        s0 = s0 * ui % ORDER
-    s = _doubling(s0, [u * u % ORDER for u in reversed(us)])
-    # y^-i for i < N, by doubling too: factors y^-(2^p).
-    y_steps = [y_inv]
+    log_n = n.bit_length() - 1
+    y_steps = [y_inv]  # y^-(2^p), p < K
     for _ in range(K - 1):
         y_steps.append(y_steps[-1] * y_steps[-1] % ORDER)
-    ypow = _doubling(1, y_steps)
+    s_first = 1  # s_0
+    for v in u_inv:
+        s_first = s_first * v % ORDER
+    s_last = 1  # s_(N-1) = 1 / s_0
+    for v in us:
+        s_last = s_last * v % ORDER
+    # -e1 a s_i, then -e1 z
+    g_var = _doubling(-e1 * a % ORDER * s_first % ORDER, u_sq[::-1])
+    # e1 z^(2+j) 2^k y^-i
+    q_factors = [(y_steps[p] << (1 << p)) % ORDER for p in range(log_n)]
+    zq = z
+    for q in range(m.bit_length() - 1):
+        q_factors.append(zq * y_steps[log_n + q] % ORDER)
+        zq = zq * zq % ORDER
     e1z = e1 * z % ORDER
-    e1a = e1 * a % ORDER
-    e1b = e1 * b % ORDER
-    # g_i = e1 (-z - a s_i)
-    gco = [-e1z - e1a * si for si in s]
-    # h_i = e1 (z + y^-i (z^(2+j) 2^k - b / s_i))
-    zj = e1 * z % ORDER * z % ORDER  # e1 z^(2+j), j = 0
-    z2 = []
-    for _ in range(m):
-        z2 += [zj << k for k in range(n)]
-        zj = zj * z % ORDER
-    hco = [e1z + yp * (q - e1b * si) for yp, q, si in zip(ypow, z2, reversed(s))]
+    q_var = _doubling(e1z * z % ORDER, q_factors)
+    # -e1 b y^-i s_(N-1-i)
+    b_var = _doubling(-e1 * b % ORDER * s_last % ORDER, [yp * v % ORDER for yp, v in zip(y_steps, u_inv_sq[::-1])])
+    gco = [v - e1z for v in g_var]
+    hco = [e1z + q + v for q, v in zip(q_var, b_var)]
     return gco, hco
 
 
@@ -643,14 +681,15 @@ def _scalars(rp: _Replayed, proof: RangeProof, e1: int, e2: int, vectors: bool =
     Returns (g_i list, h_i list, coefficient of G, coefficient of H,
     per-proof points, their coefficients); the coefficient of A (e1) is
     included in the per-proof lists. The G_i / H_i coefficients
-    (`_vector_coefficients`, unreduced) are left empty if not `vectors`.
+    (`_vector_coefficients`) are left empty if not `vectors`. Coefficients that
+    are not multiplied again are left unreduced: the MSM reduces every one.
     """
     n, m, y, z, x, w, us = rp.n, rp.m, rp.y, rp.z, rp.x, rp.w, rp.u
     K = len(us)
     if rp.u_inv is None:
         _invert_challenges([rp])
     a, b = proof.a, proof.b
-    gco, hco = _vector_coefficients(n, m, z, us, rp.u_inv, rp.y_inv, e1, a, b) if vectors else ((), ())
+    gco, hco = _vector_coefficients(*_vector_arguments(rp, e1, a, b)) if vectors else ((), ())
 
     # delta(y, z) = (z - z^2) <1, y^N> - sum_j z^(3+j) (2^n - 1)
     zpow = _powers(z, m + 3)  # z^0 .. z^(m+2)
@@ -660,21 +699,26 @@ def _scalars(rp: _Replayed, proof: RangeProof, e1: int, e2: int, vectors: bool =
         sum_y = sum_y * (1 + yk) % ORDER
         yk = yk * yk % ORDER
     delta = ((z - zpow[2]) * sum_y - ((1 << n) - 1) * sum(zpow[3 : 3 + m])) % ORDER
-    coef_G = (e1 * w % ORDER * (proof.t_hat - a * b) + e2 * (delta - proof.t_hat)) % ORDER
-    coef_H = (-e1 * proof.mu - e2 * proof.tau_x) % ORDER
+    coef_G = e1 * w % ORDER * (proof.t_hat - a * b) + e2 * (delta - proof.t_hat)
+    coef_H = -e1 * proof.mu - e2 * proof.tau_x
 
     pts = [proof.A, proof.S, proof.T1, proof.T2, *proof.L, *proof.R, *rp.V]
     e2x = e2 * x % ORDER
     kco = [
         e1,
-        e1 * x % ORDER,
+        e1 * x,
         e2x,
-        e2x * x % ORDER,
-        *[e1 * v * v % ORDER for v in us],
-        *[e1 * v * v % ORDER for v in rp.u_inv],
-        *[e2 * zpow[2 + j] % ORDER for j in range(m)],
+        e2x * x,
+        *[e1 * v for v in rp.u_sq],
+        *[e1 * v for v in rp.u_inv_sq],
+        *[e2 * v for v in zpow[2 : 2 + m]],
     ]
     return gco, hco, coef_G, coef_H, pts, kco
+
+
+def _vector_arguments(rp: _Replayed, e1: int, a: int, b: int) -> tuple:
+    """The arguments of `_vector_coefficients` for one replayed proof (plain ints)."""
+    return rp.n, rp.m, rp.z, rp.u, rp.u_inv, rp.u_sq, rp.u_inv_sq, rp.y_inv, e1, a, b
 
 
 def verify_range(transcript: Transcript, commitments: Sequence[Point], proof: RangeProof, n: int = 64) -> None:
@@ -727,7 +771,7 @@ class RangeRelation:
         e1, e2 = weights
         rp = self.replayed
         _, _, coef_G, coef_H, pts, kco = _scalars(rp, self.proof, e1, e2, vectors=False)
-        job = (_vector_coefficients, (rp.n, rp.m, rp.z, rp.u, rp.u_inv, rp.y_inv, e1, self.proof.a, self.proof.b))
+        job = (_vector_coefficients, _vector_arguments(rp, e1, self.proof.a, self.proof.b))
         return Terms((), (), coef_G, coef_H, pts, kco), job
 
     @staticmethod
