@@ -60,6 +60,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import add
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -158,11 +159,12 @@ class _Folded:
 
 
 def _add_into(acc: list[int], values: Sequence[int]) -> None:
-    """acc[i] += values[i], growing acc with zeros as needed."""
+    """acc[i] += values[i], growing acc with zeros as needed (`operator.add`: a C
+    function, about twice as fast per item here as the slot wrapper `int.__add__`)."""
     n = len(values)
     if n > len(acc):
         acc += [0] * (n - len(acc))
-    acc[:n] = map(int.__add__, acc[:n], values)
+    acc[:n] = map(add, acc[:n], values)
 
 
 #: Vector jobs (`split_terms`) per message to a worker.
