@@ -21,7 +21,9 @@ otherwise), every ratio measured within this one run:
   transform.loss_cap.one_by_one_ratio        with_cap / without_cap, one MSM per proof
   floor.m{1,16}.verify_over_msm              verify / one native arkworks MSM with
                                              the same number of points as the
-                                             verifier's MSM (random full scalars)
+                                             verifier's MSM (random full scalars);
+                                             the two timed in turns (paired_samples),
+                                             as is floor.batch_n64.batched_over_msm
   floor.*_cpu, transform.loss_cap.verify_ratio_cpu  the same ratios in process CPU
                                              time (same calls): on a loaded machine
                                              wall-clock ratios mostly measure the
@@ -103,8 +105,29 @@ def samples(fn, reps: int, warmup: int = 1) -> list[float]:
     return out
 
 
-def cpu_median() -> float:
-    return statistics.median(last_cpu)
+def paired_samples(fn_a, fn_b, reps: int) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Wall-clock samples (ms) of fn_a() and fn_b() taken in turns (a, b, a, b, ...), for a
+    ratio of their medians: two separate series see the host at different moments, and
+    on these shared machines its speed drifts between them (a batch ratio moved from 1.41
+    to 1.67 between two runs of the same tree, other cores busy <= 0.01). Returns
+    (a, b, a's process CPU ms, b's), each in call order; GC disabled while timing; one
+    warm-up call of each."""
+    fn_a()
+    fn_b()
+    out: tuple[list[float], list[float], list[float], list[float]] = ([], [], [], [])
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(reps):
+            for fn, wall, cpu in ((fn_a, out[0], out[2]), (fn_b, out[1], out[3])):
+                c = time.process_time()
+                t = time.perf_counter()
+                fn()
+                wall.append((time.perf_counter() - t) * 1e3)
+                cpu.append((time.process_time() - c) * 1e3)
+    finally:
+        gc.enable()
+    return out
 
 
 def verifier_msm_points(n: int, m: int) -> int:
@@ -281,18 +304,17 @@ def run(quick: bool) -> dict:
         assert len(data) == RangeProof.size(64, m)
         record(f"range.m{m}.prove_ms", samples(lambda: prove_range(transcript(), openings), prove_reps * scale))
         verify_range(transcript(), commitments, proof)  # must pass before timing
-        v = record(
-            f"range.m{m}.verify_ms",
-            samples(lambda: verify_range(transcript(), commitments, proof), verify_reps * scale),
-        )
-        v_cpu = cpu_median()
-        if m == 1:
-            record("range.m1.decode_ms", samples(lambda: RangeProof.from_bytes(data), 100 * scale))
         size = verifier_msm_points(64, m)
         out[f"floor.m{m}.msm_points"] = size
-        msm_med = record(f"msm.native.{size}_ms", samples(native_msm(size), verify_reps * scale))
+        v_wall, msm_wall, v_cpu, msm_cpu = paired_samples(
+            lambda: verify_range(transcript(), commitments, proof), native_msm(size), verify_reps * scale
+        )
+        v = record(f"range.m{m}.verify_ms", v_wall)
+        msm_med = record(f"msm.native.{size}_ms", msm_wall)
         out[f"floor.m{m}.verify_over_msm"] = round(v / msm_med, 4)
-        out[f"floor.m{m}.verify_over_msm_cpu"] = round(v_cpu / cpu_median(), 4)
+        out[f"floor.m{m}.verify_over_msm_cpu"] = round(statistics.median(v_cpu) / statistics.median(msm_cpu), 4)
+        if m == 1:
+            record("range.m1.decode_ms", samples(lambda: RangeProof.from_bytes(data), 100 * scale))
         results[m] = (proof, commitments, v)
 
     # --- batch -----------------------------------------------------------
@@ -308,14 +330,16 @@ def run(quick: bool) -> dict:
 
     batch_verify_range(statements)
     a = record("batch.n64.one_by_one_ms", samples(one_by_one, 3 * scale))
-    b = record("batch.n64.batched_ms", samples(lambda: batch_verify_range(statements), 7 * scale))
-    b_cpu = cpu_median()
-    out["batch.n64.speedup"] = round(a / b, 3)
     batch_points = 2 * 64 + 2 + 64 * (4 + 12 + 1)
     out["batch.n64.msm_points"] = batch_points
-    bm = record(f"msm.native.{batch_points}_ms", samples(native_msm(batch_points), 7 * scale))
+    b_wall, bm_wall, b_cpu, bm_cpu = paired_samples(
+        lambda: batch_verify_range(statements), native_msm(batch_points), 7 * scale
+    )
+    b = record("batch.n64.batched_ms", b_wall)
+    out["batch.n64.speedup"] = round(a / b, 3)
+    bm = record(f"msm.native.{batch_points}_ms", bm_wall)
     out["floor.batch_n64.batched_over_msm"] = round(b / bm, 4)
-    out["floor.batch_n64.batched_over_msm_cpu"] = round(b_cpu / cpu_median(), 4)
+    out["floor.batch_n64.batched_over_msm_cpu"] = round(statistics.median(b_cpu) / statistics.median(bm_cpu), 4)
 
     # --- transformation with and without the loss cap ---------------------
     print("transformation verify, with and without the loss-cap proof", flush=True)
