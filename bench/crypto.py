@@ -22,7 +22,7 @@ otherwise), every ratio measured within this one run:
   floor.m{1,16}.verify_over_msm              verify / one native arkworks MSM with
                                              the same number of points as the
                                              verifier's MSM (random full scalars);
-                                             the two timed in turns (paired_samples),
+                                             the two timed in turns (timed_in_turns),
                                              as is floor.batch_n64.batched_over_msm
   floor.*_cpu, transform.loss_cap.verify_ratio_cpu  the same ratios in process CPU
                                              time (same calls): on a loaded machine
@@ -87,39 +87,27 @@ def samples(fn, reps: int, warmup: int = 1) -> list[float]:
     """Wall-clock samples of fn() in ms (GC disabled while timing); the process CPU
     time of the same calls goes to `last_cpu` (the native MSM is single-threaded, so
     CPU time is its cost even when other processes compete for the cores)."""
+    ((wall, cpu),) = timed_in_turns([fn], reps, warmup)
+    last_cpu[:] = cpu
+    return wall
+
+
+def timed_in_turns(fns, reps: int, warmup: int = 1) -> list[tuple[list[float], list[float]]]:
+    """(wall-clock ms, process CPU ms) samples of each of `fns`, called in turns (a, b, a,
+    b, ...: `reps` calls of each after `warmup`), in call order; GC disabled while timing.
+    The two sides of a ratio are timed this way: two separate series see the host at
+    different moments, and on these shared machines its speed drifts between them (a
+    batch ratio moved from 1.41 to 1.67 between two runs of the same tree, other cores
+    busy <= 0.01)."""
     for _ in range(warmup):
-        fn()
-    out = []
-    last_cpu.clear()
-    gc.collect()
-    gc.disable()
-    try:
-        for _ in range(reps):
-            c = time.process_time()
-            t = time.perf_counter()
+        for fn in fns:
             fn()
-            out.append((time.perf_counter() - t) * 1e3)
-            last_cpu.append((time.process_time() - c) * 1e3)
-    finally:
-        gc.enable()
-    return out
-
-
-def paired_samples(fn_a, fn_b, reps: int) -> tuple[list[float], list[float], list[float], list[float]]:
-    """Wall-clock samples (ms) of fn_a() and fn_b() taken in turns (a, b, a, b, ...), for a
-    ratio of their medians: two separate series see the host at different moments, and
-    on these shared machines its speed drifts between them (a batch ratio moved from 1.41
-    to 1.67 between two runs of the same tree, other cores busy <= 0.01). Returns
-    (a, b, a's process CPU ms, b's), each in call order; GC disabled while timing; one
-    warm-up call of each."""
-    fn_a()
-    fn_b()
-    out: tuple[list[float], list[float], list[float], list[float]] = ([], [], [], [])
+    out: list[tuple[list[float], list[float]]] = [([], []) for _ in fns]
     gc.collect()
     gc.disable()
     try:
         for _ in range(reps):
-            for fn, wall, cpu in ((fn_a, out[0], out[2]), (fn_b, out[1], out[3])):
+            for fn, (wall, cpu) in zip(fns, out, strict=True):
                 c = time.process_time()
                 t = time.perf_counter()
                 fn()
@@ -306,8 +294,8 @@ def run(quick: bool) -> dict:
         verify_range(transcript(), commitments, proof)  # must pass before timing
         size = verifier_msm_points(64, m)
         out[f"floor.m{m}.msm_points"] = size
-        v_wall, msm_wall, v_cpu, msm_cpu = paired_samples(
-            lambda: verify_range(transcript(), commitments, proof), native_msm(size), verify_reps * scale
+        (v_wall, v_cpu), (msm_wall, msm_cpu) = timed_in_turns(
+            [lambda: verify_range(transcript(), commitments, proof), native_msm(size)], verify_reps * scale
         )
         v = record(f"range.m{m}.verify_ms", v_wall)
         msm_med = record(f"msm.native.{size}_ms", msm_wall)
@@ -332,8 +320,8 @@ def run(quick: bool) -> dict:
     a = record("batch.n64.one_by_one_ms", samples(one_by_one, 3 * scale))
     batch_points = 2 * 64 + 2 + 64 * (4 + 12 + 1)
     out["batch.n64.msm_points"] = batch_points
-    b_wall, bm_wall, b_cpu, bm_cpu = paired_samples(
-        lambda: batch_verify_range(statements), native_msm(batch_points), 7 * scale
+    (b_wall, b_cpu), (bm_wall, bm_cpu) = timed_in_turns(
+        [lambda: batch_verify_range(statements), native_msm(batch_points)], 7 * scale
     )
     b = record("batch.n64.batched_ms", b_wall)
     out["batch.n64.speedup"] = round(a / b, 3)
