@@ -529,10 +529,11 @@ def _invert_challenges(replayed: Sequence[_Replayed]) -> None:
         return
     inverses = iter(_batch_invert([v for rp in todo for v in (*rp.u, rp.y)]))
     for rp in todo:
-        rp.u_inv = [next(inverses) for _ in rp.u]
-        rp.y_inv = next(inverses)
-        rp.u_sq = [u * u % ORDER for u in rp.u]
-        rp.u_inv_sq = [u * u % ORDER for u in rp.u_inv]
+        u_inv = [next(inverses) for _ in rp.u]
+        y_inv = next(inverses)
+        # all four at once, `u_inv` last: `u_inv is None` is what marks a proof as not done yet
+        rp.y_inv, rp.u_sq, rp.u_inv_sq = y_inv, [u * u % ORDER for u in rp.u], [u * u % ORDER for u in u_inv]
+        rp.u_inv = u_inv
 
 
 def _reject(reason: str) -> ProofError:
@@ -636,7 +637,10 @@ def _vector_coefficients(
 ) -> tuple[list[int], list[int]]:
     """The G_i and H_i coefficients of one range proof's equation weighted by e1:
     the O(nm) part of the verifier's arithmetic (docs, "Verifier"). NOT reduced
-    mod r (ints of magnitude below 2^768): the MSM reduces each summed coefficient once.
+    mod r: each lies in (-r, 2 r^3 + r), so below 2^768 in magnitude (a product of
+    three reduced values from `_doubling`, plus or minus a reduced constant), and g_i
+    is negative for most i; the MSM reduces each summed coefficient once
+    (tests/test_range_verifier_reference.py checks the bounds and the values mod r).
     A plain function of ints, so a worker process can run it (`RangeRelation.split_terms`).
 
     Every i-dependent part is a product over the bits of i, so each is ONE

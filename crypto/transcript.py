@@ -148,6 +148,7 @@ class Transcript:
 
     def challenge_scalar(self, label: bytes) -> int:
         """A non-zero challenge, bound to everything absorbed so far."""
+        label = bytes(label)  # a bytearray too (the challenge frames are cached by label)
         counter = 0
         while True:
             h = self._h.copy()
