@@ -488,14 +488,14 @@ def server_batching(log_path: Path, published_before: int) -> dict[str, Any] | N
         return None
     logged = json.loads(lines[-1].split(marker, 1)[1])
     out: dict[str, Any] = {"gathers": logged["gathers"]}
-    for part in ("verify_batches", "transactions"):
+    for part, mean in (("verify_batches", "mean_verify_batch"), ("transactions", "mean_transaction")):
         sizes = {int(k): v for k, v in logged[part].items()}
         if sizes.get(1, 0) < published_before:
             raise RuntimeError(f"{log_path}: fewer {part} of one than the {published_before} sequential publications")
         sizes[1] -= published_before
         sizes = {k: v for k, v in sorted(sizes.items()) if v}
         out[part] = sizes
-        out[f"mean_{part.removesuffix('es').removesuffix('s')}"] = round(
+        out[mean] = round(
             sum(k * v for k, v in sizes.items()) / max(1, sum(sizes.values())), 2
         )
     return out

@@ -155,7 +155,7 @@ class Transcript:
             h.update(_challenge_frame(label, counter))
             c = int.from_bytes(h.digest(), "big") % ORDER
             if c:  # c < r: its 32-byte encoding is scalar_to_bytes(c) without a second reduction
-                self._h.update(_header(b"challenge-out", len(label) + SCALAR_BYTES) + label + c.to_bytes(SCALAR_BYTES, "big"))
+                self._absorb(b"challenge-out", label + c.to_bytes(SCALAR_BYTES, "big"))
                 return c
             counter += 1  # probability 2^-255: never in practice
 
