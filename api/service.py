@@ -27,7 +27,6 @@ import contextvars
 import json
 import logging
 import multiprocessing
-import os
 import pickle
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -40,6 +39,8 @@ import pymongo
 from pydantic import ValidationError
 from pymongo.errors import PyMongoError
 
+from crypto.batch import cores
+from crypto.group import set_msm_threads
 from ledger.encoding import canonical_json
 from ledger.envelope import Envelope, parse_envelope
 from ledger.errors import Code, Rejection
@@ -120,16 +121,18 @@ def _verify_in_worker(items) -> Verdicts:
     return Verdicts(verdicts, result.rounds)
 
 
-def _init_verifier_process() -> None:
+def _init_verifier_process(msm_threads: int) -> None:
     """Pool initializer. A SIGKILLed server must not leave verifier processes behind
     (`supervision.children.die_with_parent`, as for the embedded database and the other
     worker processes), and a terminal's Ctrl-C, which reaches the whole process group,
-    is the server's to handle: it shuts the pool down in order."""
+    is the server's to handle: it shuts the pool down in order. Each process's MSMs use
+    `msm_threads` threads (`Verifier`)."""
     import multiprocessing
     import signal
 
     from supervision.children import die_with_parent
 
+    set_msm_threads(msm_threads)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = multiprocessing.parent_process()  # the server (a "spawn" pool's processes know it)
     die_with_parent(parent.pid if parent is not None else None)
@@ -188,10 +191,17 @@ class Verifier:
     `gather_seconds` = 0 (the constructor's default; the server passes its
     setting, 0 = off by default: docs/operations.md) is "a batch is what waits when a worker frees".
 
-    * "thread" (default): anyio worker threads. Verification time is mostly
-      arkworks multi-scalar multiplication, which releases the GIL: two
-      threads verify ~1.9x faster than one on 2 idle vCPUs (bench/api.py,
-      `verify.threads2_*`), and the event loop keeps serving reads meanwhile.
+    Every MSM of a batch runs in `msm_threads` parts at once (crypto.group.
+    set_msm_threads; default: the cores / `workers`, at least 1).
+
+    * "thread" (default): anyio worker threads, ONE by default. Verification
+      time is mostly arkworks multi-scalar multiplication, which releases the
+      GIL, and most of an MSM is the ~1,026 shared bases, paid once per batch
+      whatever its size: one lane keeps the publications in flight together
+      in one batch (at 8 in flight, mean batches of 3.6-8.0 publications
+      against 2.3-3.6 with two lanes, in three runs), and its MSM runs on every core
+      (docs/performance.md, "One verification lane"). The event loop keeps
+      serving reads meanwhile.
     * "process": a pool of spawned worker processes (not forked: the server
       has pymongo and uvicorn threads a fork would copy in a broken state).
       Full isolation from the GIL for the Python share of verification, at
@@ -210,13 +220,17 @@ class Verifier:
         workers: int | None = None,
         max_batch: int = 8,
         gather_seconds: float = 0.0,
+        msm_threads: int | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         if not gather_seconds >= 0:
             raise ValueError("gather_seconds must be at least 0")
+        if msm_threads is not None and (type(msm_threads) is not int or msm_threads < 1):
+            raise ValueError("msm_threads must be a positive integer")
         self.mode = mode
-        self.workers = workers or max(1, os.cpu_count() or 1)
+        self.workers = workers or (1 if mode == "thread" else cores())
+        self.msm_threads = msm_threads or max(1, cores() // self.workers)
         self.max_batch = max_batch
         self.gather_seconds = gather_seconds
         self._upstream = 0  # publications announced (`upstream()`), not yet waiting here
@@ -234,7 +248,10 @@ class Verifier:
     def _process_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_verifier_process
+                self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_verifier_process,
+                initargs=(self.msm_threads,),
             )
         return self._pool
 
@@ -245,6 +262,7 @@ class Verifier:
             loop = asyncio.get_running_loop()
             await asyncio.gather(*(loop.run_in_executor(pool, _warm_up) for _ in range(self.workers)))
         else:
+            set_msm_threads(self.msm_threads)
             await anyio.to_thread.run_sync(_warm_up, limiter=self._limiter)
 
     @contextlib.contextmanager
@@ -402,6 +420,7 @@ class Ingestion:
                 self.settings.verify_workers,
                 self.settings.verify_max_batch,
                 self.settings.verify_gather_ms / 1000,
+                self.settings.msm_threads,
             )
 
     async def start(self) -> None:

@@ -30,8 +30,9 @@
 | ORETRACE_LARGE_BODY_WAIT_SECONDS | 10            | a large body waits this long for its turn, then 503  |
 | ORETRACE_BODY_DECODE_TIMEOUT_SECONDS | 10        | a large body's decoder process answers within this (else killed, replaced, 503); at most 600 |
 | ORETRACE_VERIFY_MODE         | thread            | proof verification in worker `thread`s or `process`es |
-| ORETRACE_VERIFY_WORKERS      | CPU count         | verification workers (at most 64, or the CPU count if more) |
+| ORETRACE_VERIFY_WORKERS      | 1 (thread mode), CPU count (process mode) | verification batches at once (at most 64, or the CPU count if more) |
 | ORETRACE_VERIFY_MAX_BATCH    | 8                 | most publications verified together in one MSM (1..64) |
+| ORETRACE_MSM_THREADS         | CPU count / workers | threads one verification MSM runs on at once (at most 64, or the CPU count if more) |
 | ORETRACE_MAX_PUBLICATIONS_PER_TRANSACTION | 8    | most publications one transaction writes (batched sequencing, api.store; 1..64, 1 = one per transaction) |
 | ORETRACE_LOG_KEY             | <data_dir>/log-key.hex | hex Ed25519 seed of the log's checkpoint key    |
 | ORETRACE_LOG_ORIGIN          | oretrace.log/<network> | checkpoint origin line and log key name         |
@@ -174,15 +175,18 @@ class Settings(BaseModel):
     limits: Limits = Limits()
     verify_mode: Literal["process", "thread"] = "thread"
     #: at most `crypto.batch.most_workers()` (64, or the cores if more): 100000 would
-    #: start that many verifier processes (process mode) or threads
+    #: start that many verifier processes (process mode) or threads. None: 1 in thread mode
+    #: (one lane: batches stay whole, their MSMs use every core), the cores in process mode
     verify_workers: int | None = Field(default=None, gt=0, le=most_workers())
     #: most publications verified together in one MSM (api.verification_batches); 1 = one at a time
     verify_max_batch: int = Field(default=8, ge=1, le=64)
+    #: threads one verification MSM may use at once (crypto.group.set_msm_threads); None:
+    #: the cores / the verification workers, at least 1 (`Settings.msm_threads_per_worker`)
+    msm_threads: int | None = Field(default=None, gt=0, le=most_workers())
     #: milliseconds a free verifier may hold a batch of fewer than `verify_max_batch` for
     #: publications already on their way to it (api.service.Verifier); 0 = never. An idle
-    #: server (nothing else in flight) never waits. Off by default: measured, it did not
-    #: raise throughput here (the transactions bound it), and any client can make every
-    #: publication wait the whole window (docs/operations.md, "Verification batches")
+    #: server (nothing else in flight) never waits. Any client can make every publication
+    #: wait the whole window, so it stays short (docs/operations.md, "Verification batches")
     verify_gather_ms: float = Field(default=10.0, ge=0, le=50)
     #: most publications written by one transaction (group commit: the publications waiting
     #: for the sequencer when it frees, api.store.Store.apply_effects); 1 = one per transaction
@@ -229,6 +233,7 @@ class Settings(BaseModel):
             ("verify_mode", "ORETRACE_VERIFY_MODE"),
             ("verify_workers", "ORETRACE_VERIFY_WORKERS"),
             ("verify_max_batch", "ORETRACE_VERIFY_MAX_BATCH"),
+            ("msm_threads", "ORETRACE_MSM_THREADS"),
             ("verify_gather_ms", "ORETRACE_VERIFY_GATHER_MS"),
             ("max_publications_per_transaction", "ORETRACE_MAX_PUBLICATIONS_PER_TRANSACTION"),
             ("log_key", "ORETRACE_LOG_KEY"),

@@ -716,7 +716,7 @@ _shared: dict[tuple[str, int], WorkerPool] = {}
 _shared_lock = threading.Lock()
 
 
-def _cores() -> int:
+def cores() -> int:
     """The cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
@@ -725,7 +725,7 @@ def most_workers() -> int:
     """The most worker processes a setting may ask for: `MAX_BUNDLE_WORKERS`, or the
     number of cores if that is larger (ORETRACE_BUNDLE_WORKERS here, the server's
     ORETRACE_VERIFY_WORKERS in `api.settings`)."""
-    return max(MAX_BUNDLE_WORKERS, _cores())
+    return max(MAX_BUNDLE_WORKERS, cores())
 
 
 def default_workers() -> int:
@@ -733,7 +733,7 @@ def default_workers() -> int:
     integer from 0 to `most_workers()`; 0 = none, everything in this process;
     WorkerSettingError if it is anything else), else one per core, none on one core.
     (ORETRACE_VERIFY_WORKERS is the server's count of concurrent verifications.)"""
-    cores = _cores()
+    cores = cores()
     text = _setting_text("ORETRACE_BUNDLE_WORKERS")
     if text:
         most = most_workers()

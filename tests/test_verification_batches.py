@@ -297,6 +297,85 @@ def test_the_verifier_worker_count_is_bounded():
             Settings.from_env({"ORETRACE_VERIFY_WORKERS": text})
 
 
+def test_one_verification_lane_by_default_its_msms_on_every_core():
+    """Thread mode: one lane (a batch keeps the publications in flight together) whose
+    MSMs run on every core; process mode: a process per core, one thread each."""
+    from crypto.batch import cores
+
+    assert Settings().verify_workers is None and Settings().msm_threads is None
+    lane = Verifier("thread")
+    assert (lane.workers, lane.msm_threads) == (1, cores())
+    processes = Verifier("process")
+    assert (processes.workers, processes.msm_threads) == (cores(), 1)
+    assert Verifier("thread", workers=3).msm_threads == max(1, cores() // 3)
+    assert Verifier("process", workers=1, msm_threads=5).msm_threads == 5
+    for bad in (0, -1, True, 2.5, "2"):
+        with pytest.raises(ValueError, match="msm_threads"):
+            Verifier("thread", msm_threads=bad)
+
+
+def test_the_msm_thread_setting_is_bounded():
+    from crypto.batch import most_workers
+
+    most = most_workers()
+    assert Settings.from_env({"ORETRACE_MSM_THREADS": "2"}).msm_threads == 2
+    assert Settings.from_env({"ORETRACE_MSM_THREADS": str(most)}).msm_threads == most
+    for text in ("0", "-1", str(most + 1), "9" * 40, "two", "1.5"):
+        with pytest.raises(SettingsError, match="msm_threads"):
+            Settings.from_env({"ORETRACE_MSM_THREADS": text})
+
+
+async def test_the_verifier_gives_its_workers_their_msm_threads(store, api_settings):
+    """The setting reaches the server's verifier, in this process (thread mode) and in
+    each verifier process (process mode)."""
+    from crypto.group import msm_threads, set_msm_threads
+
+    before = msm_threads()
+    try:
+        ingestion = Ingestion(store, api_settings.model_copy(update={"msm_threads": 3}))
+        assert ingestion.verifier.msm_threads == 3
+        await ingestion.start()
+        assert msm_threads() == 3
+        ingestion.close()
+        verifier = Verifier("process", workers=1, msm_threads=2)
+        try:
+            await verifier.start()
+            loop = asyncio.get_running_loop()
+            assert await loop.run_in_executor(verifier._process_pool(), msm_threads) == 2
+        finally:
+            verifier.close()
+    finally:
+        set_msm_threads(before)
+
+
+@pytest.mark.parametrize("bad", [(), (0,), (LOTS - 1,), (1, 2)], ids=["none", "first", "last", "adjacent"])
+async def test_the_same_verdicts_with_the_msms_split_over_threads(world, honest, bad, monkeypatch):
+    """The server's lane splits every MSM of a batch (and of its bisection) over the
+    cores: the verdicts and the MSM rounds are those of one thread."""
+    from crypto import group
+
+    envelopes, views = honest
+    policy = policy_of(world)
+    batch = list(envelopes)
+    for n, position in enumerate(bad):
+        batch[position] = corrupted(world, envelopes[position], FAULTS[n % len(FAULTS)])
+    items = [(e, v, policy) for e, v in zip(batch, views, strict=True)]
+    before = group.msm_threads()
+    try:
+        group.set_msm_threads(1)
+        one = verify_publications(items)
+        group.set_msm_threads(2)
+        parts = []
+        submit = group._msm_threads.pool.submit
+        monkeypatch.setattr(group._msm_threads.pool, "submit", lambda *a: parts.append(1) or submit(*a))
+        split = verify_publications(items)
+    finally:
+        group.set_msm_threads(before)
+    assert [verdict_in_batch(v) for v in split.verdicts] == [verdict_in_batch(v) for v in one.verdicts]
+    assert split.rounds == one.rounds == expected_rounds(bad)
+    assert len(parts) >= split.rounds  # every round's MSM ran in two parts at least
+
+
 async def test_a_hung_verifier_process_is_service_unavailable_within_the_deadline_and_replaced(
     world, store, api_settings
 ):
