@@ -102,6 +102,17 @@ async def honest(world, store, refiner_lots):
     return envelopes, views
 
 
+def batch_with_bad(world, honest, bad) -> list:
+    """The honest batch as `verify_publications` items, with the publications at the
+    positions `bad` corrupted (FAULTS in turn)."""
+    envelopes, views = honest
+    policy = policy_of(world)
+    batch = list(envelopes)
+    for n, position in enumerate(bad):
+        batch[position] = corrupted(world, envelopes[position], FAULTS[n % len(FAULTS)])
+    return [(e, v, policy) for e, v in zip(batch, views, strict=True)]
+
+
 @pytest.mark.parametrize(
     "bad",
     [(), (0,), (LOTS // 2,), (LOTS - 1,), (0, LOTS - 1), (1, 2)],
@@ -354,12 +365,7 @@ async def test_the_same_verdicts_with_the_msms_split_over_threads(world, honest,
     cores: the verdicts and the MSM rounds are those of one thread."""
     from crypto import group
 
-    envelopes, views = honest
-    policy = policy_of(world)
-    batch = list(envelopes)
-    for n, position in enumerate(bad):
-        batch[position] = corrupted(world, envelopes[position], FAULTS[n % len(FAULTS)])
-    items = [(e, v, policy) for e, v in zip(batch, views, strict=True)]
+    items = batch_with_bad(world, honest, bad)
     before = group.msm_threads()
     try:
         group.set_msm_threads(1)
@@ -490,14 +496,9 @@ async def test_the_msms_a_bad_publication_costs_its_batch(world, honest, bad, mo
         return local_sum(f)
 
     monkeypatch.setattr(batch_module, "_local_sum", counting)
-    envelopes, views = honest
-    policy = policy_of(world)
-    batch = list(envelopes)
-    for n, position in enumerate(bad):
-        batch[position] = corrupted(world, envelopes[position], FAULTS[n % len(FAULTS)])
-    items = [(e, v, policy) for e, v in zip(batch, views, strict=True)]
+    items = batch_with_bad(world, honest, bad)
     relation_count = 0
-    for envelope, view, _ in items:
+    for envelope, view, policy in items:
         from ledger.proofs import BatchCollector
 
         proofs = BatchCollector()
