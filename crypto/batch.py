@@ -733,7 +733,7 @@ def default_workers() -> int:
     integer from 0 to `most_workers()`; 0 = none, everything in this process;
     WorkerSettingError if it is anything else), else one per core, none on one core.
     (ORETRACE_VERIFY_WORKERS is the server's count of concurrent verifications.)"""
-    cores = cores()
+    available = cores()
     text = _setting_text("ORETRACE_BUNDLE_WORKERS")
     if text:
         most = most_workers()
@@ -743,7 +743,7 @@ def default_workers() -> int:
                 f"ORETRACE_BUNDLE_WORKERS: {_quoted(text)} is not a number of worker processes from 0 to {most}"
             )
         return int(digits)
-    return cores if cores > 1 else 0
+    return available if available > 1 else 0
 
 
 def shared_pool(size: int) -> WorkerPool | None:
