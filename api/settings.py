@@ -181,7 +181,7 @@ class Settings(BaseModel):
     #: most publications verified together in one MSM (api.verification_batches); 1 = one at a time
     verify_max_batch: int = Field(default=8, ge=1, le=64)
     #: threads one verification MSM may use at once (crypto.group.set_msm_threads); None:
-    #: the cores / the verification workers, at least 1 (`Settings.msm_threads_per_worker`)
+    #: the cores / the verification workers, at least 1 (resolved by api.service.Verifier)
     msm_threads: int | None = Field(default=None, gt=0, le=most_workers())
     #: milliseconds a free verifier may hold a batch of fewer than `verify_max_batch` for
     #: publications already on their way to it (api.service.Verifier); 0 = never. An idle

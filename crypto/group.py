@@ -392,7 +392,9 @@ def set_msm_threads(count: int) -> None:
     """Let each native (arkworks) MSM of at least 2 x `_MsmThreads.MIN_POINTS_PER_PART`
     points run in up to `count` parts at once: `count` - 1 helper threads and the
     caller's (multiexp releases the GIL, so the parts use as many cores). Process
-    wide. 1 (the default): one part, in the caller's thread. The py_ecc backend
+    wide; the helper threads are those of the largest count set so far (at most
+    `crypto.batch.most_workers()` - 1 when set from the server's settings), idle when the
+    count is lowered. 1 (the default): one part, in the caller's thread. The py_ecc backend
     (pure Python, holding the GIL) ignores it. ValueError unless `count` is an int >= 1."""
     _msm_threads.set(count)
 

@@ -520,7 +520,7 @@ from concurrent.futures import ProcessPoolExecutor
 from api.service import _init_verifier_process
 
 if __name__ == "__main__":
-    pool = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"), initializer=_init_verifier_process)
+    pool = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"), initializer=_init_verifier_process, initargs=(1,))
     pids = {pool.submit(os.getpid).result() for _ in range(4)} | {p.pid for p in pool._processes.values()}
     print(*pids, flush=True)
     time.sleep(3600)
