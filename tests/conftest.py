@@ -66,7 +66,7 @@ from api.embedded import EmbeddedDatabase
 from api.service import Ingestion
 from api.settings import Settings
 from api.store import READINESS_COMMENT, Store
-from crypto.group import use_backend
+from crypto.group import set_msm_threads, use_backend
 
 NETWORK = "oretrace-test"
 
@@ -86,6 +86,14 @@ def curve_backend(name: str) -> Iterator[str]:
         yield name
     finally:
         use_backend(DEFAULT_CURVE_BACKEND)
+
+
+@pytest.fixture(autouse=True)
+def one_msm_thread() -> None:
+    """Every test starts with MSMs in one thread: `set_msm_threads` is process-wide state,
+    and a server a test started (`Verifier.start`) sets it for the whole test process.
+    A split's helper-thread calls depend on timing; tests of the split set it themselves."""
+    set_msm_threads(1)
 
 
 @pytest.fixture

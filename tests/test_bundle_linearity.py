@@ -89,13 +89,8 @@ def test_the_sizes_are_equally_spaced():
 
 
 def test_every_function_is_called_an_affine_number_of_times_in_the_events(chains, monkeypatch):
-    """In one process (no worker: their pipe waits depend on timing; MSMs in one thread,
-    whatever an earlier test's server set: a split's futures depend on timing too), all
-    the verifier's Python work."""
-    from crypto import group
-
+    """In one process (no worker: their pipe waits depend on timing), all the verifier's Python work."""
     monkeypatch.setenv("ORETRACE_BUNDLE_WORKERS", "0")
-    monkeypatch.setattr(group._msm_threads, "count", 1)
     _verified(*chains[SIZES[0]])  # warm-up: generator, header and schema caches filled once per process
     counts = [_calls(*chains[n]) for n in SIZES]
     events = [sum(v for k, v in c.items() if k.endswith("(parse_envelope)")) for c in counts]

@@ -22,13 +22,6 @@ from crypto.group import ORDER, Point, msm, msm_threads, set_msm_threads
 PART = group._MsmThreads.MIN_POINTS_PER_PART
 
 
-@pytest.fixture(autouse=True)
-def restore_msm_threads():
-    before = msm_threads()
-    yield
-    set_msm_threads(before)
-
-
 def random_points(n: int, seed: int) -> list[Point]:
     rng = random.Random(seed)
     base = [Point.generator() * rng.randrange(1, ORDER) for _ in range(min(n, 64))]
