@@ -19,7 +19,7 @@ import uvicorn
 
 from .app import create_app
 from .http_protocol import bounded_h11_protocol
-from .settings import Settings
+from .settings import Settings, SettingsError
 from .store import Store
 
 
@@ -103,16 +103,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--database", default=None)
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
-    serve(
-        args.host,
-        args.port,
-        args.data_dir,
-        root_public_key=args.root_public_key,
-        network=args.network,
-        mongodb_uri=args.mongodb_uri,
-        database=args.database,
-        log_level=args.log_level,
-    )
+    try:
+        serve(
+            args.host,
+            args.port,
+            args.data_dir,
+            root_public_key=args.root_public_key,
+            network=args.network,
+            mongodb_uri=args.mongodb_uri,
+            database=args.database,
+            log_level=args.log_level,
+        )
+    except SettingsError as exc:  # one line naming the variable, as argparse does for a flag
+        parser.exit(2, f"{parser.prog}: {exc}\n")
 
 
 if __name__ == "__main__":

@@ -54,15 +54,44 @@ job with plain pydantic validation (clear errors on bad values).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from crypto.batch import most_workers
 
+#: Settings read from the environment (`Settings.from_env`): field -> variable.
+_ENV_SETTINGS = {
+    "mongodb_uri": "MONGODB_URI",
+    "database": "ORETRACE_DATABASE",
+    "data_dir": "ORETRACE_DATA_DIR",
+    "network": "ORETRACE_NETWORK",
+    "root_public_key": "ORETRACE_ROOT_PUBLIC_KEY",
+    "verify_mode": "ORETRACE_VERIFY_MODE",
+    "verify_workers": "ORETRACE_VERIFY_WORKERS",
+    "verify_max_batch": "ORETRACE_VERIFY_MAX_BATCH",
+    "msm_threads": "ORETRACE_MSM_THREADS",
+    "verify_gather_ms": "ORETRACE_VERIFY_GATHER_MS",
+    "max_publications_per_transaction": "ORETRACE_MAX_PUBLICATIONS_PER_TRANSACTION",
+    "log_key": "ORETRACE_LOG_KEY",
+    "log_origin": "ORETRACE_LOG_ORIGIN",
+    "checkpoint_interval": "ORETRACE_CHECKPOINT_INTERVAL",
+    "witnesses": "ORETRACE_WITNESSES",
+    "request_deadline_seconds": "ORETRACE_REQUEST_DEADLINE_SECONDS",
+    "shutdown_grace_seconds": "ORETRACE_SHUTDOWN_GRACE_SECONDS",
+    "embedded_max_restarts": "ORETRACE_EMBEDDED_MAX_RESTARTS",
+    "max_ancestry_depth": "ORETRACE_MAX_ANCESTRY_DEPTH",
+    "max_ancestry_lots": "ORETRACE_MAX_ANCESTRY_LOTS",
+    "readiness_interval_seconds": "ORETRACE_READINESS_INTERVAL_SECONDS",
+    "embedded_startup_timeout": "ORETRACE_EMBEDDED_STARTUP_TIMEOUT_SECONDS",
+    "gil_switch_interval_seconds": "ORETRACE_GIL_SWITCH_INTERVAL_SECONDS",
+}
+
+#: The same for `Limits`, under `Settings.limits`.
 _ENV_LIMITS = {
     "max_body_bytes": "ORETRACE_MAX_BODY_BYTES",
     "max_body_values": "ORETRACE_MAX_BODY_VALUES",
@@ -98,6 +127,20 @@ BODY_MEMORY_FACTOR = 30
 
 class SettingsError(RuntimeError):
     """The configuration is incomplete or invalid (message says which variable)."""
+
+
+def _source(loc: tuple, env: Mapping[str, str], overrides: Mapping[str, Any]) -> str:
+    """Where a bad value came from, for `SettingsError`: the environment variable a
+    user set (and the field), or the field of a keyword argument (a command-line flag)."""
+    field = ".".join(str(part) for part in loc) or "settings"  # () for a model-wide error
+    head, rest = (str(loc[0]), loc[1:]) if loc else ("", ())
+    if head == "limits" and rest:
+        var = _ENV_LIMITS.get(str(rest[0]))
+    elif overrides.get(head) is None:
+        var = _ENV_SETTINGS.get(head)
+    else:
+        var = None
+    return f"{var} ({field})" if var and env.get(var) else field
 
 
 #: The largest ORETRACE_MAX_BODY_BYTES: a decoded body comes back from its decoder process
@@ -167,6 +210,9 @@ class Limits(BaseModel):
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    #: a MongoDB connection string (https://www.mongodb.com/docs/manual/reference/connection-string/);
+    #: pymongo would take text without the scheme for a host name and fail only at the
+    #: first query, after its server-selection timeout
     mongodb_uri: str | None = None
     database: str = Field(default="oretrace", pattern=r"^[A-Za-z0-9_-]{1,63}$")
     data_dir: Path = Path("./oretrace-data")
@@ -223,32 +269,7 @@ class Settings(BaseModel):
         """Settings from environment variables; keyword overrides win (None = not given)."""
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
-        if env.get("MONGODB_URI"):
-            values["mongodb_uri"] = env["MONGODB_URI"]
-        for key, var in (
-            ("database", "ORETRACE_DATABASE"),
-            ("data_dir", "ORETRACE_DATA_DIR"),
-            ("network", "ORETRACE_NETWORK"),
-            ("root_public_key", "ORETRACE_ROOT_PUBLIC_KEY"),
-            ("verify_mode", "ORETRACE_VERIFY_MODE"),
-            ("verify_workers", "ORETRACE_VERIFY_WORKERS"),
-            ("verify_max_batch", "ORETRACE_VERIFY_MAX_BATCH"),
-            ("msm_threads", "ORETRACE_MSM_THREADS"),
-            ("verify_gather_ms", "ORETRACE_VERIFY_GATHER_MS"),
-            ("max_publications_per_transaction", "ORETRACE_MAX_PUBLICATIONS_PER_TRANSACTION"),
-            ("log_key", "ORETRACE_LOG_KEY"),
-            ("log_origin", "ORETRACE_LOG_ORIGIN"),
-            ("checkpoint_interval", "ORETRACE_CHECKPOINT_INTERVAL"),
-            ("witnesses", "ORETRACE_WITNESSES"),
-            ("request_deadline_seconds", "ORETRACE_REQUEST_DEADLINE_SECONDS"),
-            ("shutdown_grace_seconds", "ORETRACE_SHUTDOWN_GRACE_SECONDS"),
-            ("embedded_max_restarts", "ORETRACE_EMBEDDED_MAX_RESTARTS"),
-            ("max_ancestry_depth", "ORETRACE_MAX_ANCESTRY_DEPTH"),
-            ("max_ancestry_lots", "ORETRACE_MAX_ANCESTRY_LOTS"),
-            ("readiness_interval_seconds", "ORETRACE_READINESS_INTERVAL_SECONDS"),
-            ("embedded_startup_timeout", "ORETRACE_EMBEDDED_STARTUP_TIMEOUT_SECONDS"),
-            ("gil_switch_interval_seconds", "ORETRACE_GIL_SWITCH_INTERVAL_SECONDS"),
-        ):
+        for key, var in _ENV_SETTINGS.items():
             if env.get(var):
                 values[key] = env[var]
         limits = {key: env[var] for key, var in _ENV_LIMITS.items() if env.get(var)}
@@ -260,10 +281,15 @@ class Settings(BaseModel):
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-            )
+            problems = "; ".join(f"{_source(err['loc'], env, overrides)}: {err['msg']}" for err in exc.errors())
             raise SettingsError(f"invalid oretrace settings: {problems}") from exc
+
+    @field_validator("mongodb_uri")
+    @classmethod
+    def _connection_string(cls, uri: str | None) -> str | None:
+        if uri is not None and not re.fullmatch(r"mongodb(\+srv)?://\S+", uri):
+            raise ValueError("expected a MongoDB connection string, mongodb://HOST[:PORT]/... or mongodb+srv://HOST/...")
+        return uri
 
     def require_root_public_key(self) -> str:
         if not self.root_public_key:
