@@ -59,6 +59,10 @@ def make_config(
     return uvicorn.Config(app, **options)
 
 
+#: the server's log levels (`--log-level`; Python logging's names, lower case)
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
 def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
@@ -101,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--network", default=None)
     parser.add_argument("--mongodb-uri", default=None)
     parser.add_argument("--database", default=None)
-    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     args = parser.parse_args(argv)
     try:
         serve(

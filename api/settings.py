@@ -22,17 +22,20 @@
 | ORETRACE_MAX_HEAVY_OPERATIONS| 1                 | ...and execute at most this many at a time           |
 | ORETRACE_HEADER_TIMEOUT_SECONDS | 10             | complete request headers within this (else closed)   |
 | ORETRACE_BODY_TIMEOUT_SECONDS | 30               | complete request body within this (else 408)         |
+| ORETRACE_SEND_TIMEOUT_SECONDS | 30               | a client must take an answer's bytes within this (else closed) |
 | ORETRACE_KEEPALIVE_TIMEOUT_SECONDS | 5           | idle keep-alive connections closed after this        |
 | ORETRACE_MAX_CONNECTIONS     | 256               | open connections (more are closed; 503 over requests) |
 | ORETRACE_RATE_LIMIT_PER_SECOND | 0 (off)        | requests per second per client address (429 above)   |
 | ORETRACE_RATE_LIMIT_BURST    | 100               | requests a client may send at once                   |
 | ORETRACE_LARGE_BODY_MEMORY_MB | 64               | memory for bodies > 64 KiB in flight: budget / (30 x max body) requests at once (2) |
 | ORETRACE_LARGE_BODY_WAIT_SECONDS | 10            | a large body waits this long for its turn, then 503  |
+| ORETRACE_LARGE_BODY_MIN_BYTES_PER_SECOND | 65536 | an admitted large body arrives at least this fast after a 2 s grace (else 408) |
 | ORETRACE_BODY_DECODE_TIMEOUT_SECONDS | 10        | a large body's decoder process answers within this (else killed, replaced, 503); at most 600 |
 | ORETRACE_VERIFY_MODE         | thread            | proof verification in worker `thread`s or `process`es |
 | ORETRACE_VERIFY_WORKERS      | 1 (thread mode), CPU count (process mode) | verification batches at once (at most 64, or the CPU count if more) |
 | ORETRACE_VERIFY_MAX_BATCH    | 8                 | most publications verified together in one MSM (1..64) |
 | ORETRACE_MSM_THREADS         | CPU count / workers | threads one verification MSM runs on at once (at most 64, or the CPU count if more) |
+| ORETRACE_VERIFY_GATHER_MS    | 10                | a free verifier waits up to this for publications on their way to it (0..50; 0 = off) |
 | ORETRACE_MAX_PUBLICATIONS_PER_TRANSACTION | 8    | most publications one transaction writes (batched sequencing, api.store; 1..64, 1 = one per transaction) |
 | ORETRACE_LOG_KEY             | <data_dir>/log-key.hex | hex Ed25519 seed of the log's checkpoint key    |
 | ORETRACE_LOG_ORIGIN          | oretrace.log/<network> | checkpoint origin line and log key name         |
@@ -134,12 +137,12 @@ def _source(loc: tuple, env: Mapping[str, str], overrides: Mapping[str, Any]) ->
     user set (and the field), or the field of a keyword argument (a command-line flag)."""
     field = ".".join(str(part) for part in loc) or "settings"  # () for a model-wide error
     head, rest = (str(loc[0]), loc[1:]) if loc else ("", ())
-    if head == "limits" and rest:
-        var = _ENV_LIMITS.get(str(rest[0]))
-    elif overrides.get(head) is None:
-        var = _ENV_SETTINGS.get(head)
-    else:
+    if overrides.get(head) is not None:  # a flag (or `limits=`) replaced the environment's value
         var = None
+    elif head == "limits" and rest:
+        var = _ENV_LIMITS.get(str(rest[0]))
+    else:
+        var = _ENV_SETTINGS.get(head)
     return f"{var} ({field})" if var and env.get(var) else field
 
 
@@ -281,15 +284,42 @@ class Settings(BaseModel):
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
-            problems = "; ".join(f"{_source(err['loc'], env, overrides)}: {err['msg']}" for err in exc.errors())
+            problems = "; ".join(
+                f"{_source(err['loc'], env, overrides)}: {err['msg'].removeprefix('Value error, ')}" for err in exc.errors()
+            )
             raise SettingsError(f"invalid oretrace settings: {problems}") from exc
 
     @field_validator("mongodb_uri")
     @classmethod
     def _connection_string(cls, uri: str | None) -> str | None:
-        if uri is not None and not re.fullmatch(r"mongodb(\+srv)?://\S+", uri):
-            raise ValueError("expected a MongoDB connection string, mongodb://HOST[:PORT]/... or mongodb+srv://HOST/...")
+        """pymongo's own parser for `mongodb://` (no I/O); for `mongodb+srv://`, whose
+        parsing resolves DNS, the shape pymongo requires: one host name, no port."""
+        if uri is None:
+            return uri
+        if uri.startswith("mongodb://"):
+            from pymongo.errors import PyMongoError
+            from pymongo.uri_parser import parse_uri
+
+            try:
+                parse_uri(uri)
+            except (PyMongoError, ValueError) as exc:  # InvalidURI, ConfigurationError, a bad port
+                raise ValueError(f"not a valid MongoDB connection string: {exc}") from None
+        elif not re.fullmatch(r"mongodb\+srv://([^@/\s]+@)?[^,:/@\s]+(/\S*)?", uri):
+            raise ValueError(
+                "expected a MongoDB connection string, mongodb://HOST[:PORT][,...]/... or "
+                "mongodb+srv://HOST/... (one host name, no port), with no spaces around it"
+            )
         return uri
+
+    @field_validator("witnesses")
+    @classmethod
+    def _witness_list(cls, text: str | None) -> str | None:
+        """Parsed here, so that a bad list stops the server before anything starts
+        (the log parses it again when it opens: api.translog.open_log)."""
+        from .translog import parse_witnesses
+
+        parse_witnesses(text)  # ValueError naming the bad item
+        return text
 
     def require_root_public_key(self) -> str:
         if not self.root_public_key:

@@ -455,21 +455,14 @@ class TransparencyLog:
 
 
 def open_log(db, settings) -> TransparencyLog:
-    """The log of `settings` (api.settings.Settings): key, origin, interval, witnesses.
-
-    Raises SettingsError for a malformed ORETRACE_WITNESSES."""
-    from .settings import SettingsError
-
-    try:
-        witnesses = parse_witnesses(settings.witnesses)
-    except ValueError as exc:
-        raise SettingsError(f"ORETRACE_WITNESSES: {exc}") from None
+    """The log of `settings` (api.settings.Settings, whose ORETRACE_WITNESSES was
+    parsed when the settings were read): key, origin, interval, witnesses."""
     return TransparencyLog(
         db,
         settings.origin,
         load_log_key(settings.log_key, settings.data_dir),
         checkpoint_interval=settings.checkpoint_interval,
-        witnesses=witnesses,
+        witnesses=parse_witnesses(settings.witnesses),
     )
 
 

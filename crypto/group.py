@@ -226,7 +226,10 @@ def backend() -> Backend:
     return _active
 
 
-use_backend(os.environ.get("ORETRACE_CURVE_BACKEND", "arkworks"))
+try:
+    use_backend(os.environ.get("ORETRACE_CURVE_BACKEND") or "arkworks")  # empty = unset, as for every setting
+except ValueError as exc:
+    raise ValueError(f"ORETRACE_CURVE_BACKEND: {exc}") from None
 
 
 class Point:

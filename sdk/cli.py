@@ -632,7 +632,7 @@ def serve(
         Path | None, typer.Option("--data-dir", help="Embedded database directory [env ORETRACE_DATA_DIR; ./oretrace-data].")
     ] = None,
     size: Annotated[str, typer.Option(help="Demo size: full or small.")] = "full",
-    log_level: Annotated[str, typer.Option(help="Server log level.")] = "info",
+    log_level: Annotated[str, typer.Option(help="Server log level: critical, error, warning, info or debug.")] = "info",
 ) -> None:
     """Run the GraphQL API (embedded database unless MONGODB_URI is set); GraphiQL at /graphql.
 
@@ -640,8 +640,12 @@ def serve(
     --root-public-key / ORETRACE_ROOT_PUBLIC_KEY, or the oretrace-network.json of `oretrace network init`.
     Other settings (MONGODB_URI, ORETRACE_DATABASE, limits) are environment variables: docs/operations.md.
     """
+    from api.server import LOG_LEVELS
+
     if size not in ("full", "small"):
         _fail("--size must be full or small", EXIT_USAGE)
+    if log_level not in LOG_LEVELS:
+        _fail(f"--log-level must be one of {', '.join(LOG_LEVELS)}", EXIT_USAGE)
     if demo:
         _require_worker_settings()
     _require_free_port(host, port)

@@ -11,6 +11,7 @@ import contextlib
 import pytest
 import uvicorn
 from nacl.signing import SigningKey
+from pydantic import ValidationError
 
 from api import translog
 from conftest import free_port
@@ -172,9 +173,10 @@ async def test_oretrace_witness_as_a_separate_process_cosigns(tmp_path, store, w
 def test_malformed_witness_setting_is_a_settings_error(tmp_path):
     from api.settings import Settings, SettingsError
 
-    settings = Settings(data_dir=tmp_path, root_public_key="00" * 32, witnesses="not-a-witness")
-    with pytest.raises(SettingsError, match="ORETRACE_WITNESSES"):
-        translog.open_log(None, settings)
+    with pytest.raises(ValidationError, match="not-a-witness"):  # refused before any log opens
+        Settings(data_dir=tmp_path, root_public_key="00" * 32, witnesses="not-a-witness")
+    with pytest.raises(SettingsError, match=r"ORETRACE_WITNESSES \(witnesses\): witness 'not-a-witness'"):
+        Settings.from_env({"ORETRACE_ROOT_PUBLIC_KEY": "00" * 32, "ORETRACE_WITNESSES": "not-a-witness"})
     settings = Settings(data_dir=tmp_path, root_public_key="00" * 32, checkpoint_interval=0.5)
     opened = translog.open_log(None, settings)
     assert opened.origin == "oretrace.log/oretrace-demo" and (tmp_path / "log-key.hex").stat().st_mode & 0o077 == 0
