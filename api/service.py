@@ -26,6 +26,7 @@ import contextlib
 import contextvars
 import json
 import logging
+import math
 import multiprocessing
 import pickle
 from concurrent.futures import ProcessPoolExecutor
@@ -185,11 +186,15 @@ class Verifier:
     While some are announced and fewer than `max_batch` wait, a free worker
     holds its batch until the oldest waiting publication has
     waited `gather_seconds`, or the batch is full, or nothing is announced any
-    more, whichever comes first. A publication with nothing announced behind it
+    more, whichever comes first. The wait counts from the publication's
+    arrival, or from when a worker last came free if it had to queue behind a
+    busy one: with one worker, the first of a cohort often arrives while the
+    previous batch is verified, and counting from its arrival would send it
+    alone the moment the worker frees, ahead of the rest of its cohort. A publication with nothing announced behind it
     (an idle server, one publication in flight) is verified at once: the window
     only ever delays a publication while others are on their way to join it.
     `gather_seconds` = 0 (the constructor's default; the server passes its
-    setting, 0 = off by default: docs/operations.md) is "a batch is what waits when a worker frees".
+    setting, 10 ms by default: docs/operations.md) is "a batch is what waits when a worker frees".
 
     Every MSM of a batch runs in `msm_threads` parts at once (crypto.group.
     set_msm_threads; default: the cores / `workers`, at least 1).
@@ -243,6 +248,7 @@ class Verifier:
         self._pool: ProcessPoolExecutor | None = None
         self._waiting: collections.deque[_Waiting] = collections.deque()
         self._running = 0
+        self._freed_at = -math.inf  # when a worker last came free (the event loop's clock)
         self._tasks: set[asyncio.Task] = set()
 
     def _process_pool(self) -> ProcessPoolExecutor:
@@ -309,6 +315,9 @@ class Verifier:
                 self._waiting.popleft()
             if not self._waiting or (hold and self._gathering()):
                 return
+            if self._gather_timer is not None:  # the hold ended early (full, or nothing announced)
+                self._gather_timer.cancel()  # its timer must not cut the next hold short
+                self._gather_timer = None
             batch: list[_Waiting] = []
             while self._waiting and len(batch) < self.max_batch:
                 waiting = self._waiting.popleft()
@@ -328,7 +337,10 @@ class Verifier:
         if sum(not w.verdict.done() for w in self._waiting) >= self.max_batch:
             return False
         loop = asyncio.get_running_loop()
-        ends = self._waiting[0].arrived + self.gather_seconds
+        # from the oldest one's arrival, or from when a worker came free for it if it had
+        # to wait for one: a publication that queued behind a busy worker may still be
+        # joined by the others of its cohort, at most one window after it could have gone
+        ends = max(self._waiting[0].arrived, self._freed_at) + self.gather_seconds
         if loop.time() >= ends:
             return False
         if self._gather_timer is None:
@@ -366,6 +378,7 @@ class Verifier:
                     waiting.verdict.set_result(verdict)
         finally:
             self._running -= 1
+            self._freed_at = asyncio.get_running_loop().time()
             self._dispatch()
 
     async def _run_in_process(self, batch: list[_Waiting], items: list) -> Verdicts:

@@ -6,7 +6,9 @@ These tests use real signed transformations prefetched from the real embedded
 database (the fixtures of tests/test_verification_batches.py) and assert on
 what the verifier records (`batch_sizes`, `gathers`), never on time: the
 window is set far longer than any test, so a batch that forms at all formed
-because of the announcements, not of a timer.
+because of the announcements, not of a timer (a publication's arrival is
+moved back in time where a test needs its window to have passed). The tests
+of a window's end use a short one and only wait for its outcome.
 
 * an idle server (nothing announced) verifies one publication alone, at once,
   directly and through the ingestion service;
@@ -256,6 +258,99 @@ def test_the_gathering_window_setting_is_bounded():
     for bad in (-1, -0.5, float("nan")):
         with pytest.raises(ValueError, match="gather_seconds"):
             Verifier("thread", workers=1, gather_seconds=bad)
+
+
+@pytest.fixture
+def one_busy_batch(monkeypatch):
+    """`api.service.verify_publications` that holds the batch starting with a given
+    envelope in its worker until released: a worker kept busy on demand."""
+    import threading
+
+    import api.service
+
+    verify = api.service.verify_publications
+    held: dict = {}
+
+    def holding(items):
+        gate = held.get(id(items[0][0]))
+        if gate is not None:
+            gate.wait(60)
+        return verify(items)
+
+    def hold(envelope) -> threading.Event:
+        held[id(envelope)] = threading.Event()
+        return held[id(envelope)]
+
+    monkeypatch.setattr(api.service, "verify_publications", holding)
+    yield hold
+    for gate in held.values():  # a test that failed early must not leave a worker blocked
+        gate.set()
+
+
+#: the window of the case where it must run out: short enough for a test to outwait
+SHORT = 0.2
+
+
+@pytest.mark.parametrize("cohort_arrives", [True, False], ids=["cohort-arrives", "cohort-never-arrives"])
+async def test_a_publication_queued_behind_a_busy_worker_still_waits_for_its_cohort(
+    world, honest, one_busy_batch, cohort_arrives
+):
+    """One worker, busy. The first of a cohort arrives and queues; two more are
+    announced. By the time the worker frees, the first has waited longer than the
+    window. It is still held, from when the worker freed (not from its arrival),
+    and goes in one batch with the two others when they arrive; if they never do,
+    its own window (counted from the worker's freeing) sends it alone."""
+    envelopes, views = honest
+    policy = policy_of(world)
+    items = [(e, v, policy) for e, v in zip(envelopes[:4], views[:4], strict=True)]
+    window = LONG if cohort_arrives else SHORT
+    verifier = Verifier("thread", workers=1, max_batch=8, gather_seconds=window)
+    release = one_busy_batch(envelopes[0])
+    busy = asyncio.create_task(verifier.apply(*items[0]))  # nothing announced: goes at once
+    await settle()
+    gates = [asyncio.Event(), asyncio.Event()]
+    cohort = await arriving(verifier, items[2:], gates)  # announced, not arrived
+    first = asyncio.create_task(verifier.apply(*items[1]))  # queues behind the busy worker
+    await settle()
+    verifier._waiting[0].arrived -= 2 * window  # its window, counted from its arrival, has passed
+    assert verifier.batch_sizes == {1: 1} and verifier._running == 1
+    release.set()
+    assert (await asyncio.wait_for(busy, 60)).event_id == envelopes[0].event_id
+    await settle()
+    assert verifier.batch_sizes == {1: 1} and verifier.gathers == 1  # the first is held
+    if cohort_arrives:
+        for gate in gates:
+            gate.set()
+        got = await asyncio.wait_for(asyncio.gather(first, *cohort), 60)
+        assert [v.event_id for v in got[:1]] + [v[1] for v in got[1:]] == [e.event_id for e in envelopes[1:4]]
+        assert verifier.batch_sizes == {1: 1, 3: 1} and verifier.gathers == 1
+    else:
+        assert (await asyncio.wait_for(first, 60)).event_id == envelopes[1].event_id  # the timer sent it
+        assert verifier.batch_sizes == {1: 2}
+        for gate in gates:  # late: the first of them is held for the second, a new window
+            gate.set()
+        got = await asyncio.wait_for(asyncio.gather(*cohort), 60)
+        assert [v[1] for v in got] == [e.event_id for e in envelopes[2:4]]
+        assert verifier.batch_sizes == {1: 2, 2: 1} and verifier.gathers == 2
+
+
+async def test_a_hold_that_ends_early_leaves_no_timer_behind(world, honest):
+    """A hold released because nothing is announced any more (or the batch is full)
+    cancels its timer: left pending, it would end the NEXT hold early, counted from
+    the old publication's arrival instead of the new one's."""
+    envelopes, views = honest
+    policy = policy_of(world)
+    items = [(e, v, policy) for e, v in zip(envelopes[:2], views[:2], strict=True)]
+    verifier = Verifier("thread", workers=1, max_batch=8, gather_seconds=LONG)
+    gates = [asyncio.Event(), asyncio.Event()]
+    tasks = await arriving(verifier, items, gates)
+    gates[0].set()
+    await settle()
+    assert verifier.gathers == 1 and verifier._gather_timer is not None  # the first is held
+    gates[1].set()  # the last announced arrives: the batch goes without its timer
+    got = await asyncio.wait_for(asyncio.gather(*tasks), 60)
+    assert [v[1] for v in got] == [e.event_id for e in envelopes[:2]]
+    assert verifier.batch_sizes == {2: 1} and verifier._gather_timer is None
 
 
 #: the documented default (docs/operations.md)
