@@ -188,11 +188,13 @@ class Verifier:
     waited `gather_seconds`, or the batch is full, or nothing is announced any
     more, whichever comes first. The wait counts from the publication's
     arrival, or from when a worker last came free if it had to queue behind a
-    busy one: with one worker, the first of a cohort often arrives while the
+    busy one: with one worker, the first of a cohort can arrive while the
     previous batch is verified, and counting from its arrival would send it
-    alone the moment the worker frees, ahead of the rest of its cohort. A publication with nothing announced behind it
-    (an idle server, one publication in flight) is verified at once: the window
-    only ever delays a publication while others are on their way to join it.
+    alone the moment the worker frees, ahead of the rest of its cohort
+    (docs/performance.md, "Issue 11 at its close"). A publication with
+    nothing announced behind it (an idle server, one publication in flight)
+    is verified at once: the window only ever delays a publication while
+    others are on their way to join it.
     `gather_seconds` = 0 (the constructor's default; the server passes its
     setting, 10 ms by default: docs/operations.md) is "a batch is what waits when a worker frees".
 
