@@ -317,8 +317,11 @@ async def test_a_publication_queued_behind_a_busy_worker_still_waits_for_its_coh
     release.set()
     assert (await asyncio.wait_for(busy, 60)).event_id == envelopes[0].event_id
     await settle()
-    assert verifier.batch_sizes == {1: 1} and verifier.gathers == 1  # the first is held
+    # the first is held, in the callback that freed the worker (not sent at once); with the
+    # short window its timer may already have sent it by now on a slow machine: count gathers
+    assert verifier.gathers == 1
     if cohort_arrives:
+        assert verifier.batch_sizes == {1: 1}
         for gate in gates:
             gate.set()
         got = await asyncio.wait_for(asyncio.gather(first, *cohort), 60)
